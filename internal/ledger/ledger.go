@@ -1,0 +1,588 @@
+// Package ledger is linegate's tamper-evident record of everything the
+// gateway received and sent.
+//
+// A record is a payload (the raw request, its headers and metadata) and a
+// leaf in an RFC 6962 Merkle log. The leaf carries no personal data: a kind,
+// a time, a channel, a retention class and a salted commitment
+// SHA-256(nonce || payload). The log is published in the C2SP formats:
+// tlog-checkpoint signed notes, tlog-tiles hash tiles and entry bundles.
+//
+// Appends are group-committed: concurrent callers of Append share one
+// durable Store transaction, and Append returns only once its record is
+// durable. A sequencer loop integrates appended records into tiles and a new
+// signed tree head at a fixed interval. The Store contract is in store.go.
+package ledger
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// ErrPushback is returned by Append when the append queue is full. The
+// caller should shed the request (HTTP 503) rather than wait.
+var ErrPushback = errors.New("ledger: append queue full")
+
+// ErrClosed is returned by Append after Close has begun.
+var ErrClosed = errors.New("ledger: closed")
+
+// Entry is what a caller appends.
+type Entry struct {
+	Kind      Kind
+	Time      time.Time
+	Channel   string
+	Retention string
+	Payload   []byte
+}
+
+// Options configures a Ledger. Zero values take the defaults noted.
+type Options struct {
+	// Origin is the checkpoint's origin line, and must equal the signer's
+	// key name.
+	Origin string
+	// Signer signs checkpoints.
+	Signer note.Signer
+	// QueueSize bounds the records waiting for a commit (default 8192).
+	QueueSize int
+	// MaxBatch bounds the records in one commit (default 1024).
+	MaxBatch int
+	// CheckpointInterval is how often the sequencer integrates and signs a
+	// checkpoint when records are waiting (default 1s).
+	CheckpointInterval time.Duration
+	// MaxIntegrate bounds the records integrated in one Store transaction
+	// (default 65536).
+	MaxIntegrate int
+	// CheckpointFile, if set, receives every new checkpoint as a file
+	// (written to a temporary file, synced and renamed), after the Store
+	// has committed it: a copy outside the database that verify compares
+	// the database against, so that a database rolled back is noticed.
+	CheckpointFile string
+	// Logger receives operational messages (default: discard).
+	Logger *slog.Logger
+}
+
+// Ledger appends records to a Store and integrates them into the log.
+type Ledger struct {
+	store  Store
+	opts   Options
+	log    *slog.Logger
+	queue  chan *pending
+	mu     sync.RWMutex // held for reading while enqueueing; Close takes it to refuse new appends
+	closed bool
+
+	stopWriter chan struct{}
+	writerDone chan struct{}
+	stopSeq    chan struct{}
+	seqDone    chan struct{}
+	kick       chan struct{}
+
+	// Sequencer state, owned by the sequencer goroutine (and by Close once
+	// the sequencer has stopped).
+	head  TreeHead
+	tiles map[[2]uint64][]byte
+
+	lastErr  atomic.Pointer[error] // last append error, nil after a success
+	pubHead  atomic.Pointer[TreeHead]
+	m        metrics
+	closeErr error
+	once     sync.Once
+}
+
+type pending struct {
+	rec   Record
+	index uint64
+	err   error
+	done  chan struct{}
+}
+
+type metrics struct {
+	appendLatency    prometheus.Histogram
+	batchSize        prometheus.Histogram
+	appendErrors     prometheus.Counter
+	pushbacks        prometheus.Counter
+	integrateLatency prometheus.Histogram
+	treeSize         prometheus.Gauge
+	pendingRecords   prometheus.Gauge
+	queueDepth       prometheus.GaugeFunc
+}
+
+// New opens a ledger over store. It reads only the tree head, so that start-up
+// time does not depend on the size of the log. Call Start to begin appending.
+func New(ctx context.Context, store Store, opts Options) (*Ledger, error) {
+	if opts.Signer == nil {
+		return nil, errors.New("ledger: no checkpoint signer")
+	}
+	if opts.Origin == "" || opts.Signer.Name() != opts.Origin {
+		return nil, fmt.Errorf("ledger: checkpoint key name %q does not match origin %q", opts.Signer.Name(), opts.Origin)
+	}
+	if opts.QueueSize <= 0 {
+		opts.QueueSize = 8192
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 1024
+	}
+	if opts.CheckpointInterval <= 0 {
+		opts.CheckpointInterval = time.Second
+	}
+	if opts.MaxIntegrate <= 0 {
+		opts.MaxIntegrate = 1 << 16
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	head, err := store.TreeHead(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read tree head: %w", err)
+	}
+	l := &Ledger{
+		store:      store,
+		opts:       opts,
+		log:        opts.Logger,
+		queue:      make(chan *pending, opts.QueueSize),
+		stopWriter: make(chan struct{}),
+		writerDone: make(chan struct{}),
+		stopSeq:    make(chan struct{}),
+		seqDone:    make(chan struct{}),
+		kick:       make(chan struct{}, 1),
+		head:       head,
+		tiles:      make(map[[2]uint64][]byte),
+	}
+	l.pubHead.Store(&head)
+	l.m = newMetrics(l)
+	if head.Checkpoint == nil {
+		// A new log: sign the empty tree, so that there is always a
+		// checkpoint to serve and to be consistent with.
+		if err := l.integrate(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+func newMetrics(l *Ledger) metrics {
+	return metrics{
+		appendLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "linegate_ledger_append_seconds",
+			Help:    "Time to commit one group of appended records durably.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "linegate_ledger_append_batch_records",
+			Help:    "Records per group commit.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+		}),
+		appendErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "linegate_ledger_append_errors_total",
+			Help: "Group commits that failed (their records were not acknowledged).",
+		}),
+		pushbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "linegate_ledger_pushback_total",
+			Help: "Appends refused because the queue was full.",
+		}),
+		integrateLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "linegate_ledger_integrate_seconds",
+			Help:    "Time to integrate appended records into tiles and sign a checkpoint.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		treeSize: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "linegate_ledger_tree_size",
+			Help: "Size of the latest signed checkpoint.",
+		}),
+		pendingRecords: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "linegate_ledger_unintegrated_records",
+			Help: "Records appended but not yet integrated, at the last sequencing.",
+		}),
+		queueDepth: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "linegate_ledger_queue_depth",
+			Help: "Records waiting for a group commit.",
+		}, func() float64 { return float64(len(l.queue)) }),
+	}
+}
+
+// Collectors returns the ledger's metrics, for the caller's registry.
+func (l *Ledger) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{l.m.appendLatency, l.m.batchSize, l.m.appendErrors, l.m.pushbacks,
+		l.m.integrateLatency, l.m.treeSize, l.m.pendingRecords, l.m.queueDepth}
+}
+
+// Start starts the group-commit writer and the sequencer.
+func (l *Ledger) Start() {
+	l.m.treeSize.Set(float64(l.head.Size))
+	go l.writer()
+	go l.sequencer()
+}
+
+// Append records e and returns its index once it is durable. It returns
+// ErrPushback at once when the queue is full, and ErrClosed after Close.
+// If ctx ends first, Append returns ctx's error, and the record may or may
+// not have been stored.
+func (l *Ledger) Append(ctx context.Context, e Entry) (uint64, error) {
+	nonce := NewNonce()
+	leaf, err := Leaf{
+		Kind:       e.Kind,
+		Time:       e.Time,
+		Channel:    e.Channel,
+		Retention:  e.Retention,
+		Commitment: Commit(nonce, e.Payload),
+	}.MarshalBinary()
+	if err != nil {
+		return 0, err
+	}
+	p := &pending{rec: Record{Leaf: leaf, Nonce: nonce, Payload: e.Payload}, done: make(chan struct{})}
+	l.mu.RLock()
+	if l.closed {
+		l.mu.RUnlock()
+		return 0, ErrClosed
+	}
+	select {
+	case l.queue <- p:
+		l.mu.RUnlock()
+	default:
+		l.mu.RUnlock()
+		l.m.pushbacks.Inc()
+		return 0, ErrPushback
+	}
+	select {
+	case <-p.done:
+		return p.index, p.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// writer is the group-commit loop: it takes whatever is queued, up to
+// MaxBatch records, and commits it in one Store transaction. While one
+// commit runs, the next group gathers in the queue.
+func (l *Ledger) writer() {
+	defer close(l.writerDone)
+	batch := make([]*pending, 0, l.opts.MaxBatch)
+	recs := make([]Record, 0, l.opts.MaxBatch)
+	for {
+		select {
+		case p := <-l.queue:
+			batch = append(batch[:0], p)
+		case <-l.stopWriter:
+			// No more appends can be enqueued: drain what is there.
+			for {
+				select {
+				case p := <-l.queue:
+					batch = append(batch[:0], p)
+					l.fill(&batch)
+					l.commit(batch, recs)
+				default:
+					return
+				}
+			}
+		}
+		l.fill(&batch)
+		l.commit(batch, recs)
+	}
+}
+
+func (l *Ledger) fill(batch *[]*pending) {
+	for len(*batch) < l.opts.MaxBatch {
+		select {
+		case p := <-l.queue:
+			*batch = append(*batch, p)
+		default:
+			return
+		}
+	}
+}
+
+func (l *Ledger) commit(batch []*pending, recs []Record) {
+	recs = recs[:0]
+	for _, p := range batch {
+		recs = append(recs, p.rec)
+	}
+	start := time.Now()
+	// The commit is not tied to any caller's context: a caller that gave up
+	// must not abort the others' commit.
+	first, err := l.store.Append(context.Background(), recs)
+	l.m.appendLatency.Observe(time.Since(start).Seconds())
+	l.m.batchSize.Observe(float64(len(batch)))
+	if err != nil {
+		l.m.appendErrors.Inc()
+		l.lastErr.Store(&err)
+		l.log.Error("ledger append failed", "records", len(batch), "err", err)
+		err = fmt.Errorf("ledger: append: %w", err)
+	} else {
+		l.lastErr.Store(nil)
+	}
+	for i, p := range batch {
+		p.index, p.err = first+uint64(i), err
+		close(p.done)
+	}
+}
+
+// sequencer integrates appended records at every CheckpointInterval.
+func (l *Ledger) sequencer() {
+	defer close(l.seqDone)
+	t := time.NewTicker(l.opts.CheckpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-l.kick:
+		case <-l.stopSeq:
+			return
+		}
+		if err := l.integrate(context.Background()); err != nil {
+			l.log.Error("ledger integration failed", "err", err)
+		}
+	}
+}
+
+// Sync integrates every record appended so far and publishes a checkpoint,
+// without waiting for the next interval. It must not be called after
+// Close. It is meant for tests and tools that need a checkpoint now.
+func (l *Ledger) Sync(ctx context.Context) (TreeHead, error) {
+	for {
+		n, err := l.store.Count(ctx)
+		if err != nil {
+			return TreeHead{}, err
+		}
+		h := l.Head()
+		if h.Size >= n {
+			return h, nil
+		}
+		select {
+		case l.kick <- struct{}{}:
+		default:
+		}
+		select {
+		case <-ctx.Done():
+			return TreeHead{}, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// Head returns the latest tree head this ledger has published.
+func (l *Ledger) Head() TreeHead { return *l.pubHead.Load() }
+
+// Ready reports whether the ledger can take appends: not closed, the last
+// group commit succeeded, and the store answers.
+func (l *Ledger) Ready(ctx context.Context) error {
+	l.mu.RLock()
+	closed := l.closed
+	l.mu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
+	if err := l.store.Ping(ctx); err != nil {
+		return fmt.Errorf("ledger: store not writable: %w", err)
+	}
+	return nil
+}
+
+// Close stops taking appends, commits everything queued, integrates it,
+// and publishes a final checkpoint. It does not close the Store.
+func (l *Ledger) Close(ctx context.Context) error {
+	l.once.Do(func() {
+		l.mu.Lock()
+		l.closed = true
+		l.mu.Unlock()
+		close(l.stopWriter)
+		<-l.writerDone
+		close(l.stopSeq)
+		<-l.seqDone
+		l.closeErr = l.integrate(ctx)
+	})
+	return l.closeErr
+}
+
+// integrate sequences up to MaxIntegrate appended records into the log,
+// repeating until none is left, and publishes the resulting checkpoint.
+func (l *Ledger) integrate(ctx context.Context) error {
+	for {
+		n, err := l.store.Count(ctx)
+		if err != nil {
+			return fmt.Errorf("ledger: count records: %w", err)
+		}
+		l.m.pendingRecords.Set(float64(n - min(n, l.head.Size)))
+		if n <= l.head.Size && l.head.Checkpoint != nil {
+			return nil
+		}
+		end := min(n, l.head.Size+uint64(l.opts.MaxIntegrate))
+		start := time.Now()
+		err = l.integrateTo(ctx, end)
+		if errors.Is(err, ErrConflict) {
+			// Another sequencer moved the tree: start again from its head.
+			clear(l.tiles)
+			if l.head, err = l.store.TreeHead(ctx); err != nil {
+				return fmt.Errorf("ledger: reload tree head: %w", err)
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		l.m.integrateLatency.Observe(time.Since(start).Seconds())
+		l.m.treeSize.Set(float64(l.head.Size))
+	}
+}
+
+func (l *Ledger) integrateTo(ctx context.Context, end uint64) error {
+	old := l.head
+	var leaves [][]byte
+	if end > old.Size {
+		var err error
+		if leaves, err = l.store.ReadLeaves(ctx, old.Size, end); err != nil {
+			return fmt.Errorf("ledger: read leaves [%d, %d): %w", old.Size, end, err)
+		}
+	}
+	tb := &tileBuilder{l: l, ctx: ctx, base: tlog.StoredHashIndex(0, int64(old.Size))}
+	for i, leaf := range leaves {
+		hs, err := tlog.StoredHashesForRecordHash(int64(old.Size)+int64(i), tlog.RecordHash(leaf), tb)
+		if err != nil {
+			return fmt.Errorf("ledger: hash record %d: %w", old.Size+uint64(i), err)
+		}
+		tb.hashes = append(tb.hashes, hs...)
+	}
+	var tiles []Tile
+	for _, t := range tlog.NewTiles(TileHeight, int64(old.Size), int64(end)) {
+		data, err := tlog.ReadTileData(t, tb)
+		if err != nil {
+			return fmt.Errorf("ledger: build tile %d/%d: %w", t.L, t.N, err)
+		}
+		tiles = append(tiles, Tile{Level: uint64(t.L), Index: uint64(t.N), Data: data})
+	}
+	root, err := tlog.TreeHash(int64(end), tb)
+	if err != nil {
+		return fmt.Errorf("ledger: tree hash: %w", err)
+	}
+	cp, err := l.sign(end, root)
+	if err != nil {
+		return err
+	}
+	head := TreeHead{Size: end, Hash: root, Checkpoint: cp}
+	if err := l.store.Integrate(ctx, old.Size, head, tiles); err != nil {
+		return fmt.Errorf("ledger: integrate [%d, %d): %w", old.Size, end, err)
+	}
+	l.head = head
+	for _, t := range tiles {
+		l.tiles[[2]uint64{t.Level, t.Index}] = t.Data
+		if t.Index >= 2 { // keep the right edge only
+			delete(l.tiles, [2]uint64{t.Level, t.Index - 2})
+		}
+	}
+	l.pubHead.Store(&head)
+	if err := l.publish(cp); err != nil {
+		// The database holds the checkpoint; the file copy lags until the
+		// next one. Verify tolerates a lagging file, not a leading one.
+		l.log.Error("ledger: write checkpoint file", "err", err)
+	}
+	return nil
+}
+
+// sign returns a C2SP tlog-checkpoint signed note for the tree.
+func (l *Ledger) sign(size uint64, root tlog.Hash) ([]byte, error) {
+	text := FormatCheckpoint(l.opts.Origin, size, root)
+	cp, err := note.Sign(&note.Note{Text: text}, l.opts.Signer)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: sign checkpoint: %w", err)
+	}
+	return cp, nil
+}
+
+// publish writes the checkpoint file: a temporary file, synced, renamed over
+// the old one, then the directory synced, so that a crash leaves either
+// the old or the new checkpoint.
+func (l *Ledger) publish(cp []byte) error {
+	if l.opts.CheckpointFile == "" {
+		return nil
+	}
+	return WriteFileAtomic(l.opts.CheckpointFile, cp, 0o644)
+}
+
+// WriteFileAtomic writes data to path via a synced temporary file and a
+// rename, then syncs the directory.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// tileBuilder is the tlog.HashReader of one integration: stored hashes at
+// or after base are the ones computed in this integration; earlier ones come
+// from tiles, cached at the right edge of the tree or read from the Store.
+type tileBuilder struct {
+	l      *Ledger
+	ctx    context.Context
+	base   int64
+	hashes []tlog.Hash
+}
+
+func (tb *tileBuilder) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, idx := range indexes {
+		if idx >= tb.base {
+			j := idx - tb.base
+			if j >= int64(len(tb.hashes)) {
+				return nil, fmt.Errorf("hash %d not computed yet", idx)
+			}
+			out[i] = tb.hashes[j]
+			continue
+		}
+		t := tlog.TileForIndex(TileHeight, idx)
+		key := [2]uint64{uint64(t.L), uint64(t.N)}
+		data, ok := tb.l.tiles[key]
+		if !ok || len(data) < t.W*hashSize {
+			var err error
+			if data, err = tb.l.store.ReadTile(tb.ctx, uint64(t.L), uint64(t.N)); err != nil {
+				return nil, fmt.Errorf("read tile %d/%d: %w", t.L, t.N, err)
+			}
+			tb.l.tiles[key] = data
+		}
+		h, err := tlog.HashFromTile(t, data, idx)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = h
+	}
+	return out, nil
+}
+
+// FormatCheckpoint returns the body of a C2SP tlog-checkpoint.
+func FormatCheckpoint(origin string, size uint64, root [sha256.Size]byte) string {
+	return fmt.Sprintf("%s\n%d\n%s\n", origin, size, tlog.Hash(root).String())
+}

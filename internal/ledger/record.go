@@ -1,0 +1,192 @@
+package ledger
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Kind says what a record is. It is part of the leaf, so its values are
+// fixed forever: add new kinds, never renumber.
+type Kind uint8
+
+const (
+	// KindWebhook is a verified webhook request from LINE, as received.
+	KindWebhook Kind = 1
+	// KindRejection is a webhook request that failed authentication. Its
+	// payload keeps the size, the body hash and the headers, not the body.
+	KindRejection Kind = 2
+)
+
+var kindNames = map[Kind]string{
+	KindWebhook:   "webhook",
+	KindRejection: "rejection",
+}
+
+func (k Kind) String() string {
+	if s, ok := kindNames[k]; ok {
+		return s
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// leafVersion is the first byte of every leaf this code writes.
+const leafVersion = 1
+
+// NonceSize is the size of the random nonce that salts a commitment.
+const NonceSize = 16
+
+// Leaf is what the Merkle log holds for one record. It carries no personal
+// data: the payload is bound by a salted commitment, so that deleting the
+// payload and its nonce leaves the log verifiable and the content
+// unguessable. The record id is the leaf's index in the log.
+type Leaf struct {
+	Kind       Kind
+	Time       time.Time // millisecond precision
+	Channel    string
+	Retention  string
+	Commitment [sha256.Size]byte
+}
+
+// maxLeafString bounds the channel and retention strings inside a leaf.
+const maxLeafString = 255
+
+// MarshalBinary encodes the leaf. The encoding is the leaf's identity in the
+// log; it is:
+//
+//	u8 version (1) | u8 kind | i64 time in ms | u8 len | channel |
+//	u8 len | retention class | 32-byte commitment
+//
+// all integers big-endian.
+func (l Leaf) MarshalBinary() ([]byte, error) {
+	if len(l.Channel) > maxLeafString || len(l.Retention) > maxLeafString {
+		return nil, errors.New("ledger: leaf string too long")
+	}
+	b := make([]byte, 0, 2+8+2+len(l.Channel)+len(l.Retention)+sha256.Size)
+	b = append(b, leafVersion, byte(l.Kind))
+	b = binary.BigEndian.AppendUint64(b, uint64(l.Time.UnixMilli()))
+	b = append(b, byte(len(l.Channel)))
+	b = append(b, l.Channel...)
+	b = append(b, byte(len(l.Retention)))
+	b = append(b, l.Retention...)
+	b = append(b, l.Commitment[:]...)
+	return b, nil
+}
+
+// UnmarshalBinary decodes a leaf written by MarshalBinary and refuses
+// anything else, including trailing bytes and unknown versions.
+func (l *Leaf) UnmarshalBinary(b []byte) error {
+	bad := func(what string) error { return fmt.Errorf("ledger: malformed leaf: %s", what) }
+	if len(b) < 2+8+1 {
+		return bad("short")
+	}
+	if b[0] != leafVersion {
+		return bad(fmt.Sprintf("unknown version %d", b[0]))
+	}
+	kind := Kind(b[1])
+	ms := int64(binary.BigEndian.Uint64(b[2:10]))
+	rest := b[10:]
+	readString := func() (string, bool) {
+		if len(rest) < 1 || len(rest) < 1+int(rest[0]) {
+			return "", false
+		}
+		n := int(rest[0])
+		s := string(rest[1 : 1+n])
+		rest = rest[1+n:]
+		return s, true
+	}
+	channel, ok := readString()
+	if !ok {
+		return bad("channel")
+	}
+	retention, ok := readString()
+	if !ok {
+		return bad("retention")
+	}
+	if len(rest) != sha256.Size {
+		return bad("commitment")
+	}
+	*l = Leaf{Kind: kind, Time: time.UnixMilli(ms), Channel: channel, Retention: retention}
+	copy(l.Commitment[:], rest)
+	return nil
+}
+
+// Commit returns the salted commitment SHA-256(nonce || payload).
+func Commit(nonce, payload []byte) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write(nonce)
+	h.Write(payload)
+	var c [sha256.Size]byte
+	h.Sum(c[:0])
+	return c
+}
+
+// NewNonce returns a fresh random nonce.
+func NewNonce() []byte {
+	n := make([]byte, NonceSize)
+	rand.Read(n) // never returns an error (crypto/rand, Go 1.24+)
+	return n
+}
+
+// Record is one entry of the ledger: the leaf that the log holds, and the
+// payload that the leaf commits to. Index is assigned by the Store when the
+// record is appended.
+type Record struct {
+	Index uint64
+	Leaf  []byte // Leaf.MarshalBinary
+	// Nonce and Payload are nil once the payload has been deleted.
+	Nonce   []byte
+	Payload []byte
+}
+
+// Meta is the metadata half of a payload: what the request looked like
+// around its body.
+type Meta struct {
+	Channel    string              `json:"channel"`
+	ReceivedMs int64               `json:"received_ms"`
+	Remote     string              `json:"remote,omitempty"`
+	Method     string              `json:"method,omitempty"`
+	Path       string              `json:"path,omitempty"`
+	Headers    map[string][]string `json:"headers,omitempty"`
+	// For a rejection: why, how big the body was, and its SHA-256 (hex).
+	Reason     string `json:"reason,omitempty"`
+	BodySize   int64  `json:"body_size,omitempty"`
+	BodySHA256 string `json:"body_sha256,omitempty"`
+}
+
+// EncodePayload frames metadata and a raw body into one payload:
+//
+//	u32 big-endian length of the metadata JSON | metadata JSON | body
+//
+// The body is kept byte for byte: LINE signs the exact bytes it sends, so
+// the body is never re-encoded.
+func EncodePayload(m *Meta, body []byte) ([]byte, error) {
+	mj, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: encode metadata: %w", err)
+	}
+	p := make([]byte, 4, 4+len(mj)+len(body))
+	binary.BigEndian.PutUint32(p, uint32(len(mj)))
+	p = append(p, mj...)
+	return append(p, body...), nil
+}
+
+// DecodePayload splits a payload written by EncodePayload.
+func DecodePayload(p []byte) (*Meta, []byte, error) {
+	if len(p) < 4 {
+		return nil, nil, errors.New("ledger: malformed payload: short")
+	}
+	n := binary.BigEndian.Uint32(p)
+	if uint64(n) > uint64(len(p)-4) {
+		return nil, nil, errors.New("ledger: malformed payload: metadata length")
+	}
+	var m Meta
+	if err := json.Unmarshal(p[4:4+n], &m); err != nil {
+		return nil, nil, fmt.Errorf("ledger: malformed payload metadata: %w", err)
+	}
+	return &m, p[4+n:], nil
+}

@@ -1,0 +1,275 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"slices"
+
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/rfc6962"
+	"golang.org/x/mod/sumdb/note"
+)
+
+// VerifyReport summarises a successful verification.
+type VerifyReport struct {
+	Records      uint64 // records read, integrated or not
+	TreeSize     uint64 // size of the stored tree head
+	Checkpoints  int    // stored checkpoints checked
+	PayloadBytes uint64 // payload bytes hashed
+	Tiles        int    // tiles compared
+}
+
+// VerifyError names the first place where storage disagrees with itself.
+type VerifyError struct {
+	Where  string // "record 12", "tile 0/3", "tree head", "checkpoint 7 (size 120)", ...
+	Reason string
+}
+
+func (e *VerifyError) Error() string { return e.Where + ": " + e.Reason }
+
+func verr(where, format string, args ...any) error {
+	return &VerifyError{Where: where, Reason: fmt.Sprintf(format, args...)}
+}
+
+// Verify recomputes everything in store from the records up: each payload's
+// commitment, each leaf hash, every hash of every tile, the tree head and
+// the root of every stored checkpoint, whose signatures it checks with v.
+// If published is not nil, it is a checkpoint kept outside the store (the
+// checkpoint file): the store must contain a tree that extends it, so that a
+// store rolled back or rewritten is caught.
+//
+// It reads the store once, in index order, and keeps O(log n) hashes in
+// memory. The error is a *VerifyError naming the first bad place it met,
+// or the error of the store.
+func Verify(ctx context.Context, store Store, v note.Verifier, origin string, published []byte) (VerifyReport, error) {
+	var rep VerifyReport
+	head, err := store.TreeHead(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("read tree head: %w", err)
+	}
+	rep.TreeSize = head.Size
+	if head.Checkpoint == nil {
+		return rep, verr("tree head", "no signed checkpoint")
+	}
+	hc, err := OpenCheckpoint(head.Checkpoint, v, origin)
+	if err != nil {
+		return rep, verr("tree head", "%v", err)
+	}
+	if hc.Size != head.Size || hc.Hash != head.Hash {
+		return rep, verr("tree head", "checkpoint (size %d) does not match the stored size %d and hash", hc.Size, head.Size)
+	}
+
+	// Every root hash the store claims, by tree size: the stored
+	// checkpoints, the tree head, and the published checkpoint file.
+	type claim struct {
+		size  uint64
+		hash  [32]byte
+		where string
+	}
+	var claims []claim
+	i := 0
+	for cp, err := range store.Checkpoints(ctx) {
+		if err != nil {
+			return rep, fmt.Errorf("read checkpoints: %w", err)
+		}
+		i++
+		c, err := OpenCheckpoint(cp, v, origin)
+		where := fmt.Sprintf("checkpoint %d", i)
+		if err != nil {
+			return rep, verr(where, "%v", err)
+		}
+		if c.Size > head.Size {
+			return rep, verr(where, "size %d is beyond the tree head's size %d", c.Size, head.Size)
+		}
+		claims = append(claims, claim{c.Size, c.Hash, fmt.Sprintf("%s (size %d)", where, c.Size)})
+	}
+	rep.Checkpoints = i
+	if !slices.ContainsFunc(claims, func(c claim) bool { return c.size == head.Size && c.hash == head.Hash }) {
+		return rep, verr("tree head", "size %d is missing from the checkpoint history", head.Size)
+	}
+	if published != nil {
+		c, err := OpenCheckpoint(published, v, origin)
+		if err != nil {
+			return rep, verr("checkpoint file", "%v", err)
+		}
+		if c.Size > head.Size {
+			return rep, verr("tree head", "size %d is behind the published checkpoint file (size %d): the database was rolled back or lost records", head.Size, c.Size)
+		}
+		claims = append(claims, claim{c.Size, c.Hash, fmt.Sprintf("checkpoint file (size %d)", c.Size)})
+	}
+	slices.SortStableFunc(claims, func(a, b claim) int { return compareU64(a.size, b.size) })
+	checkRoots := func(r *compact.Range) error {
+		for len(claims) > 0 && claims[0].size == r.End() {
+			root, err := r.GetRootHash(nil)
+			if err != nil {
+				return err
+			}
+			if r.End() == 0 {
+				root = rfc6962.DefaultHasher.EmptyRoot()
+			}
+			if !bytes.Equal(root, claims[0].hash[:]) {
+				return verr(claims[0].where, "root hash %s differs from the hash recomputed from the records, %s",
+					b64(claims[0].hash[:]), b64(root))
+			}
+			claims = claims[1:]
+		}
+		return nil
+	}
+
+	count, err := store.Count(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("count records: %w", err)
+	}
+	if count < head.Size {
+		return rep, verr(fmt.Sprintf("record %d", count), "missing: the tree head covers %d records, the store holds %d", head.Size, count)
+	}
+
+	tc := &tileChecker{ctx: ctx, store: store, size: head.Size}
+	rng := (&compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}).NewEmptyRange(0)
+	if err := checkRoots(rng); err != nil {
+		return rep, err
+	}
+	next := uint64(0)
+	for rec, err := range store.Records(ctx, 0, count) {
+		if err != nil {
+			return rep, fmt.Errorf("read records: %w", err)
+		}
+		where := fmt.Sprintf("record %d", rec.Index)
+		if rec.Index != next {
+			return rep, verr(fmt.Sprintf("record %d", next), "missing")
+		}
+		next++
+		if rec.Leaf == nil {
+			return rep, verr(where, "missing")
+		}
+		var leaf Leaf
+		if err := leaf.UnmarshalBinary(rec.Leaf); err != nil {
+			return rep, verr(where, "%v", err)
+		}
+		switch {
+		case rec.Payload == nil || rec.Nonce == nil:
+			return rep, verr(where, "payload missing")
+		case Commit(rec.Nonce, rec.Payload) != leaf.Commitment:
+			return rep, verr(where, "payload does not match its commitment")
+		}
+		rep.PayloadBytes += uint64(len(rec.Payload))
+		rep.Records++
+		if rec.Index >= head.Size {
+			continue // appended, not yet integrated
+		}
+		if err := rng.Append(rfc6962.DefaultHasher.HashLeaf(rec.Leaf), tc.visit); err != nil {
+			return rep, err
+		}
+		if tc.err != nil {
+			return rep, tc.err
+		}
+		if err := checkRoots(rng); err != nil {
+			return rep, err
+		}
+	}
+	if next != count {
+		return rep, verr(fmt.Sprintf("record %d", next), "missing")
+	}
+	if err := tc.finish(); err != nil {
+		return rep, err
+	}
+	rep.Tiles = tc.tiles
+	if len(claims) > 0 {
+		return rep, verr(claims[0].where, "not covered by the records")
+	}
+	return rep, nil
+}
+
+// tileChecker compares every node hash of the tree, as it is recomputed,
+// with the stored tile that should hold it.
+type tileChecker struct {
+	ctx   context.Context
+	store Store
+	size  uint64
+	cur   []tileCursor // by tile level
+	tiles int
+	err   error
+}
+
+type tileCursor struct {
+	index uint64
+	data  []byte
+	seen  int // hashes compared in this tile
+	open  bool
+}
+
+func (tc *tileChecker) visit(id compact.NodeID, h []byte) {
+	if tc.err != nil || id.Level%TileHeight != 0 {
+		return
+	}
+	level := uint64(id.Level / TileHeight)
+	for uint64(len(tc.cur)) <= level {
+		tc.cur = append(tc.cur, tileCursor{})
+	}
+	c := &tc.cur[level]
+	index, pos := id.Index/TileWidth, int(id.Index%TileWidth)
+	if !c.open || c.index != index {
+		if c.open {
+			if tc.err = tc.close(level, c); tc.err != nil {
+				return
+			}
+		}
+		data, err := tc.store.ReadTile(tc.ctx, level, index)
+		if err != nil {
+			tc.err = verr(fmt.Sprintf("tile %d/%d", level, index), "%v", err)
+			return
+		}
+		*c = tileCursor{index: index, data: data, open: true}
+	}
+	where := fmt.Sprintf("tile %d/%d", level, index)
+	if level == 0 {
+		where = fmt.Sprintf("record %d", id.Index)
+	}
+	if len(c.data) < (pos+1)*hashSize {
+		tc.err = verr(fmt.Sprintf("tile %d/%d", level, index), "holds %d hashes, the tree needs %d", len(c.data)/hashSize, pos+1)
+		return
+	}
+	if !bytes.Equal(c.data[pos*hashSize:(pos+1)*hashSize], h) {
+		if level == 0 {
+			tc.err = verr(where, "leaf hash differs from tile 0/%d", index)
+		} else {
+			tc.err = verr(where, "hash %d differs from the hash recomputed from the records", pos)
+		}
+		return
+	}
+	c.seen = pos + 1
+}
+
+// close checks that a tile holds no hash beyond the ones the tree has.
+func (tc *tileChecker) close(level uint64, c *tileCursor) error {
+	tc.tiles++
+	if len(c.data) != c.seen*hashSize {
+		return verr(fmt.Sprintf("tile %d/%d", level, c.index), "holds %d bytes, want %d hashes", len(c.data), c.seen)
+	}
+	return nil
+}
+
+func (tc *tileChecker) finish() error {
+	for l := range tc.cur {
+		if c := &tc.cur[l]; c.open {
+			if err := tc.close(uint64(l), c); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func compareU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }

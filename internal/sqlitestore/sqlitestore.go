@@ -1,0 +1,336 @@
+// Package sqlitestore is the embedded ledger.Store: one SQLite database
+// file (pure Go driver, WAL journal, synchronous commits) in the data
+// directory, for a gateway that needs no other service.
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"iter"
+	"net/url"
+
+	"github.com/linegate/linegate/internal/ledger"
+	_ "modernc.org/sqlite" // the pure Go SQLite driver
+)
+
+var _ ledger.Store = (*Store)(nil)
+
+// schemaVersion is the version of the schema this code writes, kept in
+// PRAGMA user_version. A database of a newer version is refused.
+const schemaVersion = 1
+
+// migrations[i] brings a database from version i to version i+1.
+var migrations = []string{
+	`CREATE TABLE records (
+		idx     INTEGER PRIMARY KEY, -- the leaf index, dense from 0
+		leaf    BLOB NOT NULL,       -- ledger.Leaf, the log's entry
+		nonce   BLOB,                -- NULL once the payload is deleted
+		payload BLOB                 -- NULL once the payload is deleted
+	);
+	CREATE TABLE tiles (
+		level INTEGER NOT NULL,
+		idx   INTEGER NOT NULL,
+		data  BLOB NOT NULL,         -- 32-byte hashes, partial until 256
+		PRIMARY KEY (level, idx)
+	) WITHOUT ROWID;
+	CREATE TABLE tree_head (
+		id         INTEGER PRIMARY KEY CHECK (id = 0),
+		size       INTEGER NOT NULL,
+		hash       BLOB NOT NULL,
+		checkpoint BLOB
+	);
+	INSERT INTO tree_head (id, size, hash, checkpoint) VALUES (0, 0, zeroblob(32), NULL);
+	CREATE TABLE checkpoints (
+		seq        INTEGER PRIMARY KEY,
+		size       INTEGER NOT NULL,
+		checkpoint BLOB NOT NULL
+	);
+	CREATE TABLE probe (
+		id INTEGER PRIMARY KEY CHECK (id = 0),
+		n  INTEGER NOT NULL
+	);
+	INSERT INTO probe (id, n) VALUES (0, 0);`,
+}
+
+// Options tunes a Store.
+type Options struct {
+	// MaxPages, if positive, caps the database file at this many pages
+	// (4 KiB each): writes beyond it fail as on a full disk.
+	MaxPages int64
+}
+
+// Store is a ledger.Store on SQLite.
+type Store struct {
+	w *sql.DB // the one writer connection: SQLite has a single writer
+	r *sql.DB // readers, concurrent under WAL
+}
+
+// Open opens or creates the database at path and applies migrations.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	q := url.Values{}
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)") // a commit is durable when it returns
+	q.Add("_pragma", "busy_timeout(5000)")
+	q.Add("_pragma", "foreign_keys(ON)")
+	q.Add("_pragma", "secure_delete(ON)") // deleted bytes are overwritten, not left in free pages
+	if opts.MaxPages > 0 {
+		q.Add("_pragma", fmt.Sprintf("max_page_count(%d)", opts.MaxPages))
+	}
+	dsn := "file:" + (&url.URL{Path: path}).EscapedPath()
+	w, err := sql.Open("sqlite", dsn+"?"+q.Encode()+"&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: open: %w", err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	q.Add("_pragma", "query_only(ON)")
+	r, err := sql.Open("sqlite", dsn+"?"+q.Encode())
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlitestore: open: %w", err)
+	}
+	r.SetMaxOpenConns(8)
+	r.SetMaxIdleConns(8)
+	s := &Store{w: w, r: r}
+	if err := s.migrate(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: migrate: %w", err)
+	}
+	defer tx.Rollback()
+	var v int
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return fmt.Errorf("sqlitestore: read schema version: %w", err)
+	}
+	if v > schemaVersion {
+		return fmt.Errorf("sqlitestore: database schema version %d is newer than this linegate (%d): upgrade linegate", v, schemaVersion)
+	}
+	for ; v < schemaVersion; v++ {
+		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+			return fmt.Errorf("sqlitestore: migrate to version %d: %w", v+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v+1)); err != nil {
+			return fmt.Errorf("sqlitestore: migrate to version %d: %w", v+1, err)
+		}
+	}
+	return tx.Commit()
+}
+
+// Close closes the database.
+func (s *Store) Close() error {
+	return errors.Join(s.r.Close(), s.w.Close())
+}
+
+// Append implements ledger.Store.
+func (s *Store) Append(ctx context.Context, recs []ledger.Record) (uint64, error) {
+	tx, err := s.w.BeginTx(ctx, nil) // BEGIN IMMEDIATE: takes the write lock
+	if err != nil {
+		return 0, fmt.Errorf("sqlitestore: begin: %w", err)
+	}
+	defer tx.Rollback()
+	var first uint64
+	if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(idx)+1, 0) FROM records").Scan(&first); err != nil {
+		return 0, fmt.Errorf("sqlitestore: next index: %w", err)
+	}
+	stmt, err := tx.PrepareContext(ctx, "INSERT INTO records (idx, leaf, nonce, payload) VALUES (?, ?, ?, ?)")
+	if err != nil {
+		return 0, fmt.Errorf("sqlitestore: prepare: %w", err)
+	}
+	defer stmt.Close()
+	for i, r := range recs {
+		if _, err := stmt.ExecContext(ctx, first+uint64(i), r.Leaf, r.Nonce, r.Payload); err != nil {
+			return 0, fmt.Errorf("sqlitestore: insert record: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("sqlitestore: commit: %w", err)
+	}
+	return first, nil
+}
+
+// Count implements ledger.Store.
+func (s *Store) Count(ctx context.Context) (uint64, error) {
+	var n uint64
+	if err := s.r.QueryRowContext(ctx, "SELECT COALESCE(MAX(idx)+1, 0) FROM records").Scan(&n); err != nil {
+		return 0, fmt.Errorf("sqlitestore: count: %w", err)
+	}
+	return n, nil
+}
+
+// ReadLeaves implements ledger.Store.
+func (s *Store) ReadLeaves(ctx context.Context, start, end uint64) ([][]byte, error) {
+	rows, err := s.r.QueryContext(ctx, "SELECT idx, leaf FROM records WHERE idx >= ? AND idx < ? ORDER BY idx", start, end)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: read leaves: %w", err)
+	}
+	defer rows.Close()
+	leaves := make([][]byte, 0, end-start)
+	for rows.Next() {
+		var idx uint64
+		var leaf []byte
+		if err := rows.Scan(&idx, &leaf); err != nil {
+			return nil, fmt.Errorf("sqlitestore: read leaves: %w", err)
+		}
+		if idx != start+uint64(len(leaves)) {
+			return nil, fmt.Errorf("sqlitestore: leaf %d: %w", start+uint64(len(leaves)), ledger.ErrNotFound)
+		}
+		leaves = append(leaves, leaf)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlitestore: read leaves: %w", err)
+	}
+	if uint64(len(leaves)) != end-start {
+		return nil, fmt.Errorf("sqlitestore: leaf %d: %w", start+uint64(len(leaves)), ledger.ErrNotFound)
+	}
+	return leaves, nil
+}
+
+// Records implements ledger.Store.
+func (s *Store) Records(ctx context.Context, start, end uint64) iter.Seq2[ledger.Record, error] {
+	return func(yield func(ledger.Record, error) bool) {
+		rows, err := s.r.QueryContext(ctx, "SELECT idx, leaf, nonce, payload FROM records WHERE idx >= ? AND idx < ? ORDER BY idx", start, end)
+		if err != nil {
+			yield(ledger.Record{}, fmt.Errorf("sqlitestore: read records: %w", err))
+			return
+		}
+		defer rows.Close()
+		next := start
+		for rows.Next() {
+			var r ledger.Record
+			if err := rows.Scan(&r.Index, &r.Leaf, &r.Nonce, &r.Payload); err != nil {
+				yield(ledger.Record{}, fmt.Errorf("sqlitestore: read records: %w", err))
+				return
+			}
+			for ; next < r.Index; next++ {
+				if !yield(ledger.Record{Index: next}, nil) {
+					return
+				}
+			}
+			next = r.Index + 1
+			if !yield(r, nil) {
+				return
+			}
+		}
+		if err := rows.Err(); err != nil {
+			yield(ledger.Record{}, fmt.Errorf("sqlitestore: read records: %w", err))
+			return
+		}
+		for ; next < end; next++ {
+			if !yield(ledger.Record{Index: next}, nil) {
+				return
+			}
+		}
+	}
+}
+
+// TreeHead implements ledger.Store.
+func (s *Store) TreeHead(ctx context.Context) (ledger.TreeHead, error) {
+	var h ledger.TreeHead
+	var hash []byte
+	err := s.r.QueryRowContext(ctx, "SELECT size, hash, checkpoint FROM tree_head WHERE id = 0").Scan(&h.Size, &hash, &h.Checkpoint)
+	if err != nil {
+		return h, fmt.Errorf("sqlitestore: read tree head: %w", err)
+	}
+	if len(hash) != len(h.Hash) {
+		return h, errors.New("sqlitestore: tree head hash has the wrong length")
+	}
+	copy(h.Hash[:], hash)
+	return h, nil
+}
+
+// ReadTile implements ledger.Store.
+func (s *Store) ReadTile(ctx context.Context, level, index uint64) ([]byte, error) {
+	var data []byte
+	err := s.r.QueryRowContext(ctx, "SELECT data FROM tiles WHERE level = ? AND idx = ?", level, index).Scan(&data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("sqlitestore: tile %d/%d: %w", level, index, ledger.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: read tile: %w", err)
+	}
+	return data, nil
+}
+
+// Integrate implements ledger.Store. The compare-and-swap is an UPDATE of
+// the tree head conditioned on its size, inside the write transaction.
+func (s *Store) Integrate(ctx context.Context, oldSize uint64, head ledger.TreeHead, tiles []ledger.Tile) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: begin: %w", err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, "UPDATE tree_head SET size = ?, hash = ?, checkpoint = ? WHERE id = 0 AND size = ?",
+		head.Size, head.Hash[:], head.Checkpoint, oldSize)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: update tree head: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("sqlitestore: update tree head: %w", err)
+	} else if n != 1 {
+		return ledger.ErrConflict
+	}
+	if len(tiles) > 0 {
+		stmt, err := tx.PrepareContext(ctx, "INSERT OR REPLACE INTO tiles (level, idx, data) VALUES (?, ?, ?)")
+		if err != nil {
+			return fmt.Errorf("sqlitestore: prepare: %w", err)
+		}
+		defer stmt.Close()
+		for _, t := range tiles {
+			if _, err := stmt.ExecContext(ctx, t.Level, t.Index, t.Data); err != nil {
+				return fmt.Errorf("sqlitestore: write tile: %w", err)
+			}
+		}
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO checkpoints (size, checkpoint) VALUES (?, ?)", head.Size, head.Checkpoint); err != nil {
+		return fmt.Errorf("sqlitestore: write checkpoint: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlitestore: commit: %w", err)
+	}
+	return nil
+}
+
+// Checkpoints implements ledger.Store.
+func (s *Store) Checkpoints(ctx context.Context) iter.Seq2[[]byte, error] {
+	return func(yield func([]byte, error) bool) {
+		rows, err := s.r.QueryContext(ctx, "SELECT checkpoint FROM checkpoints ORDER BY size, seq")
+		if err != nil {
+			yield(nil, fmt.Errorf("sqlitestore: read checkpoints: %w", err))
+			return
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var cp []byte
+			if err := rows.Scan(&cp); err != nil {
+				yield(nil, fmt.Errorf("sqlitestore: read checkpoints: %w", err))
+				return
+			}
+			if !yield(cp, nil) {
+				return
+			}
+		}
+		if err := rows.Err(); err != nil {
+			yield(nil, fmt.Errorf("sqlitestore: read checkpoints: %w", err))
+		}
+	}
+}
+
+// Ping implements ledger.Store with a real, synced write to a one-row
+// table: it fails while the database is locked by another process, its
+// disk is full, or its file cannot be written.
+func (s *Store) Ping(ctx context.Context) error {
+	if _, err := s.w.ExecContext(ctx, "UPDATE probe SET n = n + 1 WHERE id = 0"); err != nil {
+		return fmt.Errorf("sqlitestore: write probe: %w", err)
+	}
+	return nil
+}
