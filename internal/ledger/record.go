@@ -152,6 +152,9 @@ type Meta struct {
 	Method     string              `json:"method,omitempty"`
 	Path       string              `json:"path,omitempty"`
 	Headers    map[string][]string `json:"headers,omitempty"`
+	// Verifier names the key that verified the signature ("secret" or
+	// "next_secret").
+	Verifier string `json:"verifier,omitempty"`
 	// For a rejection: why, how big the body was, and its SHA-256 (hex).
 	Reason     string `json:"reason,omitempty"`
 	BodySize   int64  `json:"body_size,omitempty"`

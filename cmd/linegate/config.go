@@ -1,0 +1,252 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the YAML configuration of `linegate serve`. Unknown keys are an
+// error, and so is a secret given in two ways.
+type Config struct {
+	// DataDir holds the SQLite database, the checkpoint keys and the
+	// published checkpoint. Relative paths are relative to the working
+	// directory.
+	DataDir string `yaml:"data_dir"`
+	// Listen is the webhook listener's address.
+	Listen string `yaml:"listen"`
+	// AdminListen is the admin listener's address (/metrics, /log/,
+	// /admin/, pprof). Loopback by default.
+	AdminListen string `yaml:"admin_listen"`
+	// AdminToken authenticates /admin/ calls as a bearer token. One of
+	// admin_token, admin_token_env, admin_token_file; none refuses them.
+	AdminToken     string `yaml:"admin_token"`
+	AdminTokenEnv  string `yaml:"admin_token_env"`
+	AdminTokenFile string `yaml:"admin_token_file"`
+	// MaxBodyBytes caps webhook bodies (default 1 MiB).
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// TLS, if set, makes the webhook listener serve HTTPS itself.
+	TLS *TLSConfig `yaml:"tls"`
+
+	Log      LogConfig      `yaml:"log"`
+	Ledger   LedgerConfig   `yaml:"ledger"`
+	Logging  LoggingConfig  `yaml:"logging"`
+	Channels []ChannelConfig `yaml:"channels"`
+}
+
+// TLSConfig is the webhook listener's certificate.
+type TLSConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// MinVersion is "1.2" (default) or "1.3".
+	MinVersion string `yaml:"min_version"`
+}
+
+// LogConfig configures the Merkle log.
+type LogConfig struct {
+	// Origin is the checkpoint origin line and the checkpoint key's name.
+	Origin string `yaml:"origin"`
+	// CheckpointInterval is how often records are integrated and a
+	// checkpoint signed (default 1s).
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	// KeyFile is the checkpoint signing key (default DataDir/log.key); its
+	// public half is beside it with the extension .vkey.
+	KeyFile string `yaml:"key_file"`
+	// PublishDir receives a copy of each new checkpoint as the file
+	// "checkpoint", outside the database (default DataDir/published). It
+	// may be a WORM bucket mount.
+	PublishDir string `yaml:"publish_dir"`
+	// Public also serves /log/ on the webhook listener.
+	Public bool `yaml:"public"`
+}
+
+// LedgerConfig tunes group commit.
+type LedgerConfig struct {
+	// QueueSize bounds the requests waiting for a commit; beyond it,
+	// webhooks get 503 (default 8192).
+	QueueSize int `yaml:"queue_size"`
+	// MaxBatch bounds the records in one commit (default 1024).
+	MaxBatch int `yaml:"max_batch"`
+	// MaxPages caps the SQLite database at this many 4 KiB pages; 0 is no
+	// cap. Beyond it, writes fail as on a full disk and webhooks get 503.
+	MaxPages int64 `yaml:"max_pages"`
+}
+
+// LoggingConfig configures the process log.
+type LoggingConfig struct {
+	Format string `yaml:"format"` // json (default) or text
+	Level  string `yaml:"level"`  // debug, info (default), warn, error
+}
+
+// ChannelConfig is one LINE channel.
+type ChannelConfig struct {
+	// ID names the channel in the webhook URL, /webhook/{id}.
+	ID string `yaml:"id"`
+	// The channel secret: exactly one of secret, secret_env, secret_file.
+	Secret     string `yaml:"secret"`
+	SecretEnv  string `yaml:"secret_env"`
+	SecretFile string `yaml:"secret_file"`
+	// The next secret, accepted too during a rotation: at most one.
+	NextSecret     string `yaml:"next_secret"`
+	NextSecretEnv  string `yaml:"next_secret_env"`
+	NextSecretFile string `yaml:"next_secret_file"`
+	// The channel access token, for sending: at most one.
+	AccessToken     string `yaml:"access_token"`
+	AccessTokenEnv  string `yaml:"access_token_env"`
+	AccessTokenFile string `yaml:"access_token_file"`
+	// Retention is the retention class recorded with each record.
+	Retention string `yaml:"retention"`
+}
+
+// secretSource is one secret given as a value, an environment variable or
+// a file.
+type secretSource struct {
+	what             string
+	value, env, file string
+}
+
+// resolve returns the secret, or nil when none is given and !required.
+// Errors name the key, never the value.
+func (s secretSource) resolve(getenv func(string) string, required bool) ([]byte, error) {
+	n := 0
+	for _, v := range []string{s.value, s.env, s.file} {
+		if v != "" {
+			n++
+		}
+	}
+	switch {
+	case n > 1:
+		return nil, fmt.Errorf("%s: give only one of %[1]s, %[1]s_env, %[1]s_file", s.what)
+	case n == 0 && required:
+		return nil, fmt.Errorf("%s: missing (give %[1]s, %[1]s_env or %[1]s_file)", s.what)
+	case n == 0:
+		return nil, nil
+	case s.value != "":
+		return []byte(s.value), nil
+	case s.env != "":
+		v := getenv(s.env)
+		if v == "" {
+			return nil, fmt.Errorf("%s_env: environment variable %s is not set", s.what, s.env)
+		}
+		return []byte(v), nil
+	}
+	b, err := os.ReadFile(s.file)
+	if err != nil {
+		return nil, fmt.Errorf("%s_file: %w", s.what, err)
+	}
+	b = bytes.TrimRight(b, "\r\n")
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%s_file: %s is empty", s.what, s.file)
+	}
+	return b, nil
+}
+
+var channelIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// parseConfig decodes and checks a configuration, applying defaults.
+func parseConfig(data []byte) (*Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if c.DataDir == "" {
+		c.DataDir = "./data"
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if c.AdminListen == "" {
+		c.AdminListen = "127.0.0.1:8081"
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	if c.MaxBodyBytes < 0 {
+		return nil, errors.New("config: max_body_bytes must be positive")
+	}
+	if c.Log.Origin == "" {
+		return nil, errors.New("config: log.origin is required (the checkpoint's origin line, such as example.com/linegate/prod)")
+	}
+	if strings.ContainsAny(c.Log.Origin, "\n+ ") {
+		return nil, errors.New("config: log.origin must not contain spaces, '+' or newlines")
+	}
+	if c.Log.CheckpointInterval == 0 {
+		c.Log.CheckpointInterval = time.Second
+	}
+	if c.Log.CheckpointInterval < 10*time.Millisecond {
+		return nil, errors.New("config: log.checkpoint_interval must be at least 10ms")
+	}
+	if c.Log.KeyFile == "" {
+		c.Log.KeyFile = filepath.Join(c.DataDir, "log.key")
+	}
+	if c.Log.PublishDir == "" {
+		c.Log.PublishDir = filepath.Join(c.DataDir, "published")
+	}
+	if c.TLS != nil {
+		if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
+			return nil, errors.New("config: tls needs cert_file and key_file")
+		}
+		switch c.TLS.MinVersion {
+		case "", "1.2", "1.3":
+		default:
+			return nil, fmt.Errorf("config: tls.min_version %q: want 1.2 or 1.3", c.TLS.MinVersion)
+		}
+	}
+	switch c.Logging.Format {
+	case "", "json", "text":
+	default:
+		return nil, fmt.Errorf("config: logging.format %q: want json or text", c.Logging.Format)
+	}
+	if len(c.Channels) == 0 {
+		return nil, errors.New("config: no channels")
+	}
+	seen := map[string]bool{}
+	for i, ch := range c.Channels {
+		if !channelIDPattern.MatchString(ch.ID) {
+			return nil, fmt.Errorf("config: channels[%d].id %q: want 1 to 64 of A-Z a-z 0-9 . _ -", i, ch.ID)
+		}
+		if seen[ch.ID] {
+			return nil, fmt.Errorf("config: channel %q is listed twice", ch.ID)
+		}
+		seen[ch.ID] = true
+	}
+	return &c, nil
+}
+
+// channelSecrets is a channel's resolved secrets.
+type channelSecrets struct {
+	secret, next, token []byte
+}
+
+func (ch *ChannelConfig) resolve(getenv func(string) string) (channelSecrets, error) {
+	var s channelSecrets
+	var err error
+	wrap := func(err error) error { return fmt.Errorf("config: channel %q: %w", ch.ID, err) }
+	if s.secret, err = (secretSource{"secret", ch.Secret, ch.SecretEnv, ch.SecretFile}).resolve(getenv, true); err != nil {
+		return s, wrap(err)
+	}
+	if s.next, err = (secretSource{"next_secret", ch.NextSecret, ch.NextSecretEnv, ch.NextSecretFile}).resolve(getenv, false); err != nil {
+		return s, wrap(err)
+	}
+	if s.token, err = (secretSource{"access_token", ch.AccessToken, ch.AccessTokenEnv, ch.AccessTokenFile}).resolve(getenv, false); err != nil {
+		return s, wrap(err)
+	}
+	return s, nil
+}
+
+func (c *Config) adminToken(getenv func(string) string) ([]byte, error) {
+	t, err := (secretSource{"admin_token", c.AdminToken, c.AdminTokenEnv, c.AdminTokenFile}).resolve(getenv, false)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return t, nil
+}

@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/linegate/linegate/examples"
+	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/sqlitestore"
+	"github.com/linegate/linegate/internal/webhook"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+)
+
+// shutdownTimeout bounds the drain of in-flight requests on shutdown.
+const shutdownTimeout = 15 * time.Second
+
+// loadConfig reads the config file, or the built-in example when path is
+// empty.
+func loadConfig(path string) (*Config, error) {
+	data := examples.Config
+	if path != "" {
+		var err error
+		if data, err = os.ReadFile(path); err != nil {
+			return nil, err
+		}
+	}
+	return parseConfig(data)
+}
+
+func newLogger(e *env, c LoggingConfig) (*slog.Logger, error) {
+	var level slog.Level
+	if c.Level != "" {
+		if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+			return nil, fmt.Errorf("config: logging.level: %w", err)
+		}
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(e.stderr, opts)), nil
+	}
+	return slog.New(slog.NewJSONHandler(e.stderr, opts)), nil
+}
+
+func runServe(ctx context.Context, e *env, args []string) error {
+	flags := newFlagSet(e, "serve", "[-config FILE]")
+	configPath := flags.String("config", "", "YAML config file (default: the built-in example, examples/linegate.yaml)")
+	if err := parseFlags(flags, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*configPath)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(e, cfg.Logging)
+	if err != nil {
+		return err
+	}
+	if *configPath == "" {
+		log.Warn("no -config given: using the built-in example config (demo secrets; not for production)")
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return serve(ctx, e, cfg, log)
+}
+
+func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.Log.PublishDir, 0o755); err != nil {
+		return err
+	}
+	if _, err := os.Stat(cfg.Log.KeyFile); errors.Is(err, fs.ErrNotExist) {
+		vkey, err := generateKey(cfg.Log.KeyFile, cfg.Log.Origin)
+		if err != nil {
+			return err
+		}
+		log.Info("created a checkpoint key pair: keep log.key secret, give log.vkey to auditors",
+			"key", cfg.Log.KeyFile, "vkey_file", vkeyPath(cfg.Log.KeyFile), "vkey", vkey)
+	}
+	signer, _, err := loadKeys(cfg.Log.KeyFile, cfg.Log.Origin)
+	if err != nil {
+		return err
+	}
+	var channels []webhook.Channel
+	for _, ch := range cfg.Channels {
+		s, err := ch.resolve(e.getenv)
+		if err != nil {
+			return err
+		}
+		c := webhook.Channel{ID: ch.ID, Retention: ch.Retention,
+			Verifiers: []webhook.Verifier{webhook.NewHMACVerifier("secret", s.secret)}}
+		if s.next != nil {
+			c.Verifiers = append(c.Verifiers, webhook.NewHMACVerifier("next_secret", s.next))
+		}
+		channels = append(channels, c)
+	}
+	adminToken, err := cfg.adminToken(e.getenv)
+	if err != nil {
+		return err
+	}
+
+	start := time.Now()
+	store, err := sqlitestore.Open(ctx, filepath.Join(cfg.DataDir, "ledger.db"), sqlitestore.Options{MaxPages: cfg.Ledger.MaxPages})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	led, err := ledger.New(ctx, store, ledger.Options{
+		Origin:             cfg.Log.Origin,
+		Signer:             signer,
+		QueueSize:          cfg.Ledger.QueueSize,
+		MaxBatch:           cfg.Ledger.MaxBatch,
+		CheckpointInterval: cfg.Log.CheckpointInterval,
+		CheckpointFile:     filepath.Join(cfg.Log.PublishDir, "checkpoint"),
+		Logger:             log,
+	})
+	if err != nil {
+		return err
+	}
+	led.Start()
+
+	ingress := webhook.New(webhook.Options{Channels: channels, Ledger: led, MaxBody: cfg.MaxBodyBytes, Logger: log})
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(led.Collectors()...)
+	reg.MustRegister(ingress.Collectors()...)
+
+	health := func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) }
+	ready := func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := led.Ready(ctx); err != nil {
+			log.Warn("not ready", "err", err)
+			http.Error(w, "not ready: ledger not writable\n", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	}
+	logHandler := http.StripPrefix("/log", led.Handler())
+
+	pub := http.NewServeMux()
+	pub.Handle("POST /webhook/{channel}", ingress)
+	pub.HandleFunc("GET /healthz", health)
+	pub.HandleFunc("GET /readyz", ready)
+	if cfg.Log.Public {
+		pub.Handle("GET /log/", logHandler)
+	}
+
+	admin := http.NewServeMux()
+	admin.HandleFunc("GET /healthz", health)
+	admin.HandleFunc("GET /readyz", ready)
+	admin.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	admin.Handle("GET /log/", logHandler)
+	authed := http.NewServeMux()
+	authed.HandleFunc("GET /admin/status", func(w http.ResponseWriter, r *http.Request) {
+		h := led.Head()
+		n, err := store.Count(r.Context())
+		if err != nil {
+			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{
+			"origin": cfg.Log.Origin, "tree_size": h.Size, "records": n, "checkpoint": string(h.Checkpoint),
+		})
+	})
+	authed.HandleFunc("GET /debug/pprof/", pprof.Index)
+	authed.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	authed.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	authed.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	admin.Handle("/admin/", bearer(adminToken, authed))
+	admin.Handle("/debug/pprof/", bearer(adminToken, authed))
+
+	pubLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		pubLn.Close()
+		return err
+	}
+	pubSrv := newServer(pub, log)
+	adminSrv := newServer(admin, log)
+	if cfg.TLS != nil {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		pubSrv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if cfg.TLS.MinVersion == "1.3" {
+			pubSrv.TLSConfig.MinVersion = tls.VersionTLS13
+		}
+		pubLn = tls.NewListener(pubLn, pubSrv.TLSConfig)
+	}
+	h := led.Head()
+	log.Info("listening", "listener", "webhook", "addr", pubLn.Addr().String(), "tls", cfg.TLS != nil)
+	log.Info("listening", "listener", "admin", "addr", adminLn.Addr().String())
+	log.Info("ready", "origin", cfg.Log.Origin, "tree_size", h.Size, "channels", len(channels),
+		"startup_ms", time.Since(start).Milliseconds())
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveUntilClosed(pubSrv, pubLn) })
+	g.Go(func() error { return serveUntilClosed(adminSrv, adminLn) })
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("shutting down: draining requests")
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		// Stop taking webhooks first and let in-flight ones finish their
+		// appends; then close the ledger, which commits what is queued,
+		// integrates it, and publishes a final checkpoint.
+		err := pubSrv.Shutdown(sctx)
+		if cerr := led.Close(sctx); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+		err = errors.Join(err, adminSrv.Shutdown(sctx))
+		log.Info("stopped", "tree_size", led.Head().Size)
+		return err
+	})
+	err = g.Wait()
+	if ctx.Err() != nil && err == nil {
+		return nil
+	}
+	return err
+}
+
+func newServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+func serveUntilClosed(s *http.Server, ln net.Listener) error {
+	if err := s.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// bearer admits requests that carry the admin token; with no token
+// configured, it admits none.
+func bearer(token []byte, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := cutPrefixFold(r.Header.Get("Authorization"), "Bearer ")
+		if len(token) == 0 || !ok || subtle.ConstantTimeCompare([]byte(got), token) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="linegate admin"`)
+			http.Error(w, "unauthorized\n", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) < len(prefix) || !equalFold(s[:len(prefix)], prefix) {
+		return "", false
+	}
+	return s[len(prefix):], true
+}
+
+func equalFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range len(a) {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}

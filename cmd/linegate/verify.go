@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/sqlitestore"
+)
+
+// errVerifyFailed is returned when the ledger does not verify; the
+// details have been printed.
+var errVerifyFailed = errors.New("the ledger does not verify")
+
+func runVerify(ctx context.Context, e *env, args []string) error {
+	flags := newFlagSet(e, "verify", "[-config FILE | -data DIR]")
+	configPath := flags.String("config", "", "the serve config whose ledger to verify")
+	dataDir := flags.String("data", "", "a data directory to verify (its log.vkey names the origin)")
+	if err := parseFlags(flags, args); err != nil {
+		return err
+	}
+	if *configPath != "" && *dataDir != "" {
+		return fmt.Errorf("%w: give -config or -data, not both", errUsage)
+	}
+	var dir, vkeyFile, publishDir, origin string
+	if *dataDir != "" {
+		dir = *dataDir
+		vkeyFile = filepath.Join(dir, "log.vkey")
+		publishDir = filepath.Join(dir, "published")
+	} else {
+		cfg, err := loadConfig(*configPath)
+		if err != nil {
+			return err
+		}
+		dir, vkeyFile, publishDir, origin = cfg.DataDir, vkeyPath(cfg.Log.KeyFile), cfg.Log.PublishDir, cfg.Log.Origin
+	}
+	verifier, err := loadVerifier(vkeyFile)
+	if err != nil {
+		return err
+	}
+	if origin == "" {
+		origin = verifier.Name()
+	}
+	dbPath := filepath.Join(dir, "ledger.db")
+	if _, err := os.Stat(dbPath); err != nil {
+		return err
+	}
+	published, err := os.ReadFile(filepath.Join(publishDir, "checkpoint"))
+	if errors.Is(err, fs.ErrNotExist) {
+		fmt.Fprintf(e.stderr, "warning: no published checkpoint in %s: a database rolled back cannot be detected\n", publishDir)
+		published = nil
+	} else if err != nil {
+		return err
+	}
+	store, err := sqlitestore.Open(ctx, dbPath, sqlitestore.Options{})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	start := time.Now()
+	rep, err := ledger.Verify(ctx, store, verifier, origin, published)
+	if err != nil {
+		var ve *ledger.VerifyError
+		if errors.As(err, &ve) {
+			fmt.Fprintf(e.stdout, "FAIL %s: %s\n", ve.Where, ve.Reason)
+			return errVerifyFailed
+		}
+		return err
+	}
+	d := time.Since(start)
+	fmt.Fprintf(e.stdout, "OK %d records (%d in the tree, %d awaiting integration), %d checkpoints, %d tiles, %d payload bytes, in %v\n",
+		rep.Records, rep.TreeSize, rep.Records-rep.TreeSize, rep.Checkpoints, rep.Tiles, rep.PayloadBytes, d.Round(time.Millisecond))
+	return nil
+}

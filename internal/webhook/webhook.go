@@ -1,0 +1,232 @@
+// Package webhook is linegate's ingress: the http.Handler that receives
+// LINE's webhook requests, caps their size, checks their signature over
+// the exact bytes received, and answers 200 only once the request is
+// durable in the ledger. It does not parse events: that is the pipeline's
+// work, after the acknowledgement.
+package webhook
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/linegate/linegate/internal/ledger"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Appender makes an entry durable. *ledger.Ledger implements it.
+// Append must return only once the entry is durable, and an error (such as
+// ledger.ErrPushback) when it cannot take the entry now.
+type Appender interface {
+	Append(ctx context.Context, e ledger.Entry) (uint64, error)
+}
+
+// Channel is one LINE channel that the gateway receives webhooks for.
+type Channel struct {
+	// ID is the {channel-id} of the webhook URL.
+	ID string
+	// Verifiers check the signature: the channel secret and, during a
+	// rotation, the next one.
+	Verifiers []Verifier
+	// Retention is the retention class written with every record.
+	Retention string
+}
+
+// DefaultMaxBody is the default body cap: LINE's webhook bodies are far
+// smaller.
+const DefaultMaxBody = 1 << 20
+
+// Options configures a Handler.
+type Options struct {
+	Channels []Channel
+	Ledger   Appender
+	// MaxBody caps request bodies (default DefaultMaxBody).
+	MaxBody int64
+	Logger  *slog.Logger
+	// Now returns the receive time (default time.Now).
+	Now func() time.Time
+}
+
+// Handler serves POST /webhook/{channel}.
+type Handler struct {
+	mux      *http.ServeMux
+	channels map[string]*Channel
+	ledger   Appender
+	maxBody  int64
+	log      *slog.Logger
+	now      func() time.Time
+
+	requests   *prometheus.CounterVec
+	sigFails   *prometheus.CounterVec
+	ackLatency *prometheus.HistogramVec
+	bodyBytes  prometheus.Histogram
+}
+
+// Outcomes of a webhook request, the values of the "outcome" label.
+const (
+	OutcomeOK               = "ok"
+	OutcomeBadSignature     = "bad_signature"
+	OutcomeMissingSignature = "missing_signature"
+	OutcomeTooLarge         = "too_large"
+	OutcomeUnknownChannel   = "unknown_channel"
+	OutcomeUnavailable      = "unavailable"
+	OutcomeBadRequest       = "bad_request"
+)
+
+// New returns the ingress handler.
+func New(opts Options) *Handler {
+	h := &Handler{
+		mux:      http.NewServeMux(),
+		channels: make(map[string]*Channel),
+		ledger:   opts.Ledger,
+		maxBody:  opts.MaxBody,
+		log:      opts.Logger,
+		now:      opts.Now,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "linegate_webhook_requests_total",
+			Help: "Webhook requests by channel and outcome.",
+		}, []string{"channel", "outcome"}),
+		sigFails: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "linegate_webhook_signature_failures_total",
+			Help: "Webhook requests with a missing or invalid signature, by channel.",
+		}, []string{"channel"}),
+		ackLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "linegate_webhook_ack_seconds",
+			Help:    "Time from the end of the request headers to the answer, by channel and outcome.",
+			Buckets: prometheus.ExponentialBuckets(0.00025, 2, 15),
+		}, []string{"channel", "outcome"}),
+		bodyBytes: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "linegate_webhook_body_bytes",
+			Help:    "Sizes of webhook bodies read.",
+			Buckets: prometheus.ExponentialBuckets(64, 4, 9),
+		}),
+	}
+	if h.maxBody <= 0 {
+		h.maxBody = DefaultMaxBody
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	for i := range opts.Channels {
+		c := opts.Channels[i]
+		h.channels[c.ID] = &c
+		// Pre-create the series, so that dashboards see zeros.
+		h.sigFails.WithLabelValues(c.ID)
+		h.requests.WithLabelValues(c.ID, OutcomeOK)
+	}
+	h.mux.HandleFunc("POST /webhook/{channel}", h.serveWebhook)
+	return h
+}
+
+// Collectors returns the handler's metrics, for the caller's registry.
+func (h *Handler) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{h.requests, h.sigFails, h.ackLatency, h.bodyBytes}
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
+	received := h.now()
+	id := r.PathValue("channel")
+	ch := h.channels[id]
+	if ch == nil {
+		// Unknown channel ids are attacker-chosen: no label of their own.
+		h.finish(w, "", OutcomeUnknownChannel, http.StatusNotFound, received)
+		return
+	}
+	if r.ContentLength > h.maxBody {
+		h.finish(w, id, OutcomeTooLarge, http.StatusRequestEntityTooLarge, received)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			h.finish(w, id, OutcomeTooLarge, http.StatusRequestEntityTooLarge, received)
+		} else {
+			h.finish(w, id, OutcomeBadRequest, http.StatusBadRequest, received)
+		}
+		return
+	}
+	h.bodyBytes.Observe(float64(len(body)))
+	meta := &ledger.Meta{
+		Channel:    id,
+		ReceivedMs: received.UnixMilli(),
+		Remote:     r.RemoteAddr,
+		Method:     r.Method,
+		Path:       r.URL.Path,
+		Headers:    r.Header,
+	}
+	v, err := Check(ch.Verifiers, body, r.Header.Get(SignatureHeader))
+	if err != nil {
+		h.reject(w, r, ch, meta, body, err, received)
+		return
+	}
+	meta.Verifier = v.Name()
+	payload, err := ledger.EncodePayload(meta, body)
+	if err != nil {
+		h.finish(w, id, OutcomeUnavailable, http.StatusInternalServerError, received)
+		return
+	}
+	_, err = h.ledger.Append(r.Context(), ledger.Entry{
+		Kind: ledger.KindWebhook, Time: received, Channel: id, Retention: ch.Retention, Payload: payload,
+	})
+	if err != nil {
+		h.log.Warn("webhook not acknowledged: ledger cannot take it", "channel", id, "err", err)
+		h.finish(w, id, OutcomeUnavailable, http.StatusServiceUnavailable, received)
+		return
+	}
+	h.finish(w, id, OutcomeOK, http.StatusOK, received)
+}
+
+// reject records a request that failed authentication (its size, the
+// SHA-256 of its body and its headers, never the body) and answers 401.
+func (h *Handler) reject(w http.ResponseWriter, r *http.Request, ch *Channel, meta *ledger.Meta, body []byte, why error, received time.Time) {
+	outcome := OutcomeBadSignature
+	if errors.Is(why, ErrNoSignature) {
+		outcome = OutcomeMissingSignature
+	}
+	h.sigFails.WithLabelValues(ch.ID).Inc()
+	sum := sha256.Sum256(body)
+	meta.Reason = outcome
+	meta.BodySize = int64(len(body))
+	meta.BodySHA256 = hex.EncodeToString(sum[:])
+	payload, err := ledger.EncodePayload(meta, nil)
+	if err == nil {
+		_, err = h.ledger.Append(r.Context(), ledger.Entry{
+			Kind: ledger.KindRejection, Time: received, Channel: ch.ID, Retention: ch.Retention, Payload: payload,
+		})
+	}
+	if err != nil {
+		h.log.Warn("rejected webhook not recorded", "channel", ch.ID, "reason", outcome, "err", err)
+	}
+	h.finish(w, ch.ID, outcome, http.StatusUnauthorized, received)
+}
+
+func (h *Handler) finish(w http.ResponseWriter, channel, outcome string, status int, received time.Time) {
+	h.requests.WithLabelValues(channel, outcome).Inc()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(statusBody(status))))
+	w.WriteHeader(status)
+	io.WriteString(w, statusBody(status))
+	h.ackLatency.WithLabelValues(channel, outcome).Observe(h.now().Sub(received).Seconds())
+}
+
+func statusBody(status int) string {
+	switch status {
+	case http.StatusOK:
+		return ""
+	case http.StatusServiceUnavailable:
+		return "ledger unavailable, retry later\n"
+	}
+	return http.StatusText(status) + "\n"
+}
