@@ -92,7 +92,6 @@ type Ledger struct {
 	head  TreeHead
 	tiles map[[2]uint64][]byte
 
-	lastErr  atomic.Pointer[error] // last append error, nil after a success
 	pubHead  atomic.Pointer[TreeHead]
 	m        metrics
 	closeErr error
@@ -314,11 +313,8 @@ func (l *Ledger) commit(batch []*pending, recs []Record) {
 	l.m.batchSize.Observe(float64(len(batch)))
 	if err != nil {
 		l.m.appendErrors.Inc()
-		l.lastErr.Store(&err)
 		l.log.Error("ledger append failed", "records", len(batch), "err", err)
 		err = fmt.Errorf("ledger: append: %w", err)
-	} else {
-		l.lastErr.Store(nil)
 	}
 	for i, p := range batch {
 		p.index, p.err = first+uint64(i), err
@@ -372,8 +368,8 @@ func (l *Ledger) Sync(ctx context.Context) (TreeHead, error) {
 // Head returns the latest tree head this ledger has published.
 func (l *Ledger) Head() TreeHead { return *l.pubHead.Load() }
 
-// Ready reports whether the ledger can take appends: not closed, the last
-// group commit succeeded, and the store answers.
+// Ready reports whether the ledger can take appends: it is not closed, and
+// the store takes a write.
 func (l *Ledger) Ready(ctx context.Context) error {
 	l.mu.RLock()
 	closed := l.closed

@@ -225,7 +225,9 @@ func (tc *tileChecker) visit(id compact.NodeID, h []byte) {
 	}
 	where := fmt.Sprintf("tile %d/%d", level, index)
 	if level == 0 {
-		where = fmt.Sprintf("record %d", id.Index)
+		// A level-0 hash is a leaf hash: either the record's leaf or the
+		// tile was changed, and nothing tells which.
+		where = fmt.Sprintf("record %d (tile 0/%d)", id.Index, index)
 	}
 	if len(c.data) < (pos+1)*hashSize {
 		tc.err = verr(fmt.Sprintf("tile %d/%d", level, index), "holds %d hashes, the tree needs %d", len(c.data)/hashSize, pos+1)
@@ -233,7 +235,7 @@ func (tc *tileChecker) visit(id compact.NodeID, h []byte) {
 	}
 	if !bytes.Equal(c.data[pos*hashSize:(pos+1)*hashSize], h) {
 		if level == 0 {
-			tc.err = verr(where, "leaf hash differs from tile 0/%d", index)
+			tc.err = verr(where, "the leaf's hash differs from hash %d of the tile", pos)
 		} else {
 			tc.err = verr(where, "hash %d differs from the hash recomputed from the records", pos)
 		}

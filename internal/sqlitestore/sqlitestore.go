@@ -47,11 +47,7 @@ var migrations = []string{
 		size       INTEGER NOT NULL,
 		checkpoint BLOB NOT NULL
 	);
-	CREATE TABLE probe (
-		id INTEGER PRIMARY KEY CHECK (id = 0),
-		n  INTEGER NOT NULL
-	);
-	INSERT INTO probe (id, n) VALUES (0, 0);`,
+	CREATE TABLE probe (pad BLOB); -- written and emptied by Ping`,
 }
 
 // Options tunes a Store.
@@ -325,11 +321,23 @@ func (s *Store) Checkpoints(ctx context.Context) iter.Seq2[[]byte, error] {
 	}
 }
 
-// Ping implements ledger.Store with a real, synced write to a one-row
-// table: it fails while the database is locked by another process, its
-// disk is full, or its file cannot be written.
+// Ping implements ledger.Store with a real, synced write that needs new
+// pages (two 4 KiB pages written and freed in one transaction): it fails
+// while the database is locked by another process, is at its page cap, or
+// its disk is full or read-only.
 func (s *Store) Ping(ctx context.Context) error {
-	if _, err := s.w.ExecContext(ctx, "UPDATE probe SET n = n + 1 WHERE id = 0"); err != nil {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: write probe: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "INSERT INTO probe (pad) VALUES (zeroblob(8192))"); err != nil {
+		return fmt.Errorf("sqlitestore: write probe: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, "DELETE FROM probe"); err != nil {
+		return fmt.Errorf("sqlitestore: write probe: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sqlitestore: write probe: %w", err)
 	}
 	return nil

@@ -1,0 +1,310 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/sqlitestore"
+	"github.com/linegate/linegate/internal/webhook"
+)
+
+// binary is the linegate binary that the end-to-end tests run, built once
+// by TestMain.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "linegate-e2e")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "linegate")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building linegate: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const (
+	testSecret = "test-channel-secret"
+	testOrigin = "example.com/linegate/test"
+)
+
+// fixturesDir holds LINE's SDK webhook fixtures, beside the repository.
+var fixturesDir = filepath.Join("..", "..", "..", "shared", "line", "fixtures", "sdk-java")
+
+// gwConfig is what a test varies in the config.
+type gwConfig struct {
+	nextSecret string
+	secret     string
+	maxBody    int64
+	maxPages   int64
+	extra      string
+}
+
+// gateway is a `linegate serve` process on free loopback ports.
+type gateway struct {
+	t       *testing.T
+	dir     string
+	cfgPath string
+	cmd     *exec.Cmd
+	webhook string // http://host:port
+	admin   string
+	mu      sync.Mutex
+	logs    bytes.Buffer
+	done    chan struct{}
+}
+
+func writeConfig(t *testing.T, dir string, c gwConfig) string {
+	if c.secret == "" {
+		c.secret = testSecret
+	}
+	y := fmt.Sprintf(`data_dir: %s
+listen: 127.0.0.1:0
+admin_listen: 127.0.0.1:0
+admin_token: test-admin-token
+log:
+  origin: %s
+  checkpoint_interval: 50ms
+logging:
+  format: json
+  level: info
+`, filepath.Join(dir, "data"), testOrigin)
+	if c.maxBody > 0 {
+		y += fmt.Sprintf("max_body_bytes: %d\n", c.maxBody)
+	}
+	if c.maxPages > 0 {
+		y += fmt.Sprintf("ledger:\n  max_pages: %d\n", c.maxPages)
+	}
+	y += c.extra
+	y += fmt.Sprintf("channels:\n  - id: demo\n    secret: %q\n", c.secret)
+	if c.nextSecret != "" {
+		y += fmt.Sprintf("    next_secret: %q\n", c.nextSecret)
+	}
+	p := filepath.Join(dir, "linegate.yaml")
+	if err := os.WriteFile(p, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startGateway runs linegate serve with the config in dir and waits until
+// both listeners are up.
+func startGateway(t *testing.T, dir string, c gwConfig) *gateway {
+	t.Helper()
+	g := &gateway{t: t, dir: dir, cfgPath: writeConfig(t, dir, c), done: make(chan struct{})}
+	g.cmd = exec.Command(binary, "serve", "-config", g.cfgPath)
+	stderr, err := g.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	addrs := make(chan [2]string, 2)
+	go func() {
+		defer close(g.done)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			g.mu.Lock()
+			g.logs.Write(sc.Bytes())
+			g.logs.WriteByte('\n')
+			g.mu.Unlock()
+			var l struct{ Msg, Listener, Addr string }
+			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "listening" {
+				addrs <- [2]string{l.Listener, "http://" + l.Addr}
+			}
+		}
+		g.cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		if g.cmd.ProcessState == nil {
+			g.cmd.Process.Kill()
+			<-g.done
+		}
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", g.Logs())
+		}
+	})
+	timeout := time.After(20 * time.Second)
+	for g.webhook == "" || g.admin == "" {
+		select {
+		case a := <-addrs:
+			if a[0] == "webhook" {
+				g.webhook = a[1]
+			} else {
+				g.admin = a[1]
+			}
+		case <-g.done:
+			t.Fatalf("gateway exited at start:\n%s", g.Logs())
+		case <-timeout:
+			t.Fatalf("gateway did not start:\n%s", g.Logs())
+		}
+	}
+	return g
+}
+
+func (g *gateway) Logs() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.logs.String()
+}
+
+// stop sends SIGTERM and waits for a graceful exit.
+func (g *gateway) stop() {
+	g.t.Helper()
+	g.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-g.done:
+	case <-time.After(30 * time.Second):
+		g.t.Fatalf("gateway did not stop on SIGTERM")
+	}
+}
+
+// kill sends SIGKILL: no drain, no final checkpoint.
+func (g *gateway) kill() {
+	g.cmd.Process.Kill()
+	<-g.done
+}
+
+var client = &http.Client{Timeout: 10 * time.Second}
+
+// post sends body to the demo channel signed with secret ("" for none).
+func (g *gateway) post(t testing.TB, secret string, body []byte) int {
+	t.Helper()
+	code, err := postWebhook(g.webhook, secret, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code
+}
+
+func postWebhook(base, secret string, body []byte) (int, error) {
+	req, err := http.NewRequest("POST", base+"/webhook/demo", bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	req.Header.Set("User-Agent", "LineBotWebhook/2.0")
+	if secret != "" {
+		req.Header.Set("X-Line-Signature", webhook.Sign([]byte(secret), body))
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+func (g *gateway) get(t testing.TB, url string) (int, []byte) {
+	t.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// waitTreeSize polls the served checkpoint until the tree has at least n
+// records, and returns it.
+func (g *gateway) waitTreeSize(t testing.TB, n uint64) []byte {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		_, cp := g.get(t, g.admin+"/log/checkpoint")
+		if c, err := ledger.ParseCheckpoint(string(cp)); err == nil && c.Size >= n {
+			return cp
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("tree did not reach size %d", n)
+	return nil
+}
+
+// storedRecord is a record read back from the database.
+type storedRecord struct {
+	leaf ledger.Leaf
+	meta *ledger.Meta
+	body []byte
+}
+
+// readLedger reads every record of the data directory's database.
+func readLedger(t testing.TB, dir string) []storedRecord {
+	t.Helper()
+	ctx := context.Background()
+	s, err := sqlitestore.Open(ctx, filepath.Join(dir, "data", "ledger.db"), sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	n, err := s.Count(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []storedRecord
+	for r, err := range s.Records(ctx, 0, n) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sr storedRecord
+		if err := sr.leaf.UnmarshalBinary(r.Leaf); err != nil {
+			t.Fatalf("record %d: %v", r.Index, err)
+		}
+		if sr.meta, sr.body, err = ledger.DecodePayload(r.Payload); err != nil {
+			t.Fatalf("record %d: %v", r.Index, err)
+		}
+		out = append(out, sr)
+	}
+	return out
+}
+
+// runCLI runs the linegate binary and returns its exit code and output.
+func runCLI(t testing.TB, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode(), string(out)
+		}
+		t.Fatal(err)
+	}
+	return 0, string(out)
+}
+
+func fixtureBodies(t testing.TB) map[string][]byte {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(fixturesDir, "*.json"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no fixtures in %s: %v", fixturesDir, err)
+	}
+	out := make(map[string][]byte)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[strings.TrimSuffix(filepath.Base(f), ".json")] = b
+	}
+	return out
+}
