@@ -35,9 +35,9 @@ type Config struct {
 	// TLS, if set, makes the webhook listener serve HTTPS itself.
 	TLS *TLSConfig `yaml:"tls"`
 
-	Log      LogConfig      `yaml:"log"`
-	Ledger   LedgerConfig   `yaml:"ledger"`
-	Logging  LoggingConfig  `yaml:"logging"`
+	Log      LogConfig       `yaml:"log"`
+	Ledger   LedgerConfig    `yaml:"ledger"`
+	Logging  LoggingConfig   `yaml:"logging"`
 	Channels []ChannelConfig `yaml:"channels"`
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -93,11 +94,58 @@ func TestFixtures(t *testing.T) {
 	if rejections != 2 {
 		t.Errorf("%d rejection records, want 2", rejections)
 	}
-	if code, out := runCLI(t, "verify", "-config", g.cfgPath); code != 0 || !strings.HasPrefix(out, "OK") {
+	// The graceful stop integrated everything and published it.
+	if code, out := runCLI(t, "verify", "-config", g.cfgPath); code != 0 || !strings.HasPrefix(out, "OK") || !strings.Contains(out, " 0 awaiting integration") {
 		t.Errorf("verify = %d:\n%s", code, out)
 	}
 	if strings.Contains(g.Logs(), testSecret) || strings.Contains(g.Logs(), "Hello, world") {
 		t.Error("the log holds a secret or message text")
+	}
+}
+
+// TestListeners checks what each listener serves: the log's read side on
+// the admin listener, and on the webhook listener only when log.public is
+// set; admin calls only with the bearer token.
+func TestListeners(t *testing.T) {
+	for _, public := range []bool{false, true} {
+		t.Run(fmt.Sprintf("public=%v", public), func(t *testing.T) {
+			g := startGateway(t, t.TempDir(), gwConfig{public: public})
+			want := 404
+			if public {
+				want = 200
+			}
+			if code, _ := g.get(t, g.webhook+"/log/checkpoint"); code != want {
+				t.Errorf("webhook listener /log/checkpoint = %d, want %d", code, want)
+			}
+			if code, _ := g.get(t, g.admin+"/log/checkpoint"); code != 200 {
+				t.Errorf("admin listener /log/checkpoint = %d", code)
+			}
+			if code, _ := g.get(t, g.webhook+"/metrics"); code != 404 {
+				t.Errorf("webhook listener serves /metrics: %d", code)
+			}
+			if code, _ := g.get(t, g.admin+"/admin/status"); code != 401 {
+				t.Errorf("/admin/status without a token = %d, want 401", code)
+			}
+			req, _ := http.NewRequest("GET", g.admin+"/admin/status", nil)
+			req.Header.Set("Authorization", "Bearer test-admin-token")
+			resp, err := httpClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Errorf("/admin/status with the token = %d", resp.StatusCode)
+			}
+			req.Header.Set("Authorization", "Bearer wrong")
+			if resp, err = httpClient.Do(req); err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 401 {
+				t.Errorf("/admin/status with a wrong token = %d", resp.StatusCode)
+			}
+			g.stop()
+		})
 	}
 }
 

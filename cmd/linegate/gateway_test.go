@@ -22,17 +22,17 @@ import (
 	"github.com/linegate/linegate/internal/webhook"
 )
 
-// binary is the linegate binary that the end-to-end tests run, built once
+// linegateBin is the linegate binary that the end-to-end tests run, built once
 // by TestMain.
-var binary string
+var linegateBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "linegate-e2e")
 	if err != nil {
 		panic(err)
 	}
-	binary = filepath.Join(dir, "linegate")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+	linegateBin = filepath.Join(dir, "linegate")
+	if out, err := exec.Command("go", "build", "-o", linegateBin, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building linegate: %v\n%s", err, out)
 		os.Exit(1)
 	}
@@ -55,6 +55,7 @@ type gwConfig struct {
 	secret     string
 	maxBody    int64
 	maxPages   int64
+	public     bool // log.public
 	extra      string
 }
 
@@ -82,10 +83,11 @@ admin_token: test-admin-token
 log:
   origin: %s
   checkpoint_interval: 50ms
+  public: %v
 logging:
   format: json
   level: info
-`, filepath.Join(dir, "data"), testOrigin)
+`, filepath.Join(dir, "data"), testOrigin, c.public)
 	if c.maxBody > 0 {
 		y += fmt.Sprintf("max_body_bytes: %d\n", c.maxBody)
 	}
@@ -109,7 +111,7 @@ logging:
 func startGateway(t *testing.T, dir string, c gwConfig) *gateway {
 	t.Helper()
 	g := &gateway{t: t, dir: dir, cfgPath: writeConfig(t, dir, c), done: make(chan struct{})}
-	g.cmd = exec.Command(binary, "serve", "-config", g.cfgPath)
+	g.cmd = exec.Command(linegateBin, "serve", "-config", g.cfgPath)
 	stderr, err := g.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -183,7 +185,7 @@ func (g *gateway) kill() {
 	<-g.done
 }
 
-var client = &http.Client{Timeout: 10 * time.Second}
+var httpClient = &http.Client{Timeout: 10 * time.Second}
 
 // post sends body to the demo channel signed with secret ("" for none).
 func (g *gateway) post(t testing.TB, secret string, body []byte) int {
@@ -205,7 +207,7 @@ func postWebhook(base, secret string, body []byte) (int, error) {
 	if secret != "" {
 		req.Header.Set("X-Line-Signature", webhook.Sign([]byte(secret), body))
 	}
-	resp, err := client.Do(req)
+	resp, err := httpClient.Do(req)
 	if err != nil {
 		return 0, err
 	}
@@ -216,7 +218,7 @@ func postWebhook(base, secret string, body []byte) (int, error) {
 
 func (g *gateway) get(t testing.TB, url string) (int, []byte) {
 	t.Helper()
-	resp, err := client.Get(url)
+	resp, err := httpClient.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +283,7 @@ func readLedger(t testing.TB, dir string) []storedRecord {
 // runCLI runs the linegate binary and returns its exit code and output.
 func runCLI(t testing.TB, args ...string) (int, string) {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
+	cmd := exec.Command(linegateBin, args...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		if ee, ok := err.(*exec.ExitError); ok {
@@ -307,4 +309,13 @@ func fixtureBodies(t testing.TB) map[string][]byte {
 		out[strings.TrimSuffix(filepath.Base(f), ".json")] = b
 	}
 	return out
+}
+
+func openStore(t testing.TB, dir string) *sqlitestore.Store {
+	t.Helper()
+	s, err := sqlitestore.Open(context.Background(), filepath.Join(dir, "data", "ledger.db"), sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
