@@ -7,6 +7,7 @@
 //	linegate serve  [-config FILE]          run the gateway
 //	linegate verify [-config FILE | -data DIR]  check the ledger from storage
 //	linegate keygen -out DIR [-origin NAME] create a checkpoint key pair
+//	linegate sim api|send|chat [flags]      a LINE platform simulator
 //
 // Exit codes: 0 success, 1 failure (including a ledger that fails
 // verification), 2 usage error.
@@ -41,6 +42,7 @@ var commands = []command{
 	{"serve", "run the gateway", runServe},
 	{"verify", "recompute and check the ledger from storage", runVerify},
 	{"keygen", "create an Ed25519 checkpoint key pair", runKeygen},
+	{"sim", "a LINE platform simulator: fake API, webhook sender, chat", runSim},
 }
 
 func main() {

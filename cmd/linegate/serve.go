@@ -31,11 +31,14 @@ import (
 // shutdownTimeout bounds the drain of in-flight requests on shutdown.
 const shutdownTimeout = 15 * time.Second
 
+// builtinConfig names the built-in example config in loadConfig.
+const builtinConfig = "builtin:examples/linegate.yaml"
+
 // loadConfig reads the config file, or the built-in example when path is
-// empty.
+// empty or builtinConfig.
 func loadConfig(path string) (*Config, error) {
 	data := examples.Config
-	if path != "" {
+	if path != "" && path != builtinConfig {
 		var err error
 		if data, err = os.ReadFile(path); err != nil {
 			return nil, err
