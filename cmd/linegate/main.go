@@ -8,6 +8,7 @@
 //	linegate verify [-config FILE | -data DIR]  check the ledger from storage
 //	linegate keygen -out DIR [-origin NAME] create a checkpoint key pair
 //	linegate sim api|send|chat [flags]      a LINE platform simulator
+//	linegate bench [-quick] [-json]         the benchmark suite, beside its peers
 //
 // Exit codes: 0 success, 1 failure (including a ledger that fails
 // verification), 2 usage error.
@@ -43,6 +44,7 @@ var commands = []command{
 	{"verify", "recompute and check the ledger from storage", runVerify},
 	{"keygen", "create an Ed25519 checkpoint key pair", runKeygen},
 	{"sim", "a LINE platform simulator: fake API, webhook sender, chat", runSim},
+	{"bench", "measure linegate beside its peers (run from the repository)", runBench},
 }
 
 func main() {
