@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"iter"
 	"net/url"
+	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
 	_ "modernc.org/sqlite" // the pure Go SQLite driver
@@ -59,9 +60,18 @@ type Options struct {
 
 // Store is a ledger.Store on SQLite.
 type Store struct {
-	w *sql.DB // the one writer connection: SQLite has a single writer
-	r *sql.DB // readers, concurrent under WAL
+	w    *sql.DB // the one writer connection: SQLite has a single writer
+	r    *sql.DB // readers, concurrent under WAL
+	ckpt *sql.DB // the WAL checkpointer's connection
+	stop chan struct{}
+	done chan struct{}
 }
+
+// checkpointEvery is how often the WAL is copied back into the database
+// file. The writer never does it itself (wal_autocheckpoint is off): a
+// checkpoint inside a commit would stall the acknowledgement of every
+// webhook in that group.
+const checkpointEvery = 250 * time.Millisecond
 
 // Open opens or creates the database at path and applies migrations.
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
@@ -75,7 +85,12 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		q.Add("_pragma", fmt.Sprintf("max_page_count(%d)", opts.MaxPages))
 	}
 	dsn := "file:" + (&url.URL{Path: path}).EscapedPath()
-	w, err := sql.Open("sqlite", dsn+"?"+q.Encode()+"&_txlock=immediate")
+	wq := url.Values{}
+	for k, v := range q {
+		wq[k] = append([]string(nil), v...)
+	}
+	wq.Add("_pragma", "wal_autocheckpoint(0)")
+	w, err := sql.Open("sqlite", dsn+"?"+wq.Encode()+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: open: %w", err)
 	}
@@ -90,12 +105,37 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
-	s := &Store{w: w, r: r}
+	ckpt, err := sql.Open("sqlite", dsn+"?"+q.Encode())
+	if err != nil {
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("sqlitestore: open: %w", err)
+	}
+	ckpt.SetMaxOpenConns(1)
+	s := &Store{w: w, r: r, ckpt: ckpt, stop: make(chan struct{}), done: make(chan struct{})}
 	if err := s.migrate(ctx); err != nil {
-		s.Close()
+		close(s.done)
+		s.closeDBs()
 		return nil, err
 	}
+	go s.checkpointer()
 	return s, nil
+}
+
+// checkpointer copies committed WAL frames into the database file in the
+// background (PASSIVE: it never blocks the writer or readers).
+func (s *Store) checkpointer() {
+	defer close(s.done)
+	t := time.NewTicker(checkpointEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.ckpt.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+		}
+	}
 }
 
 func (s *Store) migrate(ctx context.Context) error {
@@ -122,9 +162,20 @@ func (s *Store) migrate(ctx context.Context) error {
 	return tx.Commit()
 }
 
-// Close closes the database.
+// Close stops the checkpointer, checkpoints the WAL and closes the database.
 func (s *Store) Close() error {
-	return errors.Join(s.r.Close(), s.w.Close())
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	<-s.done
+	_, err := s.ckpt.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+	return errors.Join(err, s.closeDBs())
+}
+
+func (s *Store) closeDBs() error {
+	return errors.Join(s.r.Close(), s.w.Close(), s.ckpt.Close())
 }
 
 // Append implements ledger.Store.
