@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"iter"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
@@ -189,20 +190,37 @@ func (s *Store) Append(ctx context.Context, recs []ledger.Record) (uint64, error
 	if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(idx)+1, 0) FROM records").Scan(&first); err != nil {
 		return 0, fmt.Errorf("sqlitestore: next index: %w", err)
 	}
-	stmt, err := tx.PrepareContext(ctx, "INSERT INTO records (idx, leaf, nonce, payload) VALUES (?, ?, ?, ?)")
-	if err != nil {
-		return 0, fmt.Errorf("sqlitestore: prepare: %w", err)
-	}
-	defer stmt.Close()
-	for i, r := range recs {
-		if _, err := stmt.ExecContext(ctx, first+uint64(i), r.Leaf, r.Nonce, r.Payload); err != nil {
-			return 0, fmt.Errorf("sqlitestore: insert record: %w", err)
+	// Many rows per statement: the per-statement cost of the driver, not
+	// the bytes, dominates small records.
+	args := make([]any, 0, insertChunk*4)
+	for start := 0; start < len(recs); start += insertChunk {
+		chunk := recs[start:min(len(recs), start+insertChunk)]
+		args = args[:0]
+		for i, r := range chunk {
+			args = append(args, first+uint64(start+i), r.Leaf, r.Nonce, r.Payload)
+		}
+		if _, err := tx.ExecContext(ctx, insertSQL(len(chunk)), args...); err != nil {
+			return 0, fmt.Errorf("sqlitestore: insert records: %w", err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("sqlitestore: commit: %w", err)
 	}
 	return first, nil
+}
+
+// insertChunk is the most rows one INSERT statement carries.
+const insertChunk = 64
+
+var insertSQLs [insertChunk + 1]string
+
+// insertSQL returns the INSERT statement for n records.
+func insertSQL(n int) string {
+	if insertSQLs[n] == "" {
+		q := "INSERT INTO records (idx, leaf, nonce, payload) VALUES (?, ?, ?, ?)" + strings.Repeat(", (?, ?, ?, ?)", n-1)
+		insertSQLs[n] = q // a benign race: every writer stores the same string
+	}
+	return insertSQLs[n]
 }
 
 // Count implements ledger.Store.
