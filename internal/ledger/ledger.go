@@ -399,19 +399,21 @@ func (l *Ledger) Close(ctx context.Context) error {
 	return l.closeErr
 }
 
-// integrate sequences up to MaxIntegrate appended records into the log,
-// repeating until none is left, and publishes the resulting checkpoint.
+// integrate sequences the records appended before it was called into the
+// log, MaxIntegrate at a time, and publishes the resulting checkpoint.
+// Records appended meanwhile wait for the next interval: chasing them would
+// keep the store's write lock busy and delay the appends themselves.
 func (l *Ledger) integrate(ctx context.Context) error {
+	n, err := l.store.Count(ctx)
+	if err != nil {
+		return fmt.Errorf("ledger: count records: %w", err)
+	}
 	for {
-		n, err := l.store.Count(ctx)
-		if err != nil {
-			return fmt.Errorf("ledger: count records: %w", err)
-		}
 		l.m.pendingRecords.Set(float64(n - min(n, l.head.Size)))
 		if n <= l.head.Size && l.head.Checkpoint != nil {
 			return nil
 		}
-		end := min(n, l.head.Size+uint64(l.opts.MaxIntegrate))
+		end := max(l.head.Size, min(n, l.head.Size+uint64(l.opts.MaxIntegrate)))
 		start := time.Now()
 		err = l.integrateTo(ctx, end)
 		if errors.Is(err, ErrConflict) {
@@ -546,6 +548,10 @@ type tileBuilder struct {
 	ctx    context.Context
 	base   int64
 	hashes []tlog.Hash
+	// memo keeps hashes older than base once derived: every leaf of an
+	// integration asks for the same left frontier, and a hash inside a
+	// tile costs up to 255 SHA-256 to derive from it.
+	memo map[int64]tlog.Hash
 }
 
 func (tb *tileBuilder) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
@@ -557,6 +563,10 @@ func (tb *tileBuilder) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 				return nil, fmt.Errorf("hash %d not computed yet", idx)
 			}
 			out[i] = tb.hashes[j]
+			continue
+		}
+		if h, ok := tb.memo[idx]; ok {
+			out[i] = h
 			continue
 		}
 		t := tlog.TileForIndex(TileHeight, idx)
@@ -573,6 +583,10 @@ func (tb *tileBuilder) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 		if err != nil {
 			return nil, err
 		}
+		if tb.memo == nil {
+			tb.memo = make(map[int64]tlog.Hash)
+		}
+		tb.memo[idx] = h
 		out[i] = h
 	}
 	return out, nil
