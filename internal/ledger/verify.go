@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"iter"
+	"runtime"
 	"slices"
 
 	"github.com/transparency-dev/merkle/compact"
@@ -132,41 +134,32 @@ func Verify(ctx context.Context, store Store, v note.Verifier, origin string, pu
 		return rep, err
 	}
 	next := uint64(0)
-	for rec, err := range store.Records(ctx, 0, count) {
+	for b, err := range checkRecords(ctx, store, count) {
 		if err != nil {
 			return rep, fmt.Errorf("read records: %w", err)
 		}
-		where := fmt.Sprintf("record %d", rec.Index)
-		if rec.Index != next {
-			return rep, verr(fmt.Sprintf("record %d", next), "missing")
-		}
-		next++
-		if rec.Leaf == nil {
-			return rep, verr(where, "missing")
-		}
-		var leaf Leaf
-		if err := leaf.UnmarshalBinary(rec.Leaf); err != nil {
-			return rep, verr(where, "%v", err)
-		}
-		switch {
-		case rec.Payload == nil || rec.Nonce == nil:
-			return rep, verr(where, "payload missing")
-		case Commit(rec.Nonce, rec.Payload) != leaf.Commitment:
-			return rep, verr(where, "payload does not match its commitment")
-		}
-		rep.PayloadBytes += uint64(len(rec.Payload))
-		rep.Records++
-		if rec.Index >= head.Size {
-			continue // appended, not yet integrated
-		}
-		if err := rng.Append(rfc6962.DefaultHasher.HashLeaf(rec.Leaf), tc.visit); err != nil {
-			return rep, err
-		}
-		if tc.err != nil {
-			return rep, tc.err
-		}
-		if err := checkRoots(rng); err != nil {
-			return rep, err
+		for i, rec := range b.recs {
+			if rec.Index != next {
+				return rep, verr(fmt.Sprintf("record %d", next), "missing")
+			}
+			next++
+			if b.errs[i] != nil {
+				return rep, b.errs[i]
+			}
+			rep.PayloadBytes += uint64(len(rec.Payload))
+			rep.Records++
+			if rec.Index >= head.Size {
+				continue // appended, not yet integrated
+			}
+			if err := rng.Append(b.leafHashes[i][:], tc.visit); err != nil {
+				return rep, err
+			}
+			if tc.err != nil {
+				return rep, tc.err
+			}
+			if err := checkRoots(rng); err != nil {
+				return rep, err
+			}
 		}
 	}
 	if next != count {
@@ -180,6 +173,101 @@ func Verify(ctx context.Context, store Store, v note.Verifier, origin string, pu
 		return rep, verr(claims[0].where, "not covered by the records")
 	}
 	return rep, nil
+}
+
+// recordBatch is a run of records checked on their own: commitments
+// verified and leaf hashes computed, by a worker.
+type recordBatch struct {
+	recs       []Record
+	errs       []error // per record: the record's own fault, or nil
+	leafHashes [][32]byte
+	done       chan struct{}
+}
+
+// checkRecords reads records [0, count) and checks each on its own
+// (leaf encoding, payload against commitment, leaf hash) on all cores,
+// yielding the batches in index order. The checks that depend on order,
+// the tree and the tiles, stay with the caller.
+func checkRecords(ctx context.Context, store Store, count uint64) iter.Seq2[*recordBatch, error] {
+	return func(yield func(*recordBatch, error) bool) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		workers := runtime.GOMAXPROCS(0)
+		order := make(chan *recordBatch, 4*workers)
+		work := make(chan *recordBatch, 4*workers)
+		var readErr error
+		go func() {
+			defer close(order)
+			defer close(work)
+			b := &recordBatch{done: make(chan struct{})}
+			send := func() bool {
+				select {
+				case order <- b:
+				case <-ctx.Done():
+					return false
+				}
+				work <- b
+				b = &recordBatch{done: make(chan struct{})}
+				return true
+			}
+			for rec, err := range store.Records(ctx, 0, count) {
+				if err != nil {
+					readErr = err
+					break
+				}
+				b.recs = append(b.recs, rec)
+				if len(b.recs) == 512 && !send() {
+					return
+				}
+			}
+			if len(b.recs) > 0 {
+				send()
+			}
+		}()
+		for range workers {
+			go func() {
+				for b := range work {
+					b.errs = make([]error, len(b.recs))
+					b.leafHashes = make([][32]byte, len(b.recs))
+					for i, rec := range b.recs {
+						b.errs[i] = checkRecord(rec)
+						if b.errs[i] == nil {
+							copy(b.leafHashes[i][:], rfc6962.DefaultHasher.HashLeaf(rec.Leaf))
+						}
+					}
+					close(b.done)
+				}
+			}()
+		}
+		for b := range order {
+			<-b.done
+			if !yield(b, nil) {
+				return
+			}
+		}
+		if readErr != nil {
+			yield(nil, readErr)
+		}
+	}
+}
+
+// checkRecord checks what a record can show on its own.
+func checkRecord(rec Record) error {
+	where := fmt.Sprintf("record %d", rec.Index)
+	if rec.Leaf == nil {
+		return verr(where, "missing")
+	}
+	var leaf Leaf
+	if err := leaf.UnmarshalBinary(rec.Leaf); err != nil {
+		return verr(where, "%v", err)
+	}
+	switch {
+	case rec.Payload == nil || rec.Nonce == nil:
+		return verr(where, "payload missing")
+	case Commit(rec.Nonce, rec.Payload) != leaf.Commitment:
+		return verr(where, "payload does not match its commitment")
+	}
+	return nil
 }
 
 // tileChecker compares every node hash of the tree, as it is recomputed,
