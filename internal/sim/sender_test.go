@@ -91,7 +91,7 @@ func TestConversation(t *testing.T) {
 			repeated++
 		}
 	}
-	if repeated == 0 || len(ids) < 300 {
+	if repeated == 0 || len(ids) < 200 {
 		t.Errorf("%d distinct event ids, %d repeated", len(ids), repeated)
 	}
 }
