@@ -1,0 +1,319 @@
+package line
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// The webhook schema of ../shared/line/spec/webhook.yml (line-openapi), as
+// data: required fields, types, enums, patterns and discriminators, plus
+// messageEdited, which is newer than that copy of the spec. Validation walks
+// it; the typed model in event.go decodes the same shapes.
+//
+// Written by hand because no Go OpenAPI validator we know reports, field by
+// field, the three things the gateway must tell apart: a malformed event
+// (quarantine), an event of a kind we do not know yet (keep as unknown),
+// and fields or enum values newer than the spec (schema drift).
+
+type kind int
+
+const (
+	kString kind = iota
+	kInt
+	kNumber
+	kBool
+	kObject
+	kArray
+	kAny
+)
+
+type field struct {
+	name     string
+	kind     kind
+	required bool
+	// legacy marks a required field that older webhooks (and LINE's SDK
+	// fixtures) lack: its absence is accepted and reported as legacy.
+	legacy  bool
+	enum    []string
+	pattern *regexp.Regexp
+	obj     *schema // for kObject, and for the elements of kArray
+	elemStr bool    // kArray of strings
+}
+
+type schema struct {
+	fields []field
+	// disc names the discriminator field; variants add fields by its value.
+	disc     string
+	variants map[string][]field
+}
+
+func f(name string, k kind) field   { return field{name: name, kind: k} }
+func req(name string, k kind) field { return field{name: name, kind: k, required: true} }
+func legacyReq(name string, k kind) field {
+	return field{name: name, kind: k, required: true, legacy: true}
+}
+func obj(name string, s *schema) field { return field{name: name, kind: kObject, obj: s} }
+func reqObj(name string, s *schema) field {
+	return field{name: name, kind: kObject, required: true, obj: s}
+}
+func arr(name string, s *schema) field { return field{name: name, kind: kArray, obj: s} }
+func reqArr(name string, s *schema) field {
+	return field{name: name, kind: kArray, required: true, obj: s}
+}
+func enum(fl field, vals ...string) field { fl.enum = vals; return fl }
+func strArr(name string, required bool) field {
+	return field{name: name, kind: kArray, required: required, elemStr: true}
+}
+
+var (
+	userSource   = &schema{fields: []field{req("type", kString), f("userId", kString)}}
+	sourceSchema = &schema{
+		fields: []field{req("type", kString)},
+		disc:   "type",
+		variants: map[string][]field{
+			"user":  {f("userId", kString)},
+			"group": {req("groupId", kString), f("userId", kString)},
+			"room":  {req("roomId", kString), f("userId", kString)},
+		},
+	}
+	contentProvider = &schema{fields: []field{
+		enum(req("type", kString), "line", "external"), f("originalContentUrl", kString), f("previewImageUrl", kString)}}
+	emojiSchema = &schema{fields: []field{req("index", kInt), req("length", kInt), req("productId", kString), req("emojiId", kString)}}
+	mentionee   = &schema{
+		fields:   []field{req("type", kString), req("index", kInt), req("length", kInt)},
+		disc:     "type",
+		variants: map[string][]field{"user": {f("userId", kString), f("isSelf", kBool)}, "all": {}},
+	}
+	messageSchema = &schema{
+		fields: []field{req("type", kString), req("id", kString), f("markAsReadToken", kString)},
+		disc:   "type",
+		variants: map[string][]field{
+			"text": {req("text", kString), arr("emojis", emojiSchema),
+				obj("mention", &schema{fields: []field{reqArr("mentionees", mentionee)}}),
+				legacyReq("quoteToken", kString), f("quotedMessageId", kString)},
+			"image": {reqObj("contentProvider", contentProvider),
+				obj("imageSet", &schema{fields: []field{req("id", kString), f("index", kInt), f("total", kInt)}}),
+				legacyReq("quoteToken", kString)},
+			"video":    {f("duration", kInt), reqObj("contentProvider", contentProvider), legacyReq("quoteToken", kString)},
+			"audio":    {reqObj("contentProvider", contentProvider), f("duration", kInt)},
+			"file":     {req("fileName", kString), req("fileSize", kInt)},
+			"location": {f("title", kString), f("address", kString), req("latitude", kNumber), req("longitude", kNumber)},
+			"sticker": {req("packageId", kString), req("stickerId", kString),
+				func() field {
+					fl := enum(legacyReq("stickerResourceType", kString), "STATIC", "ANIMATION", "SOUND", "ANIMATION_SOUND",
+						"POPUP", "POPUP_SOUND", "CUSTOM", "MESSAGE", "NAME_TEXT", "PER_STICKER_TEXT")
+					return fl
+				}(),
+				strArr("keywords", false), f("text", kString), legacyReq("quoteToken", kString), f("quotedMessageId", kString)},
+		},
+	}
+	members = &schema{fields: []field{reqArr("members", userSource)}}
+
+	// eventSchema is Event with its discriminated subtypes.
+	eventSchema = &schema{
+		fields: []field{
+			req("type", kString), obj("source", sourceSchema), req("timestamp", kInt),
+			enum(req("mode", kString), "active", "standby"),
+			legacyReq("webhookEventId", kString),
+			{name: "deliveryContext", kind: kObject, required: true, legacy: true, obj: &schema{fields: []field{req("isRedelivery", kBool)}}},
+		},
+		disc: "type",
+		variants: map[string][]field{
+			"message":       {f("replyToken", kString), reqObj("message", messageSchema)},
+			"messageEdited": {f("replyToken", kString), reqObj("message", messageSchema)},
+			"unsend":        {reqObj("unsend", &schema{fields: []field{req("messageId", kString)}})},
+			"follow": {req("replyToken", kString),
+				{name: "follow", kind: kObject, required: true, legacy: true, obj: &schema{fields: []field{req("isUnblocked", kBool)}}}},
+			"unfollow":     {},
+			"join":         {req("replyToken", kString)},
+			"leave":        {},
+			"memberJoined": {req("replyToken", kString), reqObj("joined", members)},
+			"memberLeft":   {reqObj("left", members)},
+			"postback": {f("replyToken", kString), reqObj("postback", &schema{fields: []field{
+				req("data", kString), f("params", kAny)}})},
+			"videoPlayComplete": {req("replyToken", kString), reqObj("videoPlayComplete", &schema{fields: []field{req("trackingId", kString)}})},
+			"beacon": {req("replyToken", kString), reqObj("beacon", &schema{fields: []field{
+				req("hwid", kString), enum(req("type", kString), "enter", "banner", "stay"), f("dm", kString)}})},
+			"accountLink": {f("replyToken", kString), reqObj("link", &schema{fields: []field{
+				enum(req("result", kString), "ok", "failed"), req("nonce", kString)}})},
+			"membership": {req("replyToken", kString), reqObj("membership", &schema{
+				fields: []field{req("type", kString)},
+				disc:   "type",
+				variants: map[string][]field{
+					"joined": {req("membershipId", kInt)}, "left": {req("membershipId", kInt)}, "renewed": {req("membershipId", kInt)},
+				}})},
+			"module": {reqObj("module", &schema{
+				fields: []field{req("type", kString)},
+				disc:   "type",
+				variants: map[string][]field{
+					"attached": {req("botId", kString), strArr("scopes", true)},
+					"detached": {req("botId", kString), enum(req("reason", kString), "bot_deleted")},
+				}})},
+			"activated":    {reqObj("chatControl", &schema{fields: []field{req("expireAt", kInt)}})},
+			"deactivated":  {},
+			"botSuspended": {},
+			"botResumed":   {},
+			"delivery":     {reqObj("delivery", &schema{fields: []field{req("data", kString)}})},
+		},
+	}
+
+	destinationPattern = regexp.MustCompile(`^U[0-9a-f]{32}$`)
+)
+
+// EventTypes lists the event types of the specification (and
+// messageEdited).
+func EventTypes() []string { return sortedKeys(eventSchema.variants) }
+
+// MessageTypes lists the message types of the specification.
+func MessageTypes() []string { return sortedKeys(messageSchema.variants) }
+
+func sortedKeys(m map[string][]field) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+// ProblemKind classifies what validation found.
+type ProblemKind int
+
+const (
+	// Malformed: a required field is missing, or a field has the wrong type.
+	Malformed ProblemKind = iota
+	// Unknown: an event, message or source type the specification does not
+	// have (yet).
+	Unknown
+	// Drift: a field or an enum value the specification does not have.
+	Drift
+	// Legacy: a required field missing in the way older webhooks lack it.
+	Legacy
+)
+
+func (k ProblemKind) String() string {
+	return [...]string{"malformed", "unknown", "drift", "legacy"}[k]
+}
+
+// Problem is one finding, at a JSON path such as "message.text".
+type Problem struct {
+	Kind   ProblemKind
+	Path   string
+	Detail string
+}
+
+func (p Problem) String() string { return fmt.Sprintf("%s: %s: %s", p.Kind, p.Path, p.Detail) }
+
+// validate checks raw against s, appending problems found under path.
+func validate(raw json.RawMessage, s *schema, path string, out *[]Problem) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
+		*out = append(*out, Problem{Malformed, pathOr(path), "not a JSON object"})
+		return
+	}
+	fields := s.fields
+	if s.disc != "" {
+		var d string
+		if json.Unmarshal(m[s.disc], &d) == nil && d != "" {
+			v, ok := s.variants[d]
+			if !ok {
+				*out = append(*out, Problem{Unknown, join(path, s.disc), fmt.Sprintf("unknown type %q", d)})
+				return // an unknown kind: its fields are not ours to judge
+			}
+			fields = append(slices.Clip(fields), v...)
+		}
+	}
+	known := make(map[string]bool, len(fields))
+	for _, fl := range fields {
+		known[fl.name] = true
+		v, present := m[fl.name]
+		p := join(path, fl.name)
+		if !present || bytes.Equal(v, []byte("null")) {
+			switch {
+			case fl.required && fl.legacy:
+				*out = append(*out, Problem{Legacy, p, "missing (older webhook)"})
+			case fl.required:
+				*out = append(*out, Problem{Malformed, p, "required field missing"})
+			}
+			continue
+		}
+		checkValue(v, fl, p, out)
+	}
+	for k := range m {
+		if !known[k] {
+			*out = append(*out, Problem{Drift, join(path, k), "field not in the specification"})
+		}
+	}
+}
+
+func checkValue(v json.RawMessage, fl field, p string, out *[]Problem) {
+	bad := func(want string) { *out = append(*out, Problem{Malformed, p, "not " + want}) }
+	switch fl.kind {
+	case kString:
+		var s string
+		if json.Unmarshal(v, &s) != nil {
+			bad("a string")
+			return
+		}
+		if fl.enum != nil && !slices.Contains(fl.enum, s) {
+			*out = append(*out, Problem{Drift, p, fmt.Sprintf("value %q not in the specification", s)})
+		}
+		if fl.pattern != nil && !fl.pattern.MatchString(s) {
+			bad("matching " + fl.pattern.String())
+		}
+	case kInt:
+		var n json.Number
+		if json.Unmarshal(v, &n) != nil || strings.ContainsAny(n.String(), ".eE") {
+			bad("an integer")
+		}
+	case kNumber:
+		var n float64
+		if json.Unmarshal(v, &n) != nil {
+			bad("a number")
+		}
+	case kBool:
+		var b bool
+		if json.Unmarshal(v, &b) != nil {
+			bad("a boolean")
+		}
+	case kObject:
+		if fl.obj != nil {
+			validate(v, fl.obj, p, out)
+		}
+	case kArray:
+		var items []json.RawMessage
+		if json.Unmarshal(v, &items) != nil {
+			bad("an array")
+			return
+		}
+		for i, it := range items {
+			ip := fmt.Sprintf("%s[%d]", p, i)
+			if fl.elemStr {
+				var s string
+				if json.Unmarshal(it, &s) != nil {
+					*out = append(*out, Problem{Malformed, ip, "not a string"})
+				}
+			} else if fl.obj != nil {
+				validate(it, fl.obj, ip, out)
+			}
+		}
+	}
+}
+
+func join(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
+}
+
+func pathOr(p string) string {
+	if p == "" {
+		return "(event)"
+	}
+	return p
+}
