@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/pipeline"
 	"github.com/linegate/linegate/internal/sim"
 	"github.com/linegate/linegate/internal/sqlitestore"
 	"golang.org/x/mod/sumdb/note"
@@ -65,7 +66,8 @@ const (
 )
 
 type runner struct {
-	opts    Options
+	opts       Options
+	ingestRate float64 // one event per request, from this run
 	work    string
 	peers   map[string]string
 	results []Result
@@ -103,6 +105,7 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 	r.latency(ctx)
 	r.appends(ctx)
 	r.verifyAndStartup(ctx)
+	r.pipelineRate(ctx)
 	return r.results, nil
 }
 
@@ -311,6 +314,9 @@ func (r *runner) ingest(ctx context.Context) {
 		if err != nil || peer.OK() != len(peer.Latencies) {
 			r.fail(name, "req/s", fmt.Errorf("peer: %v %v", err, peer))
 			continue
+		}
+		if events == 1 {
+			r.ingestRate = res.Throughput()
 		}
 		r.add(Result{Name: name, Value: res.Throughput(), Unit: "req/s", Peer: "official SDK webhook server, no persistence",
 			PeerValue: f64(peer.Throughput()), Target: ">= 1.0x peer"}, true, func(v, ratio float64) bool { return ratio >= 1.0 })
@@ -578,4 +584,51 @@ func (r *runner) bigLedger(ctx context.Context, dir string, n int) (note.Verifie
 		return nil, err
 	}
 	return verifier, l.Close(ctx)
+}
+
+// pipelineRate measures events processed per second by the pipeline, from
+// webhook records in the ledger to recorded outcomes, beside the ingest
+// rate of the same run: the pipeline must keep up with ingress.
+func (r *runner) pipelineRate(ctx context.Context) {
+	n := r.size(20_000, 100_000)
+	name := fmt.Sprintf("pipeline, %d events", n)
+	dir := filepath.Join(r.work, "pipeline")
+	os.MkdirAll(dir, 0o700)
+	if _, err := r.bigLedger(ctx, dir, n); err != nil {
+		r.fail(name, "events/s", err)
+		return
+	}
+	store, err := sqlitestore.Open(ctx, filepath.Join(dir, "ledger.db"), sqlitestore.Options{})
+	if err != nil {
+		r.fail(name, "events/s", err)
+		return
+	}
+	defer store.Close()
+	p := pipeline.New(pipeline.Options{Ledger: store, Store: store, Poll: 5 * time.Millisecond})
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	start := time.Now()
+	go func() { p.Run(pctx); close(done) }()
+	for {
+		idle, err := p.Idle(ctx)
+		if err != nil {
+			cancel()
+			<-done
+			r.fail(name, "events/s", err)
+			return
+		}
+		if idle {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	d := time.Since(start)
+	cancel()
+	<-done
+	res := Result{Name: name, Value: float64(n) / d.Seconds(), Unit: "events/s",
+		Peer: "linegate ingest, 1 event/request, this run", Target: ">= 1.0x peer"}
+	if r.ingestRate > 0 {
+		res.PeerValue = f64(r.ingestRate)
+	}
+	r.add(res, true, func(_, ratio float64) bool { return ratio >= 1 })
 }

@@ -227,18 +227,11 @@ func (l *Ledger) Start() {
 // If ctx ends first, Append returns ctx's error, and the record may or may
 // not have been stored.
 func (l *Ledger) Append(ctx context.Context, e Entry) (uint64, error) {
-	nonce := NewNonce()
-	leaf, err := Leaf{
-		Kind:       e.Kind,
-		Time:       e.Time,
-		Channel:    e.Channel,
-		Retention:  e.Retention,
-		Commitment: Commit(nonce, e.Payload),
-	}.MarshalBinary()
+	rec, err := NewRecord(e)
 	if err != nil {
 		return 0, err
 	}
-	p := &pending{rec: Record{Leaf: leaf, Nonce: nonce, Payload: e.Payload}, done: make(chan struct{})}
+	p := &pending{rec: rec, done: make(chan struct{})}
 	l.mu.RLock()
 	if l.closed {
 		l.mu.RUnlock()
@@ -258,6 +251,23 @@ func (l *Ledger) Append(ctx context.Context, e Entry) (uint64, error) {
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
+}
+
+// NewRecord salts and commits to an entry's payload and builds its leaf,
+// for a Store to append.
+func NewRecord(e Entry) (Record, error) {
+	nonce := NewNonce()
+	leaf, err := Leaf{
+		Kind:       e.Kind,
+		Time:       e.Time,
+		Channel:    e.Channel,
+		Retention:  e.Retention,
+		Commitment: Commit(nonce, e.Payload),
+	}.MarshalBinary()
+	if err != nil {
+		return Record{}, err
+	}
+	return Record{Leaf: leaf, Nonce: nonce, Payload: e.Payload}, nil
 }
 
 // writer is the group-commit loop: it takes whatever is queued, up to

@@ -20,11 +20,15 @@ const (
 	// KindRejection is a webhook request that failed authentication. Its
 	// payload keeps the size, the body hash and the headers, not the body.
 	KindRejection Kind = 2
+	// KindEvent is the outcome of one webhook event in the pipeline
+	// (processed, duplicate, quarantined, ...), with the reason.
+	KindEvent Kind = 3
 )
 
 var kindNames = map[Kind]string{
 	KindWebhook:   "webhook",
 	KindRejection: "rejection",
+	KindEvent:     "event",
 }
 
 func (k Kind) String() string {

@@ -244,6 +244,17 @@ func DecodeEvent(raw json.RawMessage) *Event {
 	return e
 }
 
+// Decode decodes an event that was validated before, without validating it
+// again (Problems stays empty).
+func Decode(raw json.RawMessage) (*Event, error) {
+	e := &Event{}
+	if err := json.Unmarshal(raw, e); err != nil {
+		return nil, errors.New("line: event does not decode")
+	}
+	e.Raw = raw
+	return e, nil
+}
+
 func hasKind(ps []Problem, k ProblemKind) bool {
 	for _, p := range ps {
 		if p.Kind == k {

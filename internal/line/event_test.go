@@ -79,9 +79,13 @@ func TestEveryType(t *testing.T) {
 		check func(*line.Event) bool
 	}{
 		"message/text": {ev("message", msg(`"type":"text","text":"hi","quoteToken":"q","emojis":[{"index":0,"length":6,"productId":"p","emojiId":"e"}],"mention":{"mentionees":[{"type":"user","index":0,"length":3,"userId":"U2"},{"type":"all","index":4,"length":4}]}`)),
-			func(e *line.Event) bool { return e.Message.Text == "hi" && len(e.Message.Emojis) == 1 && len(e.Message.Mention.Mentionees) == 2 }},
+			func(e *line.Event) bool {
+				return e.Message.Text == "hi" && len(e.Message.Emojis) == 1 && len(e.Message.Mention.Mentionees) == 2
+			}},
 		"message/image": {ev("message", msg(`"type":"image","quoteToken":"q","contentProvider":{"type":"line"},"imageSet":{"id":"s","index":1,"total":2}`)),
-			func(e *line.Event) bool { return e.Message.ContentProvider.Type == "line" && e.Message.ImageSet.Total == 2 }},
+			func(e *line.Event) bool {
+				return e.Message.ContentProvider.Type == "line" && e.Message.ImageSet.Total == 2
+			}},
 		"message/video": {ev("message", msg(`"type":"video","quoteToken":"q","duration":6000,"contentProvider":{"type":"external","originalContentUrl":"https://x/v.mp4","previewImageUrl":"https://x/p.jpg"}`)),
 			func(e *line.Event) bool { return e.Message.Duration == 6000 }},
 		"message/audio": {ev("message", msg(`"type":"audio","duration":100,"contentProvider":{"type":"line"}`)),

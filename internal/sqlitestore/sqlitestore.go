@@ -21,7 +21,7 @@ var _ ledger.Store = (*Store)(nil)
 
 // schemaVersion is the version of the schema this code writes, kept in
 // PRAGMA user_version. A database of a newer version is refused.
-const schemaVersion = 1
+const schemaVersion = 2
 
 // migrations[i] brings a database from version i to version i+1.
 var migrations = []string{
@@ -50,6 +50,22 @@ var migrations = []string{
 		checkpoint BLOB NOT NULL
 	);
 	CREATE TABLE probe (pad BLOB); -- written and emptied by Ping`,
+
+	// Version 2: the pipeline's cursor, dedup memory and queue.
+	`CREATE TABLE pipeline_cursor (
+		id   INTEGER PRIMARY KEY CHECK (id = 0),
+		next INTEGER NOT NULL -- the next ledger record to dispatch
+	);
+	INSERT INTO pipeline_cursor (id, next) VALUES (0, 0);
+	CREATE TABLE dedup (
+		key      TEXT PRIMARY KEY, -- "id:<webhookEventId>", "sha256:<hex>", "msg:<channel>:<id>"
+		first_ms INTEGER NOT NULL
+	) WITHOUT ROWID;
+	CREATE INDEX dedup_first ON dedup (first_ms);
+	CREATE TABLE queue (
+		seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+		item BLOB NOT NULL -- pipeline.Item as JSON
+	);`,
 }
 
 // Options tunes a Store.
@@ -186,6 +202,19 @@ func (s *Store) Append(ctx context.Context, recs []ledger.Record) (uint64, error
 		return 0, fmt.Errorf("sqlitestore: begin: %w", err)
 	}
 	defer tx.Rollback()
+	first, err := appendRecords(ctx, tx, recs)
+	if err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("sqlitestore: commit: %w", err)
+	}
+	return first, nil
+}
+
+// appendRecords inserts records at the next indices, inside tx, which
+// holds the write lock.
+func appendRecords(ctx context.Context, tx *sql.Tx, recs []ledger.Record) (uint64, error) {
 	var first uint64
 	if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(idx)+1, 0) FROM records").Scan(&first); err != nil {
 		return 0, fmt.Errorf("sqlitestore: next index: %w", err)
@@ -202,9 +231,6 @@ func (s *Store) Append(ctx context.Context, recs []ledger.Record) (uint64, error
 		if _, err := tx.ExecContext(ctx, insertSQL(len(chunk)), args...); err != nil {
 			return 0, fmt.Errorf("sqlitestore: insert records: %w", err)
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("sqlitestore: commit: %w", err)
 	}
 	return first, nil
 }

@@ -1,0 +1,538 @@
+// Package pipeline turns webhook records, once they are durable in the
+// ledger, into events that actions can act on. It runs behind the
+// acknowledgement, as an outbox: a cursor over the ledger, a durable dedup
+// memory and a queue, in the same database as the ledger.
+//
+// Each event is decoded and validated on its own (a malformed or unknown
+// event never blocks its batch), deduplicated by webhookEventId (or, for
+// older events, by content), checked against the receive time, and then
+// handed to the action, in order within its conversation and in parallel
+// across conversations. Delivery to the action is at least once: after a
+// crash, events that were queued but not completed run again, so actions
+// must make their effects idempotent (a reply token is single-use; a push
+// carries a retry key derived from the event). Completing an event and
+// recording its outcome in the ledger are one transaction, so every event
+// has exactly one outcome record.
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/line"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Action acts on events. Handle is called at least once for every event
+// with outcome OutcomeProcess, in order within a conversation; it must be
+// idempotent under Item.Key. An error makes the outcome OutcomeFailed with
+// the error as the reason (so errors must not carry message text).
+type Action interface {
+	Handle(ctx context.Context, it *Item, e *line.Event) error
+}
+
+// ChannelPolicy is a channel's pipeline settings.
+type ChannelPolicy struct {
+	Retention string
+	// QuarantineDrift quarantines events with fields or enum values the
+	// specification does not have; by default they are processed and
+	// counted as schema drift.
+	QuarantineDrift bool
+	// HoldSkewed holds events whose timestamp is far from the receive time
+	// (and that are not redeliveries) instead of processing them.
+	HoldSkewed bool
+}
+
+// Options configures a Pipeline.
+type Options struct {
+	Ledger   ledger.Store
+	Store    Store
+	Channels map[string]ChannelPolicy
+	Action   Action
+	// Workers is the number of conversations handled at once (default 16).
+	Workers int
+	// ClockThreshold is how far an event's timestamp may be from its
+	// receive time before it is flagged (default 2s).
+	ClockThreshold time.Duration
+	// DedupHorizon is how long dedup keys are remembered (default 7 days).
+	DedupHorizon time.Duration
+	// Poll is how often the ledger is checked for new records when nothing
+	// kicks the pipeline (default 50ms).
+	Poll   time.Duration
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Pipeline processes webhook events.
+type Pipeline struct {
+	o       Options
+	log     *slog.Logger
+	kick    chan struct{}
+	fetched chan struct{}
+	inQueue atomic.Int64
+
+	events     *prometheus.CounterVec
+	drift      *prometheus.CounterVec
+	dupMsgs    *prometheus.CounterVec
+	skewed     *prometheus.CounterVec
+	lag        prometheus.Histogram
+	queueDepth prometheus.GaugeFunc
+	backlog    prometheus.Gauge
+}
+
+// New returns a pipeline; Run runs it.
+func New(o Options) *Pipeline {
+	if o.Workers <= 0 {
+		o.Workers = 16
+	}
+	if o.ClockThreshold <= 0 {
+		o.ClockThreshold = 2 * time.Second
+	}
+	if o.DedupHorizon <= 0 {
+		o.DedupHorizon = 7 * 24 * time.Hour
+	}
+	if o.Poll <= 0 {
+		o.Poll = 50 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	p := &Pipeline{o: o, log: o.Logger, kick: make(chan struct{}, 1), fetched: make(chan struct{}, 1)}
+	p.events = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "linegate_pipeline_events_total",
+		Help: "Webhook events by channel, type and outcome (processed, failed, duplicate, quarantined, unknown, standby, held, dummy).",
+	}, []string{"channel", "type", "outcome"})
+	p.drift = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "linegate_pipeline_schema_drift_total",
+		Help: "Events with fields or enum values that the specification does not have, by channel.",
+	}, []string{"channel"})
+	p.dupMsgs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "linegate_pipeline_duplicate_message_ids_total",
+		Help: "Message events whose LINE message id was seen before under another event, by channel.",
+	}, []string{"channel"})
+	p.skewed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "linegate_pipeline_clock_skew_total",
+		Help: "Events whose timestamp was far from the receive time and that were not redeliveries, by channel.",
+	}, []string{"channel"})
+	p.lag = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "linegate_pipeline_lag_seconds",
+		Help:    "Time from the receipt of a webhook to the recorded outcome of its event.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+	})
+	p.queueDepth = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "linegate_pipeline_queue_depth",
+		Help: "Events queued and not yet completed by this process.",
+	}, func() float64 { return float64(p.inQueue.Load()) })
+	p.backlog = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "linegate_pipeline_backlog_records",
+		Help: "Ledger records not yet dispatched to the pipeline, at the last dispatch.",
+	})
+	return p
+}
+
+// Collectors returns the pipeline's metrics.
+func (p *Pipeline) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{p.events, p.drift, p.dupMsgs, p.skewed, p.lag, p.queueDepth, p.backlog}
+}
+
+// Kick tells the pipeline that new records may be in the ledger.
+func (p *Pipeline) Kick() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Idle reports whether every ledger record has been dispatched (the
+// dispatcher also moves past the outcome records the pipeline appends)
+// and every queued event completed.
+func (p *Pipeline) Idle(ctx context.Context) (bool, error) {
+	c, err := p.o.Store.Cursor(ctx)
+	if err != nil {
+		return false, err
+	}
+	n, err := p.o.Ledger.Count(ctx)
+	if err != nil {
+		return false, err
+	}
+	if c < n {
+		return false, nil
+	}
+	d, err := p.o.Store.QueueDepth(ctx)
+	return d == 0, err
+}
+
+// Run runs the pipeline until ctx ends, then finishes the events in hand
+// and records their outcomes before it returns.
+func (p *Pipeline) Run(ctx context.Context) error {
+	workers := make([]chan *Item, p.o.Workers)
+	done := make(chan *Item, 1024)
+	var wg sync.WaitGroup
+	for i := range workers {
+		workers[i] = make(chan *Item, 64)
+		wg.Go(func() { p.worker(workers[i], done) })
+	}
+	compDone := make(chan struct{})
+	go func() { defer close(compDone); p.completer(done) }()
+	var loops sync.WaitGroup
+	loops.Go(func() { p.dispatcher(ctx) })
+	loops.Go(func() { p.fetcher(ctx, workers) })
+	loops.Go(func() { p.forgetter(ctx) })
+	loops.Wait()
+	for _, w := range workers {
+		close(w)
+	}
+	wg.Wait()
+	close(done)
+	<-compDone
+	return nil
+}
+
+func (p *Pipeline) forgetter(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if n, err := p.o.Store.ForgetKeys(ctx, p.o.Now().Add(-p.o.DedupHorizon)); err != nil && ctx.Err() == nil {
+			p.log.Error("pipeline: forget dedup keys", "err", err)
+		} else if n > 0 {
+			p.log.Info("pipeline: dedup keys past the horizon forgotten", "keys", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (p *Pipeline) wait(ctx context.Context, kick <-chan struct{}) bool {
+	t := time.NewTimer(p.o.Poll)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-kick:
+	case <-t.C:
+	}
+	return true
+}
+
+// dispatcher moves webhook records from the ledger into the queue.
+func (p *Pipeline) dispatcher(ctx context.Context) {
+	for p.wait(ctx, p.kick) {
+		for {
+			more, err := p.dispatch(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					p.log.Error("pipeline: dispatch", "err", err)
+				}
+				break
+			}
+			if !more {
+				break
+			}
+		}
+	}
+}
+
+const dispatchBatch = 2048
+
+// dispatch queues the events of up to dispatchBatch records past the
+// cursor, and reports whether more records wait.
+func (p *Pipeline) dispatch(ctx context.Context) (bool, error) {
+	cursor, err := p.o.Store.Cursor(ctx)
+	if err != nil {
+		return false, err
+	}
+	count, err := p.o.Ledger.Count(ctx)
+	if err != nil {
+		return false, err
+	}
+	p.backlog.Set(float64(count - min(count, cursor)))
+	if count <= cursor {
+		return false, nil
+	}
+	end := min(count, cursor+dispatchBatch)
+	var recs []ledger.Record
+	for rec, err := range p.o.Ledger.Records(ctx, cursor, end) {
+		if err != nil {
+			return false, err
+		}
+		recs = append(recs, rec)
+	}
+	// Decoding and validation are the costly part: split on all cores,
+	// keeping the records' order.
+	parts := make([][]*Item, runtime.GOMAXPROCS(0))
+	per := (len(recs) + len(parts) - 1) / len(parts)
+	var wg sync.WaitGroup
+	for i := range parts {
+		lo, hi := min(i*per, len(recs)), min((i+1)*per, len(recs))
+		wg.Go(func() {
+			for _, rec := range recs[lo:hi] {
+				parts[i] = append(parts[i], p.split(rec)...)
+			}
+		})
+	}
+	wg.Wait()
+	items := slices.Concat(parts...)
+	if err := p.o.Store.Enqueue(ctx, end, items, p.o.Now()); err != nil {
+		return false, fmt.Errorf("enqueue: %w", err)
+	}
+	p.inQueue.Add(int64(len(items)))
+	select {
+	case p.fetched <- struct{}{}:
+	default:
+	}
+	return end < count, nil
+}
+
+// split turns a webhook record into queue items, one per event, each
+// judged on its own.
+func (p *Pipeline) split(rec ledger.Record) []*Item {
+	var leaf ledger.Leaf
+	if rec.Leaf == nil || leaf.UnmarshalBinary(rec.Leaf) != nil || leaf.Kind != ledger.KindWebhook || rec.Payload == nil {
+		return nil
+	}
+	meta, body, err := ledger.DecodePayload(rec.Payload)
+	if err != nil {
+		p.log.Error("pipeline: undecodable payload", "record", rec.Index, "err", err)
+		return nil
+	}
+	pol := p.o.Channels[meta.Channel]
+	base := Item{Record: rec.Index, Channel: meta.Channel, Retention: pol.Retention, ReceivedMs: meta.ReceivedMs}
+	if v := first(meta.Headers, "X-Line-Dry-Run"); v != "" {
+		base.Header = map[string]string{"X-Line-Dry-Run": v}
+	}
+	cb, err := line.ParseCallback(body)
+	if err != nil {
+		it := base
+		it.Key, it.Index, it.Type = fmt.Sprintf("record:%d", rec.Index), -1, "(body)"
+		it.Outcome, it.Reason = OutcomeQuarantined, err.Error()
+		return []*Item{&it}
+	}
+	items := make([]*Item, 0, len(cb.Events))
+	for i, raw := range cb.Events {
+		e := line.DecodeEvent(raw)
+		it := base
+		it.Index, it.Event, it.Type = i, raw, e.Type
+		it.Key = e.DedupKey()
+		it.Conversation = e.Conversation()
+		if e.Message != nil && e.Message.ID != "" && e.Type == "message" {
+			it.MessageKey = "msg:" + meta.Channel + ":" + e.Message.ID
+		}
+		p.judge(&it, e, pol)
+		items = append(items, &it)
+	}
+	return items
+}
+
+func first(h map[string][]string, k string) string {
+	if v := h[k]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// judge sets an item's outcome before dedup: what the event is on its own.
+func (p *Pipeline) judge(it *Item, e *line.Event, pol ChannelPolicy) {
+	if e.Drift() {
+		it.Flags = append(it.Flags, "drift")
+	}
+	if e.Legacy() {
+		it.Flags = append(it.Flags, "legacy")
+	}
+	skewed := false
+	if e.Timestamp > 0 && !e.Redelivery() {
+		d := time.Duration(it.ReceivedMs-e.Timestamp) * time.Millisecond
+		if d < 0 {
+			d = -d
+		}
+		if d > p.o.ClockThreshold {
+			skewed = true
+			it.Flags = append(it.Flags, "clock_skew")
+		}
+	}
+	switch {
+	case e.VerifyDummy():
+		// Before validity: the 2019 Verify dummies lack fields (mode).
+		it.Outcome, it.Reason = OutcomeDummy, "the console's Verify dummy event: not answered"
+	case e.Malformed():
+		it.Outcome, it.Reason = OutcomeQuarantined, e.Reasons(line.Malformed)
+	case e.Unknown():
+		it.Outcome, it.Reason = OutcomeUnknown, e.Reasons(line.Unknown)
+	case e.Drift() && pol.QuarantineDrift:
+		it.Outcome, it.Reason = OutcomeQuarantined, e.Reasons(line.Drift)
+	case e.Standby():
+		it.Outcome, it.Reason = OutcomeStandby, "mode standby: not answered"
+	case skewed && pol.HoldSkewed:
+		it.Outcome, it.Reason = OutcomeHeld, fmt.Sprintf("timestamp %d ms from receipt, beyond %v, not a redelivery", it.ReceivedMs-e.Timestamp, p.o.ClockThreshold)
+	default:
+		it.Outcome = OutcomeProcess
+		if e.Drift() {
+			it.Reason = e.Reasons(line.Drift)
+		}
+	}
+}
+
+// fetcher hands queued items to the workers, each conversation always to
+// the same worker, so that a conversation's events are handled in order.
+func (p *Pipeline) fetcher(ctx context.Context, workers []chan *Item) {
+	var after uint64
+	for {
+		items, err := p.o.Store.Pending(ctx, after, 1024)
+		if err != nil && ctx.Err() == nil {
+			p.log.Error("pipeline: read queue", "err", err)
+		}
+		for _, it := range items {
+			after = it.Seq
+			h := fnv.New32a()
+			if it.Conversation != "" {
+				h.Write([]byte(it.Conversation))
+			} else {
+				h.Write([]byte(it.Key))
+			}
+			select {
+			case workers[h.Sum32()%uint32(len(workers))] <- it:
+			case <-ctx.Done():
+				return
+			}
+		}
+		if len(items) == 1024 {
+			continue
+		}
+		if !p.wait(ctx, p.fetched) {
+			return
+		}
+	}
+}
+
+func (p *Pipeline) worker(in <-chan *Item, done chan<- *Item) {
+	for it := range in {
+		if it.Outcome == OutcomeProcess {
+			it.Outcome = OutcomeProcessed
+			if p.o.Action != nil {
+				e, err := line.Decode(it.Event)
+				if err != nil { // validated at dispatch: cannot happen
+					it.Outcome, it.Reason = OutcomeFailed, err.Error()
+					done <- it
+					continue
+				}
+				// The action is not tied to the pipeline's context: an
+				// event in hand at shutdown is finished, not abandoned.
+				if err := p.o.Action.Handle(context.Background(), it, e); err != nil {
+					it.Outcome, it.Reason = OutcomeFailed, err.Error()
+				}
+			}
+		}
+		done <- it
+	}
+}
+
+// outcomeRecord is the payload of a KindEvent ledger record.
+type outcomeRecord struct {
+	Record       uint64   `json:"record"`
+	Index        int      `json:"index"`
+	Key          string   `json:"key"`
+	Type         string   `json:"type"`
+	Outcome      Outcome  `json:"outcome"`
+	Reason       string   `json:"reason,omitempty"`
+	Flags        []string `json:"flags,omitempty"`
+	Conversation string   `json:"conversation,omitempty"`
+	ReceivedMs   int64    `json:"received_ms"`
+	DoneMs       int64    `json:"done_ms"`
+}
+
+// completer records outcomes in groups: one transaction appends the
+// outcome records and removes their items from the queue.
+func (p *Pipeline) completer(done <-chan *Item) {
+	batch := make([]*Item, 0, 512)
+	for it := range done {
+		batch = append(batch[:0], it)
+	fill:
+		for len(batch) < cap(batch) {
+			select {
+			case it, ok := <-done:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, it)
+			default:
+				break fill
+			}
+		}
+		p.complete(batch)
+	}
+}
+
+func (p *Pipeline) complete(batch []*Item) {
+	now := p.o.Now()
+	seqs := make([]uint64, len(batch))
+	recs := make([]ledger.Record, len(batch))
+	for i, it := range batch {
+		seqs[i] = it.Seq
+		payload, _ := json.Marshal(outcomeRecord{Record: it.Record, Index: it.Index, Key: it.Key, Type: it.Type,
+			Outcome: it.Outcome, Reason: it.Reason, Flags: it.Flags, Conversation: it.Conversation,
+			ReceivedMs: it.ReceivedMs, DoneMs: now.UnixMilli()})
+		rec, err := ledger.NewRecord(ledger.Entry{Kind: ledger.KindEvent, Time: now, Channel: it.Channel, Retention: it.Retention, Payload: payload})
+		if err != nil {
+			p.log.Error("pipeline: outcome record", "err", err)
+		}
+		recs[i] = rec
+	}
+	for attempt := 0; ; attempt++ {
+		err := p.o.Store.Complete(context.Background(), seqs, recs)
+		if err == nil {
+			break
+		}
+		// The items stay queued in the store; keep trying, since they
+		// are in hand. After a restart they would run again.
+		p.log.Error("pipeline: record outcomes", "events", len(batch), "err", err)
+		time.Sleep(min(time.Duration(attempt+1)*100*time.Millisecond, 5*time.Second))
+		if attempt > 50 {
+			return
+		}
+	}
+	p.inQueue.Add(-int64(len(batch)))
+	for _, it := range batch {
+		typ := it.Type
+		if !knownType(typ) {
+			typ = "unknown"
+		}
+		p.events.WithLabelValues(it.Channel, typ, string(it.Outcome)).Inc()
+		for _, f := range it.Flags {
+			switch f {
+			case "drift":
+				p.drift.WithLabelValues(it.Channel).Inc()
+			case "duplicate_message_id":
+				p.dupMsgs.WithLabelValues(it.Channel).Inc()
+			case "clock_skew":
+				p.skewed.WithLabelValues(it.Channel).Inc()
+			}
+		}
+		if it.ReceivedMs > 0 {
+			p.lag.Observe(float64(now.UnixMilli()-it.ReceivedMs) / 1000)
+		}
+	}
+}
+
+var knownTypes = func() map[string]bool {
+	m := map[string]bool{}
+	for _, t := range line.EventTypes() {
+		m[t] = true
+	}
+	return m
+}()
+
+func knownType(t string) bool { return knownTypes[t] }

@@ -1,0 +1,358 @@
+package pipeline_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/pipeline"
+	"github.com/linegate/linegate/internal/sqlitestore"
+)
+
+// countingAction records every call, in order.
+type countingAction struct {
+	mu    sync.Mutex
+	calls []string // event keys
+	convs map[string][]int64
+}
+
+func (a *countingAction) Handle(_ context.Context, it *pipeline.Item, e *line.Event) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.calls = append(a.calls, it.Key)
+	if a.convs == nil {
+		a.convs = map[string][]int64{}
+	}
+	a.convs[it.Conversation] = append(a.convs[it.Conversation], e.Timestamp)
+	return nil
+}
+
+func (a *countingAction) count(key string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, k := range a.calls {
+		if k == key {
+			n++
+		}
+	}
+	return n
+}
+
+type fixture struct {
+	t      testing.TB
+	store  *sqlitestore.Store
+	now    time.Time
+	action *countingAction
+	policy pipeline.ChannelPolicy
+}
+
+func newFixture(t testing.TB) *fixture {
+	s, err := sqlitestore.Open(context.Background(), filepath.Join(t.TempDir(), "l.db"), sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return &fixture{t: t, store: s, now: time.UnixMilli(1700000000000), action: &countingAction{}}
+}
+
+// webhook appends a webhook record as ingress would, received at
+// f.now + offset.
+func (f *fixture) webhook(body string, offset time.Duration) {
+	f.t.Helper()
+	recv := f.now.Add(offset)
+	payload, _ := ledger.EncodePayload(&ledger.Meta{Channel: "c", ReceivedMs: recv.UnixMilli()}, []byte(body))
+	rec, _ := ledger.NewRecord(ledger.Entry{Kind: ledger.KindWebhook, Time: recv, Channel: "c", Payload: payload})
+	if _, err := f.store.Append(context.Background(), []ledger.Record{rec}); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// run runs a pipeline until everything is processed.
+func (f *fixture) run() {
+	f.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	p := pipeline.New(pipeline.Options{Ledger: f.store, Store: f.store, Action: f.action, Poll: 5 * time.Millisecond,
+		Channels: map[string]pipeline.ChannelPolicy{"c": f.policy}, Now: func() time.Time { return f.now }})
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		idle, err := p.Idle(context.Background())
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		if idle {
+			break
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatal("pipeline never idle")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+}
+
+type outcome struct {
+	Record  uint64
+	Index   int
+	Key     string
+	Type    string
+	Outcome string
+	Reason  string
+	Flags   []string
+}
+
+func (f *fixture) outcomes() []outcome {
+	f.t.Helper()
+	ctx := context.Background()
+	n, _ := f.store.Count(ctx)
+	var out []outcome
+	for r, err := range f.store.Records(ctx, 0, n) {
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		var leaf ledger.Leaf
+		leaf.UnmarshalBinary(r.Leaf)
+		if leaf.Kind != ledger.KindEvent {
+			continue
+		}
+		var o outcome
+		if err := json.Unmarshal(r.Payload, &o); err != nil {
+			f.t.Fatal(err)
+		}
+		out = append(out, o)
+	}
+	slices.SortFunc(out, func(a, b outcome) int {
+		if a.Record != b.Record {
+			return int(a.Record) - int(b.Record)
+		}
+		return a.Index - b.Index
+	})
+	return out
+}
+
+func event(typ, id string, ts int64, extra string) string {
+	idPart := ""
+	if id != "" {
+		idPart = `"webhookEventId":"` + id + `","deliveryContext":{"isRedelivery":false},`
+	}
+	return `{"type":"` + typ + `","mode":"active","timestamp":` + fmt.Sprint(ts) + `,` + idPart + `"source":{"type":"user","userId":"U1"}` + extra + `}`
+}
+
+func text(id, msgID, s string, ts int64) string {
+	return event("message", id, ts, `,"replyToken":"tok`+id+`","message":{"id":"`+msgID+`","type":"text","text":"`+s+`","quoteToken":"q"}`)
+}
+
+func body(events ...string) string {
+	return `{"destination":"U0123456789abcdef0123456789abcdef","events":[` + strings.Join(events, ",") + `]}`
+}
+
+func TestBatchWithBadEvents(t *testing.T) {
+	f := newFixture(t)
+	ts := f.now.UnixMilli()
+	f.webhook(body(
+		text("01A", "1", "hello", ts),
+		event("postback", "01B", ts, `,"replyToken":"r","postback":{}`), // malformed: no data
+		event("greatNewFeature", "01C", ts, ``),                         // unknown
+		event("follow", "01D", ts, `,"replyToken":"r","follow":{"isUnblocked":false}`),
+	), 0)
+	f.run()
+	got := f.outcomes()
+	want := []string{"processed", "quarantined", "unknown", "processed"}
+	if len(got) != 4 {
+		t.Fatalf("outcomes %+v", got)
+	}
+	for i, o := range got {
+		if o.Outcome != want[i] {
+			t.Errorf("event %d: %s (%s), want %s", i, o.Outcome, o.Reason, want[i])
+		}
+	}
+	if !strings.Contains(got[1].Reason, "postback.data") || !strings.Contains(got[2].Reason, "greatNewFeature") {
+		t.Errorf("reasons: %q, %q", got[1].Reason, got[2].Reason)
+	}
+	if len(f.action.calls) != 2 {
+		t.Errorf("action called %d times, want 2", len(f.action.calls))
+	}
+}
+
+func TestNotACallback(t *testing.T) {
+	f := newFixture(t)
+	f.webhook(`{"hello":"world"}`, 0)
+	f.webhook(body(), 0) // the console's Verify: no events, no outcome
+	f.run()
+	got := f.outcomes()
+	if len(got) != 1 || got[0].Outcome != "quarantined" {
+		t.Errorf("outcomes %+v", got)
+	}
+}
+
+// TestRedelivery: the same event twice, in two requests, the second marked
+// isRedelivery, is processed once; a third copy after a restart of the
+// pipeline is still a duplicate.
+func TestRedelivery(t *testing.T) {
+	f := newFixture(t)
+	ts := f.now.UnixMilli()
+	e := text("01HREDELIVER", "7", "hi", ts)
+	f.webhook(body(e), 0)
+	f.webhook(body(strings.Replace(e, `"isRedelivery":false`, `"isRedelivery":true`, 1)), time.Minute)
+	f.run()
+	f.webhook(body(e), 2*time.Minute)
+	f.run()
+	var outs []string
+	for _, o := range f.outcomes() {
+		outs = append(outs, o.Outcome)
+	}
+	if strings.Join(outs, ",") != "processed,duplicate,duplicate" {
+		t.Errorf("outcomes %v", outs)
+	}
+	if n := f.action.count("id:01HREDELIVER"); n != 1 {
+		t.Errorf("action ran %d times", n)
+	}
+}
+
+func TestLegacyEventsWithoutID(t *testing.T) {
+	f := newFixture(t)
+	ts := f.now.UnixMilli()
+	e := text("", "8", "old", ts)
+	f.webhook(`{"events":[`+e+`]}`, 0) // no destination, no webhookEventId
+	f.webhook(`{"events":[`+e+`]}`, 0)
+	f.run()
+	got := f.outcomes()
+	if len(got) != 2 || got[0].Outcome != "processed" || got[1].Outcome != "duplicate" || !slices.Contains(got[0].Flags, "legacy") {
+		t.Errorf("outcomes %+v", got)
+	}
+}
+
+func TestDuplicateMessageID(t *testing.T) {
+	f := newFixture(t)
+	ts := f.now.UnixMilli()
+	f.webhook(body(text("01X1", "99", "a", ts), text("01X2", "99", "a", ts)), 0)
+	f.run()
+	got := f.outcomes()
+	if len(got) != 2 || got[1].Outcome != "processed" || !slices.Contains(got[1].Flags, "duplicate_message_id") {
+		t.Errorf("outcomes %+v", got)
+	}
+}
+
+func TestStandbyAndVerifyDummies(t *testing.T) {
+	f := newFixture(t)
+	ts := f.now.UnixMilli()
+	standby := strings.Replace(text("01S", "5", "x", ts), `"mode":"active"`, `"mode":"standby"`, 1)
+	// The 2019 Verify request: no destination, two dummy events.
+	dummy := `{"events":[{"replyToken":"00000000000000000000000000000000","type":"message","timestamp":` + fmt.Sprint(ts) +
+		`,"source":{"type":"user","userId":"Udeadbeefdeadbeefdeadbeefdeadbeef"},"message":{"id":"100001","type":"text","text":"Hello, world"}},` +
+		`{"replyToken":"ffffffffffffffffffffffffffffffff","type":"message","timestamp":` + fmt.Sprint(ts) +
+		`,"source":{"type":"user","userId":"Udeadbeefdeadbeefdeadbeefdeadbeef"},"message":{"id":"100002","type":"sticker","packageId":"1","stickerId":"1"}}]}`
+	f.webhook(body(standby), 0)
+	f.webhook(dummy, 0)
+	f.run()
+	var outs []string
+	for _, o := range f.outcomes() {
+		outs = append(outs, o.Outcome)
+	}
+	if strings.Join(outs, ",") != "standby,dummy,dummy" || len(f.action.calls) != 0 {
+		t.Errorf("outcomes %v, %d actions", outs, len(f.action.calls))
+	}
+}
+
+func TestClockSkew(t *testing.T) {
+	for _, hold := range []bool{false, true} {
+		t.Run(fmt.Sprint("hold=", hold), func(t *testing.T) {
+			f := newFixture(t)
+			f.policy.HoldSkewed = hold
+			ts := f.now.UnixMilli()
+			late := text("01L", "1", "late", ts)
+			redelivered := strings.Replace(text("01R", "2", "redelivered", ts), `"isRedelivery":false`, `"isRedelivery":true`, 1)
+			f.webhook(body(late, redelivered, text("01OK", "3", "fresh", ts+9500)), 10*time.Second)
+			f.run()
+			got := f.outcomes()
+			wantFirst := "processed"
+			if hold {
+				wantFirst = "held"
+			}
+			if got[0].Outcome != wantFirst || !slices.Contains(got[0].Flags, "clock_skew") {
+				t.Errorf("late event: %+v", got[0])
+			}
+			if got[1].Outcome != "processed" || slices.Contains(got[1].Flags, "clock_skew") {
+				t.Errorf("redelivered event flagged: %+v", got[1])
+			}
+			if got[2].Outcome != "processed" || slices.Contains(got[2].Flags, "clock_skew") {
+				t.Errorf("fresh event: %+v", got[2])
+			}
+		})
+	}
+}
+
+func TestDriftPolicy(t *testing.T) {
+	for _, strict := range []bool{false, true} {
+		f := newFixture(t)
+		f.policy.QuarantineDrift = strict
+		f.webhook(body(event("leave", "01D", f.now.UnixMilli(), `,"sparkle":true`)), 0)
+		f.run()
+		got := f.outcomes()
+		want := map[bool]string{false: "processed", true: "quarantined"}[strict]
+		if len(got) != 1 || got[0].Outcome != want || !slices.Contains(got[0].Flags, "drift") || !strings.Contains(got[0].Reason, "sparkle") {
+			t.Errorf("strict=%v: %+v", strict, got)
+		}
+	}
+}
+
+// TestConversationOrder: events of one user are handled in the order
+// received; users in parallel.
+func TestConversationOrder(t *testing.T) {
+	f := newFixture(t)
+	ts := f.now.UnixMilli()
+	for i := range 200 {
+		user := fmt.Sprintf("U%02d", i%10)
+		e := strings.Replace(text(fmt.Sprintf("01O%03d", i), fmt.Sprint(i), "x", ts+int64(i)), `"userId":"U1"`, `"userId":"`+user+`"`, 1)
+		f.webhook(body(e), 0)
+	}
+	f.run()
+	if len(f.action.convs) != 10 {
+		t.Fatalf("%d conversations", len(f.action.convs))
+	}
+	for conv, tss := range f.action.convs {
+		if !slices.IsSorted(tss) || len(tss) != 20 {
+			t.Errorf("%s handled out of order or incompletely: %v", conv, tss)
+		}
+	}
+}
+
+// BenchmarkPipeline measures events processed per second, from webhook
+// records in the ledger to outcomes recorded, on the SQLite store: the
+// rate to compare with BenchmarkAppend in internal/ledger, the ingress
+// side.
+//
+//	go test ./internal/pipeline -run '^$' -bench Pipeline
+func BenchmarkPipeline(b *testing.B) {
+	f := newFixture(b)
+	ts := f.now.UnixMilli()
+	const per = 256
+	for i := 0; i < b.N; i += per {
+		recs := make([]ledger.Record, 0, per)
+		for j := i; j < min(b.N, i+per); j++ {
+			user := fmt.Sprintf("U%04d", j%1000)
+			e := strings.Replace(text(fmt.Sprintf("01B%09d", j), fmt.Sprint(j), "where is my parcel?", ts), `"userId":"U1"`, `"userId":"`+user+`"`, 1)
+			payload, _ := ledger.EncodePayload(&ledger.Meta{Channel: "c", ReceivedMs: ts, Headers: map[string][]string{"X-Line-Signature": {"x"}}}, []byte(body(e)))
+			rec, _ := ledger.NewRecord(ledger.Entry{Kind: ledger.KindWebhook, Time: f.now, Channel: "c", Payload: payload})
+			recs = append(recs, rec)
+		}
+		if _, err := f.store.Append(context.Background(), recs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	start := time.Now()
+	f.run()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+}

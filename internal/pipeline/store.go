@@ -1,0 +1,81 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/linegate/linegate/internal/ledger"
+)
+
+// Item is one webhook event in the pipeline's queue.
+type Item struct {
+	Seq          uint64          `json:"-"`           // queue order, assigned by Enqueue
+	Key          string          `json:"key"`         // dedup key: webhookEventId, or a content hash
+	MessageKey   string          `json:"message_key"` // "msg:<message id>" for message events
+	Record       uint64          `json:"record"`      // the ledger record of the webhook request
+	Index        int             `json:"index"`       // the event's position in the request
+	Channel      string          `json:"channel"`
+	Retention    string          `json:"retention,omitempty"`
+	Conversation string          `json:"conversation,omitempty"`
+	Type         string          `json:"type"`
+	ReceivedMs   int64           `json:"received_ms"`
+	Outcome      Outcome         `json:"outcome"`
+	Reason       string          `json:"reason,omitempty"`
+	Flags        []string        `json:"flags,omitempty"` // drift, legacy, clock_skew, duplicate_message_id, dry_run
+	Event        json.RawMessage `json:"event"`
+	// Header carries request headers the actions may need (such as
+	// X-Line-Dry-Run), never secrets.
+	Header map[string]string `json:"header,omitempty"`
+}
+
+// Outcome is what became of an event.
+type Outcome string
+
+// The outcomes.
+const (
+	OutcomeProcess     Outcome = "process"     // queued for the actions
+	OutcomeProcessed   Outcome = "processed"   // the actions ran
+	OutcomeFailed      Outcome = "failed"      // an action failed; the reason says how
+	OutcomeDuplicate   Outcome = "duplicate"   // already seen: not processed again
+	OutcomeQuarantined Outcome = "quarantined" // malformed, or drift under the strict policy
+	OutcomeUnknown     Outcome = "unknown"     // a type the specification does not have: kept
+	OutcomeStandby     Outcome = "standby"     // mode standby: recorded, never answered
+	OutcomeHeld        Outcome = "held"        // timestamp far from receipt, channel holds such events
+	OutcomeDummy       Outcome = "dummy"       // the console's old Verify dummies: never answered
+)
+
+// Store is the pipeline's durable state: a cursor over the ledger, the
+// dedup memory and the queue of events between dispatch and completion. It
+// is declared here, by its consumer; the SQLite store implements it in
+// the same database as the ledger, so that completing an event and
+// recording its outcome are one transaction.
+//
+// Every method is a transaction of its own and safe for concurrent use.
+type Store interface {
+	// Cursor returns the index of the next ledger record to dispatch.
+	Cursor(ctx context.Context) (uint64, error)
+
+	// Enqueue, in one transaction, claims each item's Key (and
+	// MessageKey, if set) in the dedup memory, queues the items, and sets
+	// the cursor to next. An item whose Key was already claimed is queued
+	// with Outcome OutcomeDuplicate; one whose MessageKey was already
+	// claimed gets the flag "duplicate_message_id". Items are assigned Seq.
+	// When Enqueue returns nil, all of this is durable.
+	Enqueue(ctx context.Context, next uint64, items []*Item, now time.Time) error
+
+	// Pending returns up to limit queued items with Seq > after, in Seq
+	// order.
+	Pending(ctx context.Context, after uint64, limit int) ([]*Item, error)
+
+	// Complete, in one transaction, appends recs to the ledger (as
+	// ledger.Store.Append does) and removes the queued items seqs.
+	Complete(ctx context.Context, seqs []uint64, recs []ledger.Record) error
+
+	// ForgetKeys deletes the dedup keys claimed before t, and returns how
+	// many.
+	ForgetKeys(ctx context.Context, before time.Time) (int64, error)
+
+	// QueueDepth returns the number of queued items.
+	QueueDepth(ctx context.Context) (int64, error)
+}

@@ -1,0 +1,170 @@
+package sqlitestore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/pipeline"
+)
+
+var _ pipeline.Store = (*Store)(nil)
+
+// Cursor implements pipeline.Store.
+func (s *Store) Cursor(ctx context.Context) (uint64, error) {
+	var n uint64
+	if err := s.r.QueryRowContext(ctx, "SELECT next FROM pipeline_cursor WHERE id = 0").Scan(&n); err != nil {
+		return 0, fmt.Errorf("sqlitestore: read cursor: %w", err)
+	}
+	return n, nil
+}
+
+// Enqueue implements pipeline.Store. The cursor only moves forward: a
+// second dispatcher that read the same cursor gets ledger.ErrConflict and
+// writes nothing.
+func (s *Store) Enqueue(ctx context.Context, next uint64, items []*pipeline.Item, now time.Time) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: begin: %w", err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, "UPDATE pipeline_cursor SET next = ? WHERE id = 0 AND next < ?", next, next)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: move cursor: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return ledger.ErrConflict
+	}
+	ms := now.UnixMilli()
+	claimStmt, err := tx.PrepareContext(ctx, "INSERT OR IGNORE INTO dedup (key, first_ms) VALUES (?, ?)")
+	if err != nil {
+		return fmt.Errorf("sqlitestore: prepare: %w", err)
+	}
+	defer claimStmt.Close()
+	queueStmt, err := tx.PrepareContext(ctx, "INSERT INTO queue (item) VALUES (?)")
+	if err != nil {
+		return fmt.Errorf("sqlitestore: prepare: %w", err)
+	}
+	defer queueStmt.Close()
+	claim := func(key string) (bool, error) {
+		res, err := claimStmt.ExecContext(ctx, key, ms)
+		if err != nil {
+			return false, fmt.Errorf("sqlitestore: dedup: %w", err)
+		}
+		n, err := res.RowsAffected()
+		return n == 1, err
+	}
+	for _, it := range items {
+		claimed, err := claim(it.Key)
+		if err != nil {
+			return err
+		}
+		if !claimed {
+			it.Outcome, it.Reason = pipeline.OutcomeDuplicate, "event already received (same "+keyKind(it.Key)+")"
+		} else if it.MessageKey != "" {
+			fresh, err := claim(it.MessageKey)
+			if err != nil {
+				return err
+			}
+			if !fresh {
+				it.Flags = append(it.Flags, "duplicate_message_id")
+			}
+		}
+		b, err := json.Marshal(it)
+		if err != nil {
+			return err
+		}
+		res, err := queueStmt.ExecContext(ctx, b)
+		if err != nil {
+			return fmt.Errorf("sqlitestore: queue: %w", err)
+		}
+		seq, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		it.Seq = uint64(seq)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlitestore: commit: %w", err)
+	}
+	return nil
+}
+
+func keyKind(k string) string {
+	if strings.HasPrefix(k, "id:") {
+		return "webhookEventId"
+	}
+	return "content"
+}
+
+// Pending implements pipeline.Store.
+func (s *Store) Pending(ctx context.Context, after uint64, limit int) ([]*pipeline.Item, error) {
+	rows, err := s.r.QueryContext(ctx, "SELECT seq, item FROM queue WHERE seq > ? ORDER BY seq LIMIT ?", after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: read queue: %w", err)
+	}
+	defer rows.Close()
+	var out []*pipeline.Item
+	for rows.Next() {
+		var seq uint64
+		var b []byte
+		if err := rows.Scan(&seq, &b); err != nil {
+			return nil, fmt.Errorf("sqlitestore: read queue: %w", err)
+		}
+		it := &pipeline.Item{}
+		if err := json.Unmarshal(b, it); err != nil {
+			return nil, fmt.Errorf("sqlitestore: queue item %d: %w", seq, err)
+		}
+		it.Seq = seq
+		out = append(out, it)
+	}
+	return out, rows.Err()
+}
+
+// Complete implements pipeline.Store.
+func (s *Store) Complete(ctx context.Context, seqs []uint64, recs []ledger.Record) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: begin: %w", err)
+	}
+	defer tx.Rollback()
+	if len(recs) > 0 {
+		if _, err := appendRecords(ctx, tx, recs); err != nil {
+			return err
+		}
+	}
+	for start := 0; start < len(seqs); start += 500 {
+		chunk := seqs[start:min(len(seqs), start+500)]
+		args := make([]any, len(chunk))
+		for i, s := range chunk {
+			args[i] = s
+		}
+		q := "DELETE FROM queue WHERE seq IN (?" + strings.Repeat(", ?", len(chunk)-1) + ")"
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			return fmt.Errorf("sqlitestore: dequeue: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlitestore: commit: %w", err)
+	}
+	return nil
+}
+
+// ForgetKeys implements pipeline.Store.
+func (s *Store) ForgetKeys(ctx context.Context, before time.Time) (int64, error) {
+	res, err := s.w.ExecContext(ctx, "DELETE FROM dedup WHERE first_ms < ?", before.UnixMilli())
+	if err != nil {
+		return 0, fmt.Errorf("sqlitestore: forget keys: %w", err)
+	}
+	return res.RowsAffected()
+}
+
+// QueueDepth implements pipeline.Store.
+func (s *Store) QueueDepth(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.r.QueryRowContext(ctx, "SELECT COUNT(*) FROM queue").Scan(&n)
+	return n, err
+}
