@@ -37,6 +37,7 @@ type Config struct {
 
 	Log      LogConfig       `yaml:"log"`
 	Ledger   LedgerConfig    `yaml:"ledger"`
+	Pipeline PipelineConfig  `yaml:"pipeline"`
 	Logging  LoggingConfig   `yaml:"logging"`
 	Channels []ChannelConfig `yaml:"channels"`
 }
@@ -79,6 +80,19 @@ type LedgerConfig struct {
 	MaxPages int64 `yaml:"max_pages"`
 }
 
+// PipelineConfig tunes event processing.
+type PipelineConfig struct {
+	// Workers is the number of conversations handled at once (default 16).
+	Workers int `yaml:"workers"`
+	// ClockThreshold flags an event whose timestamp is further than this
+	// from its receive time, unless LINE marked it a redelivery (default
+	// 2s).
+	ClockThreshold time.Duration `yaml:"clock_threshold"`
+	// DedupHorizon is how long webhookEventIds are remembered (default
+	// 168h). LINE redelivers within a day or so; keep it longer.
+	DedupHorizon time.Duration `yaml:"dedup_horizon"`
+}
+
 // LoggingConfig configures the process log.
 type LoggingConfig struct {
 	Format string `yaml:"format"` // json (default) or text
@@ -103,6 +117,14 @@ type ChannelConfig struct {
 	AccessTokenFile string `yaml:"access_token_file"`
 	// Retention is the retention class recorded with each record.
 	Retention string `yaml:"retention"`
+	// DriftPolicy says what to do with events that carry fields or enum
+	// values the specification does not have: "accept" (default: process
+	// them, count them as schema drift) or "quarantine".
+	DriftPolicy string `yaml:"drift_policy"`
+	// ClockSkew says what to do with events whose timestamp is far from
+	// their receive time: "flag" (default: process them, flagged) or
+	// "hold" (record them as held, do not process them).
+	ClockSkew string `yaml:"clock_skew"`
 }
 
 // secretSource is one secret given as a value, an environment variable or
@@ -213,6 +235,16 @@ func parseConfig(data []byte) (*Config, error) {
 	for i, ch := range c.Channels {
 		if !channelIDPattern.MatchString(ch.ID) {
 			return nil, fmt.Errorf("config: channels[%d].id %q: want 1 to 64 of A-Z a-z 0-9 . _ -", i, ch.ID)
+		}
+		switch ch.DriftPolicy {
+		case "", "accept", "quarantine":
+		default:
+			return nil, fmt.Errorf("config: channel %q: drift_policy %q: want accept or quarantine", ch.ID, ch.DriftPolicy)
+		}
+		switch ch.ClockSkew {
+		case "", "flag", "hold":
+		default:
+			return nil, fmt.Errorf("config: channel %q: clock_skew %q: want flag or hold", ch.ID, ch.ClockSkew)
 		}
 		if seen[ch.ID] {
 			return nil, fmt.Errorf("config: channel %q is listed twice", ch.ID)

@@ -319,3 +319,26 @@ func openStore(t testing.TB, dir string) *sqlitestore.Store {
 	}
 	return s
 }
+
+// waitIdle waits until the gateway's pipeline has processed everything.
+func waitIdle(t testing.TB, g *gateway) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequest("GET", g.admin+"/admin/status", nil)
+		req.Header.Set("Authorization", "Bearer test-admin-token")
+		resp, err := httpClient.Do(req)
+		if err == nil {
+			var st struct {
+				PipelineIdle bool `json:"pipeline_idle"`
+			}
+			json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			if st.PipelineIdle {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("the pipeline never became idle")
+}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/linegate/linegate/examples"
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/pipeline"
 	"github.com/linegate/linegate/internal/sqlitestore"
 	"github.com/linegate/linegate/internal/webhook"
 	"github.com/prometheus/client_golang/prometheus"
@@ -140,12 +141,27 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	}
 	led.Start()
 
-	ingress := webhook.New(webhook.Options{Channels: channels, Ledger: led, MaxBody: cfg.MaxBodyBytes, Logger: log})
+	policies := map[string]pipeline.ChannelPolicy{}
+	for _, ch := range cfg.Channels {
+		policies[ch.ID] = pipeline.ChannelPolicy{Retention: ch.Retention,
+			QuarantineDrift: ch.DriftPolicy == "quarantine", HoldSkewed: ch.ClockSkew == "hold"}
+	}
+	pipe := pipeline.New(pipeline.Options{
+		Ledger: store, Store: store, Channels: policies, Logger: log,
+		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,
+	})
+	pipeCtx, stopPipe := context.WithCancel(context.Background())
+	defer stopPipe()
+	pipeDone := make(chan struct{})
+	go func() { pipe.Run(pipeCtx); close(pipeDone) }()
+
+	ingress := webhook.New(webhook.Options{Channels: channels, Ledger: led, MaxBody: cfg.MaxBodyBytes, Logger: log, Appended: pipe.Kick})
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(led.Collectors()...)
 	reg.MustRegister(ingress.Collectors()...)
+	reg.MustRegister(pipe.Collectors()...)
 
 	health := func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) }
 	ready := func(w http.ResponseWriter, r *http.Request) {
@@ -181,9 +197,15 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
 			return
 		}
+		idle, err := pipe.Idle(r.Context())
+		if err != nil {
+			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]any{
 			"origin": cfg.Log.Origin, "tree_size": h.Size, "records": n, "checkpoint": string(h.Checkpoint),
+			"pipeline_idle": idle,
 		})
 	})
 	authed.HandleFunc("GET /debug/pprof/", pprof.Index)
@@ -233,6 +255,10 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		// appends; then close the ledger, which commits what is queued,
 		// integrates it, and publishes a final checkpoint.
 		err := pubSrv.Shutdown(sctx)
+		// Then the pipeline finishes the events in hand and records their
+		// outcomes; what is still queued runs at the next start.
+		stopPipe()
+		<-pipeDone
 		if cerr := led.Close(sctx); cerr != nil {
 			err = errors.Join(err, cerr)
 		}

@@ -185,7 +185,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		wg.Go(func() { p.worker(workers[i], done) })
 	}
 	compDone := make(chan struct{})
-	go func() { defer close(compDone); p.completer(done) }()
+	go func() { defer close(compDone); p.completer(ctx, done) }()
 	var loops sync.WaitGroup
 	loops.Go(func() { p.dispatcher(ctx) })
 	loops.Go(func() { p.fetcher(ctx, workers) })
@@ -440,7 +440,7 @@ func (p *Pipeline) worker(in <-chan *Item, done chan<- *Item) {
 	}
 }
 
-// outcomeRecord is the payload of a KindEvent ledger record.
+// outcomeRecord is the body of a KindEvent ledger record's payload.
 type outcomeRecord struct {
 	Record       uint64   `json:"record"`
 	Index        int      `json:"index"`
@@ -456,7 +456,7 @@ type outcomeRecord struct {
 
 // completer records outcomes in groups: one transaction appends the
 // outcome records and removes their items from the queue.
-func (p *Pipeline) completer(done <-chan *Item) {
+func (p *Pipeline) completer(ctx context.Context, done <-chan *Item) {
 	batch := make([]*Item, 0, 512)
 	for it := range done {
 		batch = append(batch[:0], it)
@@ -472,36 +472,41 @@ func (p *Pipeline) completer(done <-chan *Item) {
 				break fill
 			}
 		}
-		p.complete(batch)
+		p.complete(ctx, batch)
 	}
 }
 
-func (p *Pipeline) complete(batch []*Item) {
+// complete records a batch of outcomes. While the pipeline runs it retries
+// a failing store; once it is stopping it tries once, and what fails stays
+// queued for the next start.
+func (p *Pipeline) complete(ctx context.Context, batch []*Item) {
 	now := p.o.Now()
 	seqs := make([]uint64, len(batch))
 	recs := make([]ledger.Record, len(batch))
 	for i, it := range batch {
 		seqs[i] = it.Seq
-		payload, _ := json.Marshal(outcomeRecord{Record: it.Record, Index: it.Index, Key: it.Key, Type: it.Type,
+		body, _ := json.Marshal(outcomeRecord{Record: it.Record, Index: it.Index, Key: it.Key, Type: it.Type,
 			Outcome: it.Outcome, Reason: it.Reason, Flags: it.Flags, Conversation: it.Conversation,
 			ReceivedMs: it.ReceivedMs, DoneMs: now.UnixMilli()})
+		payload, _ := ledger.EncodePayload(&ledger.Meta{Channel: it.Channel, ReceivedMs: it.ReceivedMs}, body)
 		rec, err := ledger.NewRecord(ledger.Entry{Kind: ledger.KindEvent, Time: now, Channel: it.Channel, Retention: it.Retention, Payload: payload})
 		if err != nil {
 			p.log.Error("pipeline: outcome record", "err", err)
 		}
 		recs[i] = rec
 	}
-	for attempt := 0; ; attempt++ {
+	for attempt := 1; ; attempt++ {
 		err := p.o.Store.Complete(context.Background(), seqs, recs)
 		if err == nil {
 			break
 		}
-		// The items stay queued in the store; keep trying, since they
-		// are in hand. After a restart they would run again.
 		p.log.Error("pipeline: record outcomes", "events", len(batch), "err", err)
-		time.Sleep(min(time.Duration(attempt+1)*100*time.Millisecond, 5*time.Second))
-		if attempt > 50 {
-			return
+		if ctx.Err() != nil {
+			return // still queued: they run again at the next start
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(min(time.Duration(attempt)*100*time.Millisecond, 5*time.Second)):
 		}
 	}
 	p.inQueue.Add(-int64(len(batch)))

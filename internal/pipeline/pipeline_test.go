@@ -127,7 +127,11 @@ func (f *fixture) outcomes() []outcome {
 			continue
 		}
 		var o outcome
-		if err := json.Unmarshal(r.Payload, &o); err != nil {
+		_, b, err := ledger.DecodePayload(r.Payload)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &o); err != nil {
 			f.t.Fatal(err)
 		}
 		out = append(out, o)

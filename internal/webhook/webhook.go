@@ -51,6 +51,9 @@ type Options struct {
 	Logger  *slog.Logger
 	// Now returns the receive time (default time.Now).
 	Now func() time.Time
+	// Appended, if set, is called after each verified request is durable
+	// (to wake the pipeline). It must not block.
+	Appended func()
 }
 
 // Handler serves POST /webhook/{channel}.
@@ -61,6 +64,7 @@ type Handler struct {
 	maxBody  int64
 	log      *slog.Logger
 	now      func() time.Time
+	appended func()
 
 	requests   *prometheus.CounterVec
 	sigFails   *prometheus.CounterVec
@@ -88,6 +92,7 @@ func New(opts Options) *Handler {
 		maxBody:  opts.MaxBody,
 		log:      opts.Logger,
 		now:      opts.Now,
+		appended: opts.Appended,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "linegate_webhook_requests_total",
 			Help: "Webhook requests by channel and outcome.",
@@ -184,6 +189,9 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		h.log.Warn("webhook not acknowledged: ledger cannot take it", "channel", id, "err", err)
 		h.finish(w, id, OutcomeUnavailable, http.StatusServiceUnavailable, received)
 		return
+	}
+	if h.appended != nil {
+		h.appended()
 	}
 	h.finish(w, id, OutcomeOK, http.StatusOK, received)
 }
