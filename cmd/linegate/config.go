@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/linegate/linegate/internal/rules"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -35,11 +36,27 @@ type Config struct {
 	// TLS, if set, makes the webhook listener serve HTTPS itself.
 	TLS *TLSConfig `yaml:"tls"`
 
+	// LineAPIBase is the Messaging API's base URL (default
+	// https://api.line.me); channels may set their own.
+	LineAPIBase string `yaml:"line_api_base"`
+	// RulesFiles name YAML rule files; Rules and Consent are inline rules
+	// and consent keywords, added to theirs.
+	RulesFiles []string      `yaml:"rules_files"`
+	Rules      []*rules.Rule `yaml:"rules"`
+	Consent    rules.Consent `yaml:"consent"`
+	// LookupHosts is the allow-list of hosts that rule lookups may call.
+	LookupHosts []string `yaml:"lookup_hosts"`
+	// DryRun makes every channel dry-run: rules run, nothing is sent, the
+	// ledger records what would have been.
+	DryRun bool `yaml:"dry_run"`
+
 	Log      LogConfig       `yaml:"log"`
 	Ledger   LedgerConfig    `yaml:"ledger"`
 	Pipeline PipelineConfig  `yaml:"pipeline"`
 	Logging  LoggingConfig   `yaml:"logging"`
 	Channels []ChannelConfig `yaml:"channels"`
+
+	builtin bool // the built-in example: rule files come from the binary
 }
 
 // TLSConfig is the webhook listener's certificate.
@@ -125,6 +142,13 @@ type ChannelConfig struct {
 	// their receive time: "flag" (default: process them, flagged) or
 	// "hold" (record them as held, do not process them).
 	ClockSkew string `yaml:"clock_skew"`
+	// LineAPIBase overrides the top-level line_api_base for this channel.
+	LineAPIBase string `yaml:"line_api_base"`
+	// DryRun makes this channel dry-run.
+	DryRun bool `yaml:"dry_run"`
+	// AllowDryRunHeader honours X-Line-Dry-Run: true on this channel's
+	// webhooks, making that request's events dry-run (staging channels).
+	AllowDryRunHeader bool `yaml:"allow_dry_run_header"`
 }
 
 // secretSource is one secret given as a value, an environment variable or

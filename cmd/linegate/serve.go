@@ -39,13 +39,19 @@ const builtinConfig = "builtin:examples/linegate.yaml"
 // empty or builtinConfig.
 func loadConfig(path string) (*Config, error) {
 	data := examples.Config
-	if path != "" && path != builtinConfig {
+	builtin := path == "" || path == builtinConfig
+	if !builtin {
 		var err error
 		if data, err = os.ReadFile(path); err != nil {
 			return nil, err
 		}
 	}
-	return parseConfig(data)
+	c, err := parseConfig(data)
+	if err != nil {
+		return nil, err
+	}
+	c.builtin = builtin
+	return c, nil
 }
 
 func newLogger(e *env, c LoggingConfig) (*slog.Logger, error) {
@@ -104,11 +110,13 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		return err
 	}
 	var channels []webhook.Channel
+	secrets := map[string]channelSecrets{}
 	for _, ch := range cfg.Channels {
 		s, err := ch.resolve(e.getenv)
 		if err != nil {
 			return err
 		}
+		secrets[ch.ID] = s
 		c := webhook.Channel{ID: ch.ID, Retention: ch.Retention,
 			Verifiers: []webhook.Verifier{webhook.NewHMACVerifier("secret", s.secret)}}
 		if s.next != nil {
@@ -146,8 +154,15 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		policies[ch.ID] = pipeline.ChannelPolicy{Retention: ch.Retention,
 			QuarantineDrift: ch.DriftPolicy == "quarantine", HoldSkewed: ch.ClockSkew == "hold"}
 	}
+	sender, engine, err := newResponder(ctx, e, cfg, secrets, led, store, log)
+	if err != nil {
+		return err
+	}
+	refreshCtx, stopRefresh := context.WithCancel(context.Background())
+	defer stopRefresh()
+	go sender.RefreshLoop(refreshCtx, time.Second)
 	pipe := pipeline.New(pipeline.Options{
-		Ledger: store, Store: store, Channels: policies, Logger: log,
+		Ledger: store, Store: store, Channels: policies, Logger: log, Action: engine,
 		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,
 	})
 	pipeCtx, stopPipe := context.WithCancel(context.Background())
@@ -162,6 +177,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	reg.MustRegister(led.Collectors()...)
 	reg.MustRegister(ingress.Collectors()...)
 	reg.MustRegister(pipe.Collectors()...)
+	reg.MustRegister(sender.Collectors()...)
 
 	health := func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) }
 	ready := func(w http.ResponseWriter, r *http.Request) {
@@ -205,9 +221,21 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]any{
 			"origin": cfg.Log.Origin, "tree_size": h.Size, "records": n, "checkpoint": string(h.Checkpoint),
-			"pipeline_idle": idle,
+			"pipeline_idle": idle, "kill_switch": sender.KillSwitch(), "rules_sha256": engine.Rules().Hash,
 		})
 	})
+	adm := &adminAPI{cfg: cfg, e: e, led: led, store: store, sender: sender, engine: engine, log: log}
+	adm.routes(authed)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			if _, err := adm.reload(context.Background(), "SIGHUP"); err != nil {
+				log.Error("rules not reloaded", "err", err)
+			}
+		}
+	}()
 	authed.HandleFunc("GET /debug/pprof/", pprof.Index)
 	authed.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	authed.HandleFunc("GET /debug/pprof/trace", pprof.Trace)

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/line/line-bot-sdk-go/v8/linebot/messaging_api"
-	"github.com/linegate/linegate/internal/ledger"
 	"github.com/line/line-bot-sdk-go/v8/linebot/webhook"
+	"github.com/linegate/linegate/internal/ledger"
 )
 
 // TestSimSendToGateway replays LINE's fixtures and a synthetic

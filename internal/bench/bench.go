@@ -68,10 +68,10 @@ const (
 type runner struct {
 	opts       Options
 	ingestRate float64 // one event per request, from this run
-	work    string
-	peers   map[string]string
-	results []Result
-	logf    func(string, ...any)
+	work       string
+	peers      map[string]string
+	results    []Result
+	logf       func(string, ...any)
 }
 
 // Run runs the whole suite and returns its figures. A figure that could

@@ -23,12 +23,20 @@ const (
 	// KindEvent is the outcome of one webhook event in the pipeline
 	// (processed, duplicate, quarantined, ...), with the reason.
 	KindEvent Kind = 3
+	// KindOutbound is a send to LINE and its responses, or the reason it
+	// was held back (kill switch, dry-run, consent).
+	KindOutbound Kind = 4
+	// KindAdmin is an operator's action: kill switch, dry-run, consent,
+	// rule set changes.
+	KindAdmin Kind = 5
 )
 
 var kindNames = map[Kind]string{
 	KindWebhook:   "webhook",
 	KindRejection: "rejection",
 	KindEvent:     "event",
+	KindOutbound:  "outbound",
+	KindAdmin:     "admin",
 }
 
 func (k Kind) String() string {

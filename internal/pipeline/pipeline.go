@@ -322,6 +322,7 @@ func (p *Pipeline) split(rec ledger.Record) []*Item {
 		it.Outcome, it.Reason = OutcomeQuarantined, err.Error()
 		return []*Item{&it}
 	}
+	base.Destination = cb.Destination
 	items := make([]*Item, 0, len(cb.Events))
 	for i, raw := range cb.Events {
 		e := line.DecodeEvent(raw)

@@ -16,6 +16,7 @@ type Item struct {
 	Record       uint64          `json:"record"`      // the ledger record of the webhook request
 	Index        int             `json:"index"`       // the event's position in the request
 	Channel      string          `json:"channel"`
+	Destination  string          `json:"destination,omitempty"` // the bot's user id, from the request
 	Retention    string          `json:"retention,omitempty"`
 	Conversation string          `json:"conversation,omitempty"`
 	Type         string          `json:"type"`

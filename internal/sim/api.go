@@ -170,6 +170,7 @@ func NewAPI(opts Options) *API {
 	a.mux.HandleFunc("POST /_sim/reply-tokens", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"replyToken": a.IssueReplyToken(r.URL.Query().Get("channel"))})
 	})
+	a.mux.HandleFunc("GET /demo/orders/{user}", demoOrder)
 	a.mux.HandleFunc("PUT /_sim/faults", func(w http.ResponseWriter, r *http.Request) {
 		var f Faults
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&f); err != nil {
@@ -673,4 +674,19 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	w.Write(buf.Bytes())
+}
+
+// demoOrder is the demo order service of the examples: the latest order of
+// a user, made up from the user id so that it stays the same.
+func demoOrder(w http.ResponseWriter, r *http.Request) {
+	sum := sha256.Sum256([]byte(r.PathValue("user")))
+	n := 1000 + int(sum[0])<<8%9000 + int(sum[1])%100
+	statuses := []string{"Shipped", "Out for delivery", "Packed"}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"order":   fmt.Sprintf("A%d", n),
+		"status":  statuses[int(sum[2])%len(statuses)],
+		"carrier": "Kerry Express",
+		"eta":     time.Now().Add(24 * time.Hour).Format("Mon 2 Jan"),
+		"image":   "https://linegate.example/demo/parcel.png",
+	})
 }

@@ -21,7 +21,7 @@ var _ ledger.Store = (*Store)(nil)
 
 // schemaVersion is the version of the schema this code writes, kept in
 // PRAGMA user_version. A database of a newer version is refused.
-const schemaVersion = 2
+const schemaVersion = 3
 
 // migrations[i] brings a database from version i to version i+1.
 var migrations = []string{
@@ -66,6 +66,21 @@ var migrations = []string{
 		seq  INTEGER PRIMARY KEY AUTOINCREMENT,
 		item BLOB NOT NULL -- pipeline.Item as JSON
 	);`,
+
+	// Version 3: operator switches and consent.
+	`CREATE TABLE settings (
+		key        TEXT PRIMARY KEY,
+		value      TEXT NOT NULL,
+		updated_ms INTEGER NOT NULL
+	) WITHOUT ROWID;
+	CREATE TABLE consent (
+		channel TEXT NOT NULL,
+		user    TEXT NOT NULL,
+		opt_in  INTEGER NOT NULL,
+		at_ms   INTEGER NOT NULL,
+		source  TEXT NOT NULL,
+		PRIMARY KEY (channel, user)
+	) WITHOUT ROWID;`,
 }
 
 // Options tunes a Store.

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/linegate/linegate/examples"
+	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/outbound"
+	"github.com/linegate/linegate/internal/rules"
+	"github.com/linegate/linegate/internal/sqlitestore"
+)
+
+// loadRules loads the rule set the config names. The built-in config's
+// files come from the binary.
+func loadRules(cfg *Config) (*rules.Set, error) {
+	read := os.ReadFile
+	if cfg.builtin {
+		read = examples.ReadFile
+	}
+	set, err := rules.Load(cfg.RulesFiles, &rules.File{Rules: cfg.Rules, Consent: cfg.Consent}, read)
+	if err != nil {
+		return nil, fmt.Errorf("rules: %w", err)
+	}
+	return set, nil
+}
+
+// newResponder builds the outbound Sender and the rule engine.
+func newResponder(ctx context.Context, e *env, cfg *Config, secrets map[string]channelSecrets, led *ledger.Ledger,
+	store *sqlitestore.Store, log *slog.Logger) (*outbound.Sender, *rules.Engine, error) {
+	clients := map[string]*outbound.Client{}
+	dry := map[string]bool{}
+	infos := map[string]rules.ChannelInfo{}
+	for _, ch := range cfg.Channels {
+		base := ch.LineAPIBase
+		if base == "" {
+			base = cfg.LineAPIBase
+		}
+		clients[ch.ID] = &outbound.Client{Base: base, Token: secrets[ch.ID].token, HTTP: &http.Client{Timeout: 10 * time.Second}}
+		dry[ch.ID] = ch.DryRun
+		infos[ch.ID] = rules.ChannelInfo{Secret: secrets[ch.ID].secret, Retention: ch.Retention, AllowDryRunHeader: ch.AllowDryRunHeader}
+	}
+	envKill := strings.EqualFold(strings.TrimSpace(e.getenv("REPLY_ENABLE")), "false")
+	if envKill {
+		log.Warn("REPLY_ENABLE=false: the kill switch is on, nothing will be sent")
+	}
+	sender := outbound.NewSender(outbound.SenderOptions{
+		Clients: clients, Ledger: led, State: store, EnvKillSwitch: envKill,
+		DryRunChannels: dry, DryRunAll: cfg.DryRun, Logger: log,
+	})
+	if err := sender.Refresh(ctx); err != nil {
+		return nil, nil, err
+	}
+	set, err := loadRules(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	engine := rules.NewEngine(set, rules.EngineOptions{
+		Sender: sender, Consent: store, Ledger: led, Channels: infos, LookupHosts: cfg.LookupHosts,
+		HTTP: &http.Client{Timeout: 30 * time.Second}, Logger: log,
+	})
+	if err := recordRuleSet(ctx, led, store, set, "start"); err != nil {
+		return nil, nil, err
+	}
+	log.Info("rules loaded", "rules", len(set.Rules), "sha256", set.Hash)
+	return sender, engine, nil
+}
+
+// recordRuleSet records the active rule set in the ledger when it differs
+// from the last one recorded.
+func recordRuleSet(ctx context.Context, led *ledger.Ledger, store *sqlitestore.Store, set *rules.Set, why string) error {
+	last, err := store.Setting(ctx, "rules_sha256")
+	if err != nil {
+		return err
+	}
+	if last == set.Hash {
+		return nil
+	}
+	var names []string
+	for _, r := range set.Rules {
+		names = append(names, r.Name)
+	}
+	if err := outbound.RecordAdmin(ctx, led, "rules_changed", map[string]any{
+		"sha256": set.Hash, "previous_sha256": last, "rules": names, "trigger": why,
+	}, time.Now()); err != nil {
+		return fmt.Errorf("record rule set: %w", err)
+	}
+	return store.SetSetting(ctx, "rules_sha256", set.Hash)
+}
+
+// adminAPI is the authenticated admin API.
+type adminAPI struct {
+	cfg    *Config
+	e      *env
+	led    *ledger.Ledger
+	store  *sqlitestore.Store
+	sender *outbound.Sender
+	engine *rules.Engine
+	log    *slog.Logger
+}
+
+func (a *adminAPI) routes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /admin/rules/reload", func(w http.ResponseWriter, r *http.Request) {
+		set, err := a.reload(r.Context(), "admin API")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		writeJSON(w, map[string]any{"rules": len(set.Rules), "sha256": set.Hash})
+	})
+	mux.HandleFunc("GET /admin/kill-switch", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, map[string]any{"on": a.sender.KillSwitch()})
+	})
+	mux.HandleFunc("POST /admin/kill-switch", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			On     *bool  `json:"on"`
+			Reason string `json:"reason"`
+		}
+		if !decode(w, r, &req) || req.On == nil {
+			http.Error(w, `want {"on": true|false, "reason": "..."}`, http.StatusBadRequest)
+			return
+		}
+		if err := a.sender.SetKillSwitch(r.Context(), *req.On); err != nil {
+			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		a.record(w, r, "kill_switch", map[string]any{"on": *req.On, "reason": req.Reason})
+	})
+	mux.HandleFunc("POST /admin/dry-run", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Channel string `json:"channel"`
+			On      *bool  `json:"on"`
+		}
+		if !decode(w, r, &req) || req.On == nil {
+			http.Error(w, `want {"channel": "" for all, "on": true|false}`, http.StatusBadRequest)
+			return
+		}
+		if err := a.sender.SetDryRun(r.Context(), req.Channel, *req.On); err != nil {
+			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		a.record(w, r, "dry_run", map[string]any{"channel": req.Channel, "on": *req.On})
+	})
+	mux.HandleFunc("POST /admin/consent", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Channel string `json:"channel"`
+			User    string `json:"user"`
+			OptIn   *bool  `json:"opt_in"`
+			Source  string `json:"source"`
+		}
+		if !decode(w, r, &req) || req.OptIn == nil || req.Channel == "" || req.User == "" {
+			http.Error(w, `want {"channel", "user", "opt_in": true|false, "source"}`, http.StatusBadRequest)
+			return
+		}
+		if req.Source == "" {
+			req.Source = "admin API"
+		}
+		if err := a.store.SetConsent(r.Context(), req.Channel, req.User, *req.OptIn, time.Now(), req.Source); err != nil {
+			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		a.record(w, r, "consent", map[string]any{"channel": req.Channel, "user": req.User, "opt_in": *req.OptIn, "source": req.Source})
+	})
+}
+
+// reload loads the rule set again and swaps it in; the change is recorded.
+func (a *adminAPI) reload(ctx context.Context, why string) (*rules.Set, error) {
+	set, err := loadRules(a.cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := recordRuleSet(ctx, a.led, a.store, set, why); err != nil {
+		return nil, err
+	}
+	a.engine.Swap(set)
+	a.log.Info("rules reloaded", "trigger", why, "rules", len(set.Rules), "sha256", set.Hash)
+	return set, nil
+}
+
+func (a *adminAPI) record(w http.ResponseWriter, r *http.Request, action string, detail map[string]any) {
+	detail["remote"] = r.RemoteAddr
+	if err := outbound.RecordAdmin(r.Context(), a.led, action, detail, time.Now()); err != nil {
+		http.Error(w, "applied, but not recorded in the ledger: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	a.log.Info("admin action", "action", action)
+	writeJSON(w, detail)
+}
+
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<16))
+	return err == nil && json.Unmarshal(b, v) == nil
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,257 @@
+// Package outbound is linegate's only way out to LINE: the Messaging API
+// client, and the Sender that stands before it with the kill switch,
+// dry-run, consent rules and a per-channel rate limit, and records every
+// request and response (or the reason it was held back) in the ledger.
+package outbound
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// DefaultAPIBase is LINE's Messaging API.
+const DefaultAPIBase = "https://api.line.me"
+
+// Call is one request to the Messaging API and what came of it.
+type Call struct {
+	Endpoint string          `json:"endpoint"` // "reply", "push", ...
+	Path     string          `json:"path"`
+	Body     json.RawMessage `json:"body"`
+	RetryKey string          `json:"retry_key,omitempty"`
+	// Attempts holds every try, in order.
+	Attempts []Attempt `json:"attempts"`
+}
+
+// Attempt is one HTTP exchange.
+type Attempt struct {
+	Status          int                 `json:"status,omitempty"` // 0 when no response came
+	Error           string              `json:"error,omitempty"`  // network error, without secrets
+	RequestID       string              `json:"x_line_request_id,omitempty"`
+	AcceptedRequest string              `json:"x_line_accepted_request_id,omitempty"`
+	Headers         map[string][]string `json:"headers,omitempty"`
+	Response        json.RawMessage     `json:"response,omitempty"`
+	LatencyMs       float64             `json:"latency_ms"`
+	At              time.Time           `json:"at"`
+}
+
+// Last returns the last attempt.
+func (c *Call) Last() Attempt {
+	if len(c.Attempts) == 0 {
+		return Attempt{}
+	}
+	return c.Attempts[len(c.Attempts)-1]
+}
+
+// OK reports whether the call succeeded: a 2xx, or a 409 that LINE answers
+// to a retry key it has already accepted.
+func (c *Call) OK() bool {
+	a := c.Last()
+	return a.Status/100 == 2 || (a.Status == http.StatusConflict && a.AcceptedRequest != "")
+}
+
+// Client is the Messaging API client of one channel. It is safe for
+// concurrent use and keeps no per-call state of its own.
+//
+// Written here rather than taken from LINE's Go SDK, whose client sends an
+// empty X-Line-Retry-Key header when none is given and whose errors carry
+// response bodies.
+type Client struct {
+	Base   string // default DefaultAPIBase
+	Token  []byte // the channel access token; never logged or recorded
+	HTTP   *http.Client
+	Policy RetryPolicy
+	// Observe, if set, sees every attempt (for metrics).
+	Observe func(endpoint string, a Attempt)
+}
+
+// RetryPolicy bounds retries.
+type RetryPolicy struct {
+	MaxAttempts int           // default 4
+	BaseDelay   time.Duration // default 200ms; doubled each time, with jitter
+	MaxDelay    time.Duration // default 5s; also caps a Retry-After
+}
+
+func (p RetryPolicy) withDefaults() RetryPolicy {
+	if p.MaxAttempts <= 0 {
+		p.MaxAttempts = 4
+	}
+	if p.BaseDelay <= 0 {
+		p.BaseDelay = 200 * time.Millisecond
+	}
+	if p.MaxDelay <= 0 {
+		p.MaxDelay = 5 * time.Second
+	}
+	return p
+}
+
+// RetryKeyFor derives a stable X-Line-Retry-Key (a UUID) from an idempotency
+// key, so that a push redone after a crash carries the key of the first try.
+func RetryKeyFor(idempotencyKey string) string {
+	sum := sha256.Sum256([]byte("linegate retry key\x00" + idempotencyKey))
+	u, _ := uuid.FromBytes(sum[:16])
+	u[6] = u[6]&0x0f | 0x40 // version 4 layout
+	u[8] = u[8]&0x3f | 0x80
+	return u.String()
+}
+
+// Reply sends a reply. A reply takes no retry key and LINE accepts its
+// token once, so it is retried only when LINE surely did not take it: a
+// 429 or a connection that was never made. After a 5xx or a lost answer
+// it is not retried: a second try could fail with "Invalid reply token"
+// although the first was delivered.
+func (c *Client) Reply(ctx context.Context, body []byte) *Call {
+	return c.do(ctx, "reply", "/v2/bot/message/reply", body, "")
+}
+
+// Push sends a push message with the retry key, reused on every retry; a
+// 409 with x-line-accepted-request-id is a success.
+func (c *Client) Push(ctx context.Context, body []byte, retryKey string) *Call {
+	return c.do(ctx, "push", "/v2/bot/message/push", body, retryKey)
+}
+
+func (c *Client) do(ctx context.Context, endpoint, path string, body []byte, retryKey string) *Call {
+	pol := c.Policy.withDefaults()
+	call := &Call{Endpoint: endpoint, Path: path, Body: body, RetryKey: retryKey}
+	base := c.Base
+	if base == "" {
+		base = DefaultAPIBase
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = &http.Client{Timeout: 10 * time.Second}
+	}
+	for attempt := 1; ; attempt++ {
+		a, retryAfter, sent := c.once(ctx, hc, base+path, body, retryKey)
+		call.Attempts = append(call.Attempts, a)
+		if c.Observe != nil {
+			c.Observe(endpoint, a)
+		}
+		if call.OK() || attempt >= pol.MaxAttempts || !retryable(a, retryKey != "", sent) {
+			return call
+		}
+		d := min(pol.BaseDelay<<(attempt-1), pol.MaxDelay)
+		d = d/2 + time.Duration(mrand.Int64N(int64(d/2)+1)) // jitter
+		if retryAfter > 0 {
+			d = min(retryAfter, pol.MaxDelay)
+		}
+		select {
+		case <-ctx.Done():
+			call.Attempts = append(call.Attempts, Attempt{Error: "gave up: " + ctx.Err().Error(), At: time.Now()})
+			return call
+		case <-time.After(d):
+		}
+	}
+}
+
+// retryable says whether another try is safe and useful. With a retry key
+// LINE deduplicates, so any 429, 5xx or network failure is retried.
+// Without one (reply), only failures where the request surely did not take
+// effect: a 429, or a request that never left.
+func retryable(a Attempt, hasKey, sent bool) bool {
+	switch {
+	case a.Status == http.StatusTooManyRequests:
+		return true
+	case hasKey:
+		return a.Status >= 500 || a.Status == 0
+	default:
+		return a.Status == 0 && !sent
+	}
+}
+
+// once makes one HTTP exchange. sent reports whether the request may have
+// reached LINE.
+func (c *Client) once(ctx context.Context, hc *http.Client, url string, body []byte, retryKey string) (Attempt, time.Duration, bool) {
+	a := Attempt{At: time.Now()}
+	req, err := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(body))
+	if err != nil {
+		a.Error = "bad request URL"
+		return a, 0, false
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+string(c.Token))
+	if retryKey != "" {
+		req.Header.Set("X-Line-Retry-Key", retryKey)
+	}
+	sent := false
+	start := time.Now()
+	resp, err := hc.Do(req)
+	a.LatencyMs = float64(time.Since(start)) / float64(time.Millisecond)
+	if err != nil {
+		a.Error = scrubError(err)
+		// A dial failure means the request never left; anything later
+		// (a reset, a timeout waiting for the answer) may have been taken.
+		sent = !isDialError(err)
+		return a, 0, sent
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	a.Status = resp.StatusCode
+	a.RequestID = resp.Header.Get("X-Line-Request-Id")
+	a.AcceptedRequest = resp.Header.Get("X-Line-Accepted-Request-Id")
+	a.Headers = map[string][]string{}
+	for _, k := range []string{"X-Line-Request-Id", "X-Line-Accepted-Request-Id", "Retry-After", "Content-Type"} {
+		if v := resp.Header.Values(k); len(v) > 0 {
+			a.Headers[k] = v
+		}
+	}
+	if json.Valid(b) {
+		a.Response = b
+	} else if len(b) > 0 {
+		a.Response, _ = json.Marshal(string(b))
+	}
+	var retryAfter time.Duration
+	if s := resp.Header.Get("Retry-After"); s != "" {
+		if n, err := strconv.Atoi(s); err == nil && n >= 0 {
+			retryAfter = time.Duration(n) * time.Second
+		}
+	}
+	return a, retryAfter, true
+}
+
+// scrubError describes a transport error without the URL (which is ours)
+// or anything the request carried.
+func scrubError(err error) string {
+	var ue interface{ Unwrap() error }
+	if errors.As(err, &ue) {
+		if inner := ue.Unwrap(); inner != nil {
+			err = inner
+		}
+	}
+	s := err.Error()
+	if i := strings.Index(s, "Bearer"); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+// isDialError reports a failure to connect or resolve: the request never
+// left.
+func isDialError(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "dial tcp") || strings.Contains(s, "no such host")
+}
+
+// String describes a call for logs: endpoint, statuses, request ids.
+func (c *Call) String() string {
+	var parts []string
+	for _, a := range c.Attempts {
+		if a.Status != 0 {
+			parts = append(parts, fmt.Sprintf("%d(%s)", a.Status, a.RequestID))
+		} else {
+			parts = append(parts, "error")
+		}
+	}
+	return c.Endpoint + " " + strings.Join(parts, ",")
+}

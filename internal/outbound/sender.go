@@ -1,0 +1,370 @@
+package outbound
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/linegate/linegate/internal/ledger"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+)
+
+// Class is a message's consent class.
+type Class string
+
+// The classes: transactional messages answer the user; promotional ones go
+// only to users who opted in.
+const (
+	Transactional Class = "transactional"
+	Promotional   Class = "promotional"
+)
+
+// Request is a send that an event caused.
+type Request struct {
+	Channel   string
+	Retention string
+	// EventKey links the send to its event (the dedup key); Record is the
+	// ledger index of the webhook that carried it.
+	EventKey string
+	Record   uint64
+	Rule     string
+	// To is the user, group or room to push to; UserID the user, for
+	// consent.
+	To, UserID string
+	// ReplyToken, with ReceivedMs, allows a reply within its lifetime.
+	ReplyToken string
+	ReceivedMs int64
+	ForcePush  bool
+	Messages   []json.RawMessage
+	Class      Class
+	// DryRun asks for a dry run of this request alone (the channel allows
+	// the X-Line-Dry-Run header).
+	DryRun bool
+	// Seq tells apart several sends of one event (for the retry key).
+	Seq int
+}
+
+// Outcome is what became of a request.
+type Outcome string
+
+// The outcomes recorded.
+const (
+	Sent       Outcome = "sent"
+	Failed     Outcome = "failed"
+	Suppressed Outcome = "suppressed" // kill switch
+	DryRun     Outcome = "dry_run"
+	Blocked    Outcome = "blocked" // consent
+)
+
+// State is the switches and consent the Sender obeys, durable and shared by
+// all replicas. Declared here, by its consumer.
+type State interface {
+	// Setting returns a stored setting, "" when unset.
+	Setting(ctx context.Context, key string) (string, error)
+	SetSetting(ctx context.Context, key, value string) error
+	// OptedIn reports whether the user's latest consent record is an opt-in.
+	OptedIn(ctx context.Context, channel, user string) (bool, error)
+	SetConsent(ctx context.Context, channel, user string, optIn bool, at time.Time, source string) error
+}
+
+// Appender records in the ledger; *ledger.Ledger implements it.
+type Appender interface {
+	Append(ctx context.Context, e ledger.Entry) (uint64, error)
+}
+
+// SenderOptions configures a Sender.
+type SenderOptions struct {
+	Clients map[string]*Client // by channel
+	Ledger  Appender
+	State   State
+	// EnvKillSwitch is true when REPLY_ENABLE=false: it stops all sends
+	// whatever the stored setting says.
+	EnvKillSwitch bool
+	// DryRunChannels are dry-run by configuration; DryRunAll makes every
+	// channel dry-run.
+	DryRunChannels map[string]bool
+	DryRunAll      bool
+	// RateLimit is each channel's limit in requests per second (default
+	// 1000, half of LINE's default).
+	RateLimit float64
+	// ReplyWindow is how long after receipt a reply token is used; later,
+	// the send is a push (default 50s: LINE's tokens live about a minute).
+	ReplyWindow time.Duration
+	Logger      *slog.Logger
+	Now         func() time.Time
+}
+
+// Sender sends what the rules decide, through the kill switch, dry-run,
+// consent and rate limit, and records every request and response.
+type Sender struct {
+	o        SenderOptions
+	limiters map[string]*rate.Limiter
+
+	kill     atomic.Bool // the stored kill switch
+	dryAll   atomic.Bool
+	dryMu    sync.RWMutex
+	dryChans map[string]bool // stored per-channel dry-run
+
+	sends      *prometheus.CounterVec
+	apiLatency *prometheus.HistogramVec
+	apiStatus  *prometheus.CounterVec
+	killGauge  prometheus.GaugeFunc
+}
+
+// Settings keys.
+const (
+	SettingKillSwitch = "kill_switch"      // "on" stops all sends
+	SettingDryRunAll  = "dry_run"          // "on": every channel
+	settingDryRunPref = "dry_run:channel:" // + channel id
+)
+
+// NewSender returns a Sender. Call Refresh to load the stored switches.
+func NewSender(o SenderOptions) *Sender {
+	if o.RateLimit <= 0 {
+		o.RateLimit = 1000
+	}
+	if o.ReplyWindow <= 0 {
+		o.ReplyWindow = 50 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	s := &Sender{o: o, limiters: map[string]*rate.Limiter{}, dryChans: map[string]bool{}}
+	for ch := range o.Clients {
+		s.limiters[ch] = rate.NewLimiter(rate.Limit(o.RateLimit), max(1, int(o.RateLimit/10)))
+	}
+	s.sends = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "linegate_outbound_sends_total",
+		Help: "Sends by channel, endpoint (reply, push) and outcome (sent, failed, suppressed, dry_run, blocked).",
+	}, []string{"channel", "endpoint", "outcome"})
+	s.apiLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "linegate_line_api_seconds",
+		Help:    "Messaging API call latency, by endpoint.",
+		Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+	}, []string{"endpoint"})
+	s.apiStatus = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "linegate_line_api_responses_total",
+		Help: "Messaging API responses by endpoint and status code (0: no response); 429s are rate limiting.",
+	}, []string{"endpoint", "code"})
+	s.killGauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "linegate_kill_switch",
+		Help: "1 while the kill switch stops every outbound send.",
+	}, func() float64 {
+		if s.KillSwitch() {
+			return 1
+		}
+		return 0
+	})
+	for _, c := range o.Clients {
+		c.Observe = func(endpoint string, a Attempt) {
+			s.apiStatus.WithLabelValues(endpoint, fmt.Sprint(a.Status)).Inc()
+			s.apiLatency.WithLabelValues(endpoint).Observe(a.LatencyMs / 1000)
+		}
+	}
+	return s
+}
+
+// Collectors returns the Sender's metrics.
+func (s *Sender) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{s.sends, s.apiLatency, s.apiStatus, s.killGauge}
+}
+
+// KillSwitch reports whether sends are stopped.
+func (s *Sender) KillSwitch() bool { return s.o.EnvKillSwitch || s.kill.Load() }
+
+// DryRun reports whether a channel is in dry-run.
+func (s *Sender) DryRun(channel string) bool {
+	if s.o.DryRunAll || s.o.DryRunChannels[channel] || s.dryAll.Load() {
+		return true
+	}
+	s.dryMu.RLock()
+	defer s.dryMu.RUnlock()
+	return s.dryChans[channel]
+}
+
+// Refresh reloads the stored switches, so that a change made through
+// another replica takes effect here.
+func (s *Sender) Refresh(ctx context.Context) error {
+	v, err := s.o.State.Setting(ctx, SettingKillSwitch)
+	if err != nil {
+		return err
+	}
+	s.kill.Store(v == "on")
+	v, err = s.o.State.Setting(ctx, SettingDryRunAll)
+	if err != nil {
+		return err
+	}
+	s.dryAll.Store(v == "on")
+	m := map[string]bool{}
+	for ch := range s.o.Clients {
+		v, err := s.o.State.Setting(ctx, settingDryRunPref+ch)
+		if err != nil {
+			return err
+		}
+		m[ch] = v == "on"
+	}
+	s.dryMu.Lock()
+	s.dryChans = m
+	s.dryMu.Unlock()
+	return nil
+}
+
+// RefreshLoop refreshes the switches every interval until ctx ends.
+func (s *Sender) RefreshLoop(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.Refresh(ctx); err != nil && ctx.Err() == nil {
+				s.o.Logger.Error("outbound: refresh switches", "err", err)
+			}
+		}
+	}
+}
+
+// SetKillSwitch turns the stored kill switch on or off.
+func (s *Sender) SetKillSwitch(ctx context.Context, on bool) error {
+	if err := s.o.State.SetSetting(ctx, SettingKillSwitch, onOff(on)); err != nil {
+		return err
+	}
+	s.kill.Store(on)
+	return nil
+}
+
+// SetDryRun turns dry-run on or off for a channel, or for all ("").
+func (s *Sender) SetDryRun(ctx context.Context, channel string, on bool) error {
+	key := SettingDryRunAll
+	if channel != "" {
+		key = settingDryRunPref + channel
+	}
+	if err := s.o.State.SetSetting(ctx, key, onOff(on)); err != nil {
+		return err
+	}
+	return s.Refresh(ctx)
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// outboundRecord is the body of a KindOutbound ledger record.
+type outboundRecord struct {
+	EventKey string            `json:"event_key"`
+	Record   uint64            `json:"webhook_record"`
+	Rule     string            `json:"rule,omitempty"`
+	Endpoint string            `json:"endpoint"`
+	Outcome  Outcome           `json:"outcome"`
+	Reason   string            `json:"reason,omitempty"`
+	Class    Class             `json:"class"`
+	Request  json.RawMessage   `json:"request"` // the exact body sent, or that would have been
+	RetryKey string            `json:"retry_key,omitempty"`
+	Attempts []Attempt         `json:"attempts,omitempty"`
+	Extra    map[string]string `json:"extra,omitempty"`
+}
+
+// Send carries out a request and records it. The error is for the
+// pipeline's outcome: it says what failed, never with message text.
+func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
+	if r.Class == "" {
+		r.Class = Transactional
+	}
+	now := s.o.Now()
+	endpoint, body, retryKey := s.plan(r, now)
+	rec := outboundRecord{EventKey: r.EventKey, Record: r.Record, Rule: r.Rule, Endpoint: endpoint, Class: r.Class, Request: body, RetryKey: retryKey}
+	switch {
+	case r.Class == Promotional && r.UserID == "":
+		rec.Outcome, rec.Reason = Blocked, "promotional message without a user to have consent from"
+	case r.Class == Promotional:
+		ok, err := s.o.State.OptedIn(ctx, r.Channel, r.UserID)
+		if err != nil {
+			return Failed, fmt.Errorf("consent lookup: %w", err)
+		}
+		if !ok {
+			rec.Outcome, rec.Reason = Blocked, "promotional message to a user with no opt-in on record"
+		}
+	}
+	if rec.Outcome == "" && s.KillSwitch() {
+		rec.Outcome, rec.Reason = Suppressed, "kill switch on"
+		if s.o.EnvKillSwitch {
+			rec.Reason = "kill switch on (REPLY_ENABLE=false)"
+		}
+	}
+	if rec.Outcome == "" && (r.DryRun || s.DryRun(r.Channel)) {
+		rec.Outcome, rec.Reason = DryRun, "dry-run: not sent"
+		if r.DryRun {
+			rec.Reason = "dry-run (X-Line-Dry-Run header): not sent"
+		}
+	}
+	if rec.Outcome == "" {
+		c := s.o.Clients[r.Channel]
+		if c == nil || len(c.Token) == 0 {
+			rec.Outcome, rec.Reason = Failed, "no access token for the channel"
+		} else {
+			if err := s.limiters[r.Channel].Wait(ctx); err != nil {
+				rec.Outcome, rec.Reason = Failed, "rate limit wait: "+err.Error()
+			} else {
+				var call *Call
+				if endpoint == "reply" {
+					call = c.Reply(ctx, body)
+				} else {
+					call = c.Push(ctx, body, retryKey)
+				}
+				rec.Attempts = call.Attempts
+				if call.OK() {
+					rec.Outcome = Sent
+				} else {
+					rec.Outcome, rec.Reason = Failed, call.String()
+				}
+			}
+		}
+	}
+	s.sends.WithLabelValues(r.Channel, endpoint, string(rec.Outcome)).Inc()
+	b, _ := json.Marshal(rec)
+	payload, err := ledger.EncodePayload(&ledger.Meta{Channel: r.Channel, ReceivedMs: now.UnixMilli()}, b)
+	if err == nil {
+		_, err = s.o.Ledger.Append(context.Background(), ledger.Entry{Kind: ledger.KindOutbound, Time: now, Channel: r.Channel, Retention: r.Retention, Payload: payload})
+	}
+	if err != nil {
+		return rec.Outcome, fmt.Errorf("record %s %s: %w", endpoint, rec.Outcome, err)
+	}
+	if rec.Outcome == Failed {
+		return Failed, fmt.Errorf("%s failed: %s", endpoint, rec.Reason)
+	}
+	return rec.Outcome, nil
+}
+
+// plan chooses reply or push and builds the exact request body.
+func (s *Sender) plan(r Request, now time.Time) (endpoint string, body []byte, retryKey string) {
+	if r.ReplyToken != "" && !r.ForcePush && now.Sub(time.UnixMilli(r.ReceivedMs)) < s.o.ReplyWindow {
+		body, _ = json.Marshal(map[string]any{"replyToken": r.ReplyToken, "messages": r.Messages})
+		return "reply", body, ""
+	}
+	body, _ = json.Marshal(map[string]any{"to": r.To, "messages": r.Messages})
+	return "push", body, RetryKeyFor(fmt.Sprintf("%s/%s/%s/%d", r.Channel, r.EventKey, r.Rule, r.Seq))
+}
+
+// RecordAdmin records an operator's action in the ledger.
+func RecordAdmin(ctx context.Context, l Appender, action string, detail map[string]any, now time.Time) error {
+	detail["action"] = action
+	b, _ := json.Marshal(detail)
+	payload, err := ledger.EncodePayload(&ledger.Meta{ReceivedMs: now.UnixMilli()}, b)
+	if err != nil {
+		return err
+	}
+	_, err = l.Append(ctx, ledger.Entry{Kind: ledger.KindAdmin, Time: now, Payload: payload})
+	return err
+}

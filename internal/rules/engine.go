@@ -1,0 +1,335 @@
+package rules
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/outbound"
+	"github.com/linegate/linegate/internal/pipeline"
+	"github.com/linegate/linegate/internal/webhook"
+)
+
+// Sender sends what the rules decide. *outbound.Sender implements it.
+type Sender interface {
+	Send(ctx context.Context, r outbound.Request) (outbound.Outcome, error)
+}
+
+// ConsentRecorder records a user's consent. outbound.State implements it.
+type ConsentRecorder interface {
+	SetConsent(ctx context.Context, channel, user string, optIn bool, at time.Time, source string) error
+}
+
+// ChannelInfo is what the engine needs of a channel.
+type ChannelInfo struct {
+	Secret    []byte // signs forwarded events
+	Retention string
+	// AllowDryRunHeader lets a webhook's X-Line-Dry-Run: true make its
+	// events dry-run (for staging channels).
+	AllowDryRunHeader bool
+}
+
+// EngineOptions configures an Engine.
+type EngineOptions struct {
+	Sender   Sender
+	Consent  ConsentRecorder
+	Ledger   outbound.Appender
+	Channels map[string]ChannelInfo
+	// LookupHosts is the allow-list of hosts ("host" or "host:port") that
+	// lookups may call; a lookup elsewhere fails (and the fallback is
+	// sent).
+	LookupHosts []string
+	HTTP        *http.Client
+	Logger      *slog.Logger
+	Now         func() time.Time
+}
+
+// Engine runs the rules on events: it is the pipeline's action.
+type Engine struct {
+	o   EngineOptions
+	set atomic.Pointer[Set]
+
+	mu       sync.Mutex
+	cooldown map[string]time.Time // channel/rule/user -> last fired
+}
+
+var _ pipeline.Action = (*Engine)(nil)
+
+// NewEngine returns an engine running set.
+func NewEngine(set *Set, o EngineOptions) *Engine {
+	if o.HTTP == nil {
+		o.HTTP = &http.Client{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	e := &Engine{o: o, cooldown: map[string]time.Time{}}
+	e.set.Store(set)
+	return e
+}
+
+// Swap replaces the rule set (a reload) and returns the old one.
+func (e *Engine) Swap(set *Set) *Set { return e.set.Swap(set) }
+
+// Rules returns the active rule set.
+func (e *Engine) Rules() *Set { return e.set.Load() }
+
+// Handle implements pipeline.Action.
+func (e *Engine) Handle(ctx context.Context, it *pipeline.Item, ev *line.Event) error {
+	set := e.set.Load()
+	now := e.o.Now()
+	in := Input{Channel: it.Channel, Type: ev.Type, Time: now}
+	d := &Data{Channel: it.Channel, Type: ev.Type, Now: now}
+	if ev.Source != nil {
+		in.SourceType = ev.Source.Type
+		d.UserID, d.GroupID, d.RoomID = ev.Source.UserID, ev.Source.GroupID, ev.Source.RoomID
+	}
+	if ev.Message != nil && ev.Message.Type == "text" && ev.Type == "message" {
+		in.Text, in.HasText, d.Text = ev.Message.Text, true, ev.Message.Text
+	}
+	if ev.Postback != nil {
+		in.Postback, in.HasPost, d.Postback = ev.Postback.Data, true, ev.Postback.Data
+	}
+	json.Unmarshal(ev.Raw, &d.Event)
+
+	if in.HasText && d.UserID != "" {
+		if err := e.consentKeywords(ctx, set, it, d.UserID, in.Text, now); err != nil {
+			return err
+		}
+	}
+	var errs []error
+	for seq, r := range set.Match(in) {
+		if !e.cool(it.Channel, r, d.UserID, now) {
+			continue
+		}
+		if err := e.fire(ctx, r, seq, it, ev, d); err != nil {
+			errs = append(errs, fmt.Errorf("rule %s: %w", r.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// cool reports whether a rule may fire for the user, and notes that it did.
+//
+// BUG: cooldowns are kept in memory: a restart, or another replica, does
+// not know them.
+func (e *Engine) cool(channel string, r *Rule, user string, now time.Time) bool {
+	if r.Cooldown <= 0 || user == "" {
+		return true
+	}
+	key := channel + "/" + r.Name + "/" + user
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if last, ok := e.cooldown[key]; ok && now.Sub(last) < r.Cooldown {
+		return false
+	}
+	e.cooldown[key] = now
+	return true
+}
+
+func (e *Engine) consentKeywords(ctx context.Context, set *Set, it *pipeline.Item, user, text string, now time.Time) error {
+	n := Normalize(text)
+	var optIn *bool
+	for _, k := range set.Consent.OptOut {
+		if n == Normalize(k) {
+			optIn = new(bool)
+		}
+	}
+	for _, k := range set.Consent.OptIn {
+		if n == Normalize(k) {
+			v := true
+			optIn = &v
+		}
+	}
+	if optIn == nil || e.o.Consent == nil {
+		return nil
+	}
+	if err := e.o.Consent.SetConsent(ctx, it.Channel, user, *optIn, now, "keyword"); err != nil {
+		return fmt.Errorf("record consent: %w", err)
+	}
+	return outbound.RecordAdmin(ctx, e.o.Ledger, "consent", map[string]any{
+		"channel": it.Channel, "user": user, "opt_in": *optIn, "source": "keyword", "event_key": it.Key,
+	}, now)
+}
+
+func (e *Engine) fire(ctx context.Context, r *Rule, seq int, it *pipeline.Item, ev *line.Event, d *Data) error {
+	ch := e.o.Channels[it.Channel]
+	if r.Forward != nil {
+		if err := e.forward(ctx, r, it, ev, ch); err != nil {
+			return err
+		}
+	}
+	msgs := r.messages
+	if r.Lookup != nil {
+		res, err := e.lookup(ctx, r.Lookup, d)
+		if err != nil {
+			e.o.Logger.Warn("lookup failed: sending the fallback", "rule", r.Name, "err", err)
+			msgs = r.Lookup.Fallback
+		} else {
+			d.Lookup = res
+		}
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	rendered, err := renderMessages(msgs, d)
+	if err != nil {
+		return err
+	}
+	to := d.UserID
+	if d.GroupID != "" {
+		to = d.GroupID
+	} else if d.RoomID != "" {
+		to = d.RoomID
+	}
+	class := outbound.Transactional
+	if r.Class == "promotional" {
+		class = outbound.Promotional
+	}
+	_, err = e.o.Sender.Send(ctx, outbound.Request{
+		Channel: it.Channel, Retention: it.Retention, EventKey: it.Key, Record: it.Record, Rule: r.Name,
+		To: to, UserID: d.UserID, ReplyToken: ev.ReplyToken, ReceivedMs: it.ReceivedMs, ForcePush: r.Push,
+		Messages: rendered, Class: class, Seq: seq,
+		DryRun: ch.AllowDryRunHeader && strings.EqualFold(it.Header["X-Line-Dry-Run"], "true"),
+	})
+	return err
+}
+
+// lookup calls the data service and decodes its JSON.
+func (e *Engine) lookup(ctx context.Context, l *Lookup, d *Data) (any, error) {
+	u, err := render(l.URL, d)
+	if err != nil {
+		return nil, err
+	}
+	pu, err := url.Parse(u)
+	if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") {
+		return nil, fmt.Errorf("lookup url is not http(s)")
+	}
+	if !e.allowed(pu) {
+		return nil, fmt.Errorf("lookup host %s is not in lookup_hosts", pu.Host)
+	}
+	timeout := l.Timeout
+	if timeout <= 0 {
+		timeout = 2 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	method := strings.ToUpper(l.Method)
+	if method == "" {
+		method = "GET"
+	}
+	var body io.Reader
+	if method == "POST" {
+		v, err := renderValue(map[string]any(l.Body), d)
+		if err != nil {
+			return nil, err
+		}
+		b, _ := json.Marshal(v)
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := e.o.HTTP.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("lookup timed out after %v", timeout)
+		}
+		return nil, fmt.Errorf("lookup: %w", errors.Unwrap(err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return nil, fmt.Errorf("lookup answered %d", resp.StatusCode)
+	}
+	var v any
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&v); err != nil {
+		return nil, fmt.Errorf("lookup: not JSON")
+	}
+	return v, nil
+}
+
+func (e *Engine) allowed(u *url.URL) bool {
+	host := u.Hostname()
+	for _, h := range e.o.LookupHosts {
+		if h == u.Host || h == host {
+			return true
+		}
+		if hh, _, err := net.SplitHostPort(h); err == nil && hh == host && u.Port() == "" {
+			return true
+		}
+	}
+	return false
+}
+
+// forward sends the event to the upstream bot as LINE would have: a
+// callback body with this one event, signed with the channel secret. The
+// call and its answer are recorded.
+func (e *Engine) forward(ctx context.Context, r *Rule, it *pipeline.Item, ev *line.Event, ch ChannelInfo) error {
+	body, _ := json.Marshal(struct {
+		Destination string            `json:"destination"`
+		Events      []json.RawMessage `json:"events"`
+	}{it.Destination, []json.RawMessage{ev.Raw}})
+	timeout := r.Forward.Timeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	fctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(fctx, "POST", r.Forward.URL, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	req.Header.Set("User-Agent", "linegate-forward")
+	req.Header.Set(webhook.SignatureHeader, webhook.Sign(ch.Secret, body))
+	start := e.o.Now()
+	status, errText := 0, ""
+	resp, err := e.o.HTTP.Do(req)
+	if err != nil {
+		errText = "forward failed: no answer"
+		if fctx.Err() != nil {
+			errText = fmt.Sprintf("forward timed out after %v", timeout)
+		}
+	} else {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		status = resp.StatusCode
+	}
+	rec, _ := json.Marshal(map[string]any{
+		"event_key": it.Key, "webhook_record": it.Record, "rule": r.Name, "endpoint": "forward",
+		"url": r.Forward.URL, "status": status, "error": errText, "request": json.RawMessage(body),
+		"latency_ms": float64(e.o.Now().Sub(start)) / float64(time.Millisecond),
+	})
+	payload, _ := ledger.EncodePayload(&ledger.Meta{Channel: it.Channel, ReceivedMs: start.UnixMilli()}, rec)
+	if _, err := e.o.Ledger.Append(ctx, ledger.Entry{Kind: ledger.KindOutbound, Time: start, Channel: it.Channel, Retention: it.Retention, Payload: payload}); err != nil {
+		return fmt.Errorf("record forward: %w", err)
+	}
+	if errText != "" {
+		return errors.New(errText)
+	}
+	if status/100 != 2 {
+		return fmt.Errorf("forward answered %d", status)
+	}
+	return nil
+}

@@ -1,0 +1,393 @@
+// Package rules is linegate's auto-reply engine: keyword and event rules
+// written in YAML, matched in priority order against each event, whose
+// actions reply with messages (templated with event fields), look data up
+// in the team's own services, or forward the event to the team's own bot.
+package rules
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+	"golang.org/x/text/unicode/norm"
+)
+
+// File is a rules file.
+type File struct {
+	Rules   []*Rule `yaml:"rules"`
+	Consent Consent `yaml:"consent"`
+}
+
+// Consent configures the built-in consent keywords.
+type Consent struct {
+	// OptOut keywords record an opt-out when a user sends one of them
+	// (compared after NFKC normalisation, case-insensitively).
+	OptOut []string `yaml:"opt_out_keywords"`
+	// OptIn keywords record an opt-in.
+	OptIn []string `yaml:"opt_in_keywords"`
+}
+
+// Rule is one rule.
+type Rule struct {
+	Name     string `yaml:"name"`
+	Priority int    `yaml:"priority"` // higher first; ties in file order
+	When     When   `yaml:"when"`
+	// Continue lets the next matching rule run too.
+	Continue bool `yaml:"continue"`
+	// Cooldown, per user: the rule does not fire again for the same user
+	// within it.
+	Cooldown time.Duration `yaml:"cooldown"`
+	// Class is transactional (default) or promotional.
+	Class string `yaml:"class"`
+	// Push sends by push even when the reply token is still valid.
+	Push bool `yaml:"push"`
+	// Reply is up to 5 Messaging API message objects, in YAML; string
+	// values are templates (text/template) over the event.
+	Reply []map[string]any `yaml:"reply"`
+	// ReplyFile is a JSON file holding the messages array instead.
+	ReplyFile string `yaml:"reply_file"`
+	// Lookup fetches JSON from a service before replying; its result is
+	// .Lookup in the templates.
+	Lookup *Lookup `yaml:"lookup"`
+	// Forward sends the event to the team's own bot.
+	Forward *Forward `yaml:"forward"`
+
+	re       *regexp.Regexp
+	prefix   string
+	messages []map[string]any
+	hours    *hours
+}
+
+// When says which events a rule matches; every condition given must hold.
+type When struct {
+	Event    []string `yaml:"event"`  // event types; default: any
+	Source   []string `yaml:"source"` // user, group, room
+	Channel  []string `yaml:"channel"`
+	Text     *Text    `yaml:"text"`     // message text
+	Postback *Text    `yaml:"postback"` // postback data
+	Hours    *Hours   `yaml:"hours"`
+}
+
+// Text matches a string after NFKC normalisation, case-insensitively
+// (full-width "ｔｒａｃｋ" matches "track"). Give one of the four.
+type Text struct {
+	Exact    string `yaml:"exact"`
+	Prefix   string `yaml:"prefix"`
+	Contains string `yaml:"contains"`
+	Regex    string `yaml:"regex"`
+}
+
+// Hours is a time window: days of the week and a time of day, in a zone.
+type Hours struct {
+	TZ   string   `yaml:"tz"`   // IANA zone, e.g. Asia/Tokyo
+	Days []string `yaml:"days"` // mon..sun; default every day
+	From string   `yaml:"from"` // "09:00"
+	To   string   `yaml:"to"`   // "18:00"; before From wraps past midnight
+	// Outside inverts the window (for "closed now" replies).
+	Outside bool `yaml:"outside"`
+}
+
+// Lookup is an HTTP call to a data service.
+type Lookup struct {
+	URL     string         `yaml:"url"`    // a template
+	Method  string         `yaml:"method"` // GET (default) or POST
+	Body    map[string]any `yaml:"body"`   // for POST: JSON, templated
+	Timeout time.Duration  `yaml:"timeout"`
+	// Fallback is replied when the lookup fails or is too slow.
+	Fallback []map[string]any `yaml:"fallback"`
+}
+
+// Forward sends the event to an upstream bot, signed with the channel
+// secret as LINE signs it.
+type Forward struct {
+	URL     string        `yaml:"url"`
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+type hours struct {
+	loc      *time.Location
+	days     map[time.Weekday]bool
+	from, to int // minutes of the day
+	outside  bool
+}
+
+// Set is a loaded, checked rule set.
+type Set struct {
+	Rules   []*Rule
+	Consent Consent
+	// Hash is the SHA-256 of the rule set's canonical JSON: what the ledger
+	// records when it changes.
+	Hash string
+}
+
+// Load reads rule files (YAML) with readFile (os.ReadFile when nil),
+// resolving reply_file paths relative to each file, adds the inline rules,
+// and checks every rule.
+func Load(paths []string, inline *File, readFile func(string) ([]byte, error)) (*Set, error) {
+	if readFile == nil {
+		readFile = os.ReadFile
+	}
+	set := &Set{}
+	add := func(f *File, dir string) error {
+		for _, r := range f.Rules {
+			if err := r.compile(dir, readFile); err != nil {
+				return fmt.Errorf("rule %q: %w", r.Name, err)
+			}
+			set.Rules = append(set.Rules, r)
+		}
+		set.Consent.OptOut = append(set.Consent.OptOut, f.Consent.OptOut...)
+		set.Consent.OptIn = append(set.Consent.OptIn, f.Consent.OptIn...)
+		return nil
+	}
+	if inline != nil {
+		if err := add(inline, "."); err != nil {
+			return nil, err
+		}
+	}
+	for _, p := range paths {
+		b, err := readFile(p)
+		if err != nil {
+			return nil, err
+		}
+		var f File
+		dec := yaml.NewDecoder(strings.NewReader(string(b)))
+		dec.KnownFields(true)
+		if err := dec.Decode(&f); err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		if err := add(&f, filepath.Dir(p)); err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+	}
+	names := map[string]bool{}
+	for _, r := range set.Rules {
+		if names[r.Name] {
+			return nil, fmt.Errorf("rule %q is defined twice", r.Name)
+		}
+		names[r.Name] = true
+	}
+	slices.SortStableFunc(set.Rules, func(a, b *Rule) int { return b.Priority - a.Priority })
+	canon, _ := json.Marshal(struct {
+		Rules   []canonRule
+		Consent Consent
+	}{canonRules(set.Rules), set.Consent})
+	sum := sha256.Sum256(canon)
+	set.Hash = hex.EncodeToString(sum[:])
+	return set, nil
+}
+
+type canonRule struct {
+	Rule     *Rule
+	Messages []map[string]any
+}
+
+func canonRules(rs []*Rule) []canonRule {
+	var out []canonRule
+	for _, r := range rs {
+		out = append(out, canonRule{r, r.messages})
+	}
+	return out
+}
+
+func (r *Rule) compile(dir string, readFile func(string) ([]byte, error)) error {
+	if r.Name == "" {
+		return fmt.Errorf("a rule needs a name")
+	}
+	switch r.Class {
+	case "", "transactional", "promotional":
+	default:
+		return fmt.Errorf("class %q: want transactional or promotional", r.Class)
+	}
+	for _, t := range []*Text{r.When.Text, r.When.Postback} {
+		if t == nil {
+			continue
+		}
+		n := 0
+		for _, s := range []string{t.Exact, t.Prefix, t.Contains, t.Regex} {
+			if s != "" {
+				n++
+			}
+		}
+		if n != 1 {
+			return fmt.Errorf("a text or postback match needs exactly one of exact, prefix, contains, regex")
+		}
+		if t.Regex != "" {
+			re, err := regexp.Compile("(?i)" + t.Regex)
+			if err != nil {
+				return fmt.Errorf("regex: %w", err)
+			}
+			r.re = re
+		}
+	}
+	if h := r.When.Hours; h != nil {
+		hs, err := compileHours(h)
+		if err != nil {
+			return err
+		}
+		r.hours = hs
+	}
+	r.messages = r.Reply
+	if r.ReplyFile != "" {
+		if r.Reply != nil {
+			return fmt.Errorf("give reply or reply_file, not both")
+		}
+		p := r.ReplyFile
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+		}
+		b, err := readFile(p)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(b, &r.messages); err != nil {
+			return fmt.Errorf("%s: want a JSON array of message objects: %w", p, err)
+		}
+	}
+	if len(r.messages) > 5 {
+		return fmt.Errorf("%d messages: a reply takes at most 5", len(r.messages))
+	}
+	if r.Lookup != nil && len(r.Lookup.Fallback) > 5 {
+		return fmt.Errorf("lookup fallback: at most 5 messages")
+	}
+	if len(r.messages) == 0 && r.Forward == nil && r.Lookup == nil {
+		return fmt.Errorf("a rule needs reply, reply_file, lookup or forward")
+	}
+	if r.Lookup != nil && r.Lookup.URL == "" {
+		return fmt.Errorf("lookup needs a url")
+	}
+	if r.Forward != nil && r.Forward.URL == "" {
+		return fmt.Errorf("forward needs a url")
+	}
+	// Check the templates now, not at the first event.
+	if _, err := renderMessages(r.messages, &Data{}); err != nil && !isMissingKey(err) {
+		return err
+	}
+	return nil
+}
+
+var dayNames = map[string]time.Weekday{"sun": time.Sunday, "mon": time.Monday, "tue": time.Tuesday,
+	"wed": time.Wednesday, "thu": time.Thursday, "fri": time.Friday, "sat": time.Saturday}
+
+func compileHours(h *Hours) (*hours, error) {
+	loc, err := time.LoadLocation(h.TZ)
+	if h.TZ == "" || err != nil {
+		return nil, fmt.Errorf("hours.tz %q: want an IANA time zone such as Asia/Tokyo", h.TZ)
+	}
+	hs := &hours{loc: loc, days: map[time.Weekday]bool{}, outside: h.Outside}
+	for _, d := range h.Days {
+		wd, ok := dayNames[strings.ToLower(d)[:min(3, len(d))]]
+		if !ok {
+			return nil, fmt.Errorf("hours.days: %q is not a day", d)
+		}
+		hs.days[wd] = true
+	}
+	parse := func(s string) (int, error) {
+		t, err := time.Parse("15:04", s)
+		if err != nil {
+			return 0, fmt.Errorf("hours: %q: want HH:MM", s)
+		}
+		return t.Hour()*60 + t.Minute(), nil
+	}
+	if hs.from, err = parse(h.From); err != nil {
+		return nil, err
+	}
+	if hs.to, err = parse(h.To); err != nil {
+		return nil, err
+	}
+	return hs, nil
+}
+
+func (h *hours) contains(t time.Time) bool {
+	t = t.In(h.loc)
+	m := t.Hour()*60 + t.Minute()
+	in := false
+	if len(h.days) == 0 || h.days[t.Weekday()] {
+		if h.from <= h.to {
+			in = m >= h.from && m < h.to
+		} else {
+			in = m >= h.from || m < h.to
+		}
+	}
+	return in != h.outside
+}
+
+// Normalize is how texts and keywords are compared: NFKC, lower case,
+// trimmed.
+func Normalize(s string) string {
+	return strings.ToLower(strings.TrimSpace(norm.NFKC.String(s)))
+}
+
+func (t *Text) match(s string, re *regexp.Regexp) bool {
+	n := Normalize(s)
+	switch {
+	case t.Exact != "":
+		return n == Normalize(t.Exact)
+	case t.Prefix != "":
+		return strings.HasPrefix(n, Normalize(t.Prefix))
+	case t.Contains != "":
+		return strings.Contains(n, Normalize(t.Contains))
+	case re != nil:
+		return re.MatchString(norm.NFKC.String(s))
+	}
+	return false
+}
+
+// Input is what a rule is matched against.
+type Input struct {
+	Channel    string
+	Type       string
+	SourceType string
+	Text       string // message text, "" for other events
+	HasText    bool
+	Postback   string
+	HasPost    bool
+	Time       time.Time
+}
+
+// Matches reports whether the rule's conditions hold for in.
+func (r *Rule) Matches(in Input) bool {
+	w := r.When
+	if len(w.Event) > 0 && !slices.Contains(w.Event, in.Type) {
+		return false
+	}
+	if len(w.Source) > 0 && !slices.Contains(w.Source, in.SourceType) {
+		return false
+	}
+	if len(w.Channel) > 0 && !slices.Contains(w.Channel, in.Channel) {
+		return false
+	}
+	if w.Text != nil && (!in.HasText || !w.Text.match(in.Text, r.re)) {
+		return false
+	}
+	if w.Postback != nil && (!in.HasPost || !w.Postback.match(in.Postback, r.re)) {
+		return false
+	}
+	if r.hours != nil && !r.hours.contains(in.Time) {
+		return false
+	}
+	return true
+}
+
+// Match returns the rules that fire for in, in order: the first match,
+// and the ones after it as long as each says continue.
+func (s *Set) Match(in Input) []*Rule {
+	var out []*Rule
+	for _, r := range s.Rules {
+		if !r.Matches(in) {
+			continue
+		}
+		out = append(out, r)
+		if !r.Continue {
+			break
+		}
+	}
+	return out
+}

@@ -1,0 +1,61 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/linegate/linegate/internal/outbound"
+)
+
+var _ outbound.State = (*Store)(nil)
+
+// Setting implements outbound.State.
+func (s *Store) Setting(ctx context.Context, key string) (string, error) {
+	var v string
+	err := s.r.QueryRowContext(ctx, "SELECT value FROM settings WHERE key = ?", key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("sqlitestore: read setting: %w", err)
+	}
+	return v, nil
+}
+
+// SetSetting implements outbound.State.
+func (s *Store) SetSetting(ctx context.Context, key, value string) error {
+	_, err := s.w.ExecContext(ctx, "INSERT INTO settings (key, value, updated_ms) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
+		key, value, time.Now().UnixMilli())
+	if err != nil {
+		return fmt.Errorf("sqlitestore: write setting: %w", err)
+	}
+	return nil
+}
+
+// OptedIn implements outbound.State.
+func (s *Store) OptedIn(ctx context.Context, channel, user string) (bool, error) {
+	var in bool
+	err := s.r.QueryRowContext(ctx, "SELECT opt_in FROM consent WHERE channel = ? AND user = ?", channel, user).Scan(&in)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("sqlitestore: read consent: %w", err)
+	}
+	return in, nil
+}
+
+// SetConsent implements outbound.State. A consent record older than the
+// one stored does not replace it.
+func (s *Store) SetConsent(ctx context.Context, channel, user string, optIn bool, at time.Time, source string) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO consent (channel, user, opt_in, at_ms, source) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (channel, user) DO UPDATE SET opt_in = excluded.opt_in, at_ms = excluded.at_ms, source = excluded.source
+		WHERE excluded.at_ms >= consent.at_ms`, channel, user, optIn, at.UnixMilli(), source)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: write consent: %w", err)
+	}
+	return nil
+}
