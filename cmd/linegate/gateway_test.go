@@ -55,8 +55,10 @@ type gwConfig struct {
 	secret     string
 	maxBody    int64
 	maxPages   int64
-	public     bool // log.public
-	extra      string
+	public     bool     // log.public
+	extra      string   // top-level config lines
+	chanExtra  string   // lines of the demo channel, indented 4 spaces
+	env        []string // extra environment of the process
 }
 
 // gateway is a `linegate serve` process on free loopback ports.
@@ -99,6 +101,7 @@ logging:
 	if c.nextSecret != "" {
 		y += fmt.Sprintf("    next_secret: %q\n", c.nextSecret)
 	}
+	y += "    access_token: test-access-token\n" + c.chanExtra
 	p := filepath.Join(dir, "linegate.yaml")
 	if err := os.WriteFile(p, []byte(y), 0o600); err != nil {
 		t.Fatal(err)
@@ -112,6 +115,7 @@ func startGateway(t *testing.T, dir string, c gwConfig) *gateway {
 	t.Helper()
 	g := &gateway{t: t, dir: dir, cfgPath: writeConfig(t, dir, c), done: make(chan struct{})}
 	g.cmd = exec.Command(linegateBin, "serve", "-config", g.cfgPath)
+	g.cmd.Env = append(os.Environ(), c.env...)
 	stderr, err := g.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

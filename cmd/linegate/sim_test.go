@@ -106,19 +106,29 @@ func (tm *tmux) waitFor(s string) {
 }
 
 // TestSimChatInTerminal types in `linegate sim chat` in a real terminal
-// (tmux). Against the gateway, a typed line reaches it as a signed webhook
-// and is recorded. Against a bot built on LINE's official SDK, which
-// verifies the webhook and answers through the simulator's API, the reply
-// is printed.
+// (tmux). Against the gateway, a typed line reaches it as a signed webhook,
+// is recorded, and the reply the gateway sends to the simulator is
+// printed. Against a bot built on LINE's official SDK, which verifies the
+// webhook and answers through the simulator's API, too.
 func TestSimChatInTerminal(t *testing.T) {
 	t.Run("gateway", func(t *testing.T) {
 		dir := t.TempDir()
-		g := startGateway(t, dir, gwConfig{})
-		tm := newTmux(t, fmt.Sprintf("%s sim chat -url %s/webhook/demo -secret %s -api-listen %s -wait 500ms",
-			linegateBin, g.webhook, testSecret, freePort(t)))
+		apiAddr := freePort(t)
+		g := startGateway(t, dir, gwConfig{extra: "line_api_base: http://" + apiAddr + `
+rules:
+  - name: echo
+    when: {event: [message], text: {prefix: hello}}
+    reply: [{type: text, text: "Hi! You said: {{.Text}}"}, {type: sticker, packageId: "446", stickerId: "1989"}]
+`})
+		tm := newTmux(t, fmt.Sprintf("%s sim chat -url %s/webhook/demo -secret %s -api-listen %s",
+			linegateBin, g.webhook, testSecret, apiAddr))
 		tm.waitFor("you>")
 		tm.send("hello from the terminal", "Enter")
-		tm.waitFor("(no reply within 500ms)")
+		tm.waitFor("bot> Hi! You said: hello from the terminal")
+		tm.waitFor("bot> [sticker 446/1989]")
+		tm.send("nothing matches this", "Enter")
+		tm.waitFor("(no reply within 5s)")
+		waitIdle(t, g)
 		g.stop()
 		found := false
 		for _, r := range readLedger(t, dir) {
