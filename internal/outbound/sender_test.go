@@ -1,0 +1,132 @@
+package outbound_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/outbound"
+	"github.com/linegate/linegate/internal/sim"
+)
+
+// memState is an in-memory outbound.State for the Sender's own tests (the
+// SQLite one is exercised end to end in cmd/linegate).
+type memState struct {
+	mu       sync.Mutex
+	settings map[string]string
+	consent  map[string]bool
+}
+
+func (m *memState) Setting(_ context.Context, k string) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.settings[k], nil
+}
+func (m *memState) SetSetting(_ context.Context, k, v string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.settings[k] = v
+	return nil
+}
+func (m *memState) OptedIn(_ context.Context, ch, u string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.consent[ch+"/"+u], nil
+}
+func (m *memState) SetConsent(_ context.Context, ch, u string, in bool, _ time.Time, _ string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.consent[ch+"/"+u] = in
+	return nil
+}
+
+type memLedger struct {
+	mu      sync.Mutex
+	entries []ledger.Entry
+}
+
+func (l *memLedger) Append(_ context.Context, e ledger.Entry) (uint64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.entries = append(l.entries, e)
+	return uint64(len(l.entries) - 1), nil
+}
+
+func (l *memLedger) outcomes() []string {
+	var out []string
+	for _, e := range l.entries {
+		_, b, _ := ledger.DecodePayload(e.Payload)
+		var r struct{ Outcome, Endpoint string }
+		json.Unmarshal(b, &r)
+		out = append(out, r.Endpoint+":"+r.Outcome)
+	}
+	return out
+}
+
+func newSender(t *testing.T, envKill bool) (*outbound.Sender, *sim.API, *memLedger) {
+	api := sim.NewAPI(sim.Options{Channels: []sim.Channel{{ID: "c", AccessToken: "tok"}}})
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	l := &memLedger{}
+	s := outbound.NewSender(outbound.SenderOptions{
+		Clients:       map[string]*outbound.Client{"c": {Base: srv.URL, Token: []byte("tok")}},
+		Ledger:        l,
+		State:         &memState{settings: map[string]string{}, consent: map[string]bool{}},
+		EnvKillSwitch: envKill,
+	})
+	return s, api, l
+}
+
+func req(api *sim.API, ageSeconds int) outbound.Request {
+	return outbound.Request{Channel: "c", EventKey: "id:E1", To: "U1", UserID: "U1", ReplyToken: api.IssueReplyToken("c"),
+		ReceivedMs: time.Now().Add(-time.Duration(ageSeconds) * time.Second).UnixMilli(),
+		Messages:   []json.RawMessage{json.RawMessage(`{"type":"text","text":"hi"}`)}}
+}
+
+// TestReplyOrPush: a fresh reply token is used; an old one is not, and
+// the message goes by push with a retry key derived from the event.
+func TestReplyOrPush(t *testing.T) {
+	s, api, l := newSender(t, false)
+	ctx := context.Background()
+	if o, err := s.Send(ctx, req(api, 1)); o != outbound.Sent || err != nil {
+		t.Fatalf("fresh: %s %v", o, err)
+	}
+	if o, err := s.Send(ctx, req(api, 55)); o != outbound.Sent || err != nil {
+		t.Fatalf("old token: %s %v", o, err)
+	}
+	if got := l.outcomes(); len(got) != 2 || got[0] != "reply:sent" || got[1] != "push:sent" {
+		t.Errorf("outcomes %v", got)
+	}
+	calls := api.Calls()
+	if len(calls) != 2 || calls[1].Headers["X-Line-Retry-Key"][0] != outbound.RetryKeyFor("c/id:E1//0") {
+		t.Errorf("calls %+v", calls)
+	}
+}
+
+func TestKillSwitchAndDryRun(t *testing.T) {
+	ctx := context.Background()
+	s, api, l := newSender(t, true) // REPLY_ENABLE=false
+	s.Send(ctx, req(api, 1))
+	s2, api2, l2 := newSender(t, false)
+	if err := s2.SetDryRun(ctx, "c", true); err != nil {
+		t.Fatal(err)
+	}
+	s2.Send(ctx, req(api2, 1))
+	if err := s2.SetDryRun(ctx, "c", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.SetKillSwitch(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	s2.Send(ctx, req(api2, 1))
+	if len(api.Calls())+len(api2.Calls()) != 0 {
+		t.Error("a call went out")
+	}
+	if got := append(l.outcomes(), l2.outcomes()...); len(got) != 3 || got[0] != "reply:suppressed" || got[1] != "reply:dry_run" || got[2] != "reply:suppressed" {
+		t.Errorf("outcomes %v", got)
+	}
+}
