@@ -162,7 +162,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	defer stopRefresh()
 	go sender.RefreshLoop(refreshCtx, time.Second)
 	pipe := pipeline.New(pipeline.Options{
-		Ledger: store, Store: store, Channels: policies, Logger: log, Action: engine,
+		Ledger: store, Store: store, Channels: policies, Logger: log, Action: engine, Busy: led.Busy,
 		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,
 	})
 	pipeCtx, stopPipe := context.WithCancel(context.Background())

@@ -375,6 +375,9 @@ func (l *Ledger) Sync(ctx context.Context) (TreeHead, error) {
 	}
 }
 
+// Busy reports whether appends are waiting for a group commit.
+func (l *Ledger) Busy() bool { return len(l.queue) > 0 }
+
 // Head returns the latest tree head this ledger has published.
 func (l *Ledger) Head() TreeHead { return *l.pubHead.Load() }
 

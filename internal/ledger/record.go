@@ -190,8 +190,22 @@ func EncodePayload(m *Meta, body []byte) ([]byte, error) {
 	return append(p, body...), nil
 }
 
-// DecodePayload splits a payload written by EncodePayload.
+// DecodePayload splits a payload written by EncodePayload and decodes its
+// metadata.
 func DecodePayload(p []byte) (*Meta, []byte, error) {
+	mj, body, err := SplitPayload(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	var m Meta
+	if err := json.Unmarshal(mj, &m); err != nil {
+		return nil, nil, fmt.Errorf("ledger: malformed payload metadata: %w", err)
+	}
+	return &m, body, nil
+}
+
+// SplitPayload splits a payload into its metadata JSON and its body.
+func SplitPayload(p []byte) (meta, body []byte, err error) {
 	if len(p) < 4 {
 		return nil, nil, errors.New("ledger: malformed payload: short")
 	}
@@ -199,9 +213,5 @@ func DecodePayload(p []byte) (*Meta, []byte, error) {
 	if uint64(n) > uint64(len(p)-4) {
 		return nil, nil, errors.New("ledger: malformed payload: metadata length")
 	}
-	var m Meta
-	if err := json.Unmarshal(p[4:4+n], &m); err != nil {
-		return nil, nil, fmt.Errorf("ledger: malformed payload metadata: %w", err)
-	}
-	return &m, p[4+n:], nil
+	return p[4 : 4+n], p[4+n:], nil
 }

@@ -224,7 +224,11 @@ type Delivery struct {
 func DecodeEvent(raw json.RawMessage) *Event {
 	e := &Event{}
 	var probs []Problem
-	validate(raw, eventSchema, "", &probs)
+	if v, err := decodeGeneric(raw); err != nil {
+		probs = append(probs, Problem{Malformed, "(event)", "not JSON"})
+	} else {
+		validate(v, eventSchema, "", &probs)
+	}
 	if err := json.Unmarshal(raw, e); err != nil {
 		// Wrong types are reported by validate; decode what the common
 		// fields allow.

@@ -208,17 +208,18 @@ type Problem struct {
 
 func (p Problem) String() string { return fmt.Sprintf("%s: %s: %s", p.Kind, p.Path, p.Detail) }
 
-// validate checks raw against s, appending problems found under path.
-func validate(raw json.RawMessage, s *schema, path string, out *[]Problem) {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
+// validate checks a decoded JSON value (from decodeGeneric) against s,
+// appending problems found under path. The value is decoded once, for the
+// whole event; validation walks it without scanning bytes again.
+func validate(v any, s *schema, path string, out *[]Problem) {
+	m, ok := v.(map[string]any)
+	if !ok {
 		*out = append(*out, Problem{Malformed, pathOr(path), "not a JSON object"})
 		return
 	}
 	fields := s.fields
 	if s.disc != "" {
-		var d string
-		if json.Unmarshal(m[s.disc], &d) == nil && d != "" {
+		if d, _ := m[s.disc].(string); d != "" {
 			v, ok := s.variants[d]
 			if !ok {
 				*out = append(*out, Problem{Unknown, join(path, s.disc), fmt.Sprintf("unknown type %q", d)})
@@ -227,12 +228,10 @@ func validate(raw json.RawMessage, s *schema, path string, out *[]Problem) {
 			fields = append(slices.Clip(fields), v...)
 		}
 	}
-	known := make(map[string]bool, len(fields))
 	for _, fl := range fields {
-		known[fl.name] = true
 		v, present := m[fl.name]
 		p := join(path, fl.name)
-		if !present || bytes.Equal(v, []byte("null")) {
+		if !present || v == nil {
 			switch {
 			case fl.required && fl.legacy:
 				*out = append(*out, Problem{Legacy, p, "missing (older webhook)"})
@@ -243,19 +242,30 @@ func validate(raw json.RawMessage, s *schema, path string, out *[]Problem) {
 		}
 		checkValue(v, fl, p, out)
 	}
-	for k := range m {
-		if !known[k] {
-			*out = append(*out, Problem{Drift, join(path, k), "field not in the specification"})
+	if len(m) > len(fields) || !allKnown(m, fields) {
+		for k := range m {
+			if !slices.ContainsFunc(fields, func(f field) bool { return f.name == k }) {
+				*out = append(*out, Problem{Drift, join(path, k), "field not in the specification"})
+			}
 		}
 	}
 }
 
-func checkValue(v json.RawMessage, fl field, p string, out *[]Problem) {
+func allKnown(m map[string]any, fields []field) bool {
+	for k := range m {
+		if !slices.ContainsFunc(fields, func(f field) bool { return f.name == k }) {
+			return false
+		}
+	}
+	return true
+}
+
+func checkValue(v any, fl field, p string, out *[]Problem) {
 	bad := func(want string) { *out = append(*out, Problem{Malformed, p, "not " + want}) }
 	switch fl.kind {
 	case kString:
-		var s string
-		if json.Unmarshal(v, &s) != nil {
+		s, ok := v.(string)
+		if !ok {
 			bad("a string")
 			return
 		}
@@ -266,35 +276,34 @@ func checkValue(v json.RawMessage, fl field, p string, out *[]Problem) {
 			bad("matching " + fl.pattern.String())
 		}
 	case kInt:
-		var n json.Number
-		if json.Unmarshal(v, &n) != nil || strings.ContainsAny(n.String(), ".eE") {
+		n, ok := v.(json.Number)
+		if !ok || strings.ContainsAny(n.String(), ".eE") {
 			bad("an integer")
 		}
 	case kNumber:
-		var n float64
-		if json.Unmarshal(v, &n) != nil {
+		if _, ok := v.(json.Number); !ok {
 			bad("a number")
 		}
 	case kBool:
-		var b bool
-		if json.Unmarshal(v, &b) != nil {
+		if _, ok := v.(bool); !ok {
 			bad("a boolean")
 		}
 	case kObject:
 		if fl.obj != nil {
 			validate(v, fl.obj, p, out)
+		} else if _, ok := v.(map[string]any); !ok && fl.kind == kObject {
+			bad("an object")
 		}
 	case kArray:
-		var items []json.RawMessage
-		if json.Unmarshal(v, &items) != nil {
+		items, ok := v.([]any)
+		if !ok {
 			bad("an array")
 			return
 		}
 		for i, it := range items {
 			ip := fmt.Sprintf("%s[%d]", p, i)
 			if fl.elemStr {
-				var s string
-				if json.Unmarshal(it, &s) != nil {
+				if _, ok := it.(string); !ok {
 					*out = append(*out, Problem{Malformed, ip, "not a string"})
 				}
 			} else if fl.obj != nil {
@@ -302,6 +311,20 @@ func checkValue(v json.RawMessage, fl field, p string, out *[]Problem) {
 			}
 		}
 	}
+}
+
+// decodeGeneric decodes JSON into maps, slices and json.Numbers.
+func decodeGeneric(raw []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("trailing data")
+	}
+	return v, nil
 }
 
 func join(path, name string) string {

@@ -3,6 +3,7 @@ package outbound
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -336,7 +337,7 @@ func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
 	b, _ := json.Marshal(rec)
 	payload, err := ledger.EncodePayload(&ledger.Meta{Channel: r.Channel, ReceivedMs: now.UnixMilli()}, b)
 	if err == nil {
-		_, err = s.o.Ledger.Append(context.Background(), ledger.Entry{Kind: ledger.KindOutbound, Time: now, Channel: r.Channel, Retention: r.Retention, Payload: payload})
+		err = AppendRetrying(s.o.Ledger, ledger.Entry{Kind: ledger.KindOutbound, Time: now, Channel: r.Channel, Retention: r.Retention, Payload: payload})
 	}
 	if err != nil {
 		return rec.Outcome, fmt.Errorf("record %s %s: %w", endpoint, rec.Outcome, err)
@@ -345,6 +346,20 @@ func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
 		return Failed, fmt.Errorf("%s failed: %s", endpoint, rec.Reason)
 	}
 	return rec.Outcome, nil
+}
+
+// AppendRetrying records an entry, waiting out the ledger's pushback: a
+// send that happened must not go unrecorded because the queue was full
+// for a moment.
+func AppendRetrying(l Appender, e ledger.Entry) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := l.Append(context.Background(), e)
+		if !errors.Is(err, ledger.ErrPushback) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // plan chooses reply or push and builds the exact request body.
@@ -365,6 +380,5 @@ func RecordAdmin(ctx context.Context, l Appender, action string, detail map[stri
 	if err != nil {
 		return err
 	}
-	_, err = l.Append(ctx, ledger.Entry{Kind: ledger.KindAdmin, Time: now, Payload: payload})
-	return err
+	return AppendRetrying(l, ledger.Entry{Kind: ledger.KindAdmin, Time: now, Payload: payload})
 }

@@ -67,8 +67,20 @@ type Options struct {
 	DedupHorizon time.Duration
 	// Poll is how often the ledger is checked for new records when nothing
 	// kicks the pipeline (default 50ms).
-	Poll   time.Duration
-	Logger *slog.Logger
+	Poll time.Duration
+	// Linger is how long the pipeline gathers work before each of its
+	// write transactions (default 20ms), so that under load it commits a
+	// few large transactions rather than many small ones: every one holds
+	// the database's write lock, which ingress needs to acknowledge
+	// webhooks.
+	Linger time.Duration
+	// Busy, if set, reports that ingress is busy (webhooks are waiting
+	// for a commit). The dispatcher then waits, up to MaxDefer, before it
+	// takes more work: acknowledging webhooks comes first, and the events
+	// are durable meanwhile.
+	Busy     func() bool
+	MaxDefer time.Duration // default 1s
+	Logger   *slog.Logger
 	Now    func() time.Time
 }
 
@@ -77,7 +89,6 @@ type Pipeline struct {
 	o       Options
 	log     *slog.Logger
 	kick    chan struct{}
-	fetched chan struct{}
 	inQueue atomic.Int64
 
 	events     *prometheus.CounterVec
@@ -103,13 +114,19 @@ func New(o Options) *Pipeline {
 	if o.Poll <= 0 {
 		o.Poll = 50 * time.Millisecond
 	}
+	if o.Linger <= 0 {
+		o.Linger = 20 * time.Millisecond
+	}
+	if o.MaxDefer <= 0 {
+		o.MaxDefer = time.Second
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	p := &Pipeline{o: o, log: o.Logger, kick: make(chan struct{}, 1), fetched: make(chan struct{}, 1)}
+	p := &Pipeline{o: o, log: o.Logger, kick: make(chan struct{}, 1)}
 	p.events = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "linegate_pipeline_events_total",
 		Help: "Webhook events by channel, type and outcome (processed, failed, duplicate, quarantined, unknown, standby, held, dummy).",
@@ -187,8 +204,13 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	compDone := make(chan struct{})
 	go func() { defer close(compDone); p.completer(ctx, done) }()
 	var loops sync.WaitGroup
-	loops.Go(func() { p.dispatcher(ctx) })
-	loops.Go(func() { p.fetcher(ctx, workers) })
+	loops.Go(func() {
+		// Events queued before a crash or a stop run first, so that each
+		// conversation keeps its order; then new ones, straight from the
+		// dispatcher.
+		p.resume(ctx, workers)
+		p.dispatcher(ctx, workers)
+	})
 	loops.Go(func() { p.forgetter(ctx) })
 	loops.Wait()
 	for _, w := range workers {
@@ -217,6 +239,24 @@ func (p *Pipeline) forgetter(ctx context.Context) {
 	}
 }
 
+func (p *Pipeline) linger(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(p.o.Linger):
+	}
+	if p.o.Busy == nil {
+		return
+	}
+	for deadline := time.Now().Add(p.o.MaxDefer); p.o.Busy() && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
 func (p *Pipeline) wait(ctx context.Context, kick <-chan struct{}) bool {
 	t := time.NewTimer(p.o.Poll)
 	defer t.Stop()
@@ -230,10 +270,11 @@ func (p *Pipeline) wait(ctx context.Context, kick <-chan struct{}) bool {
 }
 
 // dispatcher moves webhook records from the ledger into the queue.
-func (p *Pipeline) dispatcher(ctx context.Context) {
+func (p *Pipeline) dispatcher(ctx context.Context, workers []chan *Item) {
 	for p.wait(ctx, p.kick) {
+		p.linger(ctx)
 		for {
-			more, err := p.dispatch(ctx)
+			more, err := p.dispatch(ctx, workers)
 			if err != nil {
 				if ctx.Err() == nil {
 					p.log.Error("pipeline: dispatch", "err", err)
@@ -251,7 +292,7 @@ const dispatchBatch = 2048
 
 // dispatch queues the events of up to dispatchBatch records past the
 // cursor, and reports whether more records wait.
-func (p *Pipeline) dispatch(ctx context.Context) (bool, error) {
+func (p *Pipeline) dispatch(ctx context.Context, workers []chan *Item) (bool, error) {
 	cursor, err := p.o.Store.Cursor(ctx)
 	if err != nil {
 		return false, err
@@ -291,9 +332,10 @@ func (p *Pipeline) dispatch(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("enqueue: %w", err)
 	}
 	p.inQueue.Add(int64(len(items)))
-	select {
-	case p.fetched <- struct{}{}:
-	default:
+	for _, it := range items {
+		if !p.route(ctx, workers, it) {
+			return false, ctx.Err()
+		}
 	}
 	return end < count, nil
 }
@@ -305,15 +347,28 @@ func (p *Pipeline) split(rec ledger.Record) []*Item {
 	if rec.Leaf == nil || leaf.UnmarshalBinary(rec.Leaf) != nil || leaf.Kind != ledger.KindWebhook || rec.Payload == nil {
 		return nil
 	}
-	meta, body, err := ledger.DecodePayload(rec.Payload)
+	metaJSON, body, err := ledger.SplitPayload(rec.Payload)
 	if err != nil {
 		p.log.Error("pipeline: undecodable payload", "record", rec.Index, "err", err)
 		return nil
 	}
+	// Only what the pipeline needs of the metadata: decoding the whole
+	// header map for every event is a cost ingress pays for nothing.
+	var meta struct {
+		Channel    string `json:"channel"`
+		ReceivedMs int64  `json:"received_ms"`
+		Headers    struct {
+			DryRun []string `json:"X-Line-Dry-Run"`
+		} `json:"headers"`
+	}
+	if err := json.Unmarshal(metaJSON, &meta); err != nil {
+		p.log.Error("pipeline: undecodable payload metadata", "record", rec.Index, "err", err)
+		return nil
+	}
 	pol := p.o.Channels[meta.Channel]
 	base := Item{Record: rec.Index, Channel: meta.Channel, Retention: pol.Retention, ReceivedMs: meta.ReceivedMs}
-	if v := first(meta.Headers, "X-Line-Dry-Run"); v != "" {
-		base.Header = map[string]string{"X-Line-Dry-Run": v}
+	if len(meta.Headers.DryRun) > 0 {
+		base.Header = map[string]string{"X-Line-Dry-Run": meta.Headers.DryRun[0]}
 	}
 	cb, err := line.ParseCallback(body)
 	if err != nil {
@@ -334,16 +389,10 @@ func (p *Pipeline) split(rec ledger.Record) []*Item {
 			it.MessageKey = "msg:" + meta.Channel + ":" + e.Message.ID
 		}
 		p.judge(&it, e, pol)
+		it.ev = e
 		items = append(items, &it)
 	}
 	return items
-}
-
-func first(h map[string][]string, k string) string {
-	if v := h[k]; len(v) > 0 {
-		return v[0]
-	}
-	return ""
 }
 
 // judge sets an item's outcome before dedup: what the event is on its own.
@@ -387,34 +436,63 @@ func (p *Pipeline) judge(it *Item, e *line.Event, pol ChannelPolicy) {
 	}
 }
 
-// fetcher hands queued items to the workers, each conversation always to
-// the same worker, so that a conversation's events are handled in order.
-func (p *Pipeline) fetcher(ctx context.Context, workers []chan *Item) {
+// route hands an item to its worker: each conversation always to the same
+// one, so that its events are handled in order.
+func (p *Pipeline) route(ctx context.Context, workers []chan *Item, it *Item) bool {
+	h := fnv.New32a()
+	if it.Conversation != "" {
+		h.Write([]byte(it.Conversation))
+	} else {
+		h.Write([]byte(it.Key))
+	}
+	select {
+	case workers[h.Sum32()%uint32(len(workers))] <- it:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// resume hands the items left in the queue by an earlier run to the
+// workers, with their events read back from the ledger.
+func (p *Pipeline) resume(ctx context.Context, workers []chan *Item) {
 	var after uint64
-	for {
+	for ctx.Err() == nil {
 		items, err := p.o.Store.Pending(ctx, after, 1024)
-		if err != nil && ctx.Err() == nil {
+		if err != nil {
 			p.log.Error("pipeline: read queue", "err", err)
+			p.linger(ctx)
+			continue
 		}
+		if len(items) == 0 {
+			return
+		}
+		p.inQueue.Add(int64(len(items)))
 		for _, it := range items {
 			after = it.Seq
-			h := fnv.New32a()
-			if it.Conversation != "" {
-				h.Write([]byte(it.Conversation))
-			} else {
-				h.Write([]byte(it.Key))
-			}
-			select {
-			case workers[h.Sum32()%uint32(len(workers))] <- it:
-			case <-ctx.Done():
+			p.loadEvent(ctx, it)
+			if !p.route(ctx, workers, it) {
 				return
 			}
 		}
-		if len(items) == 1024 {
-			continue
-		}
-		if !p.wait(ctx, p.fetched) {
+	}
+}
+
+// loadEvent reads an item's event back from its webhook record.
+func (p *Pipeline) loadEvent(ctx context.Context, it *Item) {
+	if it.Index < 0 {
+		return
+	}
+	for rec, err := range p.o.Ledger.Records(ctx, it.Record, it.Record+1) {
+		if err != nil || rec.Payload == nil {
 			return
+		}
+		_, body, err := ledger.DecodePayload(rec.Payload)
+		if err != nil {
+			return
+		}
+		if cb, err := line.ParseCallback(body); err == nil && it.Index < len(cb.Events) {
+			it.Event = cb.Events[it.Index]
 		}
 	}
 }
@@ -424,11 +502,15 @@ func (p *Pipeline) worker(in <-chan *Item, done chan<- *Item) {
 		if it.Outcome == OutcomeProcess {
 			it.Outcome = OutcomeProcessed
 			if p.o.Action != nil {
-				e, err := line.Decode(it.Event)
-				if err != nil { // validated at dispatch: cannot happen
-					it.Outcome, it.Reason = OutcomeFailed, err.Error()
-					done <- it
-					continue
+				e := it.ev
+				if e == nil {
+					var err error
+					if e, err = line.Decode(it.Event); err != nil {
+						// The record's payload is gone or unreadable.
+						it.Outcome, it.Reason = OutcomeFailed, "event not readable from its record"
+						done <- it
+						continue
+					}
 				}
 				// The action is not tied to the pipeline's context: an
 				// event in hand at shutdown is finished, not abandoned.
@@ -458,9 +540,10 @@ type outcomeRecord struct {
 // completer records outcomes in groups: one transaction appends the
 // outcome records and removes their items from the queue.
 func (p *Pipeline) completer(ctx context.Context, done <-chan *Item) {
-	batch := make([]*Item, 0, 512)
+	batch := make([]*Item, 0, 1024)
 	for it := range done {
 		batch = append(batch[:0], it)
+		linger := time.NewTimer(p.o.Linger)
 	fill:
 		for len(batch) < cap(batch) {
 			select {
@@ -469,10 +552,11 @@ func (p *Pipeline) completer(ctx context.Context, done <-chan *Item) {
 					break fill
 				}
 				batch = append(batch, it)
-			default:
+			case <-linger.C:
 				break fill
 			}
 		}
+		linger.Stop()
 		p.complete(ctx, batch)
 	}
 }

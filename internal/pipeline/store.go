@@ -6,28 +6,33 @@ import (
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/line"
 )
 
 // Item is one webhook event in the pipeline's queue.
 type Item struct {
-	Seq          uint64          `json:"-"`           // queue order, assigned by Enqueue
-	Key          string          `json:"key"`         // dedup key: webhookEventId, or a content hash
-	MessageKey   string          `json:"message_key"` // "msg:<message id>" for message events
-	Record       uint64          `json:"record"`      // the ledger record of the webhook request
-	Index        int             `json:"index"`       // the event's position in the request
-	Channel      string          `json:"channel"`
-	Destination  string          `json:"destination,omitempty"` // the bot's user id, from the request
-	Retention    string          `json:"retention,omitempty"`
-	Conversation string          `json:"conversation,omitempty"`
-	Type         string          `json:"type"`
-	ReceivedMs   int64           `json:"received_ms"`
-	Outcome      Outcome         `json:"outcome"`
-	Reason       string          `json:"reason,omitempty"`
-	Flags        []string        `json:"flags,omitempty"` // drift, legacy, clock_skew, duplicate_message_id, dry_run
-	Event        json.RawMessage `json:"event"`
+	Seq          uint64   `json:"-"`           // queue order, assigned by Enqueue
+	Key          string   `json:"key"`         // dedup key: webhookEventId, or a content hash
+	MessageKey   string   `json:"message_key"` // "msg:<message id>" for message events
+	Record       uint64   `json:"record"`      // the ledger record of the webhook request
+	Index        int      `json:"index"`       // the event's position in the request
+	Channel      string   `json:"channel"`
+	Destination  string   `json:"destination,omitempty"` // the bot's user id, from the request
+	Retention    string   `json:"retention,omitempty"`
+	Conversation string   `json:"conversation,omitempty"`
+	Type         string   `json:"type"`
+	ReceivedMs   int64    `json:"received_ms"`
+	Outcome      Outcome  `json:"outcome"`
+	Reason       string   `json:"reason,omitempty"`
+	Flags        []string `json:"flags,omitempty"` // drift, legacy, clock_skew, duplicate_message_id, dry_run
+	// Event is the event's raw JSON. It is not stored in the queue: the
+	// ledger record holds it, and Pending callers read it from there.
+	Event json.RawMessage `json:"-"`
 	// Header carries request headers the actions may need (such as
 	// X-Line-Dry-Run), never secrets.
 	Header map[string]string `json:"header,omitempty"`
+
+	ev *line.Event // decoded at dispatch, for the worker
 }
 
 // Outcome is what became of an event.

@@ -106,7 +106,6 @@ func (e *Engine) Handle(ctx context.Context, it *pipeline.Item, ev *line.Event) 
 	if ev.Postback != nil {
 		in.Postback, in.HasPost, d.Postback = ev.Postback.Data, true, ev.Postback.Data
 	}
-	json.Unmarshal(ev.Raw, &d.Event)
 
 	if in.HasText && d.UserID != "" {
 		if err := e.consentKeywords(ctx, set, it, d.UserID, in.Text, now); err != nil {
@@ -170,6 +169,9 @@ func (e *Engine) consentKeywords(ctx context.Context, set *Set, it *pipeline.Ite
 
 func (e *Engine) fire(ctx context.Context, r *Rule, seq int, it *pipeline.Item, ev *line.Event, d *Data) error {
 	ch := e.o.Channels[it.Channel]
+	if d.Event == nil {
+		json.Unmarshal(ev.Raw, &d.Event) // for templates; only when a rule fires
+	}
 	if r.Forward != nil {
 		if err := e.forward(ctx, r, it, ev, ch); err != nil {
 			return err
@@ -322,7 +324,7 @@ func (e *Engine) forward(ctx context.Context, r *Rule, it *pipeline.Item, ev *li
 		"latency_ms": float64(e.o.Now().Sub(start)) / float64(time.Millisecond),
 	})
 	payload, _ := ledger.EncodePayload(&ledger.Meta{Channel: it.Channel, ReceivedMs: start.UnixMilli()}, rec)
-	if _, err := e.o.Ledger.Append(ctx, ledger.Entry{Kind: ledger.KindOutbound, Time: start, Channel: it.Channel, Retention: it.Retention, Payload: payload}); err != nil {
+	if err := outbound.AppendRetrying(e.o.Ledger, ledger.Entry{Kind: ledger.KindOutbound, Time: start, Channel: it.Channel, Retention: it.Retention, Payload: payload}); err != nil {
 		return fmt.Errorf("record forward: %w", err)
 	}
 	if errText != "" {
