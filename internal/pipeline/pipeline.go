@@ -81,7 +81,7 @@ type Options struct {
 	Busy     func() bool
 	MaxDefer time.Duration // default 1s
 	Logger   *slog.Logger
-	Now    func() time.Time
+	Now      func() time.Time
 }
 
 // Pipeline processes webhook events.

@@ -95,9 +95,9 @@ rules:
 		t    time.Time
 		want string
 	}{
-		{time.Date(2026, 11, 26, 10, 0, 0, 0, bkk), "open"},  // Thursday 10:00
-		{time.Date(2026, 11, 26, 18, 0, 0, 0, bkk), ""},      // closing time
-		{time.Date(2026, 11, 28, 10, 0, 0, 0, bkk), ""},      // Saturday
+		{time.Date(2026, 11, 26, 10, 0, 0, 0, bkk), "open"},   // Thursday 10:00
+		{time.Date(2026, 11, 26, 18, 0, 0, 0, bkk), ""},       // closing time
+		{time.Date(2026, 11, 28, 10, 0, 0, 0, bkk), ""},       // Saturday
 		{time.Date(2026, 11, 26, 23, 30, 0, 0, tyo), "night"}, // wraps midnight
 		{time.Date(2026, 11, 27, 5, 59, 0, 0, tyo), "night"},
 	} {
