@@ -288,7 +288,9 @@ func (p *Pipeline) dispatcher(ctx context.Context, workers []chan *Item) {
 	}
 }
 
-const dispatchBatch = 2048
+// dispatchBatch bounds the records one dispatch reads, and so the time its
+// transaction holds the database's write lock, which ingress waits for.
+const dispatchBatch = 256
 
 // dispatch queues the events of up to dispatchBatch records past the
 // cursor, and reports whether more records wait.
@@ -313,9 +315,9 @@ func (p *Pipeline) dispatch(ctx context.Context, workers []chan *Item) (bool, er
 		}
 		recs = append(recs, rec)
 	}
-	// Decoding and validation are the costly part: split on all cores,
-	// keeping the records' order.
-	parts := make([][]*Item, runtime.GOMAXPROCS(0))
+	// Decoding and validation are the costly part: split on all cores but
+	// one, which stays with ingress, keeping the records' order.
+	parts := make([][]*Item, max(1, runtime.GOMAXPROCS(0)-1))
 	per := (len(recs) + len(parts) - 1) / len(parts)
 	var wg sync.WaitGroup
 	for i := range parts {
@@ -540,7 +542,7 @@ type outcomeRecord struct {
 // completer records outcomes in groups: one transaction appends the
 // outcome records and removes their items from the queue.
 func (p *Pipeline) completer(ctx context.Context, done <-chan *Item) {
-	batch := make([]*Item, 0, 1024)
+	batch := make([]*Item, 0, 256) // bounded like a dispatch, for the same reason
 	for it := range done {
 		batch = append(batch[:0], it)
 		linger := time.NewTimer(p.o.Linger)

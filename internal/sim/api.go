@@ -499,7 +499,13 @@ func (a *API) push(c *call) {
 	c.reply(http.StatusOK, map[string]any{"sentMessages": c.sent(req.Messages)})
 }
 
-func (a *API) multicast(c *call) {
+// multicast, broadcast and narrowcast differ in their recipients and in
+// the status they answer (narrowcast is asynchronous: 202).
+func (a *API) multicast(c *call)  { a.fanout(c, true, http.StatusOK) }
+func (a *API) broadcast(c *call)  { a.fanout(c, false, http.StatusOK) }
+func (a *API) narrowcast(c *call) { a.fanout(c, false, http.StatusAccepted) }
+
+func (a *API) fanout(c *call, needTo bool, status int) {
 	var req struct {
 		To       []string        `json:"to"`
 		Messages json.RawMessage `json:"messages"`
@@ -507,7 +513,7 @@ func (a *API) multicast(c *call) {
 	if !c.decode(&req) {
 		return
 	}
-	if len(req.To) < 1 || len(req.To) > 500 {
+	if needTo && (len(req.To) < 1 || len(req.To) > 500) {
 		c.fail(http.StatusBadRequest, "The request body has 1 error(s)", ErrorDetail{"size must be between 1 and 500", "to"})
 		return
 	}
@@ -519,37 +525,7 @@ func (a *API) multicast(c *call) {
 		return
 	}
 	c.accept(key)
-	c.reply(http.StatusOK, struct{}{})
-}
-
-func (a *API) broadcast(c *call) {
-	var req struct {
-		Messages json.RawMessage `json:"messages"`
-	}
-	if !c.decode(&req) || !c.checkMessages(req.Messages) {
-		return
-	}
-	key, ok := c.retryKey()
-	if !ok {
-		return
-	}
-	c.accept(key)
-	c.reply(http.StatusOK, struct{}{})
-}
-
-func (a *API) narrowcast(c *call) {
-	var req struct {
-		Messages json.RawMessage `json:"messages"`
-	}
-	if !c.decode(&req) || !c.checkMessages(req.Messages) {
-		return
-	}
-	key, ok := c.retryKey()
-	if !ok {
-		return
-	}
-	c.accept(key)
-	c.reply(http.StatusAccepted, struct{}{})
+	c.reply(status, struct{}{})
 }
 
 func (a *API) validate(c *call) {
