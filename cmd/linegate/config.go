@@ -149,6 +149,9 @@ type ChannelConfig struct {
 	// AllowDryRunHeader honours X-Line-Dry-Run: true on this channel's
 	// webhooks, making that request's events dry-run (staging channels).
 	AllowDryRunHeader bool `yaml:"allow_dry_run_header"`
+	// RateLimit caps this channel's Messaging API calls per second
+	// (default 1000; LINE allows 2000 by default).
+	RateLimit float64 `yaml:"rate_limit"`
 }
 
 // secretSource is one secret given as a value, an environment variable or

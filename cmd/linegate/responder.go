@@ -37,6 +37,7 @@ func newResponder(ctx context.Context, e *env, cfg *Config, secrets map[string]c
 	store *sqlitestore.Store, log *slog.Logger) (*outbound.Sender, *rules.Engine, error) {
 	clients := map[string]*outbound.Client{}
 	dry := map[string]bool{}
+	limits := map[string]float64{}
 	infos := map[string]rules.ChannelInfo{}
 	for _, ch := range cfg.Channels {
 		base := ch.LineAPIBase
@@ -45,6 +46,7 @@ func newResponder(ctx context.Context, e *env, cfg *Config, secrets map[string]c
 		}
 		clients[ch.ID] = &outbound.Client{Base: base, Token: secrets[ch.ID].token, HTTP: &http.Client{Timeout: 10 * time.Second}}
 		dry[ch.ID] = ch.DryRun
+		limits[ch.ID] = ch.RateLimit
 		infos[ch.ID] = rules.ChannelInfo{Secret: secrets[ch.ID].secret, Retention: ch.Retention, AllowDryRunHeader: ch.AllowDryRunHeader}
 	}
 	envKill := strings.EqualFold(strings.TrimSpace(e.getenv("REPLY_ENABLE")), "false")
@@ -53,7 +55,7 @@ func newResponder(ctx context.Context, e *env, cfg *Config, secrets map[string]c
 	}
 	sender := outbound.NewSender(outbound.SenderOptions{
 		Clients: clients, Ledger: led, State: store, EnvKillSwitch: envKill,
-		DryRunChannels: dry, DryRunAll: cfg.DryRun, Logger: log,
+		DryRunChannels: dry, DryRunAll: cfg.DryRun, RateLimits: limits, Logger: log,
 	})
 	if err := sender.Refresh(ctx); err != nil {
 		return nil, nil, err

@@ -91,8 +91,9 @@ type SenderOptions struct {
 	DryRunChannels map[string]bool
 	DryRunAll      bool
 	// RateLimit is each channel's limit in requests per second (default
-	// 1000, half of LINE's default).
-	RateLimit float64
+	// 1000, half of LINE's default); RateLimits overrides it by channel.
+	RateLimit  float64
+	RateLimits map[string]float64
 	// ReplyWindow is how long after receipt a reply token is used; later,
 	// the send is a push (default 50s: LINE's tokens live about a minute).
 	ReplyWindow time.Duration
@@ -140,7 +141,11 @@ func NewSender(o SenderOptions) *Sender {
 	}
 	s := &Sender{o: o, limiters: map[string]*rate.Limiter{}, dryChans: map[string]bool{}}
 	for ch := range o.Clients {
-		s.limiters[ch] = rate.NewLimiter(rate.Limit(o.RateLimit), max(1, int(o.RateLimit/10)))
+		r := o.RateLimit
+		if v := o.RateLimits[ch]; v > 0 {
+			r = v
+		}
+		s.limiters[ch] = rate.NewLimiter(rate.Limit(r), max(1, int(r/10)))
 	}
 	s.sends = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "linegate_outbound_sends_total",

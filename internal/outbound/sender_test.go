@@ -130,3 +130,28 @@ func TestKillSwitchAndDryRun(t *testing.T) {
 		t.Errorf("outcomes %v", got)
 	}
 }
+
+// TestRateLimit: a channel's rate limit spaces its sends.
+func TestRateLimit(t *testing.T) {
+	api := sim.NewAPI(sim.Options{Channels: []sim.Channel{{ID: "c", AccessToken: "tok"}}})
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	s := outbound.NewSender(outbound.SenderOptions{
+		Clients:    map[string]*outbound.Client{"c": {Base: srv.URL, Token: []byte("tok")}},
+		Ledger:     &memLedger{},
+		State:      &memState{settings: map[string]string{}, consent: map[string]bool{}},
+		RateLimits: map[string]float64{"c": 10},
+	})
+	start := time.Now()
+	for range 6 {
+		r := req(api, 1)
+		r.ForcePush = true
+		if o, err := s.Send(context.Background(), r); o != outbound.Sent || err != nil {
+			t.Fatal(o, err)
+		}
+	}
+	// A burst of 1, then 5 more at 10/s: at least 0.5 s.
+	if d := time.Since(start); d < 450*time.Millisecond {
+		t.Errorf("6 sends at 10/s took %v", d)
+	}
+}
