@@ -379,37 +379,32 @@ func (c *call) decode(v any) bool {
 
 // retryKey applies the retry key rules of the endpoints that take one:
 // absent is fine; present and empty, or not a UUID, is 400; already
-// accepted is 409 with x-line-accepted-request-id. It returns the key, and
-// whether to go on.
-func (c *call) retryKey() (string, bool) {
+// accepted is 409 with x-line-accepted-request-id. Otherwise it claims the
+// key for this request, atomically, so that of two concurrent requests
+// with one key only one is accepted; callers call it last, when nothing
+// can fail any more. It reports whether to go on.
+func (c *call) retryKey() bool {
 	vs := c.r.Header.Values("X-Line-Retry-Key")
 	if len(vs) == 0 {
-		return "", true
+		return true
 	}
 	key := vs[0]
 	if _, err := uuid.Parse(key); err != nil || len(vs) > 1 || len(key) != 36 {
 		c.fail(http.StatusBadRequest, "The value of the X-Line-Retry-Key header is invalid")
-		return "", false
+		return false
 	}
 	c.a.mu.Lock()
 	accepted, dup := c.ch.retryKeys[key]
+	if !dup {
+		c.ch.retryKeys[key] = c.requestID
+	}
 	c.a.mu.Unlock()
 	if dup {
 		c.w.Header().Set("X-Line-Accepted-Request-Id", accepted)
 		c.fail(http.StatusConflict, "The retry key is already accepted")
-		return "", false
+		return false
 	}
-	return key, true
-}
-
-// accept remembers a retry key once its request succeeded.
-func (c *call) accept(key string) {
-	if key == "" {
-		return
-	}
-	c.a.mu.Lock()
-	c.ch.retryKeys[key] = c.requestID
-	c.a.mu.Unlock()
+	return true
 }
 
 // noRetryKey refuses a retry key on an endpoint that takes none.
@@ -491,11 +486,9 @@ func (a *API) push(c *call) {
 	if !c.checkMessages(req.Messages) {
 		return
 	}
-	key, ok := c.retryKey()
-	if !ok {
+	if !c.retryKey() {
 		return
 	}
-	c.accept(key)
 	c.reply(http.StatusOK, map[string]any{"sentMessages": c.sent(req.Messages)})
 }
 
@@ -520,11 +513,9 @@ func (a *API) fanout(c *call, needTo bool, status int) {
 	if !c.checkMessages(req.Messages) {
 		return
 	}
-	key, ok := c.retryKey()
-	if !ok {
+	if !c.retryKey() {
 		return
 	}
-	c.accept(key)
 	c.reply(status, struct{}{})
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -288,5 +289,27 @@ func TestWebhookEndpoint(t *testing.T) {
 	}
 	if !bytes.Contains(got, []byte(`"events":[]`)) || sig == "" {
 		t.Errorf("the bot got %q with signature %q", got, sig)
+	}
+}
+
+// TestRetryKeyConcurrent: of concurrent pushes with one retry key, exactly
+// one is accepted.
+func TestRetryKeyConcurrent(t *testing.T) {
+	_, c := newSim(t, sim.Options{})
+	push := `{"to":"U1","messages":` + text("hi") + `}`
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			status, _, _ := c.do("POST", "/v2/bot/message/push", "t", push, "X-Line-Retry-Key", "323e4567-e89b-12d3-a456-426614174000")
+			mu.Lock()
+			codes[status]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if codes[200] != 1 || codes[409] != 19 {
+		t.Errorf("statuses %v, want one 200 and 19 409s", codes)
 	}
 }
