@@ -83,6 +83,16 @@ type LogConfig struct {
 	PublishDir string `yaml:"publish_dir"`
 	// Public also serves /log/ on the webhook listener.
 	Public bool `yaml:"public"`
+	// AnchorsDir receives the daily proof of integrity: at the end of each
+	// day the checkpoint (NAME.checkpoint) and its consistency proof from
+	// the previous day's (NAME.consistency), written once, never
+	// rewritten (default DataDir/anchors). Make it a WORM mount.
+	AnchorsDir string `yaml:"anchors_dir"`
+	// AnchorTZ is the time zone whose midnight ends the day (default UTC).
+	AnchorTZ string `yaml:"anchor_tz"`
+	// AnchorEvery is the anchor period (default 24h, at midnight in
+	// AnchorTZ). Shorter periods are for testing a deployment.
+	AnchorEvery time.Duration `yaml:"anchor_every"`
 }
 
 // LedgerConfig tunes group commit.
@@ -239,6 +249,21 @@ func parseConfig(data []byte) (*Config, error) {
 	}
 	if c.Log.PublishDir == "" {
 		c.Log.PublishDir = filepath.Join(c.DataDir, "published")
+	}
+	if c.Log.AnchorsDir == "" {
+		c.Log.AnchorsDir = filepath.Join(c.DataDir, "anchors")
+	}
+	if c.Log.AnchorTZ == "" {
+		c.Log.AnchorTZ = "UTC"
+	}
+	if _, err := time.LoadLocation(c.Log.AnchorTZ); err != nil {
+		return nil, fmt.Errorf("config: log.anchor_tz %q: want an IANA time zone such as Asia/Tokyo", c.Log.AnchorTZ)
+	}
+	if c.Log.AnchorEvery == 0 {
+		c.Log.AnchorEvery = 24 * time.Hour
+	}
+	if c.Log.AnchorEvery < time.Second {
+		return nil, errors.New("config: log.anchor_every must be at least 1s")
 	}
 	if c.TLS != nil {
 		if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {

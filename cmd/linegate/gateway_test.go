@@ -57,6 +57,7 @@ type gwConfig struct {
 	maxPages   int64
 	public     bool     // log.public
 	extra      string   // top-level config lines
+	logExtra   string   // lines of the log: section, indented 2 spaces
 	chanExtra  string   // lines of the demo channel, indented 4 spaces
 	env        []string // extra environment of the process
 }
@@ -86,10 +87,10 @@ log:
   origin: %s
   checkpoint_interval: 50ms
   public: %v
-logging:
+%slogging:
   format: json
   level: info
-`, filepath.Join(dir, "data"), testOrigin, c.public)
+`, filepath.Join(dir, "data"), testOrigin, c.public, c.logExtra)
 	if c.maxBody > 0 {
 		y += fmt.Sprintf("max_body_bytes: %d\n", c.maxBody)
 	}

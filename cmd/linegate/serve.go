@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -105,7 +106,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		log.Info("created a checkpoint key pair: keep log.key secret, give log.vkey to auditors",
 			"key", cfg.Log.KeyFile, "vkey_file", vkeyPath(cfg.Log.KeyFile), "vkey", vkey)
 	}
-	signer, _, err := loadKeys(cfg.Log.KeyFile, cfg.Log.Origin)
+	signer, verifier, err := loadKeys(cfg.Log.KeyFile, cfg.Log.Origin)
 	if err != nil {
 		return err
 	}
@@ -161,6 +162,8 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	refreshCtx, stopRefresh := context.WithCancel(context.Background())
 	defer stopRefresh()
 	go sender.RefreshLoop(refreshCtx, time.Second)
+	anchorLoc, _ := time.LoadLocation(cfg.Log.AnchorTZ)
+	go runAnchors(refreshCtx, store, led, cfg.Log.AnchorsDir, anchorLoc, cfg.Log.AnchorEvery, verifier, cfg.Log.Origin, log)
 	pipe := pipeline.New(pipeline.Options{
 		Ledger: store, Store: store, Channels: policies, Logger: log, Action: engine, Busy: led.Busy,
 		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,
@@ -358,4 +361,36 @@ func equalFold(a, b string) bool {
 		}
 	}
 	return true
+}
+
+// runAnchors writes an anchor at the end of each period (each day at
+// midnight in loc, by default) until ctx ends.
+func runAnchors(ctx context.Context, store ledger.Store, led *ledger.Ledger, dir string, loc *time.Location,
+	every time.Duration, v note.Verifier, origin string, log *slog.Logger) {
+	for {
+		next, name := nextAnchor(time.Now(), loc, every)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(next)):
+		}
+		if err := ledger.WriteAnchor(ctx, store, dir, name, led.Head().Checkpoint, v, origin); err != nil {
+			log.Error("anchor not written", "anchor", name, "err", err)
+			continue
+		}
+		log.Info("anchor written", "anchor", name, "tree_size", led.Head().Size)
+	}
+}
+
+// nextAnchor returns when the current period ends and the name of its
+// anchor: the date in loc for daily anchors, else the period's start in
+// UTC (so that names sort in time order whatever the zone).
+func nextAnchor(now time.Time, loc *time.Location, every time.Duration) (time.Time, string) {
+	if every == 24*time.Hour {
+		t := now.In(loc)
+		start := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, loc)
+		return start.AddDate(0, 0, 1), start.Format("2006-01-02")
+	}
+	start := now.Truncate(every)
+	return start.Add(every), start.UTC().Format("2006-01-02T150405Z")
 }

@@ -27,17 +27,18 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	if *configPath != "" && *dataDir != "" {
 		return fmt.Errorf("%w: give -config or -data, not both", errUsage)
 	}
-	var dir, vkeyFile, publishDir, origin string
+	var dir, vkeyFile, publishDir, anchorsDir, origin string
 	if *dataDir != "" {
 		dir = *dataDir
 		vkeyFile = filepath.Join(dir, "log.vkey")
 		publishDir = filepath.Join(dir, "published")
+		anchorsDir = filepath.Join(dir, "anchors")
 	} else {
 		cfg, err := loadConfig(*configPath)
 		if err != nil {
 			return err
 		}
-		dir, vkeyFile, publishDir, origin = cfg.DataDir, vkeyPath(cfg.Log.KeyFile), cfg.Log.PublishDir, cfg.Log.Origin
+		dir, vkeyFile, publishDir, anchorsDir, origin = cfg.DataDir, vkeyPath(cfg.Log.KeyFile), cfg.Log.PublishDir, cfg.Log.AnchorsDir, cfg.Log.Origin
 	}
 	verifier, err := loadVerifier(vkeyFile)
 	if err != nil {
@@ -50,12 +51,26 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	if _, err := os.Stat(dbPath); err != nil {
 		return err
 	}
+	var external []ledger.External
 	published, err := os.ReadFile(filepath.Join(publishDir, "checkpoint"))
 	if errors.Is(err, fs.ErrNotExist) {
 		fmt.Fprintf(e.stderr, "warning: no published checkpoint in %s: a database rolled back cannot be detected\n", publishDir)
-		published = nil
 	} else if err != nil {
 		return err
+	} else {
+		external = append(external, ledger.External{Name: "published checkpoint file", Signed: published})
+	}
+	anchors, err := ledger.ReadAnchors(anchorsDir, verifier, origin)
+	if err != nil {
+		var ve *ledger.VerifyError
+		if errors.As(err, &ve) {
+			fmt.Fprintf(e.stdout, "FAIL %s: %s\n", ve.Where, ve.Reason)
+			return errVerifyFailed
+		}
+		return err
+	}
+	for _, a := range anchors {
+		external = append(external, ledger.External{Name: "anchor " + a.Name(), Signed: a.Signed()})
 	}
 	store, err := sqlitestore.Open(ctx, dbPath, sqlitestore.Options{})
 	if err != nil {
@@ -63,7 +78,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	}
 	defer store.Close()
 	start := time.Now()
-	rep, err := ledger.Verify(ctx, store, verifier, origin, published)
+	rep, err := ledger.Verify(ctx, store, verifier, origin, external)
 	if err != nil {
 		var ve *ledger.VerifyError
 		if errors.As(err, &ve) {
@@ -73,7 +88,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	d := time.Since(start)
-	fmt.Fprintf(e.stdout, "OK %d records (%d in the tree, %d awaiting integration), %d checkpoints, %d tiles, %d payload bytes, in %v\n",
-		rep.Records, rep.TreeSize, rep.Records-rep.TreeSize, rep.Checkpoints, rep.Tiles, rep.PayloadBytes, d.Round(time.Millisecond))
+	fmt.Fprintf(e.stdout, "OK %d records (%d in the tree, %d awaiting integration), %d checkpoints, %d tiles, %d anchors, %d payload bytes, in %v\n",
+		rep.Records, rep.TreeSize, rep.Records-rep.TreeSize, rep.Checkpoints, rep.Tiles, len(anchors), rep.PayloadBytes, d.Round(time.Millisecond))
 	return nil
 }

@@ -35,17 +35,24 @@ func verr(where, format string, args ...any) error {
 	return &VerifyError{Where: where, Reason: fmt.Sprintf(format, args...)}
 }
 
+// External is a signed checkpoint kept outside the store: the published
+// checkpoint file, or an anchor.
+type External struct {
+	Name   string // "checkpoint file", "anchor 2026-11-26"
+	Signed []byte
+}
+
 // Verify recomputes everything in store from the records up: each payload's
 // commitment, each leaf hash, every hash of every tile, the tree head and
 // the root of every stored checkpoint, whose signatures it checks with v.
-// If published is not nil, it is a checkpoint kept outside the store (the
-// checkpoint file): the store must contain a tree that extends it, so that a
-// store rolled back or rewritten is caught.
+// The store must contain a tree that extends every external checkpoint (the
+// checkpoint file, the anchors), so that a store rolled back or rewritten
+// is caught.
 //
 // It reads the store once, in index order, and keeps O(log n) hashes in
 // memory. The error is a *VerifyError naming the first bad place it met,
 // or the error of the store.
-func Verify(ctx context.Context, store Store, v note.Verifier, origin string, published []byte) (VerifyReport, error) {
+func Verify(ctx context.Context, store Store, v note.Verifier, origin string, external []External) (VerifyReport, error) {
 	var rep VerifyReport
 	head, err := store.TreeHead(ctx)
 	if err != nil {
@@ -91,15 +98,15 @@ func Verify(ctx context.Context, store Store, v note.Verifier, origin string, pu
 	if !slices.ContainsFunc(claims, func(c claim) bool { return c.size == head.Size && c.hash == head.Hash }) {
 		return rep, verr("tree head", "size %d is missing from the checkpoint history", head.Size)
 	}
-	if published != nil {
-		c, err := OpenCheckpoint(published, v, origin)
+	for _, ext := range external {
+		c, err := OpenCheckpoint(ext.Signed, v, origin)
 		if err != nil {
-			return rep, verr("checkpoint file", "%v", err)
+			return rep, verr(ext.Name, "%v", err)
 		}
 		if c.Size > head.Size {
-			return rep, verr("tree head", "size %d is behind the published checkpoint file (size %d): the database was rolled back or lost records", head.Size, c.Size)
+			return rep, verr("tree head", "size %d is behind the %s (size %d): the database was rolled back or lost records", head.Size, ext.Name, c.Size)
 		}
-		claims = append(claims, claim{c.Size, c.Hash, fmt.Sprintf("checkpoint file (size %d)", c.Size)})
+		claims = append(claims, claim{c.Size, c.Hash, fmt.Sprintf("%s (size %d)", ext.Name, c.Size)})
 	}
 	slices.SortStableFunc(claims, func(a, b claim) int { return compareU64(a.size, b.size) })
 	checkRoots := func(r *compact.Range) error {

@@ -323,7 +323,7 @@ func testLedgerRoundTrip(t *testing.T, h Harness) {
 	if err := l.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := ledger.Verify(ctx, s, verifier, origin, l.Head().Checkpoint)
+	rep, err := ledger.Verify(ctx, s, verifier, origin, []ledger.External{{Name: "checkpoint file", Signed: l.Head().Checkpoint}})
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}

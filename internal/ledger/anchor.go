@@ -1,0 +1,226 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Anchors are the daily proof of integrity: at the end of each day the
+// latest checkpoint is written as a file NAME.checkpoint to a directory
+// outside the database (a WORM bucket mount, say), with NAME.consistency,
+// the proof that it extends the previous anchor. Files are created once
+// and never rewritten. Verify checks the database against every anchor, so
+// a database rolled back or rewritten after an anchor was written is
+// caught.
+
+// consistencyHeader starts a consistency proof file.
+const consistencyHeader = "linegate.consistency@v1"
+
+// hashReader reads stored hashes from the tiles of a store, for proofs.
+type hashReader struct {
+	ctx   context.Context
+	store Store
+	tiles map[[2]uint64][]byte
+}
+
+func (r *hashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, idx := range indexes {
+		t := tlog.TileForIndex(TileHeight, idx)
+		key := [2]uint64{uint64(t.L), uint64(t.N)}
+		data, ok := r.tiles[key]
+		if !ok {
+			var err error
+			if data, err = r.store.ReadTile(r.ctx, uint64(t.L), uint64(t.N)); err != nil {
+				return nil, err
+			}
+			r.tiles[key] = data
+		}
+		h, err := tlog.HashFromTile(t, data, idx)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = h
+	}
+	return out, nil
+}
+
+// ConsistencyProof proves, from the store's tiles, that the tree of size
+// newSize extends the tree of size oldSize.
+func ConsistencyProof(ctx context.Context, store Store, oldSize, newSize uint64) ([][32]byte, error) {
+	p, err := tlog.ProveTree(int64(newSize), int64(oldSize), &hashReader{ctx: ctx, store: store, tiles: map[[2]uint64][]byte{}})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: consistency proof %d -> %d: %w", oldSize, newSize, err)
+	}
+	out := make([][32]byte, len(p))
+	for i, h := range p {
+		out[i] = h
+	}
+	return out, nil
+}
+
+// WriteAnchor writes NAME.checkpoint (the signed checkpoint) and, when
+// there is an earlier anchor, NAME.consistency (the proof from it) to dir.
+// An anchor already there is left alone: anchors are written once.
+func WriteAnchor(ctx context.Context, store Store, dir, name string, checkpoint []byte, v note.Verifier, origin string) error {
+	cp, err := OpenCheckpoint(checkpoint, v, origin)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	path := filepath.Join(dir, name+".checkpoint")
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	prev, err := latestAnchor(dir, v, origin)
+	if err != nil {
+		return err
+	}
+	if prev != nil {
+		if prev.Size > cp.Size {
+			return fmt.Errorf("ledger: anchor %s has size %d, beyond this tree's %d", prev.name, prev.Size, cp.Size)
+		}
+		var proof [][32]byte
+		if prev.Size > 0 { // every tree extends the empty one
+			if proof, err = ConsistencyProof(ctx, store, prev.Size, cp.Size); err != nil {
+				return err
+			}
+		}
+		var b bytes.Buffer
+		fmt.Fprintf(&b, "%s\nfrom %s\nold %d\nnew %d\n", consistencyHeader, prev.name, prev.Size, cp.Size)
+		for _, h := range proof {
+			b.WriteString(base64.StdEncoding.EncodeToString(h[:]) + "\n")
+		}
+		if err := writeOnce(filepath.Join(dir, name+".consistency"), b.Bytes()); err != nil {
+			return err
+		}
+	}
+	// The checkpoint last: an anchor exists once its checkpoint does.
+	return writeOnce(path, checkpoint)
+}
+
+// writeOnce creates a file that must not exist, syncs it and its directory.
+func writeOnce(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Anchor is an anchor read back.
+type Anchor struct {
+	Checkpoint
+	name   string
+	signed []byte
+}
+
+// Name is the anchor's name (its period, such as 2026-11-26).
+func (a *Anchor) Name() string { return a.name }
+
+// Signed is the anchor's signed checkpoint.
+func (a *Anchor) Signed() []byte { return a.signed }
+
+// ReadAnchors reads and checks every anchor in dir, in name order: each
+// checkpoint's signature, and each consistency proof against the anchor
+// before it. It needs nothing but the files and the verifier.
+func ReadAnchors(dir string, v note.Verifier, origin string) ([]*Anchor, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.checkpoint"))
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(files)
+	var out []*Anchor
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".checkpoint")
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		cp, err := OpenCheckpoint(b, v, origin)
+		if err != nil {
+			return nil, verr("anchor "+name, "%v", err)
+		}
+		a := &Anchor{Checkpoint: cp, name: name, signed: b}
+		if len(out) > 0 {
+			prev := out[len(out)-1]
+			if err := checkConsistencyFile(filepath.Join(dir, name+".consistency"), prev, a); err != nil {
+				return nil, verr("anchor "+name, "%v", err)
+			}
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+func latestAnchor(dir string, v note.Verifier, origin string) (*Anchor, error) {
+	as, err := ReadAnchors(dir, v, origin)
+	if err != nil || len(as) == 0 {
+		return nil, err
+	}
+	return as[len(as)-1], nil
+}
+
+func checkConsistencyFile(path string, prev, cur *Anchor) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("consistency proof from %s: %w", prev.name, err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if len(lines) < 4 || lines[0] != consistencyHeader || lines[1] != "from "+prev.name {
+		return fmt.Errorf("consistency proof: malformed header")
+	}
+	oldN, err1 := strconv.ParseUint(strings.TrimPrefix(lines[2], "old "), 10, 64)
+	newN, err2 := strconv.ParseUint(strings.TrimPrefix(lines[3], "new "), 10, 64)
+	if err1 != nil || err2 != nil || oldN != prev.Size || newN != cur.Size {
+		return fmt.Errorf("consistency proof: sizes do not match the anchors")
+	}
+	var proof tlog.TreeProof
+	for _, l := range lines[4:] {
+		h, err := tlog.ParseHash(l)
+		if err != nil {
+			return fmt.Errorf("consistency proof: malformed hash")
+		}
+		proof = append(proof, h)
+	}
+	if prev.Size == 0 {
+		return nil // every tree extends the empty one
+	}
+	if err := tlog.CheckTree(proof, int64(cur.Size), cur.Hash, int64(prev.Size), prev.Hash); err != nil {
+		return fmt.Errorf("not consistent with anchor %s: %w", prev.name, err)
+	}
+	return nil
+}
