@@ -7,6 +7,8 @@
 //	linegate serve  [-config FILE]          run the gateway
 //	linegate verify [-config FILE | -data DIR]  check the ledger from storage
 //	linegate keygen -out DIR [-origin NAME] create a checkpoint key pair
+//	linegate export -out DIR [selection]    an evidence bundle, with proofs
+//	linegate verify-bundle [-vkey F] DIR    check a bundle offline
 //	linegate sim api|send|chat [flags]      a LINE platform simulator
 //	linegate bench [-quick] [-json]         the benchmark suite, beside its peers
 //
@@ -43,6 +45,8 @@ var commands = []command{
 	{"serve", "run the gateway", runServe},
 	{"verify", "recompute and check the ledger from storage", runVerify},
 	{"keygen", "create an Ed25519 checkpoint key pair", runKeygen},
+	{"export", "write an evidence bundle of selected records, with proofs", runExport},
+	{"verify-bundle", "check an evidence bundle offline", runVerifyBundle},
 	{"sim", "a LINE platform simulator: fake API, webhook sender, chat", runSim},
 	{"bench", "measure linegate beside its peers (run from the repository)", runBench},
 }

@@ -100,17 +100,29 @@ func WriteAnchor(ctx context.Context, store Store, dir, name string, checkpoint 
 				return err
 			}
 		}
-		var b bytes.Buffer
-		fmt.Fprintf(&b, "%s\nfrom %s\nold %d\nnew %d\n", consistencyHeader, prev.name, prev.Size, cp.Size)
-		for _, h := range proof {
-			b.WriteString(base64.StdEncoding.EncodeToString(h[:]) + "\n")
-		}
-		if err := writeOnce(filepath.Join(dir, name+".consistency"), b.Bytes()); err != nil {
+		if err := writeOnce(filepath.Join(dir, name+".consistency"), FormatConsistency(prev.name, prev.Size, cp.Size, proof)); err != nil {
 			return err
 		}
 	}
 	// The checkpoint last: an anchor exists once its checkpoint does.
 	return writeOnce(path, checkpoint)
+}
+
+// FormatConsistency writes a consistency proof file: that the tree of size
+// newSize extends anchor from, of size oldSize.
+func FormatConsistency(from string, oldSize, newSize uint64, proof [][32]byte) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%s\nfrom %s\nold %d\nnew %d\n", consistencyHeader, from, oldSize, newSize)
+	for _, h := range proof {
+		b.WriteString(base64.StdEncoding.EncodeToString(h[:]) + "\n")
+	}
+	return b.Bytes()
+}
+
+// CheckConsistency checks a consistency proof file against the checkpoints
+// it joins.
+func CheckConsistency(file []byte, from string, prev, cur Checkpoint) error {
+	return checkConsistency(file, &Anchor{Checkpoint: prev, name: from}, &Anchor{Checkpoint: cur})
 }
 
 // writeOnce creates a file that must not exist, syncs it and its directory.
@@ -199,6 +211,10 @@ func checkConsistencyFile(path string, prev, cur *Anchor) error {
 	if err != nil {
 		return fmt.Errorf("consistency proof from %s: %w", prev.name, err)
 	}
+	return checkConsistency(b, prev, cur)
+}
+
+func checkConsistency(b []byte, prev, cur *Anchor) error {
 	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
 	if len(lines) < 4 || lines[0] != consistencyHeader || lines[1] != "from "+prev.name {
 		return fmt.Errorf("consistency proof: malformed header")
@@ -223,4 +239,63 @@ func checkConsistencyFile(path string, prev, cur *Anchor) error {
 		return fmt.Errorf("not consistent with anchor %s: %w", prev.name, err)
 	}
 	return nil
+}
+
+// InclusionProof proves from the store's tiles that the record at index is
+// in the tree of the given size: RFC 6962 audit path, leaf side first.
+func InclusionProof(ctx context.Context, store Store, index, size uint64) ([][32]byte, error) {
+	p, err := tlog.ProveRecord(int64(size), int64(index), &hashReader{ctx: ctx, store: store, tiles: map[[2]uint64][]byte{}})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: inclusion proof of %d in %d: %w", index, size, err)
+	}
+	out := make([][32]byte, len(p))
+	for i, h := range p {
+		out[i] = h
+	}
+	return out, nil
+}
+
+// FormatTlogProof writes a c2sp.org/tlog-proof@v1 proof.
+func FormatTlogProof(index uint64, proof [][32]byte, checkpoint []byte) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "c2sp.org/tlog-proof@v1\nindex %d\n", index)
+	for _, h := range proof {
+		b.WriteString(base64.StdEncoding.EncodeToString(h[:]) + "\n")
+	}
+	b.WriteString("\n")
+	b.Write(checkpoint)
+	return b.Bytes()
+}
+
+// ParseTlogProof reads a c2sp.org/tlog-proof@v1 proof (ignoring extra
+// data) and returns the index, the hashes and the signed checkpoint.
+func ParseTlogProof(b []byte) (uint64, [][]byte, []byte, error) {
+	head, cp, ok := bytes.Cut(b, []byte("\n\n"))
+	if !ok {
+		return 0, nil, nil, errors.New("tlog-proof: no checkpoint")
+	}
+	lines := strings.Split(string(head), "\n")
+	if len(lines) < 2 || lines[0] != "c2sp.org/tlog-proof@v1" {
+		return 0, nil, nil, errors.New("tlog-proof: bad header")
+	}
+	lines = lines[1:]
+	if strings.HasPrefix(lines[0], "extra ") {
+		lines = lines[1:]
+	}
+	if len(lines) == 0 || !strings.HasPrefix(lines[0], "index ") {
+		return 0, nil, nil, errors.New("tlog-proof: no index")
+	}
+	idx, err := strconv.ParseUint(strings.TrimPrefix(lines[0], "index "), 10, 64)
+	if err != nil || strconv.FormatUint(idx, 10) != strings.TrimPrefix(lines[0], "index ") {
+		return 0, nil, nil, errors.New("tlog-proof: bad index")
+	}
+	var hashes [][]byte
+	for _, l := range lines[1:] {
+		h, err := base64.StdEncoding.DecodeString(l)
+		if err != nil || len(h) != 32 {
+			return 0, nil, nil, errors.New("tlog-proof: bad hash")
+		}
+		hashes = append(hashes, h)
+	}
+	return idx, hashes, cp, nil
 }

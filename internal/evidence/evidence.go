@@ -1,0 +1,399 @@
+// Package evidence writes and checks evidence bundles: the records an
+// auditor asks for, each with what is needed to check it offline, with
+// nothing but the bundle: the payload as stored (for a webhook, the raw
+// body and the x-line-signature exactly as received), the salted
+// commitment's nonce, the leaf, a c2sp.org/tlog-proof inclusion proof
+// against a signed checkpoint, the log's public key, and the anchors with
+// their consistency proofs.
+package evidence
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/line"
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+	"golang.org/x/mod/sumdb/note"
+)
+
+// Selection says which records to export. Zero fields select all.
+type Selection struct {
+	From, To  time.Time // record time in [From, To)
+	Channel   string
+	User      string // a LINE user id
+	MessageID string // a LINE message id
+}
+
+// Summary is record.json: what a record is, for people.
+type Summary struct {
+	Index      uint64   `json:"index"`
+	Kind       string   `json:"kind"`
+	Time       string   `json:"time"`
+	Channel    string   `json:"channel"`
+	Retention  string   `json:"retention,omitempty"`
+	Commitment string   `json:"commitment"`
+	Signature  string   `json:"x_line_signature,omitempty"`   // webhooks: as received
+	RequestIDs []string `json:"x_line_request_ids,omitempty"` // outbound: for LINE support
+}
+
+// Manifest is manifest.json.
+type Manifest struct {
+	Origin     string    `json:"origin"`
+	TreeSize   uint64    `json:"tree_size"`
+	Selection  Selection `json:"selection"`
+	Records    []uint64  `json:"records"`
+	Skipped    int       `json:"skipped_not_yet_integrated,omitempty"`
+	ExportedAt time.Time `json:"exported_at"`
+}
+
+// Export writes a bundle of the selected records to dir, which must not
+// exist yet. vkey is the log's public key (log.vkey); anchorsDir, if not
+// empty, holds the anchors to include.
+func Export(ctx context.Context, store ledger.Store, vkey []byte, anchorsDir string, sel Selection, dir string) (*Manifest, error) {
+	v, err := ledger.NewVerifier(vkey)
+	if err != nil {
+		return nil, err
+	}
+	head, err := store.TreeHead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := ledger.OpenCheckpoint(head.Checkpoint, v, v.Name()); err != nil {
+		return nil, fmt.Errorf("the stored checkpoint does not verify: %w", err)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return nil, err
+	}
+	for _, sub := range []string{"records", "anchors"} {
+		if err := os.Mkdir(filepath.Join(dir, sub), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	m := &Manifest{Origin: v.Name(), TreeSize: head.Size, Selection: sel, ExportedAt: time.Now().UTC()}
+	count, err := store.Count(ctx)
+	if err != nil {
+		return nil, err
+	}
+	keys := map[string]bool{} // dedup keys of selected webhook events, to follow links
+	var linked []ledger.Record
+	for rec, err := range store.Records(ctx, 0, count) {
+		if err != nil {
+			return nil, err
+		}
+		var leaf ledger.Leaf
+		if rec.Leaf == nil || leaf.UnmarshalBinary(rec.Leaf) != nil || rec.Payload == nil {
+			continue
+		}
+		if !sel.From.IsZero() && leaf.Time.Before(sel.From) || !sel.To.IsZero() && !leaf.Time.Before(sel.To) {
+			continue
+		}
+		if sel.Channel != "" && leaf.Channel != sel.Channel {
+			continue
+		}
+		_, body, err := ledger.SplitPayload(rec.Payload)
+		if err != nil {
+			continue
+		}
+		if leaf.Kind == ledger.KindWebhook {
+			if !matchWebhook(body, sel, keys) {
+				continue
+			}
+		} else if sel.User != "" || sel.MessageID != "" {
+			// Outcomes and sends of the selected events, by their key;
+			// for a user also whatever names the user.
+			linked = append(linked, rec)
+			continue
+		}
+		if rec.Index >= head.Size {
+			m.Skipped++
+			continue
+		}
+		if err := writeRecord(ctx, store, dir, rec, leaf, head); err != nil {
+			return nil, err
+		}
+		m.Records = append(m.Records, rec.Index)
+	}
+	for _, rec := range linked {
+		var leaf ledger.Leaf
+		leaf.UnmarshalBinary(rec.Leaf)
+		_, body, _ := ledger.SplitPayload(rec.Payload)
+		var link struct {
+			Key      string `json:"key"`
+			EventKey string `json:"event_key"`
+		}
+		json.Unmarshal(body, &link)
+		if !keys[link.Key] && !keys[link.EventKey] && !(sel.User != "" && sel.MessageID == "" && bytes.Contains(body, []byte(sel.User))) {
+			continue
+		}
+		if rec.Index >= head.Size {
+			m.Skipped++
+			continue
+		}
+		if err := writeRecord(ctx, store, dir, rec, leaf, head); err != nil {
+			return nil, err
+		}
+		m.Records = append(m.Records, rec.Index)
+	}
+	slices.Sort(m.Records)
+	if err := copyAnchors(ctx, store, anchorsDir, filepath.Join(dir, "anchors"), head, v); err != nil {
+		return nil, err
+	}
+	mj, _ := json.MarshalIndent(m, "", "  ")
+	for name, data := range map[string][]byte{
+		"log.vkey":      append(bytes.TrimSpace(vkey), '\n'),
+		"checkpoint":    head.Checkpoint,
+		"manifest.json": append(mj, '\n'),
+		"README.md":     []byte(readme),
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// matchWebhook reports whether a webhook body has an event of the selected
+// user or message, and notes the selected events' keys.
+func matchWebhook(body []byte, sel Selection, keys map[string]bool) bool {
+	if sel.User == "" && sel.MessageID == "" {
+		return true
+	}
+	cb, err := line.ParseCallback(body)
+	if err != nil {
+		return false
+	}
+	found := false
+	for _, raw := range cb.Events {
+		e := line.DecodeEvent(raw)
+		if sel.User != "" && (e.Source == nil || e.Source.UserID != sel.User) {
+			continue
+		}
+		if sel.MessageID != "" && (e.Message == nil || e.Message.ID != sel.MessageID) {
+			continue
+		}
+		keys[e.DedupKey()] = true
+		found = true
+	}
+	return found
+}
+
+func writeRecord(ctx context.Context, store ledger.Store, dir string, rec ledger.Record, leaf ledger.Leaf, head ledger.TreeHead) error {
+	meta, body, err := ledger.SplitPayload(rec.Payload)
+	if err != nil {
+		return err
+	}
+	p, err := ledger.InclusionProof(ctx, store, rec.Index, head.Size)
+	if err != nil {
+		return err
+	}
+	s := Summary{Index: rec.Index, Kind: leaf.Kind.String(), Time: leaf.Time.UTC().Format(time.RFC3339Nano),
+		Channel: leaf.Channel, Retention: leaf.Retention, Commitment: hex.EncodeToString(leaf.Commitment[:])}
+	var m ledger.Meta
+	json.Unmarshal(meta, &m)
+	if sig := m.Headers["X-Line-Signature"]; len(sig) > 0 {
+		s.Signature = sig[0]
+	}
+	if leaf.Kind == ledger.KindOutbound {
+		var o struct {
+			Attempts []struct {
+				RequestID string `json:"x_line_request_id"`
+			} `json:"attempts"`
+		}
+		json.Unmarshal(body, &o)
+		for _, a := range o.Attempts {
+			if a.RequestID != "" {
+				s.RequestIDs = append(s.RequestIDs, a.RequestID)
+			}
+		}
+	}
+	sj, _ := json.MarshalIndent(s, "", "  ")
+	rd := filepath.Join(dir, "records", fmt.Sprintf("%012d", rec.Index))
+	if err := os.Mkdir(rd, 0o755); err != nil {
+		return err
+	}
+	for name, data := range map[string][]byte{
+		"record.json":          append(sj, '\n'),
+		"leaf":                 rec.Leaf,
+		"nonce":                rec.Nonce,
+		"meta.json":            meta,
+		"body":                 body,
+		"inclusion.tlog-proof": ledger.FormatTlogProof(rec.Index, p, head.Checkpoint),
+	} {
+		if err := os.WriteFile(filepath.Join(rd, name), data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copyAnchors copies the anchors that the bundle's tree extends, with a
+// consistency proof from the last of them to the bundle's checkpoint.
+func copyAnchors(ctx context.Context, store ledger.Store, from, to string, head ledger.TreeHead, v note.Verifier) error {
+	if from == "" {
+		return nil
+	}
+	anchors, err := ledger.ReadAnchors(from, v, v.Name())
+	if err != nil {
+		return err
+	}
+	var last *ledger.Anchor
+	for _, a := range anchors {
+		if a.Size > head.Size {
+			break
+		}
+		for _, ext := range []string{".checkpoint", ".consistency"} {
+			b, err := os.ReadFile(filepath.Join(from, a.Name()+ext))
+			if err == nil {
+				if err := os.WriteFile(filepath.Join(to, a.Name()+ext), b, 0o444); err != nil {
+					return err
+				}
+			}
+		}
+		last = a
+	}
+	if last == nil {
+		return nil
+	}
+	var hashes [][32]byte
+	if last.Size > 0 {
+		if hashes, err = ledger.ConsistencyProof(ctx, store, last.Size, head.Size); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(filepath.Join(to, "checkpoint.consistency"), ledger.FormatConsistency(last.Name(), last.Size, head.Size, hashes), 0o444)
+}
+
+// Verify checks a bundle with nothing but its files: the checkpoint's
+// signature with the bundle's log.vkey, every record's commitment, leaf
+// and inclusion proof, and the anchors' consistency up to the checkpoint.
+// The error names the first bad record or file. trustedVkey, if not nil,
+// is the key the auditor holds, which the bundle's must equal.
+func Verify(dir string, trustedVkey []byte) (*Manifest, error) {
+	vkey, err := os.ReadFile(filepath.Join(dir, "log.vkey"))
+	if err != nil {
+		return nil, err
+	}
+	if trustedVkey != nil && !bytes.Equal(bytes.TrimSpace(vkey), bytes.TrimSpace(trustedVkey)) {
+		return nil, errors.New("log.vkey: not the key you trust")
+	}
+	v, err := ledger.NewVerifier(vkey)
+	if err != nil {
+		return nil, err
+	}
+	cpb, err := os.ReadFile(filepath.Join(dir, "checkpoint"))
+	if err != nil {
+		return nil, err
+	}
+	cp, err := ledger.OpenCheckpoint(cpb, v, v.Name())
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	var m Manifest
+	mj, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(mj, &m); err != nil {
+		return nil, fmt.Errorf("manifest.json: %w", err)
+	}
+	entries, err := os.ReadDir(filepath.Join(dir, "records"))
+	if err != nil {
+		return nil, err
+	}
+	var found []uint64
+	for _, ent := range entries {
+		idx, err := verifyRecord(filepath.Join(dir, "records", ent.Name()), cp, cpb)
+		if err != nil {
+			return nil, fmt.Errorf("record %s: %w", strings.TrimLeft(ent.Name(), "0"), err)
+		}
+		found = append(found, idx)
+	}
+	if !slices.Equal(found, m.Records) {
+		return nil, errors.New("manifest.json: its record list differs from the records in the bundle")
+	}
+	anchors, err := ledger.ReadAnchors(filepath.Join(dir, "anchors"), v, v.Name())
+	if err != nil {
+		return nil, err
+	}
+	if len(anchors) > 0 {
+		last := anchors[len(anchors)-1]
+		b, err := os.ReadFile(filepath.Join(dir, "anchors", "checkpoint.consistency"))
+		if err != nil {
+			return nil, err
+		}
+		if err := ledger.CheckConsistency(b, last.Name(), last.Checkpoint, cp); err != nil {
+			return nil, fmt.Errorf("anchors/checkpoint.consistency: %w", err)
+		}
+	}
+	return &m, nil
+}
+
+func verifyRecord(rd string, cp ledger.Checkpoint, cpb []byte) (uint64, error) {
+	read := func(name string) []byte {
+		b, _ := os.ReadFile(filepath.Join(rd, name))
+		return b
+	}
+	leafB, nonce, meta, body := read("leaf"), read("nonce"), read("meta.json"), read("body")
+	var leaf ledger.Leaf
+	if err := leaf.UnmarshalBinary(leafB); err != nil {
+		return 0, err
+	}
+	payload, err := rebuildPayload(meta, body)
+	if err != nil {
+		return 0, err
+	}
+	if ledger.Commit(nonce, payload) != leaf.Commitment {
+		return 0, errors.New("the payload (meta.json, body) or nonce does not match the leaf's commitment")
+	}
+	idx, hashes, pcp, err := ledger.ParseTlogProof(read("inclusion.tlog-proof"))
+	if err != nil {
+		return 0, err
+	}
+	if !bytes.Equal(pcp, cpb) {
+		return 0, errors.New("the inclusion proof is against another checkpoint")
+	}
+	if err := proof.VerifyInclusion(rfc6962.DefaultHasher, idx, cp.Size, rfc6962.DefaultHasher.HashLeaf(leafB), hashes, cp.Hash[:]); err != nil {
+		return 0, fmt.Errorf("the leaf is not in the checkpointed tree at index %d: %w", idx, err)
+	}
+	var s Summary
+	if err := json.Unmarshal(read("record.json"), &s); err != nil || s.Index != idx ||
+		s.Commitment != hex.EncodeToString(leaf.Commitment[:]) || s.Kind != leaf.Kind.String() || s.Channel != leaf.Channel {
+		return 0, errors.New("record.json does not describe this record")
+	}
+	if s.Signature != "" {
+		var m ledger.Meta
+		if json.Unmarshal(meta, &m) != nil || len(m.Headers["X-Line-Signature"]) == 0 || m.Headers["X-Line-Signature"][0] != s.Signature {
+			return 0, errors.New("record.json's x_line_signature is not the one received")
+		}
+	}
+	return idx, nil
+}
+
+// rebuildPayload frames meta and body as ledger.EncodePayload does.
+func rebuildPayload(meta, body []byte) ([]byte, error) {
+	if len(meta) > 1<<31 {
+		return nil, errors.New("meta.json too large")
+	}
+	p := make([]byte, 4, 4+len(meta)+len(body))
+	p[0], p[1], p[2], p[3] = byte(len(meta)>>24), byte(len(meta)>>16), byte(len(meta)>>8), byte(len(meta))
+	p = append(p, meta...)
+	return append(p, body...), nil
+}
+
+// Fingerprint returns the SHA-256 of a file, for the README.
+func Fingerprint(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
