@@ -126,3 +126,38 @@ func TestParseCheckpoint(t *testing.T) {
 		}
 	}
 }
+
+func TestTlogProofRoundTrip(t *testing.T) {
+	cp := []byte("example.com/log\n5\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n— example.com/log sig\n")
+	proof := [][32]byte{{1}, {2}}
+	idx, hashes, gotCP, err := ParseTlogProof(FormatTlogProof(3, proof, cp))
+	if err != nil || idx != 3 || len(hashes) != 2 || hashes[1][0] != 2 || !bytes.Equal(gotCP, cp) {
+		t.Fatalf("ParseTlogProof = %d, %x, %q, %v", idx, hashes, gotCP, err)
+	}
+	withExtra := []byte("c2sp.org/tlog-proof@v1\nextra AAAA\nindex 0\n\n" + string(cp))
+	if idx, hashes, _, err := ParseTlogProof(withExtra); err != nil || idx != 0 || len(hashes) != 0 {
+		t.Errorf("proof with extra data: %d, %d hashes, %v", idx, len(hashes), err)
+	}
+	for _, bad := range []string{"", "c2sp.org/tlog-proof@v1\nindex 01\n\ncp", "c2sp.org/tlog-proof@v2\nindex 1\n\ncp", "c2sp.org/tlog-proof@v1\nindex 1\nnot-base64\n\ncp"} {
+		if _, _, _, err := ParseTlogProof([]byte(bad)); err == nil {
+			t.Errorf("ParseTlogProof(%q) accepted", bad)
+		}
+	}
+}
+
+func FuzzParseTlogProof(f *testing.F) {
+	f.Add(FormatTlogProof(7, [][32]byte{{9}}, []byte("o\n1\nAAAA\n\n— o x\n")))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		idx, hashes, cp, err := ParseTlogProof(b)
+		if err != nil {
+			return
+		}
+		var hs [][32]byte
+		for _, h := range hashes {
+			hs = append(hs, [32]byte(h))
+		}
+		if idx2, hashes2, cp2, err := ParseTlogProof(FormatTlogProof(idx, hs, cp)); err != nil || idx2 != idx || len(hashes2) != len(hashes) || !bytes.Equal(cp2, cp) {
+			t.Fatalf("round trip of %q failed", b)
+		}
+	})
+}
