@@ -10,7 +10,6 @@ package evidence
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -390,10 +389,4 @@ func rebuildPayload(meta, body []byte) ([]byte, error) {
 	p[0], p[1], p[2], p[3] = byte(len(meta)>>24), byte(len(meta)>>16), byte(len(meta)>>8), byte(len(meta))
 	p = append(p, meta...)
 	return append(p, body...), nil
-}
-
-// Fingerprint returns the SHA-256 of a file, for the README.
-func Fingerprint(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
 }

@@ -61,7 +61,6 @@ type Rule struct {
 	Forward *Forward `yaml:"forward"`
 
 	re       *regexp.Regexp
-	prefix   string
 	messages []map[string]any
 	hours    *hours
 }
