@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
 
+	"github.com/linegate/linegate/internal/retention"
 	"github.com/linegate/linegate/internal/rules"
 	"go.yaml.in/yaml/v3"
 )
@@ -50,11 +52,12 @@ type Config struct {
 	// ledger records what would have been.
 	DryRun bool `yaml:"dry_run"`
 
-	Log      LogConfig       `yaml:"log"`
-	Ledger   LedgerConfig    `yaml:"ledger"`
-	Pipeline PipelineConfig  `yaml:"pipeline"`
-	Logging  LoggingConfig   `yaml:"logging"`
-	Channels []ChannelConfig `yaml:"channels"`
+	Log       LogConfig       `yaml:"log"`
+	Ledger    LedgerConfig    `yaml:"ledger"`
+	Pipeline  PipelineConfig  `yaml:"pipeline"`
+	Retention RetentionConfig `yaml:"retention"`
+	Logging   LoggingConfig   `yaml:"logging"`
+	Channels  []ChannelConfig `yaml:"channels"`
 
 	builtin bool // the built-in example: rule files come from the binary
 }
@@ -118,6 +121,25 @@ type PipelineConfig struct {
 	// DedupHorizon is how long webhookEventIds are remembered (default
 	// 168h). LINE redelivers within a day or so; keep it longer.
 	DedupHorizon time.Duration `yaml:"dedup_horizon"`
+}
+
+// RetentionConfig configures deletion on schedule.
+type RetentionConfig struct {
+	// Policies adds retention classes or changes the presets (jp-appi,
+	// th-pdpa, tw-pipa): how long payloads are kept after the record's
+	// time; 0 keeps them until deleted otherwise. A channel names its
+	// class with retention:.
+	Policies map[string]time.Duration `yaml:"policies"`
+	// PurgeEvery is how often serve deletes expired payloads (default 1h;
+	// 0 disables it; run linegate purge instead).
+	PurgeEvery *time.Duration `yaml:"purge_every"`
+}
+
+// keep returns the retention periods by class: presets, then config.
+func (c *Config) keep() map[string]time.Duration {
+	m := maps.Clone(retention.Presets)
+	maps.Copy(m, c.Retention.Policies)
+	return m
 }
 
 // LoggingConfig configures the process log.
@@ -297,6 +319,9 @@ func parseConfig(data []byte) (*Config, error) {
 		case "", "flag", "hold":
 		default:
 			return nil, fmt.Errorf("config: channel %q: clock_skew %q: want flag or hold", ch.ID, ch.ClockSkew)
+		}
+		if _, ok := c.keep()[ch.Retention]; ch.Retention != "" && !ok {
+			return nil, fmt.Errorf("config: channel %q: retention class %q is neither a preset (jp-appi, th-pdpa, tw-pipa) nor in retention.policies", ch.ID, ch.Retention)
 		}
 		if seen[ch.ID] {
 			return nil, fmt.Errorf("config: channel %q is listed twice", ch.ID)

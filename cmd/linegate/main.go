@@ -9,6 +9,8 @@
 //	linegate keygen -out DIR [-origin NAME] create a checkpoint key pair
 //	linegate export -out DIR [selection]    an evidence bundle, with proofs
 //	linegate verify-bundle [-vkey F] DIR    check a bundle offline
+//	linegate purge [-dry-run]               delete payloads past their retention
+//	linegate hold add|release|list          legal holds
 //	linegate sim api|send|chat [flags]      a LINE platform simulator
 //	linegate bench [-quick] [-json]         the benchmark suite, beside its peers
 //
@@ -47,6 +49,8 @@ var commands = []command{
 	{"keygen", "create an Ed25519 checkpoint key pair", runKeygen},
 	{"export", "write an evidence bundle of selected records, with proofs", runExport},
 	{"verify-bundle", "check an evidence bundle offline", runVerifyBundle},
+	{"purge", "delete payloads past their retention (unless held)", runPurge},
+	{"hold", "legal holds: add, release, list", runHold},
 	{"sim", "a LINE platform simulator: fake API, webhook sender, chat", runSim},
 	{"bench", "measure linegate beside its peers (run from the repository)", runBench},
 }

@@ -131,7 +131,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	}
 
 	start := time.Now()
-	store, err := sqlitestore.Open(ctx, filepath.Join(cfg.DataDir, "ledger.db"), sqlitestore.Options{MaxPages: cfg.Ledger.MaxPages})
+	store, err := sqlitestore.Open(ctx, filepath.Join(cfg.DataDir, "ledger.db"), sqlitestore.Options{MaxPages: cfg.Ledger.MaxPages, Keep: cfg.keep()})
 	if err != nil {
 		return err
 	}
@@ -164,6 +164,13 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	go sender.RefreshLoop(refreshCtx, time.Second)
 	anchorLoc, _ := time.LoadLocation(cfg.Log.AnchorTZ)
 	go runAnchors(refreshCtx, store, led, cfg.Log.AnchorsDir, anchorLoc, cfg.Log.AnchorEvery, verifier, cfg.Log.Origin, log)
+	purgeEvery := time.Hour
+	if cfg.Retention.PurgeEvery != nil {
+		purgeEvery = *cfg.Retention.PurgeEvery
+	}
+	if purgeEvery > 0 {
+		go runPurges(refreshCtx, store, purgeEvery, log)
+	}
 	pipe := pipeline.New(pipeline.Options{
 		Ledger: store, Store: store, Channels: policies, Logger: log, Action: engine, Busy: led.Busy,
 		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,
@@ -229,6 +236,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	})
 	adm := &adminAPI{cfg: cfg, e: e, led: led, store: store, sender: sender, engine: engine, log: log}
 	adm.routes(authed)
+	adm.holdRoutes(authed)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

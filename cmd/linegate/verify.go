@@ -88,7 +88,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	d := time.Since(start)
-	fmt.Fprintf(e.stdout, "OK %d records (%d in the tree, %d awaiting integration), %d checkpoints, %d tiles, %d anchors, %d payload bytes, in %v\n",
-		rep.Records, rep.TreeSize, rep.Records-rep.TreeSize, rep.Checkpoints, rep.Tiles, len(anchors), rep.PayloadBytes, d.Round(time.Millisecond))
+	fmt.Fprintf(e.stdout, "OK %d records (%d in the tree, %d awaiting integration; %d payloads deleted by policy), %d checkpoints, %d tiles, %d anchors, %d payload bytes, in %v\n",
+		rep.Records, rep.TreeSize, rep.Records-rep.TreeSize, rep.Deleted, rep.Checkpoints, rep.Tiles, len(anchors), rep.PayloadBytes, d.Round(time.Millisecond))
 	return nil
 }

@@ -29,6 +29,9 @@ const (
 	// KindAdmin is an operator's action: kill switch, dry-run, consent,
 	// rule set changes.
 	KindAdmin Kind = 5
+	// KindDeletion records that payloads were deleted (their retention
+	// period was over), listing their indices.
+	KindDeletion Kind = 6
 )
 
 var kindNames = map[Kind]string{
@@ -37,6 +40,7 @@ var kindNames = map[Kind]string{
 	KindEvent:     "event",
 	KindOutbound:  "outbound",
 	KindAdmin:     "admin",
+	KindDeletion:  "deletion",
 }
 
 func (k Kind) String() string {

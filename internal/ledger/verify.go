@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"iter"
+	"maps"
 	"runtime"
 	"slices"
 
@@ -21,6 +23,7 @@ type VerifyReport struct {
 	Checkpoints  int    // stored checkpoints checked
 	PayloadBytes uint64 // payload bytes hashed
 	Tiles        int    // tiles compared
+	Deleted      int    // payloads deleted by policy, each named by a deletion record
 }
 
 // VerifyError names the first place where storage disagrees with itself.
@@ -141,6 +144,9 @@ func Verify(ctx context.Context, store Store, v note.Verifier, origin string, ex
 		return rep, err
 	}
 	next := uint64(0)
+	// Payloads deleted by policy wait here for the deletion record that
+	// names them, which comes later in the log.
+	deletedPending := map[uint64]bool{}
 	for b, err := range checkRecords(ctx, store, count) {
 		if err != nil {
 			return rep, fmt.Errorf("read records: %w", err)
@@ -152,6 +158,18 @@ func Verify(ctx context.Context, store Store, v note.Verifier, origin string, ex
 			next++
 			if b.errs[i] != nil {
 				return rep, b.errs[i]
+			}
+			if rec.Payload == nil {
+				deletedPending[rec.Index] = true
+			}
+			for _, d := range b.deletes[i] {
+				if d >= rec.Index {
+					return rep, verr(fmt.Sprintf("record %d", rec.Index), "deletion record names record %d, which comes after it", d)
+				}
+				if deletedPending[d] {
+					delete(deletedPending, d)
+					rep.Deleted++
+				}
 			}
 			rep.PayloadBytes += uint64(len(rec.Payload))
 			rep.Records++
@@ -172,6 +190,10 @@ func Verify(ctx context.Context, store Store, v note.Verifier, origin string, ex
 	if next != count {
 		return rep, verr(fmt.Sprintf("record %d", next), "missing")
 	}
+	if len(deletedPending) > 0 {
+		first := slices.Min(slices.Collect(maps.Keys(deletedPending)))
+		return rep, verr(fmt.Sprintf("record %d", first), "payload missing, and no deletion record names it")
+	}
 	if err := tc.finish(); err != nil {
 		return rep, err
 	}
@@ -188,6 +210,7 @@ type recordBatch struct {
 	recs       []Record
 	errs       []error // per record: the record's own fault, or nil
 	leafHashes [][32]byte
+	deletes    [][]uint64 // per deletion record: the records it deleted
 	done       chan struct{}
 }
 
@@ -236,8 +259,9 @@ func checkRecords(ctx context.Context, store Store, count uint64) iter.Seq2[*rec
 				for b := range work {
 					b.errs = make([]error, len(b.recs))
 					b.leafHashes = make([][32]byte, len(b.recs))
+					b.deletes = make([][]uint64, len(b.recs))
 					for i, rec := range b.recs {
-						b.errs[i] = checkRecord(rec)
+						b.deletes[i], b.errs[i] = checkRecord(rec)
 						if b.errs[i] == nil {
 							copy(b.leafHashes[i][:], rfc6962.DefaultHasher.HashLeaf(rec.Leaf))
 						}
@@ -258,23 +282,38 @@ func checkRecords(ctx context.Context, store Store, count uint64) iter.Seq2[*rec
 	}
 }
 
-// checkRecord checks what a record can show on its own.
-func checkRecord(rec Record) error {
+// checkRecord checks what a record can show on its own. A record whose
+// payload and nonce are both gone passes here: the caller checks that a
+// deletion record names it. For a deletion record, it returns the indices
+// deleted.
+func checkRecord(rec Record) ([]uint64, error) {
 	where := fmt.Sprintf("record %d", rec.Index)
 	if rec.Leaf == nil {
-		return verr(where, "missing")
+		return nil, verr(where, "missing")
 	}
 	var leaf Leaf
 	if err := leaf.UnmarshalBinary(rec.Leaf); err != nil {
-		return verr(where, "%v", err)
+		return nil, verr(where, "%v", err)
 	}
 	switch {
+	case rec.Payload == nil && rec.Nonce == nil:
+		return nil, nil // deleted: to be named by a deletion record
 	case rec.Payload == nil || rec.Nonce == nil:
-		return verr(where, "payload missing")
+		return nil, verr(where, "payload missing")
 	case Commit(rec.Nonce, rec.Payload) != leaf.Commitment:
-		return verr(where, "payload does not match its commitment")
+		return nil, verr(where, "payload does not match its commitment")
 	}
-	return nil
+	if leaf.Kind == KindDeletion {
+		_, body, err := SplitPayload(rec.Payload)
+		var d struct {
+			Deleted []uint64 `json:"deleted"`
+		}
+		if err != nil || json.Unmarshal(body, &d) != nil {
+			return nil, verr(where, "malformed deletion record")
+		}
+		return d.Deleted, nil
+	}
+	return nil, nil
 }
 
 // tileChecker compares every node hash of the tree, as it is recomputed,

@@ -132,7 +132,7 @@ func (s *Store) Complete(ctx context.Context, seqs []uint64, recs []ledger.Recor
 	}
 	defer tx.Rollback()
 	if len(recs) > 0 {
-		if _, err := appendRecords(ctx, tx, recs); err != nil {
+		if _, err := s.appendRecords(ctx, tx, recs); err != nil {
 			return err
 		}
 	}

@@ -21,7 +21,7 @@ var _ ledger.Store = (*Store)(nil)
 
 // schemaVersion is the version of the schema this code writes, kept in
 // PRAGMA user_version. A database of a newer version is refused.
-const schemaVersion = 3
+const schemaVersion = 4
 
 // migrations[i] brings a database from version i to version i+1.
 var migrations = []string{
@@ -81,6 +81,19 @@ var migrations = []string{
 		source  TEXT NOT NULL,
 		PRIMARY KEY (channel, user)
 	) WITHOUT ROWID;`,
+
+	// Version 4: retention (delete-after per record) and legal holds.
+	`ALTER TABLE records ADD COLUMN delete_after_ms INTEGER; -- NULL: no automatic deletion
+	CREATE INDEX records_delete_after ON records (delete_after_ms) WHERE delete_after_ms IS NOT NULL;
+	CREATE TABLE holds (
+		id          INTEGER PRIMARY KEY AUTOINCREMENT,
+		channel     TEXT NOT NULL,     -- "" for every channel
+		from_ms     INTEGER NOT NULL,  -- 0: from the beginning
+		to_ms       INTEGER NOT NULL,  -- 0: with no end
+		reason      TEXT NOT NULL,
+		created_ms  INTEGER NOT NULL,
+		released_ms INTEGER NOT NULL DEFAULT 0
+	);`,
 }
 
 // Options tunes a Store.
@@ -88,10 +101,15 @@ type Options struct {
 	// MaxPages, if positive, caps the database file at this many pages
 	// (4 KiB each): writes beyond it fail as on a full disk.
 	MaxPages int64
+	// Keep gives, by retention class, how long a record's payload is kept
+	// after the record's time; a record is written with that delete-after
+	// time. Classes not listed (or 0) are kept until deleted otherwise.
+	Keep map[string]time.Duration
 }
 
 // Store is a ledger.Store on SQLite.
 type Store struct {
+	keep map[string]time.Duration
 	w    *sql.DB // the one writer connection: SQLite has a single writer
 	r    *sql.DB // readers, concurrent under WAL
 	ckpt *sql.DB // the WAL checkpointer's connection
@@ -144,7 +162,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("sqlitestore: open: %w", err)
 	}
 	ckpt.SetMaxOpenConns(1)
-	s := &Store{w: w, r: r, ckpt: ckpt, stop: make(chan struct{}), done: make(chan struct{})}
+	s := &Store{w: w, r: r, ckpt: ckpt, keep: opts.Keep, stop: make(chan struct{}), done: make(chan struct{})}
 	if err := s.migrate(ctx); err != nil {
 		close(s.done)
 		s.closeDBs()
@@ -217,7 +235,7 @@ func (s *Store) Append(ctx context.Context, recs []ledger.Record) (uint64, error
 		return 0, fmt.Errorf("sqlitestore: begin: %w", err)
 	}
 	defer tx.Rollback()
-	first, err := appendRecords(ctx, tx, recs)
+	first, err := s.appendRecords(ctx, tx, recs)
 	if err != nil {
 		return 0, err
 	}
@@ -229,25 +247,41 @@ func (s *Store) Append(ctx context.Context, recs []ledger.Record) (uint64, error
 
 // appendRecords inserts records at the next indices, inside tx, which
 // holds the write lock.
-func appendRecords(ctx context.Context, tx *sql.Tx, recs []ledger.Record) (uint64, error) {
+func (s *Store) appendRecords(ctx context.Context, tx *sql.Tx, recs []ledger.Record) (uint64, error) {
 	var first uint64
 	if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(idx)+1, 0) FROM records").Scan(&first); err != nil {
 		return 0, fmt.Errorf("sqlitestore: next index: %w", err)
 	}
 	// Many rows per statement: the per-statement cost of the driver, not
 	// the bytes, dominates small records.
-	args := make([]any, 0, insertChunk*4)
+	args := make([]any, 0, insertChunk*5)
 	for start := 0; start < len(recs); start += insertChunk {
 		chunk := recs[start:min(len(recs), start+insertChunk)]
 		args = args[:0]
 		for i, r := range chunk {
-			args = append(args, first+uint64(start+i), r.Leaf, r.Nonce, r.Payload)
+			args = append(args, first+uint64(start+i), r.Leaf, r.Nonce, r.Payload, s.deleteAfter(r.Leaf))
 		}
 		if _, err := tx.ExecContext(ctx, insertSQL(len(chunk)), args...); err != nil {
 			return 0, fmt.Errorf("sqlitestore: insert records: %w", err)
 		}
 	}
 	return first, nil
+}
+
+// deleteAfter returns a record's delete-after time in ms from its leaf's
+// time and retention class, or nil to keep it.
+func (s *Store) deleteAfter(leafBytes []byte) any {
+	if len(s.keep) == 0 {
+		return nil
+	}
+	var leaf ledger.Leaf
+	if leaf.UnmarshalBinary(leafBytes) != nil {
+		return nil
+	}
+	if d := s.keep[leaf.Retention]; d > 0 {
+		return leaf.Time.Add(d).UnixMilli()
+	}
+	return nil
 }
 
 // insertChunk is the most rows one INSERT statement carries.
@@ -258,7 +292,7 @@ var insertSQLs [insertChunk + 1]string
 // insertSQL returns the INSERT statement for n records.
 func insertSQL(n int) string {
 	if insertSQLs[n] == "" {
-		q := "INSERT INTO records (idx, leaf, nonce, payload) VALUES (?, ?, ?, ?)" + strings.Repeat(", (?, ?, ?, ?)", n-1)
+		q := "INSERT INTO records (idx, leaf, nonce, payload, delete_after_ms) VALUES (?, ?, ?, ?, ?)" + strings.Repeat(", (?, ?, ?, ?, ?)", n-1)
 		insertSQLs[n] = q // a benign race: every writer stores the same string
 	}
 	return insertSQLs[n]

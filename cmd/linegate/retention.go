@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/outbound"
+	"github.com/linegate/linegate/internal/retention"
+	"github.com/linegate/linegate/internal/sqlitestore"
+)
+
+// openConfigStore opens the store of a config, for the CLI.
+func openConfigStore(ctx context.Context, configPath string) (*Config, *sqlitestore.Store, error) {
+	cfg, err := loadConfig(configPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := sqlitestore.Open(ctx, filepath.Join(cfg.DataDir, "ledger.db"), sqlitestore.Options{Keep: cfg.keep()})
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, store, nil
+}
+
+func runPurge(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "purge", "[-config FILE] [-dry-run]")
+	configPath := fs.String("config", "", "the serve config (default: the built-in example)")
+	dry := fs.Bool("dry-run", false, "only report what would be deleted")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	_, store, err := openConfigStore(ctx, *configPath)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	rep, err := retention.Purge(ctx, store, time.Now(), *dry)
+	if err != nil {
+		return err
+	}
+	verb := "deleted"
+	if *dry {
+		verb = "would delete"
+	}
+	fmt.Fprintf(e.stdout, "%s %d payloads past their retention; %d kept by legal holds\n", verb, len(rep.Deleted), rep.Held)
+	return nil
+}
+
+// appendAdmin records an admin action from the CLI straight into the
+// store; serve integrates it into the log.
+func appendAdmin(ctx context.Context, store *sqlitestore.Store, action string, detail map[string]any) error {
+	return outbound.RecordAdmin(ctx, storeAppender{store}, action, detail, time.Now())
+}
+
+type storeAppender struct{ s *sqlitestore.Store }
+
+func (a storeAppender) Append(ctx context.Context, e ledger.Entry) (uint64, error) {
+	rec, err := ledger.NewRecord(e)
+	if err != nil {
+		return 0, err
+	}
+	return a.s.Append(ctx, []ledger.Record{rec})
+}
+
+func runHold(ctx context.Context, e *env, args []string) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: linegate hold add|release|list [flags]", errUsage)
+	}
+	fs := newFlagSet(e, "hold "+args[0], "[-config FILE] [flags]")
+	configPath := fs.String("config", "", "the serve config (default: the built-in example)")
+	channel := fs.String("channel", "", "add: the channel held (default: all)")
+	from := fs.String("from", "", "add: records from this time (2026-11-26 or RFC 3339)")
+	to := fs.String("to", "", "add: records before this time")
+	reason := fs.String("reason", "", "add: why (a case number)")
+	id := fs.Int64("id", 0, "release: the hold's id")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	_, store, err := openConfigStore(ctx, *configPath)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	switch args[0] {
+	case "add":
+		if *reason == "" {
+			return fmt.Errorf("%w: -reason is required", errUsage)
+		}
+		h := retention.Hold{Channel: *channel, Reason: *reason, CreatedMs: time.Now().UnixMilli()}
+		f, err1 := parseWhen(*from)
+		t, err2 := parseWhen(*to)
+		if err1 != nil || err2 != nil {
+			return fmt.Errorf("%w: -from, -to: want 2026-11-26 or an RFC 3339 time", errUsage)
+		}
+		if !f.IsZero() {
+			h.FromMs = f.UnixMilli()
+		}
+		if !t.IsZero() {
+			h.ToMs = t.UnixMilli()
+		}
+		n, err := store.AddHold(ctx, h)
+		if err != nil {
+			return err
+		}
+		h.ID = n
+		if err := appendAdmin(ctx, store, "legal_hold_added", holdDetail(h)); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "hold %d added\n", n)
+	case "release":
+		if *id == 0 {
+			return fmt.Errorf("%w: -id is required", errUsage)
+		}
+		if err := store.ReleaseHold(ctx, *id, time.Now()); err != nil {
+			return err
+		}
+		if err := appendAdmin(ctx, store, "legal_hold_released", map[string]any{"id": *id}); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "hold %d released\n", *id)
+	case "list":
+		hs, err := store.Holds(ctx)
+		if err != nil {
+			return err
+		}
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(hs)
+	default:
+		return fmt.Errorf("%w: unknown hold command %q", errUsage, args[0])
+	}
+	return nil
+}
+
+func holdDetail(h retention.Hold) map[string]any {
+	return map[string]any{"id": h.ID, "channel": h.Channel, "from_ms": h.FromMs, "to_ms": h.ToMs, "reason": h.Reason}
+}
+
+// runPurges deletes expired payloads every period until ctx ends.
+func runPurges(ctx context.Context, store *sqlitestore.Store, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rep, err := retention.Purge(ctx, store, time.Now(), false)
+		if err != nil {
+			log.Error("purge failed", "err", err)
+			continue
+		}
+		if len(rep.Deleted) > 0 || rep.Held > 0 {
+			log.Info("purge", "deleted", len(rep.Deleted), "held", rep.Held)
+		}
+	}
+}
+
+// holdRoutes adds the legal hold and purge admin calls.
+func (a *adminAPI) holdRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /admin/holds", func(w http.ResponseWriter, r *http.Request) {
+		hs, err := a.store.Holds(r.Context())
+		if err != nil {
+			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		writeJSON(w, hs)
+	})
+	mux.HandleFunc("POST /admin/holds", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Channel, From, To, Reason string
+		}
+		if !decode(w, r, &req) || req.Reason == "" {
+			http.Error(w, `want {"channel", "from", "to", "reason"}; reason is required`, http.StatusBadRequest)
+			return
+		}
+		h := retention.Hold{Channel: req.Channel, Reason: req.Reason, CreatedMs: time.Now().UnixMilli()}
+		f, err1 := parseWhen(req.From)
+		t, err2 := parseWhen(req.To)
+		if err1 != nil || err2 != nil {
+			http.Error(w, "from, to: want 2026-11-26 or an RFC 3339 time", http.StatusBadRequest)
+			return
+		}
+		if !f.IsZero() {
+			h.FromMs = f.UnixMilli()
+		}
+		if !t.IsZero() {
+			h.ToMs = t.UnixMilli()
+		}
+		id, err := a.store.AddHold(r.Context(), h)
+		if err != nil {
+			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		h.ID = id
+		a.record(w, r, "legal_hold_added", holdDetail(h))
+	})
+	mux.HandleFunc("POST /admin/holds/{id}/release", func(w http.ResponseWriter, r *http.Request) {
+		id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+		if err != nil {
+			http.Error(w, "bad id", http.StatusBadRequest)
+			return
+		}
+		if err := a.store.ReleaseHold(r.Context(), id, time.Now()); err != nil {
+			http.Error(w, "no such active hold", http.StatusNotFound)
+			return
+		}
+		a.record(w, r, "legal_hold_released", map[string]any{"id": id})
+	})
+	mux.HandleFunc("POST /admin/purge", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			DryRun bool `json:"dry_run"`
+		}
+		decode(w, r, &req)
+		rep, err := retention.Purge(r.Context(), a.store, time.Now(), req.DryRun)
+		if err != nil {
+			http.Error(w, "purge failed", http.StatusServiceUnavailable)
+			return
+		}
+		writeJSON(w, map[string]any{"deleted": len(rep.Deleted), "held": rep.Held, "dry_run": req.DryRun})
+	})
+}

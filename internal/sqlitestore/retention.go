@@ -1,0 +1,113 @@
+package sqlitestore
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/retention"
+)
+
+var _ retention.Store = (*Store)(nil)
+
+// Expired implements retention.Store.
+func (s *Store) Expired(ctx context.Context, now time.Time, from uint64, limit int) ([]retention.Candidate, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT idx, leaf FROM records
+		WHERE delete_after_ms IS NOT NULL AND delete_after_ms <= ? AND payload IS NOT NULL AND idx >= ?
+		ORDER BY idx LIMIT ?`, now.UnixMilli(), from, limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: expired records: %w", err)
+	}
+	defer rows.Close()
+	var out []retention.Candidate
+	for rows.Next() {
+		var c retention.Candidate
+		var lb []byte
+		if err := rows.Scan(&c.Index, &lb); err != nil {
+			return nil, err
+		}
+		var leaf ledger.Leaf
+		if err := leaf.UnmarshalBinary(lb); err != nil {
+			return nil, fmt.Errorf("sqlitestore: record %d: %w", c.Index, err)
+		}
+		c.Channel, c.TimeMs, c.Class = leaf.Channel, leaf.Time.UnixMilli(), leaf.Retention
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// Purge implements retention.Store. secure_delete overwrites the freed
+// bytes in the database pages; the WAL, which still holds earlier images
+// of those pages, is checkpointed and truncated afterwards.
+func (s *Store) Purge(ctx context.Context, indices []uint64, deletion ledger.Record) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: begin: %w", err)
+	}
+	defer tx.Rollback()
+	for start := 0; start < len(indices); start += 500 {
+		chunk := indices[start:min(len(indices), start+500)]
+		args := make([]any, len(chunk))
+		for i, x := range chunk {
+			args[i] = x
+		}
+		q := "UPDATE records SET payload = NULL, nonce = NULL WHERE idx IN (?" + strings.Repeat(", ?", len(chunk)-1) + ")"
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			return fmt.Errorf("sqlitestore: delete payloads: %w", err)
+		}
+	}
+	if _, err := s.appendRecords(ctx, tx, []ledger.Record{deletion}); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlitestore: commit: %w", err)
+	}
+	// Readers may hold old snapshots for a moment; the checkpoint copies
+	// what it can and the truncation waits for none of them to be needed.
+	if _, err := s.ckpt.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+		return fmt.Errorf("sqlitestore: checkpoint the WAL: %w", err)
+	}
+	return nil
+}
+
+// Holds implements retention.Store.
+func (s *Store) Holds(ctx context.Context) ([]retention.Hold, error) {
+	rows, err := s.r.QueryContext(ctx, "SELECT id, channel, from_ms, to_ms, reason, created_ms, released_ms FROM holds ORDER BY id")
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: holds: %w", err)
+	}
+	defer rows.Close()
+	var out []retention.Hold
+	for rows.Next() {
+		var h retention.Hold
+		if err := rows.Scan(&h.ID, &h.Channel, &h.FromMs, &h.ToMs, &h.Reason, &h.CreatedMs, &h.ReleasedMs); err != nil {
+			return nil, err
+		}
+		out = append(out, h)
+	}
+	return out, rows.Err()
+}
+
+// AddHold implements retention.Store.
+func (s *Store) AddHold(ctx context.Context, h retention.Hold) (int64, error) {
+	res, err := s.w.ExecContext(ctx, "INSERT INTO holds (channel, from_ms, to_ms, reason, created_ms) VALUES (?, ?, ?, ?, ?)",
+		h.Channel, h.FromMs, h.ToMs, h.Reason, h.CreatedMs)
+	if err != nil {
+		return 0, fmt.Errorf("sqlitestore: add hold: %w", err)
+	}
+	return res.LastInsertId()
+}
+
+// ReleaseHold implements retention.Store.
+func (s *Store) ReleaseHold(ctx context.Context, id int64, at time.Time) error {
+	res, err := s.w.ExecContext(ctx, "UPDATE holds SET released_ms = ? WHERE id = ? AND released_ms = 0", at.UnixMilli(), id)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: release hold: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("sqlitestore: hold %d: %w", id, ledger.ErrNotFound)
+	}
+	return nil
+}
