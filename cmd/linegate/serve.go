@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -159,17 +160,23 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	refreshCtx, stopRefresh := context.WithCancel(context.Background())
-	defer stopRefresh()
-	go sender.RefreshLoop(refreshCtx, time.Second)
-	anchorLoc, _ := time.LoadLocation(cfg.Log.AnchorTZ)
-	go runAnchors(refreshCtx, store, led, cfg.Log.AnchorsDir, anchorLoc, cfg.Log.AnchorEvery, verifier, cfg.Log.Origin, log)
+	// Background work: switches refresh, anchors, purges. It stops after
+	// the pipeline and the ledger, before the store closes.
+	bgCtx, stopBg := context.WithCancel(context.Background())
+	var bg sync.WaitGroup
+	defer bg.Wait()
+	defer stopBg()
+	bg.Go(func() { sender.RefreshLoop(bgCtx, time.Second) })
+	anchorLoc, _ := time.LoadLocation(cfg.Log.AnchorTZ) // checked by parseConfig
+	bg.Go(func() {
+		runAnchors(bgCtx, store, led, cfg.Log.AnchorsDir, anchorLoc, cfg.Log.AnchorEvery, verifier, cfg.Log.Origin, log)
+	})
 	purgeEvery := time.Hour
 	if cfg.Retention.PurgeEvery != nil {
 		purgeEvery = *cfg.Retention.PurgeEvery
 	}
 	if purgeEvery > 0 {
-		go runPurges(refreshCtx, store, purgeEvery, log)
+		bg.Go(func() { runPurges(bgCtx, store, purgeEvery, log) })
 	}
 	pipe := pipeline.New(pipeline.Options{
 		Ledger: store, Store: store, Channels: policies, Logger: log, Action: engine, Busy: led.Busy,
@@ -301,6 +308,8 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		if cerr := led.Close(sctx); cerr != nil {
 			err = errors.Join(err, cerr)
 		}
+		stopBg()
+		bg.Wait()
 		err = errors.Join(err, adminSrv.Shutdown(sctx))
 		log.Info("stopped", "tree_size", led.Head().Size)
 		return err
