@@ -90,20 +90,9 @@ func runHold(ctx context.Context, e *env, args []string) error {
 	defer store.Close()
 	switch args[0] {
 	case "add":
-		if *reason == "" {
-			return fmt.Errorf("%w: -reason is required", errUsage)
-		}
-		h := retention.Hold{Channel: *channel, Reason: *reason, CreatedMs: time.Now().UnixMilli()}
-		f, err1 := parseWhen(*from)
-		t, err2 := parseWhen(*to)
-		if err1 != nil || err2 != nil {
-			return fmt.Errorf("%w: -from, -to: want 2026-11-26 or an RFC 3339 time", errUsage)
-		}
-		if !f.IsZero() {
-			h.FromMs = f.UnixMilli()
-		}
-		if !t.IsZero() {
-			h.ToMs = t.UnixMilli()
+		h, err := newHold(*channel, *from, *to, *reason)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
 		}
 		n, err := store.AddHold(ctx, h)
 		if err != nil {
@@ -137,6 +126,26 @@ func runHold(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("%w: unknown hold command %q", errUsage, args[0])
 	}
 	return nil
+}
+
+// newHold checks and builds a hold from what the operator gave.
+func newHold(channel, from, to, reason string) (retention.Hold, error) {
+	h := retention.Hold{Channel: channel, Reason: reason, CreatedMs: time.Now().UnixMilli()}
+	if reason == "" {
+		return h, fmt.Errorf("a hold needs a reason (a case number)")
+	}
+	f, err1 := parseWhen(from)
+	t, err2 := parseWhen(to)
+	if err1 != nil || err2 != nil {
+		return h, fmt.Errorf("from, to: want 2026-11-26 or an RFC 3339 time")
+	}
+	if !f.IsZero() {
+		h.FromMs = f.UnixMilli()
+	}
+	if !t.IsZero() {
+		h.ToMs = t.UnixMilli()
+	}
+	return h, nil
 }
 
 func holdDetail(h retention.Hold) map[string]any {
@@ -178,22 +187,14 @@ func (a *adminAPI) holdRoutes(mux *http.ServeMux) {
 		var req struct {
 			Channel, From, To, Reason string
 		}
-		if !decode(w, r, &req) || req.Reason == "" {
-			http.Error(w, `want {"channel", "from", "to", "reason"}; reason is required`, http.StatusBadRequest)
+		if !decode(w, r, &req) {
+			http.Error(w, `want {"channel", "from", "to", "reason"}`, http.StatusBadRequest)
 			return
 		}
-		h := retention.Hold{Channel: req.Channel, Reason: req.Reason, CreatedMs: time.Now().UnixMilli()}
-		f, err1 := parseWhen(req.From)
-		t, err2 := parseWhen(req.To)
-		if err1 != nil || err2 != nil {
-			http.Error(w, "from, to: want 2026-11-26 or an RFC 3339 time", http.StatusBadRequest)
+		h, err := newHold(req.Channel, req.From, req.To, req.Reason)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
-		}
-		if !f.IsZero() {
-			h.FromMs = f.UnixMilli()
-		}
-		if !t.IsZero() {
-			h.ToMs = t.UnixMilli()
 		}
 		id, err := a.store.AddHold(r.Context(), h)
 		if err != nil {
