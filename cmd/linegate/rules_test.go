@@ -17,6 +17,7 @@ import (
 	lsdk "github.com/line/line-bot-sdk-go/v8/linebot/webhook"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/sim"
+	"github.com/linegate/linegate/internal/webhook"
 )
 
 // replyWorld is a fake LINE platform, a lookup service and an upstream bot
@@ -417,5 +418,40 @@ func TestRulesReload(t *testing.T) {
 	}
 	if len(hashes) != 3 || hashes[0] == hashes[1] || hashes[1] == hashes[2] {
 		t.Errorf("rule set changes recorded: %v", hashes)
+	}
+}
+
+// TestDryRunHeader: a channel that allows it makes a webhook carrying
+// X-Line-Dry-Run: true dry-run; the same request without it is sent.
+func TestDryRunHeader(t *testing.T) {
+	dir := t.TempDir()
+	w := newReplyWorld(t)
+	cfg := w.config(t, dir)
+	cfg.chanExtra = "    allow_dry_run_header: true\n"
+	g := startGateway(t, dir, cfg)
+	tok := w.api.IssueReplyToken("")
+	now := time.Now().UnixMilli()
+	body := fmt.Appendf(nil, `{"destination":"U0123456789abcdef0123456789abcdef","events":[{"type":"message","mode":"active","timestamp":%d,"webhookEventId":"01HDRYRUN0000000000000000A","deliveryContext":{"isRedelivery":false},"source":{"type":"user","userId":"U1"},"replyToken":"%s","message":{"id":"1","type":"text","text":"hi","quoteToken":"q"}}]}`, now, tok)
+	req, _ := http.NewRequest("POST", g.webhook+"/webhook/demo", bytes.NewReader(body))
+	req.Header.Set("X-Line-Signature", webhook.Sign([]byte(testSecret), body))
+	req.Header.Set("X-Line-Dry-Run", "true")
+	resp, err := httpClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("post: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	waitIdle(t, g)
+	if n := w.apiCalls("/v2/bot/message/reply"); n != 0 {
+		t.Errorf("%d replies sent for a dry-run request", n)
+	}
+	w.replyTo(t, w.send(t, g, "U1", "message", "hi")) // without the header: sent
+	waitIdle(t, g)
+	g.stop()
+	var outcomes []string
+	for _, r := range outboundRecords(t, dir) {
+		outcomes = append(outcomes, fmt.Sprint(r["outcome"]))
+	}
+	if strings.Join(outcomes, ",") != "dry_run,sent" {
+		t.Errorf("outcomes %v", outcomes)
 	}
 }
