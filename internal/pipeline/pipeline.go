@@ -203,6 +203,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 	compDone := make(chan struct{})
 	go func() { defer close(compDone); p.completer(ctx, done) }()
+	p.forget(ctx)
 	var loops sync.WaitGroup
 	loops.Go(func() {
 		// Events queued before a crash or a stop run first, so that each
@@ -222,20 +223,26 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	return nil
 }
 
+// forgetter forgets dedup keys past the horizon every hour; Run does it
+// once before it takes any event.
 func (p *Pipeline) forgetter(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		if n, err := p.o.Store.ForgetKeys(ctx, p.o.Now().Add(-p.o.DedupHorizon)); err != nil && ctx.Err() == nil {
-			p.log.Error("pipeline: forget dedup keys", "err", err)
-		} else if n > 0 {
-			p.log.Info("pipeline: dedup keys past the horizon forgotten", "keys", n)
-		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		p.forget(ctx)
+	}
+}
+
+func (p *Pipeline) forget(ctx context.Context) {
+	if n, err := p.o.Store.ForgetKeys(ctx, p.o.Now().Add(-p.o.DedupHorizon)); err != nil && ctx.Err() == nil {
+		p.log.Error("pipeline: forget dedup keys", "err", err)
+	} else if n > 0 {
+		p.log.Info("pipeline: dedup keys past the horizon forgotten", "keys", n)
 	}
 }
 

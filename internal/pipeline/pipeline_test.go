@@ -48,11 +48,12 @@ func (a *countingAction) count(key string) int {
 }
 
 type fixture struct {
-	t      testing.TB
-	store  *sqlitestore.Store
-	now    time.Time
-	action *countingAction
-	policy pipeline.ChannelPolicy
+	t       testing.TB
+	store   *sqlitestore.Store
+	now     time.Time
+	action  *countingAction
+	policy  pipeline.ChannelPolicy
+	horizon time.Duration
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -80,7 +81,7 @@ func (f *fixture) webhook(body string, offset time.Duration) {
 func (f *fixture) run() {
 	f.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	p := pipeline.New(pipeline.Options{Ledger: f.store, Store: f.store, Action: f.action, Poll: 5 * time.Millisecond,
+	p := pipeline.New(pipeline.Options{Ledger: f.store, Store: f.store, Action: f.action, Poll: 5 * time.Millisecond, DedupHorizon: f.horizon,
 		Channels: map[string]pipeline.ChannelPolicy{"c": f.policy}, Now: func() time.Time { return f.now }})
 	done := make(chan struct{})
 	go func() { p.Run(ctx); close(done) }()
@@ -359,4 +360,27 @@ func BenchmarkPipeline(b *testing.B) {
 	start := time.Now()
 	f.run()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+}
+
+// TestDedupHorizon: keys older than the horizon are forgotten, so the same
+// event far later is processed again; within the horizon it is not.
+func TestDedupHorizon(t *testing.T) {
+	f := newFixture(t)
+	f.horizon = time.Hour
+	e := text("01HORIZON", "5", "hi", f.now.UnixMilli())
+	f.webhook(body(e), 0)
+	f.run()
+	f.now = f.now.Add(30 * time.Minute)
+	f.webhook(body(e), 0)
+	f.run() // within the horizon: a duplicate
+	f.now = f.now.Add(2 * time.Hour)
+	f.webhook(body(e), 0)
+	f.run() // the pipeline forgets old keys when it starts, then every hour
+	var outs []string
+	for _, o := range f.outcomes() {
+		outs = append(outs, o.Outcome)
+	}
+	if strings.Join(outs, ",") != "processed,duplicate,processed" {
+		t.Errorf("outcomes %v", outs)
+	}
 }
