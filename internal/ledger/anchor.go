@@ -28,27 +28,38 @@ import (
 // consistencyHeader starts a consistency proof file.
 const consistencyHeader = "linegate.consistency@v1"
 
-// hashReader reads stored hashes from the tiles of a store, for proofs.
+// hashReader reads stored hashes from the tiles of a store, keeping the
+// tiles it read in its cache. The sequencer shares its right-edge cache
+// with it; proofs use a cache of their own.
 type hashReader struct {
 	ctx   context.Context
 	store Store
 	tiles map[[2]uint64][]byte
 }
 
+func newHashReader(ctx context.Context, store Store) *hashReader {
+	return &hashReader{ctx: ctx, store: store, tiles: map[[2]uint64][]byte{}}
+}
+
+// hash returns one stored hash.
+func (r *hashReader) hash(idx int64) (tlog.Hash, error) {
+	t := tlog.TileForIndex(TileHeight, idx)
+	key := [2]uint64{uint64(t.L), uint64(t.N)}
+	data, ok := r.tiles[key]
+	if !ok || len(data) < t.W*hashSize {
+		var err error
+		if data, err = r.store.ReadTile(r.ctx, uint64(t.L), uint64(t.N)); err != nil {
+			return tlog.Hash{}, fmt.Errorf("read tile %d/%d: %w", t.L, t.N, err)
+		}
+		r.tiles[key] = data
+	}
+	return tlog.HashFromTile(t, data, idx)
+}
+
 func (r *hashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 	out := make([]tlog.Hash, len(indexes))
 	for i, idx := range indexes {
-		t := tlog.TileForIndex(TileHeight, idx)
-		key := [2]uint64{uint64(t.L), uint64(t.N)}
-		data, ok := r.tiles[key]
-		if !ok {
-			var err error
-			if data, err = r.store.ReadTile(r.ctx, uint64(t.L), uint64(t.N)); err != nil {
-				return nil, err
-			}
-			r.tiles[key] = data
-		}
-		h, err := tlog.HashFromTile(t, data, idx)
+		h, err := r.hash(idx)
 		if err != nil {
 			return nil, err
 		}
@@ -60,7 +71,7 @@ func (r *hashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 // ConsistencyProof proves, from the store's tiles, that the tree of size
 // newSize extends the tree of size oldSize.
 func ConsistencyProof(ctx context.Context, store Store, oldSize, newSize uint64) ([][32]byte, error) {
-	p, err := tlog.ProveTree(int64(newSize), int64(oldSize), &hashReader{ctx: ctx, store: store, tiles: map[[2]uint64][]byte{}})
+	p, err := tlog.ProveTree(int64(newSize), int64(oldSize), newHashReader(ctx, store))
 	if err != nil {
 		return nil, fmt.Errorf("ledger: consistency proof %d -> %d: %w", oldSize, newSize, err)
 	}
@@ -244,7 +255,7 @@ func checkConsistency(b []byte, prev, cur *Anchor) error {
 // InclusionProof proves from the store's tiles that the record at index is
 // in the tree of the given size: RFC 6962 audit path, leaf side first.
 func InclusionProof(ctx context.Context, store Store, index, size uint64) ([][32]byte, error) {
-	p, err := tlog.ProveRecord(int64(size), int64(index), &hashReader{ctx: ctx, store: store, tiles: map[[2]uint64][]byte{}})
+	p, err := tlog.ProveRecord(int64(size), int64(index), newHashReader(ctx, store))
 	if err != nil {
 		return nil, fmt.Errorf("ledger: inclusion proof of %d in %d: %w", index, size, err)
 	}

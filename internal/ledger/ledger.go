@@ -454,7 +454,7 @@ func (l *Ledger) integrateTo(ctx context.Context, end uint64) error {
 			return fmt.Errorf("ledger: read leaves [%d, %d): %w", old.Size, end, err)
 		}
 	}
-	tb := &tileBuilder{l: l, ctx: ctx, base: tlog.StoredHashIndex(0, int64(old.Size))}
+	tb := &tileBuilder{old: &hashReader{ctx: ctx, store: l.store, tiles: l.tiles}, base: tlog.StoredHashIndex(0, int64(old.Size))}
 	for i, leaf := range leaves {
 		hs, err := tlog.StoredHashesForRecordHash(int64(old.Size)+int64(i), tlog.RecordHash(leaf), tb)
 		if err != nil {
@@ -557,8 +557,7 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 // or after base are the ones computed in this integration; earlier ones come
 // from tiles, cached at the right edge of the tree or read from the Store.
 type tileBuilder struct {
-	l      *Ledger
-	ctx    context.Context
+	old    *hashReader // hashes before base, from the right-edge tiles
 	base   int64
 	hashes []tlog.Hash
 	// memo keeps hashes older than base once derived: every leaf of an
@@ -582,17 +581,7 @@ func (tb *tileBuilder) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 			out[i] = h
 			continue
 		}
-		t := tlog.TileForIndex(TileHeight, idx)
-		key := [2]uint64{uint64(t.L), uint64(t.N)}
-		data, ok := tb.l.tiles[key]
-		if !ok || len(data) < t.W*hashSize {
-			var err error
-			if data, err = tb.l.store.ReadTile(tb.ctx, uint64(t.L), uint64(t.N)); err != nil {
-				return nil, fmt.Errorf("read tile %d/%d: %w", t.L, t.N, err)
-			}
-			tb.l.tiles[key] = data
-		}
-		h, err := tlog.HashFromTile(t, data, idx)
+		h, err := tb.old.hash(idx)
 		if err != nil {
 			return nil, err
 		}
