@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/retention"
 	"github.com/linegate/linegate/internal/rules"
 	"go.yaml.in/yaml/v3"
@@ -52,14 +53,16 @@ type Config struct {
 	// ledger records what would have been.
 	DryRun bool `yaml:"dry_run"`
 
-	Log       LogConfig       `yaml:"log"`
-	Ledger    LedgerConfig    `yaml:"ledger"`
-	Pipeline  PipelineConfig  `yaml:"pipeline"`
-	Retention RetentionConfig `yaml:"retention"`
-	Logging   LoggingConfig   `yaml:"logging"`
-	Channels  []ChannelConfig `yaml:"channels"`
+	Log        LogConfig        `yaml:"log"`
+	Ledger     LedgerConfig     `yaml:"ledger"`
+	Pipeline   PipelineConfig   `yaml:"pipeline"`
+	Retention  RetentionConfig  `yaml:"retention"`
+	Encryption EncryptionConfig `yaml:"encryption"`
+	Logging    LoggingConfig    `yaml:"logging"`
+	Channels   []ChannelConfig  `yaml:"channels"`
 
-	builtin bool // the built-in example: rule files come from the binary
+	builtin bool   // the built-in example: rule files come from the binary
+	path    string // the file it was read from
 }
 
 // TLSConfig is the webhook listener's certificate.
@@ -126,19 +129,59 @@ type PipelineConfig struct {
 // RetentionConfig configures deletion on schedule.
 type RetentionConfig struct {
 	// Policies adds retention classes or changes the presets (jp-appi,
-	// th-pdpa, tw-pipa): how long payloads are kept after the record's
-	// time; 0 keeps them until deleted otherwise. A channel names its
-	// class with retention:.
-	Policies map[string]time.Duration `yaml:"policies"`
+	// th-pdpa, tw-pipa). A class is a duration (how long payloads are kept
+	// after the record's time; 0 keeps them until deleted otherwise), or
+	// a map with keep, min_keep, after_deletion_request, after_withdrawal
+	// and law. A channel, or an audience, names its class with retention:.
+	Policies map[string]PolicyConfig `yaml:"policies"`
 	// PurgeEvery is how often serve deletes expired payloads (default 1h;
 	// 0 disables it; run linegate purge instead).
 	PurgeEvery *time.Duration `yaml:"purge_every"`
 }
 
-// keep returns the retention periods by class: presets, then config.
+// PolicyConfig is a retention class in the config: a duration, or the
+// fields of retention.Policy.
+type PolicyConfig retention.Policy
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (p *PolicyConfig) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		var d time.Duration
+		if err := n.Decode(&d); err != nil {
+			return err
+		}
+		*p = PolicyConfig{Keep: d}
+		return nil
+	}
+	var f struct {
+		Law                  string         `yaml:"law"`
+		Keep                 time.Duration  `yaml:"keep"`
+		MinKeep              time.Duration  `yaml:"min_keep"`
+		AfterDeletionRequest *time.Duration `yaml:"after_deletion_request"`
+		AfterWithdrawal      *time.Duration `yaml:"after_withdrawal"`
+	}
+	if err := n.Decode(&f); err != nil {
+		return err
+	}
+	*p = PolicyConfig(f)
+	return nil
+}
+
+// policies returns the retention classes: presets, then config.
+func (c *Config) policies() map[string]retention.Policy {
+	m := retention.Presets()
+	for name, p := range c.Retention.Policies {
+		m[name] = retention.Policy(p)
+	}
+	return m
+}
+
+// keep returns how long payloads are kept, by class.
 func (c *Config) keep() map[string]time.Duration {
-	m := maps.Clone(retention.Presets)
-	maps.Copy(m, c.Retention.Policies)
+	m := map[string]time.Duration{}
+	for name, p := range c.policies() {
+		m[name] = p.Keep
+	}
 	return m
 }
 
@@ -166,6 +209,10 @@ type ChannelConfig struct {
 	AccessTokenFile string `yaml:"access_token_file"`
 	// Retention is the retention class recorded with each record.
 	Retention string `yaml:"retention"`
+	// Audiences give groups of the channel's users, groups or rooms their
+	// own retention classes (the first audience with one of a request's
+	// subjects decides).
+	Audiences []AudienceConfig `yaml:"audiences"`
 	// DriftPolicy says what to do with events that carry fields or enum
 	// values the specification does not have: "accept" (default: process
 	// them, count them as schema drift) or "quarantine".
@@ -184,6 +231,41 @@ type ChannelConfig struct {
 	// RateLimit caps this channel's Messaging API calls per second
 	// (default 1000; LINE allows 2000 by default).
 	RateLimit float64 `yaml:"rate_limit"`
+}
+
+// AudienceConfig is a group of subjects with its own retention class.
+type AudienceConfig struct {
+	Name      string `yaml:"name"`
+	Retention string `yaml:"retention"`
+	// Subjects lists user:U..., group:C... or room:R...; SubjectsFile
+	// names a file of them, one per line (# starts a comment).
+	Subjects     []string `yaml:"subjects"`
+	SubjectsFile string   `yaml:"subjects_file"`
+}
+
+// subjects returns the audience's subjects from the config and its file.
+func (a *AudienceConfig) subjects() (map[string]bool, error) {
+	list := slices.Clone(a.Subjects)
+	if a.SubjectsFile != "" {
+		b, err := os.ReadFile(a.SubjectsFile)
+		if err != nil {
+			return nil, fmt.Errorf("audience %q: %w", a.Name, err)
+		}
+		for line := range strings.Lines(string(b)) {
+			line, _, _ = strings.Cut(line, "#")
+			if line = strings.TrimSpace(line); line != "" {
+				list = append(list, line)
+			}
+		}
+	}
+	m := make(map[string]bool, len(list))
+	for _, s := range list {
+		if !ledger.ValidSubject(s) || s == ledger.SubjectSystem {
+			return nil, fmt.Errorf("audience %q: %q is not a subject (user:U..., group:C... or room:R...)", a.Name, s)
+		}
+		m[s] = true
+	}
+	return m, nil
 }
 
 // secretSource is one secret given as a value, an environment variable or
@@ -322,6 +404,14 @@ func parseConfig(data []byte) (*Config, error) {
 		}
 		if _, ok := c.keep()[ch.Retention]; ch.Retention != "" && !ok {
 			return nil, fmt.Errorf("config: channel %q: retention class %q is neither a preset (jp-appi, th-pdpa, tw-pipa) nor in retention.policies", ch.ID, ch.Retention)
+		}
+		for j, a := range ch.Audiences {
+			if a.Name == "" {
+				return nil, fmt.Errorf("config: channel %q: audiences[%d] needs a name", ch.ID, j)
+			}
+			if _, ok := c.keep()[a.Retention]; !ok {
+				return nil, fmt.Errorf("config: channel %q: audience %q: retention class %q is neither a preset (jp-appi, th-pdpa, tw-pipa) nor in retention.policies", ch.ID, a.Name, a.Retention)
+			}
 		}
 		if seen[ch.ID] {
 			return nil, fmt.Errorf("config: channel %q is listed twice", ch.ID)

@@ -48,7 +48,11 @@ func runExport(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer store.Close()
-	m, err := evidence.Export(ctx, store, vkey, cfg.Log.AnchorsDir, sel, *out)
+	ring, err := openRing(e, cfg, store, false, nil)
+	if err != nil {
+		return err
+	}
+	m, err := evidence.Export(ctx, store, ring, vkey, cfg.Log.AnchorsDir, sel, *out)
 	if err != nil {
 		return err
 	}

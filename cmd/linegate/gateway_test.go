@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/sqlitestore"
 	"github.com/linegate/linegate/internal/webhook"
@@ -250,9 +251,21 @@ func (g *gateway) waitTreeSize(t testing.TB, n uint64) []byte {
 
 // storedRecord is a record read back from the database.
 type storedRecord struct {
-	leaf ledger.Leaf
-	meta *ledger.Meta
-	body []byte
+	leaf     ledger.Leaf
+	meta     *ledger.Meta
+	body     []byte
+	subjects []string // whose data keys sealed it
+}
+
+// testRing returns the key ring of a test gateway's data directory, whose
+// key encryption key serve created.
+func testRing(t testing.TB, dir string, s keys.Store) *keys.Ring {
+	t.Helper()
+	k, err := keys.LoadKEKFile(filepath.Join(dir, "data", "kek"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys.NewRing(s, k)
 }
 
 // readLedger reads every record of the data directory's database.
@@ -264,6 +277,7 @@ func readLedger(t testing.TB, dir string) []storedRecord {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	ring := testRing(t, dir, s)
 	n, err := s.Count(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -277,9 +291,18 @@ func readLedger(t testing.TB, dir string) []storedRecord {
 		if err := sr.leaf.UnmarshalBinary(r.Leaf); err != nil {
 			t.Fatalf("record %d: %v", r.Index, err)
 		}
-		if sr.meta, sr.body, err = ledger.DecodePayload(r.Payload); err != nil {
+		if r.Payload == nil {
+			out = append(out, sr) // deleted: the leaf alone
+			continue
+		}
+		payload, err := ledger.OpenPayload(ctx, ring, r)
+		if err != nil {
 			t.Fatalf("record %d: %v", r.Index, err)
 		}
+		if sr.meta, sr.body, err = ledger.DecodePayload(payload); err != nil {
+			t.Fatalf("record %d: %v", r.Index, err)
+		}
+		sr.subjects = ledger.Subjects(r.Keys)
 		out = append(out, sr)
 	}
 	return out

@@ -11,6 +11,7 @@
 //	linegate verify-bundle [-vkey F] DIR    check a bundle offline
 //	linegate purge [-dry-run]               delete payloads past their retention
 //	linegate hold add|release|list          legal holds
+//	linegate keys new-kek|rotate|shred      encryption keys: rotation, crypto-shredding
 //	linegate sim api|send|chat [flags]      a LINE platform simulator
 //	linegate bench [-quick] [-json]         the benchmark suite, beside its peers
 //
@@ -51,6 +52,7 @@ var commands = []command{
 	{"verify-bundle", "check an evidence bundle offline", runVerifyBundle},
 	{"purge", "delete payloads past their retention (unless held)", runPurge},
 	{"hold", "legal holds: add, release, list", runHold},
+	{"keys", "encryption at rest: new-kek, rotate (re-wrap data keys), shred (destroy a subject's key)", runKeys},
 	{"sim", "a LINE platform simulator: fake API, webhook sender, chat", runSim},
 	{"bench", "measure linegate beside its peers (run from the repository)", runBench},
 }

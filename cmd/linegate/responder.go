@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/linegate/linegate/examples"
+	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/rules"
@@ -103,6 +104,7 @@ type adminAPI struct {
 	e      *env
 	led    *ledger.Ledger
 	store  *sqlitestore.Store
+	ring   *keys.Ring
 	sender *outbound.Sender
 	engine *rules.Engine
 	log    *slog.Logger

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -16,19 +15,6 @@ import (
 	"github.com/linegate/linegate/internal/sqlitestore"
 )
 
-// openConfigStore opens the store of a config, for the CLI.
-func openConfigStore(ctx context.Context, configPath string) (*Config, *sqlitestore.Store, error) {
-	cfg, err := loadConfig(configPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	store, err := sqlitestore.Open(ctx, filepath.Join(cfg.DataDir, "ledger.db"), sqlitestore.Options{Keep: cfg.keep()})
-	if err != nil {
-		return nil, nil, err
-	}
-	return cfg, store, nil
-}
-
 func runPurge(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "purge", "[-config FILE] [-dry-run]")
 	configPath := fs.String("config", "", "the serve config (default: the built-in example)")
@@ -36,12 +22,12 @@ func runPurge(ctx context.Context, e *env, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	_, store, err := openConfigStore(ctx, *configPath)
+	_, store, ring, err := openConfigStore(ctx, e, *configPath)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	rep, err := retention.Purge(ctx, store, time.Now(), *dry)
+	rep, err := retention.Purge(ctx, store, ring, time.Now(), *dry)
 	if err != nil {
 		return err
 	}
@@ -55,14 +41,17 @@ func runPurge(ctx context.Context, e *env, args []string) error {
 
 // appendAdmin records an admin action from the CLI straight into the
 // store; serve integrates it into the log.
-func appendAdmin(ctx context.Context, store *sqlitestore.Store, action string, detail map[string]any) error {
-	return outbound.RecordAdmin(ctx, storeAppender{store}, action, detail, time.Now())
+func appendAdmin(ctx context.Context, store *sqlitestore.Store, ring ledger.Sealer, action string, detail map[string]any) error {
+	return outbound.RecordAdmin(ctx, storeAppender{store, ring}, action, detail, time.Now())
 }
 
-type storeAppender struct{ s *sqlitestore.Store }
+type storeAppender struct {
+	s    *sqlitestore.Store
+	ring ledger.Sealer
+}
 
 func (a storeAppender) Append(ctx context.Context, e ledger.Entry) (uint64, error) {
-	rec, err := ledger.NewRecord(e)
+	rec, err := ledger.SealRecord(ctx, a.ring, e)
 	if err != nil {
 		return 0, err
 	}
@@ -76,6 +65,7 @@ func runHold(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "hold "+args[0], "[-config FILE] [flags]")
 	configPath := fs.String("config", "", "the serve config (default: the built-in example)")
 	channel := fs.String("channel", "", "add: the channel held (default: all)")
+	subject := fs.String("subject", "", "add: the subject held, user:U..., group:C... or room:R... (default: all)")
 	from := fs.String("from", "", "add: records from this time (2026-11-26 or RFC 3339)")
 	to := fs.String("to", "", "add: records before this time")
 	reason := fs.String("reason", "", "add: why (a case number)")
@@ -83,14 +73,14 @@ func runHold(ctx context.Context, e *env, args []string) error {
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	_, store, err := openConfigStore(ctx, *configPath)
+	_, store, ring, err := openConfigStore(ctx, e, *configPath)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
 	switch args[0] {
 	case "add":
-		h, err := newHold(*channel, *from, *to, *reason)
+		h, err := newHold(*channel, *subject, *from, *to, *reason)
 		if err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
@@ -99,7 +89,7 @@ func runHold(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		h.ID = n
-		if err := appendAdmin(ctx, store, "legal_hold_added", holdDetail(h)); err != nil {
+		if err := appendAdmin(ctx, store, ring, "legal_hold_added", holdDetail(h)); err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "hold %d added\n", n)
@@ -110,7 +100,7 @@ func runHold(ctx context.Context, e *env, args []string) error {
 		if err := store.ReleaseHold(ctx, *id, time.Now()); err != nil {
 			return err
 		}
-		if err := appendAdmin(ctx, store, "legal_hold_released", map[string]any{"id": *id}); err != nil {
+		if err := appendAdmin(ctx, store, ring, "legal_hold_released", map[string]any{"id": *id}); err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "hold %d released\n", *id)
@@ -129,10 +119,13 @@ func runHold(ctx context.Context, e *env, args []string) error {
 }
 
 // newHold checks and builds a hold from what the operator gave.
-func newHold(channel, from, to, reason string) (retention.Hold, error) {
-	h := retention.Hold{Channel: channel, Reason: reason, CreatedMs: time.Now().UnixMilli()}
+func newHold(channel, subject, from, to, reason string) (retention.Hold, error) {
+	h := retention.Hold{Channel: channel, Subject: subject, Reason: reason, CreatedMs: time.Now().UnixMilli()}
 	if reason == "" {
 		return h, fmt.Errorf("a hold needs a reason (a case number)")
+	}
+	if subject != "" && (!ledger.ValidSubject(subject) || subject == ledger.SubjectSystem) {
+		return h, fmt.Errorf("subject: want user:, group: or room: and a LINE id")
 	}
 	f, err1 := parseWhen(from)
 	t, err2 := parseWhen(to)
@@ -149,11 +142,11 @@ func newHold(channel, from, to, reason string) (retention.Hold, error) {
 }
 
 func holdDetail(h retention.Hold) map[string]any {
-	return map[string]any{"id": h.ID, "channel": h.Channel, "from_ms": h.FromMs, "to_ms": h.ToMs, "reason": h.Reason}
+	return map[string]any{"id": h.ID, "channel": h.Channel, "subject": h.Subject, "from_ms": h.FromMs, "to_ms": h.ToMs, "reason": h.Reason}
 }
 
 // runPurges deletes expired payloads every period until ctx ends.
-func runPurges(ctx context.Context, store *sqlitestore.Store, every time.Duration, log *slog.Logger) {
+func runPurges(ctx context.Context, store *sqlitestore.Store, ring ledger.Sealer, every time.Duration, log *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -162,7 +155,7 @@ func runPurges(ctx context.Context, store *sqlitestore.Store, every time.Duratio
 			return
 		case <-t.C:
 		}
-		rep, err := retention.Purge(ctx, store, time.Now(), false)
+		rep, err := retention.Purge(ctx, store, ring, time.Now(), false)
 		if err != nil {
 			log.Error("purge failed", "err", err)
 			continue
@@ -185,13 +178,13 @@ func (a *adminAPI) holdRoutes(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("POST /admin/holds", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
-			Channel, From, To, Reason string
+			Channel, Subject, From, To, Reason string
 		}
 		if !decode(w, r, &req) {
-			http.Error(w, `want {"channel", "from", "to", "reason"}`, http.StatusBadRequest)
+			http.Error(w, `want {"channel", "subject", "from", "to", "reason"}`, http.StatusBadRequest)
 			return
 		}
-		h, err := newHold(req.Channel, req.From, req.To, req.Reason)
+		h, err := newHold(req.Channel, req.Subject, req.From, req.To, req.Reason)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
@@ -221,7 +214,7 @@ func (a *adminAPI) holdRoutes(mux *http.ServeMux) {
 			DryRun bool `json:"dry_run"`
 		}
 		decode(w, r, &req)
-		rep, err := retention.Purge(r.Context(), a.store, time.Now(), req.DryRun)
+		rep, err := retention.Purge(r.Context(), a.store, a.ring, time.Now(), req.DryRun)
 		if err != nil {
 			http.Error(w, "purge failed", http.StatusServiceUnavailable)
 			return

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -13,6 +14,53 @@ import (
 
 	"github.com/linegate/linegate/internal/ledger"
 )
+
+// sealedFragments returns, for each record whose payload holds phrase once
+// decrypted, 32 bytes from the middle of its stored (sealed) payload: what
+// must be gone from the files once the record is purged.
+func sealedFragments(t *testing.T, dir, phrase string) []string {
+	t.Helper()
+	ctx := context.Background()
+	s := openStore(t, dir)
+	defer s.Close()
+	ring := testRing(t, dir, s)
+	n, err := s.Count(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for r, err := range s.Records(ctx, 0, n) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Payload == nil {
+			continue
+		}
+		if len(r.Keys) == 0 {
+			t.Fatalf("record %d is stored unencrypted", r.Index)
+		}
+		p, err := ledger.OpenPayload(ctx, ring, r)
+		if err != nil {
+			t.Fatalf("record %d: %v", r.Index, err)
+		}
+		if bytes.Contains(p, []byte(phrase)) {
+			mid := len(r.Payload) / 2
+			out = append(out, string(r.Payload[mid-16:mid+16]))
+		}
+	}
+	return out
+}
+
+// anyInFiles reports how many of the fragments a database file still holds.
+func anyInFiles(t *testing.T, dir string, frags []string) int {
+	n := 0
+	for _, f := range frags {
+		if rawFilesContain(t, dir, f) {
+			n++
+		}
+	}
+	return n
+}
 
 // rawFilesContain reports whether any database file holds s.
 func rawFilesContain(t *testing.T, dir, s string) bool {
@@ -29,10 +77,11 @@ func rawFilesContain(t *testing.T, dir, s string) bool {
 	return false
 }
 
-// TestRetentionPurge: payloads past their retention are deleted, unless a
-// legal hold keeps them; after a purge verify passes, telling deleted by
-// policy from missing, and no byte of a purged message is left in the
-// database files.
+// TestRetentionPurge: payloads are encrypted at rest; those past their
+// retention are deleted, unless a legal hold keeps them; after a purge
+// verify passes, telling deleted by policy from missing, and neither the
+// text of a purged message nor its sealed bytes are left in the database
+// files.
 func TestRetentionPurge(t *testing.T) {
 	dir := t.TempDir()
 	cfg := gwConfig{extra: "retention:\n  policies: {short: 1s}\n  purge_every: 0s\n", chanExtra: "    retention: short\n"}
@@ -47,8 +96,15 @@ func TestRetentionPurge(t *testing.T) {
 	}
 	waitIdle(t, g)
 	g.stop()
-	if !rawFilesContain(t, dir, phrase) {
-		t.Fatal("the test's phrase is not in the database files to begin with")
+	if rawFilesContain(t, dir, phrase) {
+		t.Fatal("a message's text is in the database files in the clear")
+	}
+	frags := sealedFragments(t, dir, phrase)
+	if len(frags) < 5 { // the five webhooks at least
+		t.Fatalf("%d records hold the phrase once decrypted, want at least 5", len(frags))
+	}
+	if n := anyInFiles(t, dir, frags); n != len(frags) {
+		t.Fatalf("only %d of %d sealed payloads found in the files to begin with", n, len(frags))
 	}
 	time.Sleep(1100 * time.Millisecond) // past the retention
 
@@ -59,7 +115,7 @@ func TestRetentionPurge(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(out, "deleted 0 ") {
 		t.Fatalf("purge under a hold = %d: %s", code, out)
 	}
-	if !rawFilesContain(t, dir, phrase) {
+	if n := anyInFiles(t, dir, frags); n != len(frags) {
 		t.Fatal("a held payload was deleted")
 	}
 	if code, out := runCLI(t, "hold", "release", "-config", g.cfgPath, "-id", "1"); code != 0 {
@@ -68,15 +124,18 @@ func TestRetentionPurge(t *testing.T) {
 	if code, out := runCLI(t, "purge", "-config", g.cfgPath, "-dry-run"); code != 0 || !strings.HasPrefix(out, "would delete ") || strings.HasPrefix(out, "would delete 0 ") {
 		t.Fatalf("purge -dry-run = %d: %s", code, out)
 	}
-	if !rawFilesContain(t, dir, phrase) {
+	if n := anyInFiles(t, dir, frags); n != len(frags) {
 		t.Fatal("a dry run deleted")
 	}
 	code, out = runCLI(t, "purge", "-config", g.cfgPath)
 	if code != 0 || strings.HasPrefix(out, "deleted 0 ") {
 		t.Fatalf("purge = %d: %s", code, out)
 	}
+	if n := anyInFiles(t, dir, frags); n > 0 {
+		t.Errorf("%d purged payloads' sealed bytes are still in the database files", n)
+	}
 	if rawFilesContain(t, dir, phrase) {
-		t.Error("a purged message's text is still in the database files")
+		t.Error("a purged message's text is in the database files")
 	}
 	if code, out := runCLI(t, "verify", "-config", g.cfgPath); code != 0 || strings.Contains(out, "; 0 payloads deleted by policy") {
 		t.Errorf("verify after purge = %d:\n%s", code, out)

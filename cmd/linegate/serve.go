@@ -52,7 +52,7 @@ func loadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.builtin = builtin
+	c.builtin, c.path = builtin, path
 	return c, nil
 }
 
@@ -121,6 +121,13 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		secrets[ch.ID] = s
 		c := webhook.Channel{ID: ch.ID, Retention: ch.Retention,
 			Verifiers: []webhook.Verifier{webhook.NewHMACVerifier("secret", s.secret)}}
+		for _, a := range ch.Audiences {
+			subjects, err := a.subjects()
+			if err != nil {
+				return fmt.Errorf("config: channel %q: %w", ch.ID, err)
+			}
+			c.Audiences = append(c.Audiences, webhook.Audience{Name: a.Name, Retention: a.Retention, Subjects: subjects})
+		}
 		if s.next != nil {
 			c.Verifiers = append(c.Verifiers, webhook.NewHMACVerifier("next_secret", s.next))
 		}
@@ -137,7 +144,12 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		return err
 	}
 	defer store.Close()
+	ring, err := openRing(e, cfg, store, true, log)
+	if err != nil {
+		return err
+	}
 	led, err := ledger.New(ctx, store, ledger.Options{
+		Sealer:             ring,
 		Origin:             cfg.Log.Origin,
 		Signer:             signer,
 		QueueSize:          cfg.Ledger.QueueSize,
@@ -153,7 +165,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 
 	policies := map[string]pipeline.ChannelPolicy{}
 	for _, ch := range cfg.Channels {
-		policies[ch.ID] = pipeline.ChannelPolicy{Retention: ch.Retention,
+		policies[ch.ID] = pipeline.ChannelPolicy{
 			QuarantineDrift: ch.DriftPolicy == "quarantine", HoldSkewed: ch.ClockSkew == "hold"}
 	}
 	sender, engine, err := newResponder(ctx, e, cfg, secrets, led, store, log)
@@ -176,10 +188,10 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		purgeEvery = *cfg.Retention.PurgeEvery
 	}
 	if purgeEvery > 0 {
-		bg.Go(func() { runPurges(bgCtx, store, purgeEvery, log) })
+		bg.Go(func() { runPurges(bgCtx, store, ring, purgeEvery, log) })
 	}
 	pipe := pipeline.New(pipeline.Options{
-		Ledger: store, Store: store, Channels: policies, Logger: log, Action: engine, Busy: led.Busy,
+		Ledger: store, Sealer: ring, Store: store, Channels: policies, Logger: log, Action: engine, Busy: led.Busy,
 		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,
 	})
 	pipeCtx, stopPipe := context.WithCancel(context.Background())
@@ -241,9 +253,10 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 			"pipeline_idle": idle, "kill_switch": sender.KillSwitch(), "rules_sha256": engine.Rules().Hash,
 		})
 	})
-	adm := &adminAPI{cfg: cfg, e: e, led: led, store: store, sender: sender, engine: engine, log: log}
+	adm := &adminAPI{cfg: cfg, e: e, led: led, store: store, ring: ring, sender: sender, engine: engine, log: log}
 	adm.routes(authed)
 	adm.holdRoutes(authed)
+	adm.subjectRoutes(authed)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -251,6 +264,9 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		for range hup {
 			if _, err := adm.reload(context.Background(), "SIGHUP"); err != nil {
 				log.Error("rules not reloaded", "err", err)
+			}
+			if err := adm.reloadKEKs(); err != nil {
+				log.Error("key encryption keys not reloaded", "err", err)
 			}
 		}
 	}()

@@ -91,7 +91,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 	base := t.TempDir()
 	g := startGateway(t, base, gwConfig{})
 	for i := range 600 {
-		body := fmt.Appendf(nil, `{"destination":"U1","events":[{"type":"message","n":%d}]}`, i)
+		body := fmt.Appendf(nil, `{"destination":"U1","events":[{"type":"message","n":%d,"source":{"type":"user","userId":"U%d"}}]}`, i, i%7)
 		if code := g.post(t, testSecret, body); code != 200 {
 			t.Fatalf("status %d", code)
 		}
@@ -107,11 +107,17 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		sql   []string
 		where string // what the output must name
 	}{
-		{"payload byte", []string{flip("records", "payload", "idx = 100", 30)}, "FAIL record 100: payload does not match"},
+		// Payloads are sealed with their leaf as associated data: a changed
+		// payload, or a changed leaf, no longer decrypts.
+		{"payload byte", []string{flip("records", "payload", "idx = 100", 30)}, "FAIL record 100: payload does not decrypt"},
 		{"nonce byte", []string{flip("records", "nonce", "idx = 101", 3)}, "FAIL record 101: payload does not match"},
-		{"leaf commitment byte", []string{flip("records", "leaf", "idx = 300", 20)}, "FAIL record 300: payload does not match"},
-		{"leaf time byte", []string{flip("records", "leaf", "idx = 301", 9)}, "FAIL record 301 (tile 0/1)"},
-		{"leaf channel byte", []string{flip("records", "leaf", "idx = 302", 12)}, "FAIL record 302 (tile 0/1)"},
+		{"leaf commitment byte", []string{flip("records", "leaf", "idx = 300", 20)}, "FAIL record 300: payload does not decrypt"},
+		{"leaf time byte", []string{flip("records", "leaf", "idx = 301", 9)}, "FAIL record 301: payload does not decrypt"},
+		{"leaf channel byte", []string{flip("records", "leaf", "idx = 302", 12)}, "FAIL record 302: payload does not decrypt"},
+		{"data keys destroyed without a deletion record", []string{"DELETE FROM record_subjects", "DELETE FROM subject_keys WHERE subject != 'system'"},
+			"payload does not decrypt: ledger: the payload's data key was destroyed"},
+		{"sealed payload moved to another record", []string{
+			"UPDATE records SET payload = (SELECT payload FROM records WHERE idx = 21) WHERE idx = 20"}, "FAIL record 20: payload does not decrypt"},
 		{"level-0 tile byte", []string{flip("tiles", "data", "level = 0 AND idx = 1", 40)}, "FAIL record 257 (tile 0/1)"},
 		{"level-1 tile byte", []string{flip("tiles", "data", "level = 1 AND idx = 0", 33)}, "FAIL tile 1/0"},
 		{"tile truncated", []string{"UPDATE tiles SET data = substr(data, 1, 32*10) WHERE level = 0 AND idx = 2"}, "FAIL tile 0/2"},
@@ -124,7 +130,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		{"payload deleted", []string{"UPDATE records SET payload = NULL, nonce = NULL WHERE idx = 7"}, "FAIL record 7: payload missing"},
 		{"record replaced consistently", []string{
 			// A new payload, nonce and leaf: the tiles still hold the old leaf.
-			"UPDATE records SET payload = (SELECT payload FROM records WHERE idx = 11), nonce = (SELECT nonce FROM records WHERE idx = 11), leaf = (SELECT leaf FROM records WHERE idx = 11) WHERE idx = 10",
+			"UPDATE records SET payload = (SELECT payload FROM records WHERE idx = 11), nonce = (SELECT nonce FROM records WHERE idx = 11), leaf = (SELECT leaf FROM records WHERE idx = 11), keys = (SELECT keys FROM records WHERE idx = 11) WHERE idx = 10",
 		}, "FAIL record 10 (tile 0/0)"},
 	}
 	for _, tt := range tests {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/sqlitestore"
 )
@@ -21,6 +22,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	flags := newFlagSet(e, "verify", "[-config FILE | -data DIR]")
 	configPath := flags.String("config", "", "the serve config whose ledger to verify")
 	dataDir := flags.String("data", "", "a data directory to verify (its log.vkey names the origin)")
+	kekFile := flags.String("kek", "", "with -data: the key encryption key file (default: DIR/kek, if there)")
 	if err := parseFlags(flags, args); err != nil {
 		return err
 	}
@@ -28,14 +30,15 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("%w: give -config or -data, not both", errUsage)
 	}
 	var dir, vkeyFile, publishDir, anchorsDir, origin string
+	var cfg *Config
 	if *dataDir != "" {
 		dir = *dataDir
 		vkeyFile = filepath.Join(dir, "log.vkey")
 		publishDir = filepath.Join(dir, "published")
 		anchorsDir = filepath.Join(dir, "anchors")
 	} else {
-		cfg, err := loadConfig(*configPath)
-		if err != nil {
+		var err error
+		if cfg, err = loadConfig(*configPath); err != nil {
 			return err
 		}
 		dir, vkeyFile, publishDir, anchorsDir, origin = cfg.DataDir, vkeyPath(cfg.Log.KeyFile), cfg.Log.PublishDir, cfg.Log.AnchorsDir, cfg.Log.Origin
@@ -77,8 +80,24 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer store.Close()
+	var sealer ledger.Sealer
+	if cfg != nil {
+		if sealer, err = openRing(e, cfg, store, false, nil); err != nil {
+			return err
+		}
+	} else {
+		f := *kekFile
+		if f == "" {
+			f = filepath.Join(dir, "kek")
+		}
+		if k, err := keys.LoadKEKFile(f); err == nil {
+			sealer = keys.NewRing(store, k)
+		} else if *kekFile != "" {
+			return err
+		}
+	}
 	start := time.Now()
-	rep, err := ledger.Verify(ctx, store, verifier, origin, external)
+	rep, err := ledger.Verify(ctx, store, verifier, origin, external, sealer)
 	if err != nil {
 		var ve *ledger.VerifyError
 		if errors.As(err, &ve) {

@@ -492,7 +492,7 @@ func (r *runner) verifyAndStartup(ctx context.Context) {
 		return
 	}
 	start := time.Now()
-	rep, err := ledger.Verify(ctx, store, verifier, benchOrigin, nil)
+	rep, err := ledger.Verify(ctx, store, verifier, benchOrigin, nil, nil)
 	vd := time.Since(start)
 	if err != nil {
 		store.Close()

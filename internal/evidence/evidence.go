@@ -59,8 +59,10 @@ type Manifest struct {
 
 // Export writes a bundle of the selected records to dir, which must not
 // exist yet. vkey is the log's public key (log.vkey); anchorsDir, if not
-// empty, holds the anchors to include.
-func Export(ctx context.Context, store ledger.Store, vkey []byte, anchorsDir string, sel Selection, dir string) (*Manifest, error) {
+// empty, holds the anchors to include. Sealed payloads are decrypted with
+// sealer; those whose data key was destroyed are left out, as deleted ones
+// are.
+func Export(ctx context.Context, store ledger.Store, sealer ledger.Sealer, vkey []byte, anchorsDir string, sel Selection, dir string) (*Manifest, error) {
 	v, err := ledger.NewVerifier(vkey)
 	if err != nil {
 		return nil, err
@@ -101,6 +103,18 @@ func Export(ctx context.Context, store ledger.Store, vkey []byte, anchorsDir str
 		if sel.Channel != "" && leaf.Channel != sel.Channel {
 			continue
 		}
+		if leaf.Kind == ledger.KindWebhook && sel.User != "" && len(rec.Keys) > 0 &&
+			!slices.Contains(ledger.Subjects(rec.Keys), "user:"+sel.User) {
+			continue // sealed for other subjects only: no need to open it
+		}
+		payload, err := ledger.OpenPayload(ctx, sealer, rec)
+		if errors.Is(err, ledger.ErrKeyDestroyed) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("record %d: %w", rec.Index, err)
+		}
+		rec.Payload, rec.Keys = payload, nil
 		_, body, err := ledger.SplitPayload(rec.Payload)
 		if err != nil {
 			continue

@@ -44,6 +44,9 @@ type Entry struct {
 	Channel   string
 	Retention string
 	Payload   []byte
+	// Subjects are the LINE users, groups and rooms ("user:U...") whose
+	// data the payload holds; the payload is sealed with their data keys.
+	Subjects []string
 }
 
 // Options configures a Ledger. Zero values take the defaults noted.
@@ -68,6 +71,8 @@ type Options struct {
 	// has committed it: a copy outside the database that verify compares
 	// the database against, so that a database rolled back is noticed.
 	CheckpointFile string
+	// Sealer, if set, encrypts every payload at rest (SealRecord).
+	Sealer Sealer
 	// Logger receives operational messages (default: discard).
 	Logger *slog.Logger
 }
@@ -227,7 +232,7 @@ func (l *Ledger) Start() {
 // If ctx ends first, Append returns ctx's error, and the record may or may
 // not have been stored.
 func (l *Ledger) Append(ctx context.Context, e Entry) (uint64, error) {
-	rec, err := NewRecord(e)
+	rec, err := SealRecord(ctx, l.opts.Sealer, e)
 	if err != nil {
 		return 0, err
 	}
@@ -324,6 +329,11 @@ func (l *Ledger) commit(batch []*pending, recs []Record) {
 	if err != nil {
 		l.m.appendErrors.Inc()
 		l.log.Error("ledger append failed", "records", len(batch), "err", err)
+		if l.opts.Sealer != nil {
+			// A data key may have been destroyed by another process
+			// since it was cached: the callers' retries load keys anew.
+			l.opts.Sealer.Reset()
+		}
 		err = fmt.Errorf("ledger: append: %w", err)
 	}
 	for i, p := range batch {

@@ -157,6 +157,9 @@ type Record struct {
 	// Nonce and Payload are nil once the payload has been deleted.
 	Nonce   []byte
 	Payload []byte
+	// Keys names the data keys the payload is sealed with (SealRecord);
+	// nil for a payload stored as it is.
+	Keys []SubjectKey
 }
 
 // Meta is the metadata half of a payload: what the request looked like

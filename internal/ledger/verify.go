@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"iter"
 	"maps"
@@ -55,7 +56,11 @@ type External struct {
 // It reads the store once, in index order, and keeps O(log n) hashes in
 // memory. The error is a *VerifyError naming the first bad place it met,
 // or the error of the store.
-func Verify(ctx context.Context, store Store, v note.Verifier, origin string, external []External) (VerifyReport, error) {
+//
+// Sealed payloads are decrypted with s to check their commitments; a
+// payload whose data key was destroyed must be named by a deletion record,
+// as a deleted one must.
+func Verify(ctx context.Context, store Store, v note.Verifier, origin string, external []External, s Sealer) (VerifyReport, error) {
 	var rep VerifyReport
 	head, err := store.TreeHead(ctx)
 	if err != nil {
@@ -147,7 +152,7 @@ func Verify(ctx context.Context, store Store, v note.Verifier, origin string, ex
 	// Payloads deleted by policy wait here for the deletion record that
 	// names them, which comes later in the log.
 	deletedPending := map[uint64]bool{}
-	for b, err := range checkRecords(ctx, store, count) {
+	for b, err := range checkRecords(ctx, store, count, s) {
 		if err != nil {
 			return rep, fmt.Errorf("read records: %w", err)
 		}
@@ -218,7 +223,7 @@ type recordBatch struct {
 // (leaf encoding, payload against commitment, leaf hash) on all cores,
 // yielding the batches in index order. The checks that depend on order,
 // the tree and the tiles, stay with the caller.
-func checkRecords(ctx context.Context, store Store, count uint64) iter.Seq2[*recordBatch, error] {
+func checkRecords(ctx context.Context, store Store, count uint64, s Sealer) iter.Seq2[*recordBatch, error] {
 	return func(yield func(*recordBatch, error) bool) {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
@@ -261,7 +266,7 @@ func checkRecords(ctx context.Context, store Store, count uint64) iter.Seq2[*rec
 					b.leafHashes = make([][32]byte, len(b.recs))
 					b.deletes = make([][]uint64, len(b.recs))
 					for i, rec := range b.recs {
-						b.deletes[i], b.errs[i] = checkRecord(rec)
+						b.deletes[i], b.errs[i] = checkRecord(ctx, s, rec)
 						if b.errs[i] == nil {
 							copy(b.leafHashes[i][:], rfc6962.DefaultHasher.HashLeaf(rec.Leaf))
 						}
@@ -286,7 +291,7 @@ func checkRecords(ctx context.Context, store Store, count uint64) iter.Seq2[*rec
 // payload and nonce are both gone passes here: the caller checks that a
 // deletion record names it. For a deletion record, it returns the indices
 // deleted.
-func checkRecord(rec Record) ([]uint64, error) {
+func checkRecord(ctx context.Context, s Sealer, rec Record) ([]uint64, error) {
 	where := fmt.Sprintf("record %d", rec.Index)
 	if rec.Leaf == nil {
 		return nil, verr(where, "missing")
@@ -300,11 +305,18 @@ func checkRecord(rec Record) ([]uint64, error) {
 		return nil, nil // deleted: to be named by a deletion record
 	case rec.Payload == nil || rec.Nonce == nil:
 		return nil, verr(where, "payload missing")
-	case Commit(rec.Nonce, rec.Payload) != leaf.Commitment:
+	}
+	payload, err := OpenPayload(ctx, s, rec)
+	switch {
+	case errors.Is(err, ErrNoSealer):
+		return nil, err // a configuration problem, not a finding
+	case err != nil:
+		return nil, verr(where, "payload does not decrypt: %v", err)
+	case Commit(rec.Nonce, payload) != leaf.Commitment:
 		return nil, verr(where, "payload does not match its commitment")
 	}
 	if leaf.Kind == KindDeletion {
-		_, body, err := SplitPayload(rec.Payload)
+		_, body, err := SplitPayload(payload)
 		var d struct {
 			Deleted []uint64 `json:"deleted"`
 		}

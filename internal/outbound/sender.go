@@ -29,6 +29,9 @@ const (
 type Request struct {
 	Channel   string
 	Retention string
+	// Subjects are the users, groups and rooms whose data the send holds
+	// (ledger.Entry.Subjects): the event's, which include the recipient.
+	Subjects []string
 	// EventKey links the send to its event (the dedup key); Record is the
 	// ledger index of the webhook that carried it.
 	EventKey string
@@ -342,7 +345,7 @@ func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
 	b, _ := json.Marshal(rec)
 	payload, err := ledger.EncodePayload(&ledger.Meta{Channel: r.Channel, ReceivedMs: now.UnixMilli()}, b)
 	if err == nil {
-		err = AppendRetrying(s.o.Ledger, ledger.Entry{Kind: ledger.KindOutbound, Time: now, Channel: r.Channel, Retention: r.Retention, Payload: payload})
+		err = AppendRetrying(s.o.Ledger, ledger.Entry{Kind: ledger.KindOutbound, Time: now, Channel: r.Channel, Retention: r.Retention, Payload: payload, Subjects: r.Subjects})
 	}
 	if err != nil {
 		return rec.Outcome, fmt.Errorf("record %s %s: %w", endpoint, rec.Outcome, err)

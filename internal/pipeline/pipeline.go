@@ -42,7 +42,6 @@ type Action interface {
 
 // ChannelPolicy is a channel's pipeline settings.
 type ChannelPolicy struct {
-	Retention string
 	// QuarantineDrift quarantines events with fields or enum values the
 	// specification does not have; by default they are processed and
 	// counted as schema drift.
@@ -54,7 +53,10 @@ type ChannelPolicy struct {
 
 // Options configures a Pipeline.
 type Options struct {
-	Ledger   ledger.Store
+	Ledger ledger.Store
+	// Sealer opens sealed payloads and seals outcome records (nil: they
+	// are stored as they are).
+	Sealer   ledger.Sealer
 	Store    Store
 	Channels map[string]ChannelPolicy
 	Action   Action
@@ -356,7 +358,14 @@ func (p *Pipeline) split(rec ledger.Record) []*Item {
 	if rec.Leaf == nil || leaf.UnmarshalBinary(rec.Leaf) != nil || leaf.Kind != ledger.KindWebhook || rec.Payload == nil {
 		return nil
 	}
-	metaJSON, body, err := ledger.SplitPayload(rec.Payload)
+	payload, err := ledger.OpenPayload(context.Background(), p.o.Sealer, rec)
+	if err != nil {
+		// Its data key was destroyed since it was appended, or the key
+		// encryption key is wrong: nothing can be done with it.
+		p.log.Error("pipeline: unreadable payload", "record", rec.Index, "err", err)
+		return nil
+	}
+	metaJSON, body, err := ledger.SplitPayload(payload)
 	if err != nil {
 		p.log.Error("pipeline: undecodable payload", "record", rec.Index, "err", err)
 		return nil
@@ -375,7 +384,8 @@ func (p *Pipeline) split(rec ledger.Record) []*Item {
 		return nil
 	}
 	pol := p.o.Channels[meta.Channel]
-	base := Item{Record: rec.Index, Channel: meta.Channel, Retention: pol.Retention, ReceivedMs: meta.ReceivedMs}
+	// The records that follow from this one keep its retention class.
+	base := Item{Record: rec.Index, Channel: meta.Channel, Retention: leaf.Retention, ReceivedMs: meta.ReceivedMs}
 	if len(meta.Headers.DryRun) > 0 {
 		base.Header = map[string]string{"X-Line-Dry-Run": meta.Headers.DryRun[0]}
 	}
@@ -394,6 +404,7 @@ func (p *Pipeline) split(rec ledger.Record) []*Item {
 		it.Index, it.Event, it.Type = i, raw, e.Type
 		it.Key = e.DedupKey()
 		it.Conversation = e.Conversation()
+		it.Subjects = e.Subjects()
 		if e.Message != nil && e.Message.ID != "" && e.Type == "message" {
 			it.MessageKey = "msg:" + meta.Channel + ":" + e.Message.ID
 		}
@@ -496,7 +507,11 @@ func (p *Pipeline) loadEvent(ctx context.Context, it *Item) {
 		if err != nil || rec.Payload == nil {
 			return
 		}
-		_, body, err := ledger.DecodePayload(rec.Payload)
+		payload, err := ledger.OpenPayload(ctx, p.o.Sealer, rec)
+		if err != nil {
+			return
+		}
+		_, body, err := ledger.DecodePayload(payload)
 		if err != nil {
 			return
 		}
@@ -576,23 +591,21 @@ func (p *Pipeline) completer(ctx context.Context, done <-chan *Item) {
 func (p *Pipeline) complete(ctx context.Context, batch []*Item) {
 	now := p.o.Now()
 	seqs := make([]uint64, len(batch))
-	recs := make([]ledger.Record, len(batch))
 	for i, it := range batch {
 		seqs[i] = it.Seq
-		body, _ := json.Marshal(outcomeRecord{Record: it.Record, Index: it.Index, Key: it.Key, Type: it.Type,
-			Outcome: it.Outcome, Reason: it.Reason, Flags: it.Flags, Conversation: it.Conversation,
-			ReceivedMs: it.ReceivedMs, DoneMs: now.UnixMilli()})
-		payload, _ := ledger.EncodePayload(&ledger.Meta{Channel: it.Channel, ReceivedMs: it.ReceivedMs}, body)
-		rec, err := ledger.NewRecord(ledger.Entry{Kind: ledger.KindEvent, Time: now, Channel: it.Channel, Retention: it.Retention, Payload: payload})
-		if err != nil {
-			p.log.Error("pipeline: outcome record", "err", err)
-		}
-		recs[i] = rec
 	}
 	for attempt := 1; ; attempt++ {
-		err := p.o.Store.Complete(context.Background(), seqs, recs)
+		// Sealed anew at every attempt: a store refuses a record whose
+		// data key another process destroyed meanwhile.
+		recs, err := p.outcomeRecords(batch, now)
+		if err == nil {
+			err = p.o.Store.Complete(context.Background(), seqs, recs)
+		}
 		if err == nil {
 			break
+		}
+		if p.o.Sealer != nil {
+			p.o.Sealer.Reset()
 		}
 		p.log.Error("pipeline: record outcomes", "events", len(batch), "err", err)
 		if ctx.Err() != nil {
@@ -624,6 +637,26 @@ func (p *Pipeline) complete(ctx context.Context, batch []*Item) {
 			p.lag.Observe(float64(now.UnixMilli()-it.ReceivedMs) / 1000)
 		}
 	}
+}
+
+// outcomeRecords builds the outcome records of a batch.
+func (p *Pipeline) outcomeRecords(batch []*Item, now time.Time) ([]ledger.Record, error) {
+	recs := make([]ledger.Record, len(batch))
+	for i, it := range batch {
+		body, _ := json.Marshal(outcomeRecord{Record: it.Record, Index: it.Index, Key: it.Key, Type: it.Type,
+			Outcome: it.Outcome, Reason: it.Reason, Flags: it.Flags, Conversation: it.Conversation,
+			ReceivedMs: it.ReceivedMs, DoneMs: now.UnixMilli()})
+		payload, err := ledger.EncodePayload(&ledger.Meta{Channel: it.Channel, ReceivedMs: it.ReceivedMs}, body)
+		if err != nil {
+			return nil, err
+		}
+		recs[i], err = ledger.SealRecord(context.Background(), p.o.Sealer, ledger.Entry{Kind: ledger.KindEvent, Time: now,
+			Channel: it.Channel, Retention: it.Retention, Payload: payload, Subjects: it.Subjects})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return recs, nil
 }
 
 var knownTypes = func() map[string]bool {

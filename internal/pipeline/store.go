@@ -20,6 +20,7 @@ type Item struct {
 	Destination  string   `json:"destination,omitempty"` // the bot's user id, from the request
 	Retention    string   `json:"retention,omitempty"`
 	Conversation string   `json:"conversation,omitempty"`
+	Subjects     []string `json:"subjects,omitempty"` // whose data the event holds (line.Event.Subjects)
 	Type         string   `json:"type"`
 	ReceivedMs   int64    `json:"received_ms"`
 	Outcome      Outcome  `json:"outcome"`

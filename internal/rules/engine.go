@@ -205,7 +205,7 @@ func (e *Engine) fire(ctx context.Context, r *Rule, seq int, it *pipeline.Item, 
 		class = outbound.Promotional
 	}
 	_, err = e.o.Sender.Send(ctx, outbound.Request{
-		Channel: it.Channel, Retention: it.Retention, EventKey: it.Key, Record: it.Record, Rule: r.Name,
+		Channel: it.Channel, Retention: it.Retention, Subjects: it.Subjects, EventKey: it.Key, Record: it.Record, Rule: r.Name,
 		To: to, UserID: d.UserID, ReplyToken: ev.ReplyToken, ReceivedMs: it.ReceivedMs, ForcePush: r.Push,
 		Messages: rendered, Class: class, Seq: seq,
 		DryRun: ch.AllowDryRunHeader && strings.EqualFold(it.Header["X-Line-Dry-Run"], "true"),
@@ -324,7 +324,7 @@ func (e *Engine) forward(ctx context.Context, r *Rule, it *pipeline.Item, ev *li
 		"latency_ms": float64(e.o.Now().Sub(start)) / float64(time.Millisecond),
 	})
 	payload, _ := ledger.EncodePayload(&ledger.Meta{Channel: it.Channel, ReceivedMs: start.UnixMilli()}, rec)
-	if err := outbound.AppendRetrying(e.o.Ledger, ledger.Entry{Kind: ledger.KindOutbound, Time: start, Channel: it.Channel, Retention: it.Retention, Payload: payload}); err != nil {
+	if err := outbound.AppendRetrying(e.o.Ledger, ledger.Entry{Kind: ledger.KindOutbound, Time: start, Channel: it.Channel, Retention: it.Retention, Payload: payload, Subjects: it.Subjects}); err != nil {
 		return fmt.Errorf("record forward: %w", err)
 	}
 	if errText != "" {

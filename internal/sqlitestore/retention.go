@@ -2,6 +2,7 @@ package sqlitestore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"time"
@@ -14,34 +15,82 @@ var _ retention.Store = (*Store)(nil)
 
 // Expired implements retention.Store.
 func (s *Store) Expired(ctx context.Context, now time.Time, from uint64, limit int) ([]retention.Candidate, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT idx, leaf FROM records
+	rows, err := s.r.QueryContext(ctx, `SELECT idx, leaf, keys, delete_after_ms FROM records
 		WHERE delete_after_ms IS NOT NULL AND delete_after_ms <= ? AND payload IS NOT NULL AND idx >= ?
 		ORDER BY idx LIMIT ?`, now.UnixMilli(), from, limit)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: expired records: %w", err)
 	}
+	return scanCandidates(rows)
+}
+
+func scanCandidates(rows rowScanner) ([]retention.Candidate, error) {
 	defer rows.Close()
 	var out []retention.Candidate
 	for rows.Next() {
 		var c retention.Candidate
 		var lb []byte
-		if err := rows.Scan(&c.Index, &lb); err != nil {
-			return nil, err
+		var keys sql.NullString
+		var after sql.NullInt64
+		if err := rows.Scan(&c.Index, &lb, &keys, &after); err != nil {
+			return nil, fmt.Errorf("sqlitestore: read records: %w", err)
 		}
 		var leaf ledger.Leaf
 		if err := leaf.UnmarshalBinary(lb); err != nil {
 			return nil, fmt.Errorf("sqlitestore: record %d: %w", c.Index, err)
 		}
+		ks, err := ledger.ParseKeys(keys.String)
+		if err != nil {
+			return nil, fmt.Errorf("sqlitestore: record %d: %w", c.Index, err)
+		}
 		c.Channel, c.TimeMs, c.Class = leaf.Channel, leaf.Time.UnixMilli(), leaf.Retention
+		c.Subjects, c.DeleteAfterMs = ledger.Subjects(ks), after.Int64
 		out = append(out, c)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlitestore: read records: %w", err)
+	}
+	return out, nil
+}
+
+// SubjectRecords implements retention.Store.
+func (s *Store) SubjectRecords(ctx context.Context, subject string, from uint64, limit int) ([]retention.Candidate, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT r.idx, r.leaf, r.keys, r.delete_after_ms
+		FROM record_subjects AS x JOIN records AS r ON r.idx = x.idx
+		WHERE x.subject = ? AND x.idx >= ? AND r.payload IS NOT NULL
+		ORDER BY x.idx LIMIT ?`, subject, from, limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: records of a subject: %w", err)
+	}
+	return scanCandidates(rows)
+}
+
+// SetDeleteAfter implements retention.Store.
+func (s *Store) SetDeleteAfter(ctx context.Context, cs []retention.Candidate) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: begin: %w", err)
+	}
+	defer tx.Rollback()
+	for _, c := range cs {
+		var after any
+		if c.DeleteAfterMs > 0 {
+			after = c.DeleteAfterMs
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE records SET delete_after_ms = ? WHERE idx = ? AND payload IS NOT NULL", after, c.Index); err != nil {
+			return fmt.Errorf("sqlitestore: set delete-after: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlitestore: commit: %w", err)
+	}
+	return nil
 }
 
 // Purge implements retention.Store. secure_delete overwrites the freed
 // bytes in the database pages; the WAL, which still holds earlier images
 // of those pages, is checkpointed and truncated afterwards.
-func (s *Store) Purge(ctx context.Context, indices []uint64, deletion ledger.Record) error {
+func (s *Store) Purge(ctx context.Context, indices []uint64, deletion ledger.Record, destroy []string) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlitestore: begin: %w", err)
@@ -53,9 +102,19 @@ func (s *Store) Purge(ctx context.Context, indices []uint64, deletion ledger.Rec
 		for i, x := range chunk {
 			args[i] = x
 		}
-		q := "UPDATE records SET payload = NULL, nonce = NULL WHERE idx IN (?" + strings.Repeat(", ?", len(chunk)-1) + ")"
-		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+		in := "(?" + strings.Repeat(", ?", len(chunk)-1) + ")"
+		if _, err := tx.ExecContext(ctx, "UPDATE records SET payload = NULL, nonce = NULL, keys = NULL WHERE idx IN "+in, args...); err != nil {
 			return fmt.Errorf("sqlitestore: delete payloads: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM record_subjects WHERE idx IN "+in, args...); err != nil {
+			return fmt.Errorf("sqlitestore: delete payloads: %w", err)
+		}
+	}
+	for _, subj := range destroy {
+		// Fails (a foreign key) if a record of the subject still refers
+		// to the key: one appended after the caller listed them.
+		if _, err := tx.ExecContext(ctx, "DELETE FROM subject_keys WHERE subject = ?", subj); err != nil {
+			return fmt.Errorf("sqlitestore: destroy a data key (were records added meanwhile? run again): %w", err)
 		}
 	}
 	if _, err := s.appendRecords(ctx, tx, []ledger.Record{deletion}); err != nil {
@@ -74,7 +133,7 @@ func (s *Store) Purge(ctx context.Context, indices []uint64, deletion ledger.Rec
 
 // Holds implements retention.Store.
 func (s *Store) Holds(ctx context.Context) ([]retention.Hold, error) {
-	rows, err := s.r.QueryContext(ctx, "SELECT id, channel, from_ms, to_ms, reason, created_ms, released_ms FROM holds ORDER BY id")
+	rows, err := s.r.QueryContext(ctx, "SELECT id, channel, subject, from_ms, to_ms, reason, created_ms, released_ms FROM holds ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: holds: %w", err)
 	}
@@ -82,7 +141,7 @@ func (s *Store) Holds(ctx context.Context) ([]retention.Hold, error) {
 	var out []retention.Hold
 	for rows.Next() {
 		var h retention.Hold
-		if err := rows.Scan(&h.ID, &h.Channel, &h.FromMs, &h.ToMs, &h.Reason, &h.CreatedMs, &h.ReleasedMs); err != nil {
+		if err := rows.Scan(&h.ID, &h.Channel, &h.Subject, &h.FromMs, &h.ToMs, &h.Reason, &h.CreatedMs, &h.ReleasedMs); err != nil {
 			return nil, err
 		}
 		out = append(out, h)
@@ -92,8 +151,8 @@ func (s *Store) Holds(ctx context.Context) ([]retention.Hold, error) {
 
 // AddHold implements retention.Store.
 func (s *Store) AddHold(ctx context.Context, h retention.Hold) (int64, error) {
-	res, err := s.w.ExecContext(ctx, "INSERT INTO holds (channel, from_ms, to_ms, reason, created_ms) VALUES (?, ?, ?, ?, ?)",
-		h.Channel, h.FromMs, h.ToMs, h.Reason, h.CreatedMs)
+	res, err := s.w.ExecContext(ctx, "INSERT INTO holds (channel, subject, from_ms, to_ms, reason, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
+		h.Channel, h.Subject, h.FromMs, h.ToMs, h.Reason, h.CreatedMs)
 	if err != nil {
 		return 0, fmt.Errorf("sqlitestore: add hold: %w", err)
 	}
@@ -108,6 +167,16 @@ func (s *Store) ReleaseHold(ctx context.Context, id int64, at time.Time) error {
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
 		return fmt.Errorf("sqlitestore: hold %d: %w", id, ledger.ErrNotFound)
+	}
+	return nil
+}
+
+// TruncateWAL copies the WAL into the database file and empties it, so that
+// earlier images of changed pages (a destroyed or re-wrapped key) are gone
+// from the files.
+func (s *Store) TruncateWAL(ctx context.Context) error {
+	if _, err := s.ckpt.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+		return fmt.Errorf("sqlitestore: checkpoint the WAL: %w", err)
 	}
 	return nil
 }

@@ -21,7 +21,7 @@ var _ ledger.Store = (*Store)(nil)
 
 // schemaVersion is the version of the schema this code writes, kept in
 // PRAGMA user_version. A database of a newer version is refused.
-const schemaVersion = 4
+const schemaVersion = 5
 
 // migrations[i] brings a database from version i to version i+1.
 var migrations = []string{
@@ -94,6 +94,29 @@ var migrations = []string{
 		created_ms  INTEGER NOT NULL,
 		released_ms INTEGER NOT NULL DEFAULT 0
 	);`,
+
+	// Version 5: encryption at rest with per-subject data keys, and the
+	// index of records by subject (for holds, deletion requests and
+	// crypto-shredding). A record_subjects row refers to the data key its
+	// record was sealed with, so that a record sealed with a key destroyed
+	// meanwhile (by another process) is refused rather than stored
+	// unreadable; records of the system subject are not indexed.
+	`ALTER TABLE records ADD COLUMN keys TEXT; -- ledger.FormatKeys; NULL: stored as it is
+	CREATE TABLE subject_keys (
+		subject    TEXT PRIMARY KEY,
+		id         BLOB NOT NULL UNIQUE,
+		kek        TEXT NOT NULL,
+		wrapped    BLOB NOT NULL,
+		created_ms INTEGER NOT NULL
+	);
+	CREATE TABLE record_subjects (
+		subject TEXT NOT NULL,
+		idx     INTEGER NOT NULL,
+		key_id  BLOB NOT NULL REFERENCES subject_keys (id),
+		PRIMARY KEY (subject, idx)
+	) WITHOUT ROWID;
+	CREATE INDEX record_subjects_idx ON record_subjects (idx);
+	ALTER TABLE holds ADD COLUMN subject TEXT NOT NULL DEFAULT ''; -- "" for every subject`,
 }
 
 // Options tunes a Store.
@@ -254,16 +277,35 @@ func (s *Store) appendRecords(ctx context.Context, tx *sql.Tx, recs []ledger.Rec
 	}
 	// Many rows per statement: the per-statement cost of the driver, not
 	// the bytes, dominates small records.
-	args := make([]any, 0, insertChunk*5)
+	args := make([]any, 0, insertChunk*6)
+	var subj []any
 	for start := 0; start < len(recs); start += insertChunk {
 		chunk := recs[start:min(len(recs), start+insertChunk)]
 		args = args[:0]
 		for i, r := range chunk {
-			args = append(args, first+uint64(start+i), r.Leaf, r.Nonce, r.Payload, s.deleteAfter(r.Leaf))
+			var keys any
+			if len(r.Keys) > 0 {
+				keys = ledger.FormatKeys(r.Keys)
+			}
+			idx := first + uint64(start+i)
+			args = append(args, idx, r.Leaf, r.Nonce, r.Payload, s.deleteAfter(r.Leaf), keys)
+			for _, k := range r.Keys {
+				if k.Subject != ledger.SubjectSystem {
+					subj = append(subj, k.Subject, idx, k.ID)
+				}
+			}
 		}
 		if _, err := tx.ExecContext(ctx, insertSQL(len(chunk)), args...); err != nil {
 			return 0, fmt.Errorf("sqlitestore: insert records: %w", err)
 		}
+	}
+	for len(subj) > 0 {
+		n := min(len(subj)/3, insertChunk)
+		q := "INSERT INTO record_subjects (subject, idx, key_id) VALUES (?, ?, ?)" + strings.Repeat(", (?, ?, ?)", n-1)
+		if _, err := tx.ExecContext(ctx, q, subj[:3*n]...); err != nil {
+			return 0, fmt.Errorf("sqlitestore: index records by subject: %w", err)
+		}
+		subj = subj[3*n:]
 	}
 	return first, nil
 }
@@ -292,7 +334,7 @@ var insertSQLs [insertChunk + 1]string
 // insertSQL returns the INSERT statement for n records.
 func insertSQL(n int) string {
 	if insertSQLs[n] == "" {
-		q := "INSERT INTO records (idx, leaf, nonce, payload, delete_after_ms) VALUES (?, ?, ?, ?, ?)" + strings.Repeat(", (?, ?, ?, ?, ?)", n-1)
+		q := "INSERT INTO records (idx, leaf, nonce, payload, delete_after_ms, keys) VALUES (?, ?, ?, ?, ?, ?)" + strings.Repeat(", (?, ?, ?, ?, ?, ?)", n-1)
 		insertSQLs[n] = q // a benign race: every writer stores the same string
 	}
 	return insertSQLs[n]
@@ -338,7 +380,7 @@ func (s *Store) ReadLeaves(ctx context.Context, start, end uint64) ([][]byte, er
 // Records implements ledger.Store.
 func (s *Store) Records(ctx context.Context, start, end uint64) iter.Seq2[ledger.Record, error] {
 	return func(yield func(ledger.Record, error) bool) {
-		rows, err := s.r.QueryContext(ctx, "SELECT idx, leaf, nonce, payload FROM records WHERE idx >= ? AND idx < ? ORDER BY idx", start, end)
+		rows, err := s.r.QueryContext(ctx, "SELECT idx, leaf, nonce, payload, keys FROM records WHERE idx >= ? AND idx < ? ORDER BY idx", start, end)
 		if err != nil {
 			yield(ledger.Record{}, fmt.Errorf("sqlitestore: read records: %w", err))
 			return
@@ -347,9 +389,16 @@ func (s *Store) Records(ctx context.Context, start, end uint64) iter.Seq2[ledger
 		next := start
 		for rows.Next() {
 			var r ledger.Record
-			if err := rows.Scan(&r.Index, &r.Leaf, &r.Nonce, &r.Payload); err != nil {
+			var keys sql.NullString
+			if err := rows.Scan(&r.Index, &r.Leaf, &r.Nonce, &r.Payload, &keys); err != nil {
 				yield(ledger.Record{}, fmt.Errorf("sqlitestore: read records: %w", err))
 				return
+			}
+			if keys.Valid {
+				if r.Keys, err = ledger.ParseKeys(keys.String); err != nil {
+					yield(ledger.Record{}, fmt.Errorf("sqlitestore: record %d: %w", r.Index, err))
+					return
+				}
 			}
 			for ; next < r.Index; next++ {
 				if !yield(ledger.Record{Index: next}, nil) {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/line"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -34,8 +35,32 @@ type Channel struct {
 	// Verifiers check the signature: the channel secret and, during a
 	// rotation, the next one.
 	Verifiers []Verifier
-	// Retention is the retention class written with every record.
+	// Retention is the retention class written with every record, unless
+	// an audience of the channel claims one of the request's subjects.
 	Retention string
+	// Audiences map groups of subjects to their own retention classes;
+	// the first audience that has one of a request's subjects decides.
+	Audiences []Audience
+}
+
+// Audience is a group of a channel's users (or groups, or rooms) with its
+// own retention class, such as the customers of one country.
+type Audience struct {
+	Name      string
+	Retention string
+	Subjects  map[string]bool
+}
+
+// class returns the retention class for a request with these subjects.
+func (ch *Channel) class(subjects []string) string {
+	for _, a := range ch.Audiences {
+		for _, s := range subjects {
+			if a.Subjects[s] {
+				return a.Retention
+			}
+		}
+	}
+	return ch.Retention
 }
 
 // DefaultMaxBody is the default body cap: LINE's webhook bodies are far
@@ -182,8 +207,10 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		h.finish(w, id, OutcomeUnavailable, http.StatusInternalServerError, received)
 		return
 	}
+	subjects := line.BodySubjects(body)
 	_, err = h.ledger.Append(r.Context(), ledger.Entry{
-		Kind: ledger.KindWebhook, Time: received, Channel: id, Retention: ch.Retention, Payload: payload,
+		Kind: ledger.KindWebhook, Time: received, Channel: id, Retention: ch.class(subjects), Payload: payload,
+		Subjects: subjects,
 	})
 	if err != nil {
 		h.log.Warn("webhook not acknowledged: ledger cannot take it", "channel", id, "err", err)

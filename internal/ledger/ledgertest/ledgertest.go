@@ -323,7 +323,7 @@ func testLedgerRoundTrip(t *testing.T, h Harness) {
 	if err := l.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := ledger.Verify(ctx, s, verifier, origin, []ledger.External{{Name: "checkpoint file", Signed: l.Head().Checkpoint}})
+	rep, err := ledger.Verify(ctx, s, verifier, origin, []ledger.External{{Name: "checkpoint file", Signed: l.Head().Checkpoint}}, nil)
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
@@ -391,7 +391,7 @@ func testConcurrentSequencers(t *testing.T, h Harness) {
 			t.Fatal(err)
 		}
 	}
-	rep, err := ledger.Verify(ctx, s, verifier, origin, nil)
+	rep, err := ledger.Verify(ctx, s, verifier, origin, nil, nil)
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}

@@ -1,0 +1,141 @@
+package ledger
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// ErrKeyDestroyed is returned by a Sealer when a payload's data key no
+// longer exists: the subject's key was destroyed (crypto-shredding), so the
+// payload can never be read again.
+var ErrKeyDestroyed = errors.New("ledger: the payload's data key was destroyed")
+
+// ErrNoSealer is returned by OpenPayload for a sealed payload when no
+// Sealer (no key encryption key) was given.
+var ErrNoSealer = errors.New("ledger: payload is encrypted and no key encryption key is configured")
+
+// SubjectKey names the data key of one subject (a LINE user, group or
+// room, or the system) that a payload is sealed with: the subject and the
+// key's id, so that a key destroyed and created anew is never mistaken for
+// the old one.
+type SubjectKey struct {
+	Subject string
+	ID      []byte
+}
+
+// Sealer encrypts payloads at rest. A payload is sealed with the data keys
+// of all its subjects together: destroying any one of them makes it
+// unreadable, since a record that holds several users' data is personal
+// data of each of them.
+type Sealer interface {
+	// Seal encrypts plaintext for subjects (none means the system's own
+	// key), binding aad, and returns the sealed bytes and the keys used.
+	Seal(ctx context.Context, subjects []string, aad, plaintext []byte) ([]byte, []SubjectKey, error)
+	// Open decrypts a payload sealed with keys and aad. It returns an
+	// error wrapping ErrKeyDestroyed if one of the keys is gone.
+	Open(ctx context.Context, keys []SubjectKey, aad, sealed []byte) ([]byte, error)
+	// Reset forgets cached keys, after a store refused a record (its key
+	// may have been destroyed by another process meanwhile).
+	Reset()
+}
+
+// SealRecord builds a record for e, as NewRecord does, and seals its
+// payload with s under e's subjects. The commitment is over the plaintext,
+// so that an auditor given the decrypted payload and the nonce can check
+// it; the sealed payload is bound to the leaf. With a nil Sealer the
+// payload is stored as it is.
+func SealRecord(ctx context.Context, s Sealer, e Entry) (Record, error) {
+	rec, err := NewRecord(e)
+	if err != nil || s == nil {
+		return rec, err
+	}
+	sealed, keys, err := s.Seal(ctx, e.Subjects, rec.Leaf, rec.Payload)
+	if err != nil {
+		return Record{}, fmt.Errorf("ledger: seal payload: %w", err)
+	}
+	rec.Payload, rec.Keys = sealed, keys
+	return rec, nil
+}
+
+// OpenPayload returns a record's payload in the clear: decrypted when it
+// is sealed (the record names its keys), as stored otherwise. It returns
+// nil for a deleted payload.
+func OpenPayload(ctx context.Context, s Sealer, rec Record) ([]byte, error) {
+	if rec.Payload == nil || len(rec.Keys) == 0 {
+		return rec.Payload, nil
+	}
+	if s == nil {
+		return nil, ErrNoSealer
+	}
+	return s.Open(ctx, rec.Keys, rec.Leaf, rec.Payload)
+}
+
+// Subjects returns the subjects of keys, sorted, without duplicates.
+func Subjects(keys []SubjectKey) []string {
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, k.Subject)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// FormatKeys encodes a record's keys for a Store's text column, as
+// "subject=hexid" separated by spaces. Subjects never contain spaces or
+// "=" (ValidSubject).
+func FormatKeys(keys []SubjectKey) string {
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(k.Subject)
+		b.WriteByte('=')
+		b.WriteString(hex.EncodeToString(k.ID))
+	}
+	return b.String()
+}
+
+// ParseKeys decodes what FormatKeys wrote.
+func ParseKeys(s string) ([]SubjectKey, error) {
+	if s == "" {
+		return nil, nil
+	}
+	fields := strings.Fields(s)
+	keys := make([]SubjectKey, len(fields))
+	for i, f := range fields {
+		subj, id, ok := strings.Cut(f, "=")
+		b, err := hex.DecodeString(id)
+		if !ok || err != nil || subj == "" || len(b) == 0 {
+			return nil, fmt.Errorf("ledger: malformed key reference %d", i)
+		}
+		keys[i] = SubjectKey{Subject: subj, ID: b}
+	}
+	return keys, nil
+}
+
+// SubjectSystem is the subject of records that concern no LINE user, group
+// or room (admin actions, deletions, requests that failed authentication).
+const SubjectSystem = "system"
+
+// ValidSubject reports whether s names a subject: "system", or
+// "user:", "group:" or "room:" followed by a LINE id (letters and digits).
+func ValidSubject(s string) bool {
+	if s == SubjectSystem {
+		return true
+	}
+	kind, id, ok := strings.Cut(s, ":")
+	if !ok || id == "" || len(id) > 64 || (kind != "user" && kind != "group" && kind != "room") {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
