@@ -265,3 +265,20 @@ func (a *adminAPI) reloadKEKs() error {
 	a.log.Info("key encryption keys reloaded", "current", cur.ID(), "previous", len(prev))
 	return nil
 }
+
+// runSubjectIndex keeps the index of records by subject up to date, behind
+// the appends, until ctx ends.
+func runSubjectIndex(ctx context.Context, store *sqlitestore.Store, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := store.IndexSubjects(ctx); err != nil && ctx.Err() == nil {
+			log.Error("records not indexed by subject", "err", err)
+		}
+	}
+}

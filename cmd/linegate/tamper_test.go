@@ -114,7 +114,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		{"leaf commitment byte", []string{flip("records", "leaf", "idx = 300", 20)}, "FAIL record 300: payload does not decrypt"},
 		{"leaf time byte", []string{flip("records", "leaf", "idx = 301", 9)}, "FAIL record 301: payload does not decrypt"},
 		{"leaf channel byte", []string{flip("records", "leaf", "idx = 302", 12)}, "FAIL record 302: payload does not decrypt"},
-		{"data keys destroyed without a deletion record", []string{"DELETE FROM record_subjects", "DELETE FROM subject_keys WHERE subject != 'system'"},
+		{"data keys destroyed without a deletion record", []string{"DELETE FROM subject_keys WHERE subject != 'system'"},
 			"payload does not decrypt: ledger: the payload's data key was destroyed"},
 		{"sealed payload moved to another record", []string{
 			"UPDATE records SET payload = (SELECT payload FROM records WHERE idx = 21) WHERE idx = 20"}, "FAIL record 20: payload does not decrypt"},

@@ -25,7 +25,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/pipeline"
 	"github.com/linegate/linegate/internal/sim"
 	"github.com/linegate/linegate/internal/sqlitestore"
@@ -480,7 +482,7 @@ func (r *runner) verifyAndStartup(ctx context.Context) {
 	dir := filepath.Join(r.work, "big", "data")
 	os.MkdirAll(dir, 0o700)
 	r.logf("building a ledger of %d records", n)
-	verifier, err := r.bigLedger(ctx, dir, n)
+	verifier, kek, err := r.bigLedger(ctx, dir, n)
 	if err != nil {
 		r.fail("verify throughput", "MB/s", err)
 		r.fail(fmt.Sprintf("start to ready, %d records", n), "ms", err)
@@ -492,7 +494,7 @@ func (r *runner) verifyAndStartup(ctx context.Context) {
 		return
 	}
 	start := time.Now()
-	rep, err := ledger.Verify(ctx, store, verifier, benchOrigin, nil, nil)
+	rep, err := ledger.Verify(ctx, store, verifier, benchOrigin, nil, keys.NewRing(store, kek))
 	vd := time.Since(start)
 	if err != nil {
 		store.Close()
@@ -538,24 +540,32 @@ func (r *runner) verifyAndStartup(ctx context.Context) {
 
 // bigLedger appends n webhook-sized records in large batches straight to
 // the store, integrates them, and writes the key pair a gateway will use.
-func (r *runner) bigLedger(ctx context.Context, dir string, n int) (note.Verifier, error) {
+func (r *runner) bigLedger(ctx context.Context, dir string, n int) (note.Verifier, keys.KEK, error) {
 	skey, vkey, err := note.GenerateKey(rand.Reader, benchOrigin)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "log.key"), []byte(skey+"\n"), 0o600); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "log.vkey"), []byte(vkey+"\n"), 0o644); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	// Sealed as serve seals them, with the key encryption key where serve
+	// looks for it by default.
+	kekText := keys.GenerateKEK()
+	if err := os.WriteFile(filepath.Join(dir, "kek"), []byte(kekText+"\n"), 0o600); err != nil {
+		return nil, nil, err
+	}
+	kek, _ := keys.ParseKEK(kekText)
 	signer, _ := note.NewSigner(skey)
 	verifier, _ := note.NewVerifier(vkey)
 	store, err := sqlitestore.Open(ctx, filepath.Join(dir, "ledger.db"), sqlitestore.Options{})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer store.Close()
+	ring := keys.NewRing(store, kek)
 	conv := &sim.Conversation{}
 	batch := make([]ledger.Record, 0, 10000)
 	now := time.Now()
@@ -564,12 +574,15 @@ func (r *runner) bigLedger(ctx context.Context, dir string, n int) (note.Verifie
 		payload, _ := ledger.EncodePayload(&ledger.Meta{Channel: "demo", ReceivedMs: now.UnixMilli(),
 			Headers: map[string][]string{"Content-Type": {"application/json; charset=utf-8"}, "User-Agent": {"LineBotWebhook/2.0"},
 				"X-Line-Signature": {"0000000000000000000000000000000000000000000="}}}, body)
-		nonce := ledger.NewNonce()
-		leaf, _ := ledger.Leaf{Kind: ledger.KindWebhook, Time: now, Channel: "demo", Commitment: ledger.Commit(nonce, payload)}.MarshalBinary()
-		batch = append(batch, ledger.Record{Leaf: leaf, Nonce: nonce, Payload: payload})
+		rec, err := ledger.SealRecord(ctx, ring, ledger.Entry{Kind: ledger.KindWebhook, Time: now, Channel: "demo",
+			Payload: payload, Subjects: line.BodySubjects(body)})
+		if err != nil {
+			return nil, nil, err
+		}
+		batch = append(batch, rec)
 		if len(batch) == cap(batch) || i == n-1 {
 			if _, err := store.Append(ctx, batch); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			batch = batch[:0]
 		}
@@ -577,13 +590,13 @@ func (r *runner) bigLedger(ctx context.Context, dir string, n int) (note.Verifie
 	l, err := ledger.New(ctx, store, ledger.Options{Origin: benchOrigin, Signer: signer, MaxIntegrate: 1 << 18,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	l.Start()
 	if _, err := l.Sync(ctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return verifier, l.Close(ctx)
+	return verifier, kek, l.Close(ctx)
 }
 
 // pipelineRate measures events processed per second by the pipeline, from
@@ -594,7 +607,8 @@ func (r *runner) pipelineRate(ctx context.Context) {
 	name := fmt.Sprintf("pipeline, %d events", n)
 	dir := filepath.Join(r.work, "pipeline")
 	os.MkdirAll(dir, 0o700)
-	if _, err := r.bigLedger(ctx, dir, n); err != nil {
+	_, kek, err := r.bigLedger(ctx, dir, n)
+	if err != nil {
 		r.fail(name, "events/s", err)
 		return
 	}
@@ -604,7 +618,7 @@ func (r *runner) pipelineRate(ctx context.Context) {
 		return
 	}
 	defer store.Close()
-	p := pipeline.New(pipeline.Options{Ledger: store, Store: store, Poll: 5 * time.Millisecond})
+	p := pipeline.New(pipeline.Options{Ledger: store, Sealer: keys.NewRing(store, kek), Store: store, Poll: 5 * time.Millisecond})
 	pctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	start := time.Now()

@@ -55,6 +55,9 @@ func scanCandidates(rows rowScanner) ([]retention.Candidate, error) {
 
 // SubjectRecords implements retention.Store.
 func (s *Store) SubjectRecords(ctx context.Context, subject string, from uint64, limit int) ([]retention.Candidate, error) {
+	if err := s.IndexSubjects(ctx); err != nil {
+		return nil, err
+	}
 	rows, err := s.r.QueryContext(ctx, `SELECT r.idx, r.leaf, r.keys, r.delete_after_ms
 		FROM record_subjects AS x JOIN records AS r ON r.idx = x.idx
 		WHERE x.subject = ? AND x.idx >= ? AND r.payload IS NOT NULL
@@ -96,6 +99,11 @@ func (s *Store) Purge(ctx context.Context, indices []uint64, deletion ledger.Rec
 		return fmt.Errorf("sqlitestore: begin: %w", err)
 	}
 	defer tx.Rollback()
+	// Index what is not yet, so that the index has every record that
+	// refers to a key about to be destroyed.
+	if err := indexSubjects(ctx, tx, -1); err != nil {
+		return err
+	}
 	for start := 0; start < len(indices); start += 500 {
 		chunk := indices[start:min(len(indices), start+500)]
 		args := make([]any, len(chunk))
@@ -103,10 +111,11 @@ func (s *Store) Purge(ctx context.Context, indices []uint64, deletion ledger.Rec
 			args[i] = x
 		}
 		in := "(?" + strings.Repeat(", ?", len(chunk)-1) + ")"
-		if _, err := tx.ExecContext(ctx, "UPDATE records SET payload = NULL, nonce = NULL, keys = NULL WHERE idx IN "+in, args...); err != nil {
+		// The index rows go with the payloads (they name the subjects).
+		if err := unindex(ctx, tx, in, args); err != nil {
 			return fmt.Errorf("sqlitestore: delete payloads: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, "DELETE FROM record_subjects WHERE idx IN "+in, args...); err != nil {
+		if _, err := tx.ExecContext(ctx, "UPDATE records SET payload = NULL, nonce = NULL, keys = NULL WHERE idx IN "+in, args...); err != nil {
 			return fmt.Errorf("sqlitestore: delete payloads: %w", err)
 		}
 	}
@@ -177,6 +186,122 @@ func (s *Store) ReleaseHold(ctx context.Context, id int64, at time.Time) error {
 func (s *Store) TruncateWAL(ctx context.Context) error {
 	if _, err := s.ckpt.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
 		return fmt.Errorf("sqlitestore: checkpoint the WAL: %w", err)
+	}
+	return nil
+}
+
+// indexBatch is the most records IndexSubjects indexes in one transaction.
+const indexBatch = 4096
+
+// IndexSubjects brings the index of records by subject up to date, in
+// transactions of a few thousand records. Serve runs it in the background;
+// lookups by subject run it first.
+func (s *Store) IndexSubjects(ctx context.Context) error {
+	for {
+		tx, err := s.w.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("sqlitestore: begin: %w", err)
+		}
+		var n int
+		err = indexSubjects(ctx, tx, indexBatch)
+		if err == nil {
+			err = tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM records WHERE idx >= (SELECT next FROM subject_index_cursor)").Scan(&n)
+		}
+		if err == nil {
+			err = tx.Commit()
+		}
+		tx.Rollback()
+		if err != nil {
+			return fmt.Errorf("sqlitestore: index records by subject: %w", err)
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+}
+
+// indexSubjects indexes up to limit records (all, if negative) from the
+// cursor, inside tx.
+func indexSubjects(ctx context.Context, tx *sql.Tx, limit int) error {
+	var next uint64
+	if err := tx.QueryRowContext(ctx, "SELECT next FROM subject_index_cursor WHERE id = 0").Scan(&next); err != nil {
+		return err
+	}
+	rows, err := tx.QueryContext(ctx, "SELECT idx, keys FROM records WHERE idx >= ? ORDER BY idx LIMIT ?", next, limit)
+	if err != nil {
+		return err
+	}
+	var args []any
+	end := next
+	for rows.Next() {
+		var idx uint64
+		var keys sql.NullString
+		if err := rows.Scan(&idx, &keys); err != nil {
+			rows.Close()
+			return err
+		}
+		end = idx + 1
+		ks, err := ledger.ParseKeys(keys.String)
+		if err != nil {
+			rows.Close()
+			return fmt.Errorf("record %d: %w", idx, err)
+		}
+		for _, k := range ks {
+			if k.Subject != ledger.SubjectSystem {
+				args = append(args, k.Subject, idx, k.ID)
+			}
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for len(args) > 0 {
+		n := min(len(args)/3, 300)
+		q := "INSERT OR IGNORE INTO record_subjects (subject, idx, key_id) VALUES (?, ?, ?)" + strings.Repeat(", (?, ?, ?)", n-1)
+		if _, err := tx.ExecContext(ctx, q, args[:3*n]...); err != nil {
+			return err
+		}
+		args = args[3*n:]
+	}
+	_, err = tx.ExecContext(ctx, "UPDATE subject_index_cursor SET next = ? WHERE id = 0", end)
+	return err
+}
+
+// unindex deletes the index rows of the records idx IN in.
+func unindex(ctx context.Context, tx *sql.Tx, in string, args []any) error {
+	rows, err := tx.QueryContext(ctx, "SELECT idx, keys FROM records WHERE keys IS NOT NULL AND idx IN "+in, args...)
+	if err != nil {
+		return err
+	}
+	var del []any
+	for rows.Next() {
+		var idx uint64
+		var keys string
+		if err := rows.Scan(&idx, &keys); err != nil {
+			rows.Close()
+			return err
+		}
+		ks, err := ledger.ParseKeys(keys)
+		if err != nil {
+			rows.Close()
+			return err
+		}
+		for _, k := range ks {
+			del = append(del, k.Subject, idx)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for len(del) > 0 {
+		n := min(len(del)/2, 400)
+		q := "DELETE FROM record_subjects WHERE (subject, idx) IN (VALUES (?, ?)" + strings.Repeat(", (?, ?)", n-1) + ")"
+		if _, err := tx.ExecContext(ctx, q, del[:2*n]...); err != nil {
+			return err
+		}
+		del = del[2*n:]
 	}
 	return nil
 }

@@ -97,11 +97,14 @@ var migrations = []string{
 
 	// Version 5: encryption at rest with per-subject data keys, and the
 	// index of records by subject (for holds, deletion requests and
-	// crypto-shredding). A record_subjects row refers to the data key its
-	// record was sealed with, so that a record sealed with a key destroyed
-	// meanwhile (by another process) is refused rather than stored
-	// unreadable; records of the system subject are not indexed.
-	`ALTER TABLE records ADD COLUMN keys TEXT; -- ledger.FormatKeys; NULL: stored as it is
+	// crypto-shredding). The index is filled behind the appends, in large
+	// batches (IndexSubjects): keyed by subject, each row lands on its own
+	// page, and writing it in every group commit would multiply the pages
+	// each acknowledgement waits for. A record_subjects row refers to the
+	// data key its record was sealed with, so that a key cannot be
+	// destroyed while an indexed record still needs it; records of the
+	// system subject are not indexed.
+	`ALTER TABLE records ADD COLUMN keys TEXT; -- ledger.FormatKeys; NULL: stored as it is, or deleted
 	CREATE TABLE subject_keys (
 		subject    TEXT PRIMARY KEY,
 		id         BLOB NOT NULL UNIQUE,
@@ -115,7 +118,11 @@ var migrations = []string{
 		key_id  BLOB NOT NULL REFERENCES subject_keys (id),
 		PRIMARY KEY (subject, idx)
 	) WITHOUT ROWID;
-	CREATE INDEX record_subjects_idx ON record_subjects (idx);
+	CREATE TABLE subject_index_cursor (
+		id   INTEGER PRIMARY KEY CHECK (id = 0),
+		next INTEGER NOT NULL -- the next record to index
+	);
+	INSERT INTO subject_index_cursor (id, next) VALUES (0, 0);
 	ALTER TABLE holds ADD COLUMN subject TEXT NOT NULL DEFAULT ''; -- "" for every subject`,
 }
 
@@ -278,7 +285,7 @@ func (s *Store) appendRecords(ctx context.Context, tx *sql.Tx, recs []ledger.Rec
 	// Many rows per statement: the per-statement cost of the driver, not
 	// the bytes, dominates small records.
 	args := make([]any, 0, insertChunk*6)
-	var subj []any
+	keyIDs := map[string]bool{}
 	for start := 0; start < len(recs); start += insertChunk {
 		chunk := recs[start:min(len(recs), start+insertChunk)]
 		args = args[:0]
@@ -286,28 +293,45 @@ func (s *Store) appendRecords(ctx context.Context, tx *sql.Tx, recs []ledger.Rec
 			var keys any
 			if len(r.Keys) > 0 {
 				keys = ledger.FormatKeys(r.Keys)
-			}
-			idx := first + uint64(start+i)
-			args = append(args, idx, r.Leaf, r.Nonce, r.Payload, s.deleteAfter(r.Leaf), keys)
-			for _, k := range r.Keys {
-				if k.Subject != ledger.SubjectSystem {
-					subj = append(subj, k.Subject, idx, k.ID)
+				for _, k := range r.Keys {
+					keyIDs[string(k.ID)] = true
 				}
 			}
+			args = append(args, first+uint64(start+i), r.Leaf, r.Nonce, r.Payload, s.deleteAfter(r.Leaf), keys)
 		}
 		if _, err := tx.ExecContext(ctx, insertSQL(len(chunk)), args...); err != nil {
 			return 0, fmt.Errorf("sqlitestore: insert records: %w", err)
 		}
 	}
-	for len(subj) > 0 {
-		n := min(len(subj)/3, insertChunk)
-		q := "INSERT INTO record_subjects (subject, idx, key_id) VALUES (?, ?, ?)" + strings.Repeat(", (?, ?, ?)", n-1)
-		if _, err := tx.ExecContext(ctx, q, subj[:3*n]...); err != nil {
-			return 0, fmt.Errorf("sqlitestore: index records by subject: %w", err)
-		}
-		subj = subj[3*n:]
+	if err := checkKeysExist(ctx, tx, keyIDs); err != nil {
+		return 0, err
 	}
 	return first, nil
+}
+
+// checkKeysExist fails if a data key that records were sealed with no
+// longer exists: another process destroyed it after the sealer cached it,
+// and the records would be unreadable. Inside the write transaction, so
+// that it is ordered with the destruction.
+func checkKeysExist(ctx context.Context, tx *sql.Tx, ids map[string]bool) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	args := make([]any, 0, len(ids))
+	for id := range ids {
+		args = append(args, []byte(id))
+	}
+	for start := 0; start < len(args); start += 500 {
+		chunk := args[start:min(len(args), start+500)]
+		var n int
+		if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM subject_keys WHERE id IN (?"+strings.Repeat(", ?", len(chunk)-1)+")", chunk...).Scan(&n); err != nil {
+			return fmt.Errorf("sqlitestore: check data keys: %w", err)
+		}
+		if n != len(chunk) {
+			return fmt.Errorf("sqlitestore: records sealed with a data key that was destroyed: %w", ledger.ErrKeyDestroyed)
+		}
+	}
+	return nil
 }
 
 // deleteAfter returns a record's delete-after time in ms from its leaf's

@@ -41,6 +41,8 @@ func Run(t *testing.T, h Harness) {
 		{"Durable", testDurable},
 		{"LedgerRoundTrip", testLedgerRoundTrip},
 		{"LedgerConcurrentSequencers", testConcurrentSequencers},
+		{"SealedRoundTrip", testSealedRoundTrip},
+		{"SubjectKeys", testSubjectKeys},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, h) })
