@@ -252,6 +252,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		json.NewEncoder(w).Encode(map[string]any{
 			"origin": cfg.Log.Origin, "tree_size": h.Size, "records": n, "checkpoint": string(h.Checkpoint),
 			"pipeline_idle": idle, "kill_switch": sender.KillSwitch(), "rules_sha256": engine.Rules().Hash,
+			"kek": ring.Current(),
 		})
 	})
 	adm := &adminAPI{cfg: cfg, e: e, led: led, store: store, ring: ring, sender: sender, engine: engine, log: log}
