@@ -1,6 +1,6 @@
 // Package evidence writes and checks evidence bundles: the records an
 // auditor asks for, each with what is needed to check it offline, with
-// nothing but the bundle: the payload as stored (for a webhook, the raw
+// nothing but the bundle: the payload, decrypted (for a webhook, the raw
 // body and the x-line-signature exactly as received), the salted
 // commitment's nonce, the leaf, a c2sp.org/tlog-proof inclusion proof
 // against a signed checkpoint, the log's public key, and the anchors with

@@ -18,8 +18,9 @@ what is needed to check it without access to the system that produced it.
   - leaf: the log entry: version, kind, time, channel, retention class and
     the salted commitment SHA-256(nonce || payload). It holds no personal data.
   - nonce: the salt of the commitment.
-  - meta.json and body: the payload. The payload is the 4-byte big-endian
-    length of meta.json, then meta.json, then body. For a webhook, body is
+  - meta.json and body: the payload, decrypted (the operator's store keeps
+    it encrypted; the commitment is over the plaintext). The payload is the
+    4-byte big-endian length of meta.json, then meta.json, then body. For a webhook, body is
     the request body exactly as LINE sent it, and meta.json holds the
     request headers as received, x-line-signature among them.
   - inclusion.tlog-proof: a c2sp.org/tlog-proof that the leaf is in the tree
