@@ -1,0 +1,515 @@
+// Package pgstore is the ledger's PostgreSQL store (pgx), for several
+// gateway replicas that share one database. It keeps the same contract as
+// the embedded SQLite store and passes the same conformance suite.
+//
+// Concurrency: every method is a transaction of its own. Appends take a row
+// lock on the log's counter, so that indices are dense and committed records
+// always form a prefix, whichever replica appends; the tree head is a
+// compare-and-swap; the sequencer lease is a session advisory lock, which
+// PostgreSQL releases when the holder's connection ends (a replica killed,
+// or cut off).
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/linegate/linegate/internal/ledger"
+)
+
+var _ ledger.Store = (*Store)(nil)
+
+// schemaVersion is the version of the schema this code writes. A database
+// of a newer version is refused.
+const schemaVersion = 1
+
+// migrations[i] brings a database from version i to version i+1.
+var migrations = []string{
+	`CREATE TABLE records (
+		idx             BIGINT PRIMARY KEY, -- the leaf index, dense from 0
+		leaf            BYTEA NOT NULL,
+		nonce           BYTEA,               -- NULL once the payload is deleted
+		payload         BYTEA,               -- NULL once the payload is deleted
+		delete_after_ms BIGINT,              -- NULL: no automatic deletion
+		keys            TEXT                 -- ledger.FormatKeys; NULL: stored as it is, or deleted
+	);
+	CREATE INDEX records_delete_after ON records (delete_after_ms) WHERE delete_after_ms IS NOT NULL;
+	CREATE TABLE log_state (
+		id   INT PRIMARY KEY CHECK (id = 0),
+		next BIGINT NOT NULL -- the index the next appended record gets
+	);
+	INSERT INTO log_state (id, next) VALUES (0, 0);
+	CREATE TABLE tiles (
+		level BIGINT NOT NULL,
+		idx   BIGINT NOT NULL,
+		data  BYTEA NOT NULL,
+		PRIMARY KEY (level, idx)
+	);
+	CREATE TABLE tree_head (
+		id         INT PRIMARY KEY CHECK (id = 0),
+		size       BIGINT NOT NULL,
+		hash       BYTEA NOT NULL,
+		checkpoint BYTEA
+	);
+	INSERT INTO tree_head (id, size, hash) VALUES (0, 0, '\x0000000000000000000000000000000000000000000000000000000000000000');
+	CREATE TABLE checkpoints (
+		seq        BIGSERIAL PRIMARY KEY,
+		size       BIGINT NOT NULL,
+		checkpoint BYTEA NOT NULL
+	);
+	CREATE TABLE pipeline_cursor (
+		id   INT PRIMARY KEY CHECK (id = 0),
+		next BIGINT NOT NULL
+	);
+	INSERT INTO pipeline_cursor (id, next) VALUES (0, 0);
+	CREATE TABLE dedup (
+		key      TEXT PRIMARY KEY,
+		first_ms BIGINT NOT NULL
+	);
+	CREATE INDEX dedup_first ON dedup (first_ms);
+	CREATE TABLE queue (
+		seq          BIGSERIAL PRIMARY KEY,
+		item         BYTEA NOT NULL,  -- pipeline.Item as JSON
+		conversation TEXT NOT NULL,   -- items of one conversation run in seq order
+		claimed_by   TEXT,            -- the replica working on it
+		claimed_ms   BIGINT           -- until when its claim holds
+	);
+	CREATE INDEX queue_conversation ON queue (conversation, seq);
+	CREATE TABLE settings (
+		key        TEXT PRIMARY KEY,
+		value      TEXT NOT NULL,
+		updated_ms BIGINT NOT NULL
+	);
+	CREATE TABLE consent (
+		channel  TEXT NOT NULL,
+		"user"   TEXT NOT NULL,
+		opt_in   BOOLEAN NOT NULL,
+		at_ms    BIGINT NOT NULL,
+		source   TEXT NOT NULL,
+		PRIMARY KEY (channel, "user")
+	);
+	CREATE TABLE holds (
+		id          BIGSERIAL PRIMARY KEY,
+		channel     TEXT NOT NULL,
+		subject     TEXT NOT NULL DEFAULT '',
+		from_ms     BIGINT NOT NULL,
+		to_ms       BIGINT NOT NULL,
+		reason      TEXT NOT NULL,
+		created_ms  BIGINT NOT NULL,
+		released_ms BIGINT NOT NULL DEFAULT 0
+	);
+	CREATE TABLE subject_keys (
+		subject    TEXT COLLATE "C" PRIMARY KEY,
+		id         BYTEA NOT NULL UNIQUE,
+		kek        TEXT NOT NULL,
+		wrapped    BYTEA NOT NULL,
+		created_ms BIGINT NOT NULL
+	);
+	CREATE TABLE record_subjects (
+		subject TEXT COLLATE "C" NOT NULL,
+		idx     BIGINT NOT NULL,
+		key_id  BYTEA NOT NULL REFERENCES subject_keys (id),
+		PRIMARY KEY (subject, idx)
+	);
+	CREATE INDEX record_subjects_idx ON record_subjects (idx);
+	CREATE TABLE subject_index_cursor (
+		id   INT PRIMARY KEY CHECK (id = 0),
+		next BIGINT NOT NULL
+	);
+	INSERT INTO subject_index_cursor (id, next) VALUES (0, 0);`,
+}
+
+// Lock ids of the advisory locks (an arbitrary constant, then the use).
+const (
+	lockMigrate   = 0x6c696e6567617401 // "linegat" 1
+	lockSequencer = 0x6c696e6567617402
+	lockDispatch  = 0x6c696e6567617403
+)
+
+// Options tunes a Store.
+type Options struct {
+	// Keep gives, by retention class, how long a record's payload is kept
+	// after the record's time (as in the SQLite store).
+	Keep map[string]time.Duration
+	// MaxConns bounds the connection pool (default 16).
+	MaxConns int32
+}
+
+// Store is a ledger.Store on PostgreSQL.
+type Store struct {
+	pool *pgxpool.Pool
+	keep map[string]time.Duration
+}
+
+// Open connects to the database at dsn (a postgres:// URL or key=value
+// string) and applies migrations, once, whichever replica comes first.
+func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: %s", redact(err))
+	}
+	cfg.MaxConns = opts.MaxConns
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 16
+	}
+	// A dead database must not hang a webhook past LINE's deadline.
+	cfg.ConnConfig.ConnectTimeout = 2 * time.Second
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: %s", redact(err))
+	}
+	s := &Store{pool: pool, keep: opts.Keep}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// redact keeps a connection error's reason without the DSN (which may
+// hold a password).
+func redact(err error) string {
+	var pe *pgconn.ParseConfigError
+	if errors.As(err, &pe) {
+		return "malformed database address"
+	}
+	return err.Error()
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("pgstore: migrate: %w", err)
+	}
+	defer tx.Rollback(ctx)
+	// Replicas starting at once: the first migrates, the others wait here
+	// and then find the schema current.
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(lockMigrate)); err != nil {
+		return fmt.Errorf("pgstore: migrate: %w", err)
+	}
+	if _, err := tx.Exec(ctx, "CREATE TABLE IF NOT EXISTS schema_version (id INT PRIMARY KEY CHECK (id = 0), version INT NOT NULL)"); err != nil {
+		return fmt.Errorf("pgstore: migrate: %w", err)
+	}
+	var v int
+	err = tx.QueryRow(ctx, "SELECT version FROM schema_version WHERE id = 0").Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		_, err = tx.Exec(ctx, "INSERT INTO schema_version (id, version) VALUES (0, 0)")
+	}
+	if err != nil {
+		return fmt.Errorf("pgstore: read schema version: %w", err)
+	}
+	if v > schemaVersion {
+		return fmt.Errorf("pgstore: database schema version %d is newer than this linegate (%d): upgrade linegate", v, schemaVersion)
+	}
+	for ; v < schemaVersion; v++ {
+		if _, err := tx.Exec(ctx, migrations[v]); err != nil {
+			return fmt.Errorf("pgstore: migrate to version %d: %w", v+1, err)
+		}
+		if _, err := tx.Exec(ctx, "UPDATE schema_version SET version = $1 WHERE id = 0", v+1); err != nil {
+			return fmt.Errorf("pgstore: migrate to version %d: %w", v+1, err)
+		}
+	}
+	return tx.Commit(ctx)
+}
+
+// Close closes the connection pool.
+func (s *Store) Close() error {
+	s.pool.Close()
+	return nil
+}
+
+// Append implements ledger.Store. The UPDATE of log_state takes its row
+// lock until commit: appends from every replica are ordered by it, and
+// the next one sees this one's records committed.
+func (s *Store) Append(ctx context.Context, recs []ledger.Record) (uint64, error) {
+	var first uint64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		first, err = s.appendRecords(ctx, tx, recs)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("pgstore: append: %w", err)
+	}
+	return first, nil
+}
+
+func (s *Store) appendRecords(ctx context.Context, tx pgx.Tx, recs []ledger.Record) (uint64, error) {
+	var next int64
+	if err := tx.QueryRow(ctx, "UPDATE log_state SET next = next + $1 WHERE id = 0 RETURNING next", len(recs)).Scan(&next); err != nil {
+		return 0, err
+	}
+	first := uint64(next) - uint64(len(recs))
+	rows := make([][]any, len(recs))
+	keyIDs := map[string]bool{}
+	for i, r := range recs {
+		var keys any
+		if len(r.Keys) > 0 {
+			keys = ledger.FormatKeys(r.Keys)
+			for _, k := range r.Keys {
+				keyIDs[string(k.ID)] = true
+			}
+		}
+		rows[i] = []any{int64(first) + int64(i), r.Leaf, nilIfEmpty(r.Nonce), nilIfEmpty(r.Payload), s.deleteAfter(r.Leaf), keys}
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"records"}, []string{"idx", "leaf", "nonce", "payload", "delete_after_ms", "keys"},
+		pgx.CopyFromRows(rows)); err != nil {
+		return 0, err
+	}
+	if len(keyIDs) > 0 {
+		ids := make([][]byte, 0, len(keyIDs))
+		for id := range keyIDs {
+			ids = append(ids, []byte(id))
+		}
+		var n int
+		if err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM subject_keys WHERE id = ANY($1)", ids).Scan(&n); err != nil {
+			return 0, err
+		}
+		if n != len(ids) {
+			return 0, fmt.Errorf("records sealed with a data key that was destroyed: %w", ledger.ErrKeyDestroyed)
+		}
+	}
+	return first, nil
+}
+
+// nilIfEmpty keeps a nil slice NULL (pgx would store a nil []byte as NULL
+// anyway; an empty non-nil one stays empty).
+func nilIfEmpty(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return b
+}
+
+func (s *Store) deleteAfter(leafBytes []byte) any {
+	if len(s.keep) == 0 {
+		return nil
+	}
+	var leaf ledger.Leaf
+	if leaf.UnmarshalBinary(leafBytes) != nil {
+		return nil
+	}
+	if d := s.keep[leaf.Retention]; d > 0 {
+		return leaf.Time.Add(d).UnixMilli()
+	}
+	return nil
+}
+
+// Count implements ledger.Store.
+func (s *Store) Count(ctx context.Context) (uint64, error) {
+	var n int64
+	if err := s.pool.QueryRow(ctx, "SELECT next FROM log_state WHERE id = 0").Scan(&n); err != nil {
+		return 0, fmt.Errorf("pgstore: count: %w", err)
+	}
+	return uint64(n), nil
+}
+
+// ReadLeaves implements ledger.Store.
+func (s *Store) ReadLeaves(ctx context.Context, start, end uint64) ([][]byte, error) {
+	rows, err := s.pool.Query(ctx, "SELECT idx, leaf FROM records WHERE idx >= $1 AND idx < $2 ORDER BY idx", int64(start), int64(end))
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: read leaves: %w", err)
+	}
+	defer rows.Close()
+	leaves := make([][]byte, 0, end-start)
+	for rows.Next() {
+		var idx int64
+		var leaf []byte
+		if err := rows.Scan(&idx, &leaf); err != nil {
+			return nil, fmt.Errorf("pgstore: read leaves: %w", err)
+		}
+		if uint64(idx) != start+uint64(len(leaves)) {
+			return nil, fmt.Errorf("pgstore: leaf %d: %w", start+uint64(len(leaves)), ledger.ErrNotFound)
+		}
+		leaves = append(leaves, leaf)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("pgstore: read leaves: %w", err)
+	}
+	if uint64(len(leaves)) != end-start {
+		return nil, fmt.Errorf("pgstore: leaf %d: %w", start+uint64(len(leaves)), ledger.ErrNotFound)
+	}
+	return leaves, nil
+}
+
+// Records implements ledger.Store. It reads in pages, so that no
+// transaction stays open for a whole verification.
+func (s *Store) Records(ctx context.Context, start, end uint64) iter.Seq2[ledger.Record, error] {
+	return func(yield func(ledger.Record, error) bool) {
+		for lo := start; lo < end; lo += 2048 {
+			hi := min(end, lo+2048)
+			page, err := s.recordPage(ctx, lo, hi)
+			if err != nil {
+				yield(ledger.Record{}, err)
+				return
+			}
+			next := lo
+			for _, r := range page {
+				for ; next < r.Index; next++ {
+					if !yield(ledger.Record{Index: next}, nil) {
+						return
+					}
+				}
+				next = r.Index + 1
+				if !yield(r, nil) {
+					return
+				}
+			}
+			for ; next < hi; next++ {
+				if !yield(ledger.Record{Index: next}, nil) {
+					return
+				}
+			}
+		}
+	}
+}
+
+func (s *Store) recordPage(ctx context.Context, start, end uint64) ([]ledger.Record, error) {
+	rows, err := s.pool.Query(ctx, "SELECT idx, leaf, nonce, payload, keys FROM records WHERE idx >= $1 AND idx < $2 ORDER BY idx", int64(start), int64(end))
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: read records: %w", err)
+	}
+	defer rows.Close()
+	var out []ledger.Record
+	for rows.Next() {
+		var r ledger.Record
+		var idx int64
+		var keys *string
+		if err := rows.Scan(&idx, &r.Leaf, &r.Nonce, &r.Payload, &keys); err != nil {
+			return nil, fmt.Errorf("pgstore: read records: %w", err)
+		}
+		r.Index = uint64(idx)
+		if keys != nil {
+			if r.Keys, err = ledger.ParseKeys(*keys); err != nil {
+				return nil, fmt.Errorf("pgstore: record %d: %w", idx, err)
+			}
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("pgstore: read records: %w", err)
+	}
+	return out, nil
+}
+
+// TreeHead implements ledger.Store.
+func (s *Store) TreeHead(ctx context.Context) (ledger.TreeHead, error) {
+	var h ledger.TreeHead
+	var size int64
+	var hash []byte
+	if err := s.pool.QueryRow(ctx, "SELECT size, hash, checkpoint FROM tree_head WHERE id = 0").Scan(&size, &hash, &h.Checkpoint); err != nil {
+		return h, fmt.Errorf("pgstore: read tree head: %w", err)
+	}
+	if len(hash) != len(h.Hash) {
+		return h, errors.New("pgstore: tree head hash has the wrong length")
+	}
+	h.Size = uint64(size)
+	copy(h.Hash[:], hash)
+	return h, nil
+}
+
+// ReadTile implements ledger.Store.
+func (s *Store) ReadTile(ctx context.Context, level, index uint64) ([]byte, error) {
+	var data []byte
+	err := s.pool.QueryRow(ctx, "SELECT data FROM tiles WHERE level = $1 AND idx = $2", int64(level), int64(index)).Scan(&data)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("pgstore: tile %d/%d: %w", level, index, ledger.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: read tile: %w", err)
+	}
+	return data, nil
+}
+
+// Integrate implements ledger.Store: the compare-and-swap is an UPDATE of
+// the tree head conditioned on its size.
+func (s *Store) Integrate(ctx context.Context, oldSize uint64, head ledger.TreeHead, tiles []ledger.Tile) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, "UPDATE tree_head SET size = $1, hash = $2, checkpoint = $3 WHERE id = 0 AND size = $4",
+			int64(head.Size), head.Hash[:], head.Checkpoint, int64(oldSize))
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() != 1 {
+			return ledger.ErrConflict
+		}
+		if len(tiles) > 0 {
+			var b pgx.Batch
+			for _, t := range tiles {
+				b.Queue("INSERT INTO tiles (level, idx, data) VALUES ($1, $2, $3) ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data",
+					int64(t.Level), int64(t.Index), t.Data)
+			}
+			if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+				return err
+			}
+		}
+		_, err = tx.Exec(ctx, "INSERT INTO checkpoints (size, checkpoint) VALUES ($1, $2)", int64(head.Size), head.Checkpoint)
+		return err
+	})
+	if errors.Is(err, ledger.ErrConflict) {
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("pgstore: integrate: %w", err)
+	}
+	return nil
+}
+
+// Checkpoints implements ledger.Store.
+func (s *Store) Checkpoints(ctx context.Context) iter.Seq2[[]byte, error] {
+	return func(yield func([]byte, error) bool) {
+		rows, err := s.pool.Query(ctx, "SELECT checkpoint FROM checkpoints ORDER BY size, seq")
+		if err != nil {
+			yield(nil, fmt.Errorf("pgstore: read checkpoints: %w", err))
+			return
+		}
+		var all [][]byte
+		for rows.Next() {
+			var cp []byte
+			if err := rows.Scan(&cp); err != nil {
+				rows.Close()
+				yield(nil, fmt.Errorf("pgstore: read checkpoints: %w", err))
+				return
+			}
+			all = append(all, cp)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			yield(nil, fmt.Errorf("pgstore: read checkpoints: %w", err))
+			return
+		}
+		for _, cp := range all {
+			if !yield(cp, nil) {
+				return
+			}
+		}
+	}
+}
+
+// Ping implements ledger.Store with a write: a read-only standby or a full
+// disk fails it.
+func (s *Store) Ping(ctx context.Context) error {
+	if _, err := s.pool.Exec(ctx, "INSERT INTO settings (key, value, updated_ms) VALUES ('ping', '', 0) ON CONFLICT (key) DO UPDATE SET updated_ms = settings.updated_ms"); err != nil {
+		return fmt.Errorf("pgstore: write probe: %w", err)
+	}
+	return nil
+}
+
+// in returns "$i, $i+1, ..." for n arguments from $from.
+func in(from, n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "$%d", from+i)
+	}
+	return b.String()
+}

@@ -1,0 +1,519 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/linegate/linegate/internal/keys"
+	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/outbound"
+	"github.com/linegate/linegate/internal/pipeline"
+	"github.com/linegate/linegate/internal/retention"
+)
+
+var (
+	_ pipeline.Store  = (*Store)(nil)
+	_ outbound.State  = (*Store)(nil)
+	_ retention.Store = (*Store)(nil)
+	_ keys.Store      = (*Store)(nil)
+)
+
+// Cursor implements pipeline.Store.
+func (s *Store) Cursor(ctx context.Context) (uint64, error) {
+	var n int64
+	if err := s.pool.QueryRow(ctx, "SELECT next FROM pipeline_cursor WHERE id = 0").Scan(&n); err != nil {
+		return 0, fmt.Errorf("pgstore: read cursor: %w", err)
+	}
+	return uint64(n), nil
+}
+
+// Enqueue implements pipeline.Store. The cursor only moves forward: a
+// second dispatcher that read the same cursor gets ledger.ErrConflict and
+// writes nothing.
+func (s *Store) Enqueue(ctx context.Context, next uint64, items []*pipeline.Item, now time.Time) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, "UPDATE pipeline_cursor SET next = $1 WHERE id = 0 AND next < $1", int64(next))
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() != 1 {
+			return ledger.ErrConflict
+		}
+		ms := now.UnixMilli()
+		claim := func(key string) (bool, error) {
+			tag, err := tx.Exec(ctx, "INSERT INTO dedup (key, first_ms) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", key, ms)
+			return tag.RowsAffected() == 1, err
+		}
+		for _, it := range items {
+			claimed, err := claim(it.Key)
+			if err != nil {
+				return err
+			}
+			if !claimed {
+				it.Outcome, it.Reason = pipeline.OutcomeDuplicate, "event already received (same "+keyKind(it.Key)+")"
+			} else if it.MessageKey != "" {
+				fresh, err := claim(it.MessageKey)
+				if err != nil {
+					return err
+				}
+				if !fresh {
+					it.Flags = append(it.Flags, "duplicate_message_id")
+				}
+			}
+			b, err := json.Marshal(it)
+			if err != nil {
+				return err
+			}
+			var seq int64
+			if err := tx.QueryRow(ctx, "INSERT INTO queue (item, conversation) VALUES ($1, $2) RETURNING seq", b, it.Conversation).Scan(&seq); err != nil {
+				return err
+			}
+			it.Seq = uint64(seq)
+		}
+		return nil
+	})
+	if errors.Is(err, ledger.ErrConflict) {
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("pgstore: enqueue: %w", err)
+	}
+	return nil
+}
+
+func keyKind(k string) string {
+	if strings.HasPrefix(k, "id:") {
+		return "webhookEventId"
+	}
+	return "content"
+}
+
+// Pending implements pipeline.Store.
+func (s *Store) Pending(ctx context.Context, after uint64, limit int) ([]*pipeline.Item, error) {
+	rows, err := s.pool.Query(ctx, "SELECT seq, item FROM queue WHERE seq > $1 ORDER BY seq LIMIT $2", int64(after), limit)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: read queue: %w", err)
+	}
+	defer rows.Close()
+	var out []*pipeline.Item
+	for rows.Next() {
+		var seq int64
+		var b []byte
+		if err := rows.Scan(&seq, &b); err != nil {
+			return nil, fmt.Errorf("pgstore: read queue: %w", err)
+		}
+		it := &pipeline.Item{}
+		if err := json.Unmarshal(b, it); err != nil {
+			return nil, fmt.Errorf("pgstore: queue item %d: %w", seq, err)
+		}
+		it.Seq = uint64(seq)
+		out = append(out, it)
+	}
+	return out, rows.Err()
+}
+
+// Complete implements pipeline.Store.
+func (s *Store) Complete(ctx context.Context, seqs []uint64, recs []ledger.Record) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if len(recs) > 0 {
+			if _, err := s.appendRecords(ctx, tx, recs); err != nil {
+				return err
+			}
+		}
+		ids := make([]int64, len(seqs))
+		for i, q := range seqs {
+			ids[i] = int64(q)
+		}
+		_, err := tx.Exec(ctx, "DELETE FROM queue WHERE seq = ANY($1)", ids)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("pgstore: complete: %w", err)
+	}
+	return nil
+}
+
+// ForgetKeys implements pipeline.Store.
+func (s *Store) ForgetKeys(ctx context.Context, before time.Time) (int64, error) {
+	tag, err := s.pool.Exec(ctx, "DELETE FROM dedup WHERE first_ms < $1", before.UnixMilli())
+	if err != nil {
+		return 0, fmt.Errorf("pgstore: forget keys: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// QueueDepth implements pipeline.Store.
+func (s *Store) QueueDepth(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, "SELECT COUNT(*) FROM queue").Scan(&n)
+	return n, err
+}
+
+// Setting implements outbound.State.
+func (s *Store) Setting(ctx context.Context, key string) (string, error) {
+	var v string
+	err := s.pool.QueryRow(ctx, "SELECT value FROM settings WHERE key = $1", key).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("pgstore: read setting: %w", err)
+	}
+	return v, nil
+}
+
+// SetSetting implements outbound.State.
+func (s *Store) SetSetting(ctx context.Context, key, value string) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO settings (key, value, updated_ms) VALUES ($1, $2, $3)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms`, key, value, time.Now().UnixMilli())
+	if err != nil {
+		return fmt.Errorf("pgstore: write setting: %w", err)
+	}
+	return nil
+}
+
+// OptedIn implements outbound.State.
+func (s *Store) OptedIn(ctx context.Context, channel, user string) (bool, error) {
+	var in bool
+	err := s.pool.QueryRow(ctx, `SELECT opt_in FROM consent WHERE channel = $1 AND "user" = $2`, channel, user).Scan(&in)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("pgstore: read consent: %w", err)
+	}
+	return in, nil
+}
+
+// SetConsent implements outbound.State. A consent record older than the
+// one stored does not replace it.
+func (s *Store) SetConsent(ctx context.Context, channel, user string, optIn bool, at time.Time, source string) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO consent (channel, "user", opt_in, at_ms, source) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (channel, "user") DO UPDATE SET opt_in = excluded.opt_in, at_ms = excluded.at_ms, source = excluded.source
+		WHERE excluded.at_ms >= consent.at_ms`, channel, user, optIn, at.UnixMilli(), source)
+	if err != nil {
+		return fmt.Errorf("pgstore: write consent: %w", err)
+	}
+	return nil
+}
+
+// Expired implements retention.Store.
+func (s *Store) Expired(ctx context.Context, now time.Time, from uint64, limit int) ([]retention.Candidate, error) {
+	rows, err := s.pool.Query(ctx, `SELECT idx, leaf, keys, delete_after_ms FROM records
+		WHERE delete_after_ms IS NOT NULL AND delete_after_ms <= $1 AND payload IS NOT NULL AND idx >= $2
+		ORDER BY idx LIMIT $3`, now.UnixMilli(), int64(from), limit)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: expired records: %w", err)
+	}
+	return scanCandidates(rows)
+}
+
+func scanCandidates(rows pgx.Rows) ([]retention.Candidate, error) {
+	defer rows.Close()
+	var out []retention.Candidate
+	for rows.Next() {
+		var c retention.Candidate
+		var idx int64
+		var lb []byte
+		var keys *string
+		var after *int64
+		if err := rows.Scan(&idx, &lb, &keys, &after); err != nil {
+			return nil, fmt.Errorf("pgstore: read records: %w", err)
+		}
+		c.Index = uint64(idx)
+		var leaf ledger.Leaf
+		if err := leaf.UnmarshalBinary(lb); err != nil {
+			return nil, fmt.Errorf("pgstore: record %d: %w", idx, err)
+		}
+		var ks []ledger.SubjectKey
+		if keys != nil {
+			var err error
+			if ks, err = ledger.ParseKeys(*keys); err != nil {
+				return nil, fmt.Errorf("pgstore: record %d: %w", idx, err)
+			}
+		}
+		c.Channel, c.TimeMs, c.Class = leaf.Channel, leaf.Time.UnixMilli(), leaf.Retention
+		c.Subjects = ledger.Subjects(ks)
+		if after != nil {
+			c.DeleteAfterMs = *after
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("pgstore: read records: %w", err)
+	}
+	return out, nil
+}
+
+// SubjectRecords implements retention.Store.
+func (s *Store) SubjectRecords(ctx context.Context, subject string, from uint64, limit int) ([]retention.Candidate, error) {
+	if err := s.IndexSubjects(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT r.idx, r.leaf, r.keys, r.delete_after_ms
+		FROM record_subjects AS x JOIN records AS r ON r.idx = x.idx
+		WHERE x.subject = $1 AND x.idx >= $2 AND r.payload IS NOT NULL
+		ORDER BY x.idx LIMIT $3`, subject, int64(from), limit)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: records of a subject: %w", err)
+	}
+	return scanCandidates(rows)
+}
+
+// SetDeleteAfter implements retention.Store.
+func (s *Store) SetDeleteAfter(ctx context.Context, cs []retention.Candidate) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		for _, c := range cs {
+			var after any
+			if c.DeleteAfterMs > 0 {
+				after = c.DeleteAfterMs
+			}
+			if _, err := tx.Exec(ctx, "UPDATE records SET delete_after_ms = $1 WHERE idx = $2 AND payload IS NOT NULL", after, int64(c.Index)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("pgstore: set delete-after: %w", err)
+	}
+	return nil
+}
+
+// Purge implements retention.Store. PostgreSQL keeps a deleted row's
+// bytes until VACUUM reuses its space; autovacuum does that in time, and
+// an operator who needs it at once runs VACUUM on records (the docs say
+// so).
+func (s *Store) Purge(ctx context.Context, indices []uint64, deletion ledger.Record, destroy []string) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// Serialise with appends (their counter row) so that no record
+		// sealed with a key about to be destroyed can commit unindexed.
+		if _, err := tx.Exec(ctx, "SELECT next FROM log_state WHERE id = 0 FOR UPDATE"); err != nil {
+			return err
+		}
+		if err := indexSubjects(ctx, tx, -1); err != nil {
+			return err
+		}
+		ids := make([]int64, len(indices))
+		for i, x := range indices {
+			ids[i] = int64(x)
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM record_subjects WHERE idx = ANY($1)`, ids); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "UPDATE records SET payload = NULL, nonce = NULL, keys = NULL WHERE idx = ANY($1)", ids); err != nil {
+			return err
+		}
+		for _, subj := range destroy {
+			if _, err := tx.Exec(ctx, "DELETE FROM subject_keys WHERE subject = $1", subj); err != nil {
+				return fmt.Errorf("destroy a data key (were records added meanwhile? run again): %w", err)
+			}
+		}
+		_, err := s.appendRecords(ctx, tx, []ledger.Record{deletion})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("pgstore: purge: %w", err)
+	}
+	return nil
+}
+
+// Holds implements retention.Store.
+func (s *Store) Holds(ctx context.Context) ([]retention.Hold, error) {
+	rows, err := s.pool.Query(ctx, "SELECT id, channel, subject, from_ms, to_ms, reason, created_ms, released_ms FROM holds ORDER BY id")
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: holds: %w", err)
+	}
+	defer rows.Close()
+	var out []retention.Hold
+	for rows.Next() {
+		var h retention.Hold
+		if err := rows.Scan(&h.ID, &h.Channel, &h.Subject, &h.FromMs, &h.ToMs, &h.Reason, &h.CreatedMs, &h.ReleasedMs); err != nil {
+			return nil, err
+		}
+		out = append(out, h)
+	}
+	return out, rows.Err()
+}
+
+// AddHold implements retention.Store.
+func (s *Store) AddHold(ctx context.Context, h retention.Hold) (int64, error) {
+	var id int64
+	err := s.pool.QueryRow(ctx, "INSERT INTO holds (channel, subject, from_ms, to_ms, reason, created_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+		h.Channel, h.Subject, h.FromMs, h.ToMs, h.Reason, h.CreatedMs).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("pgstore: add hold: %w", err)
+	}
+	return id, nil
+}
+
+// ReleaseHold implements retention.Store.
+func (s *Store) ReleaseHold(ctx context.Context, id int64, at time.Time) error {
+	tag, err := s.pool.Exec(ctx, "UPDATE holds SET released_ms = $1 WHERE id = $2 AND released_ms = 0", at.UnixMilli(), id)
+	if err != nil {
+		return fmt.Errorf("pgstore: release hold: %w", err)
+	}
+	if tag.RowsAffected() != 1 {
+		return fmt.Errorf("pgstore: hold %d: %w", id, ledger.ErrNotFound)
+	}
+	return nil
+}
+
+// IndexSubjects brings the index of records by subject up to date (see
+// the SQLite store: the index is filled behind the appends).
+func (s *Store) IndexSubjects(ctx context.Context) error {
+	for {
+		var more bool
+		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			// One indexer at a time; the others find the work done.
+			if _, err := tx.Exec(ctx, "SELECT next FROM subject_index_cursor WHERE id = 0 FOR UPDATE"); err != nil {
+				return err
+			}
+			if err := indexSubjects(ctx, tx, 4096); err != nil {
+				return err
+			}
+			return tx.QueryRow(ctx, "SELECT (SELECT next FROM subject_index_cursor) < (SELECT next FROM log_state)").Scan(&more)
+		})
+		if err != nil {
+			return fmt.Errorf("pgstore: index records by subject: %w", err)
+		}
+		if !more {
+			return nil
+		}
+	}
+}
+
+// indexSubjects indexes up to limit records (all, if negative) from the
+// cursor, inside tx. Records not yet committed by other transactions are
+// not visible, so the cursor stops before the first gap.
+func indexSubjects(ctx context.Context, tx pgx.Tx, limit int) error {
+	var next int64
+	if err := tx.QueryRow(ctx, "SELECT next FROM subject_index_cursor WHERE id = 0 FOR UPDATE").Scan(&next); err != nil {
+		return err
+	}
+	q := "SELECT idx, keys FROM records WHERE idx >= $1 ORDER BY idx"
+	args := []any{next}
+	if limit >= 0 {
+		q += " LIMIT $2"
+		args = append(args, limit)
+	}
+	rows, err := tx.Query(ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	var subj []string
+	var idxs []int64
+	var ids [][]byte
+	end := next
+	for rows.Next() {
+		var idx int64
+		var keys *string
+		if err := rows.Scan(&idx, &keys); err != nil {
+			rows.Close()
+			return err
+		}
+		if idx != end {
+			break // a gap: an append not yet committed
+		}
+		end = idx + 1
+		if keys == nil {
+			continue
+		}
+		ks, err := ledger.ParseKeys(*keys)
+		if err != nil {
+			rows.Close()
+			return fmt.Errorf("record %d: %w", idx, err)
+		}
+		for _, k := range ks {
+			if k.Subject != ledger.SubjectSystem {
+				subj, idxs, ids = append(subj, k.Subject), append(idxs, idx), append(ids, k.ID)
+			}
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(subj) > 0 {
+		if _, err := tx.Exec(ctx, `INSERT INTO record_subjects (subject, idx, key_id)
+			SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[]) ON CONFLICT DO NOTHING`, subj, idxs, ids); err != nil {
+			return err
+		}
+	}
+	_, err = tx.Exec(ctx, "UPDATE subject_index_cursor SET next = $1 WHERE id = 0", end)
+	return err
+}
+
+// SubjectKeys implements keys.Store.
+func (s *Store) SubjectKeys(ctx context.Context, subjects []string) ([]keys.Wrapped, error) {
+	rows, err := s.pool.Query(ctx, "SELECT subject, id, kek, wrapped, created_ms FROM subject_keys WHERE subject = ANY($1)", subjects)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: read data keys: %w", err)
+	}
+	return scanKeys(rows)
+}
+
+func scanKeys(rows pgx.Rows) ([]keys.Wrapped, error) {
+	defer rows.Close()
+	var out []keys.Wrapped
+	for rows.Next() {
+		var w keys.Wrapped
+		if err := rows.Scan(&w.Subject, &w.ID, &w.KEK, &w.Key, &w.CreatedMs); err != nil {
+			return nil, fmt.Errorf("pgstore: read data keys: %w", err)
+		}
+		out = append(out, w)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("pgstore: read data keys: %w", err)
+	}
+	return out, nil
+}
+
+// AddSubjectKeys implements keys.Store.
+func (s *Store) AddSubjectKeys(ctx context.Context, ws []keys.Wrapped) ([]keys.Wrapped, error) {
+	var out []keys.Wrapped
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		subjects := make([]string, len(ws))
+		for i, w := range ws {
+			if _, err := tx.Exec(ctx, "INSERT INTO subject_keys (subject, id, kek, wrapped, created_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (subject) DO NOTHING",
+				w.Subject, w.ID, w.KEK, w.Key, w.CreatedMs); err != nil {
+				return err
+			}
+			subjects[i] = w.Subject
+		}
+		rows, err := tx.Query(ctx, "SELECT subject, id, kek, wrapped, created_ms FROM subject_keys WHERE subject = ANY($1)", subjects)
+		if err != nil {
+			return err
+		}
+		out, err = scanKeys(rows)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: store data keys: %w", err)
+	}
+	return out, nil
+}
+
+// ListSubjectKeys implements keys.Store.
+func (s *Store) ListSubjectKeys(ctx context.Context, after string, limit int) ([]keys.Wrapped, error) {
+	rows, err := s.pool.Query(ctx, `SELECT subject, id, kek, wrapped, created_ms FROM subject_keys WHERE subject > $1 ORDER BY subject LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: list data keys: %w", err)
+	}
+	return scanKeys(rows)
+}
+
+// RewrapSubjectKey implements keys.Store.
+func (s *Store) RewrapSubjectKey(ctx context.Context, oldKEK string, w keys.Wrapped) (bool, error) {
+	tag, err := s.pool.Exec(ctx, "UPDATE subject_keys SET kek = $1, wrapped = $2 WHERE subject = $3 AND id = $4 AND kek = $5",
+		w.KEK, w.Key, w.Subject, w.ID, oldKEK)
+	if err != nil {
+		return false, fmt.Errorf("pgstore: re-wrap data key: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
