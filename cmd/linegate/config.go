@@ -24,6 +24,12 @@ type Config struct {
 	// published checkpoint. Relative paths are relative to the working
 	// directory.
 	DataDir string `yaml:"data_dir"`
+	// Database, if set, is a PostgreSQL address (postgres://...) that
+	// replaces the SQLite database: one of database, database_env (the
+	// name of an environment variable that holds it) and database_file.
+	Database     string `yaml:"database"`
+	DatabaseEnv  string `yaml:"database_env"`
+	DatabaseFile string `yaml:"database_file"`
 	// Listen is the webhook listener's address.
 	Listen string `yaml:"listen"`
 	// AdminListen is the admin listener's address (/metrics, /log/,

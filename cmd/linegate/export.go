@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/linegate/linegate/internal/evidence"
-	"github.com/linegate/linegate/internal/sqlitestore"
 )
 
 func runExport(ctx context.Context, e *env, args []string) error {
@@ -43,7 +41,7 @@ func runExport(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	store, err := sqlitestore.Open(ctx, filepath.Join(cfg.DataDir, "ledger.db"), sqlitestore.Options{})
+	store, err := openBackend(ctx, e, cfg)
 	if err != nil {
 		return err
 	}

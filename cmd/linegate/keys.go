@@ -14,7 +14,6 @@ import (
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/retention"
-	"github.com/linegate/linegate/internal/sqlitestore"
 )
 
 // EncryptionConfig names the key encryption key (KEK) that wraps the
@@ -153,8 +152,10 @@ func runKeys(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := store.TruncateWAL(ctx); err != nil {
-			return err
+		if t, ok := store.(interface{ TruncateWAL(context.Context) error }); ok {
+			if err := t.TruncateWAL(ctx); err != nil {
+				return err
+			}
 		}
 		if err := appendAdmin(ctx, store, ring, "keys_rotated", map[string]any{"kek": ring.Current(), "rewrapped": rep.Rewrapped}); err != nil {
 			return err
@@ -176,12 +177,12 @@ func runKeys(ctx context.Context, e *env, args []string) error {
 
 // openConfigStore opens the store and the key ring of a config, for the
 // CLI.
-func openConfigStore(ctx context.Context, e *env, configPath string) (*Config, *sqlitestore.Store, *keys.Ring, error) {
+func openConfigStore(ctx context.Context, e *env, configPath string) (*Config, backend, *keys.Ring, error) {
 	cfg, err := loadConfig(configPath)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	store, err := sqlitestore.Open(ctx, filepath.Join(cfg.DataDir, "ledger.db"), sqlitestore.Options{Keep: cfg.keep()})
+	store, err := openBackend(ctx, e, cfg)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -268,7 +269,7 @@ func (a *adminAPI) reloadKEKs() error {
 
 // runSubjectIndex keeps the index of records by subject up to date, behind
 // the appends, until ctx ends.
-func runSubjectIndex(ctx context.Context, store *sqlitestore.Store, every time.Duration, log *slog.Logger) {
+func runSubjectIndex(ctx context.Context, store backend, every time.Duration, log *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {

@@ -16,7 +16,6 @@ import (
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/rules"
-	"github.com/linegate/linegate/internal/sqlitestore"
 )
 
 // loadRules loads the rule set the config names. The built-in config's
@@ -35,7 +34,7 @@ func loadRules(cfg *Config) (*rules.Set, error) {
 
 // newResponder builds the outbound Sender and the rule engine.
 func newResponder(ctx context.Context, e *env, cfg *Config, secrets map[string]channelSecrets, led *ledger.Ledger,
-	store *sqlitestore.Store, log *slog.Logger) (*outbound.Sender, *rules.Engine, error) {
+	store backend, log *slog.Logger) (*outbound.Sender, *rules.Engine, error) {
 	clients := map[string]*outbound.Client{}
 	dry := map[string]bool{}
 	limits := map[string]float64{}
@@ -78,7 +77,7 @@ func newResponder(ctx context.Context, e *env, cfg *Config, secrets map[string]c
 
 // recordRuleSet records the active rule set in the ledger when it differs
 // from the last one recorded.
-func recordRuleSet(ctx context.Context, led *ledger.Ledger, store *sqlitestore.Store, set *rules.Set, why string) error {
+func recordRuleSet(ctx context.Context, led *ledger.Ledger, store backend, set *rules.Set, why string) error {
 	last, err := store.Setting(ctx, "rules_sha256")
 	if err != nil {
 		return err
@@ -103,7 +102,7 @@ type adminAPI struct {
 	cfg    *Config
 	e      *env
 	led    *ledger.Ledger
-	store  *sqlitestore.Store
+	store  backend
 	ring   *keys.Ring
 	sender *outbound.Sender
 	engine *rules.Engine

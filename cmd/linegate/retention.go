@@ -12,7 +12,6 @@ import (
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/retention"
-	"github.com/linegate/linegate/internal/sqlitestore"
 )
 
 func runPurge(ctx context.Context, e *env, args []string) error {
@@ -41,12 +40,12 @@ func runPurge(ctx context.Context, e *env, args []string) error {
 
 // appendAdmin records an admin action from the CLI straight into the
 // store; serve integrates it into the log.
-func appendAdmin(ctx context.Context, store *sqlitestore.Store, ring ledger.Sealer, action string, detail map[string]any) error {
+func appendAdmin(ctx context.Context, store backend, ring ledger.Sealer, action string, detail map[string]any) error {
 	return outbound.RecordAdmin(ctx, storeAppender{store, ring}, action, detail, time.Now())
 }
 
 type storeAppender struct {
-	s    *sqlitestore.Store
+	s    backend
 	ring ledger.Sealer
 }
 
@@ -146,7 +145,7 @@ func holdDetail(h retention.Hold) map[string]any {
 }
 
 // runPurges deletes expired payloads every period until ctx ends.
-func runPurges(ctx context.Context, store *sqlitestore.Store, ring ledger.Sealer, every time.Duration, log *slog.Logger) {
+func runPurges(ctx context.Context, store backend, ring ledger.Sealer, every time.Duration, log *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {

@@ -22,7 +22,6 @@ import (
 	"github.com/linegate/linegate/examples"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/pipeline"
-	"github.com/linegate/linegate/internal/sqlitestore"
 	"github.com/linegate/linegate/internal/webhook"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -139,7 +138,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	}
 
 	start := time.Now()
-	store, err := sqlitestore.Open(ctx, filepath.Join(cfg.DataDir, "ledger.db"), sqlitestore.Options{MaxPages: cfg.Ledger.MaxPages, Keep: cfg.keep()})
+	store, err := openBackend(ctx, e, cfg)
 	if err != nil {
 		return err
 	}

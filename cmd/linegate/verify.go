@@ -50,10 +50,6 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	if origin == "" {
 		origin = verifier.Name()
 	}
-	dbPath := filepath.Join(dir, "ledger.db")
-	if _, err := os.Stat(dbPath); err != nil {
-		return err
-	}
 	var external []ledger.External
 	published, err := os.ReadFile(filepath.Join(publishDir, "checkpoint"))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -75,7 +71,22 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	for _, a := range anchors {
 		external = append(external, ledger.External{Name: "anchor " + a.Name(), Signed: a.Signed()})
 	}
-	store, err := sqlitestore.Open(ctx, dbPath, sqlitestore.Options{})
+	var store backend
+	dsn := ""
+	if cfg != nil {
+		if dsn, err = cfg.databaseDSN(e.getenv); err != nil {
+			return err
+		}
+	}
+	if dsn != "" {
+		store, err = openBackend(ctx, e, cfg)
+	} else {
+		dbPath := filepath.Join(dir, "ledger.db")
+		if _, err := os.Stat(dbPath); err != nil {
+			return err
+		}
+		store, err = sqlitestore.Open(ctx, dbPath, sqlitestore.Options{})
+	}
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/linegate/linegate/internal/keys"
+	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/outbound"
+	"github.com/linegate/linegate/internal/pgstore"
+	"github.com/linegate/linegate/internal/pipeline"
+	"github.com/linegate/linegate/internal/retention"
+	"github.com/linegate/linegate/internal/sqlitestore"
+)
+
+// backend is everything serve and the CLI keep in the database: the
+// ledger, the pipeline's state, switches and consent, retention and the
+// data keys. The SQLite and the PostgreSQL stores implement it.
+type backend interface {
+	ledger.Store
+	pipeline.Store
+	outbound.State
+	retention.Store
+	keys.Store
+	// IndexSubjects brings the index of records by subject up to date.
+	IndexSubjects(ctx context.Context) error
+}
+
+var (
+	_ backend = (*sqlitestore.Store)(nil)
+	_ backend = (*pgstore.Store)(nil)
+)
+
+// isPostgres reports whether a database address names PostgreSQL.
+func isPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// databaseDSN returns the config's database address: "" for the embedded
+// SQLite database under data_dir.
+func (c *Config) databaseDSN(getenv func(string) string) (string, error) {
+	b, err := (secretSource{"database", c.Database, c.DatabaseEnv, c.DatabaseFile}).resolve(getenv, false)
+	if err != nil {
+		return "", fmt.Errorf("config: %w", err)
+	}
+	dsn := string(b)
+	if dsn != "" && !isPostgres(dsn) {
+		return "", fmt.Errorf("config: database: want a postgres:// address (or nothing, for SQLite under data_dir)")
+	}
+	return dsn, nil
+}
+
+// openBackend opens the config's database.
+func openBackend(ctx context.Context, e *env, cfg *Config) (backend, error) {
+	dsn, err := cfg.databaseDSN(e.getenv)
+	if err != nil {
+		return nil, err
+	}
+	if dsn != "" {
+		return pgstore.Open(ctx, dsn, pgstore.Options{Keep: cfg.keep()})
+	}
+	return sqlitestore.Open(ctx, filepath.Join(cfg.DataDir, "ledger.db"), sqlitestore.Options{MaxPages: cfg.Ledger.MaxPages, Keep: cfg.keep()})
+}
