@@ -73,6 +73,12 @@ type Options struct {
 	CheckpointFile string
 	// Sealer, if set, encrypts every payload at rest (SealRecord).
 	Sealer Sealer
+	// Lease, if set, is asked before each integration: with several
+	// processes on one store, only the holder integrates and signs; the
+	// others follow the stored tree head. (Integrate is a compare-and-swap
+	// either way: a stale holder can never publish a tree head
+	// inconsistent with a newer one.)
+	Lease Lease
 	// Logger receives operational messages (default: discard).
 	Logger *slog.Logger
 }
@@ -101,6 +107,14 @@ type Ledger struct {
 	m        metrics
 	closeErr error
 	once     sync.Once
+}
+
+// Lease is a lease that one process at a time holds, such as a database
+// advisory lock.
+type Lease interface {
+	// Held reports whether this process holds the lease now, taking it if
+	// it is free.
+	Held(ctx context.Context) bool
 }
 
 type pending struct {
@@ -354,10 +368,36 @@ func (l *Ledger) sequencer() {
 		case <-l.stopSeq:
 			return
 		}
-		if err := l.integrate(context.Background()); err != nil {
+		ctx := context.Background()
+		if l.opts.Lease != nil && !l.opts.Lease.Held(ctx) {
+			if err := l.follow(ctx); err != nil {
+				l.log.Error("ledger: read the tree head", "err", err)
+			}
+			continue
+		}
+		if err := l.integrate(ctx); err != nil {
 			l.log.Error("ledger integration failed", "err", err)
 		}
 	}
+}
+
+// follow publishes the stored tree head, which another process integrated.
+func (l *Ledger) follow(ctx context.Context) error {
+	head, err := l.store.TreeHead(ctx)
+	if err != nil {
+		return err
+	}
+	if head.Size == l.head.Size && head.Hash == l.head.Hash {
+		return nil
+	}
+	clear(l.tiles)
+	l.head = head
+	l.pubHead.Store(&head)
+	l.m.treeSize.Set(float64(head.Size))
+	if err := l.publish(head.Checkpoint); err != nil {
+		l.log.Error("ledger: write checkpoint file", "err", err)
+	}
+	return nil
 }
 
 // Sync integrates every record appended so far and publishes a checkpoint,
@@ -417,6 +457,10 @@ func (l *Ledger) Close(ctx context.Context) error {
 		<-l.writerDone
 		close(l.stopSeq)
 		<-l.seqDone
+		if l.opts.Lease != nil && !l.opts.Lease.Held(ctx) {
+			l.closeErr = l.follow(ctx) // the holder integrates what this one appended
+			return
+		}
 		l.closeErr = l.integrate(ctx)
 	})
 	return l.closeErr

@@ -1,10 +1,12 @@
 package pgstore
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,7 +19,8 @@ import (
 )
 
 var (
-	_ pipeline.Store  = (*Store)(nil)
+	_ pipeline.Store   = (*Store)(nil)
+	_ pipeline.Claimer = (*Store)(nil)
 	_ outbound.State  = (*Store)(nil)
 	_ retention.Store = (*Store)(nil)
 	_ keys.Store      = (*Store)(nil)
@@ -69,8 +72,12 @@ func (s *Store) Enqueue(ctx context.Context, next uint64, items []*pipeline.Item
 			if err != nil {
 				return err
 			}
+			conv := it.Conversation
+			if conv == "" {
+				conv = "event:" + it.Key // no source: an order of its own
+			}
 			var seq int64
-			if err := tx.QueryRow(ctx, "INSERT INTO queue (item, conversation) VALUES ($1, $2) RETURNING seq", b, it.Conversation).Scan(&seq); err != nil {
+			if err := tx.QueryRow(ctx, "INSERT INTO queue (item, conversation) VALUES ($1, $2) RETURNING seq", b, conv).Scan(&seq); err != nil {
 				return err
 			}
 			it.Seq = uint64(seq)
@@ -516,4 +523,80 @@ func (s *Store) RewrapSubjectKey(ctx context.Context, oldKEK string, w keys.Wrap
 		return false, fmt.Errorf("pgstore: re-wrap data key: %w", err)
 	}
 	return tag.RowsAffected() == 1, nil
+}
+
+// Claim implements pipeline.Claimer. The heads of conversations are locked
+// with FOR UPDATE SKIP LOCKED, so that concurrent claimers never take the
+// same conversation, and a conversation is claimed whole.
+func (s *Store) Claim(ctx context.Context, owner string, limit int, now, until time.Time) ([]*pipeline.Item, error) {
+	rows, err := s.pool.Query(ctx, `WITH heads AS (
+			SELECT q.conversation FROM queue AS q
+			WHERE (q.claimed_ms IS NULL OR q.claimed_ms < $1)
+			  AND NOT EXISTS (SELECT 1 FROM queue AS e WHERE e.conversation = q.conversation AND e.seq < q.seq)
+			ORDER BY q.seq
+			LIMIT $2
+			FOR UPDATE SKIP LOCKED
+		)
+		UPDATE queue SET claimed_by = $3, claimed_ms = $4
+		WHERE conversation IN (SELECT conversation FROM heads)
+		RETURNING seq, item`, now.UnixMilli(), limit, owner, until.UnixMilli())
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: claim: %w", err)
+	}
+	defer rows.Close()
+	var out []*pipeline.Item
+	for rows.Next() {
+		var seq int64
+		var b []byte
+		if err := rows.Scan(&seq, &b); err != nil {
+			return nil, fmt.Errorf("pgstore: claim: %w", err)
+		}
+		it := &pipeline.Item{}
+		if err := json.Unmarshal(b, it); err != nil {
+			return nil, fmt.Errorf("pgstore: queue item %d: %w", seq, err)
+		}
+		it.Seq = uint64(seq)
+		out = append(out, it)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("pgstore: claim: %w", err)
+	}
+	slices.SortFunc(out, func(a, b *pipeline.Item) int { return cmp.Compare(a.Seq, b.Seq) })
+	return out, nil
+}
+
+// Renew implements pipeline.Claimer.
+func (s *Store) Renew(ctx context.Context, owner string, until time.Time) error {
+	if _, err := s.pool.Exec(ctx, "UPDATE queue SET claimed_ms = $2 WHERE claimed_by = $1", owner, until.UnixMilli()); err != nil {
+		return fmt.Errorf("pgstore: renew claims: %w", err)
+	}
+	return nil
+}
+
+// CompleteClaimed implements pipeline.Claimer.
+func (s *Store) CompleteClaimed(ctx context.Context, owner string, seqs []uint64, recs []ledger.Record) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		ids := make([]int64, len(seqs))
+		for i, q := range seqs {
+			ids[i] = int64(q)
+		}
+		tag, err := tx.Exec(ctx, "DELETE FROM queue WHERE seq = ANY($1) AND claimed_by = $2", ids, owner)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() != int64(len(ids)) {
+			return ledger.ErrConflict
+		}
+		if len(recs) > 0 {
+			_, err = s.appendRecords(ctx, tx, recs)
+		}
+		return err
+	})
+	if errors.Is(err, ledger.ErrConflict) {
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("pgstore: complete: %w", err)
+	}
+	return nil
 }

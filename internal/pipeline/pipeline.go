@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"math/rand/v2"
 	"runtime"
 	"slices"
 	"sync"
@@ -82,6 +83,16 @@ type Options struct {
 	// are durable meanwhile.
 	Busy     func() bool
 	MaxDefer time.Duration // default 1s
+	// Claimer, if set, shares the queue with other processes on the same
+	// database (gateway replicas): each claims the events it handles, and
+	// only the holder of DispatchLease moves records into the queue.
+	Claimer       Claimer
+	DispatchLease ledger.Lease
+	// Owner names this process in its claims (default: random).
+	Owner string
+	// ClaimFor is how long a claim holds without renewal (default 15s):
+	// the events of a process that died are taken over after it.
+	ClaimFor time.Duration
 	Logger   *slog.Logger
 	Now      func() time.Time
 }
@@ -91,7 +102,9 @@ type Pipeline struct {
 	o       Options
 	log     *slog.Logger
 	kick    chan struct{}
-	inQueue atomic.Int64
+	inQueue atomic.Int64 // events in hand: dispatched or claimed, not completed
+
+	claimWake chan struct{}
 
 	events     *prometheus.CounterVec
 	drift      *prometheus.CounterVec
@@ -128,7 +141,13 @@ func New(o Options) *Pipeline {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	p := &Pipeline{o: o, log: o.Logger, kick: make(chan struct{}, 1)}
+	if o.Owner == "" {
+		o.Owner = fmt.Sprintf("p-%x", rand.Uint64())
+	}
+	if o.ClaimFor <= 0 {
+		o.ClaimFor = 15 * time.Second
+	}
+	p := &Pipeline{o: o, log: o.Logger, kick: make(chan struct{}, 1), claimWake: make(chan struct{}, 1)}
 	p.events = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "linegate_pipeline_events_total",
 		Help: "Webhook events by channel, type and outcome (processed, failed, duplicate, quarantined, unknown, standby, held, dummy).",
@@ -207,13 +226,19 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	go func() { defer close(compDone); p.completer(ctx, done) }()
 	p.forget(ctx)
 	var loops sync.WaitGroup
-	loops.Go(func() {
-		// Events queued before a crash or a stop run first, so that each
-		// conversation keeps its order; then new ones, straight from the
-		// dispatcher.
-		p.resume(ctx, workers)
-		p.dispatcher(ctx, workers)
-	})
+	if p.o.Claimer != nil {
+		loops.Go(func() { p.dispatcher(ctx, nil) })
+		loops.Go(func() { p.claimer(ctx, workers) })
+		loops.Go(func() { p.renewer(ctx) })
+	} else {
+		loops.Go(func() {
+			// Events queued before a crash or a stop run first, so that
+			// each conversation keeps its order; then new ones, straight
+			// from the dispatcher.
+			p.resume(ctx, workers)
+			p.dispatcher(ctx, workers)
+		})
+	}
 	loops.Go(func() { p.forgetter(ctx) })
 	loops.Wait()
 	for _, w := range workers {
@@ -278,10 +303,14 @@ func (p *Pipeline) wait(ctx context.Context, kick <-chan struct{}) bool {
 	return true
 }
 
-// dispatcher moves webhook records from the ledger into the queue.
+// dispatcher moves webhook records from the ledger into the queue, and
+// hands their events to the workers (with a Claimer, the claimer does).
 func (p *Pipeline) dispatcher(ctx context.Context, workers []chan *Item) {
 	for p.wait(ctx, p.kick) {
 		p.linger(ctx)
+		if p.o.DispatchLease != nil && !p.o.DispatchLease.Held(ctx) {
+			continue
+		}
 		for {
 			more, err := p.dispatch(ctx, workers)
 			if err != nil {
@@ -341,6 +370,10 @@ func (p *Pipeline) dispatch(ctx context.Context, workers []chan *Item) (bool, er
 	items := slices.Concat(parts...)
 	if err := p.o.Store.Enqueue(ctx, end, items, p.o.Now()); err != nil {
 		return false, fmt.Errorf("enqueue: %w", err)
+	}
+	if workers == nil {
+		p.claimKick()
+		return end < count, nil
 	}
 	p.inQueue.Add(int64(len(items)))
 	for _, it := range items {
@@ -598,7 +631,9 @@ func (p *Pipeline) complete(ctx context.Context, batch []*Item) {
 		// Sealed anew at every attempt: a store refuses a record whose
 		// data key another process destroyed meanwhile.
 		recs, err := p.outcomeRecords(batch, now)
-		if err == nil {
+		if err == nil && p.o.Claimer != nil {
+			err = p.completeClaimed(context.Background(), seqs, recs)
+		} else if err == nil {
 			err = p.o.Store.Complete(context.Background(), seqs, recs)
 		}
 		if err == nil {
@@ -617,6 +652,9 @@ func (p *Pipeline) complete(ctx context.Context, batch []*Item) {
 		}
 	}
 	p.inQueue.Add(-int64(len(batch)))
+	if p.o.Claimer != nil {
+		p.claimKick() // room, and the next events of these conversations
+	}
 	for _, it := range batch {
 		typ := it.Type
 		if !knownType(typ) {

@@ -1,0 +1,108 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/linegate/linegate/internal/ledger"
+)
+
+// Claimer shares the queue among processes on one database (several
+// gateway replicas). Declared here, by its consumer; the PostgreSQL store
+// implements it with FOR UPDATE SKIP LOCKED.
+type Claimer interface {
+	// Claim takes, for owner until until, the queued items of up to limit
+	// conversations whose first queued item no live claim holds, every
+	// queued item of each (so that one process handles a conversation's
+	// events, in Seq order), and returns them in Seq order. A claim
+	// expires at until unless renewed; then another process takes the
+	// conversation over.
+	Claim(ctx context.Context, owner string, limit int, now, until time.Time) ([]*Item, error)
+	// Renew extends owner's claims to until.
+	Renew(ctx context.Context, owner string, until time.Time) error
+	// CompleteClaimed is Store.Complete for items claimed by owner: it
+	// returns ledger.ErrConflict, and writes nothing, if one of them is no
+	// longer claimed by owner (its claim expired and another process took
+	// it).
+	CompleteClaimed(ctx context.Context, owner string, seqs []uint64, recs []ledger.Record) error
+}
+
+// claimKick wakes the claimer.
+func (p *Pipeline) claimKick() {
+	select {
+	case p.claimWake <- struct{}{}:
+	default:
+	}
+}
+
+// maxInFlight bounds the events a process has claimed and not completed.
+func (p *Pipeline) maxInFlight() int64 { return int64(p.o.Workers) * 16 }
+
+// claimer claims queued events and hands them to the workers.
+func (p *Pipeline) claimer(ctx context.Context, workers []chan *Item) {
+	for p.wait(ctx, p.claimWake) {
+		for ctx.Err() == nil {
+			room := p.maxInFlight() - p.inQueue.Load()
+			if room <= 0 {
+				break
+			}
+			// As many conversations as there are workers at a time, so
+			// that the other processes get the rest.
+			now := p.o.Now()
+			items, err := p.o.Claimer.Claim(ctx, p.o.Owner, int(min(room, int64(p.o.Workers))), now, now.Add(p.o.ClaimFor))
+			if err != nil {
+				if ctx.Err() == nil {
+					p.log.Error("pipeline: claim", "err", err)
+				}
+				break
+			}
+			if len(items) == 0 {
+				break
+			}
+			p.inQueue.Add(int64(len(items)))
+			for _, it := range items {
+				p.loadEvent(ctx, it)
+				if !p.route(ctx, workers, it) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// renewer keeps this process's claims alive while it runs.
+func (p *Pipeline) renewer(ctx context.Context) {
+	t := time.NewTicker(p.o.ClaimFor / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := p.o.Claimer.Renew(ctx, p.o.Owner, p.o.Now().Add(p.o.ClaimFor)); err != nil && ctx.Err() == nil {
+			p.log.Error("pipeline: renew claims", "err", err)
+		}
+	}
+}
+
+// completeClaimed records outcomes of claimed items. Items whose claim was
+// lost (this process stalled past ClaimFor and another took them over) are
+// dropped here: their new owner records them.
+func (p *Pipeline) completeClaimed(ctx context.Context, seqs []uint64, recs []ledger.Record) error {
+	err := p.o.Claimer.CompleteClaimed(ctx, p.o.Owner, seqs, recs)
+	if !errors.Is(err, ledger.ErrConflict) || len(seqs) == 1 {
+		if errors.Is(err, ledger.ErrConflict) {
+			p.log.Warn("pipeline: an event's claim was lost to another process; it records the outcome", "seq", seqs[0])
+			return nil
+		}
+		return err
+	}
+	for i := range seqs {
+		if err := p.completeClaimed(ctx, seqs[i:i+1], recs[i:i+1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
