@@ -14,6 +14,7 @@ import (
 // restored from an older backup is reported even when the published
 // checkpoint file was restored with it; a changed anchor is reported too.
 func TestAnchors(t *testing.T) {
+	sqliteOnly(t)
 	dir := t.TempDir()
 	g := startGateway(t, dir, gwConfig{logExtra: "  anchor_every: 1s\n  anchor_tz: Asia/Tokyo\n"})
 	anchorsDir := filepath.Join(dir, "data", "anchors")

@@ -22,6 +22,9 @@ import (
 func TestFixtures(t *testing.T) {
 	dir := t.TempDir()
 	g := startGateway(t, dir, gwConfig{maxBody: 4096})
+	if _, err := os.Stat(filepath.Join(dir, "data", "ledger.db")); (err == nil) == pgE2E {
+		t.Fatalf("on PostgreSQL = %v, but data/ledger.db: %v", pgE2E, err)
+	}
 	fixtures := fixtureBodies(t)
 	for name, body := range fixtures {
 		if code := g.post(t, testSecret, body); code != 200 {
@@ -258,6 +261,7 @@ func TestSIGKILLUnderLoad(t *testing.T) {
 // cannot be made durable get 503 (never 200), readiness fails, and every
 // request answered 200 is in the ledger. Raising the cap recovers.
 func TestLedgerFull(t *testing.T) {
+	sqliteOnly(t)
 	dir := t.TempDir()
 	g := startGateway(t, dir, gwConfig{maxPages: 60})
 	var acked [][]byte

@@ -19,6 +19,8 @@ import (
 
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/pgstore"
+	"github.com/linegate/linegate/internal/pgstore/pgtest"
 	"github.com/linegate/linegate/internal/sqlitestore"
 	"github.com/linegate/linegate/internal/webhook"
 )
@@ -76,6 +78,35 @@ type gateway struct {
 	done    chan struct{}
 }
 
+// pgE2E makes every gateway of these tests run on PostgreSQL (a schema of
+// its own in the server of LINEGATE_TEST_POSTGRES) rather than SQLite:
+// LINEGATE_E2E_POSTGRES=1. CI runs the tests both ways.
+var pgE2E = os.Getenv("LINEGATE_E2E_POSTGRES") == "1"
+
+var testDSNs sync.Map // test data directory -> its database
+
+// gatewayDSN returns the database of a test's data directory: "" for
+// SQLite.
+func gatewayDSN(t *testing.T, dir string) string {
+	if !pgE2E {
+		return ""
+	}
+	if v, ok := testDSNs.Load(dir); ok {
+		return v.(string)
+	}
+	dsn := pgtest.Schema(t)
+	testDSNs.Store(dir, dsn)
+	return dsn
+}
+
+// sqliteOnly skips a test that looks into SQLite's files when the gateways
+// run on PostgreSQL.
+func sqliteOnly(t *testing.T) {
+	if pgE2E {
+		t.Skip("looks into the SQLite database's files")
+	}
+}
+
 func writeConfig(t *testing.T, dir string, c gwConfig) string {
 	if c.secret == "" {
 		c.secret = testSecret
@@ -99,6 +130,9 @@ log:
 		y += fmt.Sprintf("ledger:\n  max_pages: %d\n", c.maxPages)
 	}
 	y += c.extra
+	if dsn := gatewayDSN(t, dir); dsn != "" {
+		y += fmt.Sprintf("database: %q\n", dsn)
+	}
 	y += fmt.Sprintf("channels:\n  - id: demo\n    secret: %q\n", c.secret)
 	if c.nextSecret != "" {
 		y += fmt.Sprintf("    next_secret: %q\n", c.nextSecret)
@@ -272,10 +306,7 @@ func testRing(t testing.TB, dir string, s keys.Store) *keys.Ring {
 func readLedger(t testing.TB, dir string) []storedRecord {
 	t.Helper()
 	ctx := context.Background()
-	s, err := sqlitestore.Open(ctx, filepath.Join(dir, "data", "ledger.db"), sqlitestore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openStore(t, dir)
 	defer s.Close()
 	ring := testRing(t, dir, s)
 	n, err := s.Count(ctx)
@@ -339,9 +370,16 @@ func fixtureBodies(t testing.TB) map[string][]byte {
 	return out
 }
 
-func openStore(t testing.TB, dir string) *sqlitestore.Store {
+// openStore opens a test gateway's database, SQLite or PostgreSQL.
+func openStore(t testing.TB, dir string) backend {
 	t.Helper()
-	s, err := sqlitestore.Open(context.Background(), filepath.Join(dir, "data", "ledger.db"), sqlitestore.Options{})
+	var s backend
+	var err error
+	if v, ok := testDSNs.Load(dir); ok {
+		s, err = pgstore.Open(context.Background(), v.(string), pgstore.Options{})
+	} else {
+		s, err = sqlitestore.Open(context.Background(), filepath.Join(dir, "data", "ledger.db"), sqlitestore.Options{})
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

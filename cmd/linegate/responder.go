@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/linegate/linegate/examples"
@@ -99,6 +100,9 @@ func recordRuleSet(ctx context.Context, led *ledger.Ledger, store backend, set *
 
 // adminAPI is the authenticated admin API.
 type adminAPI struct {
+	reloadMu   sync.Mutex
+	lastReload string // the last value of settingRulesReload seen or set
+
 	cfg    *Config
 	e      *env
 	led    *ledger.Ledger
@@ -184,7 +188,53 @@ func (a *adminAPI) reload(ctx context.Context, why string) (*rules.Set, error) {
 	}
 	a.engine.Swap(set)
 	a.log.Info("rules reloaded", "trigger", why, "rules", len(set.Rules), "sha256", set.Hash)
+	if why != reloadByPeer {
+		// Tell the other replicas (watchReloads) to load their files too.
+		v := fmt.Sprintf("%s %d", replicaName(), time.Now().UnixNano())
+		a.reloadMu.Lock()
+		a.lastReload = v
+		a.reloadMu.Unlock()
+		if err := a.store.SetSetting(ctx, settingRulesReload, v); err != nil {
+			return set, fmt.Errorf("rules reloaded here, but the other replicas were not told: %w", err)
+		}
+	}
 	return set, nil
+}
+
+// settingRulesReload is the setting a replica changes when it reloads its
+// rules, so that the others reload theirs.
+const settingRulesReload = "rules_reload"
+
+const reloadByPeer = "another replica"
+
+// watchReloads reloads the rules when another replica has, checking every
+// interval, until ctx ends. The rule files must be the same on every
+// replica; the hash recorded in the ledger shows what each loaded.
+func (a *adminAPI) watchReloads(ctx context.Context, every time.Duration) {
+	first := true
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		v, err := a.store.Setting(ctx, settingRulesReload)
+		if err != nil {
+			continue
+		}
+		a.reloadMu.Lock()
+		changed := v != a.lastReload
+		a.lastReload = v
+		a.reloadMu.Unlock()
+		if changed && !first {
+			if _, err := a.reload(ctx, reloadByPeer); err != nil {
+				a.log.Error("rules not reloaded", "err", err)
+			}
+		}
+		first = false
+	}
 }
 
 func (a *adminAPI) record(w http.ResponseWriter, r *http.Request, action string, detail map[string]any) {

@@ -83,6 +83,7 @@ func rawFilesContain(t *testing.T, dir, s string) bool {
 // text of a purged message nor its sealed bytes are left in the database
 // files.
 func TestRetentionPurge(t *testing.T) {
+	sqliteOnly(t)
 	dir := t.TempDir()
 	cfg := gwConfig{extra: "retention:\n  policies: {short: 1s}\n  purge_every: 0s\n", chanExtra: "    retention: short\n"}
 	g := startGateway(t, dir, cfg)

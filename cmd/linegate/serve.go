@@ -21,6 +21,7 @@ import (
 
 	"github.com/linegate/linegate/examples"
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/pgstore"
 	"github.com/linegate/linegate/internal/pipeline"
 	"github.com/linegate/linegate/internal/webhook"
 	"github.com/prometheus/client_golang/prometheus"
@@ -147,7 +148,19 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Replicas on one PostgreSQL database: one integrates and signs, and
+	// one dispatches, each under a lease; all of them ingest and share the
+	// pipeline's work.
+	var seqLease, dispatchLease ledger.Lease
+	var claimer pipeline.Claimer
+	if pg, ok := store.(*pgstore.Store); ok {
+		sl, dl := pg.SequencerLease(), pg.DispatchLease()
+		defer sl.Release()
+		defer dl.Release()
+		seqLease, dispatchLease, claimer = sl, dl, pg
+	}
 	led, err := ledger.New(ctx, store, ledger.Options{
+		Lease:              seqLease,
 		Sealer:             ring,
 		Origin:             cfg.Log.Origin,
 		Signer:             signer,
@@ -177,7 +190,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	var bg sync.WaitGroup
 	defer bg.Wait()
 	defer stopBg()
-	bg.Go(func() { sender.RefreshLoop(bgCtx, time.Second) })
+	bg.Go(func() { sender.RefreshLoop(bgCtx, 500*time.Millisecond) })
 	anchorLoc, _ := time.LoadLocation(cfg.Log.AnchorTZ) // checked by parseConfig
 	bg.Go(func() {
 		runAnchors(bgCtx, store, led, cfg.Log.AnchorsDir, anchorLoc, cfg.Log.AnchorEvery, verifier, cfg.Log.Origin, log)
@@ -191,7 +204,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	}
 	bg.Go(func() { runSubjectIndex(bgCtx, store, 2*time.Second, log) })
 	pipe := pipeline.New(pipeline.Options{
-		Ledger: store, Sealer: ring, Store: store, Channels: policies, Logger: log, Action: engine, Busy: led.Busy,
+		Ledger: store, Sealer: ring, Store: store, Channels: policies, Claimer: claimer, DispatchLease: dispatchLease, Owner: replicaName(), Logger: log, Action: engine, Busy: led.Busy,
 		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,
 	})
 	pipeCtx, stopPipe := context.WithCancel(context.Background())
@@ -258,6 +271,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	adm.routes(authed)
 	adm.holdRoutes(authed)
 	adm.subjectRoutes(authed)
+	bg.Go(func() { adm.watchReloads(bgCtx, 500*time.Millisecond) })
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -427,4 +441,10 @@ func nextAnchor(now time.Time, loc *time.Location, every time.Duration) (time.Ti
 	}
 	start := now.Truncate(every)
 	return start.Add(every), start.UTC().Format("2006-01-02T150405Z")
+}
+
+// replicaName names this process among the replicas: host and process id.
+func replicaName() string {
+	h, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d", h, os.Getpid())
 }

@@ -88,6 +88,7 @@ func flip(table, col, where string, i int) string {
 // attacker with access to the database could, and checks that verify exits
 // 1 and names the place.
 func TestVerifyDetectsTampering(t *testing.T) {
+	sqliteOnly(t)
 	base := t.TempDir()
 	g := startGateway(t, base, gwConfig{})
 	for i := range 600 {
@@ -150,6 +151,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 // more webhooks were acknowledged: the checkpoint published outside the
 // database shows it.
 func TestVerifyDetectsRollback(t *testing.T) {
+	sqliteOnly(t)
 	dir := t.TempDir()
 	g := startGateway(t, dir, gwConfig{})
 	for i := range 20 {
