@@ -63,6 +63,7 @@ type gwConfig struct {
 	logExtra   string   // lines of the log: section, indented 2 spaces
 	chanExtra  string   // lines of the demo channel, indented 4 spaces
 	env        []string // extra environment of the process
+	database   string   // a PostgreSQL database for this gateway
 }
 
 // gateway is a `linegate serve` process on free loopback ports.
@@ -130,7 +131,9 @@ log:
 		y += fmt.Sprintf("ledger:\n  max_pages: %d\n", c.maxPages)
 	}
 	y += c.extra
-	if dsn := gatewayDSN(t, dir); dsn != "" {
+	if c.database != "" {
+		y += fmt.Sprintf("database: %q\n", c.database)
+	} else if dsn := gatewayDSN(t, dir); dsn != "" {
 		y += fmt.Sprintf("database: %q\n", dsn)
 	}
 	y += fmt.Sprintf("channels:\n  - id: demo\n    secret: %q\n", c.secret)

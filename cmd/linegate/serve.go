@@ -153,11 +153,13 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	// pipeline's work.
 	var seqLease, dispatchLease ledger.Lease
 	var claimer pipeline.Claimer
+	holding := func() bool { return true } // alone on SQLite
 	if pg, ok := store.(*pgstore.Store); ok {
 		sl, dl := pg.SequencerLease(), pg.DispatchLease()
 		defer sl.Release()
 		defer dl.Release()
 		seqLease, dispatchLease, claimer = sl, dl, pg
+		holding = sl.Holding
 	}
 	led, err := ledger.New(ctx, store, ledger.Options{
 		Lease:              seqLease,
@@ -264,7 +266,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		json.NewEncoder(w).Encode(map[string]any{
 			"origin": cfg.Log.Origin, "tree_size": h.Size, "records": n, "checkpoint": string(h.Checkpoint),
 			"pipeline_idle": idle, "kill_switch": sender.KillSwitch(), "rules_sha256": engine.Rules().Hash,
-			"kek": ring.Current(),
+			"kek": ring.Current(), "replica": replicaName(), "sequencer": holding(),
 		})
 	})
 	adm := &adminAPI{cfg: cfg, e: e, led: led, store: store, ring: ring, sender: sender, engine: engine, log: log}

@@ -71,6 +71,14 @@ func (l *Lease) drop() {
 	l.conn, l.held = nil, false
 }
 
+// Holding reports whether this process held the lease at the last Held,
+// without asking the database.
+func (l *Lease) Holding() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.held
+}
+
 // Release gives the lease up (closing its connection).
 func (l *Lease) Release() {
 	l.mu.Lock()
