@@ -21,9 +21,9 @@ import (
 var (
 	_ pipeline.Store   = (*Store)(nil)
 	_ pipeline.Claimer = (*Store)(nil)
-	_ outbound.State  = (*Store)(nil)
-	_ retention.Store = (*Store)(nil)
-	_ keys.Store      = (*Store)(nil)
+	_ outbound.State   = (*Store)(nil)
+	_ retention.Store  = (*Store)(nil)
+	_ keys.Store       = (*Store)(nil)
 )
 
 // Cursor implements pipeline.Store.
