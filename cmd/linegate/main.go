@@ -12,6 +12,7 @@
 //	linegate purge [-dry-run]               delete payloads past their retention
 //	linegate hold add|release|list          legal holds
 //	linegate keys new-kek|rotate|shred      encryption keys: rotation, crypto-shredding
+//	linegate migrate-store -from sqlite:PATH -to postgres://...  move to PostgreSQL
 //	linegate sim api|send|chat [flags]      a LINE platform simulator
 //	linegate bench [-quick] [-json]         the benchmark suite, beside its peers
 //
@@ -53,6 +54,7 @@ var commands = []command{
 	{"purge", "delete payloads past their retention (unless held)", runPurge},
 	{"hold", "legal holds: add, release, list", runHold},
 	{"keys", "encryption at rest: new-kek, rotate (re-wrap data keys), shred (destroy a subject's key)", runKeys},
+	{"migrate-store", "move an embedded (SQLite) installation to PostgreSQL, log intact", runMigrateStore},
 	{"sim", "a LINE platform simulator: fake API, webhook sender, chat", runSim},
 	{"bench", "measure linegate beside its peers (run from the repository)", runBench},
 }

@@ -180,7 +180,9 @@ func TestPostgresDown(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, body, _ := ledger.DecodePayload(p)
-		var cb struct{ Events []struct{ WebhookEventID string } }
+		var cb struct {
+			Events []struct{ WebhookEventID string }
+		}
 		json.Unmarshal(body, &cb)
 		for _, e := range cb.Events {
 			stored[e.WebhookEventID] = true
