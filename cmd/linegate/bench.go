@@ -12,11 +12,12 @@ import (
 )
 
 func runBench(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "bench", "[-quick] [-json] [-repo DIR]")
+	fs := newFlagSet(e, "bench", "[-quick] [-json] [-repo DIR] [-postgres DSN]")
 	quick := fs.Bool("quick", false, "run every figure at a smaller size")
 	asJSON := fs.Bool("json", false, `print {"results": [...]} as JSON`)
 	repo := fs.String("repo", ".", "the repository root, whose bench/peers the suite builds (needs Go)")
 	work := fs.String("work", "", "directory for the runs' data (default: a temporary directory on the same disk as it)")
+	pg := fs.String("postgres", e.getenv("LINEGATE_TEST_POSTGRES"), "a PostgreSQL server for the figures of replicas on PostgreSQL (default: $LINEGATE_TEST_POSTGRES; none: they are skipped)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -24,7 +25,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	results, err := bench.Run(ctx, bench.Options{Linegate: self, Repo: *repo, Quick: *quick, WorkDir: *work, Log: e.stderr})
+	results, err := bench.Run(ctx, bench.Options{Linegate: self, Repo: *repo, Quick: *quick, WorkDir: *work, Log: e.stderr, Postgres: *pg})
 	if err != nil {
 		return err
 	}
@@ -69,6 +70,9 @@ func printTable(e *env, results []bench.Result) {
 		val := fmt.Sprintf("%.2f %s", r.Value, r.Unit)
 		if r.Error != "" {
 			val = "ERROR: " + r.Error
+		}
+		if r.Skipped != "" {
+			val = "skipped: " + r.Skipped
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, val, peer, pv, ratio, r.Target, pass)
 	}

@@ -47,6 +47,9 @@ type Result struct {
 	Target string   `json:"target,omitempty"`
 	Pass   *bool    `json:"pass,omitempty"`
 	Error  string   `json:"error,omitempty"`
+	// Skipped says why a figure was not measured on purpose (no
+	// PostgreSQL server was given); it is not an error.
+	Skipped string `json:"skipped,omitempty"`
 }
 
 // Options configures a run.
@@ -59,6 +62,10 @@ type Options struct {
 	Quick bool
 	// WorkDir holds the runs' data (default: a temporary directory).
 	WorkDir string
+	// Postgres is a PostgreSQL server (postgres://...) for the figures of
+	// replicas on PostgreSQL; each run uses a schema of its own and drops
+	// it. Without it those figures are skipped.
+	Postgres string
 	Log     io.Writer
 }
 
@@ -104,6 +111,7 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 		r.peers[p] = bin
 	}
 	r.ingest(ctx)
+	r.ingestPostgres(ctx)
 	r.latency(ctx)
 	r.appends(ctx)
 	r.verifyAndStartup(ctx)
@@ -161,14 +169,19 @@ type gateway struct {
 }
 
 func (r *runner) startGateway(ctx context.Context, dataDir string) (*gateway, error) {
+	return r.startGatewayWith(ctx, dataDir, "log: {origin: "+benchOrigin+", checkpoint_interval: 1s}\n")
+}
+
+// startGatewayWith starts a gateway with extra config lines (log: among
+// them).
+func (r *runner) startGatewayWith(ctx context.Context, dataDir, extra string) (*gateway, error) {
 	cfg := fmt.Sprintf(`data_dir: %s
 listen: 127.0.0.1:0
 admin_listen: 127.0.0.1:0
-log: {origin: %s, checkpoint_interval: 1s}
-logging: {format: json, level: info}
+%slogging: {format: json, level: info}
 channels:
   - {id: demo, secret: %s}
-`, dataDir, benchOrigin, benchSecret)
+`, dataDir, extra, benchSecret)
 	p := filepath.Join(filepath.Dir(dataDir), filepath.Base(dataDir)+".yaml")
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		return nil, err
