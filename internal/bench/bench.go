@@ -66,7 +66,7 @@ type Options struct {
 	// replicas on PostgreSQL; each run uses a schema of its own and drops
 	// it. Without it those figures are skipped.
 	Postgres string
-	Log     io.Writer
+	Log      io.Writer
 }
 
 const (
