@@ -98,6 +98,17 @@ func TestReplicas(t *testing.T) {
 		}
 	}
 	admin(t, rs.gws[2], "/admin/kill-switch", `{"on": false}`)
+	// A rules reload on one replica: the others reload within a second.
+	admin(t, rs.gws[0], "/admin/rules/reload", "")
+	deadline = time.Now().Add(1500 * time.Millisecond)
+	for _, g := range rs.gws[1:] {
+		for !strings.Contains(g.Logs(), `"trigger":"another replica"`) {
+			if time.Now().After(deadline) {
+				t.Fatalf("replica %s did not reload its rules", g.admin)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	time.Sleep(time.Second)
 
 	// Load: the simulator's synthetic conversation, with reply tokens the
