@@ -32,7 +32,9 @@ start)
 		as_pg "$bin/initdb -D $dir -U postgres --auth=trust -E UTF8 >/dev/null"
 	fi
 	# Durable commits as in production: fsync and synchronous_commit stay on.
-	as_pg "$bin/pg_ctl -D $dir -l $dir/server.log -w -o '-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$dir -c max_connections=300' start" >&2
+	if ! as_pg "$bin/pg_ctl -D $dir status" >/dev/null 2>&1; then
+		as_pg "$bin/pg_ctl -D $dir -l $dir/server.log -w -o '-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$dir -c max_connections=300' start" >&2
+	fi
 	as_pg "$bin/psql -h 127.0.0.1 -p $port -U postgres -qtc \"SELECT 1 FROM pg_database WHERE datname = 'linegate'\"" | grep -q 1 ||
 		as_pg "$bin/createdb -h 127.0.0.1 -p $port -U postgres linegate"
 	echo "postgres://postgres@127.0.0.1:$port/linegate?sslmode=disable"
