@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -500,16 +499,4 @@ func (s *Store) Ping(ctx context.Context) error {
 		return fmt.Errorf("pgstore: write probe: %w", err)
 	}
 	return nil
-}
-
-// in returns "$i, $i+1, ..." for n arguments from $from.
-func in(from, n int) string {
-	var b strings.Builder
-	for i := range n {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "$%d", from+i)
-	}
-	return b.String()
 }
