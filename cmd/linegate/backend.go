@@ -24,8 +24,9 @@ type backend interface {
 	outbound.State
 	retention.Store
 	keys.Store
-	// IndexSubjects brings the index of records by subject up to date.
-	IndexSubjects(ctx context.Context) error
+	// IndexSubjectsBatch indexes up to limit records by subject, and
+	// reports whether more wait.
+	IndexSubjectsBatch(ctx context.Context, limit int) (bool, error)
 }
 
 var (

@@ -267,9 +267,11 @@ func (a *adminAPI) reloadKEKs() error {
 	return nil
 }
 
-// runSubjectIndex keeps the index of records by subject up to date, behind
-// the appends, until ctx ends.
-func runSubjectIndex(ctx context.Context, store backend, every time.Duration, log *slog.Logger) {
+// runSubjectIndex keeps the index of records by subject up to date,
+// behind the appends, until ctx ends: a few hundred records at a time, and
+// only while no webhook waits for a commit (busy), so that the index never
+// delays an acknowledgement for long.
+func runSubjectIndex(ctx context.Context, store backend, every time.Duration, busy func() bool, log *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -278,8 +280,17 @@ func runSubjectIndex(ctx context.Context, store backend, every time.Duration, lo
 			return
 		case <-t.C:
 		}
-		if err := store.IndexSubjects(ctx); err != nil && ctx.Err() == nil {
-			log.Error("records not indexed by subject", "err", err)
+		for ctx.Err() == nil && !busy() {
+			more, err := store.IndexSubjectsBatch(ctx, 256)
+			if err != nil {
+				if ctx.Err() == nil {
+					log.Error("records not indexed by subject", "err", err)
+				}
+				break
+			}
+			if !more {
+				break
+			}
 		}
 	}
 }

@@ -204,7 +204,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	if purgeEvery > 0 {
 		bg.Go(func() { runPurges(bgCtx, store, ring, purgeEvery, log) })
 	}
-	bg.Go(func() { runSubjectIndex(bgCtx, store, 2*time.Second, log) })
+	bg.Go(func() { runSubjectIndex(bgCtx, store, 250*time.Millisecond, led.Busy, log) })
 	pipe := pipeline.New(pipeline.Options{
 		Ledger: store, Sealer: ring, Store: store, Channels: policies, Claimer: claimer, DispatchLease: dispatchLease, Owner: replicaName(), Logger: log, Action: engine, Busy: led.Busy,
 		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,

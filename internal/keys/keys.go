@@ -168,7 +168,10 @@ type Ring struct {
 	keks    map[string]KEK
 	deks    map[string]dataKey     // by subject
 	aeads   map[string]cipher.AEAD // by the joined subject keys
-	created chan struct{}          // a one-slot lock serialising key creation
+	created chan struct{}          // a one-slot lock: one creation at a time
+
+	pendMu  sync.Mutex
+	pending *creation // the subjects waiting for the next creation
 }
 
 type dataKey struct {
@@ -350,48 +353,12 @@ func (r *Ring) dataKeys(ctx context.Context, subjects []string, create bool) ([]
 	if !create {
 		return nil, ledger.ErrKeyDestroyed
 	}
-	// Creation is rare (a subject's first record) and serialised, so that
-	// concurrent first records of one subject do not race to make keys.
-	select {
-	case r.created <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	defer func() { <-r.created }()
-	if err := r.load(ctx, subjects, still, out); err != nil {
-		return nil, err
-	}
-	var add []Wrapped
-	fresh := map[string][]byte{}
-	r.mu.RLock()
-	kek := r.current
-	r.mu.RUnlock()
+	var want []string
 	for _, i := range still {
-		if out[i].key != nil {
-			continue
-		}
-		s := subjects[i]
-		if _, ok := fresh[s]; ok {
-			continue // the same subject twice
-		}
-		dek, id := make([]byte, 32), make([]byte, 16)
-		rand.Read(dek)
-		rand.Read(id)
-		w, err := kek.Wrap(ctx, dek, dekAAD(s, id))
-		if err != nil {
-			return nil, fmt.Errorf("keys: wrap a new data key: %w", err)
-		}
-		fresh[s] = dek
-		add = append(add, Wrapped{Subject: s, ID: id, KEK: kek.ID(), Key: w, CreatedMs: r.now().UnixMilli()})
+		want = append(want, subjects[i])
 	}
-	if len(add) > 0 {
-		stored, err := r.store.AddSubjectKeys(ctx, add)
-		if err != nil {
-			return nil, fmt.Errorf("keys: store new data keys: %w", err)
-		}
-		if err := r.cache(ctx, stored); err != nil {
-			return nil, err
-		}
+	if err := r.create(ctx, want); err != nil {
+		return nil, err
 	}
 	if err := r.load(ctx, subjects, still, out); err != nil {
 		return nil, err
@@ -402,6 +369,101 @@ func (r *Ring) dataKeys(ctx context.Context, subjects []string, create bool) ([]
 		}
 	}
 	return out, nil
+}
+
+// creation is a group of subjects whose keys are created in one store
+// transaction.
+type creation struct {
+	subjects map[string]bool
+	done     chan struct{}
+	err      error
+}
+
+// create makes data keys for subjects that have none, and caches them.
+// Creations are group-committed: one store transaction at a time, each
+// for every subject that waited meanwhile, so that a burst of first
+// contacts (a campaign's new followers) costs a few commits, not one
+// each, on the write lock that acknowledgements wait for.
+func (r *Ring) create(ctx context.Context, subjects []string) error {
+	r.pendMu.Lock()
+	if r.pending == nil {
+		r.pending = &creation{subjects: map[string]bool{}, done: make(chan struct{})}
+	}
+	b := r.pending
+	for _, s := range subjects {
+		b.subjects[s] = true
+	}
+	r.pendMu.Unlock()
+	select {
+	case r.created <- struct{}{}: // the creator's turn
+	case <-b.done: // another caller created this group
+		return b.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-r.created }()
+	r.pendMu.Lock()
+	if r.pending == b {
+		r.pending = nil // later callers gather in a new group
+	}
+	r.pendMu.Unlock()
+	select {
+	case <-b.done:
+		return b.err // done while this caller waited for its turn
+	default:
+	}
+	b.err = r.createNow(ctx, b.subjects)
+	close(b.done)
+	return b.err
+}
+
+func (r *Ring) createNow(ctx context.Context, subjects map[string]bool) error {
+	var want []string
+	r.mu.RLock()
+	kek := r.current
+	for s := range subjects {
+		if _, ok := r.deks[s]; !ok {
+			want = append(want, s)
+		}
+	}
+	r.mu.RUnlock()
+	if len(want) == 0 {
+		return nil
+	}
+	// Another process may have made some meanwhile.
+	have, err := r.store.SubjectKeys(ctx, want)
+	if err != nil {
+		return fmt.Errorf("keys: read data keys: %w", err)
+	}
+	if err := r.cache(ctx, have); err != nil {
+		return err
+	}
+	stored := map[string]bool{}
+	for _, w := range have {
+		stored[w.Subject] = true
+	}
+	var add []Wrapped
+	for _, s := range want {
+		if stored[s] {
+			continue
+		}
+		dek, id := make([]byte, 32), make([]byte, 16)
+		rand.Read(dek)
+		rand.Read(id)
+		w, err := kek.Wrap(ctx, dek, dekAAD(s, id))
+		if err != nil {
+			return fmt.Errorf("keys: wrap a new data key: %w", err)
+		}
+		add = append(add, Wrapped{Subject: s, ID: id, KEK: kek.ID(), Key: w, CreatedMs: r.now().UnixMilli()})
+	}
+	if len(add) == 0 {
+		return nil
+	}
+	got, err := r.store.AddSubjectKeys(ctx, add)
+	if err != nil {
+		return fmt.Errorf("keys: store new data keys: %w", err)
+	}
+	return r.cache(ctx, got)
 }
 
 // load fills out[i] for the indices given, from the cache or the store.

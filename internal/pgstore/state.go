@@ -375,24 +375,31 @@ func (s *Store) ReleaseHold(ctx context.Context, id int64, at time.Time) error {
 // the SQLite store: the index is filled behind the appends).
 func (s *Store) IndexSubjects(ctx context.Context) error {
 	for {
-		var more bool
-		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			// One indexer at a time; the others find the work done.
-			if _, err := tx.Exec(ctx, "SELECT next FROM subject_index_cursor WHERE id = 0 FOR UPDATE"); err != nil {
-				return err
-			}
-			if err := indexSubjects(ctx, tx, 4096); err != nil {
-				return err
-			}
-			return tx.QueryRow(ctx, "SELECT (SELECT next FROM subject_index_cursor) < (SELECT next FROM log_state)").Scan(&more)
-		})
-		if err != nil {
-			return fmt.Errorf("pgstore: index records by subject: %w", err)
-		}
-		if !more {
-			return nil
+		more, err := s.IndexSubjectsBatch(ctx, 4096)
+		if err != nil || !more {
+			return err
 		}
 	}
+}
+
+// IndexSubjectsBatch indexes up to limit records in one transaction, and
+// reports whether more wait.
+func (s *Store) IndexSubjectsBatch(ctx context.Context, limit int) (bool, error) {
+	var more bool
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// One indexer at a time; the others find the work done.
+		if _, err := tx.Exec(ctx, "SELECT next FROM subject_index_cursor WHERE id = 0 FOR UPDATE"); err != nil {
+			return err
+		}
+		if err := indexSubjects(ctx, tx, limit); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, "SELECT (SELECT next FROM subject_index_cursor) < (SELECT next FROM log_state)").Scan(&more)
+	})
+	if err != nil {
+		return false, fmt.Errorf("pgstore: index records by subject: %w", err)
+	}
+	return more, nil
 }
 
 // indexSubjects indexes up to limit records (all, if negative) from the

@@ -190,34 +190,39 @@ func (s *Store) TruncateWAL(ctx context.Context) error {
 	return nil
 }
 
-// indexBatch is the most records IndexSubjects indexes in one transaction.
-const indexBatch = 4096
-
-// IndexSubjects brings the index of records by subject up to date, in
-// transactions of a few thousand records. Serve runs it in the background;
-// lookups by subject run it first.
+// IndexSubjects brings the index of records by subject up to date.
+// Lookups by subject run it first.
 func (s *Store) IndexSubjects(ctx context.Context) error {
 	for {
-		tx, err := s.w.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("sqlitestore: begin: %w", err)
-		}
-		var n int
-		err = indexSubjects(ctx, tx, indexBatch)
-		if err == nil {
-			err = tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM records WHERE idx >= (SELECT next FROM subject_index_cursor)").Scan(&n)
-		}
-		if err == nil {
-			err = tx.Commit()
-		}
-		tx.Rollback()
-		if err != nil {
-			return fmt.Errorf("sqlitestore: index records by subject: %w", err)
-		}
-		if n == 0 {
-			return nil
+		more, err := s.IndexSubjectsBatch(ctx, 4096)
+		if err != nil || !more {
+			return err
 		}
 	}
+}
+
+// IndexSubjectsBatch indexes up to limit records in one transaction, and
+// reports whether more wait. Serve runs it in the background in small
+// batches, between group commits, so that the write lock it takes never
+// holds an acknowledgement for long.
+func (s *Store) IndexSubjectsBatch(ctx context.Context, limit int) (bool, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("sqlitestore: begin: %w", err)
+	}
+	defer tx.Rollback()
+	var more bool
+	err = indexSubjects(ctx, tx, limit)
+	if err == nil {
+		err = tx.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM records WHERE idx >= (SELECT next FROM subject_index_cursor))").Scan(&more)
+	}
+	if err == nil {
+		err = tx.Commit()
+	}
+	if err != nil {
+		return false, fmt.Errorf("sqlitestore: index records by subject: %w", err)
+	}
+	return more, nil
 }
 
 // indexSubjects indexes up to limit records (all, if negative) from the
