@@ -97,10 +97,10 @@ var migrations = []string{
 
 	// Version 5: encryption at rest with per-subject data keys, and the
 	// index of records by subject (for holds, deletion requests and
-	// crypto-shredding). The index is filled behind the appends, in large
-	// batches (IndexSubjects): keyed by subject, each row lands on its own
-	// page, and writing it in every group commit would multiply the pages
-	// each acknowledgement waits for. A record_subjects row refers to the
+	// crypto-shredding). The index is filled behind the appends, in
+	// batches of its own (IndexSubjectsBatch): keyed by subject, each row
+	// lands on its own page, and writing it in every group commit would
+	// multiply the pages each acknowledgement waits for. A record_subjects row refers to the
 	// data key its record was sealed with, so that a key cannot be
 	// destroyed while an indexed record still needs it; records of the
 	// system subject are not indexed.
