@@ -43,7 +43,7 @@ func runMigrateStore(ctx context.Context, e *env, args []string) error {
 	}
 	path, ok := strings.CutPrefix(*from, "sqlite:")
 	if !ok || path == "" || !isPostgres(*to) {
-		return fmt.Errorf("%w: want -from sqlite:PATH -to postgres://...", errUsage)
+		return fmt.Errorf("%w: want -from sqlite:PATH -to postgres://HOST/DB", errUsage)
 	}
 	if _, err := os.Stat(path); err != nil {
 		return err
