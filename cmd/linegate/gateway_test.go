@@ -308,10 +308,31 @@ func testRing(t testing.TB, dir string, s keys.Store) *keys.Ring {
 // readLedger reads every record of the data directory's database.
 func readLedger(t testing.TB, dir string) []storedRecord {
 	t.Helper()
-	ctx := context.Background()
 	s := openStore(t, dir)
 	defer s.Close()
-	ring := testRing(t, dir, s)
+	return readStore(t, s, testRing(t, dir, s))
+}
+
+// readSharedLedger reads every record of replicas' PostgreSQL database,
+// whose key encryption key is in kekFile.
+func readSharedLedger(t testing.TB, dsn, kekFile string) []storedRecord {
+	t.Helper()
+	s, err := pgstore.Open(context.Background(), dsn, pgstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	kek, err := keys.LoadKEKFile(kekFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return readStore(t, s, keys.NewRing(s, kek))
+}
+
+// readStore reads and decrypts every record of a store.
+func readStore(t testing.TB, s backend, ring *keys.Ring) []storedRecord {
+	t.Helper()
+	ctx := context.Background()
 	n, err := s.Count(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -340,6 +361,19 @@ func readLedger(t testing.TB, dir string) []storedRecord {
 		out = append(out, sr)
 	}
 	return out
+}
+
+// eventIDs returns the webhookEventIds of a webhook body.
+func eventIDs(body []byte) []string {
+	var cb struct {
+		Events []struct{ WebhookEventID string }
+	}
+	json.Unmarshal(body, &cb)
+	var ids []string
+	for _, e := range cb.Events {
+		ids = append(ids, e.WebhookEventID)
+	}
+	return ids
 }
 
 // runCLI runs the linegate binary and returns its exit code and output.

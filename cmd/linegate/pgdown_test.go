@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -13,9 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
-	"github.com/linegate/linegate/internal/pgstore"
 	"github.com/linegate/linegate/internal/pgstore/pgtest"
 )
 
@@ -156,36 +152,12 @@ func TestPostgresDown(t *testing.T) {
 	for _, g := range gws {
 		g.stop()
 	}
-	ctx := context.Background()
-	store, err := pgstore.Open(ctx, dsn, pgstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	kek, _ := keys.LoadKEKFile(filepath.Join(shared, "kek"))
-	ring := keys.NewRing(store, kek)
-	n, _ := store.Count(ctx)
 	stored := map[string]bool{}
-	for rec, err := range store.Records(ctx, 0, n) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		var leaf ledger.Leaf
-		leaf.UnmarshalBinary(rec.Leaf)
-		if leaf.Kind != ledger.KindWebhook {
-			continue
-		}
-		p, err := ledger.OpenPayload(ctx, ring, rec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, body, _ := ledger.DecodePayload(p)
-		var cb struct {
-			Events []struct{ WebhookEventID string }
-		}
-		json.Unmarshal(body, &cb)
-		for _, e := range cb.Events {
-			stored[e.WebhookEventID] = true
+	for _, r := range readSharedLedger(t, dsn, filepath.Join(shared, "kek")) {
+		if r.leaf.Kind == ledger.KindWebhook {
+			for _, id := range eventIDs(r.body) {
+				stored[id] = true
+			}
 		}
 	}
 	for id := range acked {

@@ -12,9 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
-	"github.com/linegate/linegate/internal/pgstore"
 	"github.com/linegate/linegate/internal/pgstore/pgtest"
 	"github.com/linegate/linegate/internal/sim"
 )
@@ -197,43 +195,18 @@ func TestReplicas(t *testing.T) {
 	survivor.stop()
 
 	// Read everything back from the database.
-	ctx := context.Background()
-	store, err := pgstore.Open(ctx, rs.dsn, pgstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	kek, err := keys.LoadKEKFile(filepath.Join(rs.shared, "kek"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ring := keys.NewRing(store, kek)
-	n, _ := store.Count(ctx)
+	recs := readSharedLedger(t, rs.dsn, filepath.Join(rs.shared, "kek"))
 	stored := map[string]bool{}
 	outcomes := map[string]int{}
-	for rec, err := range store.Records(ctx, 0, n) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		var leaf ledger.Leaf
-		leaf.UnmarshalBinary(rec.Leaf)
-		p, err := ledger.OpenPayload(ctx, ring, rec)
-		if err != nil {
-			t.Fatalf("record %d: %v", rec.Index, err)
-		}
-		_, body, _ := ledger.DecodePayload(p)
-		switch leaf.Kind {
+	for _, r := range recs {
+		switch r.leaf.Kind {
 		case ledger.KindWebhook:
-			var cb struct {
-				Events []struct{ WebhookEventID string }
-			}
-			json.Unmarshal(body, &cb)
-			for _, e := range cb.Events {
-				stored[e.WebhookEventID] = true
+			for _, id := range eventIDs(r.body) {
+				stored[id] = true
 			}
 		case ledger.KindEvent:
 			var o struct{ Key string }
-			json.Unmarshal(body, &o)
+			json.Unmarshal(r.body, &o)
 			outcomes[o.Key]++
 		}
 	}
@@ -276,7 +249,7 @@ func TestReplicas(t *testing.T) {
 	if p := w.apiCalls("/v2/bot/message/push"); p != 0 {
 		t.Errorf("%d pushes: replies fell back to pushes", p)
 	}
-	t.Logf("%d requests, %d events acknowledged, %d replies, %d records", sent.Load(), len(acked), len(used), n)
+	t.Logf("%d requests, %d events acknowledged, %d replies, %d records", sent.Load(), len(acked), len(used), len(recs))
 	if code, out := runCLI(t, "verify", "-config", survivor.cfgPath); code != 0 || !strings.HasPrefix(out, "OK") {
 		t.Errorf("verify = %d:\n%s", code, out)
 	}

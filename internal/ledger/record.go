@@ -222,3 +222,21 @@ func SplitPayload(p []byte) (meta, body []byte, err error) {
 	}
 	return p[4 : 4+n], p[4+n:], nil
 }
+
+// DeleteAfter returns when a record's payload is to be deleted, in Unix
+// milliseconds, from its leaf's time and the retention period of its
+// class in keep; ok is false when it is kept until deleted otherwise (no
+// period, or a leaf that does not decode). Stores write it with the record.
+func DeleteAfter(leaf []byte, keep map[string]time.Duration) (ms int64, ok bool) {
+	if len(keep) == 0 {
+		return 0, false
+	}
+	var l Leaf
+	if l.UnmarshalBinary(leaf) != nil {
+		return 0, false
+	}
+	if d := keep[l.Retention]; d > 0 {
+		return l.Time.Add(d).UnixMilli(), true
+	}
+	return 0, false
+}

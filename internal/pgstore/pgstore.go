@@ -287,16 +287,9 @@ func nilIfEmpty(b []byte) any {
 	return b
 }
 
-func (s *Store) deleteAfter(leafBytes []byte) any {
-	if len(s.keep) == 0 {
-		return nil
-	}
-	var leaf ledger.Leaf
-	if leaf.UnmarshalBinary(leafBytes) != nil {
-		return nil
-	}
-	if d := s.keep[leaf.Retention]; d > 0 {
-		return leaf.Time.Add(d).UnixMilli()
+func (s *Store) deleteAfter(leaf []byte) any {
+	if ms, ok := ledger.DeleteAfter(leaf, s.keep); ok {
+		return ms
 	}
 	return nil
 }

@@ -106,6 +106,11 @@ func (s *Store) Pending(ctx context.Context, after uint64, limit int) ([]*pipeli
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: read queue: %w", err)
 	}
+	return scanItems(rows)
+}
+
+// scanItems reads (seq, item) rows of the queue.
+func scanItems(rows pgx.Rows) ([]*pipeline.Item, error) {
 	defer rows.Close()
 	var out []*pipeline.Item
 	for rows.Next() {
@@ -121,7 +126,10 @@ func (s *Store) Pending(ctx context.Context, after uint64, limit int) ([]*pipeli
 		it.Seq = uint64(seq)
 		out = append(out, it)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("pgstore: read queue: %w", err)
+	}
+	return out, nil
 }
 
 // Complete implements pipeline.Store.
@@ -550,23 +558,9 @@ func (s *Store) Claim(ctx context.Context, owner string, limit int, now, until t
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: claim: %w", err)
 	}
-	defer rows.Close()
-	var out []*pipeline.Item
-	for rows.Next() {
-		var seq int64
-		var b []byte
-		if err := rows.Scan(&seq, &b); err != nil {
-			return nil, fmt.Errorf("pgstore: claim: %w", err)
-		}
-		it := &pipeline.Item{}
-		if err := json.Unmarshal(b, it); err != nil {
-			return nil, fmt.Errorf("pgstore: queue item %d: %w", seq, err)
-		}
-		it.Seq = uint64(seq)
-		out = append(out, it)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pgstore: claim: %w", err)
+	out, err := scanItems(rows)
+	if err != nil {
+		return nil, err
 	}
 	slices.SortFunc(out, func(a, b *pipeline.Item) int { return cmp.Compare(a.Seq, b.Seq) })
 	return out, nil

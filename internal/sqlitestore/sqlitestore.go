@@ -336,16 +336,9 @@ func checkKeysExist(ctx context.Context, tx *sql.Tx, ids map[string]bool) error 
 
 // deleteAfter returns a record's delete-after time in ms from its leaf's
 // time and retention class, or nil to keep it.
-func (s *Store) deleteAfter(leafBytes []byte) any {
-	if len(s.keep) == 0 {
-		return nil
-	}
-	var leaf ledger.Leaf
-	if leaf.UnmarshalBinary(leafBytes) != nil {
-		return nil
-	}
-	if d := s.keep[leaf.Retention]; d > 0 {
-		return leaf.Time.Add(d).UnixMilli()
+func (s *Store) deleteAfter(leaf []byte) any {
+	if ms, ok := ledger.DeleteAfter(leaf, s.keep); ok {
+		return ms
 	}
 	return nil
 }
