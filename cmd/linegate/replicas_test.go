@@ -75,8 +75,9 @@ func treeSize(t *testing.T, g *gateway) uint64 {
 // sequencer lease and one other mid-run. No acknowledged webhook is
 // missing, no event is answered twice (each reply token is used once, and
 // each event has exactly one outcome), the survivor takes the lease over
-// and the tree keeps growing within seconds, switches set through one
-// replica reach the others within a second, and verify passes.
+// and the tree keeps growing within seconds, switches (kill switch,
+// dry-run) and rule reloads made through one replica reach the others
+// within a second, and verify passes.
 func TestReplicas(t *testing.T) {
 	if pgE2E {
 		t.Skip("on PostgreSQL already: it ran in the first pass")
@@ -96,6 +97,18 @@ func TestReplicas(t *testing.T) {
 		}
 	}
 	admin(t, rs.gws[2], "/admin/kill-switch", `{"on": false}`)
+	// So does dry-run.
+	admin(t, rs.gws[0], "/admin/dry-run", `{"channel": "demo", "on": true}`)
+	deadline = time.Now().Add(1500 * time.Millisecond)
+	for _, g := range rs.gws {
+		for fmt.Sprint(status(t, g)["dry_run"]) != "map[demo:true]" {
+			if time.Now().After(deadline) {
+				t.Fatalf("replica %s did not see dry-run: %v", g.admin, status(t, g)["dry_run"])
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	admin(t, rs.gws[1], "/admin/dry-run", `{"channel": "demo", "on": false}`)
 	// A rules reload on one replica: the others reload within a second.
 	admin(t, rs.gws[0], "/admin/rules/reload", "")
 	deadline = time.Now().Add(1500 * time.Millisecond)

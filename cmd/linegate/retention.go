@@ -144,8 +144,9 @@ func holdDetail(h retention.Hold) map[string]any {
 	return map[string]any{"id": h.ID, "channel": h.Channel, "subject": h.Subject, "from_ms": h.FromMs, "to_ms": h.ToMs, "reason": h.Reason}
 }
 
-// runPurges deletes expired payloads every period until ctx ends.
-func runPurges(ctx context.Context, store backend, ring ledger.Sealer, every time.Duration, log *slog.Logger) {
+// runPurges deletes expired payloads every period until ctx ends. Among
+// replicas, the one that holds the sequencer lease (holding) purges.
+func runPurges(ctx context.Context, store backend, ring ledger.Sealer, every time.Duration, holding func() bool, log *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -153,6 +154,9 @@ func runPurges(ctx context.Context, store backend, ring ledger.Sealer, every tim
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if !holding() {
+			continue
 		}
 		rep, err := retention.Purge(ctx, store, ring, time.Now(), false)
 		if err != nil {

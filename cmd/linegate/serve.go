@@ -195,14 +195,14 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	bg.Go(func() { sender.RefreshLoop(bgCtx, 500*time.Millisecond) })
 	anchorLoc, _ := time.LoadLocation(cfg.Log.AnchorTZ) // checked by parseConfig
 	bg.Go(func() {
-		runAnchors(bgCtx, store, led, cfg.Log.AnchorsDir, anchorLoc, cfg.Log.AnchorEvery, verifier, cfg.Log.Origin, log)
+		runAnchors(bgCtx, store, led, cfg.Log.AnchorsDir, anchorLoc, cfg.Log.AnchorEvery, verifier, cfg.Log.Origin, holding, log)
 	})
 	purgeEvery := time.Hour
 	if cfg.Retention.PurgeEvery != nil {
 		purgeEvery = *cfg.Retention.PurgeEvery
 	}
 	if purgeEvery > 0 {
-		bg.Go(func() { runPurges(bgCtx, store, ring, purgeEvery, log) })
+		bg.Go(func() { runPurges(bgCtx, store, ring, purgeEvery, holding, log) })
 	}
 	bg.Go(func() { runSubjectIndex(bgCtx, store, 250*time.Millisecond, led.Busy, log) })
 	pipe := pipeline.New(pipeline.Options{
@@ -266,7 +266,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		json.NewEncoder(w).Encode(map[string]any{
 			"origin": cfg.Log.Origin, "tree_size": h.Size, "records": n, "checkpoint": string(h.Checkpoint),
 			"pipeline_idle": idle, "kill_switch": sender.KillSwitch(), "rules_sha256": engine.Rules().Hash,
-			"kek": ring.Current(), "replica": replicaName(), "sequencer": holding(),
+			"kek": ring.Current(), "replica": replicaName(), "sequencer": holding(), "dry_run": sender.DryRunStatus(),
 		})
 	})
 	adm := &adminAPI{cfg: cfg, e: e, led: led, store: store, ring: ring, sender: sender, engine: engine, log: log}
@@ -414,15 +414,19 @@ func equalFold(a, b string) bool {
 }
 
 // runAnchors writes an anchor at the end of each period (each day at
-// midnight in loc, by default) until ctx ends.
+// midnight in loc, by default) until ctx ends. Among replicas, the one that
+// holds the sequencer lease (holding) writes it.
 func runAnchors(ctx context.Context, store ledger.Store, led *ledger.Ledger, dir string, loc *time.Location,
-	every time.Duration, v note.Verifier, origin string, log *slog.Logger) {
+	every time.Duration, v note.Verifier, origin string, holding func() bool, log *slog.Logger) {
 	for {
 		next, name := nextAnchor(time.Now(), loc, every)
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(time.Until(next)):
+		}
+		if !holding() {
+			continue
 		}
 		if err := ledger.WriteAnchor(ctx, store, dir, name, led.Head().Checkpoint, v, origin); err != nil {
 			log.Error("anchor not written", "anchor", name, "err", err)

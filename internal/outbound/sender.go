@@ -199,6 +199,15 @@ func (s *Sender) DryRun(channel string) bool {
 	return s.dryChans[channel]
 }
 
+// DryRunStatus reports, by channel, whether it is in dry-run.
+func (s *Sender) DryRunStatus() map[string]bool {
+	m := make(map[string]bool, len(s.o.Clients))
+	for ch := range s.o.Clients {
+		m[ch] = s.DryRun(ch)
+	}
+	return m
+}
+
 // Refresh reloads the stored switches, so that a change made through
 // another replica takes effect here.
 func (s *Sender) Refresh(ctx context.Context) error {
