@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/pipeline"
@@ -49,6 +50,7 @@ func (a *countingAction) count(key string) int {
 
 type fixture struct {
 	t       testing.TB
+	sealer  ledger.Sealer // nil: records stored as they are
 	store   *sqlitestore.Store
 	now     time.Time
 	action  *countingAction
@@ -81,7 +83,7 @@ func (f *fixture) webhook(body string, offset time.Duration) {
 func (f *fixture) run() {
 	f.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	p := pipeline.New(pipeline.Options{Ledger: f.store, Store: f.store, Action: f.action, Poll: 5 * time.Millisecond, DedupHorizon: f.horizon,
+	p := pipeline.New(pipeline.Options{Ledger: f.store, Sealer: f.sealer, Store: f.store, Action: f.action, Poll: 5 * time.Millisecond, DedupHorizon: f.horizon,
 		Channels: map[string]pipeline.ChannelPolicy{"c": f.policy}, Now: func() time.Time { return f.now }})
 	done := make(chan struct{})
 	go func() { p.Run(ctx); close(done) }()
@@ -341,6 +343,13 @@ func TestConversationOrder(t *testing.T) {
 //	go test ./internal/pipeline -run '^$' -bench Pipeline
 func BenchmarkPipeline(b *testing.B) {
 	f := newFixture(b)
+	// Sealed, as serve seals them: the pipeline opens each webhook record
+	// and seals each outcome.
+	kek, err := keys.ParseKEK(keys.GenerateKEK())
+	if err != nil {
+		b.Fatal(err)
+	}
+	f.sealer = keys.NewRing(f.store, kek)
 	ts := f.now.UnixMilli()
 	const per = 256
 	for i := 0; i < b.N; i += per {
@@ -349,7 +358,11 @@ func BenchmarkPipeline(b *testing.B) {
 			user := fmt.Sprintf("U%04d", j%1000)
 			e := strings.Replace(text(fmt.Sprintf("01B%09d", j), fmt.Sprint(j), "where is my parcel?", ts), `"userId":"U1"`, `"userId":"`+user+`"`, 1)
 			payload, _ := ledger.EncodePayload(&ledger.Meta{Channel: "c", ReceivedMs: ts, Headers: map[string][]string{"X-Line-Signature": {"x"}}}, []byte(body(e)))
-			rec, _ := ledger.NewRecord(ledger.Entry{Kind: ledger.KindWebhook, Time: f.now, Channel: "c", Payload: payload})
+			rec, err := ledger.SealRecord(context.Background(), f.sealer, ledger.Entry{Kind: ledger.KindWebhook, Time: f.now, Channel: "c",
+				Payload: payload, Subjects: []string{"user:" + user}})
+			if err != nil {
+				b.Fatal(err)
+			}
 			recs = append(recs, rec)
 		}
 		if _, err := f.store.Append(context.Background(), recs); err != nil {
