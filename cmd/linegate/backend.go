@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
@@ -12,6 +13,7 @@ import (
 	"github.com/linegate/linegate/internal/pgstore"
 	"github.com/linegate/linegate/internal/pipeline"
 	"github.com/linegate/linegate/internal/retention"
+	"github.com/linegate/linegate/internal/rules"
 	"github.com/linegate/linegate/internal/sqlitestore"
 )
 
@@ -24,6 +26,9 @@ type backend interface {
 	outbound.State
 	retention.Store
 	keys.Store
+	rules.Cooldowns
+	// ForgetCooldowns deletes the rule cooldowns that ended before t.
+	ForgetCooldowns(ctx context.Context, t time.Time) error
 	// IndexSubjectsBatch indexes up to limit records by subject, and
 	// reports whether more wait.
 	IndexSubjectsBatch(ctx context.Context, limit int) (bool, error)

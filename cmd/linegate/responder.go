@@ -66,7 +66,8 @@ func newResponder(ctx context.Context, e *env, cfg *Config, secrets map[string]c
 		return nil, nil, err
 	}
 	engine := rules.NewEngine(set, rules.EngineOptions{
-		Sender: sender, Consent: store, Ledger: led, Channels: infos, LookupHosts: cfg.LookupHosts,
+		Cooldowns: store,
+		Sender:    sender, Consent: store, Ledger: led, Channels: infos, LookupHosts: cfg.LookupHosts,
 		HTTP: &http.Client{Timeout: 30 * time.Second}, Logger: log,
 	})
 	if err := recordRuleSet(ctx, led, store, set, "start"); err != nil {

@@ -158,6 +158,9 @@ func runPurges(ctx context.Context, store backend, ring ledger.Sealer, every tim
 		if !holding() {
 			continue
 		}
+		if err := store.ForgetCooldowns(ctx, time.Now()); err != nil {
+			log.Error("cooldowns not forgotten", "err", err)
+		}
 		rep, err := retention.Purge(ctx, store, ring, time.Now(), false)
 		if err != nil {
 			log.Error("purge failed", "err", err)

@@ -455,3 +455,32 @@ func TestDryRunHeader(t *testing.T) {
 		t.Errorf("outcomes %v", outcomes)
 	}
 }
+
+// TestCooldownSurvivesRestart: a rule's cooldown is kept in the database,
+// so a restarted gateway (or, on PostgreSQL, another replica) still holds
+// it.
+func TestCooldownSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	w := newReplyWorld(t)
+	rulesFile := filepath.Join(dir, "rules.yaml")
+	os.WriteFile(rulesFile, []byte(`rules:
+  - name: welcome-once
+    cooldown: 1h
+    when: {event: [message]}
+    reply: [{type: text, text: "Welcome back"}]
+`), 0o600)
+	cfg := gwConfig{extra: fmt.Sprintf("line_api_base: %s\nrules_files: [%s]\n", w.apiURL, rulesFile)}
+	g := startGateway(t, dir, cfg)
+	w.replyTo(t, w.send(t, g, "U7", "message", "hi"))
+	w.send(t, g, "U7", "message", "hi again") // within the cooldown
+	waitIdle(t, g)
+	g.stop()
+	g = startGateway(t, dir, cfg)
+	w.send(t, g, "U7", "message", "after a restart") // still within it
+	w.replyTo(t, w.send(t, g, "U8", "message", "hi")) // another user is not held
+	waitIdle(t, g)
+	g.stop()
+	if n := w.apiCalls("/v2/bot/message/reply"); n != 2 {
+		t.Errorf("%d replies, want 2: the first to U7, and U8's", n)
+	}
+}

@@ -27,7 +27,7 @@ var _ ledger.Store = (*Store)(nil)
 
 // schemaVersion is the version of the schema this code writes. A database
 // of a newer version is refused.
-const schemaVersion = 1
+const schemaVersion = 2
 
 // migrations[i] brings a database from version i to version i+1.
 var migrations = []string{
@@ -123,6 +123,14 @@ var migrations = []string{
 		next BIGINT NOT NULL
 	);
 	INSERT INTO subject_index_cursor (id, next) VALUES (0, 0);`,
+
+	// Version 2: rule cooldowns, shared by the replicas.
+	`CREATE TABLE cooldowns (
+		key      TEXT PRIMARY KEY, -- rules.CooldownKey: a hash, no user id
+		until_ms BIGINT NOT NULL,
+		event    TEXT NOT NULL     -- the event that fired it (its retry may fire again)
+	);
+	CREATE INDEX cooldowns_until ON cooldowns (until_ms);`,
 }
 
 // Lock ids of the advisory locks (an arbitrary constant, then the use).

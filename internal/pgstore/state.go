@@ -601,3 +601,22 @@ func (s *Store) CompleteClaimed(ctx context.Context, owner string, seqs []uint64
 	}
 	return nil
 }
+
+// Cooldown implements rules.Cooldowns.
+func (s *Store) Cooldown(ctx context.Context, key, event string, now, until time.Time) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `INSERT INTO cooldowns (key, until_ms, event) VALUES ($1, $2, $3)
+		ON CONFLICT (key) DO UPDATE SET until_ms = excluded.until_ms, event = excluded.event
+		WHERE cooldowns.until_ms <= $4 OR cooldowns.event = excluded.event`, key, until.UnixMilli(), event, now.UnixMilli())
+	if err != nil {
+		return false, fmt.Errorf("pgstore: cooldown: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// ForgetCooldowns deletes the cooldowns that ended before t.
+func (s *Store) ForgetCooldowns(ctx context.Context, t time.Time) error {
+	if _, err := s.pool.Exec(ctx, "DELETE FROM cooldowns WHERE until_ms < $1", t.UnixMilli()); err != nil {
+		return fmt.Errorf("pgstore: forget cooldowns: %w", err)
+	}
+	return nil
+}

@@ -3,6 +3,8 @@ package rules
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,6 +35,15 @@ type ConsentRecorder interface {
 	SetConsent(ctx context.Context, channel, user string, optIn bool, at time.Time, source string) error
 }
 
+// Cooldowns keeps when rules may fire again for a user, in the database,
+// so that a restart or another replica knows. The stores implement it.
+type Cooldowns interface {
+	// Cooldown reports whether key may fire now for event, and if so
+	// holds it until until: it may when it is not held, or held by this
+	// same event (a retry of it).
+	Cooldown(ctx context.Context, key, event string, now, until time.Time) (bool, error)
+}
+
 // ChannelInfo is what the engine needs of a channel.
 type ChannelInfo struct {
 	Secret    []byte // signs forwarded events
@@ -55,6 +66,9 @@ type EngineOptions struct {
 	HTTP        *http.Client
 	Logger      *slog.Logger
 	Now         func() time.Time
+	// Cooldowns, if set, keeps rule cooldowns durably and shared; without
+	// it they are kept in this process's memory.
+	Cooldowns Cooldowns
 }
 
 // Engine runs the rules on events: it is the pipeline's action.
@@ -63,7 +77,7 @@ type Engine struct {
 	set atomic.Pointer[Set]
 
 	mu       sync.Mutex
-	cooldown map[string]time.Time // channel/rule/user -> last fired
+	cooldown map[string]cooldown // in memory, without Cooldowns
 }
 
 var _ pipeline.Action = (*Engine)(nil)
@@ -79,7 +93,7 @@ func NewEngine(set *Set, o EngineOptions) *Engine {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	e := &Engine{o: o, cooldown: map[string]time.Time{}}
+	e := &Engine{o: o, cooldown: map[string]cooldown{}}
 	e.set.Store(set)
 	return e
 }
@@ -114,7 +128,12 @@ func (e *Engine) Handle(ctx context.Context, it *pipeline.Item, ev *line.Event) 
 	}
 	var errs []error
 	for seq, r := range set.Match(in) {
-		if !e.cool(it.Channel, r, d.UserID, now) {
+		ok, err := e.cool(ctx, it, r, d.UserID, now)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("rule %s: cooldown: %w", r.Name, err))
+			continue
+		}
+		if !ok {
 			continue
 		}
 		if err := e.fire(ctx, r, seq, it, ev, d); err != nil {
@@ -124,22 +143,36 @@ func (e *Engine) Handle(ctx context.Context, it *pipeline.Item, ev *line.Event) 
 	return errors.Join(errs...)
 }
 
-// cool reports whether a rule may fire for the user, and notes that it did.
-//
-// BUG: cooldowns are kept in memory: a restart, or another replica, does
-// not know them.
-func (e *Engine) cool(channel string, r *Rule, user string, now time.Time) bool {
+// cool reports whether a rule may fire for the user, and notes that it
+// does. A retry of the same event may fire again (actions run at least
+// once per event).
+func (e *Engine) cool(ctx context.Context, it *pipeline.Item, r *Rule, user string, now time.Time) (bool, error) {
 	if r.Cooldown <= 0 || user == "" {
-		return true
+		return true, nil
 	}
-	key := channel + "/" + r.Name + "/" + user
+	key := CooldownKey(it.Channel, r.Name, user)
+	if e.o.Cooldowns != nil {
+		return e.o.Cooldowns.Cooldown(ctx, key, it.Key, now, now.Add(r.Cooldown))
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if last, ok := e.cooldown[key]; ok && now.Sub(last) < r.Cooldown {
-		return false
+	if c, ok := e.cooldown[key]; ok && now.Before(c.until) && c.event != it.Key {
+		return false, nil
 	}
-	e.cooldown[key] = now
-	return true
+	e.cooldown[key] = cooldown{until: now.Add(r.Cooldown), event: it.Key}
+	return true, nil
+}
+
+type cooldown struct {
+	until time.Time
+	event string
+}
+
+// CooldownKey names a rule's cooldown for a user: a hash, so that the
+// stored cooldowns hold no LINE user id.
+func CooldownKey(channel, rule, user string) string {
+	sum := sha256.Sum256([]byte(channel + "\x00" + rule + "\x00" + user))
+	return hex.EncodeToString(sum[:16])
 }
 
 func (e *Engine) consentKeywords(ctx context.Context, set *Set, it *pipeline.Item, user, text string, now time.Time) error {

@@ -3,6 +3,7 @@ package rules_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -192,8 +193,9 @@ rules:
 	fs := &fakeSender{}
 	eng := rules.NewEngine(s, rules.EngineOptions{Sender: fs, Ledger: nopLedger{}, LookupHosts: []string{host},
 		Channels: map[string]rules.ChannelInfo{"c": {AllowDryRunHeader: true}}})
-	for _, text := range []string{"post", "evil", "push", "push"} {
+	for i, text := range []string{"post", "evil", "push", "push"} {
 		it, e := event(t, text)
+		it.Key = fmt.Sprintf("id:01E%d", i)
 		if err := eng.Handle(context.Background(), it, e); err != nil {
 			t.Fatal(err)
 		}
@@ -201,6 +203,13 @@ rules:
 	if len(fs.reqs) != 3 {
 		t.Fatalf("%d sends, want 3 (cooldown holds the second push)", len(fs.reqs))
 	}
+	// A retry of the event that fired is not held by its own cooldown.
+	it, e := event(t, "push")
+	it.Key = "id:01E2"
+	if err := eng.Handle(context.Background(), it, e); err != nil || len(fs.reqs) != 4 {
+		t.Fatalf("retry of the pushing event: %d sends, %v", len(fs.reqs), err)
+	}
+	fs.reqs = fs.reqs[:3]
 	if string(fs.reqs[0].Messages[0]) != `{"text":"ok 3","type":"text"}` || gotBody["user"] != "U9" || gotBody["said"] != "post" {
 		t.Errorf("POST lookup: sent %s, service got %v", fs.reqs[0].Messages[0], gotBody)
 	}
@@ -211,7 +220,7 @@ rules:
 		t.Errorf("push rule: %+v", fs.reqs[2])
 	}
 	for _, r := range fs.reqs {
-		if !r.DryRun || r.EventKey != "id:01E" || r.ReplyToken != "rt" {
+		if !r.DryRun || !strings.HasPrefix(r.EventKey, "id:01E") || r.ReplyToken != "rt" {
 			t.Errorf("request %+v: want dry-run (header allowed), linked to the event", r)
 		}
 	}

@@ -21,7 +21,7 @@ var _ ledger.Store = (*Store)(nil)
 
 // schemaVersion is the version of the schema this code writes, kept in
 // PRAGMA user_version. A database of a newer version is refused.
-const schemaVersion = 5
+const schemaVersion = 6
 
 // migrations[i] brings a database from version i to version i+1.
 var migrations = []string{
@@ -124,6 +124,14 @@ var migrations = []string{
 	);
 	INSERT INTO subject_index_cursor (id, next) VALUES (0, 0);
 	ALTER TABLE holds ADD COLUMN subject TEXT NOT NULL DEFAULT ''; -- "" for every subject`,
+
+	// Version 6: rule cooldowns, kept across restarts.
+	`CREATE TABLE cooldowns (
+		key      TEXT PRIMARY KEY, -- rules.CooldownKey: a hash, no user id
+		until_ms INTEGER NOT NULL,
+		event    TEXT NOT NULL     -- the event that fired it (its retry may fire again)
+	) WITHOUT ROWID;
+	CREATE INDEX cooldowns_until ON cooldowns (until_ms);`,
 }
 
 // Options tunes a Store.

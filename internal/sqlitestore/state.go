@@ -59,3 +59,23 @@ func (s *Store) SetConsent(ctx context.Context, channel, user string, optIn bool
 	}
 	return nil
 }
+
+// Cooldown implements rules.Cooldowns.
+func (s *Store) Cooldown(ctx context.Context, key, event string, now, until time.Time) (bool, error) {
+	res, err := s.w.ExecContext(ctx, `INSERT INTO cooldowns (key, until_ms, event) VALUES (?, ?, ?)
+		ON CONFLICT (key) DO UPDATE SET until_ms = excluded.until_ms, event = excluded.event
+		WHERE cooldowns.until_ms <= ? OR cooldowns.event = excluded.event`, key, until.UnixMilli(), event, now.UnixMilli())
+	if err != nil {
+		return false, fmt.Errorf("sqlitestore: cooldown: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// ForgetCooldowns deletes the cooldowns that ended before t.
+func (s *Store) ForgetCooldowns(ctx context.Context, t time.Time) error {
+	if _, err := s.w.ExecContext(ctx, "DELETE FROM cooldowns WHERE until_ms < ?", t.UnixMilli()); err != nil {
+		return fmt.Errorf("sqlitestore: forget cooldowns: %w", err)
+	}
+	return nil
+}
