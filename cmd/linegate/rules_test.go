@@ -476,7 +476,7 @@ func TestCooldownSurvivesRestart(t *testing.T) {
 	waitIdle(t, g)
 	g.stop()
 	g = startGateway(t, dir, cfg)
-	w.send(t, g, "U7", "message", "after a restart") // still within it
+	w.send(t, g, "U7", "message", "after a restart")  // still within it
 	w.replyTo(t, w.send(t, g, "U8", "message", "hi")) // another user is not held
 	waitIdle(t, g)
 	g.stop()
