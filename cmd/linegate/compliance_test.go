@@ -49,8 +49,8 @@ func sendText(t *testing.T, g *gateway, user, group, text string) {
 	}
 }
 
-// recordsOf returns the records sealed with a subject's key whose payload
-// is still there, and how many of the subject's webhooks hold text.
+// recordsOf returns how many records sealed with a subject's key still
+// have their payload.
 func recordsOf(recs []storedRecord, subject string) (n int) {
 	for _, r := range recs {
 		if r.body != nil && slices.Contains(r.subjects, subject) {

@@ -272,25 +272,18 @@ func (a *adminAPI) reloadKEKs() error {
 // only while no webhook waits for a commit (busy), so that the index never
 // delays an acknowledgement for long.
 func runSubjectIndex(ctx context.Context, store backend, every time.Duration, busy func() bool, log *slog.Logger) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	periodically(ctx, every, func() {
 		for ctx.Err() == nil && !busy() {
 			more, err := store.IndexSubjectsBatch(ctx, 256)
 			if err != nil {
 				if ctx.Err() == nil {
 					log.Error("records not indexed by subject", "err", err)
 				}
-				break
+				return
 			}
 			if !more {
-				break
+				return
 			}
 		}
-	}
+	})
 }

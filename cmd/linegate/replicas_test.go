@@ -20,16 +20,14 @@ import (
 // replicaSet is several gateways on one PostgreSQL database, with the
 // same checkpoint key and key encryption key.
 type replicaSet struct {
-	t      *testing.T
 	dsn    string
 	shared string
 	gws    []*gateway
-	cfg    gwConfig
 }
 
 func startReplicas(t *testing.T, n int, cfg gwConfig) *replicaSet {
 	t.Helper()
-	rs := &replicaSet{t: t, dsn: pgtest.Schema(t), shared: t.TempDir()}
+	rs := &replicaSet{dsn: pgtest.Schema(t), shared: t.TempDir()}
 	if code, out := runCLI(t, "keygen", "-out", rs.shared, "-origin", testOrigin); code != 0 {
 		t.Fatalf("keygen: %s", out)
 	}
@@ -39,7 +37,6 @@ func startReplicas(t *testing.T, n int, cfg gwConfig) *replicaSet {
 	cfg.database = rs.dsn
 	cfg.logExtra += fmt.Sprintf("  key_file: %s\n", filepath.Join(rs.shared, "log.key"))
 	cfg.extra += fmt.Sprintf("encryption:\n  kek_file: %s\n", filepath.Join(rs.shared, "kek"))
-	rs.cfg = cfg
 	for range n {
 		rs.gws = append(rs.gws, startGateway(t, t.TempDir(), cfg))
 	}

@@ -213,17 +213,10 @@ const reloadByPeer = "another replica"
 // replica; the hash recorded in the ledger shows what each loaded.
 func (a *adminAPI) watchReloads(ctx context.Context, every time.Duration) {
 	first := true
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	periodically(ctx, every, func() {
 		v, err := a.store.Setting(ctx, settingRulesReload)
 		if err != nil {
-			continue
+			return
 		}
 		a.reloadMu.Lock()
 		changed := v != a.lastReload
@@ -235,7 +228,7 @@ func (a *adminAPI) watchReloads(ctx context.Context, every time.Duration) {
 			}
 		}
 		first = false
-	}
+	})
 }
 
 func (a *adminAPI) record(w http.ResponseWriter, r *http.Request, action string, detail map[string]any) {

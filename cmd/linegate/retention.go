@@ -147,16 +147,9 @@ func holdDetail(h retention.Hold) map[string]any {
 // runPurges deletes expired payloads every period until ctx ends. Among
 // replicas, the one that holds the sequencer lease (holding) purges.
 func runPurges(ctx context.Context, store backend, ring ledger.Sealer, every time.Duration, holding func() bool, log *slog.Logger) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	periodically(ctx, every, func() {
 		if !holding() {
-			continue
+			return
 		}
 		if err := store.ForgetCooldowns(ctx, time.Now()); err != nil {
 			log.Error("cooldowns not forgotten", "err", err)
@@ -164,12 +157,12 @@ func runPurges(ctx context.Context, store backend, ring ledger.Sealer, every tim
 		rep, err := retention.Purge(ctx, store, ring, time.Now(), false)
 		if err != nil {
 			log.Error("purge failed", "err", err)
-			continue
+			return
 		}
 		if len(rep.Deleted) > 0 || rep.Held > 0 {
 			log.Info("purge", "deleted", len(rep.Deleted), "held", rep.Held)
 		}
-	}
+	})
 }
 
 // holdRoutes adds the legal hold and purge admin calls.

@@ -14,6 +14,17 @@ import (
 	"github.com/linegate/linegate/internal/sqlitestore"
 )
 
+// verifyFailure prints a finding (a *ledger.VerifyError) and returns
+// errVerifyFailed; any other error is returned as it is.
+func verifyFailure(e *env, err error) error {
+	var ve *ledger.VerifyError
+	if errors.As(err, &ve) {
+		fmt.Fprintf(e.stdout, "FAIL %s: %s\n", ve.Where, ve.Reason)
+		return errVerifyFailed
+	}
+	return err
+}
+
 // errVerifyFailed is returned when the ledger does not verify; the
 // details have been printed.
 var errVerifyFailed = errors.New("the ledger does not verify")
@@ -61,12 +72,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	}
 	anchors, err := ledger.ReadAnchors(anchorsDir, verifier, origin)
 	if err != nil {
-		var ve *ledger.VerifyError
-		if errors.As(err, &ve) {
-			fmt.Fprintf(e.stdout, "FAIL %s: %s\n", ve.Where, ve.Reason)
-			return errVerifyFailed
-		}
-		return err
+		return verifyFailure(e, err)
 	}
 	for _, a := range anchors {
 		external = append(external, ledger.External{Name: "anchor " + a.Name(), Signed: a.Signed()})
@@ -110,12 +116,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	start := time.Now()
 	rep, err := ledger.Verify(ctx, store, verifier, origin, external, sealer)
 	if err != nil {
-		var ve *ledger.VerifyError
-		if errors.As(err, &ve) {
-			fmt.Fprintf(e.stdout, "FAIL %s: %s\n", ve.Where, ve.Reason)
-			return errVerifyFailed
-		}
-		return err
+		return verifyFailure(e, err)
 	}
 	d := time.Since(start)
 	fmt.Fprintf(e.stdout, "OK %d records (%d in the tree, %d awaiting integration; %d payloads deleted by policy), %d checkpoints, %d tiles, %d anchors, %d payload bytes, in %v\n",

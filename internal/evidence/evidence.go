@@ -87,6 +87,19 @@ func Export(ctx context.Context, store ledger.Store, sealer ledger.Sealer, vkey 
 	if err != nil {
 		return nil, err
 	}
+	// include writes a selected record into the bundle, if it is in the
+	// checkpoint the proofs are against.
+	include := func(rec ledger.Record, leaf ledger.Leaf) error {
+		if rec.Index >= head.Size {
+			m.Skipped++
+			return nil
+		}
+		if err := writeRecord(ctx, store, dir, rec, leaf, head); err != nil {
+			return err
+		}
+		m.Records = append(m.Records, rec.Index)
+		return nil
+	}
 	keys := map[string]bool{} // dedup keys of selected webhook events, to follow links
 	var linked []ledger.Record
 	for rec, err := range store.Records(ctx, 0, count) {
@@ -129,14 +142,9 @@ func Export(ctx context.Context, store ledger.Store, sealer ledger.Sealer, vkey 
 			linked = append(linked, rec)
 			continue
 		}
-		if rec.Index >= head.Size {
-			m.Skipped++
-			continue
-		}
-		if err := writeRecord(ctx, store, dir, rec, leaf, head); err != nil {
+		if err := include(rec, leaf); err != nil {
 			return nil, err
 		}
-		m.Records = append(m.Records, rec.Index)
 	}
 	for _, rec := range linked {
 		var leaf ledger.Leaf
@@ -150,14 +158,9 @@ func Export(ctx context.Context, store ledger.Store, sealer ledger.Sealer, vkey 
 		if !keys[link.Key] && !keys[link.EventKey] && !(sel.User != "" && sel.MessageID == "" && bytes.Contains(body, []byte(sel.User))) {
 			continue
 		}
-		if rec.Index >= head.Size {
-			m.Skipped++
-			continue
-		}
-		if err := writeRecord(ctx, store, dir, rec, leaf, head); err != nil {
+		if err := include(rec, leaf); err != nil {
 			return nil, err
 		}
-		m.Records = append(m.Records, rec.Index)
 	}
 	slices.Sort(m.Records)
 	if err := copyAnchors(ctx, store, anchorsDir, filepath.Join(dir, "anchors"), head, v); err != nil {

@@ -430,23 +430,10 @@ func (r *Ring) createNow(ctx context.Context, subjects map[string]bool) error {
 	if len(want) == 0 {
 		return nil
 	}
-	// Another process may have made some meanwhile.
-	have, err := r.store.SubjectKeys(ctx, want)
-	if err != nil {
-		return fmt.Errorf("keys: read data keys: %w", err)
-	}
-	if err := r.cache(ctx, have); err != nil {
-		return err
-	}
-	stored := map[string]bool{}
-	for _, w := range have {
-		stored[w.Subject] = true
-	}
+	// Another process may make some meanwhile: AddSubjectKeys keeps the
+	// first key stored for a subject and returns it.
 	var add []Wrapped
 	for _, s := range want {
-		if stored[s] {
-			continue
-		}
 		dek, id := make([]byte, 32), make([]byte, 16)
 		rand.Read(dek)
 		rand.Read(id)
@@ -455,9 +442,6 @@ func (r *Ring) createNow(ctx context.Context, subjects map[string]bool) error {
 			return fmt.Errorf("keys: wrap a new data key: %w", err)
 		}
 		add = append(add, Wrapped{Subject: s, ID: id, KEK: kek.ID(), Key: w, CreatedMs: r.now().UnixMilli()})
-	}
-	if len(add) == 0 {
-		return nil
 	}
 	got, err := r.store.AddSubjectKeys(ctx, add)
 	if err != nil {

@@ -264,7 +264,7 @@ func (s *Store) appendRecords(ctx context.Context, tx pgx.Tx, recs []ledger.Reco
 				keyIDs[string(k.ID)] = true
 			}
 		}
-		rows[i] = []any{int64(first) + int64(i), r.Leaf, nilIfEmpty(r.Nonce), nilIfEmpty(r.Payload), s.deleteAfter(r.Leaf), keys}
+		rows[i] = []any{int64(first) + int64(i), r.Leaf, r.Nonce, r.Payload, s.deleteAfter(r.Leaf), keys}
 	}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"records"}, []string{"idx", "leaf", "nonce", "payload", "delete_after_ms", "keys"},
 		pgx.CopyFromRows(rows)); err != nil {
@@ -284,15 +284,6 @@ func (s *Store) appendRecords(ctx context.Context, tx pgx.Tx, recs []ledger.Reco
 		}
 	}
 	return first, nil
-}
-
-// nilIfEmpty keeps a nil slice NULL (pgx would store a nil []byte as NULL
-// anyway; an empty non-nil one stays empty).
-func nilIfEmpty(b []byte) any {
-	if b == nil {
-		return nil
-	}
-	return b
 }
 
 func (s *Store) deleteAfter(leaf []byte) any {

@@ -7,10 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/outbound"
@@ -53,20 +53,8 @@ func (s *Store) Enqueue(ctx context.Context, next uint64, items []*pipeline.Item
 			return tag.RowsAffected() == 1, err
 		}
 		for _, it := range items {
-			claimed, err := claim(it.Key)
-			if err != nil {
+			if err := it.Dedup(claim); err != nil {
 				return err
-			}
-			if !claimed {
-				it.Outcome, it.Reason = pipeline.OutcomeDuplicate, "event already received (same "+keyKind(it.Key)+")"
-			} else if it.MessageKey != "" {
-				fresh, err := claim(it.MessageKey)
-				if err != nil {
-					return err
-				}
-				if !fresh {
-					it.Flags = append(it.Flags, "duplicate_message_id")
-				}
 			}
 			b, err := json.Marshal(it)
 			if err != nil {
@@ -91,13 +79,6 @@ func (s *Store) Enqueue(ctx context.Context, next uint64, items []*pipeline.Item
 		return fmt.Errorf("pgstore: enqueue: %w", err)
 	}
 	return nil
-}
-
-func keyKind(k string) string {
-	if strings.HasPrefix(k, "id:") {
-		return "webhookEventId"
-	}
-	return "content"
 }
 
 // Pending implements pipeline.Store.
@@ -232,30 +213,16 @@ func scanCandidates(rows pgx.Rows) ([]retention.Candidate, error) {
 	defer rows.Close()
 	var out []retention.Candidate
 	for rows.Next() {
-		var c retention.Candidate
 		var idx int64
 		var lb []byte
-		var keys *string
-		var after *int64
+		var keys pgtype.Text
+		var after pgtype.Int8
 		if err := rows.Scan(&idx, &lb, &keys, &after); err != nil {
 			return nil, fmt.Errorf("pgstore: read records: %w", err)
 		}
-		c.Index = uint64(idx)
-		var leaf ledger.Leaf
-		if err := leaf.UnmarshalBinary(lb); err != nil {
-			return nil, fmt.Errorf("pgstore: record %d: %w", idx, err)
-		}
-		var ks []ledger.SubjectKey
-		if keys != nil {
-			var err error
-			if ks, err = ledger.ParseKeys(*keys); err != nil {
-				return nil, fmt.Errorf("pgstore: record %d: %w", idx, err)
-			}
-		}
-		c.Channel, c.TimeMs, c.Class = leaf.Channel, leaf.Time.UnixMilli(), leaf.Retention
-		c.Subjects = ledger.Subjects(ks)
-		if after != nil {
-			c.DeleteAfterMs = *after
+		c, err := retention.NewCandidate(uint64(idx), lb, keys.String, after.Int64)
+		if err != nil {
+			return nil, fmt.Errorf("pgstore: %w", err)
 		}
 		out = append(out, c)
 	}
@@ -306,13 +273,17 @@ func (s *Store) SetDeleteAfter(ctx context.Context, cs []retention.Candidate) er
 // so).
 func (s *Store) Purge(ctx context.Context, indices []uint64, deletion ledger.Record, destroy []string) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// Serialise with appends (their counter row) so that no record
-		// sealed with a key about to be destroyed can commit unindexed.
-		if _, err := tx.Exec(ctx, "SELECT next FROM log_state WHERE id = 0 FOR UPDATE"); err != nil {
-			return err
-		}
-		if err := indexSubjects(ctx, tx, -1); err != nil {
-			return err
+		if len(destroy) > 0 {
+			// Serialise with appends (their counter row) so that no
+			// record sealed with a key about to be destroyed can commit
+			// unindexed, and index what is not yet. (Records purged
+			// unindexed need no index: their keys go with their payloads.)
+			if _, err := tx.Exec(ctx, "SELECT next FROM log_state WHERE id = 0 FOR UPDATE"); err != nil {
+				return err
+			}
+			if err := indexSubjects(ctx, tx, -1); err != nil {
+				return err
+			}
 		}
 		ids := make([]int64, len(indices))
 		for i, x := range indices {

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
@@ -34,6 +35,35 @@ type Item struct {
 	Header map[string]string `json:"header,omitempty"`
 
 	ev *line.Event // decoded at dispatch, for the worker
+}
+
+// Dedup applies the dedup memory to the item, as Store.Enqueue must:
+// claim claims a key and reports whether it was new. An item whose Key was
+// claimed before is a duplicate; one whose MessageKey was gets the flag
+// "duplicate_message_id".
+func (it *Item) Dedup(claim func(key string) (bool, error)) error {
+	fresh, err := claim(it.Key)
+	if err != nil {
+		return err
+	}
+	if !fresh {
+		kind := "content"
+		if strings.HasPrefix(it.Key, "id:") {
+			kind = "webhookEventId"
+		}
+		it.Outcome, it.Reason = OutcomeDuplicate, "event already received (same "+kind+")"
+		return nil
+	}
+	if it.MessageKey == "" {
+		return nil
+	}
+	if fresh, err = claim(it.MessageKey); err != nil {
+		return err
+	}
+	if !fresh {
+		it.Flags = append(it.Flags, "duplicate_message_id")
+	}
+	return nil
 }
 
 // Outcome is what became of an event.

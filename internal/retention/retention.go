@@ -69,6 +69,21 @@ type Candidate struct {
 	DeleteAfterMs int64 // 0: no delete-after time
 }
 
+// NewCandidate builds a candidate from a record's stored columns: its
+// index, leaf, keys (ledger.FormatKeys; "" for none) and delete-after time.
+func NewCandidate(index uint64, leafBytes []byte, keys string, deleteAfterMs int64) (Candidate, error) {
+	var leaf ledger.Leaf
+	if err := leaf.UnmarshalBinary(leafBytes); err != nil {
+		return Candidate{}, fmt.Errorf("record %d: %w", index, err)
+	}
+	ks, err := ledger.ParseKeys(keys)
+	if err != nil {
+		return Candidate{}, fmt.Errorf("record %d: %w", index, err)
+	}
+	return Candidate{Index: index, Channel: leaf.Channel, TimeMs: leaf.Time.UnixMilli(), Class: leaf.Retention,
+		Subjects: ledger.Subjects(ks), DeleteAfterMs: deleteAfterMs}, nil
+}
+
 // Hold is a legal hold: while active, it keeps from deletion the payloads
 // of the records of a channel ("" for all) and a subject ("" for all) in a
 // time range (0 for open).

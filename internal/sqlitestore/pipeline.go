@@ -58,20 +58,8 @@ func (s *Store) Enqueue(ctx context.Context, next uint64, items []*pipeline.Item
 		return n == 1, err
 	}
 	for _, it := range items {
-		claimed, err := claim(it.Key)
-		if err != nil {
+		if err := it.Dedup(claim); err != nil {
 			return err
-		}
-		if !claimed {
-			it.Outcome, it.Reason = pipeline.OutcomeDuplicate, "event already received (same "+keyKind(it.Key)+")"
-		} else if it.MessageKey != "" {
-			fresh, err := claim(it.MessageKey)
-			if err != nil {
-				return err
-			}
-			if !fresh {
-				it.Flags = append(it.Flags, "duplicate_message_id")
-			}
 		}
 		b, err := json.Marshal(it)
 		if err != nil {
@@ -91,13 +79,6 @@ func (s *Store) Enqueue(ctx context.Context, next uint64, items []*pipeline.Item
 		return fmt.Errorf("sqlitestore: commit: %w", err)
 	}
 	return nil
-}
-
-func keyKind(k string) string {
-	if strings.HasPrefix(k, "id:") {
-		return "webhookEventId"
-	}
-	return "content"
 }
 
 // Pending implements pipeline.Store.

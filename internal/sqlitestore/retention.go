@@ -28,23 +28,17 @@ func scanCandidates(rows rowScanner) ([]retention.Candidate, error) {
 	defer rows.Close()
 	var out []retention.Candidate
 	for rows.Next() {
-		var c retention.Candidate
+		var idx uint64
 		var lb []byte
 		var keys sql.NullString
 		var after sql.NullInt64
-		if err := rows.Scan(&c.Index, &lb, &keys, &after); err != nil {
+		if err := rows.Scan(&idx, &lb, &keys, &after); err != nil {
 			return nil, fmt.Errorf("sqlitestore: read records: %w", err)
 		}
-		var leaf ledger.Leaf
-		if err := leaf.UnmarshalBinary(lb); err != nil {
-			return nil, fmt.Errorf("sqlitestore: record %d: %w", c.Index, err)
-		}
-		ks, err := ledger.ParseKeys(keys.String)
+		c, err := retention.NewCandidate(idx, lb, keys.String, after.Int64)
 		if err != nil {
-			return nil, fmt.Errorf("sqlitestore: record %d: %w", c.Index, err)
+			return nil, fmt.Errorf("sqlitestore: %w", err)
 		}
-		c.Channel, c.TimeMs, c.Class = leaf.Channel, leaf.Time.UnixMilli(), leaf.Retention
-		c.Subjects, c.DeleteAfterMs = ledger.Subjects(ks), after.Int64
 		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
@@ -100,9 +94,12 @@ func (s *Store) Purge(ctx context.Context, indices []uint64, deletion ledger.Rec
 	}
 	defer tx.Rollback()
 	// Index what is not yet, so that the index has every record that
-	// refers to a key about to be destroyed.
-	if err := indexSubjects(ctx, tx, -1); err != nil {
-		return err
+	// refers to a key about to be destroyed. (Records purged unindexed
+	// need no index: their keys go with their payloads.)
+	if len(destroy) > 0 {
+		if err := indexSubjects(ctx, tx, -1); err != nil {
+			return err
+		}
 	}
 	for start := 0; start < len(indices); start += 500 {
 		chunk := indices[start:min(len(indices), start+500)]
