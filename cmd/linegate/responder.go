@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -67,7 +68,7 @@ func newResponder(ctx context.Context, e *env, cfg *Config, secrets map[string]c
 	}
 	engine := rules.NewEngine(set, rules.EngineOptions{
 		Cooldowns: store,
-		Sender:    sender, Consent: store, Ledger: led, Channels: infos, LookupHosts: cfg.LookupHosts,
+		Sender:    sender, Consent: led, Ledger: led, Channels: infos, LookupHosts: cfg.LookupHosts,
 		HTTP: &http.Client{Timeout: 30 * time.Second}, Logger: log,
 	})
 	if err := recordRuleSet(ctx, led, store, set, "start"); err != nil {
@@ -78,25 +79,33 @@ func newResponder(ctx context.Context, e *env, cfg *Config, secrets map[string]c
 }
 
 // recordRuleSet records the active rule set in the ledger when it differs
-// from the last one recorded.
-func recordRuleSet(ctx context.Context, led *ledger.Ledger, store backend, set *rules.Set, why string) error {
+// from the last one recorded, or when effects are to be applied with the
+// record (a reload asked for by an operator, which the other replicas are
+// told of): the rules hash stored for the replicas changes in the same
+// commit.
+func recordRuleSet(ctx context.Context, c outbound.Committer, store backend, set *rules.Set, why string, effects ...ledger.Effect) error {
 	last, err := store.Setting(ctx, "rules_sha256")
 	if err != nil {
 		return err
 	}
-	if last == set.Hash {
+	if last == set.Hash && len(effects) == 0 {
 		return nil
 	}
 	var names []string
 	for _, r := range set.Rules {
 		names = append(names, r.Name)
 	}
-	if err := outbound.RecordAdmin(ctx, led, "rules_changed", map[string]any{
+	action := "rules_changed"
+	if last == set.Hash {
+		action = "rules_reloaded"
+	}
+	effects = append(effects, outbound.SetSetting{Key: "rules_sha256", Value: set.Hash})
+	if _, err := outbound.RecordAdmin(ctx, c, action, map[string]any{
 		"sha256": set.Hash, "previous_sha256": last, "rules": names, "trigger": why,
-	}, time.Now()); err != nil {
+	}, nil, time.Now(), effects...); err != nil {
 		return fmt.Errorf("record rule set: %w", err)
 	}
-	return store.SetSetting(ctx, "rules_sha256", set.Hash)
+	return nil
 }
 
 // adminAPI is the authenticated admin API.
@@ -135,11 +144,12 @@ func (a *adminAPI) routes(mux *http.ServeMux) {
 			http.Error(w, `want {"on": true|false, "reason": "..."}`, http.StatusBadRequest)
 			return
 		}
-		if err := a.sender.SetKillSwitch(r.Context(), *req.On); err != nil {
-			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+		detail := map[string]any{"reason": req.Reason, "remote": r.RemoteAddr}
+		if err := a.sender.SetKillSwitch(r.Context(), a.led, *req.On, detail); err != nil {
+			a.fail(w, "kill_switch", err)
 			return
 		}
-		a.record(w, r, "kill_switch", map[string]any{"on": *req.On, "reason": req.Reason})
+		a.done(w, "kill_switch", detail)
 	})
 	mux.HandleFunc("POST /admin/dry-run", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
@@ -150,11 +160,12 @@ func (a *adminAPI) routes(mux *http.ServeMux) {
 			http.Error(w, `want {"channel": "" for all, "on": true|false}`, http.StatusBadRequest)
 			return
 		}
-		if err := a.sender.SetDryRun(r.Context(), req.Channel, *req.On); err != nil {
-			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+		detail := map[string]any{"remote": r.RemoteAddr}
+		if err := a.sender.SetDryRun(r.Context(), a.led, req.Channel, *req.On, detail); err != nil {
+			a.fail(w, "dry_run", err)
 			return
 		}
-		a.record(w, r, "dry_run", map[string]any{"channel": req.Channel, "on": *req.On})
+		a.done(w, "dry_run", detail)
 	})
 	mux.HandleFunc("POST /admin/consent", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
@@ -170,11 +181,9 @@ func (a *adminAPI) routes(mux *http.ServeMux) {
 		if req.Source == "" {
 			req.Source = "admin API"
 		}
-		if err := a.store.SetConsent(r.Context(), req.Channel, req.User, *req.OptIn, time.Now(), req.Source); err != nil {
-			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
-			return
-		}
-		a.record(w, r, "consent", map[string]any{"channel": req.Channel, "user": req.User, "opt_in": *req.OptIn, "source": req.Source})
+		now := time.Now()
+		a.record(w, r, "consent", map[string]any{"channel": req.Channel, "user": req.User, "opt_in": *req.OptIn, "source": req.Source},
+			[]string{"user:" + req.User}, outbound.SetConsent{Channel: req.Channel, User: req.User, OptIn: *req.OptIn, At: now, Source: req.Source})
 	})
 }
 
@@ -184,21 +193,21 @@ func (a *adminAPI) reload(ctx context.Context, why string) (*rules.Set, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := recordRuleSet(ctx, a.led, a.store, set, why); err != nil {
-		return nil, err
-	}
-	a.engine.Swap(set)
-	a.log.Info("rules reloaded", "trigger", why, "rules", len(set.Rules), "sha256", set.Hash)
+	var tell []ledger.Effect
 	if why != reloadByPeer {
-		// Tell the other replicas (watchReloads) to load their files too.
+		// Tell the other replicas (watchReloads) to load their files too,
+		// in the commit that records this reload.
 		v := fmt.Sprintf("%s %d", replicaName(), time.Now().UnixNano())
 		a.reloadMu.Lock()
 		a.lastReload = v
 		a.reloadMu.Unlock()
-		if err := a.store.SetSetting(ctx, settingRulesReload, v); err != nil {
-			return set, fmt.Errorf("rules reloaded here, but the other replicas were not told: %w", err)
-		}
+		tell = append(tell, outbound.SetSetting{Key: settingRulesReload, Value: v})
 	}
+	if err := recordRuleSet(ctx, a.led, a.store, set, why, tell...); err != nil {
+		return nil, err
+	}
+	a.engine.Swap(set)
+	a.log.Info("rules reloaded", "trigger", why, "rules", len(set.Rules), "sha256", set.Hash)
 	return set, nil
 }
 
@@ -231,12 +240,34 @@ func (a *adminAPI) watchReloads(ctx context.Context, every time.Duration) {
 	})
 }
 
-func (a *adminAPI) record(w http.ResponseWriter, r *http.Request, action string, detail map[string]any) {
+// record records an admin action, sealed under the keys of the subjects
+// it concerns, with the effects that make it take effect, in one commit:
+// it is applied if and only if it is recorded.
+func (a *adminAPI) record(w http.ResponseWriter, r *http.Request, action string, detail map[string]any, subjects []string, effects ...ledger.Effect) (uint64, bool) {
 	detail["remote"] = r.RemoteAddr
-	if err := outbound.RecordAdmin(r.Context(), a.led, action, detail, time.Now()); err != nil {
-		http.Error(w, "applied, but not recorded in the ledger: "+err.Error(), http.StatusServiceUnavailable)
-		return
+	idx, err := outbound.RecordAdmin(r.Context(), a.led, action, detail, subjects, time.Now(), effects...)
+	if err != nil {
+		a.fail(w, action, err)
+		return 0, false
 	}
+	a.done(w, action, detail)
+	return idx, true
+}
+
+// fail answers an admin action that was neither applied nor recorded.
+func (a *adminAPI) fail(w http.ResponseWriter, action string, err error) {
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		http.Error(w, action+": not found: neither applied nor recorded\n", http.StatusNotFound)
+	case errors.Is(err, context.Canceled):
+	default:
+		a.log.Error("admin action failed: neither applied nor recorded", "action", action, "err", err)
+		http.Error(w, action+": the ledger is unavailable: neither applied nor recorded\n", http.StatusServiceUnavailable)
+	}
+}
+
+// done answers an admin action that was applied and recorded.
+func (a *adminAPI) done(w http.ResponseWriter, action string, detail map[string]any) {
 	a.log.Info("admin action", "action", action)
 	writeJSON(w, detail)
 }

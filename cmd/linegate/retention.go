@@ -21,14 +21,18 @@ func runPurge(ctx context.Context, e *env, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	_, store, ring, err := openConfigStore(ctx, e, *configPath)
+	cfg, store, ring, err := openConfigStore(ctx, e, *configPath)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	rep, err := retention.Purge(ctx, store, ring, time.Now(), *dry)
+	rep, err := retention.Purge(ctx, store, ledger.NewWriter(store, ring, nil), cfg.policies(), time.Now(), *dry)
 	if err != nil {
 		return err
+	}
+	if len(rep.Refused) > 0 {
+		fmt.Fprintf(e.stderr, "refused to delete %d payloads whose stored delete-after time is earlier than their class allows (first: record %d): the database was changed, run linegate verify\n",
+			len(rep.Refused), rep.Refused[0])
 	}
 	verb := "deleted"
 	if *dry {
@@ -39,22 +43,11 @@ func runPurge(ctx context.Context, e *env, args []string) error {
 }
 
 // appendAdmin records an admin action from the CLI straight into the
-// store; serve integrates it into the log.
-func appendAdmin(ctx context.Context, store backend, ring ledger.Sealer, action string, detail map[string]any) error {
-	return outbound.RecordAdmin(ctx, storeAppender{store, ring}, action, detail, time.Now())
-}
-
-type storeAppender struct {
-	s    backend
-	ring ledger.Sealer
-}
-
-func (a storeAppender) Append(ctx context.Context, e ledger.Entry) (uint64, error) {
-	rec, err := ledger.SealRecord(ctx, a.ring, e)
-	if err != nil {
-		return 0, err
-	}
-	return a.s.Append(ctx, []ledger.Record{rec})
+// store, with its effects in the same commit; serve integrates it into
+// the log.
+func appendAdmin(ctx context.Context, store backend, ring ledger.Sealer, action string, detail map[string]any,
+	subjects []string, effects ...ledger.Effect) (uint64, error) {
+	return outbound.RecordAdmin(ctx, ledger.NewWriter(store, ring, nil), action, detail, subjects, time.Now(), effects...)
 }
 
 func runHold(ctx context.Context, e *env, args []string) error {
@@ -83,12 +76,8 @@ func runHold(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
-		n, err := store.AddHold(ctx, h)
+		n, err := appendAdmin(ctx, store, ring, "legal_hold_added", holdDetail(h), holdSubjects(h), retention.AddHold{Hold: h})
 		if err != nil {
-			return err
-		}
-		h.ID = n
-		if err := appendAdmin(ctx, store, ring, "legal_hold_added", holdDetail(h)); err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "hold %d added\n", n)
@@ -96,10 +85,8 @@ func runHold(ctx context.Context, e *env, args []string) error {
 		if *id == 0 {
 			return fmt.Errorf("%w: -id is required", errUsage)
 		}
-		if err := store.ReleaseHold(ctx, *id, time.Now()); err != nil {
-			return err
-		}
-		if err := appendAdmin(ctx, store, ring, "legal_hold_released", map[string]any{"id": *id}); err != nil {
+		if _, err := appendAdmin(ctx, store, ring, "legal_hold_released", map[string]any{"id": *id}, nil,
+			retention.ReleaseHold{ID: *id, At: time.Now()}); err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "hold %d released\n", *id)
@@ -140,13 +127,24 @@ func newHold(channel, subject, from, to, reason string) (retention.Hold, error) 
 	return h, nil
 }
 
+// holdDetail is the body of a hold's record. The hold's id is the index of
+// that record.
 func holdDetail(h retention.Hold) map[string]any {
-	return map[string]any{"id": h.ID, "channel": h.Channel, "subject": h.Subject, "from_ms": h.FromMs, "to_ms": h.ToMs, "reason": h.Reason}
+	return map[string]any{"channel": h.Channel, "subject": h.Subject, "from_ms": h.FromMs, "to_ms": h.ToMs, "reason": h.Reason}
+}
+
+// holdSubjects are the subjects a hold's record is sealed under: the
+// subject it holds, if any.
+func holdSubjects(h retention.Hold) []string {
+	if h.Subject == "" {
+		return nil
+	}
+	return []string{h.Subject}
 }
 
 // runPurges deletes expired payloads every period until ctx ends. Among
 // replicas, the one that holds the sequencer lease (holding) purges.
-func runPurges(ctx context.Context, store backend, ring ledger.Sealer, every time.Duration, holding func() bool, log *slog.Logger) {
+func runPurges(ctx context.Context, store backend, c retention.Committer, policies map[string]retention.Policy, every time.Duration, holding func() bool, log *slog.Logger) {
 	periodically(ctx, every, func() {
 		if !holding() {
 			return
@@ -154,10 +152,14 @@ func runPurges(ctx context.Context, store backend, ring ledger.Sealer, every tim
 		if err := store.ForgetCooldowns(ctx, time.Now()); err != nil {
 			log.Error("cooldowns not forgotten", "err", err)
 		}
-		rep, err := retention.Purge(ctx, store, ring, time.Now(), false)
+		rep, err := retention.Purge(ctx, store, c, policies, time.Now(), false)
 		if err != nil {
 			log.Error("purge failed", "err", err)
 			return
+		}
+		if len(rep.Refused) > 0 {
+			log.Error("purge refused records whose stored delete-after time is earlier than their class allows: the database was changed; run linegate verify",
+				"records", len(rep.Refused), "first", rep.Refused[0])
 		}
 		if len(rep.Deleted) > 0 || rep.Held > 0 {
 			log.Info("purge", "deleted", len(rep.Deleted), "held", rep.Held)
@@ -188,13 +190,15 @@ func (a *adminAPI) holdRoutes(mux *http.ServeMux) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		id, err := a.store.AddHold(r.Context(), h)
+		detail := holdDetail(h)
+		detail["remote"] = r.RemoteAddr
+		id, err := outbound.RecordAdmin(r.Context(), a.led, "legal_hold_added", detail, holdSubjects(h), time.Now(), retention.AddHold{Hold: h})
 		if err != nil {
-			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+			a.fail(w, "legal_hold_added", err)
 			return
 		}
-		h.ID = id
-		a.record(w, r, "legal_hold_added", holdDetail(h))
+		detail["id"] = id
+		a.done(w, "legal_hold_added", detail)
 	})
 	mux.HandleFunc("POST /admin/holds/{id}/release", func(w http.ResponseWriter, r *http.Request) {
 		id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
@@ -202,22 +206,18 @@ func (a *adminAPI) holdRoutes(mux *http.ServeMux) {
 			http.Error(w, "bad id", http.StatusBadRequest)
 			return
 		}
-		if err := a.store.ReleaseHold(r.Context(), id, time.Now()); err != nil {
-			http.Error(w, "no such active hold", http.StatusNotFound)
-			return
-		}
-		a.record(w, r, "legal_hold_released", map[string]any{"id": id})
+		a.record(w, r, "legal_hold_released", map[string]any{"id": id}, nil, retention.ReleaseHold{ID: id, At: time.Now()})
 	})
 	mux.HandleFunc("POST /admin/purge", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			DryRun bool `json:"dry_run"`
 		}
 		decode(w, r, &req)
-		rep, err := retention.Purge(r.Context(), a.store, a.ring, time.Now(), req.DryRun)
+		rep, err := retention.Purge(r.Context(), a.store, a.led, a.cfg.policies(), time.Now(), req.DryRun)
 		if err != nil {
 			http.Error(w, "purge failed", http.StatusServiceUnavailable)
 			return
 		}
-		writeJSON(w, map[string]any{"deleted": len(rep.Deleted), "held": rep.Held, "dry_run": req.DryRun})
+		writeJSON(w, map[string]any{"deleted": len(rep.Deleted), "held": rep.Held, "refused": len(rep.Refused), "dry_run": req.DryRun})
 	})
 }

@@ -86,6 +86,7 @@ type Options struct {
 // Ledger appends records to a Store and integrates them into the log.
 type Ledger struct {
 	store  Store
+	w      *Writer // the one way into the log
 	opts   Options
 	log    *slog.Logger
 	queue  chan *pending
@@ -125,9 +126,7 @@ type pending struct {
 }
 
 type metrics struct {
-	appendLatency    prometheus.Histogram
 	batchSize        prometheus.Histogram
-	appendErrors     prometheus.Counter
 	pushbacks        prometheus.Counter
 	integrateLatency prometheus.Histogram
 	treeSize         prometheus.Gauge
@@ -165,6 +164,7 @@ func New(ctx context.Context, store Store, opts Options) (*Ledger, error) {
 	}
 	l := &Ledger{
 		store:      store,
+		w:          NewWriter(store, opts.Sealer, opts.Logger),
 		opts:       opts,
 		log:        opts.Logger,
 		queue:      make(chan *pending, opts.QueueSize),
@@ -190,19 +190,10 @@ func New(ctx context.Context, store Store, opts Options) (*Ledger, error) {
 
 func newMetrics(l *Ledger) metrics {
 	return metrics{
-		appendLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "linegate_ledger_append_seconds",
-			Help:    "Time to commit one group of appended records durably.",
-			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
-		}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "linegate_ledger_append_batch_records",
 			Help:    "Records per group commit.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
-		}),
-		appendErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "linegate_ledger_append_errors_total",
-			Help: "Group commits that failed (their records were not acknowledged).",
 		}),
 		pushbacks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "linegate_ledger_pushback_total",
@@ -230,8 +221,8 @@ func newMetrics(l *Ledger) metrics {
 
 // Collectors returns the ledger's metrics, for the caller's registry.
 func (l *Ledger) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{l.m.appendLatency, l.m.batchSize, l.m.appendErrors, l.m.pushbacks,
-		l.m.integrateLatency, l.m.treeSize, l.m.pendingRecords, l.m.queueDepth}
+	return append(l.w.Collectors(), l.m.batchSize, l.m.pushbacks,
+		l.m.integrateLatency, l.m.treeSize, l.m.pendingRecords, l.m.queueDepth)
 }
 
 // Start starts the group-commit writer and the sequencer.
@@ -246,7 +237,7 @@ func (l *Ledger) Start() {
 // If ctx ends first, Append returns ctx's error, and the record may or may
 // not have been stored.
 func (l *Ledger) Append(ctx context.Context, e Entry) (uint64, error) {
-	rec, err := SealRecord(ctx, l.opts.Sealer, e)
+	rec, err := l.w.Seal(ctx, e)
 	if err != nil {
 		return 0, err
 	}
@@ -271,6 +262,22 @@ func (l *Ledger) Append(ctx context.Context, e Entry) (uint64, error) {
 		return 0, ctx.Err()
 	}
 }
+
+// Commit seals entries and appends them with effects in one transaction of
+// their own, as Writer.Commit does: for records whose commit carries a
+// change of state (an event's completion, a purge, an operator's switch).
+// It returns ErrClosed after Close has begun.
+func (l *Ledger) Commit(ctx context.Context, entries []Entry, effects ...Effect) (uint64, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return 0, ErrClosed
+	}
+	return l.w.Commit(ctx, entries, effects...)
+}
+
+// Writer returns the ledger's writer.
+func (l *Ledger) Writer() *Writer { return l.w }
 
 // NewRecord salts and commits to an entry's payload and builds its leaf,
 // for a Store to append.
@@ -334,21 +341,12 @@ func (l *Ledger) commit(batch []*pending, recs []Record) {
 	for _, p := range batch {
 		recs = append(recs, p.rec)
 	}
-	start := time.Now()
 	// The commit is not tied to any caller's context: a caller that gave up
 	// must not abort the others' commit.
-	first, err := l.store.Append(context.Background(), recs)
-	l.m.appendLatency.Observe(time.Since(start).Seconds())
+	first, err := l.w.append(context.Background(), recs, nil)
 	l.m.batchSize.Observe(float64(len(batch)))
 	if err != nil {
-		l.m.appendErrors.Inc()
 		l.log.Error("ledger append failed", "records", len(batch), "err", err)
-		if l.opts.Sealer != nil {
-			// A data key may have been destroyed by another process
-			// since it was cached: the callers' retries load keys anew.
-			l.opts.Sealer.Reset()
-		}
-		err = fmt.Errorf("ledger: append: %w", err)
 	}
 	for i, p := range batch {
 		p.index, p.err = first+uint64(i), err

@@ -21,9 +21,9 @@ type gatedStore struct {
 	gate chan struct{}
 }
 
-func (s *gatedStore) Append(ctx context.Context, recs []ledger.Record) (uint64, error) {
+func (s *gatedStore) Append(ctx context.Context, recs []ledger.Record, effects ...ledger.Effect) (uint64, error) {
 	<-s.gate
-	return s.Store.Append(ctx, recs)
+	return s.Store.Append(ctx, recs, effects...)
 }
 
 func newLedger(t *testing.T, store ledger.Store, opts ledger.Options) *ledger.Ledger {
@@ -114,7 +114,7 @@ func TestPushback(t *testing.T) {
 // failingStore fails every Append, as a database that went away does.
 type failingStore struct{ ledger.Store }
 
-func (failingStore) Append(context.Context, []ledger.Record) (uint64, error) {
+func (failingStore) Append(context.Context, []ledger.Record, ...ledger.Effect) (uint64, error) {
 	return 0, errors.New("disk I/O error")
 }
 

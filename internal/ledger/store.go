@@ -15,6 +15,23 @@ var ErrNotFound = errors.New("ledger: not found")
 // The caller must reload the tree head and start over; nothing was written.
 var ErrConflict = errors.New("ledger: tree head changed concurrently")
 
+// ErrUnsupportedEffect is returned by Store.Append for an effect the store
+// does not know how to apply. Nothing was written.
+var ErrUnsupportedEffect = errors.New("ledger: the store cannot apply this effect")
+
+// Effect is a change of state that takes effect only together with the
+// records that document it: dequeuing the events whose outcomes are
+// recorded, deleting payloads and destroying data keys with their deletion
+// record, switching the kill switch with the admin record that says who
+// did. Effects are plain values declared by the packages that own the
+// state (pipeline, retention, outbound); each Store applies them inside
+// its append transaction (Store.Append), so that an audited action never
+// takes effect without its record, nor is recorded without taking effect.
+type Effect interface {
+	// EffectName names the change, for errors and logs.
+	EffectName() string
+}
+
 // TreeHead is the integrated state of the log: its size, its root hash, and
 // the signed checkpoint (a C2SP tlog-checkpoint signed note) for them.
 // Checkpoint is nil only for the empty, never-signed log a Store starts with.
@@ -54,7 +71,13 @@ type Store interface {
 	// a crash; when it returns an error, none of them were stored. Indices
 	// are dense: committed records always form a prefix of the index space.
 	// The Index field of the records passed in is ignored.
-	Append(ctx context.Context, recs []Record) (first uint64, err error)
+	//
+	// Effects are applied in the same transaction, in order, after the
+	// records are inserted: either the records and every effect commit,
+	// or nothing does. A Store applies the effects it knows and fails with
+	// ErrUnsupportedEffect on others; an effect's own refusal (a hold that
+	// does not exist, a claim lost to another process) is returned as it is.
+	Append(ctx context.Context, recs []Record, effects ...Effect) (first uint64, err error)
 
 	// Count returns the number of records appended so far (integrated or
 	// not): the index the next appended record will get.

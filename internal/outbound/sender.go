@@ -70,10 +70,37 @@ const (
 type State interface {
 	// Setting returns a stored setting, "" when unset.
 	Setting(ctx context.Context, key string) (string, error)
-	SetSetting(ctx context.Context, key, value string) error
 	// OptedIn reports whether the user's latest consent record is an opt-in.
 	OptedIn(ctx context.Context, channel, user string) (bool, error)
-	SetConsent(ctx context.Context, channel, user string, optIn bool, at time.Time, source string) error
+}
+
+// SetSetting is the effect of an admin record that changes a switch: the
+// setting Key is stored as Value, in the transaction that records who
+// changed it and why.
+type SetSetting struct {
+	Key, Value string
+}
+
+// EffectName implements ledger.Effect.
+func (SetSetting) EffectName() string { return "change a setting" }
+
+// SetConsent is the effect of a consent record: the user's consent on the
+// channel becomes OptIn, unless a consent record of a later time At is
+// stored already.
+type SetConsent struct {
+	Channel, User string
+	OptIn         bool
+	At            time.Time
+	Source        string
+}
+
+// EffectName implements ledger.Effect.
+func (SetConsent) EffectName() string { return "change a user's consent" }
+
+// Committer appends records with the effects that commit with them
+// (ledger.Ledger, ledger.Writer).
+type Committer interface {
+	Commit(ctx context.Context, entries []ledger.Entry, effects ...ledger.Effect) (uint64, error)
 }
 
 // Appender records in the ledger; *ledger.Ledger implements it.
@@ -251,22 +278,26 @@ func (s *Sender) RefreshLoop(ctx context.Context, every time.Duration) {
 	}
 }
 
-// SetKillSwitch turns the stored kill switch on or off.
-func (s *Sender) SetKillSwitch(ctx context.Context, on bool) error {
-	if err := s.o.State.SetSetting(ctx, SettingKillSwitch, onOff(on)); err != nil {
+// SetKillSwitch turns the stored kill switch on or off, in the commit of
+// the admin record that says so (detail: who asked, and why).
+func (s *Sender) SetKillSwitch(ctx context.Context, c Committer, on bool, detail map[string]any) error {
+	detail["on"] = on
+	if _, err := RecordAdmin(ctx, c, "kill_switch", detail, nil, time.Now(), SetSetting{SettingKillSwitch, onOff(on)}); err != nil {
 		return err
 	}
 	s.kill.Store(on)
 	return nil
 }
 
-// SetDryRun turns dry-run on or off for a channel, or for all ("").
-func (s *Sender) SetDryRun(ctx context.Context, channel string, on bool) error {
+// SetDryRun turns dry-run on or off for a channel, or for all (""), in
+// the commit of the admin record that says so.
+func (s *Sender) SetDryRun(ctx context.Context, c Committer, channel string, on bool, detail map[string]any) error {
 	key := SettingDryRunAll
 	if channel != "" {
 		key = settingDryRunPref + channel
 	}
-	if err := s.o.State.SetSetting(ctx, key, onOff(on)); err != nil {
+	detail["channel"], detail["on"] = channel, on
+	if _, err := RecordAdmin(ctx, c, "dry_run", detail, nil, time.Now(), SetSetting{key, onOff(on)}); err != nil {
 		return err
 	}
 	return s.Refresh(ctx)
@@ -389,13 +420,17 @@ func (s *Sender) plan(r Request, now time.Time) (endpoint string, body []byte, r
 	return "push", body, RetryKeyFor(fmt.Sprintf("%s/%s/%s/%d", r.Channel, r.EventKey, r.Rule, r.Seq))
 }
 
-// RecordAdmin records an operator's action in the ledger.
-func RecordAdmin(ctx context.Context, l Appender, action string, detail map[string]any, now time.Time) error {
+// RecordAdmin records an operator's action in the ledger, sealed under the
+// keys of the subjects it concerns (none: the system's), and applies its
+// effects in the same commit: the action takes effect if and only if it
+// is recorded. It returns the record's index.
+func RecordAdmin(ctx context.Context, c Committer, action string, detail map[string]any, subjects []string,
+	now time.Time, effects ...ledger.Effect) (uint64, error) {
 	detail["action"] = action
 	b, _ := json.Marshal(detail)
 	payload, err := ledger.EncodePayload(&ledger.Meta{ReceivedMs: now.UnixMilli()}, b)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return AppendRetrying(l, ledger.Entry{Kind: ledger.KindAdmin, Time: now, Payload: payload})
+	return c.Commit(ctx, []ledger.Entry{{Kind: ledger.KindAdmin, Time: now, Payload: payload, Subjects: subjects}}, effects...)
 }

@@ -26,27 +26,37 @@ func (m *memState) Setting(_ context.Context, k string) (string, error) {
 	defer m.mu.Unlock()
 	return m.settings[k], nil
 }
-func (m *memState) SetSetting(_ context.Context, k, v string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.settings[k] = v
-	return nil
-}
 func (m *memState) OptedIn(_ context.Context, ch, u string) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.consent[ch+"/"+u], nil
 }
-func (m *memState) SetConsent(_ context.Context, ch, u string, in bool, _ time.Time, _ string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.consent[ch+"/"+u] = in
-	return nil
-}
-
+// memLedger records entries, and applies the effects of Commit to its
+// memState, as a store does in the transaction of the records.
 type memLedger struct {
 	mu      sync.Mutex
 	entries []ledger.Entry
+	state   *memState
+}
+
+func (l *memLedger) Commit(_ context.Context, es []ledger.Entry, effects ...ledger.Effect) (uint64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.state.mu.Lock()
+	defer l.state.mu.Unlock()
+	for _, e := range effects {
+		switch e := e.(type) {
+		case outbound.SetSetting:
+			l.state.settings[e.Key] = e.Value
+		case outbound.SetConsent:
+			l.state.consent[e.Channel+"/"+e.User] = e.OptIn
+		default:
+			return 0, ledger.ErrUnsupportedEffect
+		}
+	}
+	first := uint64(len(l.entries))
+	l.entries = append(l.entries, es...)
+	return first, nil
 }
 
 func (l *memLedger) Append(_ context.Context, e ledger.Entry) (uint64, error) {
@@ -59,6 +69,9 @@ func (l *memLedger) Append(_ context.Context, e ledger.Entry) (uint64, error) {
 func (l *memLedger) outcomes() []string {
 	var out []string
 	for _, e := range l.entries {
+		if e.Kind != ledger.KindOutbound {
+			continue // admin records of the switches
+		}
 		_, b, _ := ledger.DecodePayload(e.Payload)
 		var r struct{ Outcome, Endpoint string }
 		json.Unmarshal(b, &r)
@@ -71,11 +84,11 @@ func newSender(t *testing.T, envKill bool) (*outbound.Sender, *sim.API, *memLedg
 	api := sim.NewAPI(sim.Options{Channels: []sim.Channel{{ID: "c", AccessToken: "tok"}}})
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
-	l := &memLedger{}
+	l := &memLedger{state: &memState{settings: map[string]string{}, consent: map[string]bool{}}}
 	s := outbound.NewSender(outbound.SenderOptions{
 		Clients:       map[string]*outbound.Client{"c": {Base: srv.URL, Token: []byte("tok")}},
 		Ledger:        l,
-		State:         &memState{settings: map[string]string{}, consent: map[string]bool{}},
+		State:         l.state,
 		EnvKillSwitch: envKill,
 	})
 	return s, api, l
@@ -112,14 +125,14 @@ func TestKillSwitchAndDryRun(t *testing.T) {
 	s, api, l := newSender(t, true) // REPLY_ENABLE=false
 	s.Send(ctx, req(api, 1))
 	s2, api2, l2 := newSender(t, false)
-	if err := s2.SetDryRun(ctx, "c", true); err != nil {
+	if err := s2.SetDryRun(ctx, l2, "c", true, map[string]any{}); err != nil {
 		t.Fatal(err)
 	}
 	s2.Send(ctx, req(api2, 1))
-	if err := s2.SetDryRun(ctx, "c", false); err != nil {
+	if err := s2.SetDryRun(ctx, l2, "c", false, map[string]any{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s2.SetKillSwitch(ctx, true); err != nil {
+	if err := s2.SetKillSwitch(ctx, l2, true, map[string]any{}); err != nil {
 		t.Fatal(err)
 	}
 	s2.Send(ctx, req(api2, 1))

@@ -235,12 +235,26 @@ func (s *Store) Close() error {
 // Append implements ledger.Store. The UPDATE of log_state takes its row
 // lock until commit: appends from every replica are ordered by it, and
 // the next one sees this one's records committed.
-func (s *Store) Append(ctx context.Context, recs []ledger.Record) (uint64, error) {
+//
+// Effects are applied after the records, in the same transaction.
+// PostgreSQL keeps a deleted payload's bytes until VACUUM reuses its
+// space; autovacuum does that in time, and an operator who needs it at
+// once runs VACUUM on records (the docs say so).
+func (s *Store) Append(ctx context.Context, recs []ledger.Record, effects ...ledger.Effect) (uint64, error) {
 	var first uint64
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
-		first, err = s.appendRecords(ctx, tx, recs)
-		return err
+		if len(recs) > 0 {
+			if first, err = s.appendRecords(ctx, tx, recs); err != nil {
+				return err
+			}
+		}
+		for _, e := range effects {
+			if err := s.apply(ctx, tx, first, e); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("pgstore: append: %w", err)

@@ -113,27 +113,6 @@ func scanItems(rows pgx.Rows) ([]*pipeline.Item, error) {
 	return out, nil
 }
 
-// Complete implements pipeline.Store.
-func (s *Store) Complete(ctx context.Context, seqs []uint64, recs []ledger.Record) error {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if len(recs) > 0 {
-			if _, err := s.appendRecords(ctx, tx, recs); err != nil {
-				return err
-			}
-		}
-		ids := make([]int64, len(seqs))
-		for i, q := range seqs {
-			ids[i] = int64(q)
-		}
-		_, err := tx.Exec(ctx, "DELETE FROM queue WHERE seq = ANY($1)", ids)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("pgstore: complete: %w", err)
-	}
-	return nil
-}
-
 // ForgetKeys implements pipeline.Store.
 func (s *Store) ForgetKeys(ctx context.Context, before time.Time) (int64, error) {
 	tag, err := s.pool.Exec(ctx, "DELETE FROM dedup WHERE first_ms < $1", before.UnixMilli())
@@ -163,14 +142,11 @@ func (s *Store) Setting(ctx context.Context, key string) (string, error) {
 	return v, nil
 }
 
-// SetSetting implements outbound.State.
-func (s *Store) SetSetting(ctx context.Context, key, value string) error {
-	_, err := s.pool.Exec(ctx, `INSERT INTO settings (key, value, updated_ms) VALUES ($1, $2, $3)
+// setSetting applies outbound.SetSetting inside tx.
+func setSetting(ctx context.Context, tx pgx.Tx, key, value string) error {
+	_, err := tx.Exec(ctx, `INSERT INTO settings (key, value, updated_ms) VALUES ($1, $2, $3)
 		ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms`, key, value, time.Now().UnixMilli())
-	if err != nil {
-		return fmt.Errorf("pgstore: write setting: %w", err)
-	}
-	return nil
+	return err
 }
 
 // OptedIn implements outbound.State.
@@ -186,16 +162,13 @@ func (s *Store) OptedIn(ctx context.Context, channel, user string) (bool, error)
 	return in, nil
 }
 
-// SetConsent implements outbound.State. A consent record older than the
-// one stored does not replace it.
-func (s *Store) SetConsent(ctx context.Context, channel, user string, optIn bool, at time.Time, source string) error {
-	_, err := s.pool.Exec(ctx, `INSERT INTO consent (channel, "user", opt_in, at_ms, source) VALUES ($1, $2, $3, $4, $5)
+// setConsent applies outbound.SetConsent inside tx. A consent record older
+// than the one stored does not replace it.
+func setConsent(ctx context.Context, tx pgx.Tx, c outbound.SetConsent) error {
+	_, err := tx.Exec(ctx, `INSERT INTO consent (channel, "user", opt_in, at_ms, source) VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (channel, "user") DO UPDATE SET opt_in = excluded.opt_in, at_ms = excluded.at_ms, source = excluded.source
-		WHERE excluded.at_ms >= consent.at_ms`, channel, user, optIn, at.UnixMilli(), source)
-	if err != nil {
-		return fmt.Errorf("pgstore: write consent: %w", err)
-	}
-	return nil
+		WHERE excluded.at_ms >= consent.at_ms`, c.Channel, c.User, c.OptIn, c.At.UnixMilli(), c.Source)
+	return err
 }
 
 // Expired implements retention.Store.
@@ -247,64 +220,49 @@ func (s *Store) SubjectRecords(ctx context.Context, subject string, from uint64,
 	return scanCandidates(rows)
 }
 
-// SetDeleteAfter implements retention.Store.
-func (s *Store) SetDeleteAfter(ctx context.Context, cs []retention.Candidate) error {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		for _, c := range cs {
-			var after any
-			if c.DeleteAfterMs > 0 {
-				after = c.DeleteAfterMs
-			}
-			if _, err := tx.Exec(ctx, "UPDATE records SET delete_after_ms = $1 WHERE idx = $2 AND payload IS NOT NULL", after, int64(c.Index)); err != nil {
-				return err
-			}
+// setDeleteAfter applies retention.SetDeleteAfter inside tx.
+func setDeleteAfter(ctx context.Context, tx pgx.Tx, cs []retention.Candidate) error {
+	for _, c := range cs {
+		var after any
+		if c.DeleteAfterMs > 0 {
+			after = c.DeleteAfterMs
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("pgstore: set delete-after: %w", err)
+		if _, err := tx.Exec(ctx, "UPDATE records SET delete_after_ms = $1 WHERE idx = $2 AND payload IS NOT NULL", after, int64(c.Index)); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// Purge implements retention.Store. PostgreSQL keeps a deleted row's
-// bytes until VACUUM reuses its space; autovacuum does that in time, and
-// an operator who needs it at once runs VACUUM on records (the docs say
-// so).
-func (s *Store) Purge(ctx context.Context, indices []uint64, deletion ledger.Record, destroy []string) error {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if len(destroy) > 0 {
-			// Serialise with appends (their counter row) so that no
-			// record sealed with a key about to be destroyed can commit
-			// unindexed, and index what is not yet. (Records purged
-			// unindexed need no index: their keys go with their payloads.)
-			if _, err := tx.Exec(ctx, "SELECT next FROM log_state WHERE id = 0 FOR UPDATE"); err != nil {
-				return err
-			}
-			if err := indexSubjects(ctx, tx, -1); err != nil {
-				return err
-			}
-		}
-		ids := make([]int64, len(indices))
-		for i, x := range indices {
-			ids[i] = int64(x)
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM record_subjects WHERE idx = ANY($1)`, ids); err != nil {
+// deletePayloads applies retention.DeletePayloads inside tx, which has
+// appended the deletion record and so holds the row lock of log_state:
+// no record sealed with a key about to be destroyed can commit unindexed
+// meanwhile.
+func deletePayloads(ctx context.Context, tx pgx.Tx, indices []uint64, destroy []string) error {
+	if len(destroy) > 0 {
+		// Index what is not yet. (Records purged unindexed need no
+		// index: their keys go with their payloads.)
+		if _, err := tx.Exec(ctx, "SELECT next FROM log_state WHERE id = 0 FOR UPDATE"); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "UPDATE records SET payload = NULL, nonce = NULL, keys = NULL WHERE idx = ANY($1)", ids); err != nil {
+		if err := indexSubjects(ctx, tx, -1); err != nil {
 			return err
 		}
-		for _, subj := range destroy {
-			if _, err := tx.Exec(ctx, "DELETE FROM subject_keys WHERE subject = $1", subj); err != nil {
-				return fmt.Errorf("destroy a data key (were records added meanwhile? run again): %w", err)
-			}
-		}
-		_, err := s.appendRecords(ctx, tx, []ledger.Record{deletion})
+	}
+	ids := make([]int64, len(indices))
+	for i, x := range indices {
+		ids[i] = int64(x)
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM record_subjects WHERE idx = ANY($1)`, ids); err != nil {
 		return err
-	})
-	if err != nil {
-		return fmt.Errorf("pgstore: purge: %w", err)
+	}
+	if _, err := tx.Exec(ctx, "UPDATE records SET payload = NULL, nonce = NULL, keys = NULL WHERE idx = ANY($1)", ids); err != nil {
+		return err
+	}
+	for _, subj := range destroy {
+		if _, err := tx.Exec(ctx, "DELETE FROM subject_keys WHERE subject = $1", subj); err != nil {
+			return fmt.Errorf("destroy a data key (were records added meanwhile? run again): %w", err)
+		}
 	}
 	return nil
 }
@@ -327,25 +285,22 @@ func (s *Store) Holds(ctx context.Context) ([]retention.Hold, error) {
 	return out, rows.Err()
 }
 
-// AddHold implements retention.Store.
-func (s *Store) AddHold(ctx context.Context, h retention.Hold) (int64, error) {
-	var id int64
-	err := s.pool.QueryRow(ctx, "INSERT INTO holds (channel, subject, from_ms, to_ms, reason, created_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-		h.Channel, h.Subject, h.FromMs, h.ToMs, h.Reason, h.CreatedMs).Scan(&id)
-	if err != nil {
-		return 0, fmt.Errorf("pgstore: add hold: %w", err)
-	}
-	return id, nil
+// addHold applies retention.AddHold inside tx: the hold's id is the index
+// of its record.
+func addHold(ctx context.Context, tx pgx.Tx, id uint64, h retention.Hold) error {
+	_, err := tx.Exec(ctx, "INSERT INTO holds (id, channel, subject, from_ms, to_ms, reason, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+		int64(id), h.Channel, h.Subject, h.FromMs, h.ToMs, h.Reason, h.CreatedMs)
+	return err
 }
 
-// ReleaseHold implements retention.Store.
-func (s *Store) ReleaseHold(ctx context.Context, id int64, at time.Time) error {
-	tag, err := s.pool.Exec(ctx, "UPDATE holds SET released_ms = $1 WHERE id = $2 AND released_ms = 0", at.UnixMilli(), id)
+// releaseHold applies retention.ReleaseHold inside tx.
+func releaseHold(ctx context.Context, tx pgx.Tx, id int64, at time.Time) error {
+	tag, err := tx.Exec(ctx, "UPDATE holds SET released_ms = $1 WHERE id = $2 AND released_ms = 0", at.UnixMilli(), id)
 	if err != nil {
-		return fmt.Errorf("pgstore: release hold: %w", err)
+		return err
 	}
 	if tag.RowsAffected() != 1 {
-		return fmt.Errorf("pgstore: hold %d: %w", id, ledger.ErrNotFound)
+		return fmt.Errorf("no active hold %d: %w", id, ledger.ErrNotFound)
 	}
 	return nil
 }
@@ -501,6 +456,15 @@ func (s *Store) ListSubjectKeys(ctx context.Context, after string, limit int) ([
 	return scanKeys(rows)
 }
 
+// KEKSamples implements keys.Store.
+func (s *Store) KEKSamples(ctx context.Context) ([]keys.Wrapped, error) {
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT ON (kek) subject, id, kek, wrapped, created_ms FROM subject_keys ORDER BY kek, subject`)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: read data keys: %w", err)
+	}
+	return scanKeys(rows)
+}
+
 // RewrapSubjectKey implements keys.Store.
 func (s *Store) RewrapSubjectKey(ctx context.Context, oldKEK string, w keys.Wrapped) (bool, error) {
 	tag, err := s.pool.Exec(ctx, "UPDATE subject_keys SET kek = $1, wrapped = $2 WHERE subject = $3 AND id = $4 AND kek = $5",
@@ -545,30 +509,23 @@ func (s *Store) Renew(ctx context.Context, owner string, until time.Time) error 
 	return nil
 }
 
-// CompleteClaimed implements pipeline.Claimer.
-func (s *Store) CompleteClaimed(ctx context.Context, owner string, seqs []uint64, recs []ledger.Record) error {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		ids := make([]int64, len(seqs))
-		for i, q := range seqs {
-			ids[i] = int64(q)
-		}
-		tag, err := tx.Exec(ctx, "DELETE FROM queue WHERE seq = ANY($1) AND claimed_by = $2", ids, owner)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() != int64(len(ids)) {
-			return ledger.ErrConflict
-		}
-		if len(recs) > 0 {
-			_, err = s.appendRecords(ctx, tx, recs)
-		}
-		return err
-	})
-	if errors.Is(err, ledger.ErrConflict) {
+// dequeue applies pipeline.Dequeue inside tx. With an owner, every item
+// must still be claimed by it, or the append fails with ErrConflict.
+func dequeue(ctx context.Context, tx pgx.Tx, d pipeline.Dequeue) error {
+	ids := make([]int64, len(d.Seqs))
+	for i, q := range d.Seqs {
+		ids[i] = int64(q)
+	}
+	if d.Owner == "" {
+		_, err := tx.Exec(ctx, "DELETE FROM queue WHERE seq = ANY($1)", ids)
 		return err
 	}
+	tag, err := tx.Exec(ctx, "DELETE FROM queue WHERE seq = ANY($1) AND claimed_by = $2", ids, d.Owner)
 	if err != nil {
-		return fmt.Errorf("pgstore: complete: %w", err)
+		return err
+	}
+	if tag.RowsAffected() != int64(len(ids)) {
+		return ledger.ErrConflict
 	}
 	return nil
 }

@@ -54,7 +54,11 @@ type ChannelPolicy struct {
 
 // Options configures a Pipeline.
 type Options struct {
+	// Ledger is the store the webhook records are read from.
 	Ledger ledger.Store
+	// Log records outcomes, with the dequeue of their events in the same
+	// commit (default: a ledger.Writer over Ledger, sealing with Sealer).
+	Log Committer
 	// Sealer opens sealed payloads and seals outcome records (nil: they
 	// are stored as they are).
 	Sealer   ledger.Sealer
@@ -117,6 +121,9 @@ type Pipeline struct {
 
 // New returns a pipeline; Run runs it.
 func New(o Options) *Pipeline {
+	if o.Log == nil {
+		o.Log = ledger.NewWriter(o.Ledger, o.Sealer, o.Logger)
+	}
 	if o.Workers <= 0 {
 		o.Workers = 16
 	}
@@ -630,17 +637,14 @@ func (p *Pipeline) complete(ctx context.Context, batch []*Item) {
 	for attempt := 1; ; attempt++ {
 		// Sealed anew at every attempt: a store refuses a record whose
 		// data key another process destroyed meanwhile.
-		recs, err := p.outcomeRecords(batch, now)
+		entries, err := p.outcomeEntries(batch, now)
 		if err == nil && p.o.Claimer != nil {
-			err = p.completeClaimed(context.Background(), seqs, recs)
+			err = p.completeClaimed(context.Background(), seqs, entries)
 		} else if err == nil {
-			err = p.o.Store.Complete(context.Background(), seqs, recs)
+			_, err = p.o.Log.Commit(context.Background(), entries, Dequeue{Seqs: seqs})
 		}
 		if err == nil {
 			break
-		}
-		if p.o.Sealer != nil {
-			p.o.Sealer.Reset()
 		}
 		p.log.Error("pipeline: record outcomes", "events", len(batch), "err", err)
 		if ctx.Err() != nil {
@@ -677,9 +681,9 @@ func (p *Pipeline) complete(ctx context.Context, batch []*Item) {
 	}
 }
 
-// outcomeRecords builds the outcome records of a batch.
-func (p *Pipeline) outcomeRecords(batch []*Item, now time.Time) ([]ledger.Record, error) {
-	recs := make([]ledger.Record, len(batch))
+// outcomeEntries builds the outcome records of a batch.
+func (p *Pipeline) outcomeEntries(batch []*Item, now time.Time) ([]ledger.Entry, error) {
+	recs := make([]ledger.Entry, len(batch))
 	for i, it := range batch {
 		body, _ := json.Marshal(outcomeRecord{Record: it.Record, Index: it.Index, Key: it.Key, Type: it.Type,
 			Outcome: it.Outcome, Reason: it.Reason, Flags: it.Flags, Conversation: it.Conversation,
@@ -688,11 +692,8 @@ func (p *Pipeline) outcomeRecords(batch []*Item, now time.Time) ([]ledger.Record
 		if err != nil {
 			return nil, err
 		}
-		recs[i], err = ledger.SealRecord(context.Background(), p.o.Sealer, ledger.Entry{Kind: ledger.KindEvent, Time: now,
-			Channel: it.Channel, Retention: it.Retention, Payload: payload, Subjects: it.Subjects})
-		if err != nil {
-			return nil, err
-		}
+		recs[i] = ledger.Entry{Kind: ledger.KindEvent, Time: now,
+			Channel: it.Channel, Retention: it.Retention, Payload: payload, Subjects: it.Subjects}
 	}
 	return recs, nil
 }

@@ -21,11 +21,7 @@ type Claimer interface {
 	Claim(ctx context.Context, owner string, limit int, now, until time.Time) ([]*Item, error)
 	// Renew extends owner's claims to until.
 	Renew(ctx context.Context, owner string, until time.Time) error
-	// CompleteClaimed is Store.Complete for items claimed by owner: it
-	// returns ledger.ErrConflict, and writes nothing, if one of them is no
-	// longer claimed by owner (its claim expired and another process took
-	// it).
-	CompleteClaimed(ctx context.Context, owner string, seqs []uint64, recs []ledger.Record) error
+	// Claimed items are completed with the effect Dequeue{Owner: owner}.
 }
 
 // claimKick wakes the claimer.
@@ -90,8 +86,8 @@ func (p *Pipeline) renewer(ctx context.Context) {
 // completeClaimed records outcomes of claimed items. Items whose claim was
 // lost (this process stalled past ClaimFor and another took them over) are
 // dropped here: their new owner records them.
-func (p *Pipeline) completeClaimed(ctx context.Context, seqs []uint64, recs []ledger.Record) error {
-	err := p.o.Claimer.CompleteClaimed(ctx, p.o.Owner, seqs, recs)
+func (p *Pipeline) completeClaimed(ctx context.Context, seqs []uint64, recs []ledger.Entry) error {
+	_, err := p.o.Log.Commit(ctx, recs, Dequeue{Seqs: seqs, Owner: p.o.Owner})
 	if !errors.Is(err, ledger.ErrConflict) || len(seqs) == 1 {
 		if errors.Is(err, ledger.ErrConflict) {
 			p.log.Warn("pipeline: an event's claim was lost to another process; it records the outcome", "seq", seqs[0])

@@ -66,6 +66,25 @@ func (it *Item) Dedup(claim func(key string) (bool, error)) error {
 	return nil
 }
 
+// Dequeue is the effect of an event's outcome record: the queued items
+// Seqs are removed, in the transaction that appends their outcomes. With
+// Owner set (replicas sharing the queue), the items must all be claimed by
+// Owner, or the append fails with ledger.ErrConflict and nothing is
+// written: another process took them over and records them.
+type Dequeue struct {
+	Seqs  []uint64
+	Owner string
+}
+
+// EffectName implements ledger.Effect.
+func (Dequeue) EffectName() string { return "dequeue events" }
+
+// Committer appends outcome records with the effects that commit with them
+// (ledger.Ledger).
+type Committer interface {
+	Commit(ctx context.Context, entries []ledger.Entry, effects ...ledger.Effect) (uint64, error)
+}
+
 // Outcome is what became of an event.
 type Outcome string
 
@@ -104,10 +123,6 @@ type Store interface {
 	// Pending returns up to limit queued items with Seq > after, in Seq
 	// order.
 	Pending(ctx context.Context, after uint64, limit int) ([]*Item, error)
-
-	// Complete, in one transaction, appends recs to the ledger (as
-	// ledger.Store.Append does) and removes the queued items seqs.
-	Complete(ctx context.Context, seqs []uint64, recs []ledger.Record) error
 
 	// ForgetKeys deletes the dedup keys claimed before t, and returns how
 	// many.

@@ -106,44 +106,101 @@ func (h Hold) Covers(c Candidate) bool {
 }
 
 // Store is the storage that purges need. Declared here, by its consumer.
+// What changes state (deleting payloads, destroying keys, holds, delete-
+// after times) is an Effect appended with the record that documents it,
+// through a Committer: never applied without its record.
 type Store interface {
 	// Expired returns up to limit records whose payload is still there
 	// and whose delete-after time is at or before now, in index order,
 	// from index from.
 	Expired(ctx context.Context, now time.Time, from uint64, limit int) ([]Candidate, error)
-	// Purge deletes the payloads and nonces of the records, so that their
-	// bytes are gone from the database files too, and appends the
-	// deletion record, in one transaction.
-	//
-	// It also destroys the data keys of the subjects in destroy, and fails
-	// if a record still refers to one of them.
-	Purge(ctx context.Context, indices []uint64, deletion ledger.Record, destroy []string) error
 	// SubjectRecords returns up to limit records of a subject whose
 	// payload is still there, in index order, from index from.
 	SubjectRecords(ctx context.Context, subject string, from uint64, limit int) ([]Candidate, error)
-	// SetDeleteAfter sets the delete-after times of records, in one
-	// transaction.
-	SetDeleteAfter(ctx context.Context, cs []Candidate) error
 	Holds(ctx context.Context) ([]Hold, error)
-	AddHold(ctx context.Context, h Hold) (int64, error)
-	ReleaseHold(ctx context.Context, id int64, at time.Time) error
 }
+
+// Committer appends records with the effects that commit with them
+// (ledger.Writer, ledger.Ledger).
+type Committer interface {
+	Commit(ctx context.Context, entries []ledger.Entry, effects ...ledger.Effect) (uint64, error)
+}
+
+// DeletePayloads is the effect of a deletion record: the payloads and
+// nonces of the records Indices are deleted, so that their bytes are gone
+// from the database files too (and their rows of the subject index with
+// them), and the data keys of the subjects in Destroy are destroyed. A
+// Store fails it if a record still refers to one of those keys.
+type DeletePayloads struct {
+	Indices []uint64
+	Destroy []string
+}
+
+// EffectName implements ledger.Effect.
+func (DeletePayloads) EffectName() string { return "delete payloads" }
+
+// SetDeleteAfter is the effect of a deletion request or consent
+// withdrawal: the records' delete-after times are set to their
+// DeleteAfterMs (0: none), for those whose payload is still there.
+type SetDeleteAfter struct {
+	Records []Candidate
+}
+
+// EffectName implements ledger.Effect.
+func (SetDeleteAfter) EffectName() string { return "set delete-after times" }
+
+// AddHold is the effect of a hold record: the hold is stored with the
+// index of that record as its id (Hold.ID is ignored).
+type AddHold struct {
+	Hold Hold
+}
+
+// EffectName implements ledger.Effect.
+func (AddHold) EffectName() string { return "add a legal hold" }
+
+// ReleaseHold is the effect of a hold's release record. A Store fails it
+// with an error wrapping ledger.ErrNotFound when no active hold has ID.
+type ReleaseHold struct {
+	ID int64
+	At time.Time
+}
+
+// EffectName implements ledger.Effect.
+func (ReleaseHold) EffectName() string { return "release a legal hold" }
 
 // Deletion is the body of a deletion record.
 type Deletion struct {
 	Deleted []uint64 `json:"deleted"`
 	Reason  string   `json:"reason"`
+	// Basis says why each record was due, by index: "retention" (its
+	// time plus its class's keep period has passed), "request:N" (the
+	// deletion request or consent withdrawal recorded at index N set an
+	// earlier time), or "shred" (Subject's data key was destroyed).
+	Basis   map[uint64]string `json:"basis,omitempty"`
+	Subject string            `json:"subject,omitempty"`
+	// Detail says who asked, for operators' deletions.
+	Detail map[string]any `json:"detail,omitempty"`
 }
 
 // Report says what a purge did, or would do.
 type Report struct {
 	Deleted []uint64
 	Held    int
+	// Refused are records whose stored delete-after time is earlier than
+	// their class allows: not deleted, and worth an investigation.
+	Refused []uint64
 }
 
 // Purge deletes every expired payload that no active hold covers, in
 // batches, each with its deletion record. With dryRun it only reports.
-func Purge(ctx context.Context, s Store, sealer ledger.Sealer, now time.Time, dryRun bool) (Report, error) {
+//
+// The stored delete-after time is not trusted on its own: each record's
+// due time is recomputed from its leaf's time and the policy of its class
+// (policies), and a record whose stored time is earlier than its class
+// allows (MinKeep) is refused, counted in Report.Refused: only a deletion
+// request can bring a deletion earlier than the keep period, and never
+// earlier than MinKeep.
+func Purge(ctx context.Context, s Store, c Committer, policies map[string]Policy, now time.Time, dryRun bool) (Report, error) {
 	var rep Report
 	holds, err := s.Holds(ctx)
 	if err != nil {
@@ -159,6 +216,7 @@ func Purge(ctx context.Context, s Store, sealer ledger.Sealer, now time.Time, dr
 			return rep, nil
 		}
 		var batch []uint64
+		basis := map[uint64]string{}
 		for _, c := range cands {
 			after = int64(c.Index)
 			held := false
@@ -172,41 +230,61 @@ func Purge(ctx context.Context, s Store, sealer ledger.Sealer, now time.Time, dr
 				rep.Held++
 				continue
 			}
+			b, ok := Due(policies, c, now)
+			if !ok {
+				rep.Refused = append(rep.Refused, c.Index)
+				continue
+			}
 			batch = append(batch, c.Index)
+			basis[c.Index] = b
 		}
 		if len(batch) == 0 || dryRun {
 			rep.Deleted = append(rep.Deleted, batch...)
 			continue
 		}
-		if err := deleteRecords(ctx, s, sealer, now, batch, "retention period over", nil); err != nil {
+		d := Deletion{Deleted: batch, Reason: "retention period over", Basis: basis}
+		if _, err := commitDeletion(ctx, c, now, d, DeletePayloads{Indices: batch}); err != nil {
 			return rep, err
 		}
 		rep.Deleted = append(rep.Deleted, batch...)
 	}
 }
 
-// deleteRecords deletes payloads, and destroys data keys, with their
-// deletion record.
-func deleteRecords(ctx context.Context, s Store, sealer ledger.Sealer, now time.Time, indices []uint64, reason string, destroy []string) error {
-	if indices == nil {
-		indices = []uint64{}
+// Due checks a candidate's stored delete-after time against its class's
+// policy: it returns "retention" when the record's time plus the class's
+// keep period has passed, "request" when the stored time is earlier (set
+// by a deletion request or withdrawal) but not earlier than MinKeep
+// allows, and false when the stored time is earlier than any request may
+// set it, or the class is unknown: the stored time was changed.
+func Due(policies map[string]Policy, c Candidate, now time.Time) (string, bool) {
+	p, ok := policies[c.Class]
+	if !ok {
+		return "", false
 	}
-	body, _ := json.Marshal(Deletion{Deleted: indices, Reason: reason})
+	if p.Keep > 0 && c.TimeMs+p.Keep.Milliseconds() <= now.UnixMilli() {
+		return "retention", true
+	}
+	if c.DeleteAfterMs >= c.TimeMs+p.MinKeep.Milliseconds() && (p.AfterDeletionRequest != nil || p.AfterWithdrawal != nil) {
+		return "request", true
+	}
+	return "", false
+}
+
+// commitDeletion appends a deletion record with its effect.
+func commitDeletion(ctx context.Context, c Committer, now time.Time, d Deletion, eff DeletePayloads) (uint64, error) {
+	if d.Deleted == nil {
+		d.Deleted = []uint64{}
+	}
+	body, _ := json.Marshal(d)
 	payload, err := ledger.EncodePayload(&ledger.Meta{ReceivedMs: now.UnixMilli()}, body)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	rec, err := ledger.SealRecord(ctx, sealer, ledger.Entry{Kind: ledger.KindDeletion, Time: now, Payload: payload})
+	n, err := c.Commit(ctx, []ledger.Entry{{Kind: ledger.KindDeletion, Time: now, Payload: payload}}, eff)
 	if err != nil {
-		return err
+		return 0, fmt.Errorf("purge: %w", err)
 	}
-	if err := s.Purge(ctx, indices, rec, destroy); err != nil {
-		if sealer != nil {
-			sealer.Reset()
-		}
-		return fmt.Errorf("purge: %w", err)
-	}
-	return nil
+	return n, nil
 }
 
 // ErrHeld is returned when a legal hold forbids an operation.
@@ -235,7 +313,10 @@ func subjectRecords(ctx context.Context, s Store, subject string) ([]Candidate, 
 // with the key, and verify reports them as deleted by policy. It refuses
 // while a legal hold covers one of the subject's records. The system's own
 // key is never shredded.
-func Shred(ctx context.Context, s Store, sealer ledger.Sealer, subject string, now time.Time) ([]uint64, error) {
+//
+// The deletion record names the subject and carries detail (who asked);
+// sealer's cached keys are forgotten after the key is destroyed.
+func Shred(ctx context.Context, s Store, c Committer, sealer ledger.Sealer, subject string, detail map[string]any, now time.Time) ([]uint64, error) {
 	if subject == ledger.SubjectSystem || !ledger.ValidSubject(subject) {
 		return nil, errors.New("retention: not a subject whose key can be destroyed (user:, group: or room: and a LINE id)")
 	}
@@ -256,7 +337,12 @@ func Shred(ctx context.Context, s Store, sealer ledger.Sealer, subject string, n
 		}
 		indices = append(indices, c.Index)
 	}
-	if err := deleteRecords(ctx, s, sealer, now, indices, "the subject's data key was destroyed", []string{subject}); err != nil {
+	basis := make(map[uint64]string, len(indices))
+	for _, i := range indices {
+		basis[i] = "shred"
+	}
+	d := Deletion{Deleted: indices, Reason: "the subject's data key was destroyed", Basis: basis, Subject: subject, Detail: detail}
+	if _, err := commitDeletion(ctx, c, now, d, DeletePayloads{Indices: indices, Destroy: []string{subject}}); err != nil {
 		return nil, err
 	}
 	if sealer != nil {
@@ -280,14 +366,21 @@ type RequestReport struct {
 	Changed int `json:"changed"` // records whose delete-after time moved earlier
 	// Unchanged by class: records whose class has no rule for the request.
 	NoRule map[string]int `json:"no_rule,omitempty"`
+	// DeleteAfter lists each changed record and its new delete-after time
+	// (index, Unix ms), so that the request's record shows what it did.
+	DeleteAfter [][2]int64 `json:"delete_after,omitempty"`
+	// Effect applies the change; the caller commits it with the request's
+	// record, so that the change takes effect only once it is recorded.
+	Effect SetDeleteAfter `json:"-"`
 }
 
-// Apply applies a user's deletion request or consent withdrawal, made at
+// Apply works out a user's deletion request or consent withdrawal, made at
 // time at, to the delete-after time of each of the subject's records, by
 // the policy of its class: at most the policy's time after the request,
 // never before the record's time plus the class's MinKeep, and never later
 // than it already was. Records whose class has no rule for the request
-// keep their time. Purges then delete them on schedule.
+// keep their time. Purges then delete them on schedule. Nothing changes
+// until the caller commits the report's Effect with the request's record.
 func Apply(ctx context.Context, s Store, policies map[string]Policy, subject string, kind RequestKind, at time.Time) (RequestReport, error) {
 	rep := RequestReport{NoRule: map[string]int{}}
 	if !ledger.ValidSubject(subject) || subject == ledger.SubjectSystem {
@@ -318,14 +411,13 @@ func Apply(ctx context.Context, s Store, policies map[string]Policy, subject str
 			changed = append(changed, c)
 		}
 	}
-	for start := 0; start < len(changed); start += 1000 {
-		if err := s.SetDeleteAfter(ctx, changed[start:min(len(changed), start+1000)]); err != nil {
-			return rep, err
-		}
-	}
 	rep.Changed = len(changed)
 	if len(rep.NoRule) == 0 {
 		rep.NoRule = nil
+	}
+	rep.Effect = SetDeleteAfter{Records: changed}
+	for _, c := range changed {
+		rep.DeleteAfter = append(rep.DeleteAfter, [2]int64{int64(c.Index), c.DeleteAfterMs})
 	}
 	return rep, nil
 }

@@ -26,13 +26,6 @@ func (f *fakeStore) SubjectRecords(_ context.Context, subject string, from uint6
 	return out, nil
 }
 
-func (f *fakeStore) SetDeleteAfter(_ context.Context, cs []Candidate) error {
-	for _, c := range cs {
-		f.set[c.Index] = c.DeleteAfterMs
-	}
-	return nil
-}
-
 func TestApply(t *testing.T) {
 	at := time.UnixMilli(1_800_000_000_000)
 	day := int64(24 * time.Hour / time.Millisecond)
@@ -59,6 +52,9 @@ func TestApply(t *testing.T) {
 		rep, err := Apply(context.Background(), f, Presets(), "user:U1", tt.kind, at)
 		if err != nil {
 			t.Fatalf("%s: %v", tt.name, err)
+		}
+		for _, c := range rep.Effect.Records {
+			f.set[c.Index] = c.DeleteAfterMs
 		}
 		got := f.set[tt.c.Index]
 		if got != tt.want || (rep.Changed == 1) != (tt.want != 0) {

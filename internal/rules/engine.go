@@ -30,11 +30,6 @@ type Sender interface {
 	Send(ctx context.Context, r outbound.Request) (outbound.Outcome, error)
 }
 
-// ConsentRecorder records a user's consent. outbound.State implements it.
-type ConsentRecorder interface {
-	SetConsent(ctx context.Context, channel, user string, optIn bool, at time.Time, source string) error
-}
-
 // Cooldowns keeps when rules may fire again for a user, in the database,
 // so that a restart or another replica knows. The stores implement it.
 type Cooldowns interface {
@@ -55,8 +50,11 @@ type ChannelInfo struct {
 
 // EngineOptions configures an Engine.
 type EngineOptions struct {
-	Sender   Sender
-	Consent  ConsentRecorder
+	Sender Sender
+	// Consent records consent keywords: a consent record, sealed under
+	// the user's key, that changes the user's consent in the same commit
+	// (nil: keywords change nothing).
+	Consent  outbound.Committer
 	Ledger   outbound.Appender
 	Channels map[string]ChannelInfo
 	// LookupHosts is the allow-list of hosts ("host" or "host:port") that
@@ -192,12 +190,12 @@ func (e *Engine) consentKeywords(ctx context.Context, set *Set, it *pipeline.Ite
 	if optIn == nil || e.o.Consent == nil {
 		return nil
 	}
-	if err := e.o.Consent.SetConsent(ctx, it.Channel, user, *optIn, now, "keyword"); err != nil {
+	if _, err := outbound.RecordAdmin(ctx, e.o.Consent, "consent", map[string]any{
+		"channel": it.Channel, "user": user, "opt_in": *optIn, "source": "keyword", "event_key": it.Key,
+	}, []string{"user:" + user}, now, outbound.SetConsent{Channel: it.Channel, User: user, OptIn: *optIn, At: now, Source: "keyword"}); err != nil {
 		return fmt.Errorf("record consent: %w", err)
 	}
-	return outbound.RecordAdmin(ctx, e.o.Ledger, "consent", map[string]any{
-		"channel": it.Channel, "user": user, "opt_in": *optIn, "source": "keyword", "event_key": it.Key,
-	}, now)
+	return nil
 }
 
 func (e *Engine) fire(ctx context.Context, r *Rule, seq int, it *pipeline.Item, ev *line.Event, d *Data) error {

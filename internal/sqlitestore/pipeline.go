@@ -2,6 +2,7 @@ package sqlitestore
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -105,18 +106,8 @@ func (s *Store) Pending(ctx context.Context, after uint64, limit int) ([]*pipeli
 	return out, rows.Err()
 }
 
-// Complete implements pipeline.Store.
-func (s *Store) Complete(ctx context.Context, seqs []uint64, recs []ledger.Record) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlitestore: begin: %w", err)
-	}
-	defer tx.Rollback()
-	if len(recs) > 0 {
-		if _, err := s.appendRecords(ctx, tx, recs); err != nil {
-			return err
-		}
-	}
+// dequeue applies pipeline.Dequeue inside tx.
+func dequeue(ctx context.Context, tx *sql.Tx, seqs []uint64) error {
 	for start := 0; start < len(seqs); start += 500 {
 		chunk := seqs[start:min(len(seqs), start+500)]
 		args := make([]any, len(chunk))
@@ -127,9 +118,6 @@ func (s *Store) Complete(ctx context.Context, seqs []uint64, recs []ledger.Recor
 		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 			return fmt.Errorf("sqlitestore: dequeue: %w", err)
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("sqlitestore: commit: %w", err)
 	}
 	return nil
 }

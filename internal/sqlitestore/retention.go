@@ -62,13 +62,8 @@ func (s *Store) SubjectRecords(ctx context.Context, subject string, from uint64,
 	return scanCandidates(rows)
 }
 
-// SetDeleteAfter implements retention.Store.
-func (s *Store) SetDeleteAfter(ctx context.Context, cs []retention.Candidate) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlitestore: begin: %w", err)
-	}
-	defer tx.Rollback()
+// setDeleteAfter applies retention.SetDeleteAfter inside tx.
+func setDeleteAfter(ctx context.Context, tx *sql.Tx, cs []retention.Candidate) error {
 	for _, c := range cs {
 		var after any
 		if c.DeleteAfterMs > 0 {
@@ -78,21 +73,13 @@ func (s *Store) SetDeleteAfter(ctx context.Context, cs []retention.Candidate) er
 			return fmt.Errorf("sqlitestore: set delete-after: %w", err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("sqlitestore: commit: %w", err)
-	}
 	return nil
 }
 
-// Purge implements retention.Store. secure_delete overwrites the freed
-// bytes in the database pages; the WAL, which still holds earlier images
-// of those pages, is checkpointed and truncated afterwards.
-func (s *Store) Purge(ctx context.Context, indices []uint64, deletion ledger.Record, destroy []string) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlitestore: begin: %w", err)
-	}
-	defer tx.Rollback()
+// deletePayloads applies retention.DeletePayloads inside tx. secure_delete
+// overwrites the freed bytes in the database pages; Append truncates the
+// WAL after the commit.
+func deletePayloads(ctx context.Context, tx *sql.Tx, indices []uint64, destroy []string) error {
 	// Index what is not yet, so that the index has every record that
 	// refers to a key about to be destroyed. (Records purged unindexed
 	// need no index: their keys go with their payloads.)
@@ -123,17 +110,6 @@ func (s *Store) Purge(ctx context.Context, indices []uint64, deletion ledger.Rec
 			return fmt.Errorf("sqlitestore: destroy a data key (were records added meanwhile? run again): %w", err)
 		}
 	}
-	if _, err := s.appendRecords(ctx, tx, []ledger.Record{deletion}); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("sqlitestore: commit: %w", err)
-	}
-	// Readers may hold old snapshots for a moment; the checkpoint copies
-	// what it can and the truncation waits for none of them to be needed.
-	if _, err := s.ckpt.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
-		return fmt.Errorf("sqlitestore: checkpoint the WAL: %w", err)
-	}
 	return nil
 }
 
@@ -155,24 +131,26 @@ func (s *Store) Holds(ctx context.Context) ([]retention.Hold, error) {
 	return out, rows.Err()
 }
 
-// AddHold implements retention.Store.
-func (s *Store) AddHold(ctx context.Context, h retention.Hold) (int64, error) {
-	res, err := s.w.ExecContext(ctx, "INSERT INTO holds (channel, subject, from_ms, to_ms, reason, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
-		h.Channel, h.Subject, h.FromMs, h.ToMs, h.Reason, h.CreatedMs)
-	if err != nil {
-		return 0, fmt.Errorf("sqlitestore: add hold: %w", err)
+// addHold applies retention.AddHold inside tx: the hold's id is the index
+// of its record.
+func addHold(ctx context.Context, tx *sql.Tx, id uint64, h retention.Hold) error {
+	if _, err := tx.ExecContext(ctx, "INSERT INTO holds (id, channel, subject, from_ms, to_ms, reason, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+		id, h.Channel, h.Subject, h.FromMs, h.ToMs, h.Reason, h.CreatedMs); err != nil {
+		return fmt.Errorf("sqlitestore: add hold: %w", err)
 	}
-	return res.LastInsertId()
+	return nil
 }
 
-// ReleaseHold implements retention.Store.
-func (s *Store) ReleaseHold(ctx context.Context, id int64, at time.Time) error {
-	res, err := s.w.ExecContext(ctx, "UPDATE holds SET released_ms = ? WHERE id = ? AND released_ms = 0", at.UnixMilli(), id)
+// releaseHold applies retention.ReleaseHold inside tx.
+func releaseHold(ctx context.Context, tx *sql.Tx, id int64, at time.Time) error {
+	res, err := tx.ExecContext(ctx, "UPDATE holds SET released_ms = ? WHERE id = ? AND released_ms = 0", at.UnixMilli(), id)
 	if err != nil {
 		return fmt.Errorf("sqlitestore: release hold: %w", err)
 	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		return fmt.Errorf("sqlitestore: hold %d: %w", id, ledger.ErrNotFound)
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("sqlitestore: release hold: %w", err)
+	} else if n != 1 {
+		return fmt.Errorf("sqlitestore: no active hold %d: %w", id, ledger.ErrNotFound)
 	}
 	return nil
 }

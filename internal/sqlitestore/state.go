@@ -25,9 +25,9 @@ func (s *Store) Setting(ctx context.Context, key string) (string, error) {
 	return v, nil
 }
 
-// SetSetting implements outbound.State.
-func (s *Store) SetSetting(ctx context.Context, key, value string) error {
-	_, err := s.w.ExecContext(ctx, "INSERT INTO settings (key, value, updated_ms) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
+// setSetting applies outbound.SetSetting inside tx.
+func setSetting(ctx context.Context, tx *sql.Tx, key, value string) error {
+	_, err := tx.ExecContext(ctx, "INSERT INTO settings (key, value, updated_ms) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
 		key, value, time.Now().UnixMilli())
 	if err != nil {
 		return fmt.Errorf("sqlitestore: write setting: %w", err)
@@ -48,12 +48,12 @@ func (s *Store) OptedIn(ctx context.Context, channel, user string) (bool, error)
 	return in, nil
 }
 
-// SetConsent implements outbound.State. A consent record older than the
-// one stored does not replace it.
-func (s *Store) SetConsent(ctx context.Context, channel, user string, optIn bool, at time.Time, source string) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO consent (channel, user, opt_in, at_ms, source) VALUES (?, ?, ?, ?, ?)
+// setConsent applies outbound.SetConsent inside tx. A consent record
+// older than the one stored does not replace it.
+func setConsent(ctx context.Context, tx *sql.Tx, c outbound.SetConsent) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO consent (channel, user, opt_in, at_ms, source) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (channel, user) DO UPDATE SET opt_in = excluded.opt_in, at_ms = excluded.at_ms, source = excluded.source
-		WHERE excluded.at_ms >= consent.at_ms`, channel, user, optIn, at.UnixMilli(), source)
+		WHERE excluded.at_ms >= consent.at_ms`, c.Channel, c.User, c.OptIn, c.At.UnixMilli(), c.Source)
 	if err != nil {
 		return fmt.Errorf("sqlitestore: write consent: %w", err)
 	}

@@ -1,0 +1,40 @@
+package pgstore
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/outbound"
+	"github.com/linegate/linegate/internal/pipeline"
+	"github.com/linegate/linegate/internal/retention"
+)
+
+// apply applies one effect of an append inside its transaction, after
+// the records (the first at index first) are inserted.
+func (s *Store) apply(ctx context.Context, tx pgx.Tx, first uint64, e ledger.Effect) error {
+	var err error
+	switch e := e.(type) {
+	case pipeline.Dequeue:
+		err = dequeue(ctx, tx, e)
+	case retention.DeletePayloads:
+		err = deletePayloads(ctx, tx, e.Indices, e.Destroy)
+	case retention.SetDeleteAfter:
+		err = setDeleteAfter(ctx, tx, e.Records)
+	case retention.AddHold:
+		err = addHold(ctx, tx, first, e.Hold)
+	case retention.ReleaseHold:
+		err = releaseHold(ctx, tx, e.ID, e.At)
+	case outbound.SetSetting:
+		err = setSetting(ctx, tx, e.Key, e.Value)
+	case outbound.SetConsent:
+		err = setConsent(ctx, tx, e)
+	default:
+		err = ledger.ErrUnsupportedEffect
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", e.EffectName(), err)
+	}
+	return nil
+}

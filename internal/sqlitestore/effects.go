@@ -1,0 +1,39 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/outbound"
+	"github.com/linegate/linegate/internal/pipeline"
+	"github.com/linegate/linegate/internal/retention"
+)
+
+// apply applies one effect of an append inside its transaction, after
+// the records (the first at index first) are inserted.
+func (s *Store) apply(ctx context.Context, tx *sql.Tx, first uint64, e ledger.Effect) error {
+	switch e := e.(type) {
+	case pipeline.Dequeue:
+		// Alone on its database, the SQLite store has no claims: Owner
+		// is never set here.
+		if e.Owner != "" {
+			return fmt.Errorf("sqlitestore: %s: claims need a shared store: %w", e.EffectName(), ledger.ErrUnsupportedEffect)
+		}
+		return dequeue(ctx, tx, e.Seqs)
+	case retention.DeletePayloads:
+		return deletePayloads(ctx, tx, e.Indices, e.Destroy)
+	case retention.SetDeleteAfter:
+		return setDeleteAfter(ctx, tx, e.Records)
+	case retention.AddHold:
+		return addHold(ctx, tx, first, e.Hold)
+	case retention.ReleaseHold:
+		return releaseHold(ctx, tx, e.ID, e.At)
+	case outbound.SetSetting:
+		return setSetting(ctx, tx, e.Key, e.Value)
+	case outbound.SetConsent:
+		return setConsent(ctx, tx, e)
+	}
+	return fmt.Errorf("sqlitestore: %s: %w", e.EffectName(), ledger.ErrUnsupportedEffect)
+}
