@@ -8,14 +8,55 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/linegate/linegate/internal/corpus"
 	"github.com/linegate/linegate/internal/line"
 )
 
-var fixtures = filepath.Join("..", "..", "..", "shared", "line", "fixtures", "sdk-java")
-
-// TestFixtures decodes every LINE SDK fixture: each event gets its type,
-// and the unknown ones the unknown form.
+// TestFixtures decodes the module's own webhook bodies: each event gets its
+// type, without a single problem (the bodies follow the specification),
+// except the unknown ones, which get the unknown form; together they cover
+// every event and message type of the specification.
 func TestFixtures(t *testing.T) {
+	want := map[string]string{ // file -> event types (message type)
+		"message-text": "message/text", "message-text-mention": "message/text", "message-image": "message/image",
+		"message-video": "message/video", "message-audio": "message/audio", "message-file": "message/file",
+		"message-location": "message/location", "message-sticker": "message/sticker", "message-edited": "messageEdited/text",
+		"unsend": "unsend", "follow": "follow", "unfollow": "unfollow", "join": "join", "leave": "leave",
+		"member-joined": "memberJoined", "member-left": "memberLeft", "postback": "postback",
+		"video-play-complete": "videoPlayComplete", "beacon": "beacon", "account-link": "accountLink",
+		"membership": "membership", "module": "module", "activated": "activated", "deactivated": "deactivated",
+		"bot-suspended": "botSuspended", "bot-resumed": "botResumed", "delivery": "delivery",
+		"batch-image-set": "message/image,message/image,message/image,message/text",
+		"batch-group":     "memberJoined,message/text,message/sticker,unsend",
+		"batch-standby":   "message/text,postback,module",
+		"redelivery":      "message/text",
+		"unknown":         "follow,unknown,unknown",
+	}
+	seen := map[string]bool{}
+	decodeAll(t, corpus.Webhooks(t), want, func(t *testing.T, e *line.Event) {
+		if !e.Unknown() && len(e.Problems) != 0 {
+			t.Errorf("%s: %v", e.Type, e.Problems)
+		}
+		if e.Message != nil {
+			seen["message/"+e.Message.Type] = true
+		}
+		seen[e.Type] = true
+	})
+	for _, typ := range line.EventTypes() {
+		if !seen[typ] {
+			t.Errorf("no body with a %s event", typ)
+		}
+	}
+	for _, mt := range line.MessageTypes() {
+		if !seen["message/"+mt] {
+			t.Errorf("no body with a %s message", mt)
+		}
+	}
+}
+
+// TestSDKFixtures decodes every fixture of LINE's Java SDK (in the shared
+// corpus): each event gets its type, and the unknown ones the unknown form.
+func TestSDKFixtures(t *testing.T) {
 	want := map[string]string{ // file -> event type (message type)
 		"account_link": "accountLink", "beacon": "beacon", "beacon_with_dm": "beacon",
 		"file": "message/file", "follow": "follow", "image": "message/image", "join": "join", "leave": "leave",
@@ -28,14 +69,29 @@ func TestFixtures(t *testing.T) {
 		"video-play-complete": "videoPlayComplete", "video": "message/video", "webhook-redelivery": "message/text",
 		"unknown": "unknown,unknown",
 	}
-	files, _ := filepath.Glob(filepath.Join(fixtures, "*.json"))
+	decodeAll(t, corpus.Shared(t, corpus.SDKJava), want, func(*testing.T, *line.Event) {})
+}
+
+// decodeAll decodes every *.json body of dir, one subtest each, and checks
+// the types of its events against want (by file name without .json): a
+// message as "message/text", an unknown event as "unknown". check sees every
+// event.
+func decodeAll(t *testing.T, dir string, want map[string]string, check func(*testing.T, *line.Event)) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(files) != len(want) {
-		t.Fatalf("%d fixtures, %d expectations", len(files), len(want))
+		t.Fatalf("%d bodies in %s, %d expectations", len(files), dir, len(want))
 	}
 	for _, file := range files {
 		name := strings.TrimSuffix(filepath.Base(file), ".json")
 		t.Run(name, func(t *testing.T) {
-			b, _ := os.ReadFile(file)
+			b, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
 			cb, err := line.ParseCallback(b)
 			if err != nil {
 				t.Fatal(err)
@@ -46,6 +102,7 @@ func TestFixtures(t *testing.T) {
 				if e.Malformed() {
 					t.Errorf("malformed: %s", e.Reasons(line.Malformed))
 				}
+				check(t, e)
 				switch {
 				case e.Unknown():
 					got = append(got, "unknown")
@@ -211,9 +268,15 @@ func TestVerifyDummy(t *testing.T) {
 }
 
 func FuzzDecodeEvent(f *testing.F) {
-	files, _ := filepath.Glob(filepath.Join(fixtures, "*.json"))
+	files, err := filepath.Glob(filepath.Join(corpus.Webhooks(f), "*.json"))
+	if err != nil {
+		f.Fatal(err)
+	}
 	for _, file := range files {
-		b, _ := os.ReadFile(file)
+		b, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
 		if cb, err := line.ParseCallback(b); err == nil {
 			for _, e := range cb.Events {
 				f.Add([]byte(e))

@@ -23,7 +23,10 @@ type simClient struct {
 
 func (c simClient) do(method, path, token string, body string, hdr ...string) (int, http.Header, map[string]any) {
 	c.t.Helper()
-	req, _ := http.NewRequest(method, c.url+path, strings.NewReader(body))
+	req, err := http.NewRequest(method, c.url+path, strings.NewReader(body))
+	if err != nil {
+		c.t.Fatal(err)
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -36,9 +39,17 @@ func (c simClient) do(method, path, token string, body string, hdr ...string) (i
 		c.t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var m map[string]any
-	json.Unmarshal(b, &m)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var v any
+	if len(b) > 0 {
+		if err := json.Unmarshal(b, &v); err != nil {
+			c.t.Fatalf("%s %s: %d, body not JSON: %v: %q", method, path, resp.StatusCode, err, b)
+		}
+	}
+	m, _ := v.(map[string]any) // nil for an array
 	return resp.StatusCode, resp.Header, m
 }
 
@@ -234,7 +245,10 @@ func TestCallsRecord(t *testing.T) {
 	if call.Method != "POST" || call.Path != "/v2/bot/message/push" || call.Status != 200 || call.RequestID == "" || !bytes.Contains(call.Body, []byte("hello")) {
 		t.Errorf("call = %+v", call)
 	}
-	b, _ := json.Marshal(call)
+	b, err := json.Marshal(call)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if bytes.Contains(b, []byte("secret-token")) {
 		t.Error("the access token is in the call record")
 	}
@@ -247,7 +261,10 @@ func TestFaults(t *testing.T) {
 		t.Errorf("with error rate 1: %d %v", status, body)
 	}
 	a.SetFaults(sim.Faults{DropRate: 1})
-	req, _ := http.NewRequest("GET", c.url+"/v2/bot/info", nil)
+	req, err := http.NewRequest("GET", c.url+"/v2/bot/info", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	req.Header.Set("Authorization", "Bearer t")
 	if resp, err := http.DefaultClient.Do(req); err == nil {
 		resp.Body.Close()
@@ -269,7 +286,10 @@ func TestWebhookEndpoint(t *testing.T) {
 	var got []byte
 	var sig string
 	bot := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, _ = io.ReadAll(r.Body)
+		var err error
+		if got, err = io.ReadAll(r.Body); err != nil {
+			t.Errorf("reading the webhook: %v", err)
+		}
 		sig = r.Header.Get("X-Line-Signature")
 	}))
 	defer bot.Close()

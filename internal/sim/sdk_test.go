@@ -5,13 +5,13 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/google/uuid"
 	"github.com/line/line-bot-sdk-go/v8/linebot/messaging_api"
 	"github.com/line/line-bot-sdk-go/v8/linebot/webhook"
+	"github.com/linegate/linegate/internal/corpus"
 	"github.com/linegate/linegate/internal/sim"
 )
 
@@ -62,7 +62,8 @@ func TestOfficialSDKClient(t *testing.T) {
 }
 
 // TestOfficialSDKParsesSimulatedWebhooks sends the simulator's synthetic
-// conversation and LINE's fixtures to a server built on the official SDK's
+// conversation, the module's own webhook bodies and LINE's SDK fixtures (when
+// the shared corpus is there) to a server built on the official SDK's
 // webhook.ParseRequest: it accepts every body and signature.
 func TestOfficialSDKParsesSimulatedWebhooks(t *testing.T) {
 	const secret = "sdk-secret"
@@ -99,15 +100,24 @@ func TestOfficialSDKParsesSimulatedWebhooks(t *testing.T) {
 			t.Errorf("no %s events in the synthetic conversation: %v", typ, events)
 		}
 	}
-	fixtures, err := sim.NewFixtureSource(filepath.Join("..", "..", "..", "shared", "line", "fixtures", "sdk-java"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err = sim.Send(context.Background(), srv.Client(), srv.URL, []byte(secret), fixtures, sim.Load{Count: fixtures.Len(), Concurrency: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.OK() != fixtures.Len() {
-		t.Errorf("fixtures: %d of %d accepted by the SDK; failures: %v", res.OK(), fixtures.Len(), errors.Join(failures...))
+	for name, dir := range map[string]func(*testing.T) string{
+		"testdata": func(t *testing.T) string { return corpus.Webhooks(t) },
+		"sdk-java": func(t *testing.T) string { return corpus.Shared(t, corpus.SDKJava) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			fixtures, err := sim.NewFixtureSource(dir(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := sim.Send(context.Background(), srv.Client(), srv.URL, []byte(secret), fixtures, sim.Load{Count: fixtures.Len(), Concurrency: 4})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.OK() != fixtures.Len() {
+				mu.Lock()
+				defer mu.Unlock()
+				t.Errorf("fixtures: %d of %d accepted by the SDK; failures: %v", res.OK(), fixtures.Len(), errors.Join(failures...))
+			}
+		})
 	}
 }

@@ -69,10 +69,19 @@ func NewFixtureSource(dir string) (*FixtureSource, error) {
 }
 
 // Len returns the number of distinct bodies.
-func (s *FixtureSource) Len() int { return len(s.bodies) }
+func (s *FixtureSource) Len() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.bodies)
+}
 
-// Next implements Source.
+// Next implements Source. A source that NewFixtureSource did not return
+// (a nil pointer, the zero value) has no bodies: Next returns nil.
 func (s *FixtureSource) Next() []byte {
+	if s == nil || len(s.bodies) == 0 {
+		return nil
+	}
 	b := s.bodies[s.i%len(s.bodies)]
 	s.i++
 	return b

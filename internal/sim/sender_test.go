@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linegate/linegate/internal/corpus"
 	"github.com/linegate/linegate/internal/sim"
 	"github.com/linegate/linegate/internal/webhook"
 )
@@ -23,7 +24,10 @@ func TestOpenLoopCountsStalls(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}))
 	defer srv.Close()
-	src, _ := sim.NewFixtureSource("../../../shared/line/fixtures/sdk-java")
+	src, err := sim.NewFixtureSource(corpus.Webhooks(t))
+	if err != nil {
+		t.Fatal(err)
+	}
 	res, err := sim.Send(context.Background(), srv.Client(), srv.URL, []byte("s"), src, sim.Load{Rate: 200, Concurrency: 1, Count: 40})
 	if err != nil {
 		t.Fatal(err)
@@ -40,12 +44,42 @@ func TestOpenLoopCountsStalls(t *testing.T) {
 	}
 }
 
+func TestFixtureSource(t *testing.T) {
+	dir := corpus.Webhooks(t)
+	src, err := sim.NewFixtureSource(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for range 2 * src.Len() {
+		seen[string(src.Next())]++
+	}
+	if len(seen) != src.Len() || src.Len() < 30 {
+		t.Errorf("%d distinct bodies of %d", len(seen), src.Len())
+	}
+	for body, n := range seen {
+		if n != 2 {
+			t.Errorf("sent %d times, want 2: %.80s", n, body)
+		}
+	}
+	if _, err := sim.NewFixtureSource(t.TempDir()); err == nil {
+		t.Error("NewFixtureSource accepted a directory without bodies")
+	}
+	for _, empty := range []*sim.FixtureSource{nil, {}} {
+		if b := empty.Next(); b != nil || empty.Len() != 0 {
+			t.Errorf("Next on a source without bodies = %q", b)
+		}
+	}
+}
+
 func TestSendSignsLikeLINE(t *testing.T) {
 	var bad atomic.Int32
 	v := []webhook.Verifier{webhook.NewHMACVerifier("secret", []byte("s3cret"))}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var buf bytes.Buffer
-		buf.ReadFrom(r.Body)
+		if _, err := buf.ReadFrom(r.Body); err != nil {
+			t.Errorf("reading the body: %v", err)
+		}
 		if _, err := webhook.Check(v, buf.Bytes(), r.Header.Get("X-Line-Signature")); err != nil ||
 			r.Header.Get("User-Agent") != "LineBotWebhook/2.0" || !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
 			bad.Add(1)
