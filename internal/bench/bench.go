@@ -29,6 +29,7 @@ import (
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/pipeline"
+	"github.com/linegate/linegate/internal/record"
 	"github.com/linegate/linegate/internal/sim"
 	"github.com/linegate/linegate/internal/sqlitestore"
 	"golang.org/x/mod/sumdb/note"
@@ -394,10 +395,11 @@ func (r *runner) latency(ctx context.Context) {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func newSigner() note.Signer {
-	skey, _, _ := note.GenerateKey(rand.Reader, benchOrigin)
+func newSigner() (note.Signer, note.Verifier) {
+	skey, vkey, _ := note.GenerateKey(rand.Reader, benchOrigin)
 	s, _ := note.NewSigner(skey)
-	return s
+	v, _ := note.NewVerifier(vkey)
+	return s, v
 }
 
 // appends measures durable ledger appends per second against Tessera's
@@ -414,7 +416,8 @@ func (r *runner) appends(ctx context.Context) {
 			r.fail(name, "appends/s", err)
 			continue
 		}
-		l, err := ledger.New(ctx, store, ledger.Options{Origin: benchOrigin, Signer: newSigner()})
+		signer, verifier := newSigner()
+		l, err := ledger.New(ctx, store, ledger.Options{Origin: benchOrigin, Signer: signer, Verifier: verifier})
 		if err != nil {
 			store.Close()
 			r.fail(name, "appends/s", err)
@@ -584,7 +587,7 @@ func (r *runner) bigLedger(ctx context.Context, dir string, n int) (note.Verifie
 	now := time.Now()
 	for i := 0; i < n; i++ {
 		body := conv.Next()
-		payload, _ := ledger.EncodePayload(&ledger.Meta{Channel: "demo", ReceivedMs: now.UnixMilli(),
+		payload, _ := record.EncodePayload(&record.Meta{Channel: "demo", ReceivedMs: now.UnixMilli(),
 			Headers: map[string][]string{"Content-Type": {"application/json; charset=utf-8"}, "User-Agent": {"LineBotWebhook/2.0"},
 				"X-Line-Signature": {"0000000000000000000000000000000000000000000="}}}, body)
 		rec, err := ledger.SealRecord(ctx, ring, ledger.Entry{Kind: ledger.KindWebhook, Time: now, Channel: "demo",
@@ -600,7 +603,7 @@ func (r *runner) bigLedger(ctx context.Context, dir string, n int) (note.Verifie
 			batch = batch[:0]
 		}
 	}
-	l, err := ledger.New(ctx, store, ledger.Options{Origin: benchOrigin, Signer: signer, MaxIntegrate: 1 << 18,
+	l, err := ledger.New(ctx, store, ledger.Options{Origin: benchOrigin, Signer: signer, Verifier: verifier, MaxIntegrate: 1 << 18,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, nil, err

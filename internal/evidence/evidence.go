@@ -22,6 +22,7 @@ import (
 
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/record"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
@@ -74,14 +75,18 @@ func Export(ctx context.Context, store ledger.Store, sealer ledger.Sealer, vkey 
 	if _, err := ledger.OpenCheckpoint(head.Checkpoint, v, v.Name()); err != nil {
 		return nil, fmt.Errorf("the stored checkpoint does not verify: %w", err)
 	}
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	// The bundle holds decrypted payloads: its directories are 0700 and its
+	// files 0600 (public anchors 0400), whatever the umask.
+	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, err
 	}
 	for _, sub := range []string{"records", "anchors"} {
-		if err := os.Mkdir(filepath.Join(dir, sub), 0o755); err != nil {
+		if err := os.Mkdir(filepath.Join(dir, sub), 0o700); err != nil {
 			return nil, err
 		}
 	}
+	// A user is named "U..." or as a subject, "user:U...": the same user.
+	sel.User = strings.TrimPrefix(sel.User, "user:")
 	m := &Manifest{Origin: v.Name(), TreeSize: head.Size, Selection: sel, ExportedAt: time.Now().UTC()}
 	count, err := store.Count(ctx)
 	if err != nil {
@@ -101,7 +106,12 @@ func Export(ctx context.Context, store ledger.Store, sealer ledger.Sealer, vkey 
 		return nil
 	}
 	keys := map[string]bool{} // dedup keys of selected webhook events, to follow links
-	var linked []ledger.Record
+	type linkedRecord struct {
+		rec    ledger.Record
+		leaf   ledger.Leaf
+		ofUser bool // sealed under the selected user's key
+	}
+	var linked []linkedRecord
 	for rec, err := range store.Records(ctx, 0, count) {
 		if err != nil {
 			return nil, err
@@ -120,6 +130,7 @@ func Export(ctx context.Context, store ledger.Store, sealer ledger.Sealer, vkey 
 			!slices.Contains(ledger.Subjects(rec.Keys), "user:"+sel.User) {
 			continue // sealed for other subjects only: no need to open it
 		}
+		subjects := ledger.Subjects(rec.Keys)
 		payload, err := ledger.OpenPayload(ctx, sealer, rec)
 		if errors.Is(err, ledger.ErrKeyDestroyed) {
 			continue
@@ -128,7 +139,7 @@ func Export(ctx context.Context, store ledger.Store, sealer ledger.Sealer, vkey 
 			return nil, fmt.Errorf("record %d: %w", rec.Index, err)
 		}
 		rec.Payload, rec.Keys = payload, nil
-		_, body, err := ledger.SplitPayload(rec.Payload)
+		_, body, err := record.SplitPayload(rec.Payload)
 		if err != nil {
 			continue
 		}
@@ -138,27 +149,20 @@ func Export(ctx context.Context, store ledger.Store, sealer ledger.Sealer, vkey 
 			}
 		} else if sel.User != "" || sel.MessageID != "" {
 			// Outcomes and sends of the selected events, by their key;
-			// for a user also whatever names the user.
-			linked = append(linked, rec)
+			// for a user also whatever is sealed under the user's key
+			// (the user's consent and requests, sends to the user).
+			linked = append(linked, linkedRecord{rec, leaf, slices.Contains(subjects, "user:"+sel.User)})
 			continue
 		}
 		if err := include(rec, leaf); err != nil {
 			return nil, err
 		}
 	}
-	for _, rec := range linked {
-		var leaf ledger.Leaf
-		leaf.UnmarshalBinary(rec.Leaf)
-		_, body, _ := ledger.SplitPayload(rec.Payload)
-		var link struct {
-			Key      string `json:"key"`
-			EventKey string `json:"event_key"`
-		}
-		json.Unmarshal(body, &link)
-		if !keys[link.Key] && !keys[link.EventKey] && !(sel.User != "" && sel.MessageID == "" && bytes.Contains(body, []byte(sel.User))) {
+	for _, l := range linked {
+		if !keys[eventKey(l.leaf.Kind, l.rec.Payload)] && !(l.ofUser && sel.MessageID == "") {
 			continue
 		}
-		if err := include(rec, leaf); err != nil {
+		if err := include(l.rec, l.leaf); err != nil {
 			return nil, err
 		}
 	}
@@ -173,11 +177,27 @@ func Export(ctx context.Context, store ledger.Store, sealer ledger.Sealer, vkey 
 		"manifest.json": append(mj, '\n'),
 		"README.md":     []byte(readme),
 	} {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
+}
+
+// eventKey returns the dedup key of the event an outcome or a send
+// belongs to ("" for other kinds, or a body that does not decode).
+func eventKey(k ledger.Kind, payload []byte) string {
+	_, b, err := record.Decode(k, payload)
+	if err != nil {
+		return ""
+	}
+	switch b := b.(type) {
+	case *record.Outcome:
+		return b.Key
+	case *record.Outbound:
+		return b.EventKey
+	}
+	return ""
 }
 
 // matchWebhook reports whether a webhook body has an event of the selected
@@ -206,7 +226,7 @@ func matchWebhook(body []byte, sel Selection, keys map[string]bool) bool {
 }
 
 func writeRecord(ctx context.Context, store ledger.Store, dir string, rec ledger.Record, leaf ledger.Leaf, head ledger.TreeHead) error {
-	meta, body, err := ledger.SplitPayload(rec.Payload)
+	meta, body, err := record.SplitPayload(rec.Payload)
 	if err != nil {
 		return err
 	}
@@ -216,27 +236,19 @@ func writeRecord(ctx context.Context, store ledger.Store, dir string, rec ledger
 	}
 	s := Summary{Index: rec.Index, Kind: leaf.Kind.String(), Time: leaf.Time.UTC().Format(time.RFC3339Nano),
 		Channel: leaf.Channel, Retention: leaf.Retention, Commitment: hex.EncodeToString(leaf.Commitment[:])}
-	var m ledger.Meta
+	var m record.Meta
 	json.Unmarshal(meta, &m)
 	if sig := m.Headers["X-Line-Signature"]; len(sig) > 0 {
 		s.Signature = sig[0]
 	}
 	if leaf.Kind == ledger.KindOutbound {
-		var o struct {
-			Attempts []struct {
-				RequestID string `json:"x_line_request_id"`
-			} `json:"attempts"`
-		}
-		json.Unmarshal(body, &o)
-		for _, a := range o.Attempts {
-			if a.RequestID != "" {
-				s.RequestIDs = append(s.RequestIDs, a.RequestID)
-			}
+		if _, b, err := record.Decode(leaf.Kind, rec.Payload); err == nil {
+			s.RequestIDs = b.(*record.Outbound).RequestIDs()
 		}
 	}
 	sj, _ := json.MarshalIndent(s, "", "  ")
 	rd := filepath.Join(dir, "records", fmt.Sprintf("%012d", rec.Index))
-	if err := os.Mkdir(rd, 0o755); err != nil {
+	if err := os.Mkdir(rd, 0o700); err != nil {
 		return err
 	}
 	for name, data := range map[string][]byte{
@@ -247,7 +259,7 @@ func writeRecord(ctx context.Context, store ledger.Store, dir string, rec ledger
 		"body":                 body,
 		"inclusion.tlog-proof": ledger.FormatTlogProof(rec.Index, p, head.Checkpoint),
 	} {
-		if err := os.WriteFile(filepath.Join(rd, name), data, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(rd, name), data, 0o600); err != nil {
 			return err
 		}
 	}
@@ -272,7 +284,7 @@ func copyAnchors(ctx context.Context, store ledger.Store, from, to string, head 
 		for _, ext := range []string{".checkpoint", ".consistency"} {
 			b, err := os.ReadFile(filepath.Join(from, a.Name()+ext))
 			if err == nil {
-				if err := os.WriteFile(filepath.Join(to, a.Name()+ext), b, 0o444); err != nil {
+				if err := os.WriteFile(filepath.Join(to, a.Name()+ext), b, 0o400); err != nil {
 					return err
 				}
 			}
@@ -288,7 +300,7 @@ func copyAnchors(ctx context.Context, store ledger.Store, from, to string, head 
 			return err
 		}
 	}
-	return os.WriteFile(filepath.Join(to, "checkpoint.consistency"), ledger.FormatConsistency(last.Name(), last.Size, head.Size, hashes), 0o444)
+	return os.WriteFile(filepath.Join(to, "checkpoint.consistency"), ledger.FormatConsistency(last.Name(), last.Size, head.Size, hashes), 0o400)
 }
 
 // Verify checks a bundle with nothing but its files: the checkpoint's
@@ -389,7 +401,7 @@ func verifyRecord(rd string, cp ledger.Checkpoint, cpb []byte) (uint64, error) {
 		return 0, errors.New("record.json does not describe this record")
 	}
 	if s.Signature != "" {
-		var m ledger.Meta
+		var m record.Meta
 		if json.Unmarshal(meta, &m) != nil || len(m.Headers["X-Line-Signature"]) == 0 || m.Headers["X-Line-Signature"][0] != s.Signature {
 			return 0, errors.New("record.json's x_line_signature is not the one received")
 		}
@@ -397,7 +409,7 @@ func verifyRecord(rd string, cp ledger.Checkpoint, cpb []byte) (uint64, error) {
 	return idx, nil
 }
 
-// rebuildPayload frames meta and body as ledger.EncodePayload does.
+// rebuildPayload frames meta and body as record.EncodePayload does.
 func rebuildPayload(meta, body []byte) ([]byte, error) {
 	if len(meta) > 1<<31 {
 		return nil, errors.New("meta.json too large")

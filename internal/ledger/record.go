@@ -4,51 +4,26 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/linegate/linegate/internal/record"
 )
 
-// Kind says what a record is. It is part of the leaf, so its values are
-// fixed forever: add new kinds, never renumber.
-type Kind uint8
+// Kind says what a record is; the kinds and their bodies are declared in
+// package record.
+type Kind = record.Kind
 
+// The kinds of record (package record documents each).
 const (
-	// KindWebhook is a verified webhook request from LINE, as received.
-	KindWebhook Kind = 1
-	// KindRejection is a webhook request that failed authentication. Its
-	// payload keeps the size, the body hash and the headers, not the body.
-	KindRejection Kind = 2
-	// KindEvent is the outcome of one webhook event in the pipeline
-	// (processed, duplicate, quarantined, ...), with the reason.
-	KindEvent Kind = 3
-	// KindOutbound is a send to LINE and its responses, or the reason it
-	// was held back (kill switch, dry-run, consent).
-	KindOutbound Kind = 4
-	// KindAdmin is an operator's action: kill switch, dry-run, consent,
-	// rule set changes.
-	KindAdmin Kind = 5
-	// KindDeletion records that payloads were deleted (their retention
-	// period was over), listing their indices.
-	KindDeletion Kind = 6
+	KindWebhook   = record.KindWebhook
+	KindRejection = record.KindRejection
+	KindEvent     = record.KindEvent
+	KindOutbound  = record.KindOutbound
+	KindAdmin     = record.KindAdmin
+	KindDeletion  = record.KindDeletion
 )
-
-var kindNames = map[Kind]string{
-	KindWebhook:   "webhook",
-	KindRejection: "rejection",
-	KindEvent:     "event",
-	KindOutbound:  "outbound",
-	KindAdmin:     "admin",
-	KindDeletion:  "deletion",
-}
-
-func (k Kind) String() string {
-	if s, ok := kindNames[k]; ok {
-		return s
-	}
-	return fmt.Sprintf("kind(%d)", uint8(k))
-}
 
 // leafVersion is the first byte of every leaf this code writes.
 const leafVersion = 1
@@ -160,67 +135,6 @@ type Record struct {
 	// Keys names the data keys the payload is sealed with (SealRecord);
 	// nil for a payload stored as it is.
 	Keys []SubjectKey
-}
-
-// Meta is the metadata half of a payload: what the request looked like
-// around its body.
-type Meta struct {
-	Channel    string              `json:"channel"`
-	ReceivedMs int64               `json:"received_ms"`
-	Remote     string              `json:"remote,omitempty"`
-	Method     string              `json:"method,omitempty"`
-	Path       string              `json:"path,omitempty"`
-	Headers    map[string][]string `json:"headers,omitempty"`
-	// Verifier names the key that verified the signature ("secret" or
-	// "next_secret").
-	Verifier string `json:"verifier,omitempty"`
-	// For a rejection: why, how big the body was, and its SHA-256 (hex).
-	Reason     string `json:"reason,omitempty"`
-	BodySize   int64  `json:"body_size,omitempty"`
-	BodySHA256 string `json:"body_sha256,omitempty"`
-}
-
-// EncodePayload frames metadata and a raw body into one payload:
-//
-//	u32 big-endian length of the metadata JSON | metadata JSON | body
-//
-// The body is kept byte for byte: LINE signs the exact bytes it sends, so
-// the body is never re-encoded.
-func EncodePayload(m *Meta, body []byte) ([]byte, error) {
-	mj, err := json.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("ledger: encode metadata: %w", err)
-	}
-	p := make([]byte, 4, 4+len(mj)+len(body))
-	binary.BigEndian.PutUint32(p, uint32(len(mj)))
-	p = append(p, mj...)
-	return append(p, body...), nil
-}
-
-// DecodePayload splits a payload written by EncodePayload and decodes its
-// metadata.
-func DecodePayload(p []byte) (*Meta, []byte, error) {
-	mj, body, err := SplitPayload(p)
-	if err != nil {
-		return nil, nil, err
-	}
-	var m Meta
-	if err := json.Unmarshal(mj, &m); err != nil {
-		return nil, nil, fmt.Errorf("ledger: malformed payload metadata: %w", err)
-	}
-	return &m, body, nil
-}
-
-// SplitPayload splits a payload into its metadata JSON and its body.
-func SplitPayload(p []byte) (meta, body []byte, err error) {
-	if len(p) < 4 {
-		return nil, nil, errors.New("ledger: malformed payload: short")
-	}
-	n := binary.BigEndian.Uint32(p)
-	if uint64(n) > uint64(len(p)-4) {
-		return nil, nil, errors.New("ledger: malformed payload: metadata length")
-	}
-	return p[4 : 4+n], p[4+n:], nil
 }
 
 // DeleteAfter returns when a record's payload is to be deleted, in Unix

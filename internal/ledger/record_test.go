@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"bytes"
+	"github.com/linegate/linegate/internal/record"
 	"strings"
 	"testing"
 	"time"
@@ -50,22 +51,22 @@ func FuzzLeaf(f *testing.F) {
 
 func TestPayloadRoundTrip(t *testing.T) {
 	body := []byte(`{"text":"\uD83E\uDD28"}`)
-	p, err := EncodePayload(&Meta{Channel: "c", ReceivedMs: 5, Headers: map[string][]string{"X-Line-Signature": {"abc"}}}, body)
+	p, err := record.EncodePayload(&record.Meta{Channel: "c", ReceivedMs: 5, Headers: map[string][]string{"X-Line-Signature": {"abc"}}}, body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, got, err := DecodePayload(p)
+	m, got, err := record.DecodePayload(p)
 	if err != nil || !bytes.Equal(got, body) || m.Channel != "c" || m.Headers["X-Line-Signature"][0] != "abc" {
 		t.Fatalf("DecodePayload = %+v, %q, %v", m, got, err)
 	}
 }
 
 func FuzzDecodePayload(f *testing.F) {
-	p, _ := EncodePayload(&Meta{Channel: "c"}, []byte("body"))
+	p, _ := record.EncodePayload(&record.Meta{Channel: "c"}, []byte("body"))
 	f.Add(p)
 	f.Add([]byte{0, 0, 0, 200, '{'})
 	f.Fuzz(func(t *testing.T, p []byte) {
-		DecodePayload(p) // must not panic
+		record.DecodePayload(p) // must not panic
 	})
 }
 

@@ -18,6 +18,13 @@ var ErrKeyDestroyed = errors.New("ledger: the payload's data key was destroyed")
 // Sealer (no key encryption key) was given.
 var ErrNoSealer = errors.New("ledger: payload is encrypted and no key encryption key is configured")
 
+// ErrUnsealed is returned by OpenPayload for a payload stored in the clear
+// while a Sealer is configured: every record this gateway writes is
+// sealed, so a clear payload was written by someone without the key
+// encryption key (a row put into the database by hand) and is not to be
+// trusted, processed or signed.
+var ErrUnsealed = errors.New("ledger: payload is not sealed, but encryption at rest is on: not written by linegate")
+
 // SubjectKey names the data key of one subject (a LINE user, group or
 // room, or the system) that a payload is sealed with: the subject and the
 // key's id, so that a key destroyed and created anew is never mistaken for
@@ -62,16 +69,56 @@ func SealRecord(ctx context.Context, s Sealer, e Entry) (Record, error) {
 }
 
 // OpenPayload returns a record's payload in the clear: decrypted when it
-// is sealed (the record names its keys), as stored otherwise. It returns
-// nil for a deleted payload.
+// is sealed (the record names its keys), as stored otherwise when no
+// Sealer is given. With a Sealer, a payload stored in the clear is
+// refused (ErrUnsealed). It returns nil for a deleted payload.
 func OpenPayload(ctx context.Context, s Sealer, rec Record) ([]byte, error) {
-	if rec.Payload == nil || len(rec.Keys) == 0 {
+	if rec.Payload == nil {
+		return nil, nil
+	}
+	if len(rec.Keys) == 0 {
+		if s != nil {
+			return nil, ErrUnsealed
+		}
 		return rec.Payload, nil
 	}
 	if s == nil {
 		return nil, ErrNoSealer
 	}
 	return s.Open(ctx, rec.Keys, rec.Leaf, rec.Payload)
+}
+
+// CheckRecord checks what a record shows on its own: its leaf decodes,
+// its payload and nonce are both there or both gone (deleted), and a
+// payload there opens (with s: it is sealed, and decrypts under the leaf)
+// and matches the leaf's commitment. It returns the leaf and the payload
+// in the clear (nil when deleted), or an error that names what is wrong.
+func CheckRecord(ctx context.Context, s Sealer, rec Record) (Leaf, []byte, error) {
+	var leaf Leaf
+	if rec.Leaf == nil {
+		return leaf, nil, errors.New("missing")
+	}
+	if err := leaf.UnmarshalBinary(rec.Leaf); err != nil {
+		return leaf, nil, err
+	}
+	switch {
+	case rec.Payload == nil && rec.Nonce == nil:
+		return leaf, nil, nil // deleted: a deletion record must name it
+	case rec.Payload == nil || rec.Nonce == nil:
+		return leaf, nil, errors.New("payload missing")
+	}
+	payload, err := OpenPayload(ctx, s, rec)
+	switch {
+	case errors.Is(err, ErrNoSealer):
+		return leaf, nil, err
+	case errors.Is(err, ErrUnsealed):
+		return leaf, nil, errors.New("payload is not sealed, but encryption at rest is on: not written by linegate")
+	case err != nil:
+		return leaf, nil, fmt.Errorf("payload does not decrypt: %v", err)
+	case Commit(rec.Nonce, payload) != leaf.Commitment:
+		return leaf, nil, errors.New("payload does not match its commitment")
+	}
+	return leaf, payload, nil
 }
 
 // Subjects returns the subjects of keys, sorted, without duplicates.

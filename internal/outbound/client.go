@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/linegate/linegate/internal/record"
+
 	"github.com/google/uuid"
 )
 
@@ -35,16 +37,7 @@ type Call struct {
 }
 
 // Attempt is one HTTP exchange.
-type Attempt struct {
-	Status          int                 `json:"status,omitempty"` // 0 when no response came
-	Error           string              `json:"error,omitempty"`  // network error, without secrets
-	RequestID       string              `json:"x_line_request_id,omitempty"`
-	AcceptedRequest string              `json:"x_line_accepted_request_id,omitempty"`
-	Headers         map[string][]string `json:"headers,omitempty"`
-	Response        json.RawMessage     `json:"response,omitempty"`
-	LatencyMs       float64             `json:"latency_ms"`
-	At              time.Time           `json:"at"`
-}
+type Attempt = record.Attempt
 
 // Last returns the last attempt.
 func (c *Call) Last() Attempt {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/record"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 )
@@ -310,21 +311,6 @@ func onOff(b bool) string {
 	return "off"
 }
 
-// outboundRecord is the body of a KindOutbound ledger record.
-type outboundRecord struct {
-	EventKey string            `json:"event_key"`
-	Record   uint64            `json:"webhook_record"`
-	Rule     string            `json:"rule,omitempty"`
-	Endpoint string            `json:"endpoint"`
-	Outcome  Outcome           `json:"outcome"`
-	Reason   string            `json:"reason,omitempty"`
-	Class    Class             `json:"class"`
-	Request  json.RawMessage   `json:"request"` // the exact body sent, or that would have been
-	RetryKey string            `json:"retry_key,omitempty"`
-	Attempts []Attempt         `json:"attempts,omitempty"`
-	Extra    map[string]string `json:"extra,omitempty"`
-}
-
 // Send carries out a request and records it. The error is for the
 // pipeline's outcome: it says what failed, never with message text.
 func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
@@ -333,27 +319,28 @@ func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
 	}
 	now := s.o.Now()
 	endpoint, body, retryKey := s.plan(r, now)
-	rec := outboundRecord{EventKey: r.EventKey, Record: r.Record, Rule: r.Rule, Endpoint: endpoint, Class: r.Class, Request: body, RetryKey: retryKey}
+	rec := &record.Outbound{EventKey: r.EventKey, Record: r.Record, Rule: r.Rule, Endpoint: endpoint, Class: string(r.Class),
+		Request: body, RetryKey: retryKey, Subj: r.Subjects}
 	switch {
 	case r.Class == Promotional && r.UserID == "":
-		rec.Outcome, rec.Reason = Blocked, "promotional message without a user to have consent from"
+		rec.Outcome, rec.Reason = string(Blocked), "promotional message without a user to have consent from"
 	case r.Class == Promotional:
 		ok, err := s.o.State.OptedIn(ctx, r.Channel, r.UserID)
 		if err != nil {
 			return Failed, fmt.Errorf("consent lookup: %w", err)
 		}
 		if !ok {
-			rec.Outcome, rec.Reason = Blocked, "promotional message to a user with no opt-in on record"
+			rec.Outcome, rec.Reason = string(Blocked), "promotional message to a user with no opt-in on record"
 		}
 	}
 	if rec.Outcome == "" && s.KillSwitch() {
-		rec.Outcome, rec.Reason = Suppressed, "kill switch on"
+		rec.Outcome, rec.Reason = string(Suppressed), "kill switch on"
 		if s.o.EnvKillSwitch {
 			rec.Reason = "kill switch on (REPLY_ENABLE=false)"
 		}
 	}
 	if rec.Outcome == "" && (r.DryRun || s.DryRun(r.Channel)) {
-		rec.Outcome, rec.Reason = DryRun, "dry-run: not sent"
+		rec.Outcome, rec.Reason = string(DryRun), "dry-run: not sent"
 		if r.DryRun {
 			rec.Reason = "dry-run (X-Line-Dry-Run header): not sent"
 		}
@@ -361,10 +348,10 @@ func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
 	if rec.Outcome == "" {
 		c := s.o.Clients[r.Channel]
 		if c == nil || len(c.Token) == 0 {
-			rec.Outcome, rec.Reason = Failed, "no access token for the channel"
+			rec.Outcome, rec.Reason = string(Failed), "no access token for the channel"
 		} else {
 			if err := s.limiters[r.Channel].Wait(ctx); err != nil {
-				rec.Outcome, rec.Reason = Failed, "rate limit wait: "+err.Error()
+				rec.Outcome, rec.Reason = string(Failed), "rate limit wait: "+err.Error()
 			} else {
 				var call *Call
 				if endpoint == "reply" {
@@ -374,26 +361,26 @@ func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
 				}
 				rec.Attempts = call.Attempts
 				if call.OK() {
-					rec.Outcome = Sent
+					rec.Outcome = string(Sent)
 				} else {
-					rec.Outcome, rec.Reason = Failed, call.String()
+					rec.Outcome, rec.Reason = string(Failed), call.String()
 				}
 			}
 		}
 	}
-	s.sends.WithLabelValues(r.Channel, endpoint, string(rec.Outcome)).Inc()
-	b, _ := json.Marshal(rec)
-	payload, err := ledger.EncodePayload(&ledger.Meta{Channel: r.Channel, ReceivedMs: now.UnixMilli()}, b)
+	outcome := Outcome(rec.Outcome)
+	s.sends.WithLabelValues(r.Channel, endpoint, rec.Outcome).Inc()
+	payload, err := record.Encode(&record.Meta{Channel: r.Channel, ReceivedMs: now.UnixMilli()}, rec)
 	if err == nil {
-		err = AppendRetrying(s.o.Ledger, ledger.Entry{Kind: ledger.KindOutbound, Time: now, Channel: r.Channel, Retention: r.Retention, Payload: payload, Subjects: r.Subjects})
+		err = AppendRetrying(s.o.Ledger, ledger.Entry{Kind: ledger.KindOutbound, Time: now, Channel: r.Channel, Retention: r.Retention, Payload: payload, Subjects: rec.Subjects()})
 	}
 	if err != nil {
-		return rec.Outcome, fmt.Errorf("record %s %s: %w", endpoint, rec.Outcome, err)
+		return outcome, fmt.Errorf("record %s %s: %w", endpoint, outcome, err)
 	}
-	if rec.Outcome == Failed {
+	if outcome == Failed {
 		return Failed, fmt.Errorf("%s failed: %s", endpoint, rec.Reason)
 	}
-	return rec.Outcome, nil
+	return outcome, nil
 }
 
 // AppendRetrying records an entry, waiting out the ledger's pushback: a
@@ -426,11 +413,15 @@ func (s *Sender) plan(r Request, now time.Time) (endpoint string, body []byte, r
 // is recorded. It returns the record's index.
 func RecordAdmin(ctx context.Context, c Committer, action string, detail map[string]any, subjects []string,
 	now time.Time, effects ...ledger.Effect) (uint64, error) {
-	detail["action"] = action
-	b, _ := json.Marshal(detail)
-	payload, err := ledger.EncodePayload(&ledger.Meta{ReceivedMs: now.UnixMilli()}, b)
+	body := &record.Admin{Action: action, Detail: detail}
+	if len(subjects) == 1 {
+		body.Subject = subjects[0]
+	} else if len(subjects) > 1 {
+		return 0, fmt.Errorf("outbound: an admin record concerns one subject at most, not %d", len(subjects))
+	}
+	payload, err := record.Encode(&record.Meta{ReceivedMs: now.UnixMilli()}, body)
 	if err != nil {
 		return 0, err
 	}
-	return c.Commit(ctx, []ledger.Entry{{Kind: ledger.KindAdmin, Time: now, Payload: payload, Subjects: subjects}}, effects...)
+	return c.Commit(ctx, []ledger.Entry{{Kind: ledger.KindAdmin, Time: now, Payload: payload, Subjects: body.Subjects()}}, effects...)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/outbound"
+	"github.com/linegate/linegate/internal/record"
 	"github.com/linegate/linegate/internal/sim"
 )
 
@@ -31,6 +32,7 @@ func (m *memState) OptedIn(_ context.Context, ch, u string) (bool, error) {
 	defer m.mu.Unlock()
 	return m.consent[ch+"/"+u], nil
 }
+
 // memLedger records entries, and applies the effects of Commit to its
 // memState, as a store does in the transaction of the records.
 type memLedger struct {
@@ -72,7 +74,7 @@ func (l *memLedger) outcomes() []string {
 		if e.Kind != ledger.KindOutbound {
 			continue // admin records of the switches
 		}
-		_, b, _ := ledger.DecodePayload(e.Payload)
+		_, b, _ := record.DecodePayload(e.Payload)
 		var r struct{ Outcome, Endpoint string }
 		json.Unmarshal(b, &r)
 		out = append(out, r.Endpoint+":"+r.Outcome)

@@ -12,6 +12,7 @@ import (
 	"github.com/linegate/linegate/internal/pgstore"
 	"github.com/linegate/linegate/internal/pgstore/pgtest"
 	"github.com/linegate/linegate/internal/pipeline"
+	"github.com/linegate/linegate/internal/record"
 )
 
 // sharedAction records which process handled which event, in order.
@@ -54,7 +55,7 @@ func TestSharedPipeline(t *testing.T) {
 			ts := now.UnixMilli() + int64(i)
 			body := fmt.Sprintf(`{"destination":"U0123456789abcdef0123456789abcdef","events":[{"type":"message","mode":"active","timestamp":%d,"webhookEventId":"01SHR%09d%012d","deliveryContext":{"isRedelivery":false},"source":{"type":"user","userId":"U%d"},"replyToken":"r","message":{"id":"%d","type":"text","text":"hi","quoteToken":"q"}}]}`,
 				ts, u, i, u, u*1000+i)
-			payload, _ := ledger.EncodePayload(&ledger.Meta{Channel: "c", ReceivedMs: now.UnixMilli()}, []byte(body))
+			payload, _ := record.EncodePayload(&record.Meta{Channel: "c", ReceivedMs: now.UnixMilli()}, []byte(body))
 			rec, _ := ledger.NewRecord(ledger.Entry{Kind: ledger.KindWebhook, Time: now, Channel: "c", Payload: payload})
 			recs = append(recs, rec)
 			if u == 0 && i == 0 {

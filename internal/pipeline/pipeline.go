@@ -30,6 +30,7 @@ import (
 
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/record"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -405,7 +406,7 @@ func (p *Pipeline) split(rec ledger.Record) []*Item {
 		p.log.Error("pipeline: unreadable payload", "record", rec.Index, "err", err)
 		return nil
 	}
-	metaJSON, body, err := ledger.SplitPayload(payload)
+	metaJSON, body, err := record.SplitPayload(payload)
 	if err != nil {
 		p.log.Error("pipeline: undecodable payload", "record", rec.Index, "err", err)
 		return nil
@@ -551,7 +552,7 @@ func (p *Pipeline) loadEvent(ctx context.Context, it *Item) {
 		if err != nil {
 			return
 		}
-		_, body, err := ledger.DecodePayload(payload)
+		_, body, err := record.DecodePayload(payload)
 		if err != nil {
 			return
 		}
@@ -585,20 +586,6 @@ func (p *Pipeline) worker(in <-chan *Item, done chan<- *Item) {
 		}
 		done <- it
 	}
-}
-
-// outcomeRecord is the body of a KindEvent ledger record's payload.
-type outcomeRecord struct {
-	Record       uint64   `json:"record"`
-	Index        int      `json:"index"`
-	Key          string   `json:"key"`
-	Type         string   `json:"type"`
-	Outcome      Outcome  `json:"outcome"`
-	Reason       string   `json:"reason,omitempty"`
-	Flags        []string `json:"flags,omitempty"`
-	Conversation string   `json:"conversation,omitempty"`
-	ReceivedMs   int64    `json:"received_ms"`
-	DoneMs       int64    `json:"done_ms"`
 }
 
 // completer records outcomes in groups: one transaction appends the
@@ -685,10 +672,10 @@ func (p *Pipeline) complete(ctx context.Context, batch []*Item) {
 func (p *Pipeline) outcomeEntries(batch []*Item, now time.Time) ([]ledger.Entry, error) {
 	recs := make([]ledger.Entry, len(batch))
 	for i, it := range batch {
-		body, _ := json.Marshal(outcomeRecord{Record: it.Record, Index: it.Index, Key: it.Key, Type: it.Type,
-			Outcome: it.Outcome, Reason: it.Reason, Flags: it.Flags, Conversation: it.Conversation,
+		payload, err := record.Encode(&record.Meta{Channel: it.Channel, ReceivedMs: it.ReceivedMs}, &record.Outcome{
+			Record: it.Record, Index: it.Index, Key: it.Key, Type: it.Type,
+			Outcome: string(it.Outcome), Reason: it.Reason, Flags: it.Flags, Conversation: it.Conversation,
 			ReceivedMs: it.ReceivedMs, DoneMs: now.UnixMilli()})
-		payload, err := ledger.EncodePayload(&ledger.Meta{Channel: it.Channel, ReceivedMs: it.ReceivedMs}, body)
 		if err != nil {
 			return nil, err
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/pipeline"
+	"github.com/linegate/linegate/internal/record"
 	"github.com/linegate/linegate/internal/sqlitestore"
 )
 
@@ -72,7 +73,7 @@ func newFixture(t testing.TB) *fixture {
 func (f *fixture) webhook(body string, offset time.Duration) {
 	f.t.Helper()
 	recv := f.now.Add(offset)
-	payload, _ := ledger.EncodePayload(&ledger.Meta{Channel: "c", ReceivedMs: recv.UnixMilli()}, []byte(body))
+	payload, _ := record.EncodePayload(&record.Meta{Channel: "c", ReceivedMs: recv.UnixMilli()}, []byte(body))
 	rec, _ := ledger.NewRecord(ledger.Entry{Kind: ledger.KindWebhook, Time: recv, Channel: "c", Payload: payload})
 	if _, err := f.store.Append(context.Background(), []ledger.Record{rec}); err != nil {
 		f.t.Fatal(err)
@@ -130,7 +131,7 @@ func (f *fixture) outcomes() []outcome {
 			continue
 		}
 		var o outcome
-		_, b, err := ledger.DecodePayload(r.Payload)
+		_, b, err := record.DecodePayload(r.Payload)
 		if err != nil {
 			f.t.Fatal(err)
 		}
@@ -357,7 +358,7 @@ func BenchmarkPipeline(b *testing.B) {
 		for j := i; j < min(b.N, i+per); j++ {
 			user := fmt.Sprintf("U%04d", j%1000)
 			e := strings.Replace(text(fmt.Sprintf("01B%09d", j), fmt.Sprint(j), "where is my parcel?", ts), `"userId":"U1"`, `"userId":"`+user+`"`, 1)
-			payload, _ := ledger.EncodePayload(&ledger.Meta{Channel: "c", ReceivedMs: ts, Headers: map[string][]string{"X-Line-Signature": {"x"}}}, []byte(body(e)))
+			payload, _ := record.EncodePayload(&record.Meta{Channel: "c", ReceivedMs: ts, Headers: map[string][]string{"X-Line-Signature": {"x"}}}, []byte(body(e)))
 			rec, err := ledger.SealRecord(context.Background(), f.sealer, ledger.Entry{Kind: ledger.KindWebhook, Time: f.now, Channel: "c",
 				Payload: payload, Subjects: []string{"user:" + user}})
 			if err != nil {

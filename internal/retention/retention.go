@@ -8,13 +8,13 @@ package retention
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/record"
 )
 
 // Policy is a retention class: how long payloads are kept, and what a
@@ -168,20 +168,6 @@ type ReleaseHold struct {
 // EffectName implements ledger.Effect.
 func (ReleaseHold) EffectName() string { return "release a legal hold" }
 
-// Deletion is the body of a deletion record.
-type Deletion struct {
-	Deleted []uint64 `json:"deleted"`
-	Reason  string   `json:"reason"`
-	// Basis says why each record was due, by index: "retention" (its
-	// time plus its class's keep period has passed), "request:N" (the
-	// deletion request or consent withdrawal recorded at index N set an
-	// earlier time), or "shred" (Subject's data key was destroyed).
-	Basis   map[uint64]string `json:"basis,omitempty"`
-	Subject string            `json:"subject,omitempty"`
-	// Detail says who asked, for operators' deletions.
-	Detail map[string]any `json:"detail,omitempty"`
-}
-
 // Report says what a purge did, or would do.
 type Report struct {
 	Deleted []uint64
@@ -242,7 +228,7 @@ func Purge(ctx context.Context, s Store, c Committer, policies map[string]Policy
 			rep.Deleted = append(rep.Deleted, batch...)
 			continue
 		}
-		d := Deletion{Deleted: batch, Reason: "retention period over", Basis: basis}
+		d := record.Deletion{Deleted: batch, Reason: "retention period over", Basis: basis}
 		if _, err := commitDeletion(ctx, c, now, d, DeletePayloads{Indices: batch}); err != nil {
 			return rep, err
 		}
@@ -271,12 +257,11 @@ func Due(policies map[string]Policy, c Candidate, now time.Time) (string, bool) 
 }
 
 // commitDeletion appends a deletion record with its effect.
-func commitDeletion(ctx context.Context, c Committer, now time.Time, d Deletion, eff DeletePayloads) (uint64, error) {
+func commitDeletion(ctx context.Context, c Committer, now time.Time, d record.Deletion, eff DeletePayloads) (uint64, error) {
 	if d.Deleted == nil {
 		d.Deleted = []uint64{}
 	}
-	body, _ := json.Marshal(d)
-	payload, err := ledger.EncodePayload(&ledger.Meta{ReceivedMs: now.UnixMilli()}, body)
+	payload, err := record.Encode(&record.Meta{ReceivedMs: now.UnixMilli()}, &d)
 	if err != nil {
 		return 0, err
 	}
@@ -341,7 +326,7 @@ func Shred(ctx context.Context, s Store, c Committer, sealer ledger.Sealer, subj
 	for _, i := range indices {
 		basis[i] = "shred"
 	}
-	d := Deletion{Deleted: indices, Reason: "the subject's data key was destroyed", Basis: basis, Subject: subject, Detail: detail}
+	d := record.Deletion{Deleted: indices, Reason: "the subject's data key was destroyed", Basis: basis, Subject: record.Pseudonym(subject), Detail: detail}
 	if _, err := commitDeletion(ctx, c, now, d, DeletePayloads{Indices: indices, Destroy: []string{subject}}); err != nil {
 		return nil, err
 	}

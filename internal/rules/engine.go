@@ -22,6 +22,7 @@ import (
 	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/pipeline"
+	"github.com/linegate/linegate/internal/record"
 	"github.com/linegate/linegate/internal/webhook"
 )
 
@@ -349,12 +350,11 @@ func (e *Engine) forward(ctx context.Context, r *Rule, it *pipeline.Item, ev *li
 		resp.Body.Close()
 		status = resp.StatusCode
 	}
-	rec, _ := json.Marshal(map[string]any{
-		"event_key": it.Key, "webhook_record": it.Record, "rule": r.Name, "endpoint": "forward",
-		"url": r.Forward.URL, "status": status, "error": errText, "request": json.RawMessage(body),
-		"latency_ms": float64(e.o.Now().Sub(start)) / float64(time.Millisecond),
+	payload, _ := record.Encode(&record.Meta{Channel: it.Channel, ReceivedMs: start.UnixMilli()}, &record.Outbound{
+		EventKey: it.Key, Record: it.Record, Rule: r.Name, Endpoint: "forward",
+		URL: r.Forward.URL, Status: status, Error: errText, Request: json.RawMessage(body),
+		LatencyMs: float64(e.o.Now().Sub(start)) / float64(time.Millisecond),
 	})
-	payload, _ := ledger.EncodePayload(&ledger.Meta{Channel: it.Channel, ReceivedMs: start.UnixMilli()}, rec)
 	if err := outbound.AppendRetrying(e.o.Ledger, ledger.Entry{Kind: ledger.KindOutbound, Time: start, Channel: it.Channel, Retention: it.Retention, Payload: payload, Subjects: it.Subjects}); err != nil {
 		return fmt.Errorf("record forward: %w", err)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/record"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -188,7 +189,7 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.bodyBytes.Observe(float64(len(body)))
-	meta := &ledger.Meta{
+	meta := &record.Meta{
 		Channel:    id,
 		ReceivedMs: received.UnixMilli(),
 		Remote:     r.RemoteAddr,
@@ -202,7 +203,7 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	meta.Verifier = v.Name()
-	payload, err := ledger.EncodePayload(meta, body)
+	payload, err := record.EncodePayload(meta, body)
 	if err != nil {
 		h.finish(w, id, OutcomeUnavailable, http.StatusInternalServerError, received)
 		return
@@ -225,7 +226,7 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 
 // reject records a request that failed authentication (its size, the
 // SHA-256 of its body and its headers, never the body) and answers 401.
-func (h *Handler) reject(w http.ResponseWriter, r *http.Request, ch *Channel, meta *ledger.Meta, body []byte, why error, received time.Time) {
+func (h *Handler) reject(w http.ResponseWriter, r *http.Request, ch *Channel, meta *record.Meta, body []byte, why error, received time.Time) {
 	outcome := OutcomeBadSignature
 	if errors.Is(why, ErrNoSignature) {
 		outcome = OutcomeMissingSignature
@@ -235,7 +236,7 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, ch *Channel, me
 	meta.Reason = outcome
 	meta.BodySize = int64(len(body))
 	meta.BodySHA256 = hex.EncodeToString(sum[:])
-	payload, err := ledger.EncodePayload(meta, nil)
+	payload, err := record.EncodePayload(meta, nil)
 	if err == nil {
 		_, err = h.ledger.Append(r.Context(), ledger.Entry{
 			Kind: ledger.KindRejection, Time: received, Channel: ch.ID, Retention: ch.Retention, Payload: payload,
