@@ -75,8 +75,9 @@ func TestCryptoShredding(t *testing.T) {
 	waitIdle(t, g)
 
 	// A legal hold on the user forbids destroying the key.
-	if code, b := adminDo(t, g, "/admin/holds", `{"subject":"user:U1","reason":"case 9"}`); code != 200 {
-		t.Fatalf("hold = %d %s", code, b)
+	code, hold := adminDo(t, g, "/admin/holds", `{"subject":"user:U1","reason":"case 9"}`)
+	if code != 200 {
+		t.Fatalf("hold = %d %s", code, hold)
 	}
 	if code, b := adminDo(t, g, "/admin/subjects/user:U1/shred", ""); code != http.StatusConflict {
 		t.Fatalf("shred under a hold = %d %s, want 409", code, b)
@@ -84,7 +85,7 @@ func TestCryptoShredding(t *testing.T) {
 	if code, b := adminDo(t, g, "/admin/subjects/bogus/shred", ""); code != http.StatusBadRequest {
 		t.Fatalf("shred of a non-subject = %d %s, want 400", code, b)
 	}
-	if code, b := adminDo(t, g, "/admin/holds/1/release", ""); code != 200 {
+	if code, b := adminDo(t, g, fmt.Sprintf("/admin/holds/%d/release", holdID(t, string(hold))), ""); code != 200 {
 		t.Fatalf("release = %d %s", code, b)
 	}
 	g.stop()
@@ -98,7 +99,9 @@ func TestCryptoShredding(t *testing.T) {
 		t.Fatalf("shred = %d %s", code, b)
 	}
 	var res struct{ Deleted int }
-	json.Unmarshal(b, &res)
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatalf("shred: %v: %s", err, b)
+	}
 	if res.Deleted < 4 { // two webhooks and their two outcomes
 		t.Errorf("shred deleted %d payloads, want at least 4", res.Deleted)
 	}
@@ -176,7 +179,9 @@ func TestDeletionRequestsAndAudiences(t *testing.T) {
 	for _, r := range requests {
 		code, b := adminDo(t, g, "/admin/subjects/"+r.subject+"/requests", r.body)
 		var rep struct{ Records, Changed int }
-		json.Unmarshal(b, &rep)
+		if err := json.Unmarshal(b, &rep); err != nil {
+			t.Fatalf("%s %s: %v: %s", r.subject, r.body, err, b)
+		}
 		if code != 200 || rep.Records < 2 || (rep.Changed > 0) != r.changed {
 			t.Errorf("%s %s = %d %s", r.subject, r.body, code, b)
 		}
@@ -210,11 +215,25 @@ func TestDeletionRequestsAndAudiences(t *testing.T) {
 	if classes["user:U2"] != "jp-appi" {
 		t.Errorf("U2's webhook has class %q, want the channel's jp-appi", classes["user:U2"])
 	}
-	if n := recordsOf(recs, "user:U1"); n != 0 {
+	// The requests' own records are sealed under their subject's key and
+	// kept, as the proof that the request was made and carried out; the
+	// user's messages and what was made of them are gone.
+	var data []storedRecord
+	for _, r := range recs {
+		if r.leaf.Kind != ledger.KindAdmin {
+			data = append(data, r)
+		} else if r.body != nil && len(r.subjects) == 1 && strings.HasPrefix(r.subjects[0], "user:") && !strings.Contains(string(r.body), "subject_request") {
+			t.Errorf("an admin record sealed under %v: %s", r.subjects, r.body)
+		}
+	}
+	if n := recordsOf(data, "user:U1"); n != 0 {
 		t.Errorf("U1 (deletion request) has %d readable records", n)
 	}
-	if n := recordsOf(recs, "user:U3"); n != 0 {
+	if n := recordsOf(data, "user:U3"); n != 0 {
 		t.Errorf("U3 (withdrawal, tw-pipa) has %d readable records", n)
+	}
+	if n := recordsOf(recs, "user:U1") + recordsOf(recs, "user:U3"); n != 2 {
+		t.Errorf("%d request records of U1 and U3 readable, want both", n)
 	}
 	if n := recordsOf(recs, "user:U2"); n < 2 {
 		t.Errorf("U2 (no rule) has %d readable records, want them kept", n)
@@ -269,7 +288,9 @@ func TestKeyRotation(t *testing.T) {
 		if err := os.WriteFile(g.cfgPath, append([]byte(y), cfg...), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		g.cmd.Process.Signal(syscall.SIGHUP)
+		if err := g.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
 		deadline := time.Now().Add(10 * time.Second)
 		for !strings.Contains(g.Logs(), `"current":"`+kekID(t, newKEK)+`"`) {
 			if time.Now().After(deadline) {
@@ -293,7 +314,9 @@ func TestKeyRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.Remove(oldKEK)
+	if err := os.Remove(oldKEK); err != nil {
+		t.Fatal(err)
+	}
 	sendText(t, g, "U0", "", "after the rotation")
 	sendText(t, g, "U11", "", "a new subject after the rotation")
 	waitIdle(t, g)
@@ -305,10 +328,16 @@ func TestKeyRotation(t *testing.T) {
 	if code, out := runCLI(t, "export", "-config", g.cfgPath, "-out", filepath.Join(dir, "bundle")); code != 0 {
 		t.Fatalf("export = %d: %s", code, out)
 	}
-	bodies, _ := filepath.Glob(filepath.Join(dir, "bundle", "records", "*", "body"))
+	bodies, err := filepath.Glob(filepath.Join(dir, "bundle", "records", "*", "body"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	var texts int
 	for _, f := range bodies {
-		b, _ := os.ReadFile(f)
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
 		for _, s := range []string{"before the rotation", "during the rotation", "after the rotation"} {
 			if strings.Contains(string(b), s) {
 				texts++
@@ -319,8 +348,12 @@ func TestKeyRotation(t *testing.T) {
 		t.Errorf("the bundle holds %d of the 13 messages", texts)
 	}
 	// With only the old KEK, the data keys no longer unwrap.
-	os.WriteFile(filepath.Join(dir, "old.kek"), oldText, 0o600)
-	os.WriteFile(g.cfgPath, append(fmt.Appendf(nil, "encryption:\n  kek_file: %s\n", filepath.Join(dir, "old.kek")), cfg...), 0o600)
+	if err := os.WriteFile(filepath.Join(dir, "old.kek"), oldText, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(g.cfgPath, append(fmt.Appendf(nil, "encryption:\n  kek_file: %s\n", filepath.Join(dir, "old.kek")), cfg...), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if code, out := runCLI(t, "verify", "-config", g.cfgPath); code == 0 || !strings.Contains(out, "not configured") {
 		t.Errorf("verify with the old KEK alone = %d:\n%s", code, out)
 	}

@@ -64,7 +64,10 @@ func anyInFiles(t *testing.T, dir string, frags []string) int {
 
 // rawFilesContain reports whether any database file holds s.
 func rawFilesContain(t *testing.T, dir, s string) bool {
-	files, _ := filepath.Glob(filepath.Join(dir, "data", "ledger.db*"))
+	files, err := filepath.Glob(filepath.Join(dir, "data", "ledger.db*"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -109,8 +112,9 @@ func TestRetentionPurge(t *testing.T) {
 	}
 	time.Sleep(1100 * time.Millisecond) // past the retention
 
-	if code, out := runCLI(t, "hold", "add", "-config", g.cfgPath, "-channel", "demo", "-reason", "case 42"); code != 0 {
-		t.Fatalf("hold add = %d: %s", code, out)
+	code, added := runCLI(t, "hold", "add", "-config", g.cfgPath, "-channel", "demo", "-reason", "case 42")
+	if code != 0 {
+		t.Fatalf("hold add = %d: %s", code, added)
 	}
 	code, out := runCLI(t, "purge", "-config", g.cfgPath)
 	if code != 0 || !strings.HasPrefix(out, "deleted 0 ") {
@@ -119,7 +123,7 @@ func TestRetentionPurge(t *testing.T) {
 	if n := anyInFiles(t, dir, frags); n != len(frags) {
 		t.Fatal("a held payload was deleted")
 	}
-	if code, out := runCLI(t, "hold", "release", "-config", g.cfgPath, "-id", "1"); code != 0 {
+	if code, out := runCLI(t, "hold", "release", "-config", g.cfgPath, "-id", fmt.Sprint(holdID(t, added))); code != 0 {
 		t.Fatalf("hold release = %d: %s", code, out)
 	}
 	if code, out := runCLI(t, "purge", "-config", g.cfgPath, "-dry-run"); code != 0 || !strings.HasPrefix(out, "would delete ") || strings.HasPrefix(out, "would delete 0 ") {
@@ -155,9 +159,13 @@ func TestRetentionPurge(t *testing.T) {
 func TestHoldsAdminAPI(t *testing.T) {
 	dir := t.TempDir()
 	g := startGateway(t, dir, gwConfig{})
-	admin(t, g, "/admin/holds", `{"channel":"demo","from":"2026-01-01","reason":"case 7"}`)
-	admin(t, g, "/admin/holds/1/release", "")
-	req, _ := http.NewRequest("POST", g.admin+"/admin/holds/1/release", nil)
+	_, b := adminDo(t, g, "/admin/holds", `{"channel":"demo","from":"2026-01-01","reason":"case 7"}`)
+	release := fmt.Sprintf("/admin/holds/%d/release", holdID(t, string(b)))
+	admin(t, g, release, "")
+	req, err := http.NewRequest("POST", g.admin+release, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	req.Header.Set("Authorization", "Bearer test-admin-token")
 	resp, err := httpClient.Do(req)
 	if err != nil {

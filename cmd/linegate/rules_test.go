@@ -16,6 +16,7 @@ import (
 
 	lsdk "github.com/line/line-bot-sdk-go/v8/linebot/webhook"
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/record"
 	"github.com/linegate/linegate/internal/sim"
 	"github.com/linegate/linegate/internal/webhook"
 )
@@ -40,7 +41,9 @@ func newReplyWorld(t *testing.T) *replyWorld {
 		if w.slow.Load() {
 			time.Sleep(1500 * time.Millisecond)
 		}
-		json.NewEncoder(rw).Encode(map[string]string{"order": "A1042", "status": "Shipped", "image": "https://shop.example/parcel.png"})
+		if err := json.NewEncoder(rw).Encode(map[string]string{"order": "A1042", "status": "Shipped", "image": "https://shop.example/parcel.png"}); err != nil {
+			t.Errorf("lookup answer: %v", err)
+		}
 	}))
 	t.Cleanup(lookup.Close)
 	w.lookupURL = lookup.URL
@@ -163,7 +166,9 @@ func outboundRecords(t *testing.T, dir string) []map[string]any {
 	for _, r := range readLedger(t, dir) {
 		if r.leaf.Kind == ledger.KindOutbound {
 			var m map[string]any
-			json.Unmarshal(r.body, &m)
+			if err := json.Unmarshal(r.body, &m); err != nil {
+				t.Fatalf("outbound record: %v: %s", err, r.body)
+			}
 			out = append(out, m)
 		}
 	}
@@ -172,7 +177,10 @@ func outboundRecords(t *testing.T, dir string) []map[string]any {
 
 func admin(t *testing.T, g *gateway, path, body string) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", g.admin+path, strings.NewReader(body))
+	req, err := http.NewRequest("POST", g.admin+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
 	req.Header.Set("Authorization", "Bearer test-admin-token")
 	resp, err := httpClient.Do(req)
 	if err != nil {
@@ -323,7 +331,10 @@ func TestDryRunRecordsWhatLiveSends(t *testing.T) {
 			if r["outcome"] != want {
 				t.Errorf("dry=%v: outcome %v", dry, r["outcome"])
 			}
-			b, _ := json.Marshal(r["request"])
+			b, err := json.Marshal(r["request"])
+			if err != nil {
+				t.Fatal(err)
+			}
 			bodies = append(bodies, string(b))
 		}
 		return bodies
@@ -337,8 +348,13 @@ func TestDryRunRecordsWhatLiveSends(t *testing.T) {
 	for _, c := range w.api.Calls() {
 		if c.Path == "/v2/bot/message/reply" && c.Status == 200 {
 			var v any
-			json.Unmarshal(c.Body, &v)
-			b, _ := json.Marshal(v)
+			if err := json.Unmarshal(c.Body, &v); err != nil {
+				t.Fatalf("reply sent: %v: %s", err, c.Body)
+			}
+			b, err := json.Marshal(v)
+			if err != nil {
+				t.Fatal(err)
+			}
 			sent = append(sent, string(b))
 		}
 	}
@@ -389,9 +405,16 @@ func TestRulesReload(t *testing.T) {
 	w := newReplyWorld(t)
 	g := startGateway(t, dir, w.config(t, dir))
 	rulesFile := filepath.Join(dir, "rules.yaml")
-	b, _ := os.ReadFile(rulesFile)
-	os.WriteFile(rulesFile, bytes.Replace(b, []byte("Sorry?"), []byte("Pardon?"), 1), 0o600)
-	g.cmd.Process.Signal(syscall.SIGHUP)
+	b, err := os.ReadFile(rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(rulesFile, bytes.Replace(b, []byte("Sorry?"), []byte("Pardon?"), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if m := w.replyTo(t, w.send(t, g, "U1", "message", "x")); m[0]["text"] == "Pardon?" {
@@ -402,7 +425,9 @@ func TestRulesReload(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	os.WriteFile(rulesFile, bytes.Replace(b, []byte("Sorry?"), []byte("Eh?"), 1), 0o600)
+	if err := os.WriteFile(rulesFile, bytes.Replace(b, []byte("Sorry?"), []byte("Eh?"), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	admin(t, g, "/admin/rules/reload", "")
 	if m := w.replyTo(t, w.send(t, g, "U1", "message", "x")); m[0]["text"] != "Eh?" {
 		t.Errorf("after the admin reload: %v", m)
@@ -411,9 +436,9 @@ func TestRulesReload(t *testing.T) {
 	g.stop()
 	var hashes []string
 	for _, r := range readLedger(t, dir) {
-		var a struct{ Action, Sha256 string }
+		var a record.Admin
 		if r.leaf.Kind == ledger.KindAdmin && json.Unmarshal(r.body, &a) == nil && a.Action == "rules_changed" {
-			hashes = append(hashes, a.Sha256)
+			hashes = append(hashes, fmt.Sprint(a.Detail["sha256"]))
 		}
 	}
 	if len(hashes) != 3 || hashes[0] == hashes[1] || hashes[1] == hashes[2] {
@@ -432,7 +457,10 @@ func TestDryRunHeader(t *testing.T) {
 	tok := w.api.IssueReplyToken("")
 	now := time.Now().UnixMilli()
 	body := fmt.Appendf(nil, `{"destination":"U0123456789abcdef0123456789abcdef","events":[{"type":"message","mode":"active","timestamp":%d,"webhookEventId":"01HDRYRUN0000000000000000A","deliveryContext":{"isRedelivery":false},"source":{"type":"user","userId":"U1"},"replyToken":"%s","message":{"id":"1","type":"text","text":"hi","quoteToken":"q"}}]}`, now, tok)
-	req, _ := http.NewRequest("POST", g.webhook+"/webhook/demo", bytes.NewReader(body))
+	req, err := http.NewRequest("POST", g.webhook+"/webhook/demo", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
 	req.Header.Set("X-Line-Signature", webhook.Sign([]byte(testSecret), body))
 	req.Header.Set("X-Line-Dry-Run", "true")
 	resp, err := httpClient.Do(req)
@@ -463,12 +491,14 @@ func TestCooldownSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	w := newReplyWorld(t)
 	rulesFile := filepath.Join(dir, "rules.yaml")
-	os.WriteFile(rulesFile, []byte(`rules:
+	if err := os.WriteFile(rulesFile, []byte(`rules:
   - name: welcome-once
     cooldown: 1h
     when: {event: [message]}
     reply: [{type: text, text: "Welcome back"}]
-`), 0o600)
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg := gwConfig{extra: fmt.Sprintf("line_api_base: %s\nrules_files: [%s]\n", w.apiURL, rulesFile)}
 	g := startGateway(t, dir, cfg)
 	w.replyTo(t, w.send(t, g, "U7", "message", "hi"))

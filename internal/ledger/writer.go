@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -63,15 +64,25 @@ func (w *Writer) Seal(ctx context.Context, e Entry) (Record, error) {
 // returns an error, nothing was stored and no effect applied. The error of
 // a refused effect (such as ErrNotFound or ErrConflict) can be tested with
 // errors.Is.
+//
+// Records sealed with a data key that another process destroyed meanwhile
+// (a shred from the CLI) are sealed anew, under a new key, and committed
+// once more.
 func (w *Writer) Commit(ctx context.Context, entries []Entry, effects ...Effect) (uint64, error) {
-	recs := make([]Record, len(entries))
-	for i, e := range entries {
-		var err error
-		if recs[i], err = w.Seal(ctx, e); err != nil {
-			return 0, err
+	for attempt := 0; ; attempt++ {
+		recs := make([]Record, len(entries))
+		for i, e := range entries {
+			var err error
+			if recs[i], err = w.Seal(ctx, e); err != nil {
+				return 0, err
+			}
 		}
+		first, err := w.append(ctx, recs, effects)
+		if attempt == 0 && errors.Is(err, ErrKeyDestroyed) {
+			continue // append forgot the cached keys
+		}
+		return first, err
 	}
-	return w.append(ctx, recs, effects)
 }
 
 // append stores sealed records and effects, with the metrics and the reset

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -15,6 +16,7 @@ import (
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/pipeline"
+	"github.com/linegate/linegate/internal/record"
 	"github.com/linegate/linegate/internal/retention"
 )
 
@@ -263,6 +265,17 @@ func deletePayloads(ctx context.Context, tx pgx.Tx, indices []uint64, destroy []
 		if _, err := tx.Exec(ctx, "DELETE FROM subject_keys WHERE subject = $1", subj); err != nil {
 			return fmt.Errorf("destroy a data key (were records added meanwhile? run again): %w", err)
 		}
+		// The subject's id leaves the state tables too: its consent (no
+		// row is the safe default: no opt-in) and the subject of its
+		// released holds, which keep its pseudonym.
+		if user, ok := strings.CutPrefix(subj, "user:"); ok {
+			if _, err := tx.Exec(ctx, `DELETE FROM consent WHERE "user" = $1`, user); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.Exec(ctx, "UPDATE holds SET subject = $1 WHERE subject = $2 AND released_ms != 0", record.Pseudonym(subj), subj); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -399,11 +412,7 @@ func indexSubjects(ctx context.Context, tx pgx.Tx, limit int) error {
 
 // SubjectKeys implements keys.Store.
 func (s *Store) SubjectKeys(ctx context.Context, subjects []string) ([]keys.Wrapped, error) {
-	rows, err := s.pool.Query(ctx, "SELECT subject, id, kek, wrapped, created_ms FROM subject_keys WHERE subject = ANY($1)", subjects)
-	if err != nil {
-		return nil, fmt.Errorf("pgstore: read data keys: %w", err)
-	}
-	return scanKeys(rows)
+	return reader{q: s.pool}.SubjectKeys(ctx, subjects)
 }
 
 func scanKeys(rows pgx.Rows) ([]keys.Wrapped, error) {

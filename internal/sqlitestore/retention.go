@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/record"
 	"github.com/linegate/linegate/internal/retention"
 )
 
@@ -109,6 +110,9 @@ func deletePayloads(ctx context.Context, tx *sql.Tx, indices []uint64, destroy [
 		if _, err := tx.ExecContext(ctx, "DELETE FROM subject_keys WHERE subject = ?", subj); err != nil {
 			return fmt.Errorf("sqlitestore: destroy a data key (were records added meanwhile? run again): %w", err)
 		}
+		if err := forgetSubject(ctx, tx, subj); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -129,6 +133,22 @@ func (s *Store) Holds(ctx context.Context) ([]retention.Hold, error) {
 		out = append(out, h)
 	}
 	return out, rows.Err()
+}
+
+// forgetSubject removes a shredded subject's id from the state tables:
+// its consent (no row is the safe default: no opt-in) and the subject of
+// its released holds, which keep the subject's pseudonym. (An active hold
+// refuses the shred before this.)
+func forgetSubject(ctx context.Context, tx *sql.Tx, subject string) error {
+	if user, ok := strings.CutPrefix(subject, "user:"); ok {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM consent WHERE user = ?", user); err != nil {
+			return fmt.Errorf("sqlitestore: forget a subject's consent: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, "UPDATE holds SET subject = ? WHERE subject = ? AND released_ms != 0", record.Pseudonym(subject), subject); err != nil {
+		return fmt.Errorf("sqlitestore: forget a subject's holds: %w", err)
+	}
+	return nil
 }
 
 // addHold applies retention.AddHold inside tx: the hold's id is the index
