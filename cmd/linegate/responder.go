@@ -126,8 +126,12 @@ type adminAPI struct {
 func (a *adminAPI) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /admin/rules/reload", func(w http.ResponseWriter, r *http.Request) {
 		set, err := a.reload(r.Context(), "admin API")
-		if err != nil {
+		switch {
+		case errors.Is(err, errBadRules):
 			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		case err != nil:
+			a.fail(w, "rules_reload", err)
 			return
 		}
 		writeJSON(w, map[string]any{"rules": len(set.Rules), "sha256": set.Hash})
@@ -187,11 +191,24 @@ func (a *adminAPI) routes(mux *http.ServeMux) {
 	})
 }
 
+// errBadRules marks a rule set that does not load: the operator's to fix.
+var errBadRules = errors.New("rules not reloaded")
+
 // reload loads the rule set again and swaps it in; the change is recorded.
-func (a *adminAPI) reload(ctx context.Context, why string) (*rules.Set, error) {
-	set, err := loadRules(a.cfg)
+// No rule file, however malformed, can crash serve from here: a panic
+// while loading is an error like any other (the admin API answers 400,
+// SIGHUP logs it), and the running rules stay.
+func (a *adminAPI) reload(ctx context.Context, why string) (set *rules.Set, err error) {
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("loading the rules failed: %v", p)
+			}
+		}()
+		set, err = loadRules(a.cfg)
+	}()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", errBadRules, err)
 	}
 	var tell []ledger.Effect
 	if why != reloadByPeer {

@@ -135,9 +135,12 @@ func Load(paths []string, inline *File, readFile func(string) ([]byte, error)) (
 		readFile = os.ReadFile
 	}
 	set := &Set{}
-	add := func(f *File, dir string) error {
-		for _, r := range f.Rules {
+	add := func(f *File, dir string, lines []int) error {
+		for i, r := range f.Rules {
 			if err := r.compile(dir, readFile); err != nil {
+				if i < len(lines) {
+					return fmt.Errorf("line %d: rule %q: %w", lines[i], r.Name, err)
+				}
 				return fmt.Errorf("rule %q: %w", r.Name, err)
 			}
 			set.Rules = append(set.Rules, r)
@@ -147,7 +150,7 @@ func Load(paths []string, inline *File, readFile func(string) ([]byte, error)) (
 		return nil
 	}
 	if inline != nil {
-		if err := add(inline, "."); err != nil {
+		if err := add(inline, ".", nil); err != nil {
 			return nil, err
 		}
 	}
@@ -162,7 +165,7 @@ func Load(paths []string, inline *File, readFile func(string) ([]byte, error)) (
 		if err := dec.Decode(&f); err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
-		if err := add(&f, filepath.Dir(p)); err != nil {
+		if err := add(&f, filepath.Dir(p), ruleLines(b)); err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
 	}
@@ -272,8 +275,48 @@ func (r *Rule) compile(dir string, readFile func(string) ([]byte, error)) error 
 	return nil
 }
 
+// ruleLines returns the line of each rule of a rule file, in order, so
+// that an error names where the rule is.
+func ruleLines(b []byte) []int {
+	var doc yaml.Node
+	if yaml.Unmarshal(b, &doc) != nil || len(doc.Content) == 0 {
+		return nil
+	}
+	m := doc.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == "rules" && m.Content[i+1].Kind == yaml.SequenceNode {
+			var lines []int
+			for _, r := range m.Content[i+1].Content {
+				lines = append(lines, r.Line)
+			}
+			return lines
+		}
+	}
+	return nil
+}
+
 var dayNames = map[string]time.Weekday{"sun": time.Sunday, "mon": time.Monday, "tue": time.Tuesday,
 	"wed": time.Wednesday, "thu": time.Thursday, "fri": time.Friday, "sat": time.Saturday}
+
+// weekday reads a day of the week: its three-letter abbreviation or its
+// English name, in any ASCII case. Anything else, including letters that
+// only fold to ASCII (the Kelvin sign), is not a day.
+func weekday(d string) (time.Weekday, bool) {
+	for i := 0; i < len(d); i++ {
+		if d[i] >= 0x80 {
+			return 0, false
+		}
+	}
+	d = strings.ToLower(d)
+	if len(d) < 3 {
+		return 0, false
+	}
+	wd, ok := dayNames[d[:3]]
+	if !ok || len(d) > 3 && d != strings.ToLower(wd.String()) {
+		return 0, false
+	}
+	return wd, true
+}
 
 func compileHours(h *Hours) (*hours, error) {
 	loc, err := time.LoadLocation(h.TZ)
@@ -282,9 +325,9 @@ func compileHours(h *Hours) (*hours, error) {
 	}
 	hs := &hours{loc: loc, days: map[time.Weekday]bool{}, outside: h.Outside}
 	for _, d := range h.Days {
-		wd, ok := dayNames[strings.ToLower(d)[:min(3, len(d))]]
+		wd, ok := weekday(d)
 		if !ok {
-			return nil, fmt.Errorf("hours.days: %q is not a day", d)
+			return nil, fmt.Errorf("hours.days: %q is not a day: want mon, tue, wed, thu, fri, sat or sun (or the day's English name)", d)
 		}
 		hs.days[wd] = true
 	}

@@ -119,12 +119,39 @@ func TestLoadErrors(t *testing.T) {
 		"unknown key":    `rules: [{name: a, whne: {}, reply: [{type: text, text: a}]}]`,
 		"duplicate name": `rules: [{name: a, reply: [{type: text, text: a}]}, {name: a, reply: [{type: text, text: b}]}]`,
 		"bad class":      `rules: [{name: a, class: spam, reply: [{type: text, text: a}]}]`,
+		"Kelvin sign":    "rules: [{name: a, when: {hours: {tz: Asia/Tokyo, days: [\u212Aon], from: \"09:00\", to: \"10:00\"}}, reply: [{type: text, text: a}]}]",
+		"not a day":      `rules: [{name: a, when: {hours: {tz: Asia/Tokyo, days: [monkey], from: "09:00", to: "10:00"}}, reply: [{type: text, text: a}]}]`,
+		"empty day":      `rules: [{name: a, when: {hours: {tz: Asia/Tokyo, days: [""], from: "09:00", to: "10:00"}}, reply: [{type: text, text: a}]}]`,
 	} {
 		p := filepath.Join(t.TempDir(), "r.yaml")
-		os.WriteFile(p, []byte(y), 0o600)
+		if err := os.WriteFile(p, []byte(y), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := rules.Load([]string{p}, nil, nil); err == nil {
 			t.Errorf("%s: loaded", name)
 		}
+	}
+}
+
+// TestLoadErrorsNameTheLine: a rule that does not compile is named with
+// its file and line, and a day name that is not ASCII is an error, not a
+// panic.
+func TestLoadErrorsNameTheLine(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "shop.yaml")
+	y := "rules:\n  - name: fine\n    reply: [{type: text, text: a}]\n  - name: late\n    when:\n      hours: {tz: Asia/Tokyo, days: [\"\u212Aon\", Monday], from: \"09:00\", to: \"10:00\"}\n    reply: [{type: text, text: b}]\n"
+	if err := os.WriteFile(p, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := rules.Load([]string{p}, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), p+": line 4: rule \"late\"") || !strings.Contains(err.Error(), "is not a day") {
+		t.Errorf("error %v, want it to name %s, line 4, and the day", err, p)
+	}
+	ok := strings.Replace(y, "\u212Aon", "mon", 1)
+	if err := os.WriteFile(p, []byte(ok), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rules.Load([]string{p}, nil, nil); err != nil {
+		t.Errorf("mon and Monday: %v", err)
 	}
 }
 
