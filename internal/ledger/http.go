@@ -3,6 +3,7 @@ package ledger
 import (
 	"encoding/binary"
 	"errors"
+	"math"
 	"net/http"
 	"strconv"
 )
@@ -31,8 +32,7 @@ func (l *Ledger) Handler() http.Handler {
 			return
 		}
 		size := l.Head().Size
-		start := n * TileWidth
-		end, ok := tileEnd(start, width, size)
+		start, end, ok := tileRange(n, width, size)
 		if !ok {
 			http.NotFound(w, r)
 			return
@@ -58,8 +58,7 @@ func (l *Ledger) Handler() http.Handler {
 		}
 		// The number of hashes at this level is the tree size shifted.
 		count := l.Head().Size >> (TileHeight * level)
-		start := n * TileWidth
-		end, ok := tileEnd(start, width, count)
+		start, end, ok := tileRange(n, width, count)
 		if !ok {
 			http.NotFound(w, r)
 			return
@@ -79,19 +78,24 @@ func (l *Ledger) Handler() http.Handler {
 	return mux
 }
 
-// tileEnd returns the end of the range that a tile or bundle of the given
-// width (0: full) starting at start covers, and whether a tree with count
-// items at that level has it.
-func tileEnd(start uint64, width int, count uint64) (uint64, bool) {
+// tileRange returns the range of items that tile or bundle n of the given
+// width (0: full) covers, and whether a tree with count items at that
+// level has it. An n whose range does not fit in 64 bits is not there
+// (it must not wrap around to a tile near the start).
+func tileRange(n uint64, width int, count uint64) (start, end uint64, ok bool) {
 	w := uint64(width)
 	if width == 0 {
 		w = TileWidth
 	}
-	end := start + w
-	if end < start || end > count {
-		return 0, false
+	if n > (math.MaxUint64-w)/TileWidth {
+		return 0, 0, false
 	}
-	return end, true
+	start = n * TileWidth
+	end = start + w
+	if end > count {
+		return 0, 0, false
+	}
+	return start, end, true
 }
 
 func serveTile(w http.ResponseWriter, width int, b []byte) {
