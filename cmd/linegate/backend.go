@@ -58,8 +58,30 @@ func (c *Config) databaseDSN(getenv func(string) string) (string, error) {
 	return dsn, nil
 }
 
+// storeAccess says whether a command must have an SQLite data directory
+// to itself, under the store's lock (see sqlitestore.Options.Shared), or
+// may run beside the gateway that holds it. PostgreSQL has no such lock:
+// its replicas share the database under leases.
+type storeAccess int
+
+const (
+	// exclusive: serve. A second gateway on one SQLite directory would
+	// sequence and sign the same log as the first. (migrate-store takes
+	// the lock too, opening the store itself: a gateway writing beside
+	// it would lose records in the move.)
+	exclusive storeAccess = iota
+	// beside: export, which only reads (verify does not even open the
+	// store: sqlitestore.OpenReadOnly), and the CLI's writes that may run
+	// while serve does, as the README says: purge, hold, keys rotate and
+	// keys shred. Each is a
+	// transaction of its own under SQLite's write lock (an append takes
+	// the next index inside it; a re-wrap and a shred are compare-and-
+	// swaps on the key), and none of them sequences or signs the log.
+	beside
+)
+
 // openBackend opens the config's database.
-func openBackend(ctx context.Context, e *env, cfg *Config) (backend, error) {
+func openBackend(ctx context.Context, e *env, cfg *Config, access storeAccess) (backend, error) {
 	dsn, err := cfg.databaseDSN(e.getenv)
 	if err != nil {
 		return nil, err
@@ -67,5 +89,6 @@ func openBackend(ctx context.Context, e *env, cfg *Config) (backend, error) {
 	if dsn != "" {
 		return pgstore.Open(ctx, dsn, pgstore.Options{Keep: cfg.keep()})
 	}
-	return sqlitestore.Open(ctx, filepath.Join(cfg.DataDir, "ledger.db"), sqlitestore.Options{MaxPages: cfg.Ledger.MaxPages, Keep: cfg.keep()})
+	return sqlitestore.Open(ctx, filepath.Join(cfg.DataDir, "ledger.db"),
+		sqlitestore.Options{MaxPages: cfg.Ledger.MaxPages, Keep: cfg.keep(), Shared: access == beside})
 }

@@ -41,12 +41,12 @@ func runExport(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	store, err := openBackend(ctx, e, cfg)
+	store, err := openBackend(ctx, e, cfg, beside)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	ring, err := openRing(e, cfg, store, false, nil)
+	ring, err := openRing(ctx, e, cfg, store, false, nil)
 	if err != nil {
 		return err
 	}

@@ -415,7 +415,8 @@ func openStore(t testing.TB, dir string) backend {
 	if v, ok := testDSNs.Load(dir); ok {
 		s, err = pgstore.Open(context.Background(), v.(string), pgstore.Options{})
 	} else {
-		s, err = sqlitestore.Open(context.Background(), filepath.Join(dir, "data", "ledger.db"), sqlitestore.Options{})
+		// Shared: tests read beside a running gateway, which holds the lock.
+		s, err = sqlitestore.Open(context.Background(), filepath.Join(dir, "data", "ledger.db"), sqlitestore.Options{Shared: true})
 	}
 	if err != nil {
 		t.Fatal(err)

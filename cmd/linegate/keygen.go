@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"golang.org/x/mod/sumdb/note"
 )
@@ -48,25 +49,16 @@ func generateKey(keyFile, origin string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("generate key: %w", err)
 	}
-	// O_EXCL: never overwrite a key that signed checkpoints.
-	f, err := os.OpenFile(keyFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	// Never overwrite a key that signed checkpoints. Both files are written
+	// whole or not at all, and their directory is synced.
+	err = keys.WriteNewFile(keyFile, []byte(skey+"\n"), 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		return "", fmt.Errorf("%s already exists; not overwriting a checkpoint key", keyFile)
 	}
 	if err != nil {
 		return "", err
 	}
-	if _, err := f.WriteString(skey + "\n"); err != nil {
-		f.Close()
-		return "", err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return "", err
-	}
-	if err := f.Close(); err != nil {
-		return "", err
-	}
+	// The public key, readable by all.
 	if err := ledger.WriteFileAtomic(vkeyPath(keyFile), []byte(vkey+"\n"), 0o644); err != nil {
 		return "", err
 	}

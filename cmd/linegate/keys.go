@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -33,87 +31,66 @@ type EncryptionConfig struct {
 // defaultKEKFile is the KEK file used when the config names none.
 func (c *Config) defaultKEKFile() string { return filepath.Join(c.DataDir, "kek") }
 
-// keks loads the KEKs of the config. With create, a missing default KEK
-// file is created (serve's first start).
-func (c *Config) keks(getenv func(string) string, create bool, log *slog.Logger) (keys.KEK, []keys.KEK, error) {
+// kekConfig returns where the config's KEKs come from. Only the default
+// file beside the data may be created, by serve on its first start (and
+// only while the store holds no data keys: see keys.Config); a kek_file
+// that the config names must exist.
+func (c *Config) kekConfig(getenv func(string) string) (keys.Config, error) {
 	ec := c.Encryption
-	if ec.KEKFile != "" && ec.KEKEnv != "" {
-		return nil, nil, errors.New("config: encryption: give kek_file or kek_env, not both")
-	}
-	var cur keys.KEK
-	var err error
+	var kc keys.Config
 	switch {
+	case ec.KEKFile != "" && ec.KEKEnv != "":
+		return kc, errors.New("config: encryption: give kek_file or kek_env, not both")
 	case ec.KEKEnv != "":
 		v := getenv(ec.KEKEnv)
 		if v == "" {
-			return nil, nil, fmt.Errorf("config: encryption.kek_env: environment variable %s is not set", ec.KEKEnv)
+			return kc, fmt.Errorf("config: encryption.kek_env: environment variable %s is not set", ec.KEKEnv)
 		}
-		if cur, err = keys.ParseKEK(v); err != nil {
-			return nil, nil, fmt.Errorf("config: encryption.kek_env: %w", err)
+		k, err := keys.ParseKEK(v)
+		if err != nil {
+			return kc, fmt.Errorf("config: encryption.kek_env: %w", err)
 		}
+		kc.Current = k
+	case ec.KEKFile != "":
+		kc.CurrentFile = ec.KEKFile
 	default:
-		path := ec.KEKFile
-		if path == "" {
-			path = c.defaultKEKFile()
-			if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) && create {
-				if err := writeKEK(path); err != nil {
-					return nil, nil, err
-				}
-				if log != nil {
-					log.Warn("created a key encryption key beside the data: move it to a key store or a separate disk and set encryption.kek_file, or backups of the data directory carry their key",
-						"kek_file", path)
-				}
-			}
-		}
-		if cur, err = keys.LoadKEKFile(path); err != nil {
-			return nil, nil, fmt.Errorf("config: encryption: %w", err)
-		}
+		kc.CurrentFile, kc.Create = c.defaultKEKFile(), true
 	}
-	var prev []keys.KEK
 	for _, f := range ec.PreviousKEKFiles {
 		k, err := keys.LoadKEKFile(f)
 		if err != nil {
-			return nil, nil, fmt.Errorf("config: encryption.previous_kek_files: %w", err)
+			return kc, fmt.Errorf("config: encryption.previous_kek_files: %w", err)
 		}
-		prev = append(prev, k)
+		kc.Previous = append(kc.Previous, k)
 	}
 	for _, name := range ec.PreviousKEKEnvs {
 		k, err := keys.ParseKEK(getenv(name))
 		if err != nil {
-			return nil, nil, fmt.Errorf("config: encryption.previous_kek_envs: %s: %w", name, err)
+			return kc, fmt.Errorf("config: encryption.previous_kek_envs: %s: %w", name, err)
 		}
-		prev = append(prev, k)
+		kc.Previous = append(kc.Previous, k)
 	}
-	return cur, prev, nil
+	return kc, nil
 }
 
-// writeKEK writes a new KEK to a file that must not exist.
-func writeKEK(path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := fmt.Fprintln(f, keys.GenerateKEK()); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// openRing returns the key ring of a config over store.
-func openRing(e *env, cfg *Config, store keys.Store, create bool, log *slog.Logger) (*keys.Ring, error) {
-	cur, prev, err := cfg.keks(e.getenv, create, log)
+// openRing returns the key ring of a config over store, once its KEKs are
+// known to unwrap the store's data keys. With create (serve), a missing
+// default KEK file is created where the store holds no data keys.
+func openRing(ctx context.Context, e *env, cfg *Config, store keys.Store, create bool, log *slog.Logger) (*keys.Ring, error) {
+	kc, err := cfg.kekConfig(e.getenv)
 	if err != nil {
 		return nil, err
 	}
-	return keys.NewRing(store, cur, prev...), nil
+	kc.Create = kc.Create && create
+	ring, created, err := keys.OpenRing(ctx, store, kc)
+	if err != nil {
+		return nil, fmt.Errorf("config: encryption: %w", err)
+	}
+	if created && log != nil {
+		log.Warn("created a key encryption key beside the data: move it to a key store or a separate disk and set encryption.kek_file, or backups of the data directory carry their key",
+			"kek_file", kc.CurrentFile, "kek", ring.Current())
+	}
+	return ring, nil
 }
 
 func runKeys(ctx context.Context, e *env, args []string) error {
@@ -133,7 +110,7 @@ func runKeys(ctx context.Context, e *env, args []string) error {
 			fmt.Fprintln(e.stdout, keys.GenerateKEK())
 			return nil
 		}
-		if err := writeKEK(*out); err != nil {
+		if _, err := keys.WriteKEKFile(*out); err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "wrote a new key encryption key to %s\n", *out)
@@ -176,17 +153,18 @@ func runKeys(ctx context.Context, e *env, args []string) error {
 }
 
 // openConfigStore opens the store and the key ring of a config, for the
-// CLI.
+// CLI commands that run beside serve (purge, hold, keys rotate and shred):
+// they do not take the SQLite data directory's lock (see beside).
 func openConfigStore(ctx context.Context, e *env, configPath string) (*Config, backend, *keys.Ring, error) {
 	cfg, err := loadConfig(configPath)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	store, err := openBackend(ctx, e, cfg)
+	store, err := openBackend(ctx, e, cfg, beside)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	ring, err := openRing(e, cfg, store, false, nil)
+	ring, err := openRing(ctx, e, cfg, store, false, nil)
 	if err != nil {
 		store.Close()
 		return nil, nil, nil, err
@@ -258,12 +236,19 @@ func (a *adminAPI) reloadKEKs() error {
 		}
 		cfg = c
 	}
-	cur, prev, err := cfg.keks(a.e.getenv, false, nil)
+	kc, err := cfg.kekConfig(a.e.getenv)
 	if err != nil {
 		return err
 	}
-	a.ring.SetKEKs(cur, prev...)
-	a.log.Info("key encryption keys reloaded", "current", cur.ID(), "previous", len(prev))
+	// The new KEKs must unwrap the stored data keys, or the ring keeps its
+	// own: a current key that wraps nothing yet, with the old ones as
+	// previous, until keys rotate has re-wrapped them all.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := a.ring.Reconfigure(ctx, kc); err != nil {
+		return err
+	}
+	a.log.Info("key encryption keys reloaded", "current", a.ring.Current(), "previous", len(kc.Previous))
 	return nil
 }
 

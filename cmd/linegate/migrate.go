@@ -61,12 +61,15 @@ func runMigrateStore(ctx context.Context, e *env, args []string) error {
 // leaves, tiles, tree head and checkpoint history), and so is the state
 // around it. The gateway must be stopped while it runs.
 func migrateStore(ctx context.Context, path, dsn string) (uint64, error) {
-	// Opening the SQLite store brings its schema up to date first.
+	// Opening the SQLite store brings its schema up to date first. It
+	// stays open to the end for its lock on the data directory: a gateway
+	// running on it is named and refused, and none starts while the
+	// records move (what it wrote would not be moved).
 	src, err := sqlitestore.Open(ctx, path, sqlitestore.Options{})
 	if err != nil {
 		return 0, err
 	}
-	src.Close()
+	defer src.Close()
 	db, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+"?_pragma=query_only(ON)")
 	if err != nil {
 		return 0, err

@@ -70,6 +70,26 @@ func newLogger(e *env, c LoggingConfig) (*slog.Logger, error) {
 	return slog.New(slog.NewJSONHandler(e.stderr, opts)), nil
 }
 
+// privateDataDir creates the data directory, or makes an existing one
+// accessible to its owner alone (0700), whatever the umask it was made
+// under: it holds the ledger and the keys. It logs a change.
+func privateDataDir(dir string, log *slog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if was := fi.Mode().Perm(); was&0o077 != 0 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("data_dir: make %s private: %w", dir, err)
+		}
+		log.Warn("the data directory was open to other users: made it 0700", "data_dir", dir, "was", fmt.Sprintf("%#o", was))
+	}
+	return nil
+}
+
 func runServe(ctx context.Context, e *env, args []string) error {
 	flags := newFlagSet(e, "serve", "[-config FILE]")
 	configPath := flags.String("config", "", "YAML config file (default: the built-in example, examples/linegate.yaml)")
@@ -93,9 +113,19 @@ func runServe(ctx context.Context, e *env, args []string) error {
 }
 
 func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+	if err := privateDataDir(cfg.DataDir, log); err != nil {
 		return err
 	}
+	// The database first: on SQLite its lock makes this gateway the only
+	// process on the data directory before anything in it is created.
+	start := time.Now()
+	store, err := openBackend(ctx, e, cfg, exclusive)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	// Public: the signed checkpoints published here (and the anchors) are
+	// for anyone to read, and hold no ledger data.
 	if err := os.MkdirAll(cfg.Log.PublishDir, 0o755); err != nil {
 		return err
 	}
@@ -138,13 +168,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		return err
 	}
 
-	start := time.Now()
-	store, err := openBackend(ctx, e, cfg)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	ring, err := openRing(e, cfg, store, true, log)
+	ring, err := openRing(ctx, e, cfg, store, true, log)
 	if err != nil {
 		return err
 	}

@@ -85,13 +85,13 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	if dsn != "" {
-		store, err = openBackend(ctx, e, cfg)
+		store, err = openBackend(ctx, e, cfg, beside)
 	} else {
 		dbPath := filepath.Join(dir, "ledger.db")
 		if _, err := os.Stat(dbPath); err != nil {
 			return err
 		}
-		store, err = sqlitestore.Open(ctx, dbPath, sqlitestore.Options{})
+		store, err = sqlitestore.Open(ctx, dbPath, sqlitestore.Options{Shared: true}) // read only: never the lock
 	}
 	if err != nil {
 		return err
@@ -99,7 +99,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	defer store.Close()
 	var sealer ledger.Sealer
 	if cfg != nil {
-		if sealer, err = openRing(e, cfg, store, false, nil); err != nil {
+		if sealer, err = openRing(ctx, e, cfg, store, false, nil); err != nil {
 			return err
 		}
 	} else {

@@ -147,6 +147,10 @@ type Store interface {
 	// RewrapSubjectKey replaces the wrapping of the key with w's subject
 	// and id, if it is still wrapped by oldKEK; it reports whether it did.
 	RewrapSubjectKey(ctx context.Context, oldKEK string, w Wrapped) (bool, error)
+	// KEKSamples returns one stored key for each KEK that wraps any (none
+	// if the store holds no key), so that a process can check at start
+	// that its KEKs unwrap every stored key without reading them all.
+	KEKSamples(ctx context.Context) ([]Wrapped, error)
 }
 
 // sealedV1 is the first byte of a payload sealed by this code:

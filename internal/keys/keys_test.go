@@ -76,6 +76,20 @@ func (m *memStore) RewrapSubjectKey(_ context.Context, oldKEK string, w Wrapped)
 	return true, nil
 }
 
+func (m *memStore) KEKSamples(_ context.Context) ([]Wrapped, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	seen := map[string]bool{}
+	var out []Wrapped
+	for _, w := range m.keys {
+		if !seen[w.KEK] {
+			seen[w.KEK] = true
+			out = append(out, w)
+		}
+	}
+	return out, nil
+}
+
 func (m *memStore) destroy(subject string) {
 	m.mu.Lock()
 	delete(m.keys, subject)

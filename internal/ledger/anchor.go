@@ -90,6 +90,8 @@ func WriteAnchor(ctx context.Context, store Store, dir, name string, checkpoint 
 	if err != nil {
 		return err
 	}
+	// Readable by all: anchors are signed checkpoints and proofs, public
+	// by design, and hold no ledger data.
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}

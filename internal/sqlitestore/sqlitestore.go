@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"iter"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -143,6 +144,16 @@ type Options struct {
 	// after the record's time; a record is written with that delete-after
 	// time. Classes not listed (or 0) are kept until deleted otherwise.
 	Keep map[string]time.Duration
+	// Shared opens the database without the lock of its directory (the
+	// file "lock" beside it), beside the process that may hold it, and
+	// leaves the modes of existing files alone. Without Shared, Open takes
+	// the lock, exclusive and held until Close, and fails with ErrLocked
+	// naming the holder: one process has the directory to itself (a
+	// gateway, whose sequencer must be alone on the log). Shared is for
+	// reading beside a gateway (export) and for the writes that are safe
+	// beside one; the caller decides which those are. (OpenReadOnly never
+	// takes the lock.)
+	Shared bool
 }
 
 // Store is a ledger.Store on SQLite.
@@ -153,6 +164,7 @@ type Store struct {
 	ckpt *sql.DB // the WAL checkpointer's connection
 	stop chan struct{}
 	done chan struct{}
+	lock *dirLock // nil when Shared
 }
 
 // checkpointEvery is how often the WAL is copied back into the database
@@ -162,7 +174,45 @@ type Store struct {
 const checkpointEvery = 250 * time.Millisecond
 
 // Open opens or creates the database at path and applies migrations.
+// Unless opts.Shared, it first takes the lock of the database's directory,
+// and makes the database and its WAL and shared-memory files readable by
+// their owner alone (0600), whatever the umask: they hold the ledger.
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	if opts.Shared {
+		if err := createPrivate(path); err != nil {
+			return nil, err
+		}
+		return openDB(ctx, path, opts)
+	}
+	lock, err := lockDir(filepath.Dir(path))
+	if err != nil {
+		return nil, err
+	}
+	if err := createPrivate(path); err != nil {
+		lock.release()
+		return nil, err
+	}
+	// An existing database keeps its mode, and SQLite gives a new WAL the
+	// database's mode: make them private before the driver opens them.
+	if err := makePrivate(path); err != nil {
+		lock.release()
+		return nil, err
+	}
+	s, err := openDB(ctx, path, opts)
+	if err != nil {
+		lock.release()
+		return nil, err
+	}
+	s.lock = lock
+	if err := makePrivate(path); err != nil { // the WAL and shm files, now open
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// openDB opens the connections of the database at path.
+func openDB(ctx context.Context, path string, opts Options) (*Store, error) {
 	q := url.Values{}
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)") // a commit is durable when it returns
@@ -259,7 +309,12 @@ func (s *Store) Close() error {
 	}
 	<-s.done
 	_, err := s.ckpt.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
-	return errors.Join(err, s.closeDBs())
+	err = errors.Join(err, s.closeDBs())
+	if s.lock != nil {
+		s.lock.release() // after the files are closed
+		s.lock = nil
+	}
+	return err
 }
 
 func (s *Store) closeDBs() error {

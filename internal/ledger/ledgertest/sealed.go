@@ -135,4 +135,16 @@ func testSubjectKeys(t *testing.T, h Harness) {
 	if err != nil || len(got) != 1 || got[0].KEK != "k2" {
 		t.Fatalf("read: %v, %v", got, err)
 	}
+	// One key of each KEK: user:B or user:C for k1, user:A for k2.
+	samples, err := ks.KEKSamples(ctx)
+	if err != nil || len(samples) != 2 {
+		t.Fatalf("KEK samples: %v, %v", samples, err)
+	}
+	byKEK := map[string]string{}
+	for _, s := range samples {
+		byKEK[s.KEK] = s.Subject
+	}
+	if byKEK["k2"] != "user:A" || (byKEK["k1"] != "user:B" && byKEK["k1"] != "user:C") {
+		t.Errorf("KEK samples: %v", samples)
+	}
 }
