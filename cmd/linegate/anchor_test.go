@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,7 +24,10 @@ func TestAnchors(t *testing.T) {
 		t.Helper()
 		deadline := time.Now().Add(15 * time.Second)
 		for time.Now().Before(deadline) {
-			files, _ := filepath.Glob(filepath.Join(anchorsDir, "*.checkpoint"))
+			files, err := filepath.Glob(filepath.Join(anchorsDir, "*.checkpoint"))
+			if err != nil {
+				t.Fatal(err)
+			}
 			if len(files) >= n {
 				return
 			}
@@ -44,27 +49,38 @@ func TestAnchors(t *testing.T) {
 		g.post(t, testSecret, fmt.Appendf(nil, `{"events":[],"m":%d}`, i))
 	}
 	g.waitTreeSize(t, 40)
-	files, _ := filepath.Glob(filepath.Join(anchorsDir, "*.checkpoint"))
+	files, err := filepath.Glob(filepath.Join(anchorsDir, "*.checkpoint"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	waitAnchors(len(files) + 2) // one at least after the 40 records
 	g.stop()
 	code, out := runCLI(t, "verify", "-config", g.cfgPath)
 	if code != 0 || !strings.Contains(out, " anchors") {
 		t.Fatalf("verify = %d:\n%s", code, out)
 	}
-	consistency, _ := filepath.Glob(filepath.Join(anchorsDir, "*.consistency"))
-	if len(consistency) == 0 {
-		t.Fatal("no consistency proofs written")
+	consistency, err := filepath.Glob(filepath.Join(anchorsDir, "*.consistency"))
+	if err != nil || len(consistency) == 0 {
+		t.Fatalf("no consistency proofs written: %v", err)
 	}
-	if fi, _ := os.Stat(consistency[0]); fi.Mode().Perm()&0o222 != 0 {
+	if fi, err := os.Stat(consistency[0]); err != nil {
+		t.Fatal(err)
+	} else if fi.Mode().Perm()&0o222 != 0 {
 		t.Errorf("anchor files are writable: %v", fi.Mode())
 	}
 
 	// Restore the database and the published checkpoint from the backup:
 	// only the anchors know better.
 	for _, f := range []string{"ledger.db", "ledger.db-wal", "ledger.db-shm", filepath.Join("published", "checkpoint")} {
-		os.Remove(filepath.Join(dir, "data", f))
+		if err := os.Remove(filepath.Join(dir, "data", f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
 		if b, err := os.ReadFile(filepath.Join(backup, f)); err == nil {
-			os.WriteFile(filepath.Join(dir, "data", f), b, 0o600)
+			if err := os.WriteFile(filepath.Join(dir, "data", f), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
 		}
 	}
 	code, out = runCLI(t, "verify", "-config", g.cfgPath)
@@ -77,17 +93,27 @@ func TestAnchors(t *testing.T) {
 	// non-empty sizes), else the size it claims.
 	target, lineNo, repl := consistency[len(consistency)-1], 3, "new 1"
 	for _, f := range consistency {
-		b, _ := os.ReadFile(f)
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if lines := strings.Split(strings.TrimSpace(string(b)), "\n"); len(lines) > 4 {
 			target, lineNo, repl = f, 4, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 			break
 		}
 	}
-	b, _ := os.ReadFile(target)
+	b, err := os.ReadFile(target)
+	if err != nil {
+		t.Fatal(err)
+	}
 	lines := strings.Split(string(b), "\n")
 	lines[lineNo] = repl
-	os.Chmod(target, 0o644)
-	os.WriteFile(target, []byte(strings.Join(lines, "\n")), 0o644)
+	if err := os.Chmod(target, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(target, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	code, out = runCLI(t, "verify", "-config", g.cfgPath)
 	name := strings.TrimSuffix(filepath.Base(target), ".consistency")
 	if code != 1 || !strings.Contains(out, "FAIL anchor "+name) {

@@ -37,15 +37,26 @@ func TestEvidenceBundle(t *testing.T) {
 	if code, o := runCLI(t, "verify-bundle", "-vkey", vkey, out); code != 0 || !strings.HasPrefix(o, "OK") {
 		t.Fatalf("verify-bundle = %d:\n%s", code, o)
 	}
-	recs, _ := filepath.Glob(filepath.Join(out, "records", "*"))
+	recs, err := filepath.Glob(filepath.Join(out, "records", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	kinds := map[string]int{}
 	var webhookDir string
 	for _, rd := range recs {
-		b, _ := os.ReadFile(filepath.Join(rd, "record.json"))
+		b, err := os.ReadFile(filepath.Join(rd, "record.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
 		var sum map[string]any
-		json.Unmarshal(b, &sum)
+		if err := json.Unmarshal(b, &sum); err != nil {
+			t.Fatalf("%s: %v", rd, err)
+		}
 		kinds[sum["kind"].(string)]++
-		body, _ := os.ReadFile(filepath.Join(rd, "body"))
+		body, err := os.ReadFile(filepath.Join(rd, "body"))
+		if err != nil {
+			t.Fatal(err)
+		}
 		if strings.Contains(string(body), `"U2"`) {
 			t.Errorf("%s: another user's record in the bundle", filepath.Base(rd))
 		}
@@ -63,15 +74,20 @@ func TestEvidenceBundle(t *testing.T) {
 	if kinds["webhook"] != 2 || kinds["event"] != 2 || kinds["outbound"] != 2 {
 		t.Errorf("records by kind: %v, want 2 webhooks, 2 outcomes, 2 replies", kinds)
 	}
-	if anchors, _ := filepath.Glob(filepath.Join(out, "anchors", "*.checkpoint")); len(anchors) == 0 {
-		t.Error("no anchors in the bundle")
+	if anchors, err := filepath.Glob(filepath.Join(out, "anchors", "*.checkpoint")); err != nil || len(anchors) == 0 {
+		t.Errorf("no anchors in the bundle: %v", err)
 	}
 
 	// One byte changed in one record.
 	bodyFile := filepath.Join(webhookDir, "body")
-	b, _ := os.ReadFile(bodyFile)
+	b, err := os.ReadFile(bodyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	b[10] ^= 1
-	os.WriteFile(bodyFile, b, 0o644)
+	if err := os.WriteFile(bodyFile, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	code, o := runCLI(t, "verify-bundle", "-vkey", vkey, out)
 	name := strings.TrimLeft(filepath.Base(webhookDir), "0")
 	if code != 1 || !strings.Contains(o, "FAIL record "+name+":") {

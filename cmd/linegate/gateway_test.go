@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linegate/linegate/internal/corpus"
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/pgstore"
@@ -48,9 +49,6 @@ const (
 	testSecret = "test-channel-secret"
 	testOrigin = "example.com/linegate/test"
 )
-
-// fixturesDir holds LINE's SDK webhook fixtures, beside the repository.
-var fixturesDir = filepath.Join("..", "..", "..", "shared", "line", "fixtures", "sdk-java")
 
 // gwConfig is what a test varies in the config.
 type gwConfig struct {
@@ -266,7 +264,10 @@ func (g *gateway) get(t testing.TB, url string) (int, []byte) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return resp.StatusCode, b
 }
 
@@ -364,11 +365,14 @@ func readStore(t testing.TB, s backend, ring *keys.Ring) []storedRecord {
 }
 
 // eventIDs returns the webhookEventIds of a webhook body.
-func eventIDs(body []byte) []string {
+func eventIDs(t testing.TB, body []byte) []string {
+	t.Helper()
 	var cb struct {
 		Events []struct{ WebhookEventID string }
 	}
-	json.Unmarshal(body, &cb)
+	if err := json.Unmarshal(body, &cb); err != nil {
+		t.Fatalf("webhook body: %v: %s", err, body)
+	}
 	var ids []string
 	for _, e := range cb.Events {
 		ids = append(ids, e.WebhookEventID)
@@ -390,11 +394,20 @@ func runCLI(t testing.TB, args ...string) (int, string) {
 	return 0, string(out)
 }
 
+// fixtureBodies returns the module's own webhook bodies (corpus.Webhooks),
+// by file name without .json.
 func fixtureBodies(t testing.TB) map[string][]byte {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(fixturesDir, "*.json"))
+	return readBodies(t, corpus.Webhooks(t))
+}
+
+// readBodies returns the webhook bodies (*.json) of dir, by file name
+// without .json.
+func readBodies(t testing.TB, dir string) map[string][]byte {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
 	if err != nil || len(files) == 0 {
-		t.Fatalf("no fixtures in %s: %v", fixturesDir, err)
+		t.Fatalf("no webhook bodies in %s: %v", dir, err)
 	}
 	out := make(map[string][]byte)
 	for _, f := range files {
@@ -429,15 +442,21 @@ func waitIdle(t testing.TB, g *gateway) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		req, _ := http.NewRequest("GET", g.admin+"/admin/status", nil)
+		req, err := http.NewRequest("GET", g.admin+"/admin/status", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
 		req.Header.Set("Authorization", "Bearer test-admin-token")
 		resp, err := httpClient.Do(req)
 		if err == nil {
 			var st struct {
 				PipelineIdle bool `json:"pipeline_idle"`
 			}
-			json.NewDecoder(resp.Body).Decode(&st)
+			err := json.NewDecoder(resp.Body).Decode(&st)
 			resp.Body.Close()
+			if err != nil {
+				t.Fatalf("/admin/status: %v", err)
+			}
 			if st.PipelineIdle {
 				return
 			}

@@ -32,7 +32,11 @@ func TestMigrateStore(t *testing.T) {
 	admin(t, g, "/admin/holds", `{"subject":"user:U1","reason":"case 1"}`)
 	waitIdle(t, g)
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if a, _ := filepath.Glob(filepath.Join(dir, "data", "anchors", "*.checkpoint")); len(a) > 0 {
+		a, err := filepath.Glob(filepath.Join(dir, "data", "anchors", "*.checkpoint"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(a) > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -59,7 +63,10 @@ func TestMigrateStore(t *testing.T) {
 	if !bytes.Equal(served, last) {
 		t.Errorf("after the move the gateway serves\n%s\nnot the last checkpoint before it\n%s", served, last)
 	}
-	lastCP, _ := ledger.ParseCheckpoint(string(last))
+	lastCP, err := ledger.ParseCheckpoint(string(last))
+	if err != nil {
+		t.Fatal(err)
+	}
 	g.stop()
 	if code, out := runCLI(t, "verify", "-config", g.cfgPath); code != 0 {
 		t.Fatalf("verify after the move = %d:\n%s", code, out)

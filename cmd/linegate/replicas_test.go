@@ -45,7 +45,10 @@ func startReplicas(t *testing.T, n int, cfg gwConfig) *replicaSet {
 
 // status returns a replica's /admin/status.
 func status(t *testing.T, g *gateway) map[string]any {
-	req, _ := http.NewRequest("GET", g.admin+"/admin/status", nil)
+	req, err := http.NewRequest("GET", g.admin+"/admin/status", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	req.Header.Set("Authorization", "Bearer test-admin-token")
 	resp, err := httpClient.Do(req)
 	if err != nil {
@@ -53,7 +56,9 @@ func status(t *testing.T, g *gateway) map[string]any {
 	}
 	defer resp.Body.Close()
 	var st map[string]any
-	json.NewDecoder(resp.Body).Decode(&st)
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatalf("/admin/status: %v", err)
+	}
 	return st
 }
 
@@ -151,7 +156,10 @@ func TestReplicas(t *testing.T) {
 				var cb struct {
 					Events []struct{ WebhookEventID string }
 				}
-				json.Unmarshal(body, &cb)
+				if err := json.Unmarshal(body, &cb); err != nil {
+					t.Errorf("synthetic body: %v: %s", err, body)
+					return
+				}
 				mu.Lock()
 				for _, e := range cb.Events {
 					acked[e.WebhookEventID] = true
@@ -211,12 +219,14 @@ func TestReplicas(t *testing.T) {
 	for _, r := range recs {
 		switch r.leaf.Kind {
 		case ledger.KindWebhook:
-			for _, id := range eventIDs(r.body) {
+			for _, id := range eventIDs(t, r.body) {
 				stored[id] = true
 			}
 		case ledger.KindEvent:
 			var o struct{ Key string }
-			json.Unmarshal(r.body, &o)
+			if err := json.Unmarshal(r.body, &o); err != nil {
+				t.Fatalf("event record: %v: %s", err, r.body)
+			}
 			outcomes[o.Key]++
 		}
 	}

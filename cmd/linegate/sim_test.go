@@ -7,21 +7,40 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/line/line-bot-sdk-go/v8/linebot/messaging_api"
 	"github.com/line/line-bot-sdk-go/v8/linebot/webhook"
+	"github.com/linegate/linegate/internal/corpus"
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/line"
 )
 
-// TestSimSendToGateway replays LINE's fixtures and a synthetic
+// TestSimSendToGateway replays the module's webhook bodies and a synthetic
 // conversation through `linegate sim send` into the real gateway.
 func TestSimSendToGateway(t *testing.T) {
 	dir := t.TempDir()
 	g := startGateway(t, dir, gwConfig{})
-	if code, out := runCLI(t, "sim", "send", "-url", g.webhook+"/webhook/demo", "-secret", testSecret, "-dir", fixturesDir, "-count", "54"); code != 0 {
+	// Every body twice: the second round is duplicates.
+	fixtures := fixtureBodies(t)
+	sends := 2 * len(fixtures)
+	events, unknown := 0, 0
+	for name, b := range fixtures {
+		cb, err := line.ParseCallback(b)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for _, raw := range cb.Events {
+			events++
+			if line.DecodeEvent(raw).Unknown() {
+				unknown++
+			}
+		}
+	}
+	if code, out := runCLI(t, "sim", "send", "-url", g.webhook+"/webhook/demo", "-secret", testSecret, "-dir", corpus.Webhooks(t), "-count", strconv.Itoa(sends)); code != 0 {
 		t.Fatalf("sim send fixtures = %d:\n%s", code, out)
 	}
 	code, out := runCLI(t, "sim", "send", "-url", g.webhook+"/webhook/demo", "-secret", testSecret, "-count", "300", "-rate", "500", "-redeliveries", "0.1", "-json")
@@ -39,17 +58,20 @@ func TestSimSendToGateway(t *testing.T) {
 		kinds[r.leaf.Kind]++
 		if r.leaf.Kind == ledger.KindEvent {
 			var o struct{ Outcome string }
-			json.Unmarshal(r.body, &o)
+			if err := json.Unmarshal(r.body, &o); err != nil {
+				t.Fatalf("event record: %v: %s", err, r.body)
+			}
 			outcomes[o.Outcome]++
 		}
 	}
-	if kinds[ledger.KindWebhook] != 54+300 || kinds[ledger.KindRejection] != 3 {
+	if kinds[ledger.KindWebhook] != sends+300 || kinds[ledger.KindRejection] != 3 {
 		t.Errorf("records by kind: %v", kinds)
 	}
-	// The fixtures repeat (54 sends of 27 files): the second round is
-	// duplicates; the synthetic redeliveries are duplicates too.
-	if outcomes["processed"] == 0 || outcomes["duplicate"] < 27 || outcomes["unknown"] != 2 {
-		t.Errorf("outcomes %v", outcomes)
+	// The second round of the bodies is duplicates; the
+	// synthetic redeliveries are duplicates too. An unknown event is
+	// unknown once.
+	if outcomes["processed"] == 0 || outcomes["duplicate"] < events || outcomes["unknown"] != unknown {
+		t.Errorf("outcomes %v; %d events, %d unknown, in each round of the bodies", outcomes, events, unknown)
 	}
 }
 
@@ -88,7 +110,10 @@ func (tm *tmux) send(keys ...string) {
 }
 
 func (tm *tmux) screen() string {
-	out, _ := exec.Command("tmux", "capture-pane", "-p", "-t", tm.session).CombinedOutput()
+	out, err := exec.Command("tmux", "capture-pane", "-p", "-t", tm.session).CombinedOutput()
+	if err != nil {
+		tm.t.Fatalf("tmux capture-pane: %v: %s", err, out)
+	}
 	return string(out)
 }
 
@@ -149,15 +174,21 @@ rules:
 				w.WriteHeader(http.StatusBadRequest)
 				return
 			}
-			client, _ := messaging_api.NewMessagingApiAPI("any-token", messaging_api.WithEndpoint("http://"+apiAddr))
+			client, err := messaging_api.NewMessagingApiAPI("any-token", messaging_api.WithEndpoint("http://"+apiAddr))
+			if err != nil {
+				t.Errorf("SDK client: %v", err)
+				return
+			}
 			for _, e := range cb.Events {
 				if m, ok := e.(webhook.MessageEvent); ok {
 					if tm, ok := m.Message.(webhook.TextMessageContent); ok {
-						client.ReplyMessage(&messaging_api.ReplyMessageRequest{ReplyToken: m.ReplyToken,
+						if _, err := client.ReplyMessage(&messaging_api.ReplyMessageRequest{ReplyToken: m.ReplyToken,
 							Messages: []messaging_api.MessageInterface{
 								messaging_api.TextMessage{Text: "echo: " + tm.Text},
 								messaging_api.StickerMessage{PackageId: "446", StickerId: "1988"},
-							}})
+							}}); err != nil {
+							t.Errorf("SDK reply: %v", err)
+						}
 					}
 				}
 			}

@@ -2,8 +2,10 @@ package main
 
 import (
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,7 +21,10 @@ func copyDir(t *testing.T, from, to string) {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(from, p)
+		rel, err := filepath.Rel(from, p)
+		if err != nil {
+			return err
+		}
 		dst := filepath.Join(to, rel)
 		if fi.IsDir() {
 			return os.MkdirAll(dst, 0o700)
@@ -61,7 +66,9 @@ func execSQL(t *testing.T, dir string, stmts ...string) {
 			parts := strings.SplitN(f, " ", 3)
 			table, col = parts[0], parts[1]
 			where, idx, _ := strings.Cut(parts[2], " @")
-			fmt.Sscan(idx, &i)
+			if _, err := fmt.Sscan(idx, &i); err != nil {
+				t.Fatalf("%s: %v", s, err)
+			}
 			var b []byte
 			if err := db.QueryRow(fmt.Sprintf("SELECT %s FROM %s WHERE %s", col, table, where)).Scan(&b); err != nil {
 				t.Fatalf("%s: %v", s, err)
@@ -73,8 +80,8 @@ func execSQL(t *testing.T, dir string, stmts ...string) {
 		if err != nil {
 			t.Fatalf("%s: %v", s, err)
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			t.Fatalf("%s changed nothing", s)
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			t.Fatalf("%s changed nothing: %v", s, err)
 		}
 	}
 }
@@ -173,9 +180,15 @@ func TestVerifyDetectsRollback(t *testing.T) {
 	}
 	// Roll the database back; the published checkpoint stays.
 	for _, f := range []string{"ledger.db", "ledger.db-wal", "ledger.db-shm"} {
-		os.Remove(filepath.Join(dir, "data", f))
+		if err := os.Remove(filepath.Join(dir, "data", f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
 		if b, err := os.ReadFile(filepath.Join(backup, f)); err == nil {
-			os.WriteFile(filepath.Join(dir, "data", f), b, 0o600)
+			if err := os.WriteFile(filepath.Join(dir, "data", f), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
 		}
 	}
 	code, out := runCLI(t, "verify", "-config", g.cfgPath)

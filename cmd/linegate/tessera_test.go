@@ -46,7 +46,10 @@ func TestTesseraClientVerifiesServedLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, _ := url.Parse(g.admin + "/log/")
+	root, err := url.Parse(g.admin + "/log/")
+	if err != nil {
+		t.Fatal(err)
+	}
 	fetcher, err := client.NewHTTPFetcher(root, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +90,11 @@ func TestTesseraClientVerifiesServedLog(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if pc, _ := ledger.OpenCheckpoint(c, verifier, testOrigin); pc.Size >= 300 && old == nil {
+		pc, err := ledger.OpenCheckpoint(c, verifier, testOrigin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pc.Size >= 300 && old == nil {
 			old = c
 		}
 	}

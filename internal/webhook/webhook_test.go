@@ -6,29 +6,50 @@ import (
 	"crypto/rand"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/linegate/linegate/internal/corpus"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/sqlitestore"
 	"github.com/linegate/linegate/internal/webhook"
 	"golang.org/x/mod/sumdb/note"
 )
 
-// The test vectors of ../shared/line/README.md.
+// signVectors are LINE's signature test vectors, as the shared corpus's
+// line/README.md lists them; copied here so that the test stands alone.
+var signVectors = []struct{ secret, body, want string }{
+	{"channel_secret", "bodybodybodybody", "/gg9a+LvFevTH1sd7XCQycD7tsWclCsInj7MhBHxN7k="},
+	{"test_secret", `{"hello":"world"}`, "t7Hn4ZDHqs6e+wdvI5TyQIvzie0DmMUmuXEBqyyE/tM="},
+}
+
 func TestSignVectors(t *testing.T) {
-	for _, tt := range []struct{ secret, body, want string }{
-		{"channel_secret", "bodybodybodybody", "/gg9a+LvFevTH1sd7XCQycD7tsWclCsInj7MhBHxN7k="},
-		{"test_secret", `{"hello":"world"}`, "t7Hn4ZDHqs6e+wdvI5TyQIvzie0DmMUmuXEBqyyE/tM="},
-	} {
+	for _, tt := range signVectors {
 		if got := webhook.Sign([]byte(tt.secret), []byte(tt.body)); got != tt.want {
 			t.Errorf("Sign(%q, %q) = %s, want %s", tt.secret, tt.body, got, tt.want)
 		}
 		v := webhook.NewHMACVerifier("secret", []byte(tt.secret))
 		if m, err := webhook.Check([]webhook.Verifier{v}, []byte(tt.body), tt.want); err != nil || m != v {
 			t.Errorf("Check(vector) = %v, %v", m, err)
+		}
+	}
+}
+
+// TestSignVectorsDocumented checks the copy against the shared corpus's
+// line/README.md.
+func TestSignVectorsDocumented(t *testing.T) {
+	doc, err := os.ReadFile(corpus.Shared(t, "line/README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range signVectors {
+		for _, s := range []string{tt.secret, tt.body, tt.want} {
+			if !bytes.Contains(doc, []byte("`"+s+"`")) {
+				t.Errorf("line/README.md does not list `%s`", s)
+			}
 		}
 	}
 }
@@ -78,14 +99,19 @@ func newFixture(t testing.TB, maxBody int64) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	signer, _ := note.NewSigner(skey)
+	signer, err := note.NewSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	l, err := ledger.New(ctx, store, ledger.Options{Origin: "example.com/test", Signer: signer, CheckpointInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	l.Start()
 	t.Cleanup(func() {
-		l.Close(ctx)
+		if err := l.Close(ctx); err != nil {
+			t.Error(err)
+		}
 		store.Close()
 	})
 	h := webhook.New(webhook.Options{
