@@ -40,11 +40,13 @@ func TestOpenRingCreatesKEKOnlyForAnEmptyStore(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("kek file: %v, %v", fi, err)
 	}
-	if di, _ := os.Stat(filepath.Dir(path)); di.Mode().Perm() != 0o700 {
+	if di, err := os.Stat(filepath.Dir(path)); err != nil {
+		t.Fatal(err)
+	} else if di.Mode().Perm() != 0o700 {
 		t.Errorf("kek directory mode %v, want 0700", di.Mode().Perm())
 	}
-	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
-		t.Errorf("kek directory holds %d files, want the key alone", len(ents))
+	if ents, err := os.ReadDir(filepath.Dir(path)); err != nil || len(ents) != 1 {
+		t.Errorf("kek directory holds %d files, want the key alone (%v)", len(ents), err)
 	}
 	sealFor(t, st, r.current, "user:U1")
 	r2, created, err := OpenRing(ctx, st, Config{CurrentFile: path, Create: true})
@@ -54,7 +56,9 @@ func TestOpenRingCreatesKEKOnlyForAnEmptyStore(t *testing.T) {
 
 	// The key file is lost, or this replica never had it: the data keys
 	// exist, so no new key is made.
-	os.Remove(path)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
 	_, created, err = OpenRing(ctx, st, Config{CurrentFile: path, Create: true})
 	if err == nil || created || !strings.Contains(err.Error(), r.Current()) || !strings.Contains(err.Error(), "not creating") {
 		t.Fatalf("open without the key over data keys: created %v, %v", created, err)
@@ -147,12 +151,18 @@ func TestWriteNewFile(t *testing.T) {
 	if err := WriteNewFile(path, []byte("two"), 0o600); !errors.Is(err, fs.ErrExist) {
 		t.Errorf("second write = %v, want fs.ErrExist", err)
 	}
-	b, _ := os.ReadFile(path)
-	fi, _ := os.Stat(path)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if string(b) != "one" || fi.Mode().Perm() != 0o600 {
 		t.Errorf("file %q, mode %v", b, fi.Mode().Perm())
 	}
-	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
-		t.Errorf("%d files left in the directory, want 1", len(ents))
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 1 {
+		t.Errorf("%d files left in the directory, want 1 (%v)", len(ents), err)
 	}
 }

@@ -241,8 +241,8 @@ func TestRotate(t *testing.T) {
 	if err != nil || rep.Rewrapped != 3 {
 		t.Fatalf("rotate: %+v %v", rep, err)
 	}
-	if rep, _ := NewRing(st, newK, oldK).Rotate(ctx); rep.Rewrapped != 0 || rep.Current != 3 {
-		t.Errorf("second rotate: %+v", rep)
+	if rep, err := NewRing(st, newK, oldK).Rotate(ctx); err != nil || rep.Rewrapped != 0 || rep.Current != 3 {
+		t.Errorf("second rotate: %+v %v", rep, err)
 	}
 	fresh := NewRing(st, newK)
 	for i := range sealed {

@@ -16,7 +16,11 @@ import (
 func TestTilePathsDoNotWrap(t *testing.T) {
 	l := newLedger(t, openSQLite(t), ledger.Options{CheckpointInterval: 10 * time.Millisecond})
 	l.Start()
-	t.Cleanup(func() { l.Close(context.Background()) })
+	t.Cleanup(func() {
+		if err := l.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
 	ctx := context.Background()
 	for i := range 300 {
 		if _, err := l.Append(ctx, ledger.Entry{Kind: ledger.KindWebhook, Time: time.Now(), Channel: "c", Payload: []byte{byte(i)}}); err != nil {

@@ -32,7 +32,10 @@ func TestLeafRoundTrip(t *testing.T) {
 }
 
 func FuzzLeaf(f *testing.F) {
-	b, _ := Leaf{Kind: KindWebhook, Time: time.UnixMilli(1), Channel: "c", Retention: "r"}.MarshalBinary()
+	b, err := Leaf{Kind: KindWebhook, Time: time.UnixMilli(1), Channel: "c", Retention: "r"}.MarshalBinary()
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Add(b)
 	f.Add([]byte{1})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -62,7 +65,10 @@ func TestPayloadRoundTrip(t *testing.T) {
 }
 
 func FuzzDecodePayload(f *testing.F) {
-	p, _ := record.EncodePayload(&record.Meta{Channel: "c"}, []byte("body"))
+	p, err := record.EncodePayload(&record.Meta{Channel: "c"}, []byte("body"))
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Add(p)
 	f.Add([]byte{0, 0, 0, 200, '{'})
 	f.Fuzz(func(t *testing.T, p []byte) {

@@ -45,7 +45,11 @@ func (f *faulty) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "lost":
 		rec := httptest.NewRecorder()
 		f.proxy.ServeHTTP(rec, r)
-		conn, _, _ := w.(http.Hijacker).Hijack()
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
 		conn.Close()
 	default:
 		f.proxy.ServeHTTP(w, r)
@@ -56,7 +60,10 @@ func setup(t *testing.T, faults ...string) (*sim.API, *outbound.Client) {
 	api := sim.NewAPI(sim.Options{Channels: []sim.Channel{{ID: "c", AccessToken: "tok"}}})
 	simSrv := httptest.NewServer(api)
 	t.Cleanup(simSrv.Close)
-	u, _ := url.Parse(simSrv.URL)
+	u, err := url.Parse(simSrv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
 	f := &faulty{faults: faults, proxy: httputil.NewSingleHostReverseProxy(u)}
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)

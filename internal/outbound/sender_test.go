@@ -68,15 +68,21 @@ func (l *memLedger) Append(_ context.Context, e ledger.Entry) (uint64, error) {
 	return uint64(len(l.entries) - 1), nil
 }
 
-func (l *memLedger) outcomes() []string {
+func (l *memLedger) outcomes(t testing.TB) []string {
+	t.Helper()
 	var out []string
 	for _, e := range l.entries {
 		if e.Kind != ledger.KindOutbound {
 			continue // admin records of the switches
 		}
-		_, b, _ := record.DecodePayload(e.Payload)
+		_, b, err := record.DecodePayload(e.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
 		var r struct{ Outcome, Endpoint string }
-		json.Unmarshal(b, &r)
+		if err := json.Unmarshal(b, &r); err != nil {
+			t.Fatalf("outbound record: %v: %s", err, b)
+		}
 		out = append(out, r.Endpoint+":"+r.Outcome)
 	}
 	return out
@@ -113,7 +119,7 @@ func TestReplyOrPush(t *testing.T) {
 	if o, err := s.Send(ctx, req(api, 55)); o != outbound.Sent || err != nil {
 		t.Fatalf("old token: %s %v", o, err)
 	}
-	if got := l.outcomes(); len(got) != 2 || got[0] != "reply:sent" || got[1] != "push:sent" {
+	if got := l.outcomes(t); len(got) != 2 || got[0] != "reply:sent" || got[1] != "push:sent" {
 		t.Errorf("outcomes %v", got)
 	}
 	calls := api.Calls()
@@ -125,23 +131,29 @@ func TestReplyOrPush(t *testing.T) {
 func TestKillSwitchAndDryRun(t *testing.T) {
 	ctx := context.Background()
 	s, api, l := newSender(t, true) // REPLY_ENABLE=false
-	s.Send(ctx, req(api, 1))
+	if o, err := s.Send(ctx, req(api, 1)); err != nil || o != outbound.Suppressed {
+		t.Errorf("send with the kill switch on: %s, %v", o, err)
+	}
 	s2, api2, l2 := newSender(t, false)
 	if err := s2.SetDryRun(ctx, l2, "c", true, map[string]any{}); err != nil {
 		t.Fatal(err)
 	}
-	s2.Send(ctx, req(api2, 1))
+	if o, err := s2.Send(ctx, req(api2, 1)); err != nil || o != outbound.DryRun {
+		t.Errorf("send in dry-run: %s, %v", o, err)
+	}
 	if err := s2.SetDryRun(ctx, l2, "c", false, map[string]any{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s2.SetKillSwitch(ctx, l2, true, map[string]any{}); err != nil {
 		t.Fatal(err)
 	}
-	s2.Send(ctx, req(api2, 1))
+	if o, err := s2.Send(ctx, req(api2, 1)); err != nil || o != outbound.Suppressed {
+		t.Errorf("send with the kill switch set: %s, %v", o, err)
+	}
 	if len(api.Calls())+len(api2.Calls()) != 0 {
 		t.Error("a call went out")
 	}
-	if got := append(l.outcomes(), l2.outcomes()...); len(got) != 3 || got[0] != "reply:suppressed" || got[1] != "reply:dry_run" || got[2] != "reply:suppressed" {
+	if got := append(l.outcomes(t), l2.outcomes(t)...); len(got) != 3 || got[0] != "reply:suppressed" || got[1] != "reply:dry_run" || got[2] != "reply:suppressed" {
 		t.Errorf("outcomes %v", got)
 	}
 }

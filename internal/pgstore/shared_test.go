@@ -55,8 +55,14 @@ func TestSharedPipeline(t *testing.T) {
 			ts := now.UnixMilli() + int64(i)
 			body := fmt.Sprintf(`{"destination":"U0123456789abcdef0123456789abcdef","events":[{"type":"message","mode":"active","timestamp":%d,"webhookEventId":"01SHR%09d%012d","deliveryContext":{"isRedelivery":false},"source":{"type":"user","userId":"U%d"},"replyToken":"r","message":{"id":"%d","type":"text","text":"hi","quoteToken":"q"}}]}`,
 				ts, u, i, u, u*1000+i)
-			payload, _ := record.EncodePayload(&record.Meta{Channel: "c", ReceivedMs: now.UnixMilli()}, []byte(body))
-			rec, _ := ledger.NewRecord(ledger.Entry{Kind: ledger.KindWebhook, Time: now, Channel: "c", Payload: payload})
+			payload, err := record.EncodePayload(&record.Meta{Channel: "c", ReceivedMs: now.UnixMilli()}, []byte(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec, err := ledger.NewRecord(ledger.Entry{Kind: ledger.KindWebhook, Time: now, Channel: "c", Payload: payload})
+			if err != nil {
+				t.Fatal(err)
+			}
 			recs = append(recs, rec)
 			if u == 0 && i == 0 {
 				recs = append(recs, rec) // the same event twice
@@ -74,7 +80,11 @@ func TestSharedPipeline(t *testing.T) {
 			Action:   &sharedAction{owner: fmt.Sprintf("replica-%d", i), mu: mu, seen: seen, convs: convs},
 			Channels: map[string]pipeline.ChannelPolicy{"c": {}}})
 		pipes = append(pipes, p)
-		wg.Go(func() { p.Run(pctx) })
+		wg.Go(func() {
+			if err := p.Run(pctx); err != nil {
+				t.Error(err)
+			}
+		})
 	}
 	// Appended in several batches while the pipelines run.
 	for start := 0; start < len(recs); start += 37 {
@@ -122,14 +132,19 @@ func TestSharedPipeline(t *testing.T) {
 		}
 	}
 	// Every event has exactly one outcome record, the duplicate included.
-	n, _ := stores[0].Count(ctx)
+	n, err := stores[0].Count(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var outcomes int
 	for rec, err := range stores[0].Records(ctx, 0, n) {
 		if err != nil {
 			t.Fatal(err)
 		}
 		var leaf ledger.Leaf
-		leaf.UnmarshalBinary(rec.Leaf)
+		if err := leaf.UnmarshalBinary(rec.Leaf); err != nil {
+			t.Fatal(err)
+		}
 		if leaf.Kind == ledger.KindEvent {
 			outcomes++
 		}

@@ -24,7 +24,9 @@ import (
 func load(t *testing.T, y string) *rules.Set {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "r.yaml")
-	os.WriteFile(p, []byte(y), 0o600)
+	if err := os.WriteFile(p, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	s, err := rules.Load([]string{p}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -90,8 +92,14 @@ rules:
     when: {hours: {tz: Asia/Tokyo, from: "22:00", to: "06:00"}}
     reply: [{type: text, text: night}]
 `)
-	bkk, _ := time.LoadLocation("Asia/Bangkok")
-	tyo, _ := time.LoadLocation("Asia/Tokyo")
+	bkk, err := time.LoadLocation("Asia/Bangkok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tyo, err := time.LoadLocation("Asia/Tokyo")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range []struct {
 		t    time.Time
 		want string
@@ -195,8 +203,13 @@ func TestEngine(t *testing.T) {
 	var calls int
 	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		calls++
-		b, _ := io.ReadAll(r.Body)
-		json.Unmarshal(b, &gotBody)
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Errorf("lookup request: %v", err)
+		}
+		if err := json.Unmarshal(b, &gotBody); err != nil {
+			t.Errorf("lookup request: %v: %s", err, b)
+		}
 		w.Write([]byte(`{"status":"ok","n":3}`))
 	}))
 	defer svc.Close()
