@@ -53,7 +53,10 @@ type Config struct {
 	RulesFiles []string      `yaml:"rules_files"`
 	Rules      []*rules.Rule `yaml:"rules"`
 	Consent    rules.Consent `yaml:"consent"`
-	// LookupHosts is the allow-list of hosts that rule lookups may call.
+	// LookupHosts is the allow-list of hosts that rule lookups may call:
+	// "host:port", or "host" for the URL scheme's default port alone (443
+	// for https, 80 for http). Host and port must both match; redirects
+	// are not followed.
 	LookupHosts []string `yaml:"lookup_hosts"`
 	// DryRun makes every channel dry-run: rules run, nothing is sent, the
 	// ledger records what would have been.
@@ -389,6 +392,9 @@ func parseConfig(data []byte) (*Config, error) {
 	case "", "json", "text":
 	default:
 		return nil, fmt.Errorf("config: logging.format %q: want json or text", c.Logging.Format)
+	}
+	if err := rules.CheckLookupHosts(c.LookupHosts); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
 	}
 	if len(c.Channels) == 0 {
 		return nil, errors.New("config: no channels")

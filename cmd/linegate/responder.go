@@ -20,14 +20,14 @@ import (
 	"github.com/linegate/linegate/internal/rules"
 )
 
-// loadRules loads the rule set the config names. The built-in config's
-// files come from the binary.
-func loadRules(cfg *Config) (*rules.Set, error) {
-	read := os.ReadFile
+// loadRules loads the rule set the config names, with the forward secrets
+// of its environment. The built-in config's files come from the binary.
+func loadRules(e *env, cfg *Config) (*rules.Set, error) {
+	src := &rules.Sources{ReadFile: os.ReadFile, Getenv: e.getenv}
 	if cfg.builtin {
-		read = examples.ReadFile
+		src.ReadFile = examples.ReadFile
 	}
-	set, err := rules.Load(cfg.RulesFiles, &rules.File{Rules: cfg.Rules, Consent: cfg.Consent}, read)
+	set, err := rules.Load(cfg.RulesFiles, &rules.File{Rules: cfg.Rules, Consent: cfg.Consent}, src)
 	if err != nil {
 		return nil, fmt.Errorf("rules: %w", err)
 	}
@@ -49,7 +49,7 @@ func newResponder(ctx context.Context, e *env, cfg *Config, secrets map[string]c
 		clients[ch.ID] = &outbound.Client{Base: base, Token: secrets[ch.ID].token, HTTP: &http.Client{Timeout: 10 * time.Second}}
 		dry[ch.ID] = ch.DryRun
 		limits[ch.ID] = ch.RateLimit
-		infos[ch.ID] = rules.ChannelInfo{Secret: secrets[ch.ID].secret, Retention: ch.Retention, AllowDryRunHeader: ch.AllowDryRunHeader}
+		infos[ch.ID] = rules.ChannelInfo{Retention: ch.Retention, AllowDryRunHeader: ch.AllowDryRunHeader}
 	}
 	envKill := strings.EqualFold(strings.TrimSpace(e.getenv("REPLY_ENABLE")), "false")
 	if envKill {
@@ -62,14 +62,13 @@ func newResponder(ctx context.Context, e *env, cfg *Config, secrets map[string]c
 	if err := sender.Refresh(ctx); err != nil {
 		return nil, nil, err
 	}
-	set, err := loadRules(cfg)
+	set, err := loadRules(e, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
 	engine := rules.NewEngine(set, rules.EngineOptions{
 		Cooldowns: store,
-		Sender:    sender, Consent: led, Ledger: led, Channels: infos, LookupHosts: cfg.LookupHosts,
-		HTTP: &http.Client{Timeout: 30 * time.Second}, Logger: log,
+		Sender:    sender, Consent: led, Ledger: led, Channels: infos, LookupHosts: cfg.LookupHosts, Logger: log,
 	})
 	if err := recordRuleSet(ctx, led, store, set, "start"); err != nil {
 		return nil, nil, err
@@ -205,7 +204,7 @@ func (a *adminAPI) reload(ctx context.Context, why string) (set *rules.Set, err 
 				err = fmt.Errorf("loading the rules failed: %v", p)
 			}
 		}()
-		set, err = loadRules(a.cfg)
+		set, err = loadRules(a.e, a.cfg)
 	}()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errBadRules, err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -29,8 +30,13 @@ type replyWorld struct {
 	lookupURL string
 	slow      atomic.Bool // the lookup service stalls
 	botGot    atomic.Int32
+	botForged atomic.Int32 // events that verified with the channel secret
 	botURL    string
 }
+
+// botSecret is the upstream bot's own signing secret: forwards are signed
+// with it, never with the channel's.
+const botSecret = "upstream-bot-secret-4f1c2a9e7d"
 
 func newReplyWorld(t *testing.T) *replyWorld {
 	w := &replyWorld{api: sim.NewAPI(sim.Options{Channels: []sim.Channel{{ID: "demo", AccessToken: "test-access-token", Secret: testSecret}}})}
@@ -48,8 +54,18 @@ func newReplyWorld(t *testing.T) *replyWorld {
 	t.Cleanup(lookup.Close)
 	w.lookupURL = lookup.URL
 	bot := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		// A bot built on LINE's official SDK: it verifies the signature.
-		if _, err := lsdk.ParseRequest(testSecret, r); err != nil {
+		// A bot built on LINE's official SDK: it verifies the signature,
+		// with its own secret.
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			rw.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		if lsdk.ValidateSignature(testSecret, r.Header.Get("X-Line-Signature"), body) {
+			w.botForged.Add(1)
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if _, err := lsdk.ParseRequest(botSecret, r); err != nil {
 			rw.WriteHeader(http.StatusBadRequest)
 			return
 		}
@@ -63,6 +79,9 @@ func newReplyWorld(t *testing.T) *replyWorld {
 func (w *replyWorld) config(t *testing.T, dir string) gwConfig {
 	rulesFile := filepath.Join(dir, "rules.yaml")
 	lookupHost := strings.TrimPrefix(w.lookupURL, "http://")
+	if err := os.WriteFile(filepath.Join(dir, "bot.secret"), []byte(botSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	rules := fmt.Sprintf(`consent:
   opt_out_keywords: [STOP]
 rules:
@@ -88,7 +107,7 @@ rules:
   - name: bot
     priority: 80
     when: {event: [message], text: {prefix: "bot "}}
-    forward: {url: "%s/callback"}
+    forward: {url: "%s/callback", secret_file: bot.secret, allow_http: true}
   - name: deals
     priority: 70
     class: promotional
@@ -217,13 +236,22 @@ func TestAutoReplies(t *testing.T) {
 	for w.botGot.Load() == 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if w.botGot.Load() != 1 {
-		t.Errorf("the SDK bot verified %d forwarded events, want 1", w.botGot.Load())
+	if w.botGot.Load() != 1 || w.botForged.Load() != 0 {
+		t.Errorf("the SDK bot verified %d forwarded events with its own secret and %d with the channel's, want 1 and 0", w.botGot.Load(), w.botForged.Load())
 	}
 	waitIdle(t, g)
 	g.stop()
-	sent := 0
+	sent, forwards := 0, 0
 	for _, r := range outboundRecords(t, dir) {
+		if r["endpoint"] == "forward" {
+			forwards++
+			if r["secret_id"] != "secret_file:bot.secret" || r["status"] != float64(200) {
+				t.Errorf("forward record %v: want secret_id secret_file:bot.secret, status 200", r)
+			}
+			if strings.Contains(fmt.Sprint(r), botSecret) || strings.Contains(fmt.Sprint(r), testSecret) {
+				t.Error("a secret in the forward record")
+			}
+		}
 		if r["outcome"] == "sent" {
 			sent++
 			atts, _ := r["attempts"].([]any)
@@ -235,8 +263,8 @@ func TestAutoReplies(t *testing.T) {
 			}
 		}
 	}
-	if sent != 4 {
-		t.Errorf("%d sent records, want 4", sent)
+	if sent != 4 || forwards != 1 {
+		t.Errorf("%d sent records, %d forward records; want 4, 1", sent, forwards)
 	}
 }
 

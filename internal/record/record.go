@@ -252,8 +252,10 @@ type Outbound struct {
 	RetryKey string            `json:"retry_key,omitempty"`
 	Attempts []Attempt         `json:"attempts,omitempty"`
 	Extra    map[string]string `json:"extra,omitempty"`
-	// For a forward to a bot: where, its status, and the error.
+	// For a forward to a bot: where, the id of the secret that signed it
+	// (never the secret), its status, and the error.
 	URL       string  `json:"url,omitempty"`
+	SecretID  string  `json:"secret_id,omitempty"`
 	Status    int     `json:"status,omitempty"`
 	Error     string  `json:"error,omitempty"`
 	LatencyMs float64 `json:"latency_ms,omitempty"`

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -42,7 +41,6 @@ type Cooldowns interface {
 
 // ChannelInfo is what the engine needs of a channel.
 type ChannelInfo struct {
-	Secret    []byte // signs forwarded events
 	Retention string
 	// AllowDryRunHeader lets a webhook's X-Line-Dry-Run: true make its
 	// events dry-run (for staging channels).
@@ -60,9 +58,11 @@ type EngineOptions struct {
 	Channels map[string]ChannelInfo
 	// LookupHosts is the allow-list of hosts ("host" or "host:port") that
 	// lookups may call; a lookup elsewhere fails (and the fallback is
-	// sent).
+	// sent). Host and port are compared exactly; an entry without a port
+	// means the scheme's default port (443 for https, 80 for http).
+	// Entries that are not a host or host:port (CheckLookupHosts) allow
+	// nothing.
 	LookupHosts []string
-	HTTP        *http.Client
 	Logger      *slog.Logger
 	Now         func() time.Time
 	// Cooldowns, if set, keeps rule cooldowns durably and shared; without
@@ -72,8 +72,12 @@ type EngineOptions struct {
 
 // Engine runs the rules on events: it is the pipeline's action.
 type Engine struct {
-	o   EngineOptions
-	set atomic.Pointer[Set]
+	o     EngineOptions
+	set   atomic.Pointer[Set]
+	hosts []hostEntry
+	// http calls lookups and forwards: it dials only the address its
+	// request's fence names and follows no redirect.
+	http *http.Client
 
 	mu       sync.Mutex
 	cooldown map[string]cooldown // in memory, without Cooldowns
@@ -83,16 +87,18 @@ var _ pipeline.Action = (*Engine)(nil)
 
 // NewEngine returns an engine running set.
 func NewEngine(set *Set, o EngineOptions) *Engine {
-	if o.HTTP == nil {
-		o.HTTP = &http.Client{}
-	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	e := &Engine{o: o, cooldown: map[string]cooldown{}}
+	e := &Engine{o: o, cooldown: map[string]cooldown{}, http: fencedClient()}
+	for _, h := range o.LookupHosts {
+		if he, err := parseHostEntry(h); err == nil {
+			e.hosts = append(e.hosts, he)
+		}
+	}
 	e.set.Store(set)
 	return e
 }
@@ -205,7 +211,7 @@ func (e *Engine) fire(ctx context.Context, r *Rule, seq int, it *pipeline.Item, 
 		json.Unmarshal(ev.Raw, &d.Event) // for templates; only when a rule fires
 	}
 	if r.Forward != nil {
-		if err := e.forward(ctx, r, it, ev, ch); err != nil {
+		if err := e.forward(ctx, r, it, ev); err != nil {
 			return err
 		}
 	}
@@ -247,7 +253,7 @@ func (e *Engine) fire(ctx context.Context, r *Rule, seq int, it *pipeline.Item, 
 
 // lookup calls the data service and decodes its JSON.
 func (e *Engine) lookup(ctx context.Context, l *Lookup, d *Data) (any, error) {
-	u, err := render(l.URL, d)
+	u, err := renderURL(l.URL, d)
 	if err != nil {
 		return nil, err
 	}
@@ -255,14 +261,14 @@ func (e *Engine) lookup(ctx context.Context, l *Lookup, d *Data) (any, error) {
 	if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") {
 		return nil, fmt.Errorf("lookup url is not http(s)")
 	}
-	if !e.allowed(pu) {
+	if !allowedHost(e.hosts, pu) {
 		return nil, fmt.Errorf("lookup host %s is not in lookup_hosts", pu.Host)
 	}
 	timeout := l.Timeout
 	if timeout <= 0 {
 		timeout = 2 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(withFence(ctx, pu, false), timeout)
 	defer cancel()
 	method := strings.ToUpper(l.Method)
 	if method == "" {
@@ -277,7 +283,7 @@ func (e *Engine) lookup(ctx context.Context, l *Lookup, d *Data) (any, error) {
 		b, _ := json.Marshal(v)
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	req, err := http.NewRequestWithContext(ctx, method, pu.String(), body)
 	if err != nil {
 		return nil, err
 	}
@@ -285,7 +291,7 @@ func (e *Engine) lookup(ctx context.Context, l *Lookup, d *Data) (any, error) {
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := e.o.HTTP.Do(req)
+	resp, err := e.http.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("lookup timed out after %v", timeout)
@@ -303,23 +309,16 @@ func (e *Engine) lookup(ctx context.Context, l *Lookup, d *Data) (any, error) {
 	return v, nil
 }
 
-func (e *Engine) allowed(u *url.URL) bool {
-	host := u.Hostname()
-	for _, h := range e.o.LookupHosts {
-		if h == u.Host || h == host {
-			return true
-		}
-		if hh, _, err := net.SplitHostPort(h); err == nil && hh == host && u.Port() == "" {
-			return true
-		}
-	}
-	return false
-}
-
 // forward sends the event to the upstream bot as LINE would have: a
-// callback body with this one event, signed with the channel secret. The
-// call and its answer are recorded.
-func (e *Engine) forward(ctx context.Context, r *Rule, it *pipeline.Item, ev *line.Event, ch ChannelInfo) error {
+// callback body with this one event, signed with the upstream's own
+// secret, to its URL alone (no redirects). The call and its answer are
+// recorded, with the id of the secret that signed.
+func (e *Engine) forward(ctx context.Context, r *Rule, it *pipeline.Item, ev *line.Event) error {
+	f := r.Forward
+	fu, err := url.Parse(f.URL)
+	if err != nil || len(f.secret) == 0 {
+		return fmt.Errorf("forward: not loaded") // Load checks both
+	}
 	body, _ := json.Marshal(struct {
 		Destination string            `json:"destination"`
 		Events      []json.RawMessage `json:"events"`
@@ -328,20 +327,23 @@ func (e *Engine) forward(ctx context.Context, r *Rule, it *pipeline.Item, ev *li
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	fctx, cancel := context.WithTimeout(ctx, timeout)
+	fctx, cancel := context.WithTimeout(withFence(ctx, fu, f.loopback), timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(fctx, "POST", r.Forward.URL, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(fctx, "POST", f.URL, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json; charset=utf-8")
 	req.Header.Set("User-Agent", "linegate-forward")
-	req.Header.Set(webhook.SignatureHeader, webhook.Sign(ch.Secret, body))
+	req.Header.Set(webhook.SignatureHeader, webhook.Sign(f.secret, body))
 	start := e.o.Now()
 	status, errText := 0, ""
-	resp, err := e.o.HTTP.Do(req)
+	resp, err := e.http.Do(req)
 	if err != nil {
 		errText = "forward failed: no answer"
+		if errors.Is(err, errOutsideFence) {
+			errText = "forward failed: " + errOutsideFence.Error()
+		}
 		if fctx.Err() != nil {
 			errText = fmt.Sprintf("forward timed out after %v", timeout)
 		}
@@ -352,7 +354,7 @@ func (e *Engine) forward(ctx context.Context, r *Rule, it *pipeline.Item, ev *li
 	}
 	payload, _ := record.Encode(&record.Meta{Channel: it.Channel, ReceivedMs: start.UnixMilli()}, &record.Outbound{
 		EventKey: it.Key, Record: it.Record, Rule: r.Name, Endpoint: "forward",
-		URL: r.Forward.URL, Status: status, Error: errText, Request: json.RawMessage(body),
+		URL: f.URL, SecretID: f.SecretID, Status: status, Error: errText, Request: json.RawMessage(body),
 		LatencyMs: float64(e.o.Now().Sub(start)) / float64(time.Millisecond),
 	})
 	if err := outbound.AppendRetrying(e.o.Ledger, ledger.Entry{Kind: ledger.KindOutbound, Time: start, Channel: it.Channel, Retention: it.Retention, Payload: payload, Subjects: it.Subjects}); err != nil {

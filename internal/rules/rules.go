@@ -96,7 +96,11 @@ type Hours struct {
 
 // Lookup is an HTTP call to a data service.
 type Lookup struct {
-	URL     string         `yaml:"url"`    // a template
+	// URL is a template whose values are escaped for where they land
+	// (path segment escaping in the path, query escaping in the query);
+	// {{raw .X}} prints a value as it is. Its scheme and host are
+	// literal, and must be in lookup_hosts.
+	URL     string         `yaml:"url"`
 	Method  string         `yaml:"method"` // GET (default) or POST
 	Body    map[string]any `yaml:"body"`   // for POST: JSON, templated
 	Timeout time.Duration  `yaml:"timeout"`
@@ -104,11 +108,31 @@ type Lookup struct {
 	Fallback []map[string]any `yaml:"fallback"`
 }
 
-// Forward sends the event to an upstream bot, signed with the channel
-// secret as LINE signs it.
+// Forward sends the event to an upstream bot in a webhook body signed as
+// LINE signs one, but with the upstream's own secret: a bot never holds
+// the channel secret, so it cannot make webhooks the gateway would take
+// for LINE's.
 type Forward struct {
+	// URL is https://, or http:// to a loopback IP address (127.0.0.1,
+	// ::1) with allow_http. Redirects are not followed.
 	URL     string        `yaml:"url"`
 	Timeout time.Duration `yaml:"timeout"`
+	// The upstream's signing secret: exactly one of secret, secret_env
+	// (an environment variable) and secret_file (a file, relative to the
+	// rules file).
+	Secret     string `yaml:"secret" json:"-"`
+	SecretEnv  string `yaml:"secret_env"`
+	SecretFile string `yaml:"secret_file"`
+	// SecretID names the secret in the ledger's forward records (default:
+	// where it comes from, secret_env:NAME, secret_file:PATH or
+	// secret:RULE); never the secret itself.
+	SecretID string `yaml:"secret_id"`
+	// AllowHTTP lets the URL be http:// when its host is a loopback IP
+	// address: a bot beside the gateway.
+	AllowHTTP bool `yaml:"allow_http"`
+
+	secret   []byte
+	loopback bool // plain HTTP: the connection must stay on loopback
 }
 
 type hours struct {
@@ -127,17 +151,30 @@ type Set struct {
 	Hash string
 }
 
-// Load reads rule files (YAML) with readFile (os.ReadFile when nil),
-// resolving reply_file paths relative to each file, adds the inline rules,
-// and checks every rule.
-func Load(paths []string, inline *File, readFile func(string) ([]byte, error)) (*Set, error) {
-	if readFile == nil {
-		readFile = os.ReadFile
+// Sources is where Load reads files and environment variables.
+type Sources struct {
+	// ReadFile reads rule, reply and secret files (os.ReadFile when nil).
+	ReadFile func(string) ([]byte, error)
+	// Getenv reads the environment variables of secret_env (none are set
+	// when nil).
+	Getenv func(string) string
+}
+
+// Load reads rule files (YAML) from src (nil: the file system, no
+// environment), resolving reply_file and secret_file paths relative to
+// each file, adds the inline rules, and checks every rule.
+func Load(paths []string, inline *File, src *Sources) (*Set, error) {
+	readFile, getenv := os.ReadFile, func(string) string { return "" }
+	if src != nil && src.ReadFile != nil {
+		readFile = src.ReadFile
+	}
+	if src != nil && src.Getenv != nil {
+		getenv = src.Getenv
 	}
 	set := &Set{}
 	add := func(f *File, dir string, lines []int) error {
 		for i, r := range f.Rules {
-			if err := r.compile(dir, readFile); err != nil {
+			if err := r.compile(dir, readFile, getenv); err != nil {
 				if i < len(lines) {
 					return fmt.Errorf("line %d: rule %q: %w", lines[i], r.Name, err)
 				}
@@ -199,7 +236,7 @@ func canonRules(rs []*Rule) []canonRule {
 	return out
 }
 
-func (r *Rule) compile(dir string, readFile func(string) ([]byte, error)) error {
+func (r *Rule) compile(dir string, readFile func(string) ([]byte, error), getenv func(string) string) error {
 	if r.Name == "" {
 		return fmt.Errorf("a rule needs a name")
 	}
@@ -262,11 +299,18 @@ func (r *Rule) compile(dir string, readFile func(string) ([]byte, error)) error 
 	if len(r.messages) == 0 && r.Forward == nil && r.Lookup == nil {
 		return fmt.Errorf("a rule needs reply, reply_file, lookup or forward")
 	}
-	if r.Lookup != nil && r.Lookup.URL == "" {
-		return fmt.Errorf("lookup needs a url")
+	if r.Lookup != nil {
+		if r.Lookup.URL == "" {
+			return fmt.Errorf("lookup needs a url")
+		}
+		if _, err := parseURLTemplate(r.Lookup.URL); err != nil {
+			return fmt.Errorf("lookup: %w", err)
+		}
 	}
-	if r.Forward != nil && r.Forward.URL == "" {
-		return fmt.Errorf("forward needs a url")
+	if r.Forward != nil {
+		if err := r.Forward.compile(r.Name, dir, readFile, getenv); err != nil {
+			return fmt.Errorf("forward: %w", err)
+		}
 	}
 	// Check the templates now, not at the first event.
 	if _, err := renderMessages(r.messages, &Data{}); err != nil && !isMissingKey(err) {
