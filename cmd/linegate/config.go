@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/retention"
 	"github.com/linegate/linegate/internal/rules"
 	"go.yaml.in/yaml/v3"
@@ -230,6 +231,11 @@ type ChannelConfig struct {
 	// their receive time: "flag" (default: process them, flagged) or
 	// "hold" (record them as held, do not process them).
 	ClockSkew string `yaml:"clock_skew"`
+	// BotUserID is the channel's bot user id ("U" and 32 hex digits; GET
+	// /v2/bot/info answers it as userId). When set, a webhook whose
+	// destination names another bot is recorded as foreign and never
+	// answered; unset, the destination is not checked.
+	BotUserID string `yaml:"bot_user_id"`
 	// LineAPIBase overrides the top-level line_api_base for this channel.
 	LineAPIBase string `yaml:"line_api_base"`
 	// DryRun makes this channel dry-run.
@@ -413,6 +419,9 @@ func parseConfig(data []byte) (*Config, error) {
 		case "", "flag", "hold":
 		default:
 			return nil, fmt.Errorf("config: channel %q: clock_skew %q: want flag or hold", ch.ID, ch.ClockSkew)
+		}
+		if ch.BotUserID != "" && !line.ValidDestination(ch.BotUserID) {
+			return nil, fmt.Errorf("config: channel %q: bot_user_id %q: want U and 32 hex digits", ch.ID, ch.BotUserID)
 		}
 		if _, ok := c.keep()[ch.Retention]; ch.Retention != "" && !ok {
 			return nil, fmt.Errorf("config: channel %q: retention class %q is neither a preset (jp-appi, th-pdpa, tw-pipa) nor in retention.policies", ch.ID, ch.Retention)

@@ -360,6 +360,7 @@ func TestServeRefusesBadConfig(t *testing.T) {
 		"no origin":     "data_dir: " + dir + "\nchannels: [{id: x, secret: a}]\n",
 		"duplicate id":  "data_dir: " + dir + "\nlog: {origin: a.b/c}\nchannels: [{id: x, secret: a}, {id: x, secret: b}]\n",
 		"unset env var": "data_dir: " + dir + "\nlog: {origin: a.b/c}\nchannels: [{id: x, secret_env: LINEGATE_TEST_UNSET}]\n",
+		"bad bot id":    "data_dir: " + dir + "\nlog: {origin: a.b/c}\nchannels: [{id: x, secret: a, bot_user_id: U1}]\n",
 	} {
 		p := filepath.Join(dir, "bad.yaml")
 		os.WriteFile(p, []byte(y), 0o600)

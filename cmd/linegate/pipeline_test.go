@@ -103,3 +103,40 @@ func TestPipelineSIGKILL(t *testing.T) {
 		t.Errorf("verify = %d:\n%s", code, out)
 	}
 }
+
+// TestPipelineDestination: a channel that names its bot (bot_user_id)
+// records a webhook for another bot as foreign, with the flag, and never
+// answers it; its own are processed.
+func TestPipelineDestination(t *testing.T) {
+	dir := t.TempDir()
+	const ours, theirs = "U0123456789abcdef0123456789abcdef", "Ufedcba9876543210fedcba9876543210"
+	g := startGateway(t, dir, gwConfig{chanExtra: "    bot_user_id: " + ours + "\n"})
+	now := time.Now().UnixMilli()
+	for _, dest := range []string{ours, theirs} {
+		body := fmt.Appendf(nil, `{"destination":%q,"events":[{"type":"follow","mode":"active","timestamp":%d,"webhookEventId":"01DEST%s","deliveryContext":{"isRedelivery":false},"source":{"type":"user","userId":"U1"},"replyToken":"r","follow":{"isUnblocked":false}}]}`,
+			dest, now, dest[1:9])
+		if code := g.post(t, testSecret, body); code != 200 {
+			t.Fatalf("status %d", code)
+		}
+	}
+	waitIdle(t, g)
+	g.stop()
+	got := map[string]string{}
+	for _, r := range readLedger(t, dir) {
+		if r.leaf.Kind != ledger.KindEvent {
+			continue
+		}
+		var o struct {
+			Key, Outcome string
+			Flags        []string
+		}
+		if err := json.Unmarshal(r.body, &o); err != nil {
+			t.Fatal(err)
+		}
+		got[o.Key] = fmt.Sprint(o.Outcome, o.Flags)
+	}
+	want := map[string]string{"id:01DEST" + ours[1:9]: "processed[]", "id:01DEST" + theirs[1:9]: "foreign[foreign:destination]"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("outcomes %v, want %v", got, want)
+	}
+}

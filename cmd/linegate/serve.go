@@ -204,7 +204,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	policies := map[string]pipeline.ChannelPolicy{}
 	for _, ch := range cfg.Channels {
 		policies[ch.ID] = pipeline.ChannelPolicy{
-			QuarantineDrift: ch.DriftPolicy == "quarantine", HoldSkewed: ch.ClockSkew == "hold"}
+			QuarantineDrift: ch.DriftPolicy == "quarantine", HoldSkewed: ch.ClockSkew == "hold", BotUserID: ch.BotUserID}
 	}
 	sender, engine, err := newResponder(ctx, e, cfg, secrets, led, store, log)
 	if err != nil {

@@ -15,9 +15,14 @@ import (
 
 // Callback is a webhook request body.
 type Callback struct {
-	// Destination is the bot's user id; old Verify requests have none.
+	// Destination is the bot's user id; "" when the body has none (old
+	// Verify requests) or a malformed one.
 	Destination string
 	Events      []json.RawMessage
+	// Problems is what is wrong with the destination: Legacy when it is
+	// missing, Malformed when it is not a bot user id. It is judged apart
+	// from the events, which it never makes malformed.
+	Problems []Problem
 }
 
 // ErrNotCallback means a body is not a webhook body at all.
@@ -28,15 +33,23 @@ var ErrNotCallback = errors.New("line: not a webhook body: want a JSON object wi
 // others.
 func ParseCallback(body []byte) (*Callback, error) {
 	var c struct {
-		Destination *string           `json:"destination"`
+		Destination json.RawMessage   `json:"destination"`
 		Events      []json.RawMessage `json:"events"`
 	}
 	if err := json.Unmarshal(body, &c); err != nil || c.Events == nil {
 		return nil, ErrNotCallback
 	}
 	cb := &Callback{Events: c.Events}
-	if c.Destination != nil {
-		cb.Destination = *c.Destination
+	var d string
+	switch {
+	case c.Destination == nil || string(c.Destination) == "null":
+		cb.Problems = append(cb.Problems, Problem{Legacy, "destination", "missing (older webhook)"})
+	case json.Unmarshal(c.Destination, &d) != nil:
+		cb.Problems = append(cb.Problems, Problem{Malformed, "destination", "not a string"})
+	case !ValidDestination(d):
+		cb.Problems = append(cb.Problems, Problem{Malformed, "destination", "not a bot user id (U and 32 hex digits)"})
+	default:
+		cb.Destination = d
 	}
 	return cb, nil
 }
@@ -288,6 +301,10 @@ func (e *Event) Redelivery() bool { return e.DeliveryContext != nil && e.Deliver
 // Standby reports whether the channel is in standby for this event: the
 // bot must not answer it.
 func (e *Event) Standby() bool { return e.Mode == "standby" }
+
+// Active reports whether the channel is active for this event: only then
+// may the bot answer it. A mode the specification does not have is not.
+func (e *Event) Active() bool { return e.Mode == "active" }
 
 // VerifyDummy reports whether the event is one of the dummy events of the
 // console's old Verify requests (reply token of all 0s or all fs).

@@ -309,3 +309,133 @@ func FuzzParseCallback(f *testing.F) {
 		}
 	})
 }
+
+// TestValidationEdges: what each kind of odd event is judged as, and what
+// it must not be judged as.
+func TestValidationEdges(t *testing.T) {
+	msg := func(m string) string { return ev("message", `,"replyToken":"r","message":{"id":"1",`+m+`}`) }
+	mention := func(typ string) string {
+		return msg(`"type":"text","text":"@a","quoteToken":"q","mention":{"mentionees":[{"type":"` + typ + `","index":0,"length":2}]}`)
+	}
+	type at struct {
+		kind line.ProblemKind
+		path string
+	}
+	tests := []struct {
+		name string
+		body string
+		want []at // problems that must be found
+		not  []at // problems that must not be
+		// the event as a whole
+		malformed, unknown bool
+	}{
+		{name: "empty event type", body: ev("", ``), want: []at{{line.Malformed, "type"}}, malformed: true},
+		{name: "empty message type", body: msg(`"type":"","text":"hi"`),
+			want: []at{{line.Malformed, "message.type"}}, not: []at{{line.Drift, "message.text"}}, malformed: true},
+		{name: "empty source type", body: `{"type":"leave","mode":"active","timestamp":1,"source":{"type":"","userId":"U1"}}`,
+			want: []at{{line.Malformed, "source.type"}}, not: []at{{line.Drift, "source.userId"}}, malformed: true},
+		{name: "empty mode", body: strings.Replace(ev("leave", ``), `"active"`, `""`, 1), want: []at{{line.Malformed, "mode"}}, malformed: true},
+		{name: "empty enum value", body: msg(`"type":"sticker","packageId":"1","stickerId":"2","stickerResourceType":"","quoteToken":"q"`),
+			want: []at{{line.Malformed, "message.stickerResourceType"}}, malformed: true},
+		{name: "unknown mentionee type", body: mention("group"),
+			want: []at{{line.Drift, "message.mention.mentionees[0].type"}}, not: []at{{line.Unknown, "message.mention.mentionees[0].type"}}},
+		{name: "known mentionee types", body: mention("all"), not: []at{{line.Drift, "message.mention.mentionees[0].type"}}},
+		{name: "unknown membership type", body: ev("membership", `,"replyToken":"r","membership":{"type":"upgraded","membershipId":3}`),
+			want: []at{{line.Drift, "membership.type"}}, not: []at{{line.Drift, "membership.membershipId"}}},
+		{name: "unknown module type", body: ev("module", `,"module":{"type":"paused","botId":"U4"}`),
+			want: []at{{line.Drift, "module.type"}}, not: []at{{line.Drift, "module.botId"}}},
+		{name: "unknown message type", body: msg(`"type":"hologram"`), want: []at{{line.Unknown, "message.type"}}, unknown: true},
+		{name: "unknown source type", body: `{"type":"leave","mode":"active","timestamp":1,"source":{"type":"space"}}`,
+			want: []at{{line.Unknown, "source.type"}}, unknown: true},
+		{name: "message without type", body: msg(`"text":"hi","quoteToken":"q"`),
+			want: []at{{line.Malformed, "message.type"}}, not: []at{{line.Drift, "message.text"}, {line.Drift, "message.quoteToken"}}, malformed: true},
+		{name: "message type not a string", body: msg(`"type":7,"text":"hi"`),
+			want: []at{{line.Malformed, "message.type"}}, not: []at{{line.Drift, "message.text"}}, malformed: true},
+		{name: "event without type", body: `{"mode":"active","timestamp":1,"source":{"type":"user","userId":"U1"},"replyToken":"r","message":{"id":"1","type":"text","text":"x"}}`,
+			want: []at{{line.Malformed, "type"}}, not: []at{{line.Drift, "message"}, {line.Drift, "replyToken"}}, malformed: true},
+		{name: "a field the spec lacks, with a type", body: msg(`"type":"text","text":"hi","quoteToken":"q","foo":1`),
+			want: []at{{line.Drift, "message.foo"}}},
+		{name: "unknown mode", body: strings.Replace(ev("leave", ``), `"active"`, `"paused"`, 1), want: []at{{line.Drift, "mode"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !json.Valid([]byte(tt.body)) {
+				t.Fatalf("bad test JSON %s", tt.body)
+			}
+			e := line.DecodeEvent([]byte(tt.body))
+			has := func(a at) bool {
+				return slices.ContainsFunc(e.Problems, func(p line.Problem) bool { return p.Kind == a.kind && p.Path == a.path })
+			}
+			for _, a := range tt.want {
+				if !has(a) {
+					t.Errorf("problems %v, want %s at %s", e.Problems, a.kind, a.path)
+				}
+			}
+			for _, a := range tt.not {
+				if has(a) {
+					t.Errorf("problems %v, want no %s at %s", e.Problems, a.kind, a.path)
+				}
+			}
+			if e.Malformed() != tt.malformed || e.Unknown() != tt.unknown {
+				t.Errorf("malformed %v, unknown %v; want %v, %v (%v)", e.Malformed(), e.Unknown(), tt.malformed, tt.unknown, e.Problems)
+			}
+		})
+	}
+}
+
+// TestProblemFlag: a flag names its kind and its field.
+func TestProblemFlag(t *testing.T) {
+	e := line.DecodeEvent([]byte(`{"type":"leave","mode":"active","timestamp":1,"source":{"type":"user","userId":"U1"},"sparkle":1}`))
+	var flags []string
+	for _, p := range e.Problems {
+		flags = append(flags, p.Flag())
+	}
+	slices.Sort(flags)
+	if want := []string{"drift:sparkle", "legacy:deliveryContext", "legacy:webhookEventId"}; !slices.Equal(flags, want) {
+		t.Errorf("flags %v, want %v", flags, want)
+	}
+}
+
+// TestCallbackDestination: the destination is judged apart from the
+// events: a malformed one never costs them.
+func TestCallbackDestination(t *testing.T) {
+	const event = `{"type":"leave","mode":"active","timestamp":1}`
+	tests := []struct {
+		name, destination string // destination: its JSON, "" for none
+		want              string // Callback.Destination
+		problem           string // the flag of its problem, if any
+	}{
+		{"valid", `"U0123456789abcdef0123456789abcdef"`, "U0123456789abcdef0123456789abcdef", ""},
+		{"absent", ``, "", "legacy:destination"},
+		{"null", `null`, "", "legacy:destination"},
+		{"a number", `12345`, "", "malformed:destination"},
+		{"an object", `{"id":"U1"}`, "", "malformed:destination"},
+		{"not a user id", `"U1"`, "", "malformed:destination"},
+		{"empty", `""`, "", "malformed:destination"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := `{"events":[` + event + `]}`
+			if tt.destination != "" {
+				b = `{"destination":` + tt.destination + `,"events":[` + event + `]}`
+			}
+			cb, err := line.ParseCallback([]byte(b))
+			if err != nil {
+				t.Fatalf("ParseCallback: %v", err)
+			}
+			if len(cb.Events) != 1 || string(cb.Events[0]) != event {
+				t.Errorf("events %q", cb.Events)
+			}
+			if cb.Destination != tt.want {
+				t.Errorf("destination %q, want %q", cb.Destination, tt.want)
+			}
+			var flags []string
+			for _, p := range cb.Problems {
+				flags = append(flags, p.Flag())
+			}
+			if want := []string{tt.problem}; tt.problem == "" && len(flags) != 0 || tt.problem != "" && !slices.Equal(flags, want) {
+				t.Errorf("problems %v, want %q", cb.Problems, tt.problem)
+			}
+		})
+	}
+}

@@ -49,6 +49,11 @@ type schema struct {
 	// disc names the discriminator field; variants add fields by its value.
 	disc     string
 	variants map[string][]field
+	// kinds says that the discriminator names the kind of the event, its
+	// message or its source: a value the specification does not have
+	// makes the event Unknown. Elsewhere (a mentionee, a membership or a
+	// module type), an unknown value is drift of a known event.
+	kinds bool
 }
 
 func f(name string, k kind) field   { return field{name: name, kind: k} }
@@ -74,6 +79,7 @@ var (
 	sourceSchema = &schema{
 		fields: []field{req("type", kString)},
 		disc:   "type",
+		kinds:  true,
 		variants: map[string][]field{
 			"user":  {f("userId", kString)},
 			"group": {req("groupId", kString), f("userId", kString)},
@@ -91,6 +97,7 @@ var (
 	messageSchema = &schema{
 		fields: []field{req("type", kString), req("id", kString), f("markAsReadToken", kString)},
 		disc:   "type",
+		kinds:  true,
 		variants: map[string][]field{
 			"text": {req("text", kString), arr("emojis", emojiSchema),
 				obj("mention", &schema{fields: []field{reqArr("mentionees", mentionee)}}),
@@ -121,7 +128,8 @@ var (
 			legacyReq("webhookEventId", kString),
 			{name: "deliveryContext", kind: kObject, required: true, legacy: true, obj: &schema{fields: []field{req("isRedelivery", kBool)}}},
 		},
-		disc: "type",
+		disc:  "type",
+		kinds: true,
 		variants: map[string][]field{
 			"message":       {f("replyToken", kString), reqObj("message", messageSchema)},
 			"messageEdited": {f("replyToken", kString), reqObj("message", messageSchema)},
@@ -189,7 +197,8 @@ const (
 	// Unknown: an event, message or source type the specification does not
 	// have (yet).
 	Unknown
-	// Drift: a field or an enum value the specification does not have.
+	// Drift: a field, an enum value or a nested type (of a mentionee, a
+	// membership, a module) the specification does not have.
 	Drift
 	// Legacy: a required field missing in the way older webhooks lack it.
 	Legacy
@@ -208,6 +217,10 @@ type Problem struct {
 
 func (p Problem) String() string { return fmt.Sprintf("%s: %s: %s", p.Kind, p.Path, p.Detail) }
 
+// Flag names the problem's kind and field, as outcome records carry it:
+// "drift:message.foo", "legacy:webhookEventId".
+func (p Problem) Flag() string { return p.Kind.String() + ":" + p.Path }
+
 // validate checks a decoded JSON value (from decodeGeneric) against s,
 // appending problems found under path. The value is decoded once, for the
 // whole event; validation walks it without scanning bytes again.
@@ -218,14 +231,29 @@ func validate(v any, s *schema, path string, out *[]Problem) {
 		return
 	}
 	fields := s.fields
+	// untyped: the discriminator is missing, empty or not a string (a
+	// malformed object, reported as such): the fields of its variants are
+	// not reported as drift, since which of them it should have is unknown.
+	untyped := false
 	if s.disc != "" {
-		if d, _ := m[s.disc].(string); d != "" {
+		d, isString := m[s.disc].(string)
+		switch {
+		case isString && d == "":
+			untyped = true
+			*out = append(*out, Problem{Malformed, join(path, s.disc), "empty type"})
+		case isString:
 			v, ok := s.variants[d]
 			if !ok {
-				*out = append(*out, Problem{Unknown, join(path, s.disc), fmt.Sprintf("unknown type %q", d)})
+				k := Drift
+				if s.kinds {
+					k = Unknown
+				}
+				*out = append(*out, Problem{k, join(path, s.disc), fmt.Sprintf("unknown type %q", d)})
 				return // an unknown kind: its fields are not ours to judge
 			}
 			fields = append(slices.Clip(fields), v...)
+		default:
+			untyped = true // missing or not a string: reported below
 		}
 	}
 	for _, fl := range fields {
@@ -242,22 +270,25 @@ func validate(v any, s *schema, path string, out *[]Problem) {
 		}
 		checkValue(v, fl, p, out)
 	}
-	if len(m) > len(fields) || !allKnown(m, fields) {
-		for k := range m {
-			if !slices.ContainsFunc(fields, func(f field) bool { return f.name == k }) {
-				*out = append(*out, Problem{Drift, join(path, k), "field not in the specification"})
-			}
+	for k := range m {
+		if !hasField(fields, k) && !(untyped && s.variantField(k)) {
+			*out = append(*out, Problem{Drift, join(path, k), "field not in the specification"})
 		}
 	}
 }
 
-func allKnown(m map[string]any, fields []field) bool {
-	for k := range m {
-		if !slices.ContainsFunc(fields, func(f field) bool { return f.name == k }) {
-			return false
+func hasField(fields []field, name string) bool {
+	return slices.ContainsFunc(fields, func(f field) bool { return f.name == name })
+}
+
+// variantField reports whether name is a field of one of s's variants.
+func (s *schema) variantField(name string) bool {
+	for _, v := range s.variants {
+		if hasField(v, name) {
+			return true
 		}
 	}
-	return true
+	return false
 }
 
 func checkValue(v any, fl field, p string, out *[]Problem) {
@@ -269,7 +300,9 @@ func checkValue(v any, fl field, p string, out *[]Problem) {
 			bad("a string")
 			return
 		}
-		if fl.enum != nil && !slices.Contains(fl.enum, s) {
+		if fl.enum != nil && s == "" {
+			*out = append(*out, Problem{Malformed, p, "empty value"})
+		} else if fl.enum != nil && !slices.Contains(fl.enum, s) {
 			*out = append(*out, Problem{Drift, p, fmt.Sprintf("value %q not in the specification", s)})
 		}
 		if fl.pattern != nil && !fl.pattern.MatchString(s) {

@@ -54,8 +54,23 @@ func (s *Store) Enqueue(ctx context.Context, next uint64, items []*pipeline.Item
 			tag, err := tx.Exec(ctx, "INSERT INTO dedup (key, first_ms) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", key, ms)
 			return tag.RowsAffected() == 1, err
 		}
+		// Keys claimed before the dedup memory was per channel, read for
+		// the whole batch at once: one round trip, not one per item.
+		bare := make([]string, len(items))
+		for i, it := range items {
+			bare[i] = it.Key
+		}
+		rows, err := tx.Query(ctx, "SELECT key FROM dedup WHERE key = ANY($1)", bare)
+		if err != nil {
+			return err
+		}
+		found, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		seen := func(key string) (bool, error) { return slices.Contains(found, key), nil }
 		for _, it := range items {
-			if err := it.Dedup(claim); err != nil {
+			if err := it.Dedup(claim, seen); err != nil {
 				return err
 			}
 			b, err := json.Marshal(it)

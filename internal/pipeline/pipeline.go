@@ -4,15 +4,18 @@
 // memory and a queue, in the same database as the ledger.
 //
 // Each event is decoded and validated on its own (a malformed or unknown
-// event never blocks its batch), deduplicated by webhookEventId (or, for
-// older events, by content), checked against the receive time, and then
-// handed to the action, in order within its conversation and in parallel
-// across conversations. Delivery to the action is at least once: after a
-// crash, events that were queued but not completed run again, so actions
-// must make their effects idempotent (a reply token is single-use; a push
-// carries a retry key derived from the event). Completing an event and
-// recording its outcome in the ledger are one transaction, so every event
-// has exactly one outcome record.
+// event never blocks its batch), deduplicated per channel by
+// webhookEventId (or, for older events, by content), checked against the
+// receive time and the dedup horizon (an older event is held: its key may
+// be forgotten), and against the channel's bot (a webhook for another bot
+// is foreign), and, only if its mode is active, handed to the action, in
+// order within its conversation and in parallel across conversations.
+// Delivery to the action is at least once: after a crash, events that were
+// queued but not completed run again, so actions must make their effects
+// idempotent (a reply token is single-use; a push carries a retry key
+// derived from the event). Completing an event and recording its outcome
+// in the ledger are one transaction, so every event has exactly one
+// outcome record.
 package pipeline
 
 import (
@@ -24,6 +27,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +55,10 @@ type ChannelPolicy struct {
 	// HoldSkewed holds events whose timestamp is far from the receive time
 	// (and that are not redeliveries) instead of processing them.
 	HoldSkewed bool
+	// BotUserID is the channel's bot user id: a webhook whose destination
+	// names another bot is recorded as foreign, never answered. Empty: not
+	// checked.
+	BotUserID string
 }
 
 // Options configures a Pipeline.
@@ -158,11 +166,11 @@ func New(o Options) *Pipeline {
 	p := &Pipeline{o: o, log: o.Logger, kick: make(chan struct{}, 1), claimWake: make(chan struct{}, 1)}
 	p.events = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "linegate_pipeline_events_total",
-		Help: "Webhook events by channel, type and outcome (processed, failed, duplicate, quarantined, unknown, standby, held, dummy).",
+		Help: "Webhook events by channel, type and outcome (processed, failed, duplicate, quarantined, unknown, standby, unknown_mode, foreign, held, dummy).",
 	}, []string{"channel", "type", "outcome"})
 	p.drift = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "linegate_pipeline_schema_drift_total",
-		Help: "Events with fields or enum values that the specification does not have, by channel.",
+		Help: "Events with fields, enum values or nested types that the specification does not have, by channel (first deliveries only).",
 	}, []string{"channel"})
 	p.dupMsgs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "linegate_pipeline_duplicate_message_ids_total",
@@ -170,7 +178,7 @@ func New(o Options) *Pipeline {
 	}, []string{"channel"})
 	p.skewed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "linegate_pipeline_clock_skew_total",
-		Help: "Events whose timestamp was far from the receive time and that were not redeliveries, by channel.",
+		Help: "Events whose timestamp was far from the receive time (and that were not redeliveries) or not a time at all, by channel (first deliveries only).",
 	}, []string{"channel"})
 	p.lag = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "linegate_pipeline_lag_seconds",
@@ -438,6 +446,18 @@ func (p *Pipeline) split(rec ledger.Record) []*Item {
 		return []*Item{&it}
 	}
 	base.Destination = cb.Destination
+	// The destination is judged apart from the events: a malformed or
+	// missing one is flagged on each, one naming another bot makes them
+	// all foreign.
+	var bodyFlags []string
+	for _, pr := range cb.Problems {
+		bodyFlags = append(bodyFlags, pr.Flag())
+	}
+	foreign := pol.BotUserID != "" && cb.Destination != "" && cb.Destination != pol.BotUserID
+	if foreign {
+		bodyFlags = append(bodyFlags, "foreign:destination")
+	}
+	now := p.o.Now()
 	items := make([]*Item, 0, len(cb.Events))
 	for i, raw := range cb.Events {
 		e := line.DecodeEvent(raw)
@@ -449,46 +469,63 @@ func (p *Pipeline) split(rec ledger.Record) []*Item {
 		if e.Message != nil && e.Message.ID != "" && e.Type == "message" {
 			it.MessageKey = "msg:" + meta.Channel + ":" + e.Message.ID
 		}
-		p.judge(&it, e, pol)
+		it.Flags = slices.Clone(bodyFlags)
+		p.judge(&it, e, pol, foreign, now)
 		it.ev = e
 		items = append(items, &it)
 	}
 	return items
 }
 
-// judge sets an item's outcome before dedup: what the event is on its own.
-func (p *Pipeline) judge(it *Item, e *line.Event, pol ChannelPolicy) {
-	if e.Drift() {
-		it.Flags = append(it.Flags, "drift")
-	}
-	if e.Legacy() {
-		it.Flags = append(it.Flags, "legacy")
-	}
-	skewed := false
-	if e.Timestamp > 0 && !e.Redelivery() {
-		d := time.Duration(it.ReceivedMs-e.Timestamp) * time.Millisecond
-		if d < 0 {
-			d = -d
+// judge sets an item's outcome before dedup: what the event is on its own
+// (foreign: its webhook's destination names another bot), at now. Each
+// flag names its field.
+func (p *Pipeline) judge(it *Item, e *line.Event, pol ChannelPolicy, foreign bool, now time.Time) {
+	for _, pr := range e.Problems {
+		if pr.Kind == line.Drift || pr.Kind == line.Legacy {
+			it.Flags = append(it.Flags, pr.Flag())
 		}
-		if d > p.o.ClockThreshold {
-			skewed = true
-			it.Flags = append(it.Flags, "clock_skew")
+	}
+	// The clock (of an event whose timestamp is an integer): a timestamp
+	// of 0 or below is no time at all; one older than the dedup horizon
+	// may be a replay of an event whose key is forgotten, redelivered or
+	// not. In milliseconds: a Duration overflows on absurd timestamps.
+	var skew string
+	stale := false
+	if !e.Malformed() {
+		if e.Timestamp <= 0 {
+			skew = fmt.Sprintf("timestamp %d is not a time", e.Timestamp)
+		} else {
+			d := it.ReceivedMs - e.Timestamp
+			if !e.Redelivery() && max(d, -d) > p.o.ClockThreshold.Milliseconds() {
+				skew = fmt.Sprintf("timestamp %d ms from receipt, beyond %v, not a redelivery", d, p.o.ClockThreshold)
+			}
+			stale = e.Timestamp < now.Add(-p.o.DedupHorizon).UnixMilli()
+		}
+		if skew != "" {
+			it.Flags = append(it.Flags, "clock_skew:timestamp")
 		}
 	}
 	switch {
 	case e.VerifyDummy():
 		// Before validity: the 2019 Verify dummies lack fields (mode).
 		it.Outcome, it.Reason = OutcomeDummy, "the console's Verify dummy event: not answered"
+	case foreign:
+		it.Outcome, it.Reason = OutcomeForeign, fmt.Sprintf("destination %s is not this channel's bot %s: not answered", it.Destination, pol.BotUserID)
 	case e.Malformed():
 		it.Outcome, it.Reason = OutcomeQuarantined, e.Reasons(line.Malformed)
 	case e.Unknown():
 		it.Outcome, it.Reason = OutcomeUnknown, e.Reasons(line.Unknown)
+	case stale:
+		it.Outcome, it.Reason = OutcomeHeld, fmt.Sprintf("timestamp %d is older than the dedup horizon (%v): a replay is never acted on", e.Timestamp, p.o.DedupHorizon)
 	case e.Drift() && pol.QuarantineDrift:
 		it.Outcome, it.Reason = OutcomeQuarantined, e.Reasons(line.Drift)
 	case e.Standby():
 		it.Outcome, it.Reason = OutcomeStandby, "mode standby: not answered"
-	case skewed && pol.HoldSkewed:
-		it.Outcome, it.Reason = OutcomeHeld, fmt.Sprintf("timestamp %d ms from receipt, beyond %v, not a redelivery", it.ReceivedMs-e.Timestamp, p.o.ClockThreshold)
+	case !e.Active():
+		it.Outcome, it.Reason = OutcomeUnknownMode, fmt.Sprintf("mode %q is not active: not answered", e.Mode)
+	case skew != "" && pol.HoldSkewed:
+		it.Outcome, it.Reason = OutcomeHeld, skew
 	default:
 		it.Outcome = OutcomeProcess
 		if e.Drift() {
@@ -652,13 +689,15 @@ func (p *Pipeline) complete(ctx context.Context, batch []*Item) {
 			typ = "unknown"
 		}
 		p.events.WithLabelValues(it.Channel, typ, string(it.Outcome)).Inc()
-		for _, f := range it.Flags {
-			switch f {
-			case "drift":
+		if it.Outcome != OutcomeDuplicate {
+			// Events, once each: not every field, not redeliveries.
+			if hasFlag(it.Flags, "drift") {
 				p.drift.WithLabelValues(it.Channel).Inc()
-			case "duplicate_message_id":
+			}
+			if hasFlag(it.Flags, "duplicate_message_id") {
 				p.dupMsgs.WithLabelValues(it.Channel).Inc()
-			case "clock_skew":
+			}
+			if hasFlag(it.Flags, "clock_skew") {
 				p.skewed.WithLabelValues(it.Channel).Inc()
 			}
 		}
@@ -683,6 +722,14 @@ func (p *Pipeline) outcomeEntries(batch []*Item, now time.Time) ([]ledger.Entry,
 			Channel: it.Channel, Retention: it.Retention, Payload: payload, Subjects: it.Subjects}
 	}
 	return recs, nil
+}
+
+// hasFlag reports whether flags has one of kind: kind itself, or
+// "kind:field".
+func hasFlag(flags []string, kind string) bool {
+	return slices.ContainsFunc(flags, func(f string) bool {
+		return f == kind || strings.HasPrefix(f, kind+":")
+	})
 }
 
 var knownTypes = func() map[string]bool {

@@ -17,6 +17,7 @@ import (
 	"github.com/linegate/linegate/internal/pipeline"
 	"github.com/linegate/linegate/internal/record"
 	"github.com/linegate/linegate/internal/sqlitestore"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // countingAction records every call, in order.
@@ -57,6 +58,10 @@ type fixture struct {
 	action  *countingAction
 	policy  pipeline.ChannelPolicy
 	horizon time.Duration
+	// other channels' policies, beside "c" (policy)
+	channels map[string]pipeline.ChannelPolicy
+	// metrics of the last run
+	metrics *prometheus.Registry
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -72,9 +77,15 @@ func newFixture(t testing.TB) *fixture {
 // f.now + offset.
 func (f *fixture) webhook(body string, offset time.Duration) {
 	f.t.Helper()
+	f.webhookTo("c", body, offset)
+}
+
+// webhookTo appends a webhook record of channel.
+func (f *fixture) webhookTo(channel, body string, offset time.Duration) {
+	f.t.Helper()
 	recv := f.now.Add(offset)
-	payload, _ := record.EncodePayload(&record.Meta{Channel: "c", ReceivedMs: recv.UnixMilli()}, []byte(body))
-	rec, _ := ledger.NewRecord(ledger.Entry{Kind: ledger.KindWebhook, Time: recv, Channel: "c", Payload: payload})
+	payload, _ := record.EncodePayload(&record.Meta{Channel: channel, ReceivedMs: recv.UnixMilli()}, []byte(body))
+	rec, _ := ledger.NewRecord(ledger.Entry{Kind: ledger.KindWebhook, Time: recv, Channel: channel, Payload: payload})
 	if _, err := f.store.Append(context.Background(), []ledger.Record{rec}); err != nil {
 		f.t.Fatal(err)
 	}
@@ -84,8 +95,14 @@ func (f *fixture) webhook(body string, offset time.Duration) {
 func (f *fixture) run() {
 	f.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
+	channels := map[string]pipeline.ChannelPolicy{"c": f.policy}
+	for ch, pol := range f.channels {
+		channels[ch] = pol
+	}
 	p := pipeline.New(pipeline.Options{Ledger: f.store, Sealer: f.sealer, Store: f.store, Action: f.action, Poll: 5 * time.Millisecond, DedupHorizon: f.horizon,
-		Channels: map[string]pipeline.ChannelPolicy{"c": f.policy}, Now: func() time.Time { return f.now }})
+		Channels: channels, Now: func() time.Time { return f.now }})
+	f.metrics = prometheus.NewRegistry()
+	f.metrics.MustRegister(p.Collectors()...)
 	done := make(chan struct{})
 	go func() { p.Run(ctx); close(done) }()
 	deadline := time.Now().Add(20 * time.Second)
@@ -236,7 +253,8 @@ func TestLegacyEventsWithoutID(t *testing.T) {
 	f.webhook(`{"events":[`+e+`]}`, 0)
 	f.run()
 	got := f.outcomes()
-	if len(got) != 2 || got[0].Outcome != "processed" || got[1].Outcome != "duplicate" || !slices.Contains(got[0].Flags, "legacy") {
+	if len(got) != 2 || got[0].Outcome != "processed" || got[1].Outcome != "duplicate" ||
+		!slices.Contains(got[0].Flags, "legacy:webhookEventId") || !slices.Contains(got[0].Flags, "legacy:destination") {
 		t.Errorf("outcomes %+v", got)
 	}
 }
@@ -288,13 +306,13 @@ func TestClockSkew(t *testing.T) {
 			if hold {
 				wantFirst = "held"
 			}
-			if got[0].Outcome != wantFirst || !slices.Contains(got[0].Flags, "clock_skew") {
+			if got[0].Outcome != wantFirst || !slices.Contains(got[0].Flags, "clock_skew:timestamp") {
 				t.Errorf("late event: %+v", got[0])
 			}
-			if got[1].Outcome != "processed" || slices.Contains(got[1].Flags, "clock_skew") {
+			if got[1].Outcome != "processed" || slices.Contains(got[1].Flags, "clock_skew:timestamp") {
 				t.Errorf("redelivered event flagged: %+v", got[1])
 			}
-			if got[2].Outcome != "processed" || slices.Contains(got[2].Flags, "clock_skew") {
+			if got[2].Outcome != "processed" || slices.Contains(got[2].Flags, "clock_skew:timestamp") {
 				t.Errorf("fresh event: %+v", got[2])
 			}
 		})
@@ -309,7 +327,7 @@ func TestDriftPolicy(t *testing.T) {
 		f.run()
 		got := f.outcomes()
 		want := map[bool]string{false: "processed", true: "quarantined"}[strict]
-		if len(got) != 1 || got[0].Outcome != want || !slices.Contains(got[0].Flags, "drift") || !strings.Contains(got[0].Reason, "sparkle") {
+		if len(got) != 1 || got[0].Outcome != want || !slices.Equal(got[0].Flags, []string{"drift:sparkle"}) || !strings.Contains(got[0].Reason, "sparkle") {
 			t.Errorf("strict=%v: %+v", strict, got)
 		}
 	}
@@ -376,25 +394,210 @@ func BenchmarkPipeline(b *testing.B) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
 }
 
-// TestDedupHorizon: keys older than the horizon are forgotten, so the same
-// event far later is processed again; within the horizon it is not.
+// TestDedupHorizon: keys older than the horizon are forgotten, and an
+// event older than the horizon is held, whatever the clock_skew policy and
+// redelivered or not: a replay past the horizon is never acted on again
+// (START, STOP, then the signed START body replayed would opt the user in
+// again). Within the horizon, it is a duplicate.
 func TestDedupHorizon(t *testing.T) {
+	for _, hold := range []bool{false, true} {
+		for _, redelivered := range []bool{false, true} {
+			t.Run(fmt.Sprintf("hold=%v,redelivered=%v", hold, redelivered), func(t *testing.T) {
+				f := newFixture(t)
+				f.horizon = time.Hour
+				f.policy.HoldSkewed = hold
+				start := text("01HORIZONSTART", "5", "START", f.now.UnixMilli())
+				f.webhook(body(start), 0)
+				f.webhook(body(text("01HORIZONSTOP", "6", "STOP", f.now.UnixMilli()+1000)), time.Second)
+				f.run()
+				f.now = f.now.Add(30 * time.Minute)
+				f.webhook(body(start), 0)
+				f.run() // within the horizon: a duplicate
+				f.now = f.now.Add(2 * time.Hour)
+				replay := start
+				if redelivered {
+					replay = strings.Replace(start, `"isRedelivery":false`, `"isRedelivery":true`, 1)
+				}
+				f.webhook(body(replay), 0)
+				f.run() // the pipeline forgets old keys when it starts, then every hour
+				var outs []string
+				got := f.outcomes()
+				for _, o := range got {
+					outs = append(outs, o.Outcome)
+				}
+				if strings.Join(outs, ",") != "processed,processed,duplicate,held" {
+					t.Errorf("outcomes %v", outs)
+				}
+				if last := got[len(got)-1]; !strings.Contains(last.Reason, "dedup horizon") {
+					t.Errorf("replay held for %q", last.Reason)
+				}
+				if n := f.action.count("id:01HORIZONSTART"); n != 1 {
+					t.Errorf("START acted on %d times", n)
+				}
+			})
+		}
+	}
+}
+
+// TestEdgeCases: what becomes of each kind of odd event, under the
+// channel's policies: its outcome, its flags (each naming its field), the
+// reason, and whether the actions see it.
+func TestEdgeCases(t *testing.T) {
+	ts := time.UnixMilli(1700000000000).UnixMilli() // newFixture's now
+	const ours, theirs = "U0123456789abcdef0123456789abcdef", "Ufedcba9876543210fedcba9876543210"
+	msg := func(m string) string {
+		return event("message", "01EDGE", ts, `,"replyToken":"r","message":{"id":"1",`+m+`}`)
+	}
+	mention := func(typ string) string {
+		return msg(`"type":"text","text":"@a","quoteToken":"q","mention":{"mentionees":[{"type":"` + typ + `","index":0,"length":2}]}`)
+	}
+	mode := func(m string) string {
+		return strings.Replace(text("01EDGE", "1", "hi", ts), `"mode":"active"`, `"mode":"`+m+`"`, 1)
+	}
+	at := func(t int64) string { return text("01EDGE", "1", "hi", t) }
+	redelivered := func(e string) string { return strings.Replace(e, `"isRedelivery":false`, `"isRedelivery":true`, 1) }
+	to := func(destination string, e string) string {
+		return `{"destination":` + destination + `,"events":[` + e + `]}`
+	}
+	stale := ts - (7*24*time.Hour + time.Minute).Milliseconds() // the default horizon is 7 days
+	drift := pipeline.ChannelPolicy{QuarantineDrift: true}
+	hold := pipeline.ChannelPolicy{HoldSkewed: true}
+	tests := []struct {
+		name    string
+		body    string
+		policy  pipeline.ChannelPolicy
+		outcome string
+		flags   []string // sorted
+		reason  string   // in the reason
+	}{
+		{name: "valid", body: body(at(ts)), outcome: "processed"},
+		// Empty types are malformed.
+		{name: "empty event type", body: body(event("", "01EDGE", ts, ``)), outcome: "quarantined", reason: "type: empty type"},
+		{name: "empty message type", body: body(msg(`"type":"","text":"hi"`)), outcome: "quarantined", reason: "message.type: empty type"},
+		{name: "empty source type", body: body(strings.Replace(at(ts), `"type":"user"`, `"type":""`, 1)), outcome: "quarantined", reason: "source.type"},
+		{name: "empty mode", body: body(mode("")), outcome: "quarantined", reason: "mode: empty value"},
+		{name: "message without type", body: body(msg(`"text":"hi","quoteToken":"q"`)), outcome: "quarantined", reason: "message.type"},
+		// Unknown kinds: of the event, its message or its source.
+		{name: "unknown event type", body: body(event("hologram", "01EDGE", ts, ``)), outcome: "unknown", reason: "hologram"},
+		{name: "unknown message type", body: body(msg(`"type":"hologram"`)), outcome: "unknown", reason: "hologram"},
+		// Unknown nested kinds of known events: drift.
+		{name: "unknown mentionee type", body: body(mention("group")), outcome: "processed",
+			flags: []string{"drift:message.mention.mentionees[0].type"}, reason: `unknown type "group"`},
+		{name: "unknown mentionee type, drift quarantined", body: body(mention("group")), policy: drift, outcome: "quarantined",
+			flags: []string{"drift:message.mention.mentionees[0].type"}, reason: "mentionees[0].type"},
+		{name: "unknown membership type", body: body(event("membership", "01EDGE", ts, `,"replyToken":"r","membership":{"type":"upgraded","membershipId":3}`)),
+			outcome: "processed", flags: []string{"drift:membership.type"}},
+		{name: "unknown module type", body: body(event("module", "01EDGE", ts, `,"module":{"type":"paused","botId":"U4"}`)),
+			outcome: "processed", flags: []string{"drift:module.type"}},
+		{name: "new field", body: body(msg(`"type":"text","text":"hi","quoteToken":"q","foo":1`)), outcome: "processed",
+			flags: []string{"drift:message.foo"}, reason: "message.foo"},
+		// Modes: only active is answered.
+		{name: "standby", body: body(mode("standby")), outcome: "standby"},
+		{name: "unknown mode", body: body(mode("paused")), outcome: "unknown_mode", flags: []string{"drift:mode"}, reason: `"paused"`},
+		{name: "unknown mode, drift quarantined", body: body(mode("paused")), policy: drift, outcome: "quarantined", flags: []string{"drift:mode"}},
+		// Timestamps.
+		{name: "timestamp 0", body: body(at(0)), outcome: "processed", flags: []string{"clock_skew:timestamp"}},
+		{name: "timestamp 0, held", body: body(at(0)), policy: hold, outcome: "held", flags: []string{"clock_skew:timestamp"}, reason: "timestamp 0"},
+		{name: "negative timestamp, held", body: body(at(-5)), policy: hold, outcome: "held", flags: []string{"clock_skew:timestamp"}, reason: "timestamp -5"},
+		{name: "skewed", body: body(at(ts - 60000)), outcome: "processed", flags: []string{"clock_skew:timestamp"}},
+		{name: "skewed redelivery", body: body(redelivered(at(ts - 60000))), outcome: "processed"},
+		{name: "older than the horizon", body: body(at(stale)), outcome: "held", flags: []string{"clock_skew:timestamp"}, reason: "dedup horizon"},
+		{name: "older than the horizon, redelivered", body: body(redelivered(at(stale))), outcome: "held", reason: "dedup horizon"},
+		{name: "older than the horizon, held", body: body(redelivered(at(stale))), policy: hold, outcome: "held", reason: "dedup horizon"},
+		// Legacy shapes: each missing field named.
+		{name: "no webhookEventId", body: body(text("", "1", "hi", ts)), outcome: "processed",
+			flags: []string{"legacy:deliveryContext", "legacy:webhookEventId"}},
+		{name: "no destination", body: `{"events":[` + at(ts) + `]}`, outcome: "processed", flags: []string{"legacy:destination"}},
+		// The destination, judged apart from the events.
+		{name: "destination a number", body: to(`12345`, at(ts)), outcome: "processed", flags: []string{"malformed:destination"}},
+		{name: "destination not a user id", body: to(`"U1"`, at(ts)), policy: pipeline.ChannelPolicy{BotUserID: ours},
+			outcome: "processed", flags: []string{"malformed:destination"}},
+		{name: "destination ours", body: to(`"`+ours+`"`, at(ts)), policy: pipeline.ChannelPolicy{BotUserID: ours}, outcome: "processed"},
+		{name: "destination another bot", body: to(`"`+theirs+`"`, at(ts)), policy: pipeline.ChannelPolicy{BotUserID: ours},
+			outcome: "foreign", flags: []string{"foreign:destination"}, reason: theirs},
+		{name: "destination unchecked", body: to(`"`+theirs+`"`, at(ts)), outcome: "processed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.policy = tt.policy
+			f.webhook(tt.body, 0)
+			f.run()
+			got := f.outcomes()
+			if len(got) != 1 {
+				t.Fatalf("outcomes %+v", got)
+			}
+			o := got[0]
+			slices.Sort(o.Flags)
+			if o.Outcome != tt.outcome || !slices.Equal(o.Flags, tt.flags) || !strings.Contains(o.Reason, tt.reason) {
+				t.Errorf("outcome %s, flags %q, reason %q; want %s, %q, a reason with %q", o.Outcome, o.Flags, o.Reason, tt.outcome, tt.flags, tt.reason)
+			}
+			if answered := len(f.action.calls) == 1; answered != (tt.outcome == "processed") {
+				t.Errorf("actions called %d times for outcome %s", len(f.action.calls), o.Outcome)
+			}
+		})
+	}
+}
+
+// TestDedupPerChannel: the same event reaches two channels (a module
+// channel and its primary, or a standby channel): each processes it once.
+func TestDedupPerChannel(t *testing.T) {
 	f := newFixture(t)
-	f.horizon = time.Hour
-	e := text("01HORIZON", "5", "hi", f.now.UnixMilli())
-	f.webhook(body(e), 0)
+	ts := f.now.UnixMilli()
+	b := body(text("01HSHARED", "42", "hi", ts))
+	f.webhookTo("c", b, 0)
+	f.webhookTo("module", b, 0)
+	f.webhookTo("module", b, time.Second)
+	f.webhookTo("c", b, time.Second)
 	f.run()
-	f.now = f.now.Add(30 * time.Minute)
-	f.webhook(body(e), 0)
-	f.run() // within the horizon: a duplicate
-	f.now = f.now.Add(2 * time.Hour)
-	f.webhook(body(e), 0)
-	f.run() // the pipeline forgets old keys when it starts, then every hour
 	var outs []string
 	for _, o := range f.outcomes() {
-		outs = append(outs, o.Outcome)
+		outs = append(outs, o.Outcome+fmt.Sprint(o.Flags))
 	}
-	if strings.Join(outs, ",") != "processed,duplicate,processed" {
+	if strings.Join(outs, ",") != "processed[],processed[],duplicate[],duplicate[]" {
 		t.Errorf("outcomes %v", outs)
+	}
+	if n := f.action.count("id:01HSHARED"); n != 2 {
+		t.Errorf("action ran %d times, want once per channel", n)
+	}
+}
+
+// TestMetricsFirstDeliveries: the drift and clock-skew metrics count
+// events, not their duplicates.
+func TestMetricsFirstDeliveries(t *testing.T) {
+	f := newFixture(t)
+	ts := f.now.UnixMilli()
+	drifted := event("leave", "01MDRIFT", ts, `,"sparkle":true`)
+	skewed := text("01MSKEW", "1", "hi", ts-60000)
+	for i := range 3 {
+		f.webhook(body(drifted, skewed), time.Duration(i)*time.Millisecond)
+	}
+	f.run()
+	mfs, err := f.metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" {
+					name += "/" + l.GetValue()
+				}
+			}
+			got[name] += m.GetCounter().GetValue()
+		}
+	}
+	for name, want := range map[string]float64{
+		"linegate_pipeline_schema_drift_total":          1,
+		"linegate_pipeline_clock_skew_total":            1,
+		"linegate_pipeline_events_total/processed":      2,
+		"linegate_pipeline_events_total/duplicate":      4,
+		"linegate_pipeline_duplicate_message_ids_total": 0,
+	} {
+		if got[name] != want {
+			t.Errorf("%s = %v, want %v", name, got[name], want)
+		}
 	}
 }

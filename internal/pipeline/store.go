@@ -26,7 +26,11 @@ type Item struct {
 	ReceivedMs   int64    `json:"received_ms"`
 	Outcome      Outcome  `json:"outcome"`
 	Reason       string   `json:"reason,omitempty"`
-	Flags        []string `json:"flags,omitempty"` // drift, legacy, clock_skew, duplicate_message_id, dry_run
+	// Flags name a kind and, most, a field: "drift:message.foo",
+	// "legacy:webhookEventId", "malformed:destination",
+	// "foreign:destination", "clock_skew:timestamp"; and
+	// "duplicate_message_id", "dry_run".
+	Flags []string `json:"flags,omitempty"`
 	// Event is the event's raw JSON. It is not stored in the queue: the
 	// ledger record holds it, and Pending callers read it from there.
 	Event json.RawMessage `json:"-"`
@@ -38,13 +42,29 @@ type Item struct {
 }
 
 // Dedup applies the dedup memory to the item, as Store.Enqueue must:
-// claim claims a key and reports whether it was new. An item whose Key was
-// claimed before is a duplicate; one whose MessageKey was gets the flag
+// claim claims a key and reports whether it was new; seen reports whether
+// a key was claimed before. An item whose Key was claimed before in its
+// channel is a duplicate; one whose MessageKey was gets the flag
 // "duplicate_message_id".
-func (it *Item) Dedup(claim func(key string) (bool, error)) error {
-	fresh, err := claim(it.Key)
+//
+// The memory is per channel (ChannelKey): the same event reaches a module
+// channel and its primary channel, or a standby channel, with the same
+// webhookEventId, and each channel handles it. Keys claimed before the
+// memory was per channel are the bare Key, of no known channel: an item
+// whose Key seen finds is a duplicate too, until ForgetKeys forgets those
+// keys, a dedup horizon after the upgrade. seen may be nil where no such
+// key can be.
+func (it *Item) Dedup(claim, seen func(key string) (bool, error)) error {
+	fresh, err := claim(it.ChannelKey())
 	if err != nil {
 		return err
+	}
+	if fresh && seen != nil {
+		old, err := seen(it.Key)
+		if err != nil {
+			return err
+		}
+		fresh = !old
 	}
 	if !fresh {
 		kind := "content"
@@ -65,6 +85,10 @@ func (it *Item) Dedup(claim func(key string) (bool, error)) error {
 	}
 	return nil
 }
+
+// ChannelKey is the item's key in the dedup memory: its Key within its
+// channel, "ev:<channel>:<Key>" (channel ids have no colon).
+func (it *Item) ChannelKey() string { return "ev:" + it.Channel + ":" + it.Key }
 
 // Dequeue is the effect of an event's outcome record: the queued items
 // Seqs are removed, in the transaction that appends their outcomes. With
@@ -90,15 +114,17 @@ type Outcome string
 
 // The outcomes.
 const (
-	OutcomeProcess     Outcome = "process"     // queued for the actions
-	OutcomeProcessed   Outcome = "processed"   // the actions ran
-	OutcomeFailed      Outcome = "failed"      // an action failed; the reason says how
-	OutcomeDuplicate   Outcome = "duplicate"   // already seen: not processed again
-	OutcomeQuarantined Outcome = "quarantined" // malformed, or drift under the strict policy
-	OutcomeUnknown     Outcome = "unknown"     // a type the specification does not have: kept
-	OutcomeStandby     Outcome = "standby"     // mode standby: recorded, never answered
-	OutcomeHeld        Outcome = "held"        // timestamp far from receipt, channel holds such events
-	OutcomeDummy       Outcome = "dummy"       // the console's old Verify dummies: never answered
+	OutcomeProcess     Outcome = "process"      // queued for the actions
+	OutcomeProcessed   Outcome = "processed"    // the actions ran
+	OutcomeFailed      Outcome = "failed"       // an action failed; the reason says how
+	OutcomeDuplicate   Outcome = "duplicate"    // already seen: not processed again
+	OutcomeQuarantined Outcome = "quarantined"  // malformed, or drift under the strict policy
+	OutcomeUnknown     Outcome = "unknown"      // a type the specification does not have: kept
+	OutcomeStandby     Outcome = "standby"      // mode standby: recorded, never answered
+	OutcomeUnknownMode Outcome = "unknown_mode" // a mode neither active nor standby: recorded, never answered
+	OutcomeForeign     Outcome = "foreign"      // the destination names another bot: recorded, never answered
+	OutcomeHeld        Outcome = "held"         // older than the dedup horizon, or clock skew on a channel that holds it: not acted on
+	OutcomeDummy       Outcome = "dummy"        // the console's old Verify dummies: never answered
 )
 
 // Store is the pipeline's durable state: a cursor over the ledger, the
@@ -112,11 +138,13 @@ type Store interface {
 	// Cursor returns the index of the next ledger record to dispatch.
 	Cursor(ctx context.Context) (uint64, error)
 
-	// Enqueue, in one transaction, claims each item's Key (and
-	// MessageKey, if set) in the dedup memory, queues the items, and sets
-	// the cursor to next. An item whose Key was already claimed is queued
-	// with Outcome OutcomeDuplicate; one whose MessageKey was already
-	// claimed gets the flag "duplicate_message_id". Items are assigned Seq.
+	// Enqueue, in one transaction, claims each item's Key in its channel
+	// (and MessageKey, if set) in the dedup memory, queues the items, and
+	// sets the cursor to next, applying Item.Dedup. An item whose Key was
+	// already claimed in its channel (or before the memory was per
+	// channel) is queued with Outcome OutcomeDuplicate; one whose
+	// MessageKey was already claimed gets the flag
+	// "duplicate_message_id". Items are assigned Seq.
 	// When Enqueue returns nil, all of this is durable.
 	Enqueue(ctx context.Context, next uint64, items []*Item, now time.Time) error
 

@@ -45,6 +45,11 @@ func (s *Store) Enqueue(ctx context.Context, next uint64, items []*pipeline.Item
 		return fmt.Errorf("sqlitestore: prepare: %w", err)
 	}
 	defer claimStmt.Close()
+	seenStmt, err := tx.PrepareContext(ctx, "SELECT EXISTS (SELECT 1 FROM dedup WHERE key = ?)")
+	if err != nil {
+		return fmt.Errorf("sqlitestore: prepare: %w", err)
+	}
+	defer seenStmt.Close()
 	queueStmt, err := tx.PrepareContext(ctx, "INSERT INTO queue (item) VALUES (?)")
 	if err != nil {
 		return fmt.Errorf("sqlitestore: prepare: %w", err)
@@ -58,8 +63,15 @@ func (s *Store) Enqueue(ctx context.Context, next uint64, items []*pipeline.Item
 		n, err := res.RowsAffected()
 		return n == 1, err
 	}
+	seen := func(key string) (bool, error) {
+		var found bool
+		if err := seenStmt.QueryRowContext(ctx, key).Scan(&found); err != nil {
+			return false, fmt.Errorf("sqlitestore: dedup: %w", err)
+		}
+		return found, nil
+	}
 	for _, it := range items {
-		if err := it.Dedup(claim); err != nil {
+		if err := it.Dedup(claim, seen); err != nil {
 			return err
 		}
 		b, err := json.Marshal(it)
