@@ -104,7 +104,7 @@ func testFixtures(t *testing.T, fixtures map[string][]byte) {
 		t.Errorf("%d rejection records, want 2", rejections)
 	}
 	// The graceful stop integrated everything and published it.
-	if code, out := runCLI(t, "verify", "-config", g.cfgPath); code != 0 || !strings.HasPrefix(out, "OK") || !strings.Contains(out, " 0 awaiting integration") {
+	if code, out := runCLI(t, "verify", "-config", g.cfgPath); code != 0 || !strings.Contains("\n"+out, "\nOK ") || !strings.Contains(out, " 0 awaiting integration") {
 		t.Errorf("verify = %d:\n%s", code, out)
 	}
 	for _, s := range []string{testSecret, "Hello, world", "linen shirt"} { // message text of the SDK's and ours

@@ -50,7 +50,13 @@ func runExport(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	m, err := evidence.Export(ctx, store, ring, vkey, cfg.Log.AnchorsDir, sel, *out)
+	// One snapshot: every proof against its tree head, while serve writes.
+	view, err := store.Snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	defer view.Close()
+	m, err := evidence.Export(ctx, view, ring, vkey, cfg.Log.AnchorsDir, sel, *out)
 	if err != nil {
 		return err
 	}

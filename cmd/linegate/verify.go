@@ -11,6 +11,7 @@ import (
 
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/pgstore"
 	"github.com/linegate/linegate/internal/sqlitestore"
 )
 
@@ -29,11 +30,16 @@ func verifyFailure(e *env, err error) error {
 // details have been printed.
 var errVerifyFailed = errors.New("the ledger does not verify")
 
+// runVerify checks the ledger from storage, which it opens read-only: it
+// never migrates the database nor writes to it, and reads an SQLite file
+// that its user may only read. Everything it checks comes from one
+// snapshot, so that it can run beside a gateway under load.
 func runVerify(ctx context.Context, e *env, args []string) error {
-	flags := newFlagSet(e, "verify", "[-config FILE | -data DIR]")
+	flags := newFlagSet(e, "verify", "[-config FILE | -data DIR] [-vkey FILE] [-kek FILE]")
 	configPath := flags.String("config", "", "the serve config whose ledger to verify")
-	dataDir := flags.String("data", "", "a data directory to verify (its log.vkey names the origin)")
-	kekFile := flags.String("kek", "", "with -data: the key encryption key file (default: DIR/kek, if there)")
+	dataDir := flags.String("data", "", "a data directory to verify")
+	vkeyFlag := flags.String("vkey", "", "the checkpoint verifier key you hold (default: the data directory's own log.vkey, with a warning)")
+	kekFile := flags.String("kek", "", "the key encryption key file, to open sealed payloads and check their commitments (default: the config's, or DIR/kek with -data; without one, the structure only)")
 	if err := parseFlags(flags, args); err != nil {
 		return err
 	}
@@ -53,6 +59,11 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		dir, vkeyFile, publishDir, anchorsDir, origin = cfg.DataDir, vkeyPath(cfg.Log.KeyFile), cfg.Log.PublishDir, cfg.Log.AnchorsDir, cfg.Log.Origin
+	}
+	if *vkeyFlag != "" {
+		vkeyFile = *vkeyFlag
+	} else {
+		fmt.Fprintf(e.stderr, "warning: trusting %s, the key kept beside the data: whoever can rewrite the database can replace it too; pin the key you hold with -vkey\n", vkeyFile)
 	}
 	verifier, err := loadVerifier(vkeyFile)
 	if err != nil {
@@ -77,49 +88,123 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	for _, a := range anchors {
 		external = append(external, ledger.External{Name: "anchor " + a.Name(), Signed: a.Signed()})
 	}
-	var store backend
-	dsn := ""
-	if cfg != nil {
-		if dsn, err = cfg.databaseDSN(e.getenv); err != nil {
-			return err
-		}
-	}
-	if dsn != "" {
-		store, err = openBackend(ctx, e, cfg, beside)
-	} else {
-		dbPath := filepath.Join(dir, "ledger.db")
-		if _, err := os.Stat(dbPath); err != nil {
-			return err
-		}
-		store, err = sqlitestore.Open(ctx, dbPath, sqlitestore.Options{Shared: true}) // read only: never the lock
-	}
+	src, err := openReadOnly(ctx, e, cfg, dir)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
-	var sealer ledger.Sealer
-	if cfg != nil {
-		if sealer, err = openRing(ctx, e, cfg, store, false, nil); err != nil {
-			return err
-		}
-	} else {
-		f := *kekFile
-		if f == "" {
-			f = filepath.Join(dir, "kek")
-		}
-		if k, err := keys.LoadKEKFile(f); err == nil {
-			sealer = keys.NewRing(store, k)
-		} else if *kekFile != "" {
-			return err
-		}
+	defer src.Close()
+	view, err := src.Snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	defer view.Close()
+	sealer, err := verifySealer(ctx, e, cfg, dir, *kekFile, view)
+	if err != nil {
+		return err
 	}
 	start := time.Now()
-	rep, err := ledger.Verify(ctx, store, verifier, origin, external, sealer)
+	rep, err := ledger.Verify(ctx, view, verifier, origin, external, sealer)
+	// A view that was not what it seemed (an SQLite file written while
+	// it was read without locks) makes any finding void.
+	if cerr := view.Close(); cerr != nil {
+		return cerr
+	}
 	if err != nil {
 		return verifyFailure(e, err)
 	}
 	d := time.Since(start)
 	fmt.Fprintf(e.stdout, "OK %d records (%d in the tree, %d awaiting integration; %d payloads deleted by policy), %d checkpoints, %d tiles, %d anchors, %d payload bytes, in %v\n",
 		rep.Records, rep.TreeSize, rep.Records-rep.TreeSize, rep.Deleted, rep.Checkpoints, rep.Tiles, len(anchors), rep.PayloadBytes, d.Round(time.Millisecond))
+	if sealer == nil && rep.Unopened > 0 {
+		fmt.Fprintf(e.stdout, "NOT CHECKED: payload commitments: %d payloads sealed, not opened (no key encryption key; give -kek to check them)", rep.Unopened)
+		if rep.DeletedUnchecked > 0 {
+			fmt.Fprintf(e.stdout, "; %d payloads deleted before a sealed deletion record, not matched to it", rep.DeletedUnchecked)
+		}
+		fmt.Fprintln(e.stdout)
+	}
 	return nil
+}
+
+// readOnlyStore is storage opened to be read and nothing else.
+type readOnlyStore interface {
+	ledger.Snapshotter
+	Close() error
+}
+
+// openReadOnly opens the config's database, or the SQLite database of
+// dir, read-only: see sqlitestore.OpenReadOnly and pgstore.OpenReadOnly.
+func openReadOnly(ctx context.Context, e *env, cfg *Config, dir string) (readOnlyStore, error) {
+	if cfg != nil {
+		dsn, err := cfg.databaseDSN(e.getenv)
+		if err != nil {
+			return nil, err
+		}
+		if dsn != "" {
+			return pgstore.OpenReadOnly(ctx, dsn)
+		}
+	}
+	return sqlitestore.OpenReadOnly(ctx, filepath.Join(dir, "ledger.db"))
+}
+
+// verifySealer returns the key ring that opens the view's payloads: with
+// -kek FILE, the config's KEKs, or with -data the file DIR/kek if there.
+// Without any, it returns nil, and verify checks the structure only.
+func verifySealer(ctx context.Context, e *env, cfg *Config, dir, kekFile string, view ledger.ReadView) (ledger.Sealer, error) {
+	vk, ok := view.(viewKeys)
+	if !ok {
+		return nil, errors.New("the store's snapshots hold no data keys")
+	}
+	ks := snapshotKeys{vk}
+	var ring *keys.Ring
+	var err error
+	switch {
+	case kekFile != "":
+		ring, _, err = keys.OpenRing(ctx, ks, keys.Config{CurrentFile: kekFile})
+	case cfg != nil:
+		ec := cfg.Encryption
+		if ec.KEKFile == "" && ec.KEKEnv == "" && !fileExists(cfg.defaultKEKFile()) {
+			return nil, nil
+		}
+		ring, err = openRing(ctx, e, cfg, ks, false, nil)
+	default:
+		f := filepath.Join(dir, "kek")
+		if !fileExists(f) {
+			return nil, nil
+		}
+		ring, _, err = keys.OpenRing(ctx, ks, keys.Config{CurrentFile: f})
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ring, nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return !errors.Is(err, fs.ErrNotExist)
+}
+
+// viewKeys is what a backend's snapshot reads of the data keys.
+type viewKeys interface {
+	SubjectKeys(ctx context.Context, subjects []string) ([]keys.Wrapped, error)
+	KEKSamples(ctx context.Context) ([]keys.Wrapped, error)
+}
+
+// snapshotKeys is the keys.Store of a verification: the data keys of the
+// snapshot verified, so that a key destroyed since (with its payloads)
+// still opens the snapshot's payloads. It writes nothing.
+type snapshotKeys struct{ viewKeys }
+
+var errKeysReadOnly = errors.New("verify reads data keys and writes none")
+
+func (snapshotKeys) AddSubjectKeys(context.Context, []keys.Wrapped) ([]keys.Wrapped, error) {
+	return nil, errKeysReadOnly
+}
+
+func (snapshotKeys) ListSubjectKeys(context.Context, string, int) ([]keys.Wrapped, error) {
+	return nil, errKeysReadOnly
+}
+
+func (snapshotKeys) RewrapSubjectKey(context.Context, string, keys.Wrapped) (bool, error) {
+	return false, errKeysReadOnly
 }

@@ -59,16 +59,18 @@ type Manifest struct {
 }
 
 // Export writes a bundle of the selected records to dir, which must not
-// exist yet. vkey is the log's public key (log.vkey); anchorsDir, if not
+// exist yet, from view: one snapshot (ledger.Snapshotter), so that the
+// proofs are all against its tree head, whatever is appended meanwhile.
+// vkey is the log's public key (log.vkey); anchorsDir, if not
 // empty, holds the anchors to include. Sealed payloads are decrypted with
 // sealer; those whose data key was destroyed are left out, as deleted ones
 // are.
-func Export(ctx context.Context, store ledger.Store, sealer ledger.Sealer, vkey []byte, anchorsDir string, sel Selection, dir string) (*Manifest, error) {
+func Export(ctx context.Context, view ledger.ReadView, sealer ledger.Sealer, vkey []byte, anchorsDir string, sel Selection, dir string) (*Manifest, error) {
 	v, err := ledger.NewVerifier(vkey)
 	if err != nil {
 		return nil, err
 	}
-	head, err := store.TreeHead(ctx)
+	head, err := view.TreeHead(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +90,7 @@ func Export(ctx context.Context, store ledger.Store, sealer ledger.Sealer, vkey 
 	// A user is named "U..." or as a subject, "user:U...": the same user.
 	sel.User = strings.TrimPrefix(sel.User, "user:")
 	m := &Manifest{Origin: v.Name(), TreeSize: head.Size, Selection: sel, ExportedAt: time.Now().UTC()}
-	count, err := store.Count(ctx)
+	count, err := view.Count(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +101,7 @@ func Export(ctx context.Context, store ledger.Store, sealer ledger.Sealer, vkey 
 			m.Skipped++
 			return nil
 		}
-		if err := writeRecord(ctx, store, dir, rec, leaf, head); err != nil {
+		if err := writeRecord(ctx, view, dir, rec, leaf, head); err != nil {
 			return err
 		}
 		m.Records = append(m.Records, rec.Index)
@@ -112,7 +114,7 @@ func Export(ctx context.Context, store ledger.Store, sealer ledger.Sealer, vkey 
 		ofUser bool // sealed under the selected user's key
 	}
 	var linked []linkedRecord
-	for rec, err := range store.Records(ctx, 0, count) {
+	for rec, err := range view.Records(ctx, 0, count) {
 		if err != nil {
 			return nil, err
 		}
@@ -167,7 +169,7 @@ func Export(ctx context.Context, store ledger.Store, sealer ledger.Sealer, vkey 
 		}
 	}
 	slices.Sort(m.Records)
-	if err := copyAnchors(ctx, store, anchorsDir, filepath.Join(dir, "anchors"), head, v); err != nil {
+	if err := copyAnchors(ctx, view, anchorsDir, filepath.Join(dir, "anchors"), head, v); err != nil {
 		return nil, err
 	}
 	mj, _ := json.MarshalIndent(m, "", "  ")
@@ -225,12 +227,12 @@ func matchWebhook(body []byte, sel Selection, keys map[string]bool) bool {
 	return found
 }
 
-func writeRecord(ctx context.Context, store ledger.Store, dir string, rec ledger.Record, leaf ledger.Leaf, head ledger.TreeHead) error {
+func writeRecord(ctx context.Context, tiles ledger.TileReader, dir string, rec ledger.Record, leaf ledger.Leaf, head ledger.TreeHead) error {
 	meta, body, err := record.SplitPayload(rec.Payload)
 	if err != nil {
 		return err
 	}
-	p, err := ledger.InclusionProof(ctx, store, rec.Index, head.Size)
+	p, err := ledger.InclusionProof(ctx, tiles, rec.Index, head.Size)
 	if err != nil {
 		return err
 	}
@@ -268,7 +270,7 @@ func writeRecord(ctx context.Context, store ledger.Store, dir string, rec ledger
 
 // copyAnchors copies the anchors that the bundle's tree extends, with a
 // consistency proof from the last of them to the bundle's checkpoint.
-func copyAnchors(ctx context.Context, store ledger.Store, from, to string, head ledger.TreeHead, v note.Verifier) error {
+func copyAnchors(ctx context.Context, tiles ledger.TileReader, from, to string, head ledger.TreeHead, v note.Verifier) error {
 	if from == "" {
 		return nil
 	}
@@ -296,7 +298,7 @@ func copyAnchors(ctx context.Context, store ledger.Store, from, to string, head 
 	}
 	var hashes [][32]byte
 	if last.Size > 0 {
-		if hashes, err = ledger.ConsistencyProof(ctx, store, last.Size, head.Size); err != nil {
+		if hashes, err = ledger.ConsistencyProof(ctx, tiles, last.Size, head.Size); err != nil {
 			return err
 		}
 	}

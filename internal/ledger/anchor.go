@@ -33,11 +33,11 @@ const consistencyHeader = "linegate.consistency@v1"
 // with it; proofs use a cache of their own.
 type hashReader struct {
 	ctx   context.Context
-	store Store
+	store TileReader
 	tiles map[[2]uint64][]byte
 }
 
-func newHashReader(ctx context.Context, store Store) *hashReader {
+func newHashReader(ctx context.Context, store TileReader) *hashReader {
 	return &hashReader{ctx: ctx, store: store, tiles: map[[2]uint64][]byte{}}
 }
 
@@ -70,7 +70,7 @@ func (r *hashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 
 // ConsistencyProof proves, from the store's tiles, that the tree of size
 // newSize extends the tree of size oldSize.
-func ConsistencyProof(ctx context.Context, store Store, oldSize, newSize uint64) ([][32]byte, error) {
+func ConsistencyProof(ctx context.Context, store TileReader, oldSize, newSize uint64) ([][32]byte, error) {
 	p, err := tlog.ProveTree(int64(newSize), int64(oldSize), newHashReader(ctx, store))
 	if err != nil {
 		return nil, fmt.Errorf("ledger: consistency proof %d -> %d: %w", oldSize, newSize, err)
@@ -256,7 +256,7 @@ func checkConsistency(b []byte, prev, cur *Anchor) error {
 
 // InclusionProof proves from the store's tiles that the record at index is
 // in the tree of the given size: RFC 6962 audit path, leaf side first.
-func InclusionProof(ctx context.Context, store Store, index, size uint64) ([][32]byte, error) {
+func InclusionProof(ctx context.Context, store TileReader, index, size uint64) ([][32]byte, error) {
 	p, err := tlog.ProveRecord(int64(size), int64(index), newHashReader(ctx, store))
 	if err != nil {
 		return nil, fmt.Errorf("ledger: inclusion proof of %d in %d: %w", index, size, err)

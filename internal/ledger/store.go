@@ -104,12 +104,21 @@ type Store interface {
 	// (whose checkpoint is also added to the checkpoint history), provided
 	// the stored tree head still has size oldSize; otherwise it returns
 	// ErrConflict and writes nothing. Tiles replace stored tiles of the same
-	// coordinates.
+	// coordinates. The swap compares sizes only, never hashes: from the
+	// stored size, a head of that same size replaces the stored one,
+	// whatever its hash (as the Ledger's first signature of the empty tree
+	// does, from 0 to 0). That the new head extends the old one is for the
+	// sequencer to prove before it signs.
 	Integrate(ctx context.Context, oldSize uint64, head TreeHead, tiles []Tile) error
 
 	// Checkpoints iterates over every checkpoint ever committed by
 	// Integrate, in the order of their tree sizes.
 	Checkpoints(ctx context.Context) iter.Seq2[[]byte, error]
+
+	// Snapshot returns a read-only view of the store as it is now, which
+	// later writes do not change (ReadView): readers that check a tree
+	// head against its tiles and records read through one.
+	Snapshotter
 
 	// Ping reports whether the store can be reached and written to.
 	Ping(ctx context.Context) error

@@ -5,13 +5,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"iter"
 	"maps"
 	"runtime"
 	"slices"
 
+	"github.com/linegate/linegate/internal/record"
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
@@ -25,6 +25,12 @@ type VerifyReport struct {
 	PayloadBytes uint64 // payload bytes hashed
 	Tiles        int    // tiles compared
 	Deleted      int    // payloads deleted by policy, each named by a deletion record
+
+	// Without a Sealer, only the structure is checked: sealed payloads
+	// are not opened, so their commitments are not checked, and the
+	// deletion records among them cannot name what they deleted.
+	Unopened         uint64 // sealed payloads not opened: commitments not checked
+	DeletedUnchecked int    // payloads deleted before a sealed deletion record, not matched to one
 }
 
 // VerifyError names the first place where storage disagrees with itself.
@@ -46,23 +52,31 @@ type External struct {
 	Signed []byte
 }
 
-// Verify recomputes everything in store from the records up: each payload's
+// Verify recomputes everything in view from the records up: each payload's
 // commitment, each leaf hash, every hash of every tile, the tree head and
 // the root of every stored checkpoint, whose signatures it checks with v.
-// The store must contain a tree that extends every external checkpoint (the
+// The view must contain a tree that extends every external checkpoint (the
 // checkpoint file, the anchors), so that a store rolled back or rewritten
 // is caught.
 //
-// It reads the store once, in index order, and keeps O(log n) hashes in
+// view should be one snapshot (Snapshotter.Snapshot): Verify holds what it
+// reads to the view's own tree head, exactly, tile by tile, which only a
+// snapshot can promise while the log is written to. (A Store is a ReadView
+// too, but only a quiescent one verifies reliably.)
+//
+// It reads the view once, in index order, and keeps O(log n) hashes in
 // memory. The error is a *VerifyError naming the first bad place it met,
 // or the error of the store.
 //
 // Sealed payloads are decrypted with s to check their commitments; a
 // payload whose data key was destroyed must be named by a deletion record,
-// as a deleted one must.
-func Verify(ctx context.Context, store Store, v note.Verifier, origin string, external []External, s Sealer) (VerifyReport, error) {
+// as a deleted one must. With a nil s, Verify checks the structure only
+// (leaf encodings and hashes, tiles, tree head, checkpoints, external
+// checkpoints, and payloads stored in the clear): the report counts the
+// sealed payloads it could not open.
+func Verify(ctx context.Context, view ReadView, v note.Verifier, origin string, external []External, s Sealer) (VerifyReport, error) {
 	var rep VerifyReport
-	head, err := store.TreeHead(ctx)
+	head, err := view.TreeHead(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("read tree head: %w", err)
 	}
@@ -87,7 +101,7 @@ func Verify(ctx context.Context, store Store, v note.Verifier, origin string, ex
 	}
 	var claims []claim
 	i := 0
-	for cp, err := range store.Checkpoints(ctx) {
+	for cp, err := range view.Checkpoints(ctx) {
 		if err != nil {
 			return rep, fmt.Errorf("read checkpoints: %w", err)
 		}
@@ -135,7 +149,7 @@ func Verify(ctx context.Context, store Store, v note.Verifier, origin string, ex
 		return nil
 	}
 
-	count, err := store.Count(ctx)
+	count, err := view.Count(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("count records: %w", err)
 	}
@@ -143,7 +157,7 @@ func Verify(ctx context.Context, store Store, v note.Verifier, origin string, ex
 		return rep, verr(fmt.Sprintf("record %d", count), "missing: the tree head covers %d records, the store holds %d", head.Size, count)
 	}
 
-	tc := &tileChecker{ctx: ctx, store: store, size: head.Size}
+	tc := &tileChecker{ctx: ctx, reader: view, size: head.Size}
 	rng := (&compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}).NewEmptyRange(0)
 	if err := checkRoots(rng); err != nil {
 		return rep, err
@@ -152,7 +166,10 @@ func Verify(ctx context.Context, store Store, v note.Verifier, origin string, ex
 	// Payloads deleted by policy wait here for the deletion record that
 	// names them, which comes later in the log.
 	deletedPending := map[uint64]bool{}
-	for b, err := range checkRecords(ctx, store, count, s) {
+	// Without a Sealer, the last deletion record whose payload stayed
+	// sealed: the payloads deleted before it may be the ones it names.
+	sealedDeletion, anySealedDeletion := uint64(0), false
+	for b, err := range checkRecords(ctx, view, count, s) {
 		if err != nil {
 			return rep, fmt.Errorf("read records: %w", err)
 		}
@@ -166,6 +183,12 @@ func Verify(ctx context.Context, store Store, v note.Verifier, origin string, ex
 			}
 			if rec.Payload == nil {
 				deletedPending[rec.Index] = true
+			}
+			if b.unopened[i] {
+				rep.Unopened++
+				if b.kinds[i] == KindDeletion {
+					sealedDeletion, anySealedDeletion = rec.Index, true
+				}
 			}
 			for _, d := range b.deletes[i] {
 				if d >= rec.Index {
@@ -195,6 +218,12 @@ func Verify(ctx context.Context, store Store, v note.Verifier, origin string, ex
 	if next != count {
 		return rep, verr(fmt.Sprintf("record %d", next), "missing")
 	}
+	for d := range deletedPending {
+		if anySealedDeletion && d < sealedDeletion {
+			delete(deletedPending, d)
+			rep.DeletedUnchecked++
+		}
+	}
 	if len(deletedPending) > 0 {
 		first := slices.Min(slices.Collect(maps.Keys(deletedPending)))
 		return rep, verr(fmt.Sprintf("record %d", first), "payload missing, and no deletion record names it")
@@ -216,6 +245,8 @@ type recordBatch struct {
 	errs       []error // per record: the record's own fault, or nil
 	leafHashes [][32]byte
 	deletes    [][]uint64 // per deletion record: the records it deleted
+	unopened   []bool     // per record: sealed, and no Sealer to open it
+	kinds      []Kind
 	done       chan struct{}
 }
 
@@ -223,7 +254,7 @@ type recordBatch struct {
 // (leaf encoding, payload against commitment, leaf hash) on all cores,
 // yielding the batches in index order. The checks that depend on order,
 // the tree and the tiles, stay with the caller.
-func checkRecords(ctx context.Context, store Store, count uint64, s Sealer) iter.Seq2[*recordBatch, error] {
+func checkRecords(ctx context.Context, view ReadView, count uint64, s Sealer) iter.Seq2[*recordBatch, error] {
 	return func(yield func(*recordBatch, error) bool) {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
@@ -245,7 +276,7 @@ func checkRecords(ctx context.Context, store Store, count uint64, s Sealer) iter
 				b = &recordBatch{done: make(chan struct{})}
 				return true
 			}
-			for rec, err := range store.Records(ctx, 0, count) {
+			for rec, err := range view.Records(ctx, 0, count) {
 				if err != nil {
 					readErr = err
 					break
@@ -265,8 +296,12 @@ func checkRecords(ctx context.Context, store Store, count uint64, s Sealer) iter
 					b.errs = make([]error, len(b.recs))
 					b.leafHashes = make([][32]byte, len(b.recs))
 					b.deletes = make([][]uint64, len(b.recs))
+					b.unopened = make([]bool, len(b.recs))
+					b.kinds = make([]Kind, len(b.recs))
 					for i, rec := range b.recs {
-						b.deletes[i], b.errs[i] = checkRecord(ctx, s, rec)
+						var c recordCheck
+						c, b.errs[i] = checkRecord(ctx, s, rec)
+						b.deletes[i], b.unopened[i], b.kinds[i] = c.deletes, c.unopened, c.kind
 						if b.errs[i] == nil {
 							copy(b.leafHashes[i][:], rfc6962.DefaultHasher.HashLeaf(rec.Leaf))
 						}
@@ -287,56 +322,65 @@ func checkRecords(ctx context.Context, store Store, count uint64, s Sealer) iter
 	}
 }
 
+// recordCheck is what checkRecord learnt of a record.
+type recordCheck struct {
+	kind     Kind
+	deletes  []uint64 // for a deletion record: the indices it deleted
+	unopened bool     // sealed, and no Sealer: its commitment is not checked
+}
+
 // checkRecord checks what a record can show on its own. A record whose
 // payload and nonce are both gone passes here: the caller checks that a
-// deletion record names it. For a deletion record, it returns the indices
-// deleted.
-func checkRecord(ctx context.Context, s Sealer, rec Record) ([]uint64, error) {
+// deletion record names it. With a nil Sealer, a sealed payload is left
+// unopened.
+func checkRecord(ctx context.Context, s Sealer, rec Record) (recordCheck, error) {
 	where := fmt.Sprintf("record %d", rec.Index)
 	if rec.Leaf == nil {
-		return nil, verr(where, "missing")
+		return recordCheck{}, verr(where, "missing")
 	}
 	var leaf Leaf
 	if err := leaf.UnmarshalBinary(rec.Leaf); err != nil {
-		return nil, verr(where, "%v", err)
+		return recordCheck{}, verr(where, "%v", err)
 	}
+	c := recordCheck{kind: leaf.Kind}
 	switch {
 	case rec.Payload == nil && rec.Nonce == nil:
-		return nil, nil // deleted: to be named by a deletion record
+		return c, nil // deleted: to be named by a deletion record
 	case rec.Payload == nil || rec.Nonce == nil:
-		return nil, verr(where, "payload missing")
+		return c, verr(where, "payload missing")
+	case s == nil && len(rec.Keys) > 0:
+		c.unopened = true
+		return c, nil
 	}
 	payload, err := OpenPayload(ctx, s, rec)
 	switch {
-	case errors.Is(err, ErrNoSealer):
-		return nil, err // a configuration problem, not a finding
 	case err != nil:
-		return nil, verr(where, "payload does not decrypt: %v", err)
+		return c, verr(where, "payload does not decrypt: %v", err)
 	case Commit(rec.Nonce, payload) != leaf.Commitment:
-		return nil, verr(where, "payload does not match its commitment")
+		return c, verr(where, "payload does not match its commitment")
 	}
 	if leaf.Kind == KindDeletion {
-		_, body, err := SplitPayload(payload)
+		_, body, err := record.SplitPayload(payload)
 		var d struct {
 			Deleted []uint64 `json:"deleted"`
 		}
 		if err != nil || json.Unmarshal(body, &d) != nil {
-			return nil, verr(where, "malformed deletion record")
+			return c, verr(where, "malformed deletion record")
 		}
-		return d.Deleted, nil
+		c.deletes = d.Deleted
 	}
-	return nil, nil
+	return c, nil
 }
 
 // tileChecker compares every node hash of the tree, as it is recomputed,
 // with the stored tile that should hold it.
 type tileChecker struct {
-	ctx   context.Context
-	store Store
-	size  uint64
-	cur   []tileCursor // by tile level
-	tiles int
-	err   error
+	ctx    context.Context
+	reader TileReader
+	size   uint64
+	cur    []tileCursor // by tile level
+	tiles  int
+	err    error
 }
 
 type tileCursor struct {
@@ -362,7 +406,7 @@ func (tc *tileChecker) visit(id compact.NodeID, h []byte) {
 				return
 			}
 		}
-		data, err := tc.store.ReadTile(tc.ctx, level, index)
+		data, err := tc.reader.ReadTile(tc.ctx, level, index)
 		if err != nil {
 			tc.err = verr(fmt.Sprintf("tile %d/%d", level, index), "%v", err)
 			return

@@ -309,128 +309,28 @@ func (s *Store) deleteAfter(leaf []byte) any {
 
 // Count implements ledger.Store.
 func (s *Store) Count(ctx context.Context) (uint64, error) {
-	var n int64
-	if err := s.pool.QueryRow(ctx, "SELECT next FROM log_state WHERE id = 0").Scan(&n); err != nil {
-		return 0, fmt.Errorf("pgstore: count: %w", err)
-	}
-	return uint64(n), nil
+	return reader{q: s.pool}.Count(ctx)
 }
 
 // ReadLeaves implements ledger.Store.
 func (s *Store) ReadLeaves(ctx context.Context, start, end uint64) ([][]byte, error) {
-	rows, err := s.pool.Query(ctx, "SELECT idx, leaf FROM records WHERE idx >= $1 AND idx < $2 ORDER BY idx", int64(start), int64(end))
-	if err != nil {
-		return nil, fmt.Errorf("pgstore: read leaves: %w", err)
-	}
-	defer rows.Close()
-	leaves := make([][]byte, 0, end-start)
-	for rows.Next() {
-		var idx int64
-		var leaf []byte
-		if err := rows.Scan(&idx, &leaf); err != nil {
-			return nil, fmt.Errorf("pgstore: read leaves: %w", err)
-		}
-		if uint64(idx) != start+uint64(len(leaves)) {
-			return nil, fmt.Errorf("pgstore: leaf %d: %w", start+uint64(len(leaves)), ledger.ErrNotFound)
-		}
-		leaves = append(leaves, leaf)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pgstore: read leaves: %w", err)
-	}
-	if uint64(len(leaves)) != end-start {
-		return nil, fmt.Errorf("pgstore: leaf %d: %w", start+uint64(len(leaves)), ledger.ErrNotFound)
-	}
-	return leaves, nil
+	return reader{q: s.pool}.ReadLeaves(ctx, start, end)
 }
 
 // Records implements ledger.Store. It reads in pages, so that no
 // transaction stays open for a whole verification.
 func (s *Store) Records(ctx context.Context, start, end uint64) iter.Seq2[ledger.Record, error] {
-	return func(yield func(ledger.Record, error) bool) {
-		for lo := start; lo < end; lo += 2048 {
-			hi := min(end, lo+2048)
-			page, err := s.recordPage(ctx, lo, hi)
-			if err != nil {
-				yield(ledger.Record{}, err)
-				return
-			}
-			next := lo
-			for _, r := range page {
-				for ; next < r.Index; next++ {
-					if !yield(ledger.Record{Index: next}, nil) {
-						return
-					}
-				}
-				next = r.Index + 1
-				if !yield(r, nil) {
-					return
-				}
-			}
-			for ; next < hi; next++ {
-				if !yield(ledger.Record{Index: next}, nil) {
-					return
-				}
-			}
-		}
-	}
-}
-
-func (s *Store) recordPage(ctx context.Context, start, end uint64) ([]ledger.Record, error) {
-	rows, err := s.pool.Query(ctx, "SELECT idx, leaf, nonce, payload, keys FROM records WHERE idx >= $1 AND idx < $2 ORDER BY idx", int64(start), int64(end))
-	if err != nil {
-		return nil, fmt.Errorf("pgstore: read records: %w", err)
-	}
-	defer rows.Close()
-	var out []ledger.Record
-	for rows.Next() {
-		var r ledger.Record
-		var idx int64
-		var keys *string
-		if err := rows.Scan(&idx, &r.Leaf, &r.Nonce, &r.Payload, &keys); err != nil {
-			return nil, fmt.Errorf("pgstore: read records: %w", err)
-		}
-		r.Index = uint64(idx)
-		if keys != nil {
-			if r.Keys, err = ledger.ParseKeys(*keys); err != nil {
-				return nil, fmt.Errorf("pgstore: record %d: %w", idx, err)
-			}
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pgstore: read records: %w", err)
-	}
-	return out, nil
+	return reader{q: s.pool}.Records(ctx, start, end)
 }
 
 // TreeHead implements ledger.Store.
 func (s *Store) TreeHead(ctx context.Context) (ledger.TreeHead, error) {
-	var h ledger.TreeHead
-	var size int64
-	var hash []byte
-	if err := s.pool.QueryRow(ctx, "SELECT size, hash, checkpoint FROM tree_head WHERE id = 0").Scan(&size, &hash, &h.Checkpoint); err != nil {
-		return h, fmt.Errorf("pgstore: read tree head: %w", err)
-	}
-	if len(hash) != len(h.Hash) {
-		return h, errors.New("pgstore: tree head hash has the wrong length")
-	}
-	h.Size = uint64(size)
-	copy(h.Hash[:], hash)
-	return h, nil
+	return reader{q: s.pool}.TreeHead(ctx)
 }
 
 // ReadTile implements ledger.Store.
 func (s *Store) ReadTile(ctx context.Context, level, index uint64) ([]byte, error) {
-	var data []byte
-	err := s.pool.QueryRow(ctx, "SELECT data FROM tiles WHERE level = $1 AND idx = $2", int64(level), int64(index)).Scan(&data)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("pgstore: tile %d/%d: %w", level, index, ledger.ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("pgstore: read tile: %w", err)
-	}
-	return data, nil
+	return reader{q: s.pool}.ReadTile(ctx, level, index)
 }
 
 // Integrate implements ledger.Store: the compare-and-swap is an UPDATE of
@@ -469,33 +369,7 @@ func (s *Store) Integrate(ctx context.Context, oldSize uint64, head ledger.TreeH
 
 // Checkpoints implements ledger.Store.
 func (s *Store) Checkpoints(ctx context.Context) iter.Seq2[[]byte, error] {
-	return func(yield func([]byte, error) bool) {
-		rows, err := s.pool.Query(ctx, "SELECT checkpoint FROM checkpoints ORDER BY size, seq")
-		if err != nil {
-			yield(nil, fmt.Errorf("pgstore: read checkpoints: %w", err))
-			return
-		}
-		var all [][]byte
-		for rows.Next() {
-			var cp []byte
-			if err := rows.Scan(&cp); err != nil {
-				rows.Close()
-				yield(nil, fmt.Errorf("pgstore: read checkpoints: %w", err))
-				return
-			}
-			all = append(all, cp)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			yield(nil, fmt.Errorf("pgstore: read checkpoints: %w", err))
-			return
-		}
-		for _, cp := range all {
-			if !yield(cp, nil) {
-				return
-			}
-		}
-	}
+	return reader{q: s.pool}.Checkpoints(ctx)
 }
 
 // Ping implements ledger.Store with a write: a read-only standby or a full

@@ -12,23 +12,7 @@ var _ keys.Store = (*Store)(nil)
 
 // SubjectKeys implements keys.Store.
 func (s *Store) SubjectKeys(ctx context.Context, subjects []string) ([]keys.Wrapped, error) {
-	var out []keys.Wrapped
-	for start := 0; start < len(subjects); start += 500 {
-		chunk := subjects[start:min(len(subjects), start+500)]
-		args := make([]any, len(chunk))
-		for i, x := range chunk {
-			args[i] = x
-		}
-		rows, err := s.r.QueryContext(ctx, "SELECT subject, id, kek, wrapped, created_ms FROM subject_keys WHERE subject IN (?"+strings.Repeat(", ?", len(chunk)-1)+")", args...)
-		if err != nil {
-			return nil, fmt.Errorf("sqlitestore: read data keys: %w", err)
-		}
-		out, err = scanKeys(rows, out)
-		if err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
+	return reader{s.r}.SubjectKeys(ctx, subjects)
 }
 
 type rowScanner interface {

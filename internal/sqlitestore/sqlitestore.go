@@ -422,112 +422,27 @@ func insertSQL(n int) string {
 
 // Count implements ledger.Store.
 func (s *Store) Count(ctx context.Context) (uint64, error) {
-	var n uint64
-	if err := s.r.QueryRowContext(ctx, "SELECT COALESCE(MAX(idx)+1, 0) FROM records").Scan(&n); err != nil {
-		return 0, fmt.Errorf("sqlitestore: count: %w", err)
-	}
-	return n, nil
+	return reader{s.r}.Count(ctx)
 }
 
 // ReadLeaves implements ledger.Store.
 func (s *Store) ReadLeaves(ctx context.Context, start, end uint64) ([][]byte, error) {
-	rows, err := s.r.QueryContext(ctx, "SELECT idx, leaf FROM records WHERE idx >= ? AND idx < ? ORDER BY idx", start, end)
-	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: read leaves: %w", err)
-	}
-	defer rows.Close()
-	leaves := make([][]byte, 0, end-start)
-	for rows.Next() {
-		var idx uint64
-		var leaf []byte
-		if err := rows.Scan(&idx, &leaf); err != nil {
-			return nil, fmt.Errorf("sqlitestore: read leaves: %w", err)
-		}
-		if idx != start+uint64(len(leaves)) {
-			return nil, fmt.Errorf("sqlitestore: leaf %d: %w", start+uint64(len(leaves)), ledger.ErrNotFound)
-		}
-		leaves = append(leaves, leaf)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlitestore: read leaves: %w", err)
-	}
-	if uint64(len(leaves)) != end-start {
-		return nil, fmt.Errorf("sqlitestore: leaf %d: %w", start+uint64(len(leaves)), ledger.ErrNotFound)
-	}
-	return leaves, nil
+	return reader{s.r}.ReadLeaves(ctx, start, end)
 }
 
 // Records implements ledger.Store.
 func (s *Store) Records(ctx context.Context, start, end uint64) iter.Seq2[ledger.Record, error] {
-	return func(yield func(ledger.Record, error) bool) {
-		rows, err := s.r.QueryContext(ctx, "SELECT idx, leaf, nonce, payload, keys FROM records WHERE idx >= ? AND idx < ? ORDER BY idx", start, end)
-		if err != nil {
-			yield(ledger.Record{}, fmt.Errorf("sqlitestore: read records: %w", err))
-			return
-		}
-		defer rows.Close()
-		next := start
-		for rows.Next() {
-			var r ledger.Record
-			var keys sql.NullString
-			if err := rows.Scan(&r.Index, &r.Leaf, &r.Nonce, &r.Payload, &keys); err != nil {
-				yield(ledger.Record{}, fmt.Errorf("sqlitestore: read records: %w", err))
-				return
-			}
-			if keys.Valid {
-				if r.Keys, err = ledger.ParseKeys(keys.String); err != nil {
-					yield(ledger.Record{}, fmt.Errorf("sqlitestore: record %d: %w", r.Index, err))
-					return
-				}
-			}
-			for ; next < r.Index; next++ {
-				if !yield(ledger.Record{Index: next}, nil) {
-					return
-				}
-			}
-			next = r.Index + 1
-			if !yield(r, nil) {
-				return
-			}
-		}
-		if err := rows.Err(); err != nil {
-			yield(ledger.Record{}, fmt.Errorf("sqlitestore: read records: %w", err))
-			return
-		}
-		for ; next < end; next++ {
-			if !yield(ledger.Record{Index: next}, nil) {
-				return
-			}
-		}
-	}
+	return reader{s.r}.Records(ctx, start, end)
 }
 
 // TreeHead implements ledger.Store.
 func (s *Store) TreeHead(ctx context.Context) (ledger.TreeHead, error) {
-	var h ledger.TreeHead
-	var hash []byte
-	err := s.r.QueryRowContext(ctx, "SELECT size, hash, checkpoint FROM tree_head WHERE id = 0").Scan(&h.Size, &hash, &h.Checkpoint)
-	if err != nil {
-		return h, fmt.Errorf("sqlitestore: read tree head: %w", err)
-	}
-	if len(hash) != len(h.Hash) {
-		return h, errors.New("sqlitestore: tree head hash has the wrong length")
-	}
-	copy(h.Hash[:], hash)
-	return h, nil
+	return reader{s.r}.TreeHead(ctx)
 }
 
 // ReadTile implements ledger.Store.
 func (s *Store) ReadTile(ctx context.Context, level, index uint64) ([]byte, error) {
-	var data []byte
-	err := s.r.QueryRowContext(ctx, "SELECT data FROM tiles WHERE level = ? AND idx = ?", level, index).Scan(&data)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("sqlitestore: tile %d/%d: %w", level, index, ledger.ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: read tile: %w", err)
-	}
-	return data, nil
+	return reader{s.r}.ReadTile(ctx, level, index)
 }
 
 // Integrate implements ledger.Store. The compare-and-swap is an UPDATE of
@@ -571,27 +486,7 @@ func (s *Store) Integrate(ctx context.Context, oldSize uint64, head ledger.TreeH
 
 // Checkpoints implements ledger.Store.
 func (s *Store) Checkpoints(ctx context.Context) iter.Seq2[[]byte, error] {
-	return func(yield func([]byte, error) bool) {
-		rows, err := s.r.QueryContext(ctx, "SELECT checkpoint FROM checkpoints ORDER BY size, seq")
-		if err != nil {
-			yield(nil, fmt.Errorf("sqlitestore: read checkpoints: %w", err))
-			return
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var cp []byte
-			if err := rows.Scan(&cp); err != nil {
-				yield(nil, fmt.Errorf("sqlitestore: read checkpoints: %w", err))
-				return
-			}
-			if !yield(cp, nil) {
-				return
-			}
-		}
-		if err := rows.Err(); err != nil {
-			yield(nil, fmt.Errorf("sqlitestore: read checkpoints: %w", err))
-		}
-	}
+	return reader{s.r}.Checkpoints(ctx)
 }
 
 // Ping implements ledger.Store with a real, synced write that needs new

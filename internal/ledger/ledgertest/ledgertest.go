@@ -43,6 +43,8 @@ func Run(t *testing.T, h Harness) {
 		{"LedgerConcurrentSequencers", testConcurrentSequencers},
 		{"SealedRoundTrip", testSealedRoundTrip},
 		{"SubjectKeys", testSubjectKeys},
+		{"Snapshot", testSnapshot},
+		{"VerifyUnderLoad", testVerifyUnderLoad},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, h) })
