@@ -482,11 +482,7 @@ func (s *Store) ListSubjectKeys(ctx context.Context, after string, limit int) ([
 
 // KEKSamples implements keys.Store.
 func (s *Store) KEKSamples(ctx context.Context) ([]keys.Wrapped, error) {
-	rows, err := s.pool.Query(ctx, `SELECT DISTINCT ON (kek) subject, id, kek, wrapped, created_ms FROM subject_keys ORDER BY kek, subject`)
-	if err != nil {
-		return nil, fmt.Errorf("pgstore: read data keys: %w", err)
-	}
-	return scanKeys(rows)
+	return reader{q: s.pool}.KEKSamples(ctx)
 }
 
 // RewrapSubjectKey implements keys.Store.

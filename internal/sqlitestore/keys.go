@@ -88,10 +88,5 @@ func (s *Store) RewrapSubjectKey(ctx context.Context, oldKEK string, w keys.Wrap
 
 // KEKSamples implements keys.Store.
 func (s *Store) KEKSamples(ctx context.Context) ([]keys.Wrapped, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT subject, id, kek, wrapped, created_ms FROM subject_keys
-		WHERE rowid IN (SELECT MIN(rowid) FROM subject_keys GROUP BY kek)`)
-	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: read data keys: %w", err)
-	}
-	return scanKeys(rows, nil)
+	return reader{s.r}.KEKSamples(ctx)
 }
