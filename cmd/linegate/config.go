@@ -45,6 +45,8 @@ type Config struct {
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// TLS, if set, makes the webhook listener serve HTTPS itself.
 	TLS *TLSConfig `yaml:"tls"`
+	// Connections bounds the webhook listener's connections.
+	Connections ConnectionsConfig `yaml:"connections"`
 
 	// LineAPIBase is the Messaging API's base URL (default
 	// https://api.line.me); channels may set their own.
@@ -67,12 +69,24 @@ type Config struct {
 	Ledger     LedgerConfig     `yaml:"ledger"`
 	Pipeline   PipelineConfig   `yaml:"pipeline"`
 	Retention  RetentionConfig  `yaml:"retention"`
+	Rejections RejectionsConfig `yaml:"rejections"`
 	Encryption EncryptionConfig `yaml:"encryption"`
 	Logging    LoggingConfig    `yaml:"logging"`
 	Channels   []ChannelConfig  `yaml:"channels"`
 
 	builtin bool   // the built-in example: rule files come from the binary
 	path    string // the file it was read from
+}
+
+// ConnectionsConfig bounds the webhook listener's connections, so that
+// idle or slow clients cannot take every file descriptor (the admin
+// listener stays reachable): at most max open (a new one evicts the
+// longest-idle keep-alive connection, or is closed when none is idle), at
+// most per_client from one address, each idle at most idle_timeout.
+type ConnectionsConfig struct {
+	Max         int           `yaml:"max"`          // default 4096
+	PerClient   int           `yaml:"per_client"`   // default 256
+	IdleTimeout time.Duration `yaml:"idle_timeout"` // default 30s
 }
 
 // TLSConfig is the webhook listener's certificate.
@@ -134,6 +148,23 @@ type PipelineConfig struct {
 	// DedupHorizon is how long webhookEventIds are remembered (default
 	// 168h). LINE redelivers within a day or so; keep it longer.
 	DedupHorizon time.Duration `yaml:"dedup_horizon"`
+}
+
+// RejectionsConfig bounds what requests that fail authentication (a
+// missing or bad signature) write to the ledger: each is recorded (its
+// size, body hash and a few headers, truncated) up to per_second a second
+// per channel, and the rest are counted in a summary record every
+// summary_every.
+type RejectionsConfig struct {
+	// Retention is the retention class of rejection records (default
+	// "rejections": 90 days).
+	Retention string `yaml:"retention"`
+	// PerSecond and Burst bound the records per channel (defaults 5, 20).
+	PerSecond float64 `yaml:"per_second"`
+	Burst     int     `yaml:"burst"`
+	// SummaryEvery is how often the counts of the others are recorded
+	// (default 1m).
+	SummaryEvery time.Duration `yaml:"summary_every"`
 }
 
 // RetentionConfig configures deletion on schedule.
@@ -351,6 +382,12 @@ func parseConfig(data []byte) (*Config, error) {
 	if c.MaxBodyBytes < 0 {
 		return nil, errors.New("config: max_body_bytes must be positive")
 	}
+	if c.Connections.IdleTimeout == 0 {
+		c.Connections.IdleTimeout = 30 * time.Second
+	}
+	if c.Connections.Max < 0 || c.Connections.PerClient < 0 || c.Connections.IdleTimeout < 0 {
+		return nil, errors.New("config: connections: max, per_client and idle_timeout must be positive")
+	}
 	if c.Log.Origin == "" {
 		return nil, errors.New("config: log.origin is required (the checkpoint's origin line, such as example.com/linegate/prod)")
 	}
@@ -422,6 +459,9 @@ func parseConfig(data []byte) (*Config, error) {
 		}
 		if ch.BotUserID != "" && !line.ValidDestination(ch.BotUserID) {
 			return nil, fmt.Errorf("config: channel %q: bot_user_id %q: want U and 32 hex digits", ch.ID, ch.BotUserID)
+		}
+		if _, ok := c.policies()[c.Rejections.Retention]; c.Rejections.Retention != "" && !ok {
+			return nil, fmt.Errorf("config: rejections.retention: retention class %q is neither a preset (rejections, jp-appi, th-pdpa, tw-pipa) nor in retention.policies", c.Rejections.Retention)
 		}
 		if _, ok := c.keep()[ch.Retention]; ch.Retention != "" && !ok {
 			return nil, fmt.Errorf("config: channel %q: retention class %q is neither a preset (jp-appi, th-pdpa, tw-pipa) nor in retention.policies", ch.ID, ch.Retention)

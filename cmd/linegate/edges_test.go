@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -9,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/linegate/linegate/internal/webhook"
 )
 
 // kelvinRules is a rule file whose second rule names a day with the
@@ -62,6 +67,139 @@ func TestBadRuleFileNeverCrashes(t *testing.T) {
 	case <-g.done:
 		t.Fatalf("serve died on SIGHUP:\n%s", g.Logs())
 	default:
+	}
+	g.stop()
+}
+
+// fromAddr returns an HTTP client whose connections come from a loopback
+// address of their own (127.0.0.0/8 is all loopback on Linux).
+func fromAddr(ip string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: d.DialContext}}
+}
+
+// TestConnectionLimits: hundreds of idle connections (from several
+// addresses, beyond the per-client and total limits) do not keep a signed
+// webhook or /metrics from an answer; connections past the per-client
+// limit are closed at once. (The bound is small here; the default is
+// 4096 of the 20,000 descriptors a process may have.)
+func TestConnectionLimits(t *testing.T) {
+	dir := t.TempDir()
+	g := startGateway(t, dir, gwConfig{extra: "connections: {max: 200, per_client: 60, idle_timeout: 30s}\n"})
+	addr := strings.TrimPrefix(g.webhook, "http://")
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	dial := func(ip string, n int) {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 2 * time.Second}
+		for range n {
+			c, err := d.Dial("tcp", net.JoinHostPort("127.0.0.1", port))
+			if err != nil {
+				t.Fatalf("dial: %v", err)
+			}
+			conns = append(conns, c)
+		}
+	}
+	// One address's 60 idle connections that never send a byte; a 61st
+	// from it is closed at once.
+	dial("127.0.0.1", 60)
+	time.Sleep(200 * time.Millisecond)
+	dial("127.0.0.1", 1)
+	extra := conns[len(conns)-1]
+	extra.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := extra.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Errorf("a connection past the per-client limit was kept open (%v)", err)
+	}
+	// Four more addresses: 300 idle connections in all, more than the
+	// listener takes.
+	for a := 2; a <= 5; a++ {
+		dial(fmt.Sprintf("127.0.0.%d", a), 60)
+	}
+
+	body := []byte(`{"destination":"U0123456789abcdef0123456789abcdef","events":[]}`)
+	start := time.Now()
+	req, _ := http.NewRequest("POST", "http://"+net.JoinHostPort("127.0.0.1", port)+"/webhook/demo", bytes.NewReader(body))
+	req.Header.Set("X-Line-Signature", webhook.Sign([]byte(testSecret), body))
+	resp, err := fromAddr("127.0.0.9").Do(req)
+	if err != nil {
+		t.Fatalf("signed webhook beside the idle connections: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("signed webhook = %d", resp.StatusCode)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("signed webhook took %v", took)
+	}
+	code, metrics := g.get(t, g.admin+"/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics = %d", code)
+	}
+	for _, want := range []string{`linegate_webhook_connections_refused_total{reason="per_client"}`, "linegate_webhook_connections_evicted_total"} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	g.stop()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// TestIdleConnectionsCannotStarve: a gateway allowed 512 file descriptors,
+// and 700 idle connections from several addresses. Without a bound, the
+// connections take every descriptor (accept4: too many open files), and a
+// signed webhook and /metrics get no answer; with the default bound (half
+// the descriptors), both answer at once.
+func TestIdleConnectionsCannotStarve(t *testing.T) {
+	dir := t.TempDir()
+	g := startGateway(t, dir, gwConfig{nofile: 512})
+	_, port, err := net.SplitHostPort(strings.TrimPrefix(g.webhook, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for a := 1; a <= 7; a++ {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(fmt.Sprintf("127.0.0.%d", a))}, Timeout: 2 * time.Second}
+		for range 100 {
+			c, err := d.Dial("tcp", net.JoinHostPort("127.0.0.1", port))
+			if err != nil {
+				t.Fatalf("dial: %v", err)
+			}
+			conns = append(conns, c)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	body := []byte(`{"destination":"U0123456789abcdef0123456789abcdef","events":[]}`)
+	req, _ := http.NewRequest("POST", "http://"+net.JoinHostPort("127.0.0.1", port)+"/webhook/demo", bytes.NewReader(body))
+	req.Header.Set("X-Line-Signature", webhook.Sign([]byte(testSecret), body))
+	resp, err := fromAddr("127.0.0.9").Do(req)
+	if err != nil {
+		t.Fatalf("signed webhook beside 700 idle connections: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("signed webhook = %d", resp.StatusCode)
+	}
+	if code, _ := g.get(t, g.admin+"/metrics"); code != 200 {
+		t.Errorf("/metrics = %d", code)
+	}
+	if strings.Contains(g.Logs(), "too many open files") {
+		t.Error("the gateway ran out of file descriptors")
 	}
 	g.stop()
 }

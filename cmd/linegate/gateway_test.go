@@ -22,6 +22,7 @@ import (
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/pgstore"
 	"github.com/linegate/linegate/internal/pgstore/pgtest"
+	"github.com/linegate/linegate/internal/record"
 	"github.com/linegate/linegate/internal/sqlitestore"
 	"github.com/linegate/linegate/internal/webhook"
 )
@@ -62,6 +63,7 @@ type gwConfig struct {
 	chanExtra  string   // lines of the demo channel, indented 4 spaces
 	env        []string // extra environment of the process
 	database   string   // a PostgreSQL database for this gateway
+	nofile     int      // the process's file descriptor limit (0: the machine's)
 }
 
 // gateway is a `linegate serve` process on free loopback ports.
@@ -152,6 +154,10 @@ func startGateway(t *testing.T, dir string, c gwConfig) *gateway {
 	t.Helper()
 	g := &gateway{t: t, dir: dir, cfgPath: writeConfig(t, dir, c), done: make(chan struct{})}
 	g.cmd = exec.Command(linegateBin, "serve", "-config", g.cfgPath)
+	if c.nofile > 0 {
+		// A process with fewer file descriptors than this machine gives.
+		g.cmd = exec.Command("sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, c.nofile), linegateBin, "serve", "-config", g.cfgPath)
+	}
 	g.cmd.Env = append(os.Environ(), c.env...)
 	stderr, err := g.cmd.StderrPipe()
 	if err != nil {
@@ -290,7 +296,7 @@ func (g *gateway) waitTreeSize(t testing.TB, n uint64) []byte {
 // storedRecord is a record read back from the database.
 type storedRecord struct {
 	leaf     ledger.Leaf
-	meta     *ledger.Meta
+	meta     *record.Meta
 	body     []byte
 	subjects []string // whose data keys sealed it
 }
@@ -355,7 +361,7 @@ func readStore(t testing.TB, s backend, ring *keys.Ring) []storedRecord {
 		if err != nil {
 			t.Fatalf("record %d: %v", r.Index, err)
 		}
-		if sr.meta, sr.body, err = ledger.DecodePayload(payload); err != nil {
+		if sr.meta, sr.body, err = record.DecodePayload(payload); err != nil {
 			t.Fatalf("record %d: %v", r.Index, err)
 		}
 		sr.subjects = ledger.Subjects(r.Keys)

@@ -190,14 +190,16 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		Sealer:             ring,
 		Origin:             cfg.Log.Origin,
 		Signer:             signer,
+		Verifier:           verifier,
 		QueueSize:          cfg.Ledger.QueueSize,
 		MaxBatch:           cfg.Ledger.MaxBatch,
 		CheckpointInterval: cfg.Log.CheckpointInterval,
 		CheckpointFile:     filepath.Join(cfg.Log.PublishDir, "checkpoint"),
+		AnchorsDir:         cfg.Log.AnchorsDir,
 		Logger:             log,
 	})
 	if err != nil {
-		return err
+		return withRollbackHint(cfg, err)
 	}
 	led.Start()
 
@@ -226,11 +228,11 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		purgeEvery = *cfg.Retention.PurgeEvery
 	}
 	if purgeEvery > 0 {
-		bg.Go(func() { runPurges(bgCtx, store, ring, purgeEvery, holding, log) })
+		bg.Go(func() { runPurges(bgCtx, store, led, cfg.policies(), purgeEvery, holding, log) })
 	}
 	bg.Go(func() { runSubjectIndex(bgCtx, store, 250*time.Millisecond, led.Busy, log) })
 	pipe := pipeline.New(pipeline.Options{
-		Ledger: store, Sealer: ring, Store: store, Channels: policies, Claimer: claimer, DispatchLease: dispatchLease, Owner: replicaName(), Logger: log, Action: engine, Busy: led.Busy,
+		Ledger: store, Log: led, Sealer: ring, Store: store, Channels: policies, Claimer: claimer, DispatchLease: dispatchLease, Owner: replicaName(), Logger: log, Action: engine, Busy: led.Busy,
 		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,
 	})
 	pipeCtx, stopPipe := context.WithCancel(context.Background())
@@ -238,7 +240,10 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	pipeDone := make(chan struct{})
 	go func() { pipe.Run(pipeCtx); close(pipeDone) }()
 
-	ingress := webhook.New(webhook.Options{Channels: channels, Ledger: led, MaxBody: cfg.MaxBodyBytes, Logger: log, Appended: pipe.Kick})
+	ingress := webhook.New(webhook.Options{Channels: channels, Ledger: led, MaxBody: cfg.MaxBodyBytes, Logger: log, Appended: pipe.Kick,
+		Rejections: webhook.RejectionPolicy{Retention: cfg.Rejections.Retention, PerSecond: cfg.Rejections.PerSecond,
+			Burst: cfg.Rejections.Burst, SummaryEvery: cfg.Rejections.SummaryEvery}})
+	bg.Go(func() { ingress.RunRejectionSummaries(bgCtx) })
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -253,7 +258,9 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		defer cancel()
 		if err := led.Ready(ctx); err != nil {
 			log.Warn("not ready", "err", err)
-			http.Error(w, "not ready: ledger not writable\n", http.StatusServiceUnavailable)
+			// The error says why (the store, a record refused, a
+			// published checkpoint not extended): never a secret.
+			http.Error(w, "not ready: "+err.Error()+"\n", http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ready\n"))
@@ -328,6 +335,14 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		return err
 	}
 	pubSrv := newServer(pub, log)
+	// The webhook listener is bounded (connections in total and per
+	// client, a short idle time), so that idle or slow clients cannot
+	// take the descriptors the admin listener and the database need.
+	limLn := webhook.NewLimitListener(pubLn, webhook.ConnLimits{Max: maxConnections(cfg.Connections.Max, log), PerClient: cfg.Connections.PerClient})
+	reg.MustRegister(limLn.Collectors()...)
+	pubLn = limLn
+	pubSrv.ConnState = limLn.Track
+	pubSrv.IdleTimeout = cfg.Connections.IdleTimeout
 	adminSrv := newServer(admin, log)
 	if cfg.TLS != nil {
 		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
@@ -358,6 +373,9 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		// appends; then close the ledger, which commits what is queued,
 		// integrates it, and publishes a final checkpoint.
 		err := pubSrv.Shutdown(sctx)
+		if ferr := ingress.FlushRejections(sctx); ferr != nil {
+			log.Warn("the last summary of rejected webhooks was not recorded", "err", ferr)
+		}
 		// Then the pipeline finishes the events in hand and records their
 		// outcomes; what is still queued runs at the next start.
 		stopPipe()
@@ -376,6 +394,26 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		return nil
 	}
 	return err
+}
+
+// maxConnections returns the webhook listener's connection limit: the
+// config's, or by default 4096 but at most half of the file descriptors
+// the process may open (Go raises the soft limit to the hard one), so
+// that the admin listener, the database and outbound calls keep theirs.
+func maxConnections(configured int, log *slog.Logger) int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return configured
+	}
+	half := int(min(lim.Cur/2, 1<<20))
+	if configured == 0 {
+		return max(min(4096, half), 16)
+	}
+	if configured > half {
+		log.Warn("connections.max is more than half the file descriptors this process may open: idle clients could starve the admin listener and the database",
+			"max", configured, "nofile", lim.Cur)
+	}
+	return configured
 }
 
 func newServer(h http.Handler, log *slog.Logger) *http.Server {
@@ -452,7 +490,7 @@ func runAnchors(ctx context.Context, store ledger.Store, led *ledger.Ledger, dir
 		if !holding() {
 			continue
 		}
-		if err := ledger.WriteAnchor(ctx, store, dir, name, led.Head().Checkpoint, v, origin); err != nil {
+		if err := ledger.WriteAnchor(ctx, store, dir, name, led.Head().Checkpoint, v, origin, led.Acknowledged()...); err != nil {
 			log.Error("anchor not written", "anchor", name, "err", err)
 			continue
 		}

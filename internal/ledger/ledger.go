@@ -56,6 +56,10 @@ type Options struct {
 	Origin string
 	// Signer signs checkpoints.
 	Signer note.Signer
+	// Verifier is the verifier key of Signer. New checks the stored tree
+	// head's checkpoint, the published checkpoint file and the anchors
+	// with it before it extends the tree.
+	Verifier note.Verifier
 	// QueueSize bounds the records waiting for a commit (default 8192).
 	QueueSize int
 	// MaxBatch bounds the records in one commit (default 1024).
@@ -71,6 +75,9 @@ type Options struct {
 	// has committed it: a copy outside the database that verify compares
 	// the database against, so that a database rolled back is noticed.
 	CheckpointFile string
+	// AnchorsDir, if set, is the directory of the anchors (WriteAnchor):
+	// New refuses a stored tree that does not extend the latest of them.
+	AnchorsDir string
 	// Sealer, if set, encrypts every payload at rest (SealRecord).
 	Sealer Sealer
 	// Lease, if set, is asked before each integration: with several
@@ -104,10 +111,20 @@ type Ledger struct {
 	head  TreeHead
 	tiles map[[2]uint64][]byte
 
+	refused  fault  // a record the sequencer will not sign
+	ping     pinger // Ready's probes of the store
 	pubHead  atomic.Pointer[TreeHead]
 	m        metrics
 	closeErr error
 	once     sync.Once
+
+	// published is the tree head this ledger last published or followed
+	// (sequencer state, as head): every later one must extend it. diverged
+	// is set, for good, when one does not. acked are the published
+	// checkpoints acknowledged lost (RollbackAck), read by New.
+	published TreeHead
+	diverged  fault
+	acked     [][]byte
 }
 
 // Lease is a lease that one process at a time holds, such as a database
@@ -119,6 +136,7 @@ type Lease interface {
 }
 
 type pending struct {
+	e     Entry // sealed anew if its data key was destroyed meanwhile
 	rec   Record
 	index uint64
 	err   error
@@ -134,14 +152,23 @@ type metrics struct {
 	queueDepth       prometheus.GaugeFunc
 }
 
-// New opens a ledger over store. It reads only the tree head, so that start-up
-// time does not depend on the size of the log. Call Start to begin appending.
+// New opens a ledger over store. Before it extends the stored tree, it
+// holds it to what was published (rollback.go): the tree head's checkpoint
+// and the right-edge tiles, then the checkpoint file and the latest anchor,
+// which the tree must extend unless a rollback acknowledgement in the store
+// names them; an *InconsistentError says which it does not extend. It reads
+// the tree head, the right edge and a consistency proof or two, so that
+// start-up time does not depend on the size of the log. Call Start to begin
+// appending.
 func New(ctx context.Context, store Store, opts Options) (*Ledger, error) {
 	if opts.Signer == nil {
 		return nil, errors.New("ledger: no checkpoint signer")
 	}
 	if opts.Origin == "" || opts.Signer.Name() != opts.Origin {
 		return nil, fmt.Errorf("ledger: checkpoint key name %q does not match origin %q", opts.Signer.Name(), opts.Origin)
+	}
+	if opts.Verifier == nil || opts.Verifier.Name() != opts.Signer.Name() || opts.Verifier.KeyHash() != opts.Signer.KeyHash() {
+		return nil, errors.New("ledger: no checkpoint verifier of the signer's key")
 	}
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 8192
@@ -174,7 +201,13 @@ func New(ctx context.Context, store Store, opts Options) (*Ledger, error) {
 		seqDone:    make(chan struct{}),
 		kick:       make(chan struct{}, 1),
 		head:       head,
-		tiles:      make(map[[2]uint64][]byte),
+		published:  head,
+	}
+	if l.tiles, err = CheckHead(ctx, store, head, opts.Verifier, opts.Origin); err != nil {
+		return nil, err
+	}
+	if l.acked, err = l.checkPublished(ctx, head); err != nil {
+		return nil, err
 	}
 	l.pubHead.Store(&head)
 	l.m = newMetrics(l)
@@ -241,7 +274,7 @@ func (l *Ledger) Append(ctx context.Context, e Entry) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	p := &pending{rec: rec, done: make(chan struct{})}
+	p := &pending{e: e, rec: rec, done: make(chan struct{})}
 	l.mu.RLock()
 	if l.closed {
 		l.mu.RUnlock()
@@ -344,6 +377,14 @@ func (l *Ledger) commit(batch []*pending, recs []Record) {
 	// The commit is not tied to any caller's context: a caller that gave up
 	// must not abort the others' commit.
 	first, err := l.w.append(context.Background(), recs, nil)
+	if errors.Is(err, ErrKeyDestroyed) {
+		// A subject's key was destroyed by another process (a shred from
+		// the CLI) after this one cached it: the writer forgot its keys;
+		// seal the group anew, under a new key, and commit it once more.
+		if recs, err = l.reseal(batch, recs); err == nil {
+			first, err = l.w.append(context.Background(), recs, nil)
+		}
+	}
 	l.m.batchSize.Observe(float64(len(batch)))
 	if err != nil {
 		l.log.Error("ledger append failed", "records", len(batch), "err", err)
@@ -352,6 +393,20 @@ func (l *Ledger) commit(batch []*pending, recs []Record) {
 		p.index, p.err = first+uint64(i), err
 		close(p.done)
 	}
+}
+
+// reseal seals the entries of a group again.
+func (l *Ledger) reseal(batch []*pending, recs []Record) ([]Record, error) {
+	recs = recs[:0]
+	for _, p := range batch {
+		rec, err := l.w.Seal(context.Background(), p.e)
+		if err != nil {
+			return nil, err
+		}
+		p.rec = rec
+		recs = append(recs, rec)
+	}
+	return recs, nil
 }
 
 // sequencer integrates appended records at every CheckpointInterval.
@@ -387,6 +442,9 @@ func (l *Ledger) follow(ctx context.Context) error {
 	}
 	if head.Size == l.head.Size && head.Hash == l.head.Hash {
 		return nil
+	}
+	if err := l.admitHead(ctx, head); err != nil {
+		return err
 	}
 	clear(l.tiles)
 	l.head = head
@@ -429,8 +487,9 @@ func (l *Ledger) Busy() bool { return len(l.queue) > 0 }
 // Head returns the latest tree head this ledger has published.
 func (l *Ledger) Head() TreeHead { return *l.pubHead.Load() }
 
-// Ready reports whether the ledger can take appends: it is not closed, and
-// the store takes a write.
+// Ready reports whether the ledger can take appends: it is not closed, it
+// has not stopped signing (a record it refused, a stored tree that does not
+// extend what it published), and the store takes a write.
 func (l *Ledger) Ready(ctx context.Context) error {
 	l.mu.RLock()
 	closed := l.closed
@@ -438,8 +497,37 @@ func (l *Ledger) Ready(ctx context.Context) error {
 	if closed {
 		return ErrClosed
 	}
-	if err := l.store.Ping(ctx); err != nil {
-		return fmt.Errorf("ledger: store not writable: %w", err)
+	if err := l.refused.get(); err != nil {
+		return err
+	}
+	if err := l.diverged.get(); err != nil {
+		return err
+	}
+	return l.ping.check(ctx, l.store)
+}
+
+// pingEvery is how often Ready writes to the store: a probe is a synced
+// write, and a readiness endpoint polled in a loop must not become a load
+// of its own beside the webhooks.
+const pingEvery = time.Second
+
+// pinger runs Store.Ping at most once per pingEvery; the callers between
+// two probes share the last answer.
+type pinger struct {
+	mu  sync.Mutex
+	at  time.Time
+	err error
+}
+
+func (p *pinger) check(ctx context.Context, s Store) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.at.IsZero() || time.Since(p.at) >= pingEvery {
+		p.err = s.Ping(ctx)
+		p.at = time.Now()
+	}
+	if p.err != nil {
+		return fmt.Errorf("ledger: store not writable: %w", p.err)
 	}
 	return nil
 }
@@ -469,6 +557,9 @@ func (l *Ledger) Close(ctx context.Context) error {
 // Records appended meanwhile wait for the next interval: chasing them would
 // keep the store's write lock busy and delay the appends themselves.
 func (l *Ledger) integrate(ctx context.Context) error {
+	if err := l.diverged.get(); err != nil {
+		return err
+	}
 	n, err := l.store.Count(ctx)
 	if err != nil {
 		return fmt.Errorf("ledger: count records: %w", err)
@@ -487,6 +578,9 @@ func (l *Ledger) integrate(ctx context.Context) error {
 			if l.head, err = l.store.TreeHead(ctx); err != nil {
 				return fmt.Errorf("ledger: reload tree head: %w", err)
 			}
+			if err := l.admitHead(ctx, l.head); err != nil {
+				return err
+			}
 			continue
 		}
 		if err != nil {
@@ -502,8 +596,11 @@ func (l *Ledger) integrateTo(ctx context.Context, end uint64) error {
 	var leaves [][]byte
 	if end > old.Size {
 		var err error
-		if leaves, err = l.store.ReadLeaves(ctx, old.Size, end); err != nil {
-			return fmt.Errorf("ledger: read leaves [%d, %d): %w", old.Size, end, err)
+		if leaves, err = l.admit(ctx, old.Size, end); err != nil {
+			if errors.Is(err, ErrRefused) {
+				l.refused.set(err)
+			}
+			return err
 		}
 	}
 	tb := &tileBuilder{old: &hashReader{ctx: ctx, store: l.store, tiles: l.tiles}, base: tlog.StoredHashIndex(0, int64(old.Size))}
@@ -526,6 +623,11 @@ func (l *Ledger) integrateTo(ctx context.Context, end uint64) error {
 	if err != nil {
 		return fmt.Errorf("ledger: tree hash: %w", err)
 	}
+	// Crash ordering: nothing is signed that does not extend what was
+	// published; the tree head is swapped, then the checkpoint published.
+	if err := l.holdsTo(tb, TreeHead{Size: end, Hash: root}); err != nil {
+		return err
+	}
 	cp, err := l.sign(end, root)
 	if err != nil {
 		return err
@@ -534,7 +636,7 @@ func (l *Ledger) integrateTo(ctx context.Context, end uint64) error {
 	if err := l.store.Integrate(ctx, old.Size, head, tiles); err != nil {
 		return fmt.Errorf("ledger: integrate [%d, %d): %w", old.Size, end, err)
 	}
-	l.head = head
+	l.head, l.published = head, head
 	for _, t := range tiles {
 		l.tiles[[2]uint64{t.Level, t.Index}] = t.Data
 		if t.Index >= 2 { // keep the right edge only

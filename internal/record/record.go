@@ -91,6 +91,14 @@ type Meta struct {
 	Reason     string `json:"reason,omitempty"`
 	BodySize   int64  `json:"body_size,omitempty"`
 	BodySHA256 string `json:"body_sha256,omitempty"`
+	// For a rejection, whose headers are kept in part: how many headers
+	// there were, and their size in bytes.
+	HeaderCount int   `json:"header_count,omitempty"`
+	HeaderBytes int64 `json:"header_bytes,omitempty"`
+	// For a summary of rejections not recorded one by one: how many
+	// there were since SinceMs.
+	Suppressed int64 `json:"suppressed,omitempty"`
+	SinceMs    int64 `json:"since_ms,omitempty"`
 }
 
 // EncodePayload frames metadata and a body into one payload.

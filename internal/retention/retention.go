@@ -40,6 +40,10 @@ const year = 365 * 24 * time.Hour
 
 func dur(d time.Duration) *time.Duration { return &d }
 
+// RejectionsClass is the retention class of the records of webhook
+// requests that failed authentication.
+const RejectionsClass = "rejections"
+
 // Presets are the retention classes taken from the product brief's table
 // of retention by jurisdiction. They are defaults to check with counsel,
 // not legal advice; a config can change them or add classes.
@@ -56,6 +60,10 @@ func Presets() map[string]Policy {
 		"jp-appi": {Law: "Japan APPI", AfterDeletionRequest: dur(year)},
 		"th-pdpa": {Law: "Thailand PDPA", Keep: 10 * year, MinKeep: 10 * year},
 		"tw-pipa": {Law: "Taiwan PIPA", Keep: 5 * year, MinKeep: 3 * year, AfterWithdrawal: dur(0)},
+		// Requests that failed authentication hold no LINE user's data,
+		// only what an unauthenticated sender sent: kept as evidence of
+		// an attack for a short while.
+		RejectionsClass: {Law: "none: unauthenticated requests", Keep: 90 * 24 * time.Hour},
 	}
 }
 

@@ -7,8 +7,6 @@ package webhook
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"io"
 	"log/slog"
@@ -80,6 +78,9 @@ type Options struct {
 	// Appended, if set, is called after each verified request is durable
 	// (to wake the pipeline). It must not block.
 	Appended func()
+	// Rejections bounds the records of requests that fail
+	// authentication.
+	Rejections RejectionPolicy
 }
 
 // Handler serves POST /webhook/{channel}.
@@ -91,6 +92,7 @@ type Handler struct {
 	log      *slog.Logger
 	now      func() time.Time
 	appended func()
+	rejects  *rejections
 
 	requests   *prometheus.CounterVec
 	sigFails   *prometheus.CounterVec
@@ -147,6 +149,7 @@ func New(opts Options) *Handler {
 	if h.now == nil {
 		h.now = time.Now
 	}
+	h.rejects = newRejections(opts.Rejections, opts.Ledger, h.log)
 	for i := range opts.Channels {
 		c := opts.Channels[i]
 		h.channels[c.ID] = &c
@@ -160,7 +163,7 @@ func New(opts Options) *Handler {
 
 // Collectors returns the handler's metrics, for the caller's registry.
 func (h *Handler) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{h.requests, h.sigFails, h.ackLatency, h.bodyBytes}
+	return []prometheus.Collector{h.requests, h.sigFails, h.ackLatency, h.bodyBytes, h.rejects.recorded, h.rejects.unrecorded}
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
@@ -199,7 +202,7 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	v, err := Check(ch.Verifiers, body, r.Header.Get(SignatureHeader))
 	if err != nil {
-		h.reject(w, r, ch, meta, body, err, received)
+		h.reject(w, r, ch, body, err, received)
 		return
 	}
 	meta.Verifier = v.Name()
@@ -224,28 +227,17 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	h.finish(w, id, OutcomeOK, http.StatusOK, received)
 }
 
-// reject records a request that failed authentication (its size, the
-// SHA-256 of its body and its headers, never the body) and answers 401.
-func (h *Handler) reject(w http.ResponseWriter, r *http.Request, ch *Channel, meta *record.Meta, body []byte, why error, received time.Time) {
+// reject answers 401 to a request that failed authentication, and
+// records it within the RejectionPolicy: its size, the SHA-256 of its
+// body and a few of its headers, never the body, after the answer.
+func (h *Handler) reject(w http.ResponseWriter, r *http.Request, ch *Channel, body []byte, why error, received time.Time) {
 	outcome := OutcomeBadSignature
 	if errors.Is(why, ErrNoSignature) {
 		outcome = OutcomeMissingSignature
 	}
 	h.sigFails.WithLabelValues(ch.ID).Inc()
-	sum := sha256.Sum256(body)
-	meta.Reason = outcome
-	meta.BodySize = int64(len(body))
-	meta.BodySHA256 = hex.EncodeToString(sum[:])
-	payload, err := record.EncodePayload(meta, nil)
-	if err == nil {
-		_, err = h.ledger.Append(r.Context(), ledger.Entry{
-			Kind: ledger.KindRejection, Time: received, Channel: ch.ID, Retention: ch.Retention, Payload: payload,
-		})
-	}
-	if err != nil {
-		h.log.Warn("rejected webhook not recorded", "channel", ch.ID, "reason", outcome, "err", err)
-	}
 	h.finish(w, ch.ID, outcome, http.StatusUnauthorized, received)
+	h.rejects.record(ch, r, body, outcome, received)
 }
 
 func (h *Handler) finish(w http.ResponseWriter, channel, outcome string, status int, received time.Time) {

@@ -4,16 +4,20 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/linegate/linegate/internal/corpus"
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/record"
 	"github.com/linegate/linegate/internal/sqlitestore"
 	"github.com/linegate/linegate/internal/webhook"
 	"golang.org/x/mod/sumdb/note"
@@ -95,7 +99,7 @@ func newFixture(t testing.TB, maxBody int64) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	skey, _, err := note.GenerateKey(rand.Reader, "example.com/test")
+	skey, vkey, err := note.GenerateKey(rand.Reader, "example.com/test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +107,8 @@ func newFixture(t testing.TB, maxBody int64) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := ledger.New(ctx, store, ledger.Options{Origin: "example.com/test", Signer: signer, CheckpointInterval: time.Hour})
+	verifier, _ := note.NewVerifier(vkey)
+	l, err := ledger.New(ctx, store, ledger.Options{Origin: "example.com/test", Signer: signer, Verifier: verifier, CheckpointInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,6 +141,20 @@ func (f *fixture) records(t testing.TB) []ledger.Record {
 		rs = append(rs, r)
 	}
 	return rs
+}
+
+// waitRecords waits until the ledger holds n records (rejections are
+// recorded after the answer) and returns them.
+func (f *fixture) waitRecords(t testing.TB, n int) []ledger.Record {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rs := f.records(t)
+		if len(rs) >= n || time.Now().After(deadline) {
+			return rs
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func TestHandler(t *testing.T) {
@@ -172,7 +191,7 @@ func TestHandler(t *testing.T) {
 			if rec.Code != tt.status {
 				t.Fatalf("status = %d, want %d", rec.Code, tt.status)
 			}
-			rs := f.records(t)
+			rs := f.waitRecords(t, min(int(tt.kind), 1))
 			if tt.kind == 0 {
 				if len(rs) != 0 {
 					t.Fatalf("%d records, want none", len(rs))
@@ -189,7 +208,7 @@ func TestHandler(t *testing.T) {
 			if leaf.Kind != tt.kind || leaf.Channel != "c1" {
 				t.Errorf("leaf = %+v", leaf)
 			}
-			meta, got, err := ledger.DecodePayload(rs[0].Payload)
+			meta, got, err := record.DecodePayload(rs[0].Payload)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -217,7 +236,7 @@ func TestHandlerNoPersonalDataInRejection(t *testing.T) {
 	req := httptest.NewRequest("POST", "/webhook/c1", bytes.NewReader(body))
 	req.Header.Set("x-line-signature", webhook.Sign([]byte("wrong"), body))
 	f.h.ServeHTTP(httptest.NewRecorder(), req)
-	for _, r := range f.records(t) {
+	for _, r := range f.waitRecords(t, 1) {
 		if bytes.Contains(r.Payload, []byte("0312345678")) {
 			t.Fatal("rejected body text was stored")
 		}
@@ -242,11 +261,31 @@ func FuzzCheck(f *testing.F) {
 // the SQLite ledger because Go's fuzzer tracks coverage over the whole
 // binary, and the SQLite driver's size slows it to a crawl; TestHandler
 // covers the same path over the real ledger.
-type memAppender struct{ entries []ledger.Entry }
+type memAppender struct {
+	mu      sync.Mutex
+	entries []ledger.Entry
+}
 
 func (m *memAppender) Append(_ context.Context, e ledger.Entry) (uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.entries = append(m.entries, e)
 	return uint64(len(m.entries) - 1), nil
+}
+
+// wait returns the entries once there are n (rejections are appended
+// after the answer), or after a second.
+func (m *memAppender) wait(n int) []ledger.Entry {
+	deadline := time.Now().Add(time.Second)
+	for {
+		m.mu.Lock()
+		es := slices.Clone(m.entries)
+		m.mu.Unlock()
+		if len(es) >= n || time.Now().After(deadline) {
+			return es
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // FuzzRequest sends arbitrary requests through the whole ingress path: no
@@ -276,12 +315,12 @@ func FuzzRequest(f *testing.F) {
 			if len(app.entries) != 1 || app.entries[0].Kind != ledger.KindWebhook {
 				t.Fatalf("200 with entries %v", app.entries)
 			}
-			if _, got, err := ledger.DecodePayload(app.entries[0].Payload); err != nil || !bytes.Equal(got, body) {
+			if _, got, err := record.DecodePayload(app.entries[0].Payload); err != nil || !bytes.Equal(got, body) {
 				t.Fatalf("200 but the body appended is %q, %v", got, err)
 			}
 		case 401:
-			if len(app.entries) != 1 || app.entries[0].Kind != ledger.KindRejection {
-				t.Fatalf("401 with entries %v", app.entries)
+			if es := app.wait(1); len(es) != 1 || es[0].Kind != ledger.KindRejection {
+				t.Fatalf("401 with entries %v", es)
 			}
 		case 404, 405, 413, 400, 301, 307, 308:
 			if len(app.entries) != 0 {
@@ -294,4 +333,106 @@ func FuzzRequest(f *testing.F) {
 			t.Fatal("secret in response")
 		}
 	})
+}
+
+// countingAppender counts entries by kind and their payload bytes.
+type countingAppender struct {
+	mu      sync.Mutex
+	entries []ledger.Entry
+}
+
+func (c *countingAppender) Append(_ context.Context, e ledger.Entry) (uint64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.entries = append(c.entries, e)
+	return uint64(len(c.entries) - 1), nil
+}
+
+// TestRejectionFloodIsBounded: requests with bad signatures and large
+// headers are answered 401 at once and recorded within bounds: at most the
+// burst and the rate one by one, each record small whatever the headers,
+// under the short retention class, and the rest counted in a summary
+// record; signed webhooks sent alongside are recorded in full.
+func TestRejectionFloodIsBounded(t *testing.T) {
+	app := &countingAppender{}
+	h := webhook.New(webhook.Options{
+		Ledger:     app,
+		Channels:   []webhook.Channel{{ID: "c1", Retention: "th-pdpa", Verifiers: []webhook.Verifier{webhook.NewHMACVerifier("secret", []byte("s1"))}}},
+		Rejections: webhook.RejectionPolicy{PerSecond: 1, Burst: 10, SummaryEvery: time.Hour},
+	})
+	body := []byte(`{"destination":"U1","events":[]}`)
+	huge := strings.Repeat("h", 60<<10)
+	const flood = 500
+	for i := range flood {
+		req := httptest.NewRequest("POST", "/webhook/c1", bytes.NewReader(body))
+		req.Header.Set("x-line-signature", webhook.Sign([]byte("wrong"), body))
+		for j := range 20 {
+			req.Header.Set(fmt.Sprintf("X-Pad-%02d", j), huge)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != 401 {
+			t.Fatalf("flood request %d = %d", i, rec.Code)
+		}
+		if i%100 == 0 {
+			req := httptest.NewRequest("POST", "/webhook/c1", bytes.NewReader(body))
+			req.Header.Set("x-line-signature", webhook.Sign([]byte("s1"), body))
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != 200 {
+				t.Fatalf("signed webhook during the flood = %d", rec.Code)
+			}
+		}
+	}
+	if err := h.FlushRejections(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		app.mu.Lock()
+		n := len(app.entries)
+		app.mu.Unlock()
+		if n >= 5+10+1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	app.mu.Lock()
+	defer app.mu.Unlock()
+	var webhooks, oneByOne int
+	var summarised int64
+	for _, e := range app.entries {
+		switch e.Kind {
+		case ledger.KindWebhook:
+			webhooks++
+		case ledger.KindRejection:
+			if e.Retention != "rejections" {
+				t.Errorf("rejection record under class %q", e.Retention)
+			}
+			if len(e.Payload) > 8<<10 {
+				t.Errorf("a rejection record of %d bytes", len(e.Payload))
+			}
+			meta, _, err := record.DecodePayload(e.Payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if meta.Suppressed > 0 {
+				summarised += meta.Suppressed
+				continue
+			}
+			oneByOne++
+			if meta.HeaderCount < 20 || meta.HeaderBytes < 20*60<<10 || len(meta.Headers) > 12 {
+				t.Errorf("rejection meta: %d headers of %d bytes, %d kept", meta.HeaderCount, meta.HeaderBytes, len(meta.Headers))
+			}
+		}
+	}
+	if webhooks != 5 {
+		t.Errorf("%d signed webhooks recorded, want 5", webhooks)
+	}
+	if oneByOne < 10 || oneByOne > 12 {
+		t.Errorf("%d rejections recorded one by one, want the burst of 10 (and the rate's few)", oneByOne)
+	}
+	if int64(oneByOne)+summarised != flood {
+		t.Errorf("%d recorded + %d summarised, want %d", oneByOne, summarised, flood)
+	}
 }
