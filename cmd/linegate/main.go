@@ -13,6 +13,7 @@
 //	linegate hold add|release|list          legal holds
 //	linegate keys new-kek|rotate|shred      encryption keys: rotation, crypto-shredding
 //	linegate migrate-store -from sqlite:PATH -to postgres://...  move to PostgreSQL
+//	linegate acknowledge-rollback -reason TEXT  record a restore from backup, so that serve starts
 //	linegate sim api|send|chat [flags]      a LINE platform simulator
 //	linegate bench [-quick] [-json]         the benchmark suite, beside its peers
 //
@@ -55,6 +56,7 @@ var commands = []command{
 	{"hold", "legal holds: add, release, list", runHold},
 	{"keys", "encryption at rest: new-kek, rotate (re-wrap data keys), shred (destroy a subject's key)", runKeys},
 	{"migrate-store", "move an embedded (SQLite) installation to PostgreSQL, log intact", runMigrateStore},
+	{"acknowledge-rollback", "record that the database was restored to an older tree: the lost records, and why", runAcknowledgeRollback},
 	{"sim", "a LINE platform simulator: fake API, webhook sender, chat", runSim},
 	{"bench", "measure linegate beside its peers (run from the repository)", runBench},
 }

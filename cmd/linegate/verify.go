@@ -115,6 +115,9 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	d := time.Since(start)
 	fmt.Fprintf(e.stdout, "OK %d records (%d in the tree, %d awaiting integration; %d payloads deleted by policy), %d checkpoints, %d tiles, %d anchors, %d payload bytes, in %v\n",
 		rep.Records, rep.TreeSize, rep.Records-rep.TreeSize, rep.Deleted, rep.Checkpoints, rep.Tiles, len(anchors), rep.PayloadBytes, d.Round(time.Millisecond))
+	for _, r := range rep.Rollbacks {
+		fmt.Fprintf(e.stdout, "ACKNOWLEDGED LOSS: %s\n", r)
+	}
 	if sealer == nil && rep.Unopened > 0 {
 		fmt.Fprintf(e.stdout, "NOT CHECKED: payload commitments: %d payloads sealed, not opened (no key encryption key; give -kek to check them)", rep.Unopened)
 		if rep.DeletedUnchecked > 0 {

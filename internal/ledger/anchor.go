@@ -53,7 +53,11 @@ func (r *hashReader) hash(idx int64) (tlog.Hash, error) {
 		}
 		r.tiles[key] = data
 	}
-	return tlog.HashFromTile(t, data, idx)
+	h, err := tlog.HashFromTile(t, data, idx)
+	if err != nil {
+		return h, fmt.Errorf("tile %d/%d: %w", t.L, t.N, err)
+	}
+	return h, nil
 }
 
 func (r *hashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
@@ -85,7 +89,14 @@ func ConsistencyProof(ctx context.Context, store TileReader, oldSize, newSize ui
 // WriteAnchor writes NAME.checkpoint (the signed checkpoint) and, when
 // there is an earlier anchor, NAME.consistency (the proof from it) to dir.
 // An anchor already there is left alone: anchors are written once.
-func WriteAnchor(ctx context.Context, store Store, dir, name string, checkpoint []byte, v note.Verifier, origin string) error {
+//
+// It refuses (an *InconsistentError) to write an anchor whose tree, in
+// store, does not extend the latest anchor, unless that anchor is among
+// acked: the checkpoints that a rollback acknowledgement names as lost
+// (Ledger.Acknowledged). Then the proof is from the latest anchor the tree
+// extends, or from none ("from -"), and every anchor in between must be
+// among acked; ReadAnchors reads them as lost.
+func WriteAnchor(ctx context.Context, store Store, dir, name string, checkpoint []byte, v note.Verifier, origin string, acked ...[]byte) error {
 	cp, err := OpenCheckpoint(checkpoint, v, origin)
 	if err != nil {
 		return err
@@ -99,13 +110,27 @@ func WriteAnchor(ctx context.Context, store Store, dir, name string, checkpoint 
 	if _, err := os.Stat(path); err == nil {
 		return nil
 	}
-	prev, err := latestAnchor(dir, v, origin)
+	anchors, err := ReadAnchors(dir, v, origin)
 	if err != nil {
 		return err
 	}
-	if prev != nil {
-		if prev.Size > cp.Size {
-			return fmt.Errorf("ledger: anchor %s has size %d, beyond this tree's %d", prev.name, prev.Size, cp.Size)
+	if len(anchors) > 0 {
+		r := newHashReader(ctx, store)
+		var prev *Anchor
+		for i := len(anchors) - 1; i >= 0 && prev == nil; i-- {
+			a := anchors[i]
+			ok, err := extends(r, cp.Size, cp.Hash, a.Size, a.Hash)
+			switch {
+			case err != nil:
+				return fmt.Errorf("ledger: anchor %s: prove it extends anchor %s: %w", name, a.name, err)
+			case ok:
+				prev = a
+			case !slices.ContainsFunc(acked, func(b []byte) bool { return bytes.Equal(b, a.signed) }):
+				return &InconsistentError{Name: "anchor " + a.name, Size: a.Size, TreeSize: cp.Size}
+			}
+		}
+		if prev == nil {
+			prev = &Anchor{name: noAnchor} // the empty tree
 		}
 		var proof [][32]byte
 		if prev.Size > 0 { // every tree extends the empty one
@@ -120,6 +145,10 @@ func WriteAnchor(ctx context.Context, store Store, dir, name string, checkpoint 
 	// The checkpoint last: an anchor exists once its checkpoint does.
 	return writeOnce(path, checkpoint)
 }
+
+// noAnchor is the name a consistency proof gives the empty tree, when the
+// anchor extends no earlier anchor: all were lost in a rollback.
+const noAnchor = "-"
 
 // FormatConsistency writes a consistency proof file: that the tree of size
 // newSize extends anchor from, of size oldSize.
@@ -201,8 +230,7 @@ func ReadAnchors(dir string, v note.Verifier, origin string) ([]*Anchor, error) 
 		}
 		a := &Anchor{Checkpoint: cp, name: name, signed: b}
 		if len(out) > 0 {
-			prev := out[len(out)-1]
-			if err := checkConsistencyFile(filepath.Join(dir, name+".consistency"), prev, a); err != nil {
+			if err := checkConsistencyFile(filepath.Join(dir, name+".consistency"), out, a); err != nil {
 				return nil, verr("anchor "+name, "%v", err)
 			}
 		}
@@ -211,18 +239,22 @@ func ReadAnchors(dir string, v note.Verifier, origin string) ([]*Anchor, error) 
 	return out, nil
 }
 
-func latestAnchor(dir string, v note.Verifier, origin string) (*Anchor, error) {
-	as, err := ReadAnchors(dir, v, origin)
-	if err != nil || len(as) == 0 {
-		return nil, err
-	}
-	return as[len(as)-1], nil
-}
-
-func checkConsistencyFile(path string, prev, cur *Anchor) error {
+// checkConsistencyFile checks the proof that cur extends an earlier
+// anchor: the one before it, or, after a rollback was acknowledged, an
+// earlier one or the empty tree ("-"), the anchors in between being lost.
+func checkConsistencyFile(path string, earlier []*Anchor, cur *Anchor) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("consistency proof from %s: %w", prev.name, err)
+		return fmt.Errorf("consistency proof from %s: %w", earlier[len(earlier)-1].name, err)
+	}
+	prev := earlier[len(earlier)-1]
+	if _, rest, ok := strings.Cut(string(b), "\nfrom "); ok {
+		from, _, _ := strings.Cut(rest, "\n")
+		if i := slices.IndexFunc(earlier, func(a *Anchor) bool { return a.name == from }); i >= 0 {
+			prev = earlier[i]
+		} else if from == noAnchor {
+			prev = &Anchor{name: noAnchor}
+		}
 	}
 	return checkConsistency(b, prev, cur)
 }

@@ -30,9 +30,10 @@ func BenchmarkAppend(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer store.Close()
-			skey, _, _ := note.GenerateKey(rand.Reader, "example.com/bench")
+			skey, vkey, _ := note.GenerateKey(rand.Reader, "example.com/bench")
 			signer, _ := note.NewSigner(skey)
-			l, err := ledger.New(ctx, store, ledger.Options{Origin: "example.com/bench", Signer: signer})
+			verifier, _ := note.NewVerifier(vkey)
+			l, err := ledger.New(ctx, store, ledger.Options{Origin: "example.com/bench", Signer: signer, Verifier: verifier})
 			if err != nil {
 				b.Fatal(err)
 			}

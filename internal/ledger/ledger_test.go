@@ -28,11 +28,12 @@ func (s *gatedStore) Append(ctx context.Context, recs []ledger.Record, effects .
 
 func newLedger(t *testing.T, store ledger.Store, opts ledger.Options) *ledger.Ledger {
 	t.Helper()
-	skey, _, err := note.GenerateKey(rand.Reader, "example.com/test")
+	skey, vkey, err := note.GenerateKey(rand.Reader, "example.com/test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	opts.Signer, _ = note.NewSigner(skey)
+	opts.Verifier, _ = note.NewVerifier(vkey)
 	opts.Origin = "example.com/test"
 	l, err := ledger.New(context.Background(), store, opts)
 	if err != nil {

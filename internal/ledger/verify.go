@@ -31,6 +31,10 @@ type VerifyReport struct {
 	// deletion records among them cannot name what they deleted.
 	Unopened         uint64 // sealed payloads not opened: commitments not checked
 	DeletedUnchecked int    // payloads deleted before a sealed deletion record, not matched to one
+
+	// Rollbacks are the external checkpoints that the tree does not
+	// extend, each acknowledged as lost by a record inside the tree.
+	Rollbacks []AcknowledgedRollback
 }
 
 // VerifyError names the first place where storage disagrees with itself.
@@ -57,7 +61,8 @@ type External struct {
 // the root of every stored checkpoint, whose signatures it checks with v.
 // The view must contain a tree that extends every external checkpoint (the
 // checkpoint file, the anchors), so that a store rolled back or rewritten
-// is caught.
+// is caught, unless a rollback acknowledgement inside the tree names the
+// checkpoint it does not extend: the report lists those losses.
 //
 // view should be one snapshot (Snapshotter.Snapshot): Verify holds what it
 // reads to the view's own tree head, exactly, tile by tile, which only a
@@ -98,6 +103,7 @@ func Verify(ctx context.Context, view ReadView, v note.Verifier, origin string, 
 		size  uint64
 		hash  [32]byte
 		where string
+		ext   *externalCheck // for an external checkpoint: a different root is a loss to be acknowledged
 	}
 	var claims []claim
 	i := 0
@@ -114,21 +120,20 @@ func Verify(ctx context.Context, view ReadView, v note.Verifier, origin string, 
 		if c.Size > head.Size {
 			return rep, verr(where, "size %d is beyond the tree head's size %d", c.Size, head.Size)
 		}
-		claims = append(claims, claim{c.Size, c.Hash, fmt.Sprintf("%s (size %d)", where, c.Size)})
+		claims = append(claims, claim{c.Size, c.Hash, fmt.Sprintf("%s (size %d)", where, c.Size), nil})
 	}
 	rep.Checkpoints = i
 	if !slices.ContainsFunc(claims, func(c claim) bool { return c.size == head.Size && c.hash == head.Hash }) {
 		return rep, verr("tree head", "size %d is missing from the checkpoint history", head.Size)
 	}
-	for _, ext := range external {
-		c, err := OpenCheckpoint(ext.Signed, v, origin)
-		if err != nil {
-			return rep, verr(ext.Name, "%v", err)
+	exts, err := openExternals(external, v, origin, head)
+	if err != nil {
+		return rep, err
+	}
+	for _, x := range exts {
+		if x.err == nil {
+			claims = append(claims, claim{x.Size, x.Hash, fmt.Sprintf("%s (size %d)", x.Name, x.Size), x})
 		}
-		if c.Size > head.Size {
-			return rep, verr("tree head", "size %d is behind the %s (size %d): the database was rolled back or lost records", head.Size, ext.Name, c.Size)
-		}
-		claims = append(claims, claim{c.Size, c.Hash, fmt.Sprintf("%s (size %d)", ext.Name, c.Size)})
 	}
 	slices.SortStableFunc(claims, func(a, b claim) int { return compareU64(a.size, b.size) })
 	checkRoots := func(r *compact.Range) error {
@@ -141,8 +146,12 @@ func Verify(ctx context.Context, view ReadView, v note.Verifier, origin string, 
 				root = rfc6962.DefaultHasher.EmptyRoot()
 			}
 			if !bytes.Equal(root, claims[0].hash[:]) {
-				return verr(claims[0].where, "root hash %s differs from the hash recomputed from the records, %s",
+				err := verr(claims[0].where, "root hash %s differs from the hash recomputed from the records, %s",
 					b64(claims[0].hash[:]), b64(root))
+				if claims[0].ext == nil {
+					return err
+				}
+				claims[0].ext.notExtended(err)
 			}
 			claims = claims[1:]
 		}
@@ -234,6 +243,9 @@ func Verify(ctx context.Context, view ReadView, v note.Verifier, origin string, 
 	rep.Tiles = tc.tiles
 	if len(claims) > 0 {
 		return rep, verr(claims[0].where, "not covered by the records")
+	}
+	if rep.Rollbacks, err = acknowledgedLosses(ctx, view, head.Size, count, s, v, origin, exts); err != nil {
+		return rep, err
 	}
 	return rep, nil
 }

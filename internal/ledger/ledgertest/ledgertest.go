@@ -303,7 +303,7 @@ func testLedgerRoundTrip(t *testing.T, h Harness) {
 	s := open(t, h)
 	const origin = "example.com/ledgertest"
 	signer, verifier := newSigner(t, origin)
-	l, err := ledger.New(ctx, s, ledger.Options{Origin: origin, Signer: signer, CheckpointInterval: 20 * time.Millisecond, MaxIntegrate: 300})
+	l, err := ledger.New(ctx, s, ledger.Options{Origin: origin, Signer: signer, Verifier: verifier, CheckpointInterval: 20 * time.Millisecond, MaxIntegrate: 300})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,7 +372,7 @@ func testConcurrentSequencers(t *testing.T, h Harness) {
 	signer, verifier := newSigner(t, origin)
 	var ls []*ledger.Ledger
 	for range 2 {
-		l, err := ledger.New(ctx, s, ledger.Options{Origin: origin, Signer: signer, CheckpointInterval: 3 * time.Millisecond})
+		l, err := ledger.New(ctx, s, ledger.Options{Origin: origin, Signer: signer, Verifier: verifier, CheckpointInterval: 3 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -39,7 +39,7 @@ func testSealedRoundTrip(t *testing.T, h Harness) {
 	ring := keys.NewRing(keyStore(t, s), kek)
 	const origin = "example.com/ledgertest"
 	signer, verifier := newSigner(t, origin)
-	l, err := ledger.New(ctx, s, ledger.Options{Origin: origin, Signer: signer, CheckpointInterval: time.Hour, Sealer: ring})
+	l, err := ledger.New(ctx, s, ledger.Options{Origin: origin, Signer: signer, Verifier: verifier, CheckpointInterval: time.Hour, Sealer: ring})
 	if err != nil {
 		t.Fatal(err)
 	}

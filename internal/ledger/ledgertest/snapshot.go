@@ -125,7 +125,7 @@ func testVerifyUnderLoad(t *testing.T, h Harness) {
 	s := open(t, h)
 	const origin = "example.com/ledgertest"
 	signer, verifier := newSigner(t, origin)
-	l, err := ledger.New(ctx, s, ledger.Options{Origin: origin, Signer: signer, CheckpointInterval: 2 * time.Millisecond, MaxIntegrate: 200})
+	l, err := ledger.New(ctx, s, ledger.Options{Origin: origin, Signer: signer, Verifier: verifier, CheckpointInterval: 2 * time.Millisecond, MaxIntegrate: 200})
 	if err != nil {
 		t.Fatal(err)
 	}
