@@ -356,7 +356,7 @@ func (s *Store) IndexSubjectsBatch(ctx context.Context, limit int) (bool, error)
 		if err := indexSubjects(ctx, tx, limit); err != nil {
 			return err
 		}
-		return tx.QueryRow(ctx, "SELECT (SELECT next FROM subject_index_cursor) < (SELECT next FROM log_state)").Scan(&more)
+		return tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM records WHERE idx >= (SELECT next FROM subject_index_cursor WHERE id = 0))").Scan(&more)
 	})
 	if err != nil {
 		return false, fmt.Errorf("pgstore: index records by subject: %w", err)
@@ -365,8 +365,10 @@ func (s *Store) IndexSubjectsBatch(ctx context.Context, limit int) (bool, error)
 }
 
 // indexSubjects indexes up to limit records (all, if negative) from the
-// cursor, inside tx. Records not yet committed by other transactions are
-// not visible, so the cursor stops before the first gap.
+// cursor, inside tx. Appends are ordered by the row lock of log_state, so
+// records become visible in index order: a gap is not an append in flight
+// but a missing record (damage, which verify reports), and the records
+// after it are indexed too, as in the SQLite store.
 func indexSubjects(ctx context.Context, tx pgx.Tx, limit int) error {
 	var next int64
 	if err := tx.QueryRow(ctx, "SELECT next FROM subject_index_cursor WHERE id = 0 FOR UPDATE").Scan(&next); err != nil {
@@ -392,9 +394,6 @@ func indexSubjects(ctx context.Context, tx pgx.Tx, limit int) error {
 		if err := rows.Scan(&idx, &keys); err != nil {
 			rows.Close()
 			return err
-		}
-		if idx != end {
-			break // a gap: an append not yet committed
 		}
 		end = idx + 1
 		if keys == nil {
