@@ -51,6 +51,8 @@ type Result struct {
 	// Skipped says why a figure was not measured on purpose (no
 	// PostgreSQL server was given); it is not an error.
 	Skipped string `json:"skipped,omitempty"`
+	// Note says how the figure was measured, where the name does not.
+	Note string `json:"note,omitempty"`
 }
 
 // Options configures a run.
@@ -114,6 +116,7 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 	r.ingest(ctx)
 	r.ingestPostgres(ctx)
 	r.latency(ctx)
+	r.rejectionFlood(ctx)
 	r.appends(ctx)
 	r.verifyAndStartup(ctx)
 	r.pipelineRate(ctx)

@@ -55,6 +55,7 @@ type rejections struct {
 	inFlight chan struct{}
 
 	mu         sync.Mutex
+	clients    map[string]*rate.Limiter // failures by client address
 	limiters   map[string]*rate.Limiter
 	suppressed map[string]map[string]int64 // channel -> reason -> count
 	since      time.Time
@@ -78,7 +79,7 @@ func newRejections(p RejectionPolicy, l Appender, log interface{ Warn(string, ..
 	}
 	return &rejections{
 		p: p, ledger: l, log: log, inFlight: make(chan struct{}, rejectInFlight),
-		limiters: map[string]*rate.Limiter{}, suppressed: map[string]map[string]int64{}, since: time.Now(),
+		clients: map[string]*rate.Limiter{}, limiters: map[string]*rate.Limiter{}, suppressed: map[string]map[string]int64{}, since: time.Now(),
 		recorded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "linegate_webhook_rejections_recorded_total",
 			Help: "Rejected webhook requests recorded one by one in the ledger, by channel.",
@@ -88,6 +89,36 @@ func newRejections(p RejectionPolicy, l Appender, log interface{ Warn(string, ..
 			Help: "Rejected webhook requests past the rate limit: counted, and recorded in a periodic summary.",
 		}, []string{"channel"}),
 	}
+}
+
+// Bounds on the answers to a client that keeps failing authentication:
+// past clientFailures a second (and a burst of clientBurst), each of its
+// 401s waits clientDelay, so that a flood costs its sender time and the
+// gateway little CPU. At most maxClients addresses are remembered.
+const (
+	clientFailures = 10
+	clientBurst    = 50
+	clientDelay    = 500 * time.Millisecond
+	maxClients     = 10000
+)
+
+// delay returns how long to hold the 401 to a client that failed
+// authentication.
+func (rj *rejections) delay(client string, now time.Time) time.Duration {
+	rj.mu.Lock()
+	defer rj.mu.Unlock()
+	lim := rj.clients[client]
+	if lim == nil {
+		if len(rj.clients) >= maxClients {
+			clear(rj.clients) // forget them all rather than grow
+		}
+		lim = rate.NewLimiter(clientFailures, clientBurst)
+		rj.clients[client] = lim
+	}
+	if lim.AllowN(now, 1) {
+		return 0
+	}
+	return clientDelay
 }
 
 // record records a rejected request, or counts it for the next summary.

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -236,8 +237,27 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, ch *Channel, bo
 		outcome = OutcomeMissingSignature
 	}
 	h.sigFails.WithLabelValues(ch.ID).Inc()
-	h.finish(w, ch.ID, outcome, http.StatusUnauthorized, received)
 	h.rejects.record(ch, r, body, outcome, received)
+	// A client that keeps failing waits for its answers: a flood slows
+	// itself down instead of taking the CPU signed webhooks need.
+	if d := h.rejects.delay(clientAddr(r), received); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+		}
+	}
+	h.finish(w, ch.ID, outcome, http.StatusUnauthorized, received)
+}
+
+// clientAddr returns the request's client address without its port.
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 func (h *Handler) finish(w http.ResponseWriter, channel, outcome string, status int, received time.Time) {

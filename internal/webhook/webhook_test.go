@@ -365,6 +365,7 @@ func TestRejectionFloodIsBounded(t *testing.T) {
 	const flood = 500
 	for i := range flood {
 		req := httptest.NewRequest("POST", "/webhook/c1", bytes.NewReader(body))
+		req.RemoteAddr = fmt.Sprintf("192.0.2.%d:1234", i%250) // many clients: none is slowed down
 		req.Header.Set("x-line-signature", webhook.Sign([]byte("wrong"), body))
 		for j := range 20 {
 			req.Header.Set(fmt.Sprintf("X-Pad-%02d", j), huge)
@@ -434,5 +435,39 @@ func TestRejectionFloodIsBounded(t *testing.T) {
 	}
 	if int64(oneByOne)+summarised != flood {
 		t.Errorf("%d recorded + %d summarised, want %d", oneByOne, summarised, flood)
+	}
+}
+
+// TestFailingClientIsSlowedDown: a client that keeps failing
+// authentication waits for its 401s past a burst, so that a flood slows
+// its sender rather than the gateway; its signed webhooks, and other
+// clients, are answered at once.
+func TestFailingClientIsSlowedDown(t *testing.T) {
+	h := webhook.New(webhook.Options{Ledger: &memAppender{},
+		Channels: []webhook.Channel{{ID: "c1", Verifiers: []webhook.Verifier{webhook.NewHMACVerifier("secret", []byte("s1"))}}}})
+	body := []byte(`{"destination":"U1","events":[]}`)
+	send := func(addr, sig string) (int, time.Duration) {
+		req := httptest.NewRequest("POST", "/webhook/c1", bytes.NewReader(body))
+		req.RemoteAddr = addr
+		req.Header.Set("x-line-signature", sig)
+		rec := httptest.NewRecorder()
+		start := time.Now()
+		h.ServeHTTP(rec, req)
+		return rec.Code, time.Since(start)
+	}
+	bad := webhook.Sign([]byte("wrong"), body)
+	for i := range 50 {
+		if code, took := send("198.51.100.7:1", bad); code != 401 || took > 200*time.Millisecond {
+			t.Fatalf("failure %d within the burst = %d in %v", i, code, took)
+		}
+	}
+	if code, took := send("198.51.100.7:1", bad); code != 401 || took < 400*time.Millisecond {
+		t.Errorf("failure past the burst = %d in %v, want it held", code, took)
+	}
+	if code, took := send("198.51.100.7:1", webhook.Sign([]byte("s1"), body)); code != 200 || took > 200*time.Millisecond {
+		t.Errorf("signed webhook from the failing client = %d in %v", code, took)
+	}
+	if code, took := send("198.51.100.8:1", bad); code != 401 || took > 200*time.Millisecond {
+		t.Errorf("another client's failure = %d in %v", code, took)
 	}
 }
