@@ -11,6 +11,7 @@ import (
 
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/retention"
 )
 
@@ -134,7 +135,7 @@ func runKeys(ctx context.Context, e *env, args []string) error {
 				return err
 			}
 		}
-		if err := appendAdmin(ctx, store, ring, "keys_rotated", map[string]any{"kek": ring.Current(), "rewrapped": rep.Rewrapped}); err != nil {
+		if _, err := appendAdmin(ctx, store, ring, "keys_rotated", map[string]any{"kek": ring.Current(), "rewrapped": rep.Rewrapped}, nil); err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "%d data keys re-wrapped with key encryption key %s (%d already were); the previous keys can now be removed from the config\n",
@@ -144,7 +145,7 @@ func runKeys(ctx context.Context, e *env, args []string) error {
 	if *subject == "" {
 		return fmt.Errorf("%w: -subject is required", errUsage)
 	}
-	deleted, err := retention.Shred(ctx, store, ring, *subject, time.Now())
+	deleted, err := retention.Shred(ctx, store, ledger.NewWriter(store, ring, nil), ring, *subject, map[string]any{"by": "linegate keys shred"}, time.Now())
 	if err != nil {
 		return err
 	}
@@ -194,20 +195,21 @@ func (a *adminAPI) subjectRoutes(mux *http.ServeMux) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
+		effects := []ledger.Effect{rep.Effect}
 		if req.Kind == retention.Withdrawal && req.Channel != "" {
 			if user, ok := cutPrefixFold(subject, "user:"); ok {
-				if err := a.store.SetConsent(r.Context(), req.Channel, user, false, at, "withdrawal request"); err != nil {
-					http.Error(w, "store unavailable", http.StatusServiceUnavailable)
-					return
-				}
+				effects = append(effects, outbound.SetConsent{Channel: req.Channel, User: user, OptIn: false, At: at, Source: "withdrawal request"})
 			}
 		}
+		// The request's record is sealed under the subject's key, and
+		// lists each record it changed with its new delete-after time.
 		a.record(w, r, "subject_request", map[string]any{"subject": subject, "kind": req.Kind, "channel": req.Channel,
-			"at_ms": at.UnixMilli(), "records": rep.Records, "changed": rep.Changed, "no_rule": rep.NoRule})
+			"at_ms": at.UnixMilli(), "records": rep.Records, "changed": rep.Changed, "no_rule": rep.NoRule, "delete_after": rep.DeleteAfter},
+			[]string{subject}, effects...)
 	})
 	mux.HandleFunc("POST /admin/subjects/{subject}/shred", func(w http.ResponseWriter, r *http.Request) {
 		subject := r.PathValue("subject")
-		deleted, err := retention.Shred(r.Context(), a.store, a.ring, subject, time.Now())
+		deleted, err := retention.Shred(r.Context(), a.store, a.led, a.ring, subject, map[string]any{"remote": r.RemoteAddr, "by": "admin API"}, time.Now())
 		switch {
 		case errors.Is(err, retention.ErrHeld):
 			http.Error(w, err.Error(), http.StatusConflict)
@@ -220,7 +222,9 @@ func (a *adminAPI) subjectRoutes(mux *http.ServeMux) {
 			http.Error(w, "shred failed", http.StatusServiceUnavailable)
 			return
 		}
-		a.record(w, r, "subject_key_destroyed", map[string]any{"subject": subject, "deleted": len(deleted)})
+		// The deletion record says it: the subject, who asked, and what
+		// was deleted, committed with the key's destruction.
+		a.done(w, "subject_key_destroyed", map[string]any{"subject": subject, "deleted": len(deleted)})
 	})
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/retention"
 	_ "modernc.org/sqlite" // the pure Go SQLite driver
 )
 
@@ -322,18 +323,38 @@ func (s *Store) closeDBs() error {
 }
 
 // Append implements ledger.Store.
-func (s *Store) Append(ctx context.Context, recs []ledger.Record) (uint64, error) {
+func (s *Store) Append(ctx context.Context, recs []ledger.Record, effects ...ledger.Effect) (uint64, error) {
 	tx, err := s.w.BeginTx(ctx, nil) // BEGIN IMMEDIATE: takes the write lock
 	if err != nil {
 		return 0, fmt.Errorf("sqlitestore: begin: %w", err)
 	}
 	defer tx.Rollback()
-	first, err := s.appendRecords(ctx, tx, recs)
-	if err != nil {
-		return 0, err
+	var first uint64
+	if len(recs) > 0 {
+		if first, err = s.appendRecords(ctx, tx, recs); err != nil {
+			return 0, err
+		}
+	}
+	purged := false
+	for _, e := range effects {
+		if err := s.apply(ctx, tx, first, e); err != nil {
+			return 0, err
+		}
+		_, isPurge := e.(retention.DeletePayloads)
+		purged = purged || isPurge
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("sqlitestore: commit: %w", err)
+	}
+	if purged {
+		// secure_delete overwrote the freed bytes in the database pages;
+		// the WAL still holds earlier images of those pages. Readers may
+		// hold old snapshots for a moment: the checkpoint copies what it
+		// can and the truncation waits for none of them to be needed.
+		// The commit stands whatever the truncation does (the caller must
+		// not retry it); a failed one is done by the next purge, and the
+		// periodic checkpoints copy the pages meanwhile.
+		s.ckpt.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)")
 	}
 	return first, nil
 }
