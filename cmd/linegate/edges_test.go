@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -202,4 +204,102 @@ func TestIdleConnectionsCannotStarve(t *testing.T) {
 		t.Error("the gateway ran out of file descriptors")
 	}
 	g.stop()
+}
+
+// TestVerifyBundleReadsRegularFilesOnly: verify-bundle on a malicious
+// bundle reads only the bundle's regular files: a symbolic link (to a
+// file outside, or inside), a named pipe in place of a file, or a linked
+// directory is reported, at once, never followed or waited on.
+func TestVerifyBundleReadsRegularFilesOnly(t *testing.T) {
+	dir := t.TempDir()
+	g := startGateway(t, dir, gwConfig{logExtra: "  anchor_every: 1s\n"})
+	sendText(t, g, "U1", "", "hello")
+	waitIdle(t, g)
+	time.Sleep(1500 * time.Millisecond) // an anchor
+	g.stop()
+	base := filepath.Join(t.TempDir(), "bundle")
+	if code, out := runCLI(t, "export", "-config", g.cfgPath, "-out", base); code != 0 {
+		t.Fatalf("export = %d:\n%s", code, out)
+	}
+	vkey := filepath.Join(dir, "data", "log.vkey")
+	if code, out := runCLI(t, "verify-bundle", "-vkey", vkey, base); code != 0 {
+		t.Fatalf("verify-bundle of the bundle as exported = %d:\n%s", code, out)
+	}
+	recs, err := filepath.Glob(filepath.Join(base, "records", "*"))
+	if err != nil || len(recs) == 0 {
+		t.Fatalf("no records in the bundle: %v", err)
+	}
+	first := filepath.Base(recs[0])
+	outside := filepath.Join(t.TempDir(), "outside")
+	if err := os.WriteFile(outside, []byte("not in the bundle"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		change func(b string) error
+	}{
+		{"body is a link outside", func(b string) error {
+			p := filepath.Join(b, "records", first, "body")
+			if err := os.Remove(p); err != nil {
+				return err
+			}
+			return os.Symlink(outside, p)
+		}},
+		{"body is a link inside", func(b string) error {
+			p := filepath.Join(b, "records", first, "body")
+			if err := os.Rename(p, p+".real"); err != nil {
+				return err
+			}
+			return os.Symlink("body.real", p)
+		}},
+		{"nonce is a named pipe", func(b string) error {
+			p := filepath.Join(b, "records", first, "nonce")
+			if err := os.Remove(p); err != nil {
+				return err
+			}
+			return syscall.Mkfifo(p, 0o600)
+		}},
+		{"checkpoint is a named pipe", func(b string) error {
+			p := filepath.Join(b, "checkpoint")
+			if err := os.Remove(p); err != nil {
+				return err
+			}
+			return syscall.Mkfifo(p, 0o600)
+		}},
+		{"records is a linked directory", func(b string) error {
+			p := filepath.Join(b, "records")
+			if err := os.Rename(p, filepath.Join(b, "elsewhere")); err != nil {
+				return err
+			}
+			return os.Symlink("elsewhere", p)
+		}},
+		{"an anchor is a link", func(b string) error {
+			as, err := filepath.Glob(filepath.Join(b, "anchors", "*.checkpoint"))
+			if err != nil || len(as) == 0 {
+				return fmt.Errorf("no anchor in the bundle: %v", err)
+			}
+			if err := os.Rename(as[0], as[0]+".real"); err != nil {
+				return err
+			}
+			return os.Symlink(filepath.Base(as[0])+".real", as[0])
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := filepath.Join(t.TempDir(), "bundle")
+			copyDir(t, base, b)
+			if err := tt.change(b); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, linegateBin, "verify-bundle", "-vkey", vkey, b).CombinedOutput()
+			if ctx.Err() != nil {
+				t.Fatal("verify-bundle hung")
+			}
+			if err == nil || !strings.Contains(string(out), "not a regular file") {
+				t.Errorf("verify-bundle = %v:\n%s\nwant a failure naming the file as not regular", err, out)
+			}
+		})
+	}
 }

@@ -14,10 +14,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
@@ -311,7 +313,13 @@ func copyAnchors(ctx context.Context, tiles ledger.TileReader, from, to string, 
 // The error names the first bad record or file. trustedVkey, if not nil,
 // is the key the auditor holds, which the bundle's must equal.
 func Verify(dir string, trustedVkey []byte) (*Manifest, error) {
-	vkey, err := os.ReadFile(filepath.Join(dir, "log.vkey"))
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	bfs := bundleFS{root}
+	vkey, err := fs.ReadFile(bfs, "log.vkey")
 	if err != nil {
 		return nil, err
 	}
@@ -322,7 +330,7 @@ func Verify(dir string, trustedVkey []byte) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	cpb, err := os.ReadFile(filepath.Join(dir, "checkpoint"))
+	cpb, err := fs.ReadFile(bfs, "checkpoint")
 	if err != nil {
 		return nil, err
 	}
@@ -331,20 +339,20 @@ func Verify(dir string, trustedVkey []byte) (*Manifest, error) {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
 	var m Manifest
-	mj, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	mj, err := fs.ReadFile(bfs, "manifest.json")
 	if err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal(mj, &m); err != nil {
 		return nil, fmt.Errorf("manifest.json: %w", err)
 	}
-	entries, err := os.ReadDir(filepath.Join(dir, "records"))
+	entries, err := fs.ReadDir(bfs, "records")
 	if err != nil {
 		return nil, err
 	}
 	var found []uint64
 	for _, ent := range entries {
-		idx, err := verifyRecord(filepath.Join(dir, "records", ent.Name()), cp, cpb)
+		idx, err := verifyRecord(bfs, "records/"+ent.Name(), cp, cpb)
 		if err != nil {
 			return nil, fmt.Errorf("record %s: %w", strings.TrimLeft(ent.Name(), "0"), err)
 		}
@@ -353,13 +361,17 @@ func Verify(dir string, trustedVkey []byte) (*Manifest, error) {
 	if !slices.Equal(found, m.Records) {
 		return nil, errors.New("manifest.json: its record list differs from the records in the bundle")
 	}
-	anchors, err := ledger.ReadAnchors(filepath.Join(dir, "anchors"), v, v.Name())
+	afs, err := fs.Sub(bfs, "anchors")
+	if err != nil {
+		return nil, err
+	}
+	anchors, err := ledger.ReadAnchorsFS(afs, v, v.Name())
 	if err != nil {
 		return nil, err
 	}
 	if len(anchors) > 0 {
 		last := anchors[len(anchors)-1]
-		b, err := os.ReadFile(filepath.Join(dir, "anchors", "checkpoint.consistency"))
+		b, err := fs.ReadFile(bfs, "anchors/checkpoint.consistency")
 		if err != nil {
 			return nil, err
 		}
@@ -370,12 +382,19 @@ func Verify(dir string, trustedVkey []byte) (*Manifest, error) {
 	return &m, nil
 }
 
-func verifyRecord(rd string, cp ledger.Checkpoint, cpb []byte) (uint64, error) {
+func verifyRecord(bfs fs.FS, rd string, cp ledger.Checkpoint, cpb []byte) (uint64, error) {
+	var readErr error
 	read := func(name string) []byte {
-		b, _ := os.ReadFile(filepath.Join(rd, name))
+		b, err := fs.ReadFile(bfs, rd+"/"+name)
+		if err != nil && readErr == nil && !errors.Is(err, fs.ErrNotExist) {
+			readErr = err
+		}
 		return b
 	}
 	leafB, nonce, meta, body := read("leaf"), read("nonce"), read("meta.json"), read("body")
+	if readErr != nil {
+		return 0, readErr
+	}
 	var leaf ledger.Leaf
 	if err := leaf.UnmarshalBinary(leafB); err != nil {
 		return 0, err
@@ -388,6 +407,9 @@ func verifyRecord(rd string, cp ledger.Checkpoint, cpb []byte) (uint64, error) {
 		return 0, errors.New("the payload (meta.json, body) or nonce does not match the leaf's commitment")
 	}
 	idx, hashes, pcp, err := ledger.ParseTlogProof(read("inclusion.tlog-proof"))
+	if readErr != nil {
+		return 0, readErr
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -398,9 +420,9 @@ func verifyRecord(rd string, cp ledger.Checkpoint, cpb []byte) (uint64, error) {
 		return 0, fmt.Errorf("the leaf is not in the checkpointed tree at index %d: %w", idx, err)
 	}
 	var s Summary
-	if err := json.Unmarshal(read("record.json"), &s); err != nil || s.Index != idx ||
+	if err := json.Unmarshal(read("record.json"), &s); err != nil || readErr != nil || s.Index != idx ||
 		s.Commitment != hex.EncodeToString(leaf.Commitment[:]) || s.Kind != leaf.Kind.String() || s.Channel != leaf.Channel {
-		return 0, errors.New("record.json does not describe this record")
+		return 0, errors.Join(readErr, errors.New("record.json does not describe this record"))
 	}
 	if s.Signature != "" {
 		var m record.Meta
@@ -409,6 +431,57 @@ func verifyRecord(rd string, cp ledger.Checkpoint, cpb []byte) (uint64, error) {
 		}
 	}
 	return idx, nil
+}
+
+// maxBundleFile bounds each file of a bundle that Verify reads.
+const maxBundleFile = 64 << 20
+
+// bundleFS reads an evidence bundle that must not be trusted: only its
+// directories and regular files, never a symbolic link (not even one that
+// stays inside), a named pipe (which would block the reader forever) or a
+// device, nothing outside the bundle (os.Root), and no file larger than
+// maxBundleFile. Hand-written because os.Root follows links inside the
+// root and opens pipes; the checks are Lstat on every component, then an
+// open that cannot block or follow, then fstat.
+type bundleFS struct{ root *os.Root }
+
+var errNotRegular = errors.New("not a regular file or directory in the bundle (a link, pipe or device)")
+
+func (b bundleFS) Open(name string) (fs.File, error) {
+	if !fs.ValidPath(name) {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrInvalid}
+	}
+	// Every component must be a real directory or, last, a regular file.
+	parts := strings.Split(name, "/")
+	for i := range parts {
+		p := strings.Join(parts[:i+1], "/")
+		fi, err := b.root.Lstat(p)
+		if err != nil {
+			return nil, err
+		}
+		last := i == len(parts)-1
+		if !fi.IsDir() && !(last && fi.Mode().IsRegular()) || fi.Mode()&fs.ModeSymlink != 0 {
+			return nil, &fs.PathError{Op: "open", Path: p, Err: errNotRegular}
+		}
+	}
+	f, err := b.root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.IsDir() && !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, &fs.PathError{Op: "open", Path: name, Err: errNotRegular}
+	}
+	if fi.Size() > maxBundleFile {
+		f.Close()
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fmt.Errorf("larger than %d bytes", maxBundleFile)}
+	}
+	return f, nil
 }
 
 // rebuildPayload frames meta and body as record.EncodePayload does.

@@ -212,15 +212,24 @@ func (a *Anchor) Signed() []byte { return a.signed }
 // checkpoint's signature, and each consistency proof against the anchor
 // before it. It needs nothing but the files and the verifier.
 func ReadAnchors(dir string, v note.Verifier, origin string) ([]*Anchor, error) {
-	files, err := filepath.Glob(filepath.Join(dir, "*.checkpoint"))
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return ReadAnchorsFS(os.DirFS(dir), v, origin)
+}
+
+// ReadAnchorsFS is ReadAnchors over a file system: an evidence bundle's,
+// which must not be trusted to hold only regular files.
+func ReadAnchorsFS(fsys fs.FS, v note.Verifier, origin string) ([]*Anchor, error) {
+	files, err := fs.Glob(fsys, "*.checkpoint")
 	if err != nil {
 		return nil, err
 	}
 	slices.Sort(files)
 	var out []*Anchor
 	for _, f := range files {
-		name := strings.TrimSuffix(filepath.Base(f), ".checkpoint")
-		b, err := os.ReadFile(f)
+		name := strings.TrimSuffix(f, ".checkpoint")
+		b, err := fs.ReadFile(fsys, f)
 		if err != nil {
 			return nil, err
 		}
@@ -230,7 +239,7 @@ func ReadAnchors(dir string, v note.Verifier, origin string) ([]*Anchor, error) 
 		}
 		a := &Anchor{Checkpoint: cp, name: name, signed: b}
 		if len(out) > 0 {
-			if err := checkConsistencyFile(filepath.Join(dir, name+".consistency"), out, a); err != nil {
+			if err := checkConsistencyFile(fsys, name+".consistency", out, a); err != nil {
 				return nil, verr("anchor "+name, "%v", err)
 			}
 		}
@@ -242,8 +251,8 @@ func ReadAnchors(dir string, v note.Verifier, origin string) ([]*Anchor, error) 
 // checkConsistencyFile checks the proof that cur extends an earlier
 // anchor: the one before it, or, after a rollback was acknowledged, an
 // earlier one or the empty tree ("-"), the anchors in between being lost.
-func checkConsistencyFile(path string, earlier []*Anchor, cur *Anchor) error {
-	b, err := os.ReadFile(path)
+func checkConsistencyFile(fsys fs.FS, path string, earlier []*Anchor, cur *Anchor) error {
+	b, err := fs.ReadFile(fsys, path)
 	if err != nil {
 		return fmt.Errorf("consistency proof from %s: %w", earlier[len(earlier)-1].name, err)
 	}
