@@ -12,6 +12,7 @@ import (
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/pgstore"
+	"github.com/linegate/linegate/internal/retention"
 	"github.com/linegate/linegate/internal/sqlitestore"
 )
 
@@ -103,7 +104,13 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	start := time.Now()
-	rep, err := ledger.Verify(ctx, view, verifier, origin, external, sealer)
+	// Deletions are checked against the retention classes of the config
+	// (or the presets, with -data): each must have been due.
+	policies := retention.Policies(retention.Presets())
+	if cfg != nil {
+		policies = retention.Policies(cfg.policies())
+	}
+	rep, err := ledger.Verify(ctx, view, verifier, origin, external, sealer, ledger.WithDeletionPolicy(policies))
 	// A view that was not what it seemed (an SQLite file written while
 	// it was read without locks) makes any finding void.
 	if cerr := view.Close(); cerr != nil {
@@ -117,6 +124,12 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		rep.Records, rep.TreeSize, rep.Records-rep.TreeSize, rep.Deleted, rep.Checkpoints, rep.Tiles, len(anchors), rep.PayloadBytes, d.Round(time.Millisecond))
 	for _, r := range rep.Rollbacks {
 		fmt.Fprintf(e.stdout, "ACKNOWLEDGED LOSS: %s\n", r)
+	}
+	if rep.DeletedUnsigned > 0 {
+		fmt.Fprintf(e.stdout, "PENDING: %d payloads deleted by deletion records appended after the signed tree head; they count once a checkpoint signs them (run verify again)\n", rep.DeletedUnsigned)
+	}
+	if rep.DueUnchecked > 0 {
+		fmt.Fprintf(e.stdout, "NOT CHECKED: %d deletions of records whose retention class verify has no policy for (give the config with -config)\n", rep.DueUnchecked)
 	}
 	if sealer == nil && rep.Unopened > 0 {
 		fmt.Fprintf(e.stdout, "NOT CHECKED: payload commitments: %d payloads sealed, not opened (no key encryption key; give -kek to check them)", rep.Unopened)

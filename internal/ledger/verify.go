@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"iter"
 	"maps"
 	"runtime"
 	"slices"
+	"time"
 
 	"github.com/linegate/linegate/internal/record"
 	"github.com/transparency-dev/merkle/compact"
@@ -31,6 +33,15 @@ type VerifyReport struct {
 	// deletion records among them cannot name what they deleted.
 	Unopened         uint64 // sealed payloads not opened: commitments not checked
 	DeletedUnchecked int    // payloads deleted before a sealed deletion record, not matched to one
+
+	// DeletedUnsigned are payloads deleted by deletion records appended
+	// after the tree head: not counted as deleted by policy until a
+	// checkpoint signs them.
+	DeletedUnsigned int
+	// DueUnchecked are deletions whose record's retention class the
+	// verifier has no policy for (WithDeletionPolicy): their due times
+	// were not checked.
+	DueUnchecked int
 
 	// Rollbacks are the external checkpoints that the tree does not
 	// extend, each acknowledged as lost by a record inside the tree.
@@ -79,8 +90,12 @@ type External struct {
 // (leaf encodings and hashes, tiles, tree head, checkpoints, external
 // checkpoints, and payloads stored in the clear): the report counts the
 // sealed payloads it could not open.
-func Verify(ctx context.Context, view ReadView, v note.Verifier, origin string, external []External, s Sealer) (VerifyReport, error) {
+func Verify(ctx context.Context, view ReadView, v note.Verifier, origin string, external []External, s Sealer, opts ...VerifyOption) (VerifyReport, error) {
 	var rep VerifyReport
+	var o verifyOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	head, err := view.TreeHead(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("read tree head: %w", err)
@@ -174,7 +189,9 @@ func Verify(ctx context.Context, view ReadView, v note.Verifier, origin string, 
 	next := uint64(0)
 	// Payloads deleted by policy wait here for the deletion record that
 	// names them, which comes later in the log.
-	deletedPending := map[uint64]bool{}
+	deletedPending := map[uint64]Leaf{}
+	// The delete-after times that deletion requests set, by record.
+	requested := map[uint64]int64{}
 	// Without a Sealer, the last deletion record whose payload stayed
 	// sealed: the payloads deleted before it may be the ones it names.
 	sealedDeletion, anySealedDeletion := uint64(0), false
@@ -191,7 +208,12 @@ func Verify(ctx context.Context, view ReadView, v note.Verifier, origin string, 
 				return rep, b.errs[i]
 			}
 			if rec.Payload == nil {
-				deletedPending[rec.Index] = true
+				deletedPending[rec.Index] = b.checks[i].leaf
+			}
+			for _, r := range b.checks[i].requests {
+				if r[0] >= 0 && uint64(r[0]) < rec.Index {
+					requested[uint64(r[0])] = r[1]
+				}
 			}
 			if b.unopened[i] {
 				rep.Unopened++
@@ -200,13 +222,30 @@ func Verify(ctx context.Context, view ReadView, v note.Verifier, origin string, 
 				}
 			}
 			for _, d := range b.deletes[i] {
+				where := fmt.Sprintf("record %d", rec.Index)
 				if d >= rec.Index {
-					return rep, verr(fmt.Sprintf("record %d", rec.Index), "deletion record names record %d, which comes after it", d)
+					return rep, verr(where, "deletion record names record %d, which comes after it", d)
 				}
-				if deletedPending[d] {
-					delete(deletedPending, d)
-					rep.Deleted++
+				deleted, ok := deletedPending[d]
+				if !ok {
+					continue // its payload is still there, or was named before
 				}
+				checked, err := o.checkDue(deleted, b.checks[i].basis[d], requested[d], b.checks[i].leaf)
+				if err != nil {
+					return rep, verr(where, "deletion of record %d: %v", d, err)
+				}
+				if !checked {
+					rep.DueUnchecked++
+				}
+				delete(deletedPending, d)
+				if rec.Index >= head.Size {
+					// A deletion counts only once it is signed: this one
+					// was appended after the tree head (a purge moments
+					// ago), and is reported apart.
+					rep.DeletedUnsigned++
+					continue
+				}
+				rep.Deleted++
 			}
 			rep.PayloadBytes += uint64(len(rec.Payload))
 			rep.Records++
@@ -250,6 +289,75 @@ func Verify(ctx context.Context, view ReadView, v note.Verifier, origin string, 
 	return rep, nil
 }
 
+// VerifyOption adds a check to Verify.
+type VerifyOption func(*verifyOptions)
+
+type verifyOptions struct {
+	policy DeletionPolicy
+}
+
+// DeletionPolicy says when a record's payload may be deleted: the
+// retention classes' periods, which the ledger itself does not know
+// (package retention implements it).
+type DeletionPolicy interface {
+	// Keep returns, for a retention class, how long after a record's time
+	// its payload is kept (0: no automatic deletion) and the least time
+	// any request leaves it; ok is false for a class the policy lacks.
+	Keep(class string) (keep, minKeep time.Duration, ok bool)
+}
+
+// WithDeletionPolicy makes Verify check that every deletion was due when
+// it was made, by the basis its deletion record gives: "retention" (the
+// record's time plus its class's keep period had passed), "request" (a
+// deletion request recorded before set a time that had passed, and that
+// is not before the record's time plus its class's least keep period), or
+// "shred" (its subject's key was destroyed). A deletion with no basis, or
+// one that was not due, is a finding; one of a class the policy lacks is
+// counted in VerifyReport.DueUnchecked.
+func WithDeletionPolicy(p DeletionPolicy) VerifyOption {
+	return func(o *verifyOptions) { o.policy = p }
+}
+
+// checkDue checks one deletion against the policy, and reports whether it
+// could.
+func (o *verifyOptions) checkDue(deleted Leaf, basis string, requestedMs int64, deletion Leaf) (bool, error) {
+	if basis == "shred" {
+		return true, nil
+	}
+	if basis != "retention" && basis != "request" {
+		return false, fmt.Errorf("no basis given (%q)", basis)
+	}
+	if o.policy == nil {
+		return false, nil
+	}
+	keep, minKeep, ok := o.policy.Keep(deleted.Retention)
+	if !ok {
+		return false, nil
+	}
+	at := deletion.Time.UnixMilli()
+	switch basis {
+	case "retention":
+		if keep <= 0 {
+			return true, fmt.Errorf("class %q keeps payloads until deleted otherwise, yet the deletion says its period was over", deleted.Retention)
+		}
+		if due := deleted.Time.Add(keep).UnixMilli(); due > at {
+			return true, fmt.Errorf("class %q keeps it until %s, and it was deleted at %s", deleted.Retention,
+				time.UnixMilli(due).UTC().Format(time.RFC3339), deletion.Time.UTC().Format(time.RFC3339))
+		}
+	case "request":
+		if requestedMs == 0 {
+			return true, errors.New("deleted on a request, but no deletion request recorded before it names the record")
+		}
+		if least := deleted.Time.Add(minKeep).UnixMilli(); requestedMs < least {
+			return true, fmt.Errorf("a request may not bring class %q's deletion before %s", deleted.Retention, time.UnixMilli(least).UTC().Format(time.RFC3339))
+		}
+		if requestedMs > at {
+			return true, fmt.Errorf("the request set %s, and it was deleted at %s", time.UnixMilli(requestedMs).UTC().Format(time.RFC3339), deletion.Time.UTC().Format(time.RFC3339))
+		}
+	}
+	return true, nil
+}
+
 // recordBatch is a run of records checked on their own: commitments
 // verified and leaf hashes computed, by a worker.
 type recordBatch struct {
@@ -258,6 +366,7 @@ type recordBatch struct {
 	leafHashes [][32]byte
 	deletes    [][]uint64 // per deletion record: the records it deleted
 	unopened   []bool     // per record: sealed, and no Sealer to open it
+	checks     []recordCheck
 	kinds      []Kind
 	done       chan struct{}
 }
@@ -310,10 +419,11 @@ func checkRecords(ctx context.Context, view ReadView, count uint64, s Sealer) it
 					b.deletes = make([][]uint64, len(b.recs))
 					b.unopened = make([]bool, len(b.recs))
 					b.kinds = make([]Kind, len(b.recs))
+					b.checks = make([]recordCheck, len(b.recs))
 					for i, rec := range b.recs {
 						var c recordCheck
 						c, b.errs[i] = checkRecord(ctx, s, rec)
-						b.deletes[i], b.unopened[i], b.kinds[i] = c.deletes, c.unopened, c.kind
+						b.deletes[i], b.unopened[i], b.kinds[i], b.checks[i] = c.deletes, c.unopened, c.kind, c
 						if b.errs[i] == nil {
 							copy(b.leafHashes[i][:], rfc6962.DefaultHasher.HashLeaf(rec.Leaf))
 						}
@@ -337,8 +447,11 @@ func checkRecords(ctx context.Context, view ReadView, count uint64, s Sealer) it
 // recordCheck is what checkRecord learnt of a record.
 type recordCheck struct {
 	kind     Kind
-	deletes  []uint64 // for a deletion record: the indices it deleted
-	unopened bool     // sealed, and no Sealer: its commitment is not checked
+	leaf     Leaf
+	deletes  []uint64          // for a deletion record: the indices it deleted
+	basis    map[uint64]string // and on what basis each was due
+	requests [][2]int64        // for a deletion request: (index, delete-after ms) it set
+	unopened bool              // sealed, and no Sealer: its commitment is not checked
 }
 
 // checkRecord checks what a record can show on its own. A record whose
@@ -354,7 +467,7 @@ func checkRecord(ctx context.Context, s Sealer, rec Record) (recordCheck, error)
 	if err := leaf.UnmarshalBinary(rec.Leaf); err != nil {
 		return recordCheck{}, verr(where, "%v", err)
 	}
-	c := recordCheck{kind: leaf.Kind}
+	c := recordCheck{kind: leaf.Kind, leaf: leaf}
 	switch {
 	case rec.Payload == nil && rec.Nonce == nil:
 		return c, nil // deleted: to be named by a deletion record
@@ -371,15 +484,29 @@ func checkRecord(ctx context.Context, s Sealer, rec Record) (recordCheck, error)
 	case Commit(rec.Nonce, payload) != leaf.Commitment:
 		return c, verr(where, "payload does not match its commitment")
 	}
-	if leaf.Kind == KindDeletion {
-		_, body, err := record.SplitPayload(payload)
-		var d struct {
-			Deleted []uint64 `json:"deleted"`
+	switch leaf.Kind {
+	case KindDeletion:
+		_, b, err := record.Decode(leaf.Kind, payload)
+		if err != nil {
+			return c, verr(where, "malformed deletion record: %v", err)
 		}
-		if err != nil || json.Unmarshal(body, &d) != nil {
-			return c, verr(where, "malformed deletion record")
+		d := b.(*record.Deletion)
+		c.deletes, c.basis = d.Deleted, d.Basis
+	case KindAdmin:
+		// A deletion request lists the delete-after times it set: the
+		// basis of the deletions it allows before their keep period.
+		_, b, err := record.Decode(leaf.Kind, payload)
+		if err != nil {
+			return c, verr(where, "malformed admin record: %v", err)
 		}
-		c.deletes = d.Deleted
+		if a := b.(*record.Admin); a.Action == "subject_request" {
+			if raw, ok := a.Detail["delete_after"]; ok {
+				j, _ := json.Marshal(raw)
+				if json.Unmarshal(j, &c.requests) != nil {
+					return c, verr(where, "malformed deletion request: delete_after")
+				}
+			}
+		}
 	}
 	return c, nil
 }

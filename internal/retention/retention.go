@@ -414,3 +414,13 @@ func Apply(ctx context.Context, s Store, policies map[string]Policy, subject str
 	}
 	return rep, nil
 }
+
+// Policies are retention classes by name. They tell verify when each
+// deletion was due (ledger.DeletionPolicy).
+type Policies map[string]Policy
+
+// Keep implements ledger.DeletionPolicy.
+func (p Policies) Keep(class string) (keep, minKeep time.Duration, ok bool) {
+	c, ok := p[class]
+	return c.Keep, c.MinKeep, ok
+}
