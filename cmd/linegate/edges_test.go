@@ -11,10 +11,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/webhook"
 )
 
@@ -301,5 +303,73 @@ func TestVerifyBundleReadsRegularFilesOnly(t *testing.T) {
 				t.Errorf("verify-bundle = %v:\n%s\nwant a failure naming the file as not regular", err, out)
 			}
 		})
+	}
+}
+
+// TestRejectionFloodBounded: a flood of requests with bad signatures and
+// large headers, from many clients, writes a bounded number of small
+// rejection records under the rejections class, and a summary of the rest
+// (at shutdown at the latest); signed webhooks alongside are recorded.
+func TestRejectionFloodBounded(t *testing.T) {
+	dir := t.TempDir()
+	g := startGateway(t, dir, gwConfig{extra: "rejections: {per_second: 2, burst: 10, summary_every: 1h}\n"})
+	body := []byte(`{"destination":"U0123456789abcdef0123456789abcdef","events":[]}`)
+	pad := strings.Repeat("p", 2900)
+	const flood = 400
+	var wg sync.WaitGroup
+	for c := range 8 {
+		client := fromAddr(fmt.Sprintf("127.0.1.%d", c+1))
+		wg.Go(func() {
+			for range flood / 8 {
+				req, _ := http.NewRequest("POST", g.webhook+"/webhook/demo", bytes.NewReader(body))
+				req.Header.Set("X-Line-Signature", "bm90IGEgc2lnbmF0dXJl")
+				for i := range 20 {
+					req.Header.Set(fmt.Sprintf("X-Pad-%02d", i), pad)
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 401 {
+					t.Errorf("flood request = %d", resp.StatusCode)
+				}
+			}
+		})
+	}
+	for range 5 {
+		sendText(t, g, "U1", "", "during the flood")
+	}
+	wg.Wait()
+	g.stop()
+	var oneByOne, webhooks int
+	var summarised int64
+	for _, r := range readLedger(t, dir) {
+		switch r.leaf.Kind {
+		case ledger.KindWebhook:
+			webhooks++
+		case ledger.KindRejection:
+			if r.leaf.Retention != "rejections" {
+				t.Errorf("a rejection record under class %q", r.leaf.Retention)
+			}
+			if r.meta.Suppressed > 0 {
+				summarised += r.meta.Suppressed
+				continue
+			}
+			oneByOne++
+			if r.meta.HeaderCount < 20 || len(r.meta.Headers) > 12 || r.meta.BodySHA256 == "" {
+				t.Errorf("rejection record: %d headers (%d kept), body hash %q", r.meta.HeaderCount, len(r.meta.Headers), r.meta.BodySHA256)
+			}
+		}
+	}
+	if webhooks != 5 {
+		t.Errorf("%d signed webhooks recorded, want 5", webhooks)
+	}
+	if oneByOne > 40 {
+		t.Errorf("%d rejections recorded one by one: the rate limit did not hold", oneByOne)
+	}
+	if int64(oneByOne)+summarised != flood {
+		t.Errorf("%d recorded one by one + %d in summaries, want %d", oneByOne, summarised, flood)
 	}
 }

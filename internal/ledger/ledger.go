@@ -633,7 +633,7 @@ func (l *Ledger) integrateTo(ctx context.Context, end uint64) error {
 		return err
 	}
 	head := TreeHead{Size: end, Hash: root, Checkpoint: cp}
-	if err := l.store.Integrate(ctx, old.Size, head, tiles); err != nil {
+	if err := l.store.Integrate(ctx, old, head, tiles); err != nil {
 		return fmt.Errorf("ledger: integrate [%d, %d): %w", old.Size, end, err)
 	}
 	l.head, l.published = head, head

@@ -102,14 +102,13 @@ type Store interface {
 
 	// Integrate commits, in one transaction, the tiles and the new tree head
 	// (whose checkpoint is also added to the checkpoint history), provided
-	// the stored tree head still has size oldSize; otherwise it returns
-	// ErrConflict and writes nothing. Tiles replace stored tiles of the same
-	// coordinates. The swap compares sizes only, never hashes: from the
-	// stored size, a head of that same size replaces the stored one,
-	// whatever its hash (as the Ledger's first signature of the empty tree
-	// does, from 0 to 0). That the new head extends the old one is for the
-	// sequencer to prove before it signs.
-	Integrate(ctx context.Context, oldSize uint64, head TreeHead, tiles []Tile) error
+	// the stored tree head is still exactly old: its size and its hash (a
+	// compare-and-swap on the previous head, not on a size, so that a head
+	// of the same size with another hash is a conflict too); otherwise it
+	// returns ErrConflict and writes nothing. Tiles replace stored tiles of
+	// the same coordinates. That the new head extends the old one is for
+	// the sequencer to prove before it signs.
+	Integrate(ctx context.Context, old TreeHead, head TreeHead, tiles []Tile) error
 
 	// Checkpoints iterates over every checkpoint ever committed by
 	// Integrate, in the order of their tree sizes.

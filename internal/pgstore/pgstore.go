@@ -335,10 +335,10 @@ func (s *Store) ReadTile(ctx context.Context, level, index uint64) ([]byte, erro
 
 // Integrate implements ledger.Store: the compare-and-swap is an UPDATE of
 // the tree head conditioned on its size.
-func (s *Store) Integrate(ctx context.Context, oldSize uint64, head ledger.TreeHead, tiles []ledger.Tile) error {
+func (s *Store) Integrate(ctx context.Context, old ledger.TreeHead, head ledger.TreeHead, tiles []ledger.Tile) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, "UPDATE tree_head SET size = $1, hash = $2, checkpoint = $3 WHERE id = 0 AND size = $4",
-			int64(head.Size), head.Hash[:], head.Checkpoint, int64(oldSize))
+		tag, err := tx.Exec(ctx, "UPDATE tree_head SET size = $1, hash = $2, checkpoint = $3 WHERE id = 0 AND size = $4 AND hash = $5",
+			int64(head.Size), head.Hash[:], head.Checkpoint, int64(old.Size), old.Hash[:])
 		if err != nil {
 			return err
 		}

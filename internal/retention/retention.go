@@ -138,7 +138,10 @@ type Committer interface {
 // nonces of the records Indices are deleted, so that their bytes are gone
 // from the database files too (and their rows of the subject index with
 // them), and the data keys of the subjects in Destroy are destroyed. A
-// Store fails it if a record still refers to one of those keys.
+// Store fails it if a record still refers to one of those keys. With a
+// key destroyed goes the subject's id from the state tables: a user's
+// consent on every channel is deleted (no row: no opt-in), and the subject
+// of its released holds becomes its pseudonym (record.Pseudonym).
 type DeletePayloads struct {
 	Indices []uint64
 	Destroy []string

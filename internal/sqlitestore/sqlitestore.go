@@ -468,14 +468,14 @@ func (s *Store) ReadTile(ctx context.Context, level, index uint64) ([]byte, erro
 
 // Integrate implements ledger.Store. The compare-and-swap is an UPDATE of
 // the tree head conditioned on its size, inside the write transaction.
-func (s *Store) Integrate(ctx context.Context, oldSize uint64, head ledger.TreeHead, tiles []ledger.Tile) error {
+func (s *Store) Integrate(ctx context.Context, old ledger.TreeHead, head ledger.TreeHead, tiles []ledger.Tile) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlitestore: begin: %w", err)
 	}
 	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, "UPDATE tree_head SET size = ?, hash = ?, checkpoint = ? WHERE id = 0 AND size = ?",
-		head.Size, head.Hash[:], head.Checkpoint, oldSize)
+	res, err := tx.ExecContext(ctx, "UPDATE tree_head SET size = ?, hash = ?, checkpoint = ? WHERE id = 0 AND size = ? AND hash = ?",
+		head.Size, head.Hash[:], head.Checkpoint, old.Size, old.Hash[:])
 	if err != nil {
 		return fmt.Errorf("sqlitestore: update tree head: %w", err)
 	}

@@ -206,13 +206,18 @@ func testIntegrateCAS(t *testing.T, h Harness) {
 	s := open(t, h)
 	head1 := ledger.TreeHead{Size: 2, Hash: [32]byte{1}, Checkpoint: []byte("cp1\n")}
 	tile1 := []ledger.Tile{{Level: 0, Index: 0, Data: bytes.Repeat([]byte{1}, 64)}}
-	if err := s.Integrate(ctx, 0, head1, tile1); err != nil {
+	if err := s.Integrate(ctx, ledger.TreeHead{}, head1, tile1); err != nil {
 		t.Fatalf("Integrate: %v", err)
 	}
 	stale := ledger.TreeHead{Size: 3, Hash: [32]byte{2}, Checkpoint: []byte("cp-stale\n")}
 	staleTiles := []ledger.Tile{{Level: 0, Index: 0, Data: bytes.Repeat([]byte{2}, 96)}}
-	if err := s.Integrate(ctx, 0, stale, staleTiles); !errors.Is(err, ledger.ErrConflict) {
+	if err := s.Integrate(ctx, ledger.TreeHead{}, stale, staleTiles); !errors.Is(err, ledger.ErrConflict) {
 		t.Fatalf("Integrate from a stale size: err = %v, want ErrConflict", err)
+	}
+	// The same size with another hash is not the stored head either.
+	forked := ledger.TreeHead{Size: 2, Hash: [32]byte{9}}
+	if err := s.Integrate(ctx, forked, stale, staleTiles); !errors.Is(err, ledger.ErrConflict) {
+		t.Fatalf("Integrate from the stored size with another hash: err = %v, want ErrConflict", err)
 	}
 	got, err := s.TreeHead(ctx)
 	if err != nil {
@@ -225,7 +230,7 @@ func testIntegrateCAS(t *testing.T, h Harness) {
 		t.Errorf("tile after a conflicting Integrate = %x, %v; want the first tile", d, err)
 	}
 	head2 := ledger.TreeHead{Size: 3, Hash: [32]byte{3}, Checkpoint: []byte("cp2\n")}
-	if err := s.Integrate(ctx, 2, head2, nil); err != nil {
+	if err := s.Integrate(ctx, head1, head2, nil); err != nil {
 		t.Fatalf("Integrate: %v", err)
 	}
 	var cps []string
@@ -245,10 +250,10 @@ func testTileGrows(t *testing.T, h Harness) {
 	s := open(t, h)
 	small := bytes.Repeat([]byte{7}, 2*32)
 	big := append(bytes.Clone(small), bytes.Repeat([]byte{8}, 32)...)
-	if err := s.Integrate(ctx, 0, ledger.TreeHead{Size: 2, Checkpoint: []byte("a\n")}, []ledger.Tile{{Level: 0, Index: 0, Data: small}}); err != nil {
+	if err := s.Integrate(ctx, ledger.TreeHead{}, ledger.TreeHead{Size: 2, Checkpoint: []byte("a\n")}, []ledger.Tile{{Level: 0, Index: 0, Data: small}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Integrate(ctx, 2, ledger.TreeHead{Size: 3, Checkpoint: []byte("b\n")}, []ledger.Tile{{Level: 0, Index: 0, Data: big}}); err != nil {
+	if err := s.Integrate(ctx, ledger.TreeHead{Size: 2}, ledger.TreeHead{Size: 3, Checkpoint: []byte("b\n")}, []ledger.Tile{{Level: 0, Index: 0, Data: big}}); err != nil {
 		t.Fatal(err)
 	}
 	if d, err := s.ReadTile(ctx, 0, 0); err != nil || !bytes.Equal(d, big) {
@@ -264,7 +269,7 @@ func testDurable(t *testing.T, h Harness) {
 		t.Fatal(err)
 	}
 	head := ledger.TreeHead{Size: 10, Hash: [32]byte{9}, Checkpoint: []byte("cp\n")}
-	if err := s.Integrate(ctx, 0, head, []ledger.Tile{{Level: 0, Index: 0, Data: make([]byte, 320)}}); err != nil {
+	if err := s.Integrate(ctx, ledger.TreeHead{}, head, []ledger.Tile{{Level: 0, Index: 0, Data: make([]byte, 320)}}); err != nil {
 		t.Fatal(err)
 	}
 	s = h.Reopen(t, s)

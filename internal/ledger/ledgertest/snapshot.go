@@ -22,7 +22,7 @@ func testSnapshot(t *testing.T, h Harness) {
 	}
 	head1 := ledger.TreeHead{Size: 2, Hash: [32]byte{1}, Checkpoint: []byte("cp1\n")}
 	tile1 := bytes.Repeat([]byte{1}, 64)
-	if err := s.Integrate(ctx, 0, head1, []ledger.Tile{{Level: 0, Index: 0, Data: tile1}}); err != nil {
+	if err := s.Integrate(ctx, ledger.TreeHead{}, head1, []ledger.Tile{{Level: 0, Index: 0, Data: tile1}}); err != nil {
 		t.Fatal(err)
 	}
 	v, err := s.Snapshot(ctx)
@@ -36,7 +36,7 @@ func testSnapshot(t *testing.T, h Harness) {
 		t.Fatal(err)
 	}
 	head2 := ledger.TreeHead{Size: 5, Hash: [32]byte{2}, Checkpoint: []byte("cp2\n")}
-	if err := s.Integrate(ctx, 2, head2, []ledger.Tile{{Level: 0, Index: 0, Data: bytes.Repeat([]byte{1}, 160)}}); err != nil {
+	if err := s.Integrate(ctx, head1, head2, []ledger.Tile{{Level: 0, Index: 0, Data: bytes.Repeat([]byte{1}, 160)}}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -377,25 +377,37 @@ func testReadLeavesGap(t *testing.T, h StateHarness) {
 	}
 }
 
-// testIntegrateSameSize: the compare-and-swap is on the size alone (see
-// ledger.Store.Integrate): from the stored size, a head of the same size
-// replaces the stored one, whatever its hash, as the Ledger's first
-// signature of the empty tree does.
+// testIntegrateSameSize: the compare-and-swap is on the exact previous
+// head (see ledger.Store.Integrate): from the stored head, a head of the
+// same size replaces it (as the Ledger's first signature of the empty
+// tree does), but from a head of the stored size with another hash, the
+// swap is a conflict.
 func testIntegrateSameSize(t *testing.T, h StateHarness) {
 	ctx := context.Background()
 	s := open(t, h.Harness)
 	empty := ledger.TreeHead{Size: 0, Hash: [32]byte{0xe3}, Checkpoint: []byte("cp0\n")}
-	if err := s.Integrate(ctx, 0, empty, nil); err != nil {
-		t.Fatalf("Integrate of the empty tree from size 0: %v", err)
+	if err := s.Integrate(ctx, ledger.TreeHead{}, empty, nil); err != nil {
+		t.Fatalf("Integrate of the empty tree from the new store's head: %v", err)
 	}
 	head1 := ledger.TreeHead{Size: 2, Hash: [32]byte{1}, Checkpoint: []byte("cp1\n")}
-	if err := s.Integrate(ctx, 0, head1, []ledger.Tile{{Level: 0, Index: 0, Data: bytes.Repeat([]byte{1}, 64)}}); err != nil {
+	tile1 := bytes.Repeat([]byte{1}, 64)
+	if err := s.Integrate(ctx, empty, head1, []ledger.Tile{{Level: 0, Index: 0, Data: tile1}}); err != nil {
 		t.Fatal(err)
 	}
 	other := ledger.TreeHead{Size: 2, Hash: [32]byte{2}, Checkpoint: []byte("cp1-other\n")}
 	otherTile := bytes.Repeat([]byte{2}, 64)
-	if err := s.Integrate(ctx, 2, other, []ledger.Tile{{Level: 0, Index: 0, Data: otherTile}}); err != nil {
-		t.Fatalf("Integrate from size 2 to another head of size 2: %v; the contract says it replaces the head", err)
+	fork := ledger.TreeHead{Size: 2, Hash: [32]byte{7}}
+	if err := s.Integrate(ctx, fork, other, []ledger.Tile{{Level: 0, Index: 0, Data: otherTile}}); !errors.Is(err, ledger.ErrConflict) {
+		t.Fatalf("Integrate from the stored size with another hash: %v, want ErrConflict", err)
+	}
+	if got, err := s.TreeHead(ctx); err != nil || got.Hash != head1.Hash {
+		t.Fatalf("TreeHead after a conflict = %+v, %v; want it unchanged", got, err)
+	}
+	if d, err := s.ReadTile(ctx, 0, 0); err != nil || !bytes.Equal(d, tile1) {
+		t.Errorf("tile after a conflict = %x, %v; want it unchanged", d, err)
+	}
+	if err := s.Integrate(ctx, head1, other, []ledger.Tile{{Level: 0, Index: 0, Data: otherTile}}); err != nil {
+		t.Fatalf("Integrate from the stored head to another head of size 2: %v; the store leaves that judgement to the sequencer", err)
 	}
 	got, err := s.TreeHead(ctx)
 	if err != nil {
@@ -403,9 +415,6 @@ func testIntegrateSameSize(t *testing.T, h StateHarness) {
 	}
 	if got.Size != 2 || got.Hash != other.Hash || !bytes.Equal(got.Checkpoint, other.Checkpoint) {
 		t.Errorf("TreeHead = %+v, want %+v", got, other)
-	}
-	if d, err := s.ReadTile(ctx, 0, 0); err != nil || !bytes.Equal(d, otherTile) {
-		t.Errorf("ReadTile = %x, %v; want the tile of the second Integrate", d, err)
 	}
 	var cps []string
 	for cp, err := range s.Checkpoints(ctx) {
@@ -427,22 +436,23 @@ func testIntegrateStale(t *testing.T, h StateHarness) {
 	s := open(t, h.Harness)
 	head := ledger.TreeHead{Size: 4, Hash: [32]byte{4}, Checkpoint: []byte("cp4\n")}
 	tile := bytes.Repeat([]byte{4}, 4*32)
-	if err := s.Integrate(ctx, 0, head, []ledger.Tile{{Level: 0, Index: 0, Data: tile}}); err != nil {
+	if err := s.Integrate(ctx, ledger.TreeHead{}, head, []ledger.Tile{{Level: 0, Index: 0, Data: tile}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
-		name    string
-		oldSize uint64
-		head    ledger.TreeHead
+		name string
+		old  ledger.TreeHead
+		head ledger.TreeHead
 	}{
-		{"grow from an older size", 2, ledger.TreeHead{Size: 6, Hash: [32]byte{6}, Checkpoint: []byte("cp6\n")}},
-		{"same size from an older size", 2, ledger.TreeHead{Size: 4, Hash: [32]byte{5}, Checkpoint: []byte("cp4-other\n")}},
-		{"from a size never stored", 5, ledger.TreeHead{Size: 6, Hash: [32]byte{6}, Checkpoint: []byte("cp6\n")}},
+		{"grow from an older size", ledger.TreeHead{Size: 2}, ledger.TreeHead{Size: 6, Hash: [32]byte{6}, Checkpoint: []byte("cp6\n")}},
+		{"same size from an older size", ledger.TreeHead{Size: 2}, ledger.TreeHead{Size: 4, Hash: [32]byte{5}, Checkpoint: []byte("cp4-other\n")}},
+		{"from a size never stored", ledger.TreeHead{Size: 5}, ledger.TreeHead{Size: 6, Hash: [32]byte{6}, Checkpoint: []byte("cp6\n")}},
+		{"from the stored size with another hash", ledger.TreeHead{Size: 4, Hash: [32]byte{8}}, ledger.TreeHead{Size: 6, Hash: [32]byte{6}, Checkpoint: []byte("cp6\n")}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			err := s.Integrate(ctx, c.oldSize, c.head, []ledger.Tile{{Level: 0, Index: 0, Data: bytes.Repeat([]byte{9}, int(c.head.Size)*32)}})
+			err := s.Integrate(ctx, c.old, c.head, []ledger.Tile{{Level: 0, Index: 0, Data: bytes.Repeat([]byte{9}, int(c.head.Size)*32)}})
 			if !errors.Is(err, ledger.ErrConflict) {
-				t.Errorf("Integrate(%d, size %d) over size 4: err = %v, want ErrConflict", c.oldSize, c.head.Size, err)
+				t.Errorf("Integrate(%d, size %d) over size 4: err = %v, want ErrConflict", c.old.Size, c.head.Size, err)
 			}
 			if got, err := s.TreeHead(ctx); err != nil || got.Size != 4 || got.Hash != head.Hash {
 				t.Errorf("TreeHead = %+v, %v; want it unchanged", got, err)
