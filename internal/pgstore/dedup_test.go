@@ -42,8 +42,14 @@ func TestPipelineDedupPerChannel(t *testing.T) {
 	webhook := func(channel, id string, redelivery bool) ledger.Record {
 		body := fmt.Sprintf(`{"destination":"U0123456789abcdef0123456789abcdef","events":[{"type":"message","mode":"active","timestamp":%d,"webhookEventId":%q,"deliveryContext":{"isRedelivery":%v},"source":{"type":"user","userId":"U1"},"replyToken":"r","message":{"id":"1","type":"text","text":"hi","quoteToken":"q"}}]}`,
 			now.UnixMilli(), id, redelivery)
-		payload, _ := record.EncodePayload(&record.Meta{Channel: channel, ReceivedMs: now.UnixMilli()}, []byte(body))
-		rec, _ := ledger.NewRecord(ledger.Entry{Kind: ledger.KindWebhook, Time: now, Channel: channel, Payload: payload})
+		payload, err := record.EncodePayload(&record.Meta{Channel: channel, ReceivedMs: now.UnixMilli()}, []byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, err := ledger.NewRecord(ledger.Entry{Kind: ledger.KindWebhook, Time: now, Channel: channel, Payload: payload})
+		if err != nil {
+			t.Fatal(err)
+		}
 		return rec
 	}
 	recs := []ledger.Record{
@@ -61,7 +67,12 @@ func TestPipelineDedupPerChannel(t *testing.T) {
 	p := pipeline.New(pipeline.Options{Ledger: s, Store: s, Poll: 5 * time.Millisecond, Linger: time.Millisecond, Action: handled})
 	pctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { p.Run(pctx); close(done) }()
+	go func() {
+		defer close(done)
+		if err := p.Run(pctx); err != nil {
+			t.Error(err)
+		}
+	}()
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if idle, err := p.Idle(ctx); err != nil {
 			t.Fatal(err)

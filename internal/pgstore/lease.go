@@ -56,7 +56,7 @@ func (l *Lease) Held(ctx context.Context) bool {
 		l.conn = c
 	}
 	var ok bool
-	if err := l.conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", l.key).Scan(&ok); err != nil {
+	if err := l.conn.QueryRow(ctx, "SELECT pg_try_advisory_lock("+lockID+", $1)", int32(l.key)).Scan(&ok); err != nil {
 		l.drop()
 		return false
 	}

@@ -133,11 +133,19 @@ var migrations = []string{
 	CREATE INDEX cooldowns_until ON cooldowns (until_ms);`,
 }
 
-// Lock ids of the advisory locks (an arbitrary constant, then the use).
+// The second keys of the advisory locks, by use (the first is lockID).
 const (
-	lockMigrate   = 0x6c696e6567617401 // "linegat" 1
-	lockSequencer = 0x6c696e6567617402
-	lockDispatch  = 0x6c696e6567617403
+	lockMigrate   = 1
+	lockSequencer = 2
+	lockDispatch  = 3
+)
+
+// lockID is the first key of the advisory locks: a hash of the schema
+// the store lives in, so that two installations in two schemas of one
+// database (or the tests, each in a schema of its own) never share a
+// lease. The second key is the use.
+const (
+	lockID = "hashtext('linegate:' || current_schema())"
 )
 
 // Options tunes a Store.
@@ -198,7 +206,7 @@ func (s *Store) migrate(ctx context.Context) error {
 	defer tx.Rollback(ctx)
 	// Replicas starting at once: the first migrates, the others wait here
 	// and then find the schema current.
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(lockMigrate)); err != nil {
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock("+lockID+", $1)", int32(lockMigrate)); err != nil {
 		return fmt.Errorf("pgstore: migrate: %w", err)
 	}
 	if _, err := tx.Exec(ctx, "CREATE TABLE IF NOT EXISTS schema_version (id INT PRIMARY KEY CHECK (id = 0), version INT NOT NULL)"); err != nil {

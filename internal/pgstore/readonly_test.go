@@ -29,7 +29,10 @@ func TestOpenReadOnly(t *testing.T) {
 	rec := func(i int) ledger.Record {
 		nonce := ledger.NewNonce()
 		payload := fmt.Appendf(nil, "p%d", i)
-		leaf, _ := ledger.Leaf{Kind: ledger.KindWebhook, Channel: "c", Commitment: ledger.Commit(nonce, payload)}.MarshalBinary()
+		leaf, err := ledger.Leaf{Kind: ledger.KindWebhook, Channel: "c", Commitment: ledger.Commit(nonce, payload)}.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
 		return ledger.Record{Leaf: leaf, Nonce: nonce, Payload: payload}
 	}
 	if _, err := s.Append(ctx, []ledger.Record{rec(0), rec(1)}); err != nil {
