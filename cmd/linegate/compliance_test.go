@@ -20,14 +20,20 @@ import (
 // adminDo makes an admin call and returns its status and body.
 func adminDo(t *testing.T, g *gateway, path, body string) (int, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", g.admin+path, strings.NewReader(body))
+	req, err := http.NewRequest("POST", g.admin+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
 	req.Header.Set("Authorization", "Bearer test-admin-token")
 	resp, err := httpClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return resp.StatusCode, b
 }
 

@@ -60,7 +60,10 @@ func TestDataDirLock(t *testing.T) {
 	sendText(t, g, "U1", "", "hello")
 	waitIdle(t, g)
 	waitIntegrated(t, g)
-	host, _ := os.Hostname()
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
 	holder := fmt.Sprintf("pid %d on host %s", g.cmd.Process.Pid, host)
 
 	code, out := serveRefuses(t, g.cfgPath)
@@ -179,7 +182,9 @@ func TestDataDirPermissions(t *testing.T) {
 	if err := os.Mkdir(data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	os.Chmod(data, 0o755)
+	if err := os.Chmod(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	bundle := filepath.Join(dir, "bundle")
 
 	old := syscall.Umask(0o022) // inherited by the processes started here

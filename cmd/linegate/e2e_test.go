@@ -363,7 +363,9 @@ func TestServeRefusesBadConfig(t *testing.T) {
 		"bad bot id":    "data_dir: " + dir + "\nlog: {origin: a.b/c}\nchannels: [{id: x, secret: a, bot_user_id: U1}]\n",
 	} {
 		p := filepath.Join(dir, "bad.yaml")
-		os.WriteFile(p, []byte(y), 0o600)
+		if err := os.WriteFile(p, []byte(y), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		code, out := runCLI(t, "serve", "-config", p)
 		if code != 1 || !strings.Contains(out, "config") {
 			t.Errorf("%s: exit %d, output %q; want exit 1 naming the config", name, code, out)

@@ -117,7 +117,9 @@ func TestConnectionLimits(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	dial("127.0.0.1", 1)
 	extra := conns[len(conns)-1]
-	extra.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if err := extra.SetReadDeadline(time.Now().Add(3 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := extra.Read(make([]byte, 1)); err == nil || isTimeout(err) {
 		t.Errorf("a connection past the per-client limit was kept open (%v)", err)
 	}
@@ -129,7 +131,10 @@ func TestConnectionLimits(t *testing.T) {
 
 	body := []byte(`{"destination":"U0123456789abcdef0123456789abcdef","events":[]}`)
 	start := time.Now()
-	req, _ := http.NewRequest("POST", "http://"+net.JoinHostPort("127.0.0.1", port)+"/webhook/demo", bytes.NewReader(body))
+	req, err := http.NewRequest("POST", "http://"+net.JoinHostPort("127.0.0.1", port)+"/webhook/demo", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
 	req.Header.Set("X-Line-Signature", webhook.Sign([]byte(testSecret), body))
 	resp, err := fromAddr("127.0.0.9").Do(req)
 	if err != nil {
@@ -189,7 +194,10 @@ func TestIdleConnectionsCannotStarve(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	body := []byte(`{"destination":"U0123456789abcdef0123456789abcdef","events":[]}`)
-	req, _ := http.NewRequest("POST", "http://"+net.JoinHostPort("127.0.0.1", port)+"/webhook/demo", bytes.NewReader(body))
+	req, err := http.NewRequest("POST", "http://"+net.JoinHostPort("127.0.0.1", port)+"/webhook/demo", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
 	req.Header.Set("X-Line-Signature", webhook.Sign([]byte(testSecret), body))
 	resp, err := fromAddr("127.0.0.9").Do(req)
 	if err != nil {

@@ -124,7 +124,10 @@ func TestForgedRowsRefused(t *testing.T) {
 	t.Run("deletion", func(t *testing.T) {
 		dir := t.TempDir()
 		copyDir(t, base, dir)
-		body, _ := json.Marshal(record.Deletion{Deleted: []uint64{0}, Reason: "retention period over"})
+		body, err := json.Marshal(record.Deletion{Deleted: []uint64{0}, Reason: "retention period over"})
+		if err != nil {
+			t.Fatal(err)
+		}
 		execSQL(t, dir, "UPDATE records SET payload = NULL, nonce = NULL, keys = NULL WHERE idx = 0",
 			forgedRow(t, n, ledger.KindDeletion, body))
 		code, out := runCLI(t, "verify", "-data", filepath.Join(dir, "data"))
@@ -286,7 +289,10 @@ func TestAdminRecordedOrNotApplied(t *testing.T) {
 	g.stop()
 
 	killSwitch := func(g *gateway) bool {
-		req, _ := http.NewRequest("GET", g.admin+"/admin/kill-switch", nil)
+		req, err := http.NewRequest("GET", g.admin+"/admin/kill-switch", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
 		req.Header.Set("Authorization", "Bearer test-admin-token")
 		resp, err := httpClient.Do(req)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,18 +66,25 @@ func fileSize(t *testing.T, path string) uint64 {
 func restoreDB(t *testing.T, backup, dir string) {
 	t.Helper()
 	for _, f := range []string{"ledger.db", "ledger.db-wal", "ledger.db-shm"} {
-		os.Remove(filepath.Join(dir, "data", f))
+		if err := os.Remove(filepath.Join(dir, "data", f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
 		if b, err := os.ReadFile(filepath.Join(backup, f)); err == nil {
 			if err := os.WriteFile(filepath.Join(dir, "data", f), b, 0o600); err != nil {
 				t.Fatal(err)
 			}
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
 		}
 	}
 }
 
 // countAnchors returns the number of anchors written.
 func countAnchors(t *testing.T, dir string) int {
-	files, _ := filepath.Glob(filepath.Join(dir, "data", "anchors", "*.checkpoint"))
+	files, err := filepath.Glob(filepath.Join(dir, "data", "anchors", "*.checkpoint"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	return len(files)
 }
 
@@ -130,7 +138,10 @@ func TestServeRefusesRestoredBackup(t *testing.T) {
 	sqliteOnly(t)
 	dir := t.TempDir()
 	backup, old, cur := grownAfterBackup(t, dir, gwConfig{})
-	published, _ := os.ReadFile(filepath.Join(dir, "data", "published", "checkpoint"))
+	published, err := os.ReadFile(filepath.Join(dir, "data", "published", "checkpoint"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	restoreDB(t, backup, dir)
 	cfg := filepath.Join(dir, "linegate.yaml")
 
@@ -139,8 +150,8 @@ func TestServeRefusesRestoredBackup(t *testing.T) {
 	if code != 1 || !strings.Contains(out, want) || !strings.Contains(out, "linegate acknowledge-rollback -config "+cfg) {
 		t.Errorf("serve = exit %d:\n%s\nwant exit 1 naming %q and acknowledge-rollback", code, out, want)
 	}
-	if b, _ := os.ReadFile(filepath.Join(dir, "data", "published", "checkpoint")); string(b) != string(published) {
-		t.Error("serve overwrote the published checkpoint")
+	if b, err := os.ReadFile(filepath.Join(dir, "data", "published", "checkpoint")); err != nil || string(b) != string(published) {
+		t.Errorf("serve overwrote the published checkpoint (%v)", err)
 	}
 	if code, out := runCLI(t, "verify", "-config", cfg); code != 1 || !strings.Contains(out, "behind the published checkpoint file") {
 		t.Errorf("verify = exit %d:\n%s", code, out)
@@ -214,8 +225,13 @@ func TestServeRefusesRollbackWithAnchors(t *testing.T) {
 	c := gwConfig{logExtra: anchorsEverySecond}
 	backup, old, _ := grownAfterBackup(t, dir, c)
 	restoreDB(t, backup, dir)
-	b, _ := os.ReadFile(filepath.Join(backup, "published", "checkpoint"))
-	os.WriteFile(filepath.Join(dir, "data", "published", "checkpoint"), b, 0o644)
+	b, err := os.ReadFile(filepath.Join(backup, "published", "checkpoint"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "data", "published", "checkpoint"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	anchors := countAnchors(t, dir)
 
 	code, out := serveExit(t, filepath.Join(dir, "linegate.yaml"))
@@ -268,7 +284,10 @@ func TestServeRefusesForgedTreeHead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	signer, _ := note.NewSigner(skey)
+	signer, err := note.NewSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	forged, err := note.Sign(&note.Note{Text: ledger.FormatCheckpoint(testOrigin, head.Size, head.Hash)}, signer)
 	if err != nil {
 		t.Fatal(err)

@@ -6,7 +6,9 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -64,7 +66,10 @@ func TestVerifyDuringTraffic(t *testing.T) {
 			}
 			continue
 		}
-		n, _ := strconv.ParseUint(m[2], 10, 64)
+		n, err := strconv.ParseUint(m[2], 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
 		sizes = append(sizes, n)
 	}
 	cancel()
@@ -111,7 +116,10 @@ func fileStates(t *testing.T, dir string) map[string]string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fi, _ := ent.Info()
+		fi, err := ent.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
 		out[ent.Name()] = fmt.Sprintf("%d bytes, mtime %d, sha256 %x", fi.Size(), fi.ModTime().UnixNano(), sha256.Sum256(b))
 	}
 	return out
@@ -153,22 +161,33 @@ func TestVerifyReadOnly(t *testing.T) {
 	if asRoot {
 		fileMode, dirMode = 0o444, 0o555
 	}
-	for _, p := range []string{vkey, kek} {
-		os.Chmod(p, 0o444)
-		os.Chmod(filepath.Dir(p), 0o755)
-		os.Chmod(filepath.Dir(filepath.Dir(p)), 0o755)
-	}
-	filepath.Walk(ro, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() {
-			os.Chmod(p, fileMode)
+	chmod := func(p string, mode os.FileMode) {
+		t.Helper()
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	})
-	for _, d := range []string{filepath.Join(ro, "published"), filepath.Join(ro, "anchors"), ro} {
-		os.Chmod(d, dirMode)
 	}
-	os.Chmod(filepath.Dir(ro), 0o755)
-	os.Chmod(filepath.Dir(filepath.Dir(ro)), 0o755)
+	for _, p := range []string{vkey, kek} {
+		chmod(p, 0o444)
+		chmod(filepath.Dir(p), 0o755)
+		chmod(filepath.Dir(filepath.Dir(p)), 0o755)
+	}
+	if err := filepath.Walk(ro, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || fi.IsDir() {
+			return err
+		}
+		return os.Chmod(p, fileMode)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{filepath.Join(ro, "published"), filepath.Join(ro, "anchors"), ro} {
+		if _, err := os.Stat(d); errors.Is(err, fs.ErrNotExist) {
+			continue // no anchors yet
+		}
+		chmod(d, dirMode)
+	}
+	chmod(filepath.Dir(ro), 0o755)
+	chmod(filepath.Dir(filepath.Dir(ro)), 0o755)
 	t.Cleanup(func() {
 		filepath.Walk(ro, func(p string, fi os.FileInfo, err error) error {
 			if err == nil {
@@ -182,7 +201,7 @@ func TestVerifyReadOnly(t *testing.T) {
 	if asRoot {
 		bin := filepath.Join(filepath.Dir(vkey), "linegate")
 		copyFile(t, linegateBin, bin)
-		os.Chmod(bin, 0o555)
+		chmod(bin, 0o555)
 		cmd.Path, cmd.Args[0] = bin, bin
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	}

@@ -30,9 +30,18 @@ func BenchmarkAppend(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer store.Close()
-			skey, vkey, _ := note.GenerateKey(rand.Reader, "example.com/bench")
-			signer, _ := note.NewSigner(skey)
-			verifier, _ := note.NewVerifier(vkey)
+			skey, vkey, err := note.GenerateKey(rand.Reader, "example.com/bench")
+			if err != nil {
+				b.Fatal(err)
+			}
+			signer, err := note.NewSigner(skey)
+			if err != nil {
+				b.Fatal(err)
+			}
+			verifier, err := note.NewVerifier(vkey)
+			if err != nil {
+				b.Fatal(err)
+			}
 			l, err := ledger.New(ctx, store, ledger.Options{Origin: "example.com/bench", Signer: signer, Verifier: verifier})
 			if err != nil {
 				b.Fatal(err)

@@ -32,8 +32,12 @@ func newLedger(t *testing.T, store ledger.Store, opts ledger.Options) *ledger.Le
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts.Signer, _ = note.NewSigner(skey)
-	opts.Verifier, _ = note.NewVerifier(vkey)
+	if opts.Signer, err = note.NewSigner(skey); err != nil {
+		t.Fatal(err)
+	}
+	if opts.Verifier, err = note.NewVerifier(vkey); err != nil {
+		t.Fatal(err)
+	}
 	opts.Origin = "example.com/test"
 	l, err := ledger.New(context.Background(), store, opts)
 	if err != nil {
@@ -104,8 +108,8 @@ func TestPushback(t *testing.T) {
 	if err := l.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := gs.Count(ctx); n != uint64(acked) {
-		t.Errorf("%d records stored, want the %d acknowledged", n, acked)
+	if n, err := gs.Count(ctx); err != nil || n != uint64(acked) {
+		t.Errorf("%d records stored, want the %d acknowledged (%v)", n, acked, err)
 	}
 	if _, err := l.Append(ctx, e); !errors.Is(err, ledger.ErrClosed) {
 		t.Errorf("Append after Close: %v, want ErrClosed", err)

@@ -26,7 +26,11 @@ func TestReadyProbesAtMostOnceASecond(t *testing.T) {
 	pc := &pingCounter{Store: openSQLite(t)}
 	l := newLedger(t, pc, ledger.Options{})
 	l.Start()
-	t.Cleanup(func() { l.Close(context.Background()) })
+	t.Cleanup(func() {
+		if err := l.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
 	start := time.Now()
 	for range 500 {
 		if err := l.Ready(context.Background()); err != nil {

@@ -34,8 +34,14 @@ func newKey(t *testing.T) logKey {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, _ := note.NewSigner(skey)
-	v, _ := note.NewVerifier(vkey)
+	s, err := note.NewSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return logKey{s, v}
 }
 
@@ -194,7 +200,9 @@ func TestNewChecksStoredTree(t *testing.T) {
 				t.Fatalf("New: %v", err)
 			case tt.want == "":
 				l.Start()
-				l.Close(context.Background())
+				if err := l.Close(context.Background()); err != nil {
+					t.Fatal(err)
+				}
 			case err == nil || !strings.Contains(err.Error(), tt.want):
 				t.Fatalf("New = %v, want an error naming %q", err, tt.want)
 			}
@@ -246,8 +254,11 @@ func newRollback(t *testing.T) *rollback {
 	r.file, r.anchors = filepath.Join(r.dir, "checkpoint"), filepath.Join(r.dir, "anchors")
 	r.current = filepath.Join(r.dir, "live", "l.db")
 	r.restored = filepath.Join(r.dir, "restored", "l.db")
-	os.MkdirAll(filepath.Dir(r.current), 0o700)
-	os.MkdirAll(filepath.Dir(r.restored), 0o700)
+	for _, d := range []string{filepath.Dir(r.current), filepath.Dir(r.restored)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
 	o := ledger.Options{CheckpointFile: r.file, AnchorsDir: r.anchors}
 	s, err := sqlitestore.Open(ctx, r.current, sqlitestore.Options{})
 	if err != nil {
@@ -282,9 +293,14 @@ func acknowledge(t *testing.T, s ledger.Store, restored uint64, lost map[string]
 	for name, cp := range lost {
 		ack.Lost = append(ack.Lost, ledger.LostCheckpoint{Name: name, Size: 300, Checkpoint: string(cp)})
 	}
-	j, _ := json.Marshal(ack)
+	j, err := json.Marshal(ack)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var detail map[string]any
-	json.Unmarshal(j, &detail)
+	if err := json.Unmarshal(j, &detail); err != nil {
+		t.Fatal(err)
+	}
 	payload, err := record.Encode(&record.Meta{ReceivedMs: time.Now().UnixMilli()},
 		&record.Admin{Action: ledger.ActionRollbackAcknowledged, Detail: detail})
 	if err != nil {
@@ -352,25 +368,31 @@ func TestNewHoldsToPublished(t *testing.T) {
 				t.Fatalf("New: %v", err)
 			case tt.want == "":
 				l.Start()
-				l.Close(ctx)
+				if err := l.Close(ctx); err != nil {
+					t.Fatal(err)
+				}
 			case err == nil || !strings.Contains(err.Error(), tt.want) || !errors.As(err, &ie):
 				t.Fatalf("New = %v, want an InconsistentError naming %q", err, tt.want)
 			}
-			if b, _ := os.ReadFile(r.file); !bytes.Equal(b, r.published) {
-				t.Fatal("the checkpoint file was overwritten")
+			if b, err := os.ReadFile(r.file); err != nil || !bytes.Equal(b, r.published) {
+				t.Fatalf("the checkpoint file was overwritten (%v)", err)
 			}
 		})
 	}
 
 	t.Run("new database, empty tree published", func(t *testing.T) {
 		file := filepath.Join(t.TempDir(), "checkpoint")
-		os.WriteFile(file, olderHead(t, live, r.k, 0).Checkpoint, 0o644)
+		if err := os.WriteFile(file, olderHead(t, live, r.k, 0).Checkpoint, 0o644); err != nil {
+			t.Fatal(err)
+		}
 		l, err := ledger.New(ctx, openDB(t, filepath.Join(t.TempDir(), "l.db")), r.k.options(ledger.Options{CheckpointFile: file}))
 		if err != nil {
 			t.Fatal(err)
 		}
 		l.Start()
-		l.Close(ctx)
+		if err := l.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
 	})
 
 	t.Run("acknowledged", func(t *testing.T) {
@@ -398,9 +420,11 @@ func TestNewHoldsToPublished(t *testing.T) {
 		if err := l.Ready(ctx); err != nil {
 			t.Errorf("Ready: %v", err)
 		}
-		l.Close(ctx)
-		if b, _ := os.ReadFile(r.file); !bytes.Equal(b, h.Checkpoint) {
-			t.Error("the checkpoint file was not published anew")
+		if err := l.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := os.ReadFile(r.file); err != nil || !bytes.Equal(b, h.Checkpoint) {
+			t.Errorf("the checkpoint file was not published anew (%v)", err)
 		}
 
 		// The anchor after the loss extends the last one kept, not the
@@ -425,7 +449,9 @@ func TestNewHoldsToPublished(t *testing.T) {
 			t.Fatal(err)
 		}
 		l.Start()
-		l.Close(ctx)
+		if err := l.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
 
 		// Verify reports the loss, from the records.
 		var external []ledger.External
@@ -487,8 +513,8 @@ func TestFollowerStopsOnRollback(t *testing.T) {
 		t.Errorf("published the tree of size %d", h.Size)
 	}
 	if b, err := os.ReadFile(file); err == nil {
-		if c, _ := ledger.OpenCheckpoint(b, k.verifier, testOrigin); c.Size != 300 {
-			t.Errorf("checkpoint file of size %d", c.Size)
+		if c, err := ledger.OpenCheckpoint(b, k.verifier, testOrigin); err != nil || c.Size != 300 {
+			t.Errorf("checkpoint file of size %d (%v)", c.Size, err)
 		}
 	}
 }

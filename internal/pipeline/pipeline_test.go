@@ -84,8 +84,14 @@ func (f *fixture) webhook(body string, offset time.Duration) {
 func (f *fixture) webhookTo(channel, body string, offset time.Duration) {
 	f.t.Helper()
 	recv := f.now.Add(offset)
-	payload, _ := record.EncodePayload(&record.Meta{Channel: channel, ReceivedMs: recv.UnixMilli()}, []byte(body))
-	rec, _ := ledger.NewRecord(ledger.Entry{Kind: ledger.KindWebhook, Time: recv, Channel: channel, Payload: payload})
+	payload, err := record.EncodePayload(&record.Meta{Channel: channel, ReceivedMs: recv.UnixMilli()}, []byte(body))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	rec, err := ledger.NewRecord(ledger.Entry{Kind: ledger.KindWebhook, Time: recv, Channel: channel, Payload: payload})
+	if err != nil {
+		f.t.Fatal(err)
+	}
 	if _, err := f.store.Append(context.Background(), []ledger.Record{rec}); err != nil {
 		f.t.Fatal(err)
 	}
@@ -104,7 +110,12 @@ func (f *fixture) run() {
 	f.metrics = prometheus.NewRegistry()
 	f.metrics.MustRegister(p.Collectors()...)
 	done := make(chan struct{})
-	go func() { p.Run(ctx); close(done) }()
+	go func() {
+		defer close(done)
+		if err := p.Run(ctx); err != nil {
+			f.t.Error(err)
+		}
+	}()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		idle, err := p.Idle(context.Background())
@@ -136,14 +147,19 @@ type outcome struct {
 func (f *fixture) outcomes() []outcome {
 	f.t.Helper()
 	ctx := context.Background()
-	n, _ := f.store.Count(ctx)
+	n, err := f.store.Count(ctx)
+	if err != nil {
+		f.t.Fatal(err)
+	}
 	var out []outcome
 	for r, err := range f.store.Records(ctx, 0, n) {
 		if err != nil {
 			f.t.Fatal(err)
 		}
 		var leaf ledger.Leaf
-		leaf.UnmarshalBinary(r.Leaf)
+		if err := leaf.UnmarshalBinary(r.Leaf); err != nil {
+			f.t.Fatal(err)
+		}
 		if leaf.Kind != ledger.KindEvent {
 			continue
 		}
@@ -376,7 +392,10 @@ func BenchmarkPipeline(b *testing.B) {
 		for j := i; j < min(b.N, i+per); j++ {
 			user := fmt.Sprintf("U%04d", j%1000)
 			e := strings.Replace(text(fmt.Sprintf("01B%09d", j), fmt.Sprint(j), "where is my parcel?", ts), `"userId":"U1"`, `"userId":"`+user+`"`, 1)
-			payload, _ := record.EncodePayload(&record.Meta{Channel: "c", ReceivedMs: ts, Headers: map[string][]string{"X-Line-Signature": {"x"}}}, []byte(body(e)))
+			payload, err := record.EncodePayload(&record.Meta{Channel: "c", ReceivedMs: ts, Headers: map[string][]string{"X-Line-Signature": {"x"}}}, []byte(body(e)))
+			if err != nil {
+				b.Fatal(err)
+			}
 			rec, err := ledger.SealRecord(context.Background(), f.sealer, ledger.Entry{Kind: ledger.KindWebhook, Time: f.now, Channel: "c",
 				Payload: payload, Subjects: []string{"user:" + user}})
 			if err != nil {

@@ -62,9 +62,12 @@ func TestFenceAtDialTime(t *testing.T) {
 	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
 	defer other.Close()
 	c := fencedClient()
-	fenced, _ := url.Parse("http://127.0.0.1:1/")
+	fenced := mustParse(t, "http://127.0.0.1:1/")
 	for _, ctx := range []context.Context{context.Background(), withFence(context.Background(), fenced, false)} {
-		req, _ := http.NewRequestWithContext(ctx, "GET", other.URL, nil)
+		req, err := http.NewRequestWithContext(ctx, "GET", other.URL, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if resp, err := c.Do(req); err == nil || !errors.Is(err, errOutsideFence) {
 			if resp != nil {
 				resp.Body.Close()
@@ -100,7 +103,10 @@ func TestFenceAtDialTime(t *testing.T) {
 			t.Errorf("fence %+v, connecting to %s: %v, want ok %v", tt.fence, tt.resolved, err, tt.ok)
 		}
 	}
-	req, _ := http.NewRequestWithContext(withFence(context.Background(), mustParse(t, other.URL), true), "GET", other.URL, nil)
+	req, err := http.NewRequestWithContext(withFence(context.Background(), mustParse(t, other.URL), true), "GET", other.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatalf("a request inside its fence: %v", err)

@@ -219,7 +219,10 @@ func TestForwardSignsWithItsOwnSecret(t *testing.T) {
 	const channelSecret, botSecret = "channel-secret-0123456789abcdef", "bot-secret-fedcba9876543210"
 	var verified, forged atomic.Int32
 	bot := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Errorf("forwarded request: %v", err)
+		}
 		sig := r.Header.Get(webhook.SignatureHeader)
 		switch sig {
 		case webhook.Sign([]byte(botSecret), b):

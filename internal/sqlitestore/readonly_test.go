@@ -53,8 +53,14 @@ func dirState(t *testing.T, dir string) []string {
 	}
 	var out []string
 	for _, e := range ents {
-		fi, _ := e.Info()
-		b, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
 		out = append(out, fmt.Sprintf("%s %d %d %x", e.Name(), fi.Size(), fi.ModTime().UnixNano(), b))
 	}
 	return out

@@ -107,7 +107,10 @@ func newFixture(t testing.TB, maxBody int64) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	verifier, _ := note.NewVerifier(vkey)
+	verifier, err := note.NewVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	l, err := ledger.New(ctx, store, ledger.Options{Origin: "example.com/test", Signer: signer, Verifier: verifier, CheckpointInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
