@@ -1,7 +1,9 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -41,7 +43,109 @@ func (l *Ledger) admit(ctx context.Context, start, end uint64) ([][]byte, error)
 	if next != end {
 		return nil, fmt.Errorf("ledger: record %d: %w", next, ErrNotFound)
 	}
+	if err := l.copies.check(ctx, l.store, start, leaves); err != nil {
+		return nil, err
+	}
 	return leaves, nil
+}
+
+// copyWindow is how many of the last records signed the sequencer
+// remembers, to refuse a copy of one of them. A sealed row copied whole
+// (leaf, nonce, payload and keys) opens under its own leaf, so only its
+// commitment, salted with a random nonce at every append, shows it is not
+// new. verify finds copies of older records over the whole log.
+const copyWindow = 1 << 16
+
+// recentCommitments remembers the commitments of the last copyWindow
+// records signed, by their first 8 bytes (the commitments are random:
+// on a match, the whole leaves are compared). It is the sequencer's, and
+// loaded from the store's tail at its first use and whenever another
+// sequencer moved the tree.
+type recentCommitments struct {
+	size     uint64 // the tree size it covers
+	loaded   bool
+	byPrefix map[uint64]uint64 // prefix -> index of the record
+	ring     []uint64          // prefixes, at index % copyWindow
+}
+
+func commitmentPrefix(leaf []byte) uint64 {
+	if len(leaf) < 32 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(leaf[len(leaf)-32:])
+}
+
+// check refuses, among the leaves of records [start, start+len), a copy
+// of a record signed before or of another one among them.
+func (rc *recentCommitments) check(ctx context.Context, store Store, start uint64, leaves [][]byte) error {
+	if !rc.loaded || rc.size != start {
+		if err := rc.load(ctx, store, start); err != nil {
+			return err
+		}
+	}
+	batch := make(map[uint64]uint64, len(leaves))
+	for i, leaf := range leaves {
+		idx := start + uint64(i)
+		p := commitmentPrefix(leaf)
+		if j, ok := batch[p]; ok && bytes.Equal(leaves[j-start][len(leaves[j-start])-32:], leaf[len(leaf)-32:]) {
+			return fmt.Errorf("%w record %d: a copy of record %d (the same salted commitment)", ErrRefused, idx, j)
+		}
+		if j, ok := rc.byPrefix[p]; ok {
+			old, err := store.ReadLeaves(ctx, j, j+1)
+			if err != nil {
+				return fmt.Errorf("ledger: read leaf %d: %w", j, err)
+			}
+			if bytes.Equal(old[0][len(old[0])-32:], leaf[len(leaf)-32:]) {
+				return fmt.Errorf("%w record %d: a copy of record %d (the same salted commitment)", ErrRefused, idx, j)
+			}
+		}
+		batch[p] = idx
+	}
+	return nil
+}
+
+// added notes the leaves of records [start, start+len) as signed.
+func (rc *recentCommitments) added(start uint64, leaves [][]byte) {
+	if !rc.loaded || rc.size != start {
+		rc.loaded = false // reloaded at the next check
+		return
+	}
+	for i, leaf := range leaves {
+		rc.add(start+uint64(i), commitmentPrefix(leaf))
+	}
+	rc.size = start + uint64(len(leaves))
+}
+
+func (rc *recentCommitments) add(idx, p uint64) {
+	slot := idx % copyWindow
+	if idx >= copyWindow {
+		if q := rc.ring[slot]; rc.byPrefix[q] == idx-copyWindow {
+			delete(rc.byPrefix, q)
+		}
+	}
+	rc.ring[slot] = p
+	rc.byPrefix[p] = idx
+}
+
+// load reads the commitments of the last copyWindow records before size.
+func (rc *recentCommitments) load(ctx context.Context, store Store, size uint64) error {
+	rc.byPrefix = make(map[uint64]uint64, copyWindow)
+	if rc.ring == nil {
+		rc.ring = make([]uint64, copyWindow)
+	}
+	from := size - min(size, copyWindow)
+	for lo := from; lo < size; lo += 4096 {
+		hi := min(size, lo+4096)
+		leaves, err := store.ReadLeaves(ctx, lo, hi)
+		if err != nil {
+			return fmt.Errorf("ledger: read leaves [%d, %d): %w", lo, hi, err)
+		}
+		for i, leaf := range leaves {
+			rc.add(lo+uint64(i), commitmentPrefix(leaf))
+		}
+	}
+	rc.size, rc.loaded = size, true
+	return nil
 }
 
 // fault is an error that stops the ledger from signing until it is dealt

@@ -111,7 +111,8 @@ type Ledger struct {
 	head  TreeHead
 	tiles map[[2]uint64][]byte
 
-	refused  fault  // a record the sequencer will not sign
+	refused  fault // a record the sequencer will not sign
+	copies   recentCommitments
 	ping     pinger // Ready's probes of the store
 	pubHead  atomic.Pointer[TreeHead]
 	m        metrics
@@ -637,6 +638,7 @@ func (l *Ledger) integrateTo(ctx context.Context, end uint64) error {
 		return fmt.Errorf("ledger: integrate [%d, %d): %w", old.Size, end, err)
 	}
 	l.head, l.published = head, head
+	l.copies.added(old.Size, leaves)
 	for _, t := range tiles {
 		l.tiles[[2]uint64{t.Level, t.Index}] = t.Data
 		if t.Index >= 2 { // keep the right edge only

@@ -186,6 +186,7 @@ func Verify(ctx context.Context, view ReadView, v note.Verifier, origin string, 
 	if err := checkRoots(rng); err != nil {
 		return rep, err
 	}
+	copies := newCopyFinder(count)
 	next := uint64(0)
 	// Payloads deleted by policy wait here for the deletion record that
 	// names them, which comes later in the log.
@@ -207,6 +208,7 @@ func Verify(ctx context.Context, view ReadView, v note.Verifier, origin string, 
 			if b.errs[i] != nil {
 				return rep, b.errs[i]
 			}
+			copies.add(b.checks[i].leaf.Commitment)
 			if rec.Payload == nil {
 				deletedPending[rec.Index] = b.checks[i].leaf
 			}
@@ -278,6 +280,13 @@ func Verify(ctx context.Context, view ReadView, v note.Verifier, origin string, 
 	}
 	if err := tc.finish(); err != nil {
 		return rep, err
+	}
+	// A row copied whole opens under its own leaf: only its commitment,
+	// the same as an earlier record's, shows it was not written anew.
+	if idx, of, found, err := copies.find(ctx, view, count); err != nil {
+		return rep, err
+	} else if found {
+		return rep, verr(fmt.Sprintf("record %d", idx), "a copy of record %d (the same salted commitment): not written by linegate", of)
 	}
 	rep.Tiles = tc.tiles
 	if len(claims) > 0 {
