@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
-	"github.com/linegate/linegate/internal/webhook"
+	"github.com/linegate/linegate/internal/line"
 )
 
 // kelvinRules is a rule file whose second rule names a day with the
@@ -135,7 +135,7 @@ func TestConnectionLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("X-Line-Signature", webhook.Sign([]byte(testSecret), body))
+	req.Header.Set("X-Line-Signature", line.Sign([]byte(testSecret), body))
 	resp, err := fromAddr("127.0.0.9").Do(req)
 	if err != nil {
 		t.Fatalf("signed webhook beside the idle connections: %v", err)
@@ -198,7 +198,7 @@ func TestIdleConnectionsCannotStarve(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("X-Line-Signature", webhook.Sign([]byte(testSecret), body))
+	req.Header.Set("X-Line-Signature", line.Sign([]byte(testSecret), body))
 	resp, err := fromAddr("127.0.0.9").Do(req)
 	if err != nil {
 		t.Fatalf("signed webhook beside 700 idle connections: %v", err)

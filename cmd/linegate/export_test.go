@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linegate/linegate/internal/webhook"
+	"github.com/linegate/linegate/internal/line"
 )
 
 // TestEvidenceBundle exports one user's records of one day, verifies the
@@ -63,7 +63,7 @@ func TestEvidenceBundle(t *testing.T) {
 		if sum["kind"] == "webhook" {
 			webhookDir = rd
 			// The auditor recomputes LINE's signature with the secret.
-			if sum["x_line_signature"] != webhook.Sign([]byte(testSecret), body) {
+			if sum["x_line_signature"] != line.Sign([]byte(testSecret), body) {
 				t.Errorf("%s: the signature received does not sign the body exported", filepath.Base(rd))
 			}
 		}

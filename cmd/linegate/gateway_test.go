@@ -20,11 +20,11 @@ import (
 	"github.com/linegate/linegate/internal/corpus"
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/pgstore"
 	"github.com/linegate/linegate/internal/pgstore/pgtest"
 	"github.com/linegate/linegate/internal/record"
 	"github.com/linegate/linegate/internal/sqlitestore"
-	"github.com/linegate/linegate/internal/webhook"
 )
 
 // linegateBin is the linegate binary that the end-to-end tests run, built once
@@ -252,7 +252,7 @@ func postWebhook(base, secret string, body []byte) (int, error) {
 	req.Header.Set("Content-Type", "application/json; charset=utf-8")
 	req.Header.Set("User-Agent", "LineBotWebhook/2.0")
 	if secret != "" {
-		req.Header.Set("X-Line-Signature", webhook.Sign([]byte(secret), body))
+		req.Header.Set("X-Line-Signature", line.Sign([]byte(secret), body))
 	}
 	resp, err := httpClient.Do(req)
 	if err != nil {

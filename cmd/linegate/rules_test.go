@@ -17,9 +17,9 @@ import (
 
 	lsdk "github.com/line/line-bot-sdk-go/v8/linebot/webhook"
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/record"
 	"github.com/linegate/linegate/internal/sim"
-	"github.com/linegate/linegate/internal/webhook"
 )
 
 // replyWorld is a fake LINE platform, a lookup service and an upstream bot
@@ -489,7 +489,7 @@ func TestDryRunHeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("X-Line-Signature", webhook.Sign([]byte(testSecret), body))
+	req.Header.Set("X-Line-Signature", line.Sign([]byte(testSecret), body))
 	req.Header.Set("X-Line-Dry-Run", "true")
 	resp, err := httpClient.Do(req)
 	if err != nil || resp.StatusCode != 200 {

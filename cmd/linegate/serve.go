@@ -21,8 +21,10 @@ import (
 
 	"github.com/linegate/linegate/examples"
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/pgstore"
 	"github.com/linegate/linegate/internal/pipeline"
+	"github.com/linegate/linegate/internal/rules"
 	"github.com/linegate/linegate/internal/webhook"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -150,7 +152,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		}
 		secrets[ch.ID] = s
 		c := webhook.Channel{ID: ch.ID, Retention: ch.Retention,
-			Verifiers: []webhook.Verifier{webhook.NewHMACVerifier("secret", s.secret)}}
+			Verifiers: []line.Verifier{line.NewHMACVerifier("secret", s.secret)}}
 		for _, a := range ch.Audiences {
 			subjects, err := a.subjects()
 			if err != nil {
@@ -159,7 +161,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 			c.Audiences = append(c.Audiences, webhook.Audience{Name: a.Name, Retention: a.Retention, Subjects: subjects})
 		}
 		if s.next != nil {
-			c.Verifiers = append(c.Verifiers, webhook.NewHMACVerifier("next_secret", s.next))
+			c.Verifiers = append(c.Verifiers, line.NewHMACVerifier("next_secret", s.next))
 		}
 		channels = append(channels, c)
 	}
@@ -232,7 +234,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	}
 	bg.Go(func() { runSubjectIndex(bgCtx, store, 250*time.Millisecond, led.Busy, log) })
 	pipe := pipeline.New(pipeline.Options{
-		Ledger: store, Log: led, Sealer: ring, Store: store, Channels: policies, Claimer: claimer, DispatchLease: dispatchLease, Owner: replicaName(), Logger: log, Action: engine, Busy: led.Busy,
+		Ledger: store, Log: led, Sealer: ring, Store: store, Channels: policies, Claimer: claimer, DispatchLease: dispatchLease, Owner: replicaName(), Logger: log, Action: answer(engine), Busy: led.Busy,
 		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,
 	})
 	pipeCtx, stopPipe := context.WithCancel(context.Background())
@@ -529,4 +531,13 @@ func periodically(ctx context.Context, every time.Duration, fn func()) {
 			fn()
 		}
 	}
+}
+
+// answer runs the rule engine on the pipeline's events: it sees each event
+// and what it needs of its queue item.
+func answer(engine *rules.Engine) pipeline.Action {
+	return pipeline.ActionFunc(func(ctx context.Context, it *pipeline.Item, ev *line.Event) error {
+		return engine.Handle(ctx, rules.Delivery{Key: it.Key, Channel: it.Channel, Destination: it.Destination, Retention: it.Retention,
+			Subjects: it.Subjects, Record: it.Record, ReceivedMs: it.ReceivedMs, Header: it.Header}, ev)
+	})
 }

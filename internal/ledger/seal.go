@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/linegate/linegate/internal/line"
 )
 
 // ErrKeyDestroyed is returned by a Sealer when a payload's data key no
@@ -169,20 +171,9 @@ func ParseKeys(s string) ([]SubjectKey, error) {
 // or room (admin actions, deletions, requests that failed authentication).
 const SubjectSystem = "system"
 
-// ValidSubject reports whether s names a subject: "system", or
-// "user:", "group:" or "room:" followed by a LINE id (letters and digits).
+// ValidSubject reports whether s names a subject: "system", or a LINE
+// subject (line.ValidSubject: "user:", "group:" or "room:" followed by a
+// LINE id).
 func ValidSubject(s string) bool {
-	if s == SubjectSystem {
-		return true
-	}
-	kind, id, ok := strings.Cut(s, ":")
-	if !ok || id == "" || len(id) > 64 || (kind != "user" && kind != "group" && kind != "room") {
-		return false
-	}
-	for _, c := range id {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
-			return false
-		}
-	}
-	return true
+	return s == SubjectSystem || line.ValidSubject(s)
 }

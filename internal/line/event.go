@@ -2,7 +2,12 @@
 // every webhook event and message type of the specification (plus
 // messageEdited), an explicit unknown form that keeps the raw JSON of what
 // the specification does not have yet, and validation of each event on its
-// own.
+// own; the signature of webhook requests (Sign, Check, Verifier); and the
+// subjects whose personal data an event holds (user:, group: and room:
+// ids).
+//
+// It is a leaf: it imports nothing of linegate's, so that every other
+// package may speak the protocol.
 package line
 
 import (

@@ -3,11 +3,27 @@ package line
 import (
 	"encoding/json"
 	"slices"
-
-	"github.com/linegate/linegate/internal/ledger"
+	"strings"
 )
 
-// Subjects returns the subjects (ledger.ValidSubject) whose personal data
+// ValidSubject reports whether s names a LINE subject: "user:", "group:"
+// or "room:" followed by a LINE id (1 to 64 letters and digits). The
+// ledger seals records under the keys of these subjects (and its own,
+// "system").
+func ValidSubject(s string) bool {
+	kind, id, ok := strings.Cut(s, ":")
+	if !ok || id == "" || len(id) > 64 || (kind != "user" && kind != "group" && kind != "room") {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// Subjects returns the subjects (ValidSubject) whose personal data
 // the event holds: its source's user, group and room, and the members an
 // event of joining or leaving names. Sorted, without duplicates.
 func (e *Event) Subjects() []string {
@@ -33,7 +49,7 @@ func appendSource(out []string, s *Source) []string {
 		return out
 	}
 	for _, c := range []string{"user:" + s.UserID, "group:" + s.GroupID, "room:" + s.RoomID} {
-		if ledger.ValidSubject(c) {
+		if ValidSubject(c) {
 			out = append(out, c)
 		}
 	}

@@ -46,6 +46,12 @@ type Action interface {
 	Handle(ctx context.Context, it *Item, e *line.Event) error
 }
 
+// ActionFunc is a function that is an Action.
+type ActionFunc func(ctx context.Context, it *Item, e *line.Event) error
+
+// Handle implements Action.
+func (f ActionFunc) Handle(ctx context.Context, it *Item, e *line.Event) error { return f(ctx, it, e) }
+
 // ChannelPolicy is a channel's pipeline settings.
 type ChannelPolicy struct {
 	// QuarantineDrift quarantines events with fields or enum values the

@@ -20,9 +20,7 @@ import (
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/outbound"
-	"github.com/linegate/linegate/internal/pipeline"
 	"github.com/linegate/linegate/internal/record"
-	"github.com/linegate/linegate/internal/webhook"
 )
 
 // Sender sends what the rules decide. *outbound.Sender implements it.
@@ -70,6 +68,29 @@ type EngineOptions struct {
 	Cooldowns Cooldowns
 }
 
+// Delivery is what the engine knows of an event besides the event itself:
+// how it came and what its records are to carry. The pipeline's queue item
+// gives it.
+type Delivery struct {
+	// Key is the event's dedup key (its webhookEventId): a retry of the
+	// same event has the same key.
+	Key     string
+	Channel string
+	// Destination is the bot's user id, from the request.
+	Destination string
+	// Retention is the retention class of the records about the event.
+	Retention string
+	// Subjects are whose data the event holds: the records about it are
+	// sealed under their keys.
+	Subjects []string
+	// Record is the ledger record of the webhook request.
+	Record     uint64
+	ReceivedMs int64
+	// Header carries request headers the rules may need (such as
+	// X-Line-Dry-Run), never secrets.
+	Header map[string]string
+}
+
 // Engine runs the rules on events: it is the pipeline's action.
 type Engine struct {
 	o     EngineOptions
@@ -82,8 +103,6 @@ type Engine struct {
 	mu       sync.Mutex
 	cooldown map[string]cooldown // in memory, without Cooldowns
 }
-
-var _ pipeline.Action = (*Engine)(nil)
 
 // NewEngine returns an engine running set.
 func NewEngine(set *Set, o EngineOptions) *Engine {
@@ -109,12 +128,13 @@ func (e *Engine) Swap(set *Set) *Set { return e.set.Swap(set) }
 // Rules returns the active rule set.
 func (e *Engine) Rules() *Set { return e.set.Load() }
 
-// Handle implements pipeline.Action.
-func (e *Engine) Handle(ctx context.Context, it *pipeline.Item, ev *line.Event) error {
+// Handle runs the rules on an event. Actions run at least once per event:
+// a retry of the same delivery may fire them again.
+func (e *Engine) Handle(ctx context.Context, dv Delivery, ev *line.Event) error {
 	set := e.set.Load()
 	now := e.o.Now()
-	in := Input{Channel: it.Channel, Type: ev.Type, Time: now}
-	d := &Data{Channel: it.Channel, Type: ev.Type, Now: now}
+	in := Input{Channel: dv.Channel, Type: ev.Type, Time: now}
+	d := &Data{Channel: dv.Channel, Type: ev.Type, Now: now}
 	if ev.Source != nil {
 		in.SourceType = ev.Source.Type
 		d.UserID, d.GroupID, d.RoomID = ev.Source.UserID, ev.Source.GroupID, ev.Source.RoomID
@@ -127,13 +147,13 @@ func (e *Engine) Handle(ctx context.Context, it *pipeline.Item, ev *line.Event) 
 	}
 
 	if in.HasText && d.UserID != "" {
-		if err := e.consentKeywords(ctx, set, it, d.UserID, in.Text, now); err != nil {
+		if err := e.consentKeywords(ctx, set, dv, d.UserID, in.Text, now); err != nil {
 			return err
 		}
 	}
 	var errs []error
 	for seq, r := range set.Match(in) {
-		ok, err := e.cool(ctx, it, r, d.UserID, now)
+		ok, err := e.cool(ctx, dv, r, d.UserID, now)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("rule %s: cooldown: %w", r.Name, err))
 			continue
@@ -141,7 +161,7 @@ func (e *Engine) Handle(ctx context.Context, it *pipeline.Item, ev *line.Event) 
 		if !ok {
 			continue
 		}
-		if err := e.fire(ctx, r, seq, it, ev, d); err != nil {
+		if err := e.fire(ctx, r, seq, dv, ev, d); err != nil {
 			errs = append(errs, fmt.Errorf("rule %s: %w", r.Name, err))
 		}
 	}
@@ -151,20 +171,20 @@ func (e *Engine) Handle(ctx context.Context, it *pipeline.Item, ev *line.Event) 
 // cool reports whether a rule may fire for the user, and notes that it
 // does. A retry of the same event may fire again (actions run at least
 // once per event).
-func (e *Engine) cool(ctx context.Context, it *pipeline.Item, r *Rule, user string, now time.Time) (bool, error) {
+func (e *Engine) cool(ctx context.Context, dv Delivery, r *Rule, user string, now time.Time) (bool, error) {
 	if r.Cooldown <= 0 || user == "" {
 		return true, nil
 	}
-	key := CooldownKey(it.Channel, r.Name, user)
+	key := CooldownKey(dv.Channel, r.Name, user)
 	if e.o.Cooldowns != nil {
-		return e.o.Cooldowns.Cooldown(ctx, key, it.Key, now, now.Add(r.Cooldown))
+		return e.o.Cooldowns.Cooldown(ctx, key, dv.Key, now, now.Add(r.Cooldown))
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if c, ok := e.cooldown[key]; ok && now.Before(c.until) && c.event != it.Key {
+	if c, ok := e.cooldown[key]; ok && now.Before(c.until) && c.event != dv.Key {
 		return false, nil
 	}
-	e.cooldown[key] = cooldown{until: now.Add(r.Cooldown), event: it.Key}
+	e.cooldown[key] = cooldown{until: now.Add(r.Cooldown), event: dv.Key}
 	return true, nil
 }
 
@@ -180,7 +200,7 @@ func CooldownKey(channel, rule, user string) string {
 	return hex.EncodeToString(sum[:16])
 }
 
-func (e *Engine) consentKeywords(ctx context.Context, set *Set, it *pipeline.Item, user, text string, now time.Time) error {
+func (e *Engine) consentKeywords(ctx context.Context, set *Set, dv Delivery, user, text string, now time.Time) error {
 	n := Normalize(text)
 	var optIn *bool
 	for _, k := range set.Consent.OptOut {
@@ -198,20 +218,20 @@ func (e *Engine) consentKeywords(ctx context.Context, set *Set, it *pipeline.Ite
 		return nil
 	}
 	if _, err := outbound.RecordAdmin(ctx, e.o.Consent, "consent", map[string]any{
-		"channel": it.Channel, "user": user, "opt_in": *optIn, "source": "keyword", "event_key": it.Key,
-	}, []string{"user:" + user}, now, outbound.SetConsent{Channel: it.Channel, User: user, OptIn: *optIn, At: now, Source: "keyword"}); err != nil {
+		"channel": dv.Channel, "user": user, "opt_in": *optIn, "source": "keyword", "event_key": dv.Key,
+	}, []string{"user:" + user}, now, outbound.SetConsent{Channel: dv.Channel, User: user, OptIn: *optIn, At: now, Source: "keyword"}); err != nil {
 		return fmt.Errorf("record consent: %w", err)
 	}
 	return nil
 }
 
-func (e *Engine) fire(ctx context.Context, r *Rule, seq int, it *pipeline.Item, ev *line.Event, d *Data) error {
-	ch := e.o.Channels[it.Channel]
+func (e *Engine) fire(ctx context.Context, r *Rule, seq int, dv Delivery, ev *line.Event, d *Data) error {
+	ch := e.o.Channels[dv.Channel]
 	if d.Event == nil {
 		json.Unmarshal(ev.Raw, &d.Event) // for templates; only when a rule fires
 	}
 	if r.Forward != nil {
-		if err := e.forward(ctx, r, it, ev); err != nil {
+		if err := e.forward(ctx, r, dv, ev); err != nil {
 			return err
 		}
 	}
@@ -243,10 +263,10 @@ func (e *Engine) fire(ctx context.Context, r *Rule, seq int, it *pipeline.Item, 
 		class = outbound.Promotional
 	}
 	_, err = e.o.Sender.Send(ctx, outbound.Request{
-		Channel: it.Channel, Retention: it.Retention, Subjects: it.Subjects, EventKey: it.Key, Record: it.Record, Rule: r.Name,
-		To: to, UserID: d.UserID, ReplyToken: ev.ReplyToken, ReceivedMs: it.ReceivedMs, ForcePush: r.Push,
+		Channel: dv.Channel, Retention: dv.Retention, Subjects: dv.Subjects, EventKey: dv.Key, Record: dv.Record, Rule: r.Name,
+		To: to, UserID: d.UserID, ReplyToken: ev.ReplyToken, ReceivedMs: dv.ReceivedMs, ForcePush: r.Push,
 		Messages: rendered, Class: class, Seq: seq,
-		DryRun: ch.AllowDryRunHeader && strings.EqualFold(it.Header["X-Line-Dry-Run"], "true"),
+		DryRun: ch.AllowDryRunHeader && strings.EqualFold(dv.Header["X-Line-Dry-Run"], "true"),
 	})
 	return err
 }
@@ -313,7 +333,7 @@ func (e *Engine) lookup(ctx context.Context, l *Lookup, d *Data) (any, error) {
 // callback body with this one event, signed with the upstream's own
 // secret, to its URL alone (no redirects). The call and its answer are
 // recorded, with the id of the secret that signed.
-func (e *Engine) forward(ctx context.Context, r *Rule, it *pipeline.Item, ev *line.Event) error {
+func (e *Engine) forward(ctx context.Context, r *Rule, dv Delivery, ev *line.Event) error {
 	f := r.Forward
 	fu, err := url.Parse(f.URL)
 	if err != nil || len(f.secret) == 0 {
@@ -322,7 +342,7 @@ func (e *Engine) forward(ctx context.Context, r *Rule, it *pipeline.Item, ev *li
 	body, _ := json.Marshal(struct {
 		Destination string            `json:"destination"`
 		Events      []json.RawMessage `json:"events"`
-	}{it.Destination, []json.RawMessage{ev.Raw}})
+	}{dv.Destination, []json.RawMessage{ev.Raw}})
 	timeout := r.Forward.Timeout
 	if timeout <= 0 {
 		timeout = 5 * time.Second
@@ -335,7 +355,7 @@ func (e *Engine) forward(ctx context.Context, r *Rule, it *pipeline.Item, ev *li
 	}
 	req.Header.Set("Content-Type", "application/json; charset=utf-8")
 	req.Header.Set("User-Agent", "linegate-forward")
-	req.Header.Set(webhook.SignatureHeader, webhook.Sign(f.secret, body))
+	req.Header.Set(line.SignatureHeader, line.Sign(f.secret, body))
 	start := e.o.Now()
 	status, errText := 0, ""
 	resp, err := e.http.Do(req)
@@ -352,12 +372,12 @@ func (e *Engine) forward(ctx context.Context, r *Rule, it *pipeline.Item, ev *li
 		resp.Body.Close()
 		status = resp.StatusCode
 	}
-	payload, _ := record.Encode(&record.Meta{Channel: it.Channel, ReceivedMs: start.UnixMilli()}, &record.Outbound{
-		EventKey: it.Key, Record: it.Record, Rule: r.Name, Endpoint: "forward",
+	payload, _ := record.Encode(&record.Meta{Channel: dv.Channel, ReceivedMs: start.UnixMilli()}, &record.Outbound{
+		EventKey: dv.Key, Record: dv.Record, Rule: r.Name, Endpoint: "forward",
 		URL: f.URL, SecretID: f.SecretID, Status: status, Error: errText, Request: json.RawMessage(body),
 		LatencyMs: float64(e.o.Now().Sub(start)) / float64(time.Millisecond),
 	})
-	if err := outbound.AppendRetrying(e.o.Ledger, ledger.Entry{Kind: ledger.KindOutbound, Time: start, Channel: it.Channel, Retention: it.Retention, Payload: payload, Subjects: it.Subjects}); err != nil {
+	if err := outbound.AppendRetrying(e.o.Ledger, ledger.Entry{Kind: ledger.KindOutbound, Time: start, Channel: dv.Channel, Retention: dv.Retention, Payload: payload, Subjects: dv.Subjects}); err != nil {
 		return fmt.Errorf("record forward: %w", err)
 	}
 	if errText != "" {

@@ -16,9 +16,9 @@ import (
 	"testing"
 
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/record"
 	"github.com/linegate/linegate/internal/rules"
-	"github.com/linegate/linegate/internal/webhook"
 )
 
 // internalService is a host outside every allow-list: it counts the
@@ -223,11 +223,11 @@ func TestForwardSignsWithItsOwnSecret(t *testing.T) {
 		if err != nil {
 			t.Errorf("forwarded request: %v", err)
 		}
-		sig := r.Header.Get(webhook.SignatureHeader)
+		sig := r.Header.Get(line.SignatureHeader)
 		switch sig {
-		case webhook.Sign([]byte(botSecret), b):
+		case line.Sign([]byte(botSecret), b):
 			verified.Add(1)
-		case webhook.Sign([]byte(channelSecret), b):
+		case line.Sign([]byte(channelSecret), b):
 			forged.Add(1)
 		}
 	}))

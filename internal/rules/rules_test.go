@@ -17,7 +17,6 @@ import (
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/outbound"
-	"github.com/linegate/linegate/internal/pipeline"
 	"github.com/linegate/linegate/internal/rules"
 )
 
@@ -189,13 +188,13 @@ type nopLedger struct{}
 
 func (nopLedger) Append(context.Context, ledger.Entry) (uint64, error) { return 0, nil }
 
-func event(t *testing.T, text string) (*pipeline.Item, *line.Event) {
+func event(t *testing.T, text string) (rules.Delivery, *line.Event) {
 	raw := `{"type":"message","mode":"active","timestamp":1,"webhookEventId":"01E","deliveryContext":{"isRedelivery":false},"source":{"type":"user","userId":"U9"},"replyToken":"rt","message":{"id":"1","type":"text","text":"` + text + `","quoteToken":"q"}}`
 	e := line.DecodeEvent([]byte(raw))
 	if len(e.Problems) > 0 {
 		t.Fatal(e.Problems)
 	}
-	return &pipeline.Item{Key: "id:01E", Channel: "c", ReceivedMs: time.Now().UnixMilli(), Header: map[string]string{"X-Line-Dry-Run": "true"}}, e
+	return rules.Delivery{Key: "id:01E", Channel: "c", ReceivedMs: time.Now().UnixMilli(), Header: map[string]string{"X-Line-Dry-Run": "true"}}, e
 }
 
 func TestEngine(t *testing.T) {

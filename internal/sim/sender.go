@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/linegate/linegate/internal/webhook"
+	"github.com/linegate/linegate/internal/line"
 )
 
 // PostWebhook sends body to url signed with secret, with the headers LINE
@@ -25,7 +25,7 @@ func PostWebhook(ctx context.Context, c *http.Client, url string, secret, body [
 	}
 	req.Header.Set("Content-Type", "application/json; charset=utf-8")
 	req.Header.Set("User-Agent", "LineBotWebhook/2.0")
-	req.Header.Set("X-Line-Signature", webhook.Sign(secret, body))
+	req.Header.Set("X-Line-Signature", line.Sign(secret, body))
 	resp, err := c.Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("post webhook: %w", err)

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/linegate/linegate/internal/corpus"
+	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/sim"
-	"github.com/linegate/linegate/internal/webhook"
 )
 
 // TestOpenLoopCountsStalls: a server that takes 20 ms per request, one
@@ -74,13 +74,13 @@ func TestFixtureSource(t *testing.T) {
 
 func TestSendSignsLikeLINE(t *testing.T) {
 	var bad atomic.Int32
-	v := []webhook.Verifier{webhook.NewHMACVerifier("secret", []byte("s3cret"))}
+	v := []line.Verifier{line.NewHMACVerifier("secret", []byte("s3cret"))}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var buf bytes.Buffer
 		if _, err := buf.ReadFrom(r.Body); err != nil {
 			t.Errorf("reading the body: %v", err)
 		}
-		if _, err := webhook.Check(v, buf.Bytes(), r.Header.Get("X-Line-Signature")); err != nil ||
+		if _, err := line.Check(v, buf.Bytes(), r.Header.Get("X-Line-Signature")); err != nil ||
 			r.Header.Get("User-Agent") != "LineBotWebhook/2.0" || !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
 			bad.Add(1)
 		}

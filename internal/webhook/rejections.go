@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/record"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
@@ -266,7 +267,7 @@ func boundedHeaders(hs http.Header) (map[string][]string, int, int64) {
 	}
 	first := func(n string) int {
 		switch n {
-		case SignatureHeader, "Content-Type", "User-Agent":
+		case line.SignatureHeader, "Content-Type", "User-Agent":
 			return 0
 		}
 		return 1

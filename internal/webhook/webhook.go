@@ -34,7 +34,7 @@ type Channel struct {
 	ID string
 	// Verifiers check the signature: the channel secret and, during a
 	// rotation, the next one.
-	Verifiers []Verifier
+	Verifiers []line.Verifier
 	// Retention is the retention class written with every record, unless
 	// an audience of the channel claims one of the request's subjects.
 	Retention string
@@ -201,7 +201,7 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		Path:       r.URL.Path,
 		Headers:    r.Header,
 	}
-	v, err := Check(ch.Verifiers, body, r.Header.Get(SignatureHeader))
+	v, err := line.Check(ch.Verifiers, body, r.Header.Get(line.SignatureHeader))
 	if err != nil {
 		h.reject(w, r, ch, body, err, received)
 		return
@@ -233,7 +233,7 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 // body and a few of its headers, never the body, after the answer.
 func (h *Handler) reject(w http.ResponseWriter, r *http.Request, ch *Channel, body []byte, why error, received time.Time) {
 	outcome := OutcomeBadSignature
-	if errors.Is(why, ErrNoSignature) {
+	if errors.Is(why, line.ErrNoSignature) {
 		outcome = OutcomeMissingSignature
 	}
 	h.sigFails.WithLabelValues(ch.ID).Inc()

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,77 +14,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linegate/linegate/internal/corpus"
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/record"
 	"github.com/linegate/linegate/internal/sqlitestore"
 	"github.com/linegate/linegate/internal/webhook"
 	"golang.org/x/mod/sumdb/note"
 )
-
-// signVectors are LINE's signature test vectors, as the shared corpus's
-// line/README.md lists them; copied here so that the test stands alone.
-var signVectors = []struct{ secret, body, want string }{
-	{"channel_secret", "bodybodybodybody", "/gg9a+LvFevTH1sd7XCQycD7tsWclCsInj7MhBHxN7k="},
-	{"test_secret", `{"hello":"world"}`, "t7Hn4ZDHqs6e+wdvI5TyQIvzie0DmMUmuXEBqyyE/tM="},
-}
-
-func TestSignVectors(t *testing.T) {
-	for _, tt := range signVectors {
-		if got := webhook.Sign([]byte(tt.secret), []byte(tt.body)); got != tt.want {
-			t.Errorf("Sign(%q, %q) = %s, want %s", tt.secret, tt.body, got, tt.want)
-		}
-		v := webhook.NewHMACVerifier("secret", []byte(tt.secret))
-		if m, err := webhook.Check([]webhook.Verifier{v}, []byte(tt.body), tt.want); err != nil || m != v {
-			t.Errorf("Check(vector) = %v, %v", m, err)
-		}
-	}
-}
-
-// TestSignVectorsDocumented checks the copy against the shared corpus's
-// line/README.md.
-func TestSignVectorsDocumented(t *testing.T) {
-	doc, err := os.ReadFile(corpus.Shared(t, "line/README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tt := range signVectors {
-		for _, s := range []string{tt.secret, tt.body, tt.want} {
-			if !bytes.Contains(doc, []byte("`"+s+"`")) {
-				t.Errorf("line/README.md does not list `%s`", s)
-			}
-		}
-	}
-}
-
-func TestCheck(t *testing.T) {
-	cur := webhook.NewHMACVerifier("secret", []byte("current"))
-	next := webhook.NewHMACVerifier("next_secret", []byte("next"))
-	vs := []webhook.Verifier{cur, next}
-	body := []byte(`{"destination":"U1","events":[]}`)
-	tests := []struct {
-		name   string
-		header string
-		want   webhook.Verifier
-		err    error
-	}{
-		{"current", webhook.Sign([]byte("current"), body), cur, nil},
-		{"next", webhook.Sign([]byte("next"), body), next, nil},
-		{"other secret", webhook.Sign([]byte("other"), body), nil, webhook.ErrBadSignature},
-		{"missing", "", nil, webhook.ErrNoSignature},
-		{"not base64", "!!!", nil, webhook.ErrBadSignature},
-		{"truncated", webhook.Sign([]byte("current"), body)[:20], nil, webhook.ErrBadSignature},
-		{"other body", webhook.Sign([]byte("current"), append(body, ' ')), nil, webhook.ErrBadSignature},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := webhook.Check(vs, body, tt.header)
-			if got != tt.want || err != tt.err {
-				t.Errorf("Check = %v, %v; want %v, %v", got, err, tt.want, tt.err)
-			}
-		})
-	}
-}
 
 type fixture struct {
 	h     *webhook.Handler
@@ -125,8 +60,8 @@ func newFixture(t testing.TB, maxBody int64) *fixture {
 	h := webhook.New(webhook.Options{
 		Ledger:  l,
 		MaxBody: maxBody,
-		Channels: []webhook.Channel{{ID: "c1", Verifiers: []webhook.Verifier{
-			webhook.NewHMACVerifier("secret", []byte("s1")), webhook.NewHMACVerifier("next_secret", []byte("s2"))}}},
+		Channels: []webhook.Channel{{ID: "c1", Verifiers: []line.Verifier{
+			line.NewHMACVerifier("secret", []byte("s1")), line.NewHMACVerifier("next_secret", []byte("s2"))}}},
 	})
 	return &fixture{h, l, store}
 }
@@ -173,13 +108,13 @@ func TestHandler(t *testing.T) {
 		kind    ledger.Kind // record expected, 0 for none
 		verifer string
 	}{
-		{"ok", "POST", "/webhook/c1", body, webhook.Sign([]byte("s1"), body), 200, ledger.KindWebhook, "secret"},
-		{"next secret", "POST", "/webhook/c1", body, webhook.Sign([]byte("s2"), body), 200, ledger.KindWebhook, "next_secret"},
-		{"verify button", "POST", "/webhook/c1", []byte(`{"destination":"U1","events":[]}`), webhook.Sign([]byte("s1"), []byte(`{"destination":"U1","events":[]}`)), 200, ledger.KindWebhook, "secret"},
-		{"bad signature", "POST", "/webhook/c1", body, webhook.Sign([]byte("nope"), body), 401, ledger.KindRejection, ""},
+		{"ok", "POST", "/webhook/c1", body, line.Sign([]byte("s1"), body), 200, ledger.KindWebhook, "secret"},
+		{"next secret", "POST", "/webhook/c1", body, line.Sign([]byte("s2"), body), 200, ledger.KindWebhook, "next_secret"},
+		{"verify button", "POST", "/webhook/c1", []byte(`{"destination":"U1","events":[]}`), line.Sign([]byte("s1"), []byte(`{"destination":"U1","events":[]}`)), 200, ledger.KindWebhook, "secret"},
+		{"bad signature", "POST", "/webhook/c1", body, line.Sign([]byte("nope"), body), 401, ledger.KindRejection, ""},
 		{"missing signature", "POST", "/webhook/c1", body, "", 401, ledger.KindRejection, ""},
-		{"unknown channel", "POST", "/webhook/c9", body, webhook.Sign([]byte("s1"), body), 404, 0, ""},
-		{"too large", "POST", "/webhook/c1", big, webhook.Sign([]byte("s1"), big), 413, 0, ""},
+		{"unknown channel", "POST", "/webhook/c9", body, line.Sign([]byte("s1"), body), 404, 0, ""},
+		{"too large", "POST", "/webhook/c1", big, line.Sign([]byte("s1"), big), 413, 0, ""},
 		{"wrong method", "GET", "/webhook/c1", nil, "", 405, 0, ""},
 	}
 	for _, tt := range tests {
@@ -237,27 +172,13 @@ func TestHandlerNoPersonalDataInRejection(t *testing.T) {
 	f := newFixture(t, 1<<20)
 	body := []byte(`{"events":[{"message":{"text":"secret-phone-0312345678"}}]}`)
 	req := httptest.NewRequest("POST", "/webhook/c1", bytes.NewReader(body))
-	req.Header.Set("x-line-signature", webhook.Sign([]byte("wrong"), body))
+	req.Header.Set("x-line-signature", line.Sign([]byte("wrong"), body))
 	f.h.ServeHTTP(httptest.NewRecorder(), req)
 	for _, r := range f.waitRecords(t, 1) {
 		if bytes.Contains(r.Payload, []byte("0312345678")) {
 			t.Fatal("rejected body text was stored")
 		}
 	}
-}
-
-func FuzzCheck(f *testing.F) {
-	f.Add([]byte("bodybodybodybody"), "/gg9a+LvFevTH1sd7XCQycD7tsWclCsInj7MhBHxN7k=")
-	f.Add([]byte(`{"hello":"world"}`), "")
-	f.Add([]byte{}, "====")
-	v := webhook.NewHMACVerifier("secret", []byte("channel_secret"))
-	f.Fuzz(func(t *testing.T, body []byte, header string) {
-		m, err := webhook.Check([]webhook.Verifier{v}, body, header)
-		valid := header == webhook.Sign([]byte("channel_secret"), body)
-		if valid != (err == nil) || (err == nil) != (m != nil) {
-			t.Fatalf("Check(%q, %q) = %v, %v; signature valid: %v", body, header, m, err, valid)
-		}
-	})
 }
 
 // memAppender keeps entries in memory. The fuzz target uses it instead of
@@ -302,9 +223,9 @@ func FuzzRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, channel string, body []byte, sign bool, header string) {
 		app := &memAppender{}
 		h := webhook.New(webhook.Options{Ledger: app, MaxBody: 4096, Channels: []webhook.Channel{
-			{ID: "c1", Verifiers: []webhook.Verifier{webhook.NewHMACVerifier("secret", []byte("s1"))}}}})
+			{ID: "c1", Verifiers: []line.Verifier{line.NewHMACVerifier("secret", []byte("s1"))}}}})
 		if sign {
-			header = webhook.Sign([]byte("s1"), body)
+			header = line.Sign([]byte("s1"), body)
 		}
 		req, err := http.NewRequest("POST", "http://gw/webhook/"+channel, bytes.NewReader(body))
 		if err != nil {
@@ -360,7 +281,7 @@ func TestRejectionFloodIsBounded(t *testing.T) {
 	app := &countingAppender{}
 	h := webhook.New(webhook.Options{
 		Ledger:     app,
-		Channels:   []webhook.Channel{{ID: "c1", Retention: "th-pdpa", Verifiers: []webhook.Verifier{webhook.NewHMACVerifier("secret", []byte("s1"))}}},
+		Channels:   []webhook.Channel{{ID: "c1", Retention: "th-pdpa", Verifiers: []line.Verifier{line.NewHMACVerifier("secret", []byte("s1"))}}},
 		Rejections: webhook.RejectionPolicy{PerSecond: 1, Burst: 10, SummaryEvery: time.Hour},
 	})
 	body := []byte(`{"destination":"U1","events":[]}`)
@@ -369,7 +290,7 @@ func TestRejectionFloodIsBounded(t *testing.T) {
 	for i := range flood {
 		req := httptest.NewRequest("POST", "/webhook/c1", bytes.NewReader(body))
 		req.RemoteAddr = fmt.Sprintf("192.0.2.%d:1234", i%250) // many clients: none is slowed down
-		req.Header.Set("x-line-signature", webhook.Sign([]byte("wrong"), body))
+		req.Header.Set("x-line-signature", line.Sign([]byte("wrong"), body))
 		for j := range 20 {
 			req.Header.Set(fmt.Sprintf("X-Pad-%02d", j), huge)
 		}
@@ -380,7 +301,7 @@ func TestRejectionFloodIsBounded(t *testing.T) {
 		}
 		if i%100 == 0 {
 			req := httptest.NewRequest("POST", "/webhook/c1", bytes.NewReader(body))
-			req.Header.Set("x-line-signature", webhook.Sign([]byte("s1"), body))
+			req.Header.Set("x-line-signature", line.Sign([]byte("s1"), body))
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req)
 			if rec.Code != 200 {
@@ -447,7 +368,7 @@ func TestRejectionFloodIsBounded(t *testing.T) {
 // clients, are answered at once.
 func TestFailingClientIsSlowedDown(t *testing.T) {
 	h := webhook.New(webhook.Options{Ledger: &memAppender{},
-		Channels: []webhook.Channel{{ID: "c1", Verifiers: []webhook.Verifier{webhook.NewHMACVerifier("secret", []byte("s1"))}}}})
+		Channels: []webhook.Channel{{ID: "c1", Verifiers: []line.Verifier{line.NewHMACVerifier("secret", []byte("s1"))}}}})
 	body := []byte(`{"destination":"U1","events":[]}`)
 	send := func(addr, sig string) (int, time.Duration) {
 		req := httptest.NewRequest("POST", "/webhook/c1", bytes.NewReader(body))
@@ -458,7 +379,7 @@ func TestFailingClientIsSlowedDown(t *testing.T) {
 		h.ServeHTTP(rec, req)
 		return rec.Code, time.Since(start)
 	}
-	bad := webhook.Sign([]byte("wrong"), body)
+	bad := line.Sign([]byte("wrong"), body)
 	for i := range 50 {
 		if code, took := send("198.51.100.7:1", bad); code != 401 || took > 200*time.Millisecond {
 			t.Fatalf("failure %d within the burst = %d in %v", i, code, took)
@@ -467,7 +388,7 @@ func TestFailingClientIsSlowedDown(t *testing.T) {
 	if code, took := send("198.51.100.7:1", bad); code != 401 || took < 400*time.Millisecond {
 		t.Errorf("failure past the burst = %d in %v, want it held", code, took)
 	}
-	if code, took := send("198.51.100.7:1", webhook.Sign([]byte("s1"), body)); code != 200 || took > 200*time.Millisecond {
+	if code, took := send("198.51.100.7:1", line.Sign([]byte("s1"), body)); code != 200 || took > 200*time.Millisecond {
 		t.Errorf("signed webhook from the failing client = %d in %v", code, took)
 	}
 	if code, took := send("198.51.100.8:1", bad); code != 401 || took > 200*time.Millisecond {

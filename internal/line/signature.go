@@ -1,4 +1,4 @@
-package webhook
+package line
 
 import (
 	"crypto/hmac"
@@ -10,8 +10,8 @@ import (
 // SignatureHeader is the header in which LINE sends the request signature.
 const SignatureHeader = "X-Line-Signature"
 
-// ErrNoSignature and ErrBadSignature are the two ways a request fails
-// authentication.
+// ErrNoSignature and ErrBadSignature are the two ways a webhook request
+// fails authentication.
 var (
 	ErrNoSignature  = errors.New("webhook: missing signature")
 	ErrBadSignature = errors.New("webhook: invalid signature")
@@ -49,7 +49,7 @@ func (v *hmacVerifier) Verify(body, sig []byte) bool {
 }
 
 // Sign returns the signature header value LINE would send for body. The
-// simulator and the forwarder sign with it.
+// simulator and the rules' forwards sign with it.
 func Sign(secret, body []byte) string {
 	m := hmac.New(sha256.New, secret)
 	m.Write(body)
