@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -216,11 +218,9 @@ func (c *Client) once(ctx context.Context, hc *http.Client, url string, body []b
 // scrubError describes a transport error without the URL (which is ours)
 // or anything the request carried.
 func scrubError(err error) string {
-	var ue interface{ Unwrap() error }
-	if errors.As(err, &ue) {
-		if inner := ue.Unwrap(); inner != nil {
-			err = inner
-		}
+	var ue *url.Error
+	if errors.As(err, &ue) && ue.Err != nil {
+		err = ue.Err
 	}
 	s := err.Error()
 	if i := strings.Index(s, "Bearer"); i >= 0 {
@@ -229,11 +229,20 @@ func scrubError(err error) string {
 	return s
 }
 
-// isDialError reports a failure to connect or resolve: the request never
-// left.
+// isDialError reports a failure to resolve (a *net.DNSError) or to
+// connect (a *net.OpError of op "dial", also under a proxy's): the request
+// never left.
 func isDialError(err error) bool {
-	s := err.Error()
-	return strings.Contains(s, "dial tcp") || strings.Contains(s, "no such host")
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return true
+	}
+	for ; err != nil; err = errors.Unwrap(err) {
+		if op, ok := err.(*net.OpError); ok && op.Op == "dial" {
+			return true
+		}
+	}
+	return false
 }
 
 // String describes a call for logs: endpoint, statuses, request ids.

@@ -60,6 +60,11 @@ func render(s string, d *Data) (string, error) {
 	return b.String(), nil
 }
 
+// isMissingKey reports a template that failed only for want of data: a
+// rule checked at load time, before any event, fails so.
+//
+// BUG: it matches the text of text/template's errors, which has no type for
+// a missing key or a nil value (only *template.ExecError around them all).
 func isMissingKey(err error) bool {
 	return err != nil && (strings.Contains(err.Error(), "map has no entry") || strings.Contains(err.Error(), "nil pointer") ||
 		strings.Contains(err.Error(), "nil data"))
