@@ -329,7 +329,11 @@ func TestRejectionFloodBounded(t *testing.T) {
 		client := fromAddr(fmt.Sprintf("127.0.1.%d", c+1))
 		wg.Go(func() {
 			for range flood / 8 {
-				req, _ := http.NewRequest("POST", g.webhook+"/webhook/demo", bytes.NewReader(body))
+				req, err := http.NewRequest("POST", g.webhook+"/webhook/demo", bytes.NewReader(body))
+				if err != nil {
+					t.Error(err)
+					return
+				}
 				req.Header.Set("X-Line-Signature", "bm90IGEgc2lnbmF0dXJl")
 				for i := range 20 {
 					req.Header.Set(fmt.Sprintf("X-Pad-%02d", i), pad)

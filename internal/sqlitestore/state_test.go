@@ -47,8 +47,8 @@ func TestStateConformance(t *testing.T) {
 			defer db.Close()
 			if res, err := db.Exec("DELETE FROM records WHERE idx = ?", index); err != nil {
 				t.Fatal(err)
-			} else if n, _ := res.RowsAffected(); n != 1 {
-				t.Fatalf("record %d not there to drop", index)
+			} else if n, err := res.RowsAffected(); err != nil || n != 1 {
+				t.Fatalf("record %d not there to drop (%v)", index, err)
 			}
 		},
 	})
