@@ -30,6 +30,9 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 )
 
+// metricPrefix begins the name of each of the package's metrics.
+const metricPrefix = "linegate_"
+
 // ErrPushback is returned by Append when the append queue is full. The
 // caller should shed the request (HTTP 503) rather than wait.
 var ErrPushback = errors.New("ledger: append queue full")
@@ -225,29 +228,29 @@ func New(ctx context.Context, store Store, opts Options) (*Ledger, error) {
 func newMetrics(l *Ledger) metrics {
 	return metrics{
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "linegate_ledger_append_batch_records",
+			Name:    metricPrefix + "ledger_append_batch_records",
 			Help:    "Records per group commit.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
 		}),
 		pushbacks: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "linegate_ledger_pushback_total",
+			Name: metricPrefix + "ledger_pushback_total",
 			Help: "Appends refused because the queue was full.",
 		}),
 		integrateLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "linegate_ledger_integrate_seconds",
+			Name:    metricPrefix + "ledger_integrate_seconds",
 			Help:    "Time to integrate appended records into tiles and sign a checkpoint.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
 		treeSize: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "linegate_ledger_tree_size",
+			Name: metricPrefix + "ledger_tree_size",
 			Help: "Size of the latest signed checkpoint.",
 		}),
 		pendingRecords: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "linegate_ledger_unintegrated_records",
+			Name: metricPrefix + "ledger_unintegrated_records",
 			Help: "Records appended but not yet integrated, at the last sequencing.",
 		}),
 		queueDepth: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "linegate_ledger_queue_depth",
+			Name: metricPrefix + "ledger_queue_depth",
 			Help: "Records waiting for a group commit.",
 		}, func() float64 { return float64(len(l.queue)) }),
 	}

@@ -37,12 +37,12 @@ func NewWriter(store Store, sealer Sealer, log *slog.Logger) *Writer {
 	return &Writer{
 		store: store, sealer: sealer, log: log,
 		commitLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "linegate_ledger_append_seconds",
+			Name:    metricPrefix + "ledger_append_seconds",
 			Help:    "Time to commit one group of appended records durably.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 		commitErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "linegate_ledger_append_errors_total",
+			Name: metricPrefix + "ledger_append_errors_total",
 			Help: "Commits that failed (their records were not acknowledged, their effects not applied).",
 		}),
 	}

@@ -11,10 +11,14 @@ import (
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/periodic"
 	"github.com/linegate/linegate/internal/record"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 )
+
+// metricPrefix begins the name of each of the package's metrics.
+const metricPrefix = "linegate_"
 
 // Class is a message's consent class.
 type Class string
@@ -179,20 +183,20 @@ func NewSender(o SenderOptions) *Sender {
 		s.limiters[ch] = rate.NewLimiter(rate.Limit(r), max(1, int(r/10)))
 	}
 	s.sends = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "linegate_outbound_sends_total",
+		Name: metricPrefix + "outbound_sends_total",
 		Help: "Sends by channel, endpoint (reply, push) and outcome (sent, failed, suppressed, dry_run, blocked).",
 	}, []string{"channel", "endpoint", "outcome"})
 	s.apiLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "linegate_line_api_seconds",
+		Name:    metricPrefix + "line_api_seconds",
 		Help:    "Messaging API call latency, by endpoint.",
 		Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
 	}, []string{"endpoint"})
 	s.apiStatus = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "linegate_line_api_responses_total",
+		Name: metricPrefix + "line_api_responses_total",
 		Help: "Messaging API responses by endpoint and status code (0: no response); 429s are rate limiting.",
 	}, []string{"endpoint", "code"})
 	s.killGauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "linegate_kill_switch",
+		Name: metricPrefix + "kill_switch",
 		Help: "1 while the kill switch stops every outbound send.",
 	}, func() float64 {
 		if s.KillSwitch() {
@@ -265,18 +269,11 @@ func (s *Sender) Refresh(ctx context.Context) error {
 
 // RefreshLoop refreshes the switches every interval until ctx ends.
 func (s *Sender) RefreshLoop(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := s.Refresh(ctx); err != nil && ctx.Err() == nil {
-				s.o.Logger.Error("outbound: refresh switches", "err", err)
-			}
+	periodic.Every(ctx, every, func(ctx context.Context) {
+		if err := s.Refresh(ctx); err != nil && ctx.Err() == nil {
+			s.o.Logger.Error("outbound: refresh switches", "err", err)
 		}
-	}
+	})
 }
 
 // SetKillSwitch turns the stored kill switch on or off, in the commit of

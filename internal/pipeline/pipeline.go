@@ -34,9 +34,13 @@ import (
 
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/periodic"
 	"github.com/linegate/linegate/internal/record"
 	"github.com/prometheus/client_golang/prometheus"
 )
+
+// metricPrefix begins the name of each of the package's metrics.
+const metricPrefix = "linegate_"
 
 // Action acts on events. Handle is called at least once for every event
 // with outcome OutcomeProcess, in order within a conversation; it must be
@@ -171,32 +175,32 @@ func New(o Options) *Pipeline {
 	}
 	p := &Pipeline{o: o, log: o.Logger, kick: make(chan struct{}, 1), claimWake: make(chan struct{}, 1)}
 	p.events = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "linegate_pipeline_events_total",
+		Name: metricPrefix + "pipeline_events_total",
 		Help: "Webhook events by channel, type and outcome (processed, failed, duplicate, quarantined, unknown, standby, unknown_mode, foreign, held, dummy).",
 	}, []string{"channel", "type", "outcome"})
 	p.drift = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "linegate_pipeline_schema_drift_total",
+		Name: metricPrefix + "pipeline_schema_drift_total",
 		Help: "Events with fields, enum values or nested types that the specification does not have, by channel (first deliveries only).",
 	}, []string{"channel"})
 	p.dupMsgs = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "linegate_pipeline_duplicate_message_ids_total",
+		Name: metricPrefix + "pipeline_duplicate_message_ids_total",
 		Help: "Message events whose LINE message id was seen before under another event, by channel.",
 	}, []string{"channel"})
 	p.skewed = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "linegate_pipeline_clock_skew_total",
+		Name: metricPrefix + "pipeline_clock_skew_total",
 		Help: "Events whose timestamp was far from the receive time (and that were not redeliveries) or not a time at all, by channel (first deliveries only).",
 	}, []string{"channel"})
 	p.lag = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name:    "linegate_pipeline_lag_seconds",
+		Name:    metricPrefix + "pipeline_lag_seconds",
 		Help:    "Time from the receipt of a webhook to the recorded outcome of its event.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 	})
 	p.queueDepth = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "linegate_pipeline_queue_depth",
+		Name: metricPrefix + "pipeline_queue_depth",
 		Help: "Events queued and not yet completed by this process.",
 	}, func() float64 { return float64(p.inQueue.Load()) })
 	p.backlog = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "linegate_pipeline_backlog_records",
+		Name: metricPrefix + "pipeline_backlog_records",
 		Help: "Ledger records not yet dispatched to the pipeline, at the last dispatch.",
 	})
 	return p
@@ -275,16 +279,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 // forgetter forgets dedup keys past the horizon every hour; Run does it
 // once before it takes any event.
 func (p *Pipeline) forgetter(ctx context.Context) {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		p.forget(ctx)
-	}
+	periodic.Every(ctx, time.Hour, p.forget)
 }
 
 func (p *Pipeline) forget(ctx context.Context) {

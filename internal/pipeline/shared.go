@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/periodic"
 )
 
 // Claimer shares the queue among processes on one database (several
@@ -69,18 +70,11 @@ func (p *Pipeline) claimer(ctx context.Context, workers []chan *Item) {
 
 // renewer keeps this process's claims alive while it runs.
 func (p *Pipeline) renewer(ctx context.Context) {
-	t := time.NewTicker(p.o.ClaimFor / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	periodic.Every(ctx, p.o.ClaimFor/3, func(ctx context.Context) {
 		if err := p.o.Claimer.Renew(ctx, p.o.Owner, p.o.Now().Add(p.o.ClaimFor)); err != nil && ctx.Err() == nil {
 			p.log.Error("pipeline: renew claims", "err", err)
 		}
-	}
+	})
 }
 
 // completeClaimed records outcomes of claimed items. Items whose claim was

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/periodic"
 	"github.com/linegate/linegate/internal/retention"
 	_ "modernc.org/sqlite" // the pure Go SQLite driver
 )
@@ -163,7 +164,7 @@ type Store struct {
 	w    *sql.DB // the one writer connection: SQLite has a single writer
 	r    *sql.DB // readers, concurrent under WAL
 	ckpt *sql.DB // the WAL checkpointer's connection
-	stop chan struct{}
+	stop context.CancelFunc
 	done chan struct{}
 	lock *dirLock // nil when Shared
 }
@@ -251,30 +252,25 @@ func openDB(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("sqlitestore: open: %w", err)
 	}
 	ckpt.SetMaxOpenConns(1)
-	s := &Store{w: w, r: r, ckpt: ckpt, keep: opts.Keep, stop: make(chan struct{}), done: make(chan struct{})}
+	s := &Store{w: w, r: r, ckpt: ckpt, keep: opts.Keep, done: make(chan struct{})}
 	if err := s.migrate(ctx); err != nil {
 		close(s.done)
 		s.closeDBs()
 		return nil, err
 	}
-	go s.checkpointer()
+	bg, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	go s.checkpointer(bg)
 	return s, nil
 }
 
 // checkpointer copies committed WAL frames into the database file in the
 // background (PASSIVE: it never blocks the writer or readers).
-func (s *Store) checkpointer() {
+func (s *Store) checkpointer(ctx context.Context) {
 	defer close(s.done)
-	t := time.NewTicker(checkpointEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-			s.ckpt.Exec("PRAGMA wal_checkpoint(PASSIVE)")
-		}
-	}
+	periodic.Every(ctx, checkpointEvery, func(context.Context) {
+		s.ckpt.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+	})
 }
 
 func (s *Store) migrate(ctx context.Context) error {
@@ -303,11 +299,7 @@ func (s *Store) migrate(ctx context.Context) error {
 
 // Close stops the checkpointer, checkpoints the WAL and closes the database.
 func (s *Store) Close() error {
-	select {
-	case <-s.stop:
-	default:
-		close(s.stop)
-	}
+	s.stop()
 	<-s.done
 	_, err := s.ckpt.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
 	err = errors.Join(err, s.closeDBs())

@@ -50,16 +50,16 @@ func NewLimitListener(ln net.Listener, lim ConnLimits) *LimitListener {
 	}
 	l := &LimitListener{Listener: ln, lim: lim, byClient: map[string]int{}, idle: map[net.Conn]time.Time{},
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "linegate_webhook_connections_refused_total",
+			Name: metricPrefix + "webhook_connections_refused_total",
 			Help: "Webhook listener connections closed at once, by reason (limit: the listener is full of busy connections; per_client: the client has too many).",
 		}, []string{"reason"}),
 		evicted: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "linegate_webhook_connections_evicted_total",
+			Name: metricPrefix + "webhook_connections_evicted_total",
 			Help: "Idle keep-alive connections closed to make room for a new one.",
 		}),
 	}
 	l.gauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "linegate_webhook_connections",
+		Name: metricPrefix + "webhook_connections",
 		Help: "Webhook listener connections open.",
 	}, func() float64 {
 		l.mu.Lock()

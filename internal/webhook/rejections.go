@@ -11,6 +11,7 @@ import (
 
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/periodic"
 	"github.com/linegate/linegate/internal/record"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
@@ -82,11 +83,11 @@ func newRejections(p RejectionPolicy, l Appender, log interface{ Warn(string, ..
 		p: p, ledger: l, log: log, inFlight: make(chan struct{}, rejectInFlight),
 		clients: map[string]*rate.Limiter{}, limiters: map[string]*rate.Limiter{}, suppressed: map[string]map[string]int64{}, since: time.Now(),
 		recorded: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "linegate_webhook_rejections_recorded_total",
+			Name: metricPrefix + "webhook_rejections_recorded_total",
 			Help: "Rejected webhook requests recorded one by one in the ledger, by channel.",
 		}, []string{"channel"}),
 		unrecorded: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "linegate_webhook_rejections_summarised_total",
+			Name: metricPrefix + "webhook_rejections_summarised_total",
 			Help: "Rejected webhook requests past the rate limit: counted, and recorded in a periodic summary.",
 		}, []string{"channel"}),
 	}
@@ -240,16 +241,7 @@ func (h *Handler) FlushRejections(ctx context.Context) error {
 // one by one, every SummaryEvery, until ctx ends (FlushRejections writes
 // the last ones).
 func (h *Handler) RunRejectionSummaries(ctx context.Context) {
-	t := time.NewTicker(h.rejects.p.SummaryEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			h.rejects.flush(h.now())
-		}
-	}
+	periodic.Every(ctx, h.rejects.p.SummaryEvery, func(context.Context) { h.rejects.flush(h.now()) })
 }
 
 // boundedHeaders keeps at most rejectMaxHeaders headers (by name, sorted;

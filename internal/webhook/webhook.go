@@ -21,6 +21,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// metricPrefix begins the name of each of the package's metrics.
+const metricPrefix = "linegate_"
+
 // Appender makes an entry durable. *ledger.Ledger implements it.
 // Append must return only once the entry is durable, and an error (such as
 // ledger.ErrPushback) when it cannot take the entry now.
@@ -123,20 +126,20 @@ func New(opts Options) *Handler {
 		now:      opts.Now,
 		appended: opts.Appended,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "linegate_webhook_requests_total",
+			Name: metricPrefix + "webhook_requests_total",
 			Help: "Webhook requests by channel and outcome.",
 		}, []string{"channel", "outcome"}),
 		sigFails: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "linegate_webhook_signature_failures_total",
+			Name: metricPrefix + "webhook_signature_failures_total",
 			Help: "Webhook requests with a missing or invalid signature, by channel.",
 		}, []string{"channel"}),
 		ackLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "linegate_webhook_ack_seconds",
+			Name:    metricPrefix + "webhook_ack_seconds",
 			Help:    "Time from the end of the request headers to the answer, by channel and outcome.",
 			Buckets: prometheus.ExponentialBuckets(0.00025, 2, 15),
 		}, []string{"channel", "outcome"}),
 		bodyBytes: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "linegate_webhook_body_bytes",
+			Name:    metricPrefix + "webhook_body_bytes",
 			Help:    "Sizes of webhook bodies read.",
 			Buckets: prometheus.ExponentialBuckets(64, 4, 9),
 		}),
