@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -139,6 +140,50 @@ func TestForgedRowsRefused(t *testing.T) {
 			t.Errorf("/readyz says %q, want it to name record %d", why, n)
 		}
 		g.stop()
+	})
+
+	t.Run("copy of a sealed row", func(t *testing.T) {
+		// A webhook's row copied whole (it opens under its own leaf), and
+		// the dedup memory emptied so that the pipeline would act again.
+		dir := t.TempDir()
+		copyDir(t, base, dir)
+		execSQL(t, dir, fmt.Sprintf("INSERT INTO records (idx, leaf, nonce, payload, delete_after_ms, keys) SELECT %d, leaf, nonce, payload, delete_after_ms, keys FROM records WHERE idx = 0", n),
+			"DELETE FROM dedup")
+		code, out := runCLI(t, "verify", "-data", filepath.Join(dir, "data"))
+		if code != 1 || !strings.Contains(out, fmt.Sprintf("record %d: a copy of record 0", n)) {
+			t.Errorf("verify = %d, want 1 naming record %d as a copy of record 0:\n%s", code, n, out)
+		}
+		g := startGateway(t, dir, cfg)
+		if why := waitNotReady(t, g); !strings.Contains(why, fmt.Sprintf("record %d: a copy of record 0", n)) {
+			t.Errorf("/readyz says %q, want it to name record %d as a copy", why, n)
+		}
+		_, cp := g.get(t, g.admin+"/log/checkpoint")
+		if c, err := ledger.ParseCheckpoint(string(cp)); err != nil || c.Size > n {
+			t.Errorf("checkpoint %q signs the copy (%v)", cp, err)
+		}
+		g.stop()
+	})
+
+	t.Run("published checkpoint removed", func(t *testing.T) {
+		// Without the published file (and no anchors yet), a cut-back
+		// would look whole: verify refuses to pass, serve says so.
+		dir := t.TempDir()
+		copyDir(t, base, dir)
+		if err := os.Remove(filepath.Join(dir, "data", "published", "checkpoint")); err != nil {
+			t.Fatal(err)
+		}
+		code, out := runCLI(t, "verify", "-data", filepath.Join(dir, "data"))
+		if code != 1 || !strings.Contains(out, "FAIL published checkpoint file: missing") {
+			t.Errorf("verify without the published checkpoint = %d:\n%s", code, out)
+		}
+		if code, out := runCLI(t, "verify", "-data", filepath.Join(dir, "data"), "-no-published"); code != 0 {
+			t.Errorf("verify -no-published = %d:\n%s", code, out)
+		}
+		g := startGateway(t, dir, cfg)
+		g.stop()
+		if !strings.Contains(g.Logs(), "the published checkpoint file is missing") {
+			t.Error("serve said nothing of the missing published checkpoint")
+		}
 	})
 
 	t.Run("delete-after", func(t *testing.T) {

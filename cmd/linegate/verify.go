@@ -40,6 +40,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	configPath := flags.String("config", "", "the serve config whose ledger to verify")
 	dataDir := flags.String("data", "", "a data directory to verify")
 	vkeyFlag := flags.String("vkey", "", "the checkpoint verifier key you hold (default: the data directory's own log.vkey, with a warning)")
+	noPublished := flags.Bool("no-published", false, "pass without the published checkpoint file (kept elsewhere): a database cut back is then caught by the anchors alone")
 	kekFile := flags.String("kek", "", "the key encryption key file, to open sealed payloads and check their commitments (default: the config's, or DIR/kek with -data; without one, the structure only)")
 	if err := parseFlags(flags, args); err != nil {
 		return err
@@ -75,8 +76,9 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	}
 	var external []ledger.External
 	published, err := os.ReadFile(filepath.Join(publishDir, "checkpoint"))
-	if errors.Is(err, fs.ErrNotExist) {
-		fmt.Fprintf(e.stderr, "warning: no published checkpoint in %s: a database rolled back cannot be detected\n", publishDir)
+	missingPublished := errors.Is(err, fs.ErrNotExist)
+	if missingPublished {
+		fmt.Fprintf(e.stderr, "warning: no published checkpoint in %s: a database rolled back cannot be detected against it\n", publishDir)
 	} else if err != nil {
 		return err
 	} else {
@@ -118,6 +120,13 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	}
 	if err != nil {
 		return verifyFailure(e, err)
+	}
+	if missingPublished && rep.TreeSize > 0 && !*noPublished {
+		// The file is the one copy of the latest tree outside the
+		// database (besides the anchors): without it, a database whose
+		// last records were deleted and tree head cut back looks whole.
+		fmt.Fprintf(e.stdout, "FAIL published checkpoint file: missing from %s, while the database holds a signed tree of size %d (give -no-published if it is kept elsewhere)\n", publishDir, rep.TreeSize)
+		return errVerifyFailed
 	}
 	d := time.Since(start)
 	fmt.Fprintf(e.stdout, "OK %d records (%d in the tree, %d awaiting integration; %d payloads deleted by policy), %d checkpoints, %d tiles, %d anchors, %d payload bytes, in %v\n",

@@ -330,6 +330,11 @@ func (l *Ledger) checkPublished(ctx context.Context, head TreeHead) ([][]byte, e
 	if f := l.opts.CheckpointFile; f != "" {
 		b, err := os.ReadFile(f)
 		switch {
+		case errors.Is(err, fs.ErrNotExist) && head.Size > 0:
+			// Not an error (publish_dir may have moved), but a cut-back of
+			// the database can no longer be caught against it: say so.
+			l.log.Error("ledger: the published checkpoint file is missing, while the database holds a signed tree: a database cut back cannot be detected against it (the anchors still are checked); it is written again with the next checkpoint",
+				"file", f, "tree_size", head.Size)
 		case errors.Is(err, fs.ErrNotExist):
 		case err != nil:
 			return nil, fmt.Errorf("ledger: read the published checkpoint: %w", err)
