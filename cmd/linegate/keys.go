@@ -224,7 +224,7 @@ func (a *adminAPI) subjectRoutes(mux *http.ServeMux) {
 		}
 		// The deletion record says it: the subject, who asked, and what
 		// was deleted, committed with the key's destruction.
-		a.done(w, "subject_key_destroyed", map[string]any{"subject": subject, "deleted": len(deleted)})
+		a.done(w, "subject_key_destroyed", map[string]any{"subject": subject, "deleted": len(deleted), "remote": r.RemoteAddr})
 	})
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/linegate/linegate/examples"
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/oplog"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/rules"
 )
@@ -277,14 +278,15 @@ func (a *adminAPI) fail(w http.ResponseWriter, action string, err error) {
 		http.Error(w, action+": not found: neither applied nor recorded\n", http.StatusNotFound)
 	case errors.Is(err, context.Canceled):
 	default:
-		a.log.Error("admin action failed: neither applied nor recorded", "action", action, "err", err)
+		oplog.AdminFailed(a.log, action, "", err)
 		http.Error(w, action+": the ledger is unavailable: neither applied nor recorded\n", http.StatusServiceUnavailable)
 	}
 }
 
 // done answers an admin action that was applied and recorded.
 func (a *adminAPI) done(w http.ResponseWriter, action string, detail map[string]any) {
-	a.log.Info("admin action", "action", action)
+	remote, _ := detail["remote"].(string) // who asked: recorded with the action
+	oplog.Admin(a.log, action, remote, detail)
 	writeJSON(w, detail)
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/oplog"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/retention"
 )
@@ -215,9 +216,11 @@ func (a *adminAPI) holdRoutes(mux *http.ServeMux) {
 		decode(w, r, &req)
 		rep, err := retention.Purge(r.Context(), a.store, a.led, a.cfg.policies(), time.Now(), req.DryRun)
 		if err != nil {
+			oplog.AdminFailed(a.log, "purge", r.RemoteAddr, err)
 			http.Error(w, "purge failed", http.StatusServiceUnavailable)
 			return
 		}
+		oplog.Admin(a.log, "purge", r.RemoteAddr, map[string]any{"deleted": len(rep.Deleted), "held": rep.Held, "refused": len(rep.Refused), "dry_run": req.DryRun})
 		writeJSON(w, map[string]any{"deleted": len(rep.Deleted), "held": rep.Held, "refused": len(rep.Refused), "dry_run": req.DryRun})
 	})
 }

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/linegate/linegate/internal/oplog"
 	"github.com/linegate/linegate/internal/record"
 
 	"github.com/google/uuid"
@@ -243,6 +244,42 @@ func isDialError(err error) bool {
 		}
 	}
 	return false
+}
+
+// failure classifies a failed call, for the log, with what the log may
+// show of it: statuses, request ids, the transport error and LINE's error
+// message, never the request.
+func (c *Call) failure() (class string, args []any) {
+	a := c.Last()
+	for i := len(c.Attempts) - 1; i >= 0 && a.Status == 0 && strings.HasPrefix(a.Error, "gave up:"); i-- {
+		a = c.Attempts[i] // the failure before the give-up
+	}
+	switch {
+	case a.Status == 0:
+		class = "api_unreachable"
+	case a.Status == http.StatusUnauthorized || a.Status == http.StatusForbidden:
+		class = "access_token_rejected"
+	case a.Status == http.StatusTooManyRequests:
+		class = "api_rate_limited"
+	case a.Status >= 500:
+		class = "api_server_error"
+	default:
+		class = "api_rejected"
+	}
+	args = []any{"attempts", len(c.Attempts), "status", a.Status}
+	if a.RequestID != "" {
+		args = append(args, "x_line_request_id", a.RequestID)
+	}
+	if a.Error != "" {
+		args = append(args, "err", oplog.Truncate(a.Error, 300))
+	}
+	var e struct {
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(a.Response, &e) == nil && e.Message != "" {
+		args = append(args, "line_message", oplog.Truncate(e.Message, 200))
+	}
+	return class, args
 }
 
 // String describes a call for logs: endpoint, statuses, request ids.

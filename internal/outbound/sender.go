@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/oplog"
 	"github.com/linegate/linegate/internal/periodic"
 	"github.com/linegate/linegate/internal/record"
 	"github.com/prometheus/client_golang/prometheus"
@@ -141,6 +142,7 @@ type SenderOptions struct {
 type Sender struct {
 	o        SenderOptions
 	limiters map[string]*rate.Limiter
+	fails    *oplog.Limiter // failed sends, by class and channel, rate limited
 
 	kill     atomic.Bool // the stored kill switch
 	dryAll   atomic.Bool
@@ -174,7 +176,7 @@ func NewSender(o SenderOptions) *Sender {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Sender{o: o, limiters: map[string]*rate.Limiter{}, dryChans: map[string]bool{}}
+	s := &Sender{o: o, limiters: map[string]*rate.Limiter{}, dryChans: map[string]bool{}, fails: oplog.NewLimiter(o.Logger, oplog.Every)}
 	for ch := range o.Clients {
 		r := o.RateLimit
 		if v := o.RateLimits[ch]; v > 0 {
@@ -342,13 +344,18 @@ func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
 			rec.Reason = "dry-run (X-Line-Dry-Run header): not sent"
 		}
 	}
+	failure := "" // the class of a failed send, for the log
+	var failArgs []any
 	if rec.Outcome == "" {
 		c := s.o.Clients[r.Channel]
 		if c == nil || len(c.Token) == 0 {
 			rec.Outcome, rec.Reason = string(Failed), "no access token for the channel"
+			failure = "no_access_token"
+			failArgs = []any{"hint", "give the channel access_token_file or access_token_env (LINE Developers Console, Messaging API tab)"}
 		} else {
 			if err := s.limiters[r.Channel].Wait(ctx); err != nil {
 				rec.Outcome, rec.Reason = string(Failed), "rate limit wait: "+err.Error()
+				failure, failArgs = "rate_limit_wait", []any{"err", err.Error()}
 			} else {
 				var call *Call
 				if endpoint == "reply" {
@@ -361,12 +368,19 @@ func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
 					rec.Outcome = string(Sent)
 				} else {
 					rec.Outcome, rec.Reason = string(Failed), call.String()
+					failure, failArgs = call.failure()
 				}
 			}
 		}
 	}
 	outcome := Outcome(rec.Outcome)
 	s.sends.WithLabelValues(r.Channel, endpoint, rec.Outcome).Inc()
+	if failure != "" {
+		// Identifiers only: never the token, the request body or the
+		// message text.
+		s.fails.Log(slog.LevelError, oplog.Key{Class: failure, Channel: r.Channel}, "send failed: the user got no answer",
+			append([]any{"endpoint", endpoint, "rule", r.Rule, "event", r.EventKey, "record", r.Record}, failArgs...)...)
+	}
 	payload, err := record.Encode(&record.Meta{Channel: r.Channel, ReceivedMs: now.UnixMilli()}, rec)
 	if err == nil {
 		err = AppendRetrying(s.o.Ledger, ledger.Entry{Kind: ledger.KindOutbound, Time: now, Channel: r.Channel, Retention: r.Retention, Payload: payload, Subjects: rec.Subjects()})

@@ -34,6 +34,7 @@ import (
 
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/oplog"
 	"github.com/linegate/linegate/internal/periodic"
 	"github.com/linegate/linegate/internal/record"
 	"github.com/prometheus/client_golang/prometheus"
@@ -124,6 +125,7 @@ type Options struct {
 type Pipeline struct {
 	o       Options
 	log     *slog.Logger
+	fails   *oplog.Limiter // events not handled, by outcome and channel, rate limited
 	kick    chan struct{}
 	inQueue atomic.Int64 // events in hand: dispatched or claimed, not completed
 
@@ -173,7 +175,7 @@ func New(o Options) *Pipeline {
 	if o.ClaimFor <= 0 {
 		o.ClaimFor = 15 * time.Second
 	}
-	p := &Pipeline{o: o, log: o.Logger, kick: make(chan struct{}, 1), claimWake: make(chan struct{}, 1)}
+	p := &Pipeline{o: o, log: o.Logger, fails: oplog.NewLimiter(o.Logger, oplog.Every), kick: make(chan struct{}, 1), claimWake: make(chan struct{}, 1)}
 	p.events = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: metricPrefix + "pipeline_events_total",
 		Help: "Webhook events by channel, type and outcome (processed, failed, duplicate, quarantined, unknown, standby, unknown_mode, foreign, held, dummy).",
@@ -273,6 +275,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	wg.Wait()
 	close(done)
 	<-compDone
+	p.fails.Flush()
 	return nil
 }
 
@@ -690,6 +693,7 @@ func (p *Pipeline) complete(ctx context.Context, batch []*Item) {
 			typ = "unknown"
 		}
 		p.events.WithLabelValues(it.Channel, typ, string(it.Outcome)).Inc()
+		p.logOutcome(it)
 		if it.Outcome != OutcomeDuplicate {
 			// Events, once each: not every field, not redeliveries.
 			if hasFlag(it.Flags, "drift") {
@@ -706,6 +710,28 @@ func (p *Pipeline) complete(ctx context.Context, batch []*Item) {
 			p.lag.Observe(float64(now.UnixMilli()-it.ReceivedMs) / 1000)
 		}
 	}
+}
+
+// logOutcome logs, rate limited by outcome and channel, the events that
+// were not handled as they should have been: failed, quarantined, held, or
+// sent to another bot. The reason is the outcome record's, which never
+// carries message text.
+func (p *Pipeline) logOutcome(it *Item) {
+	level, msg := slog.LevelWarn, ""
+	switch it.Outcome {
+	case OutcomeFailed:
+		level, msg = slog.LevelError, "event failed: its rules or sends did not complete"
+	case OutcomeQuarantined:
+		msg = "event quarantined, not acted on: malformed, or drift under drift_policy: quarantine"
+	case OutcomeHeld:
+		msg = "event held, not acted on: older than the dedup horizon, or far from its receipt under clock_skew: hold"
+	case OutcomeForeign:
+		msg = "event not answered: the webhook's destination is not the channel's bot_user_id"
+	default:
+		return
+	}
+	p.fails.Log(level, oplog.Key{Class: "event_" + string(it.Outcome), Channel: it.Channel}, msg,
+		"type", it.Type, "record", it.Record, "index", it.Index, "event", it.Key, "reason", oplog.Truncate(it.Reason, 300))
 }
 
 // outcomeEntries builds the outcome records of a batch.

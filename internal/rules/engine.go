@@ -19,6 +19,7 @@ import (
 
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/oplog"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/record"
 )
@@ -96,6 +97,7 @@ type Engine struct {
 	o     EngineOptions
 	set   atomic.Pointer[Set]
 	hosts []hostEntry
+	fails *oplog.Limiter // lookups and forwards that failed, by class and channel, rate limited
 	// http calls lookups and forwards: it dials only the address its
 	// request's fence names and follows no redirect.
 	http *http.Client
@@ -112,7 +114,7 @@ func NewEngine(set *Set, o EngineOptions) *Engine {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	e := &Engine{o: o, cooldown: map[string]cooldown{}, http: fencedClient()}
+	e := &Engine{o: o, cooldown: map[string]cooldown{}, http: fencedClient(), fails: oplog.NewLimiter(o.Logger, oplog.Every)}
 	for _, h := range o.LookupHosts {
 		if he, err := parseHostEntry(h); err == nil {
 			e.hosts = append(e.hosts, he)
@@ -239,7 +241,8 @@ func (e *Engine) fire(ctx context.Context, r *Rule, seq int, dv Delivery, ev *li
 	if r.Lookup != nil {
 		res, err := e.lookup(ctx, r.Lookup, d)
 		if err != nil {
-			e.o.Logger.Warn("lookup failed: sending the fallback", "rule", r.Name, "err", err)
+			e.fails.Log(slog.LevelWarn, oplog.Key{Class: "lookup_failed", Channel: dv.Channel}, "lookup failed: sending the rule's fallback",
+				"rule", r.Name, "event", dv.Key, "err", oplog.Truncate(err.Error(), 300))
 			msgs = r.Lookup.Fallback
 		} else {
 			d.Lookup = res
@@ -380,11 +383,13 @@ func (e *Engine) forward(ctx context.Context, r *Rule, dv Delivery, ev *line.Eve
 	if err := outbound.AppendRetrying(e.o.Ledger, ledger.Entry{Kind: ledger.KindOutbound, Time: start, Channel: dv.Channel, Retention: dv.Retention, Payload: payload, Subjects: dv.Subjects}); err != nil {
 		return fmt.Errorf("record forward: %w", err)
 	}
-	if errText != "" {
-		return errors.New(errText)
+	if errText == "" && status/100 != 2 {
+		errText = fmt.Sprintf("forward answered %d", status)
 	}
-	if status/100 != 2 {
-		return fmt.Errorf("forward answered %d", status)
+	if errText != "" {
+		e.fails.Log(slog.LevelError, oplog.Key{Class: "forward_failed", Channel: dv.Channel}, "forward to the bot failed",
+			"rule", r.Name, "event", dv.Key, "host", fu.Host, "status", status, "err", errText)
+		return errors.New(errText)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"log/slog"
 	"net/http"
 	"slices"
 	"sync"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/oplog"
 	"github.com/linegate/linegate/internal/periodic"
 	"github.com/linegate/linegate/internal/record"
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,11 +51,9 @@ const (
 
 // rejections records rejected requests within a RejectionPolicy.
 type rejections struct {
-	p      RejectionPolicy
-	ledger Appender
-	log    interface {
-		Warn(msg string, args ...any)
-	}
+	p        RejectionPolicy
+	ledger   Appender
+	fails    *oplog.Limiter
 	inFlight chan struct{}
 
 	mu         sync.Mutex
@@ -66,7 +66,7 @@ type rejections struct {
 	unrecorded *prometheus.CounterVec
 }
 
-func newRejections(p RejectionPolicy, l Appender, log interface{ Warn(string, ...any) }) *rejections {
+func newRejections(p RejectionPolicy, l Appender, fails *oplog.Limiter) *rejections {
 	if p.Retention == "" {
 		p.Retention = "rejections"
 	}
@@ -80,7 +80,7 @@ func newRejections(p RejectionPolicy, l Appender, log interface{ Warn(string, ..
 		p.SummaryEvery = time.Minute
 	}
 	return &rejections{
-		p: p, ledger: l, log: log, inFlight: make(chan struct{}, rejectInFlight),
+		p: p, ledger: l, fails: fails, inFlight: make(chan struct{}, rejectInFlight),
 		clients: map[string]*rate.Limiter{}, limiters: map[string]*rate.Limiter{}, suppressed: map[string]map[string]int64{}, since: time.Now(),
 		recorded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricPrefix + "webhook_rejections_recorded_total",
@@ -169,7 +169,8 @@ func (rj *rejections) append(channel, reason string, meta *record.Meta, at time.
 			Kind: ledger.KindRejection, Time: at, Channel: channel, Retention: rj.p.Retention, Payload: payload,
 		})
 		if err != nil {
-			rj.log.Warn("rejected webhook not recorded one by one: counted in the next summary", "channel", channel, "reason", reason, "err", err)
+			rj.fails.Log(slog.LevelWarn, oplog.Key{Class: "rejection_not_recorded", Channel: channel},
+				"rejected webhook not recorded one by one: counted in the next summary", "reason", reason, "err", oplog.Truncate(err.Error(), 300))
 			rj.count(channel, reason)
 			return
 		}
@@ -223,6 +224,7 @@ func (rj *rejections) summaries(now time.Time) []*record.Meta {
 // and waits until they are durable: at shutdown, before the ledger
 // closes.
 func (h *Handler) FlushRejections(ctx context.Context) error {
+	h.fails.Flush() // and the counts of failures not logged yet
 	now := h.now()
 	for _, m := range h.rejects.summaries(now) {
 		payload, err := record.EncodePayload(m, nil)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/oplog"
 	"github.com/linegate/linegate/internal/record"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -94,6 +95,7 @@ type Handler struct {
 	ledger   Appender
 	maxBody  int64
 	log      *slog.Logger
+	fails    *oplog.Limiter // failures, by class and channel, rate limited
 	now      func() time.Time
 	appended func()
 	rejects  *rejections
@@ -153,7 +155,8 @@ func New(opts Options) *Handler {
 	if h.now == nil {
 		h.now = time.Now
 	}
-	h.rejects = newRejections(opts.Rejections, opts.Ledger, h.log)
+	h.fails = oplog.NewLimiter(h.log, oplog.Every)
+	h.rejects = newRejections(opts.Rejections, opts.Ledger, h.fails)
 	for i := range opts.Channels {
 		c := opts.Channels[i]
 		h.channels[c.ID] = &c
@@ -177,11 +180,15 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("channel")
 	ch := h.channels[id]
 	if ch == nil {
-		// Unknown channel ids are attacker-chosen: no label of their own.
+		// Unknown channel ids are attacker-chosen: no label of their own,
+		// and one rate limit for all of them.
+		h.fails.Log(slog.LevelWarn, oplog.Key{Class: OutcomeUnknownChannel}, "webhook rejected: unknown channel (not in the config's channels)",
+			"channel", oplog.Truncate(id, 64), "remote", clientAddr(r))
 		h.finish(w, "", OutcomeUnknownChannel, http.StatusNotFound, received)
 		return
 	}
 	if r.ContentLength > h.maxBody {
+		h.tooLarge(r, id, r.ContentLength)
 		h.finish(w, id, OutcomeTooLarge, http.StatusRequestEntityTooLarge, received)
 		return
 	}
@@ -189,8 +196,11 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
+			h.tooLarge(r, id, -1)
 			h.finish(w, id, OutcomeTooLarge, http.StatusRequestEntityTooLarge, received)
 		} else {
+			h.fails.Log(slog.LevelWarn, oplog.Key{Class: OutcomeBadRequest, Channel: id}, "webhook rejected: body not read",
+				"remote", clientAddr(r), "err", oplog.Truncate(err.Error(), 200))
 			h.finish(w, id, OutcomeBadRequest, http.StatusBadRequest, received)
 		}
 		return
@@ -212,6 +222,7 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	meta.Verifier = v.Name()
 	payload, err := record.EncodePayload(meta, body)
 	if err != nil {
+		h.fails.Log(slog.LevelError, oplog.Key{Class: "encode_failed", Channel: id}, "webhook not acknowledged: payload not encoded", "err", err)
 		h.finish(w, id, OutcomeUnavailable, http.StatusInternalServerError, received)
 		return
 	}
@@ -221,7 +232,8 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		Subjects: subjects,
 	})
 	if err != nil {
-		h.log.Warn("webhook not acknowledged: ledger cannot take it", "channel", id, "err", err)
+		h.fails.Log(slog.LevelError, oplog.Key{Class: "ledger_unavailable", Channel: id}, "webhook not acknowledged (503): the ledger cannot take it",
+			"err", oplog.Truncate(err.Error(), 300))
 		h.finish(w, id, OutcomeUnavailable, http.StatusServiceUnavailable, received)
 		return
 	}
@@ -240,6 +252,14 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, ch *Channel, bo
 		outcome = OutcomeMissingSignature
 	}
 	h.sigFails.WithLabelValues(ch.ID).Inc()
+	if outcome == OutcomeMissingSignature {
+		h.fails.Log(slog.LevelWarn, oplog.Key{Class: outcome, Channel: ch.ID}, "webhook rejected (401): no x-line-signature header",
+			"remote", clientAddr(r), "body_bytes", len(body))
+	} else {
+		h.fails.Log(slog.LevelWarn, oplog.Key{Class: outcome, Channel: ch.ID}, "webhook rejected (401): bad signature",
+			"remote", clientAddr(r), "body_bytes", len(body),
+			"hint", "check the channel's secret in the config against the LINE Developers Console (Basic settings)")
+	}
 	h.rejects.record(ch, r, body, outcome, received)
 	// A client that keeps failing waits for its answers: a flood slows
 	// itself down instead of taking the CPU signed webhooks need.
@@ -252,6 +272,12 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, ch *Channel, bo
 		}
 	}
 	h.finish(w, ch.ID, outcome, http.StatusUnauthorized, received)
+}
+
+// tooLarge logs a body over the cap (size -1: it did not say its size).
+func (h *Handler) tooLarge(r *http.Request, channel string, size int64) {
+	h.fails.Log(slog.LevelWarn, oplog.Key{Class: OutcomeTooLarge, Channel: channel}, "webhook rejected (413): body over max_body_bytes",
+		"remote", clientAddr(r), "content_length", size, "max_body_bytes", h.maxBody)
 }
 
 // clientAddr returns the request's client address without its port.
