@@ -162,6 +162,20 @@ func TestForgedRowsRefused(t *testing.T) {
 			t.Errorf("checkpoint %q signs the copy (%v)", cp, err)
 		}
 		g.stop()
+		// The pipeline never acted on the copy, though its dedup memory
+		// was emptied: no outcome names it.
+		for _, r := range readLedgerRaw(t, dir) {
+			if r.leaf.Kind != ledger.KindEvent || r.payload == nil {
+				continue
+			}
+			_, b, err := record.Decode(ledger.KindEvent, r.payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o := b.(*record.Outcome); o.Record == n {
+				t.Errorf("the copy was processed: %+v", o)
+			}
+		}
 	})
 
 	t.Run("published checkpoint removed", func(t *testing.T) {

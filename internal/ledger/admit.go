@@ -77,7 +77,7 @@ func commitmentPrefix(leaf []byte) uint64 {
 
 // check refuses, among the leaves of records [start, start+len), a copy
 // of a record signed before or of another one among them.
-func (rc *recentCommitments) check(ctx context.Context, store Store, start uint64, leaves [][]byte) error {
+func (rc *recentCommitments) check(ctx context.Context, store LeafReader, start uint64, leaves [][]byte) error {
 	if !rc.loaded || rc.size != start {
 		if err := rc.load(ctx, store, start); err != nil {
 			return err
@@ -104,6 +104,62 @@ func (rc *recentCommitments) check(ctx context.Context, store Store, start uint6
 	return nil
 }
 
+// LeafReader reads the leaves of records [start, end) (a Store, a
+// ReadView).
+type LeafReader interface {
+	ReadLeaves(ctx context.Context, start, end uint64) ([][]byte, error)
+}
+
+// CopyGuard tells, among records read in index order, the ones copied
+// whole from a recent record (of the last 65,536), as the sequencer does
+// before it signs: for a reader that acts on records before they are
+// signed (the pipeline). Not safe for concurrent use.
+type CopyGuard struct{ rc recentCommitments }
+
+// Copies returns, among the records [start, start+len(leaves)), those that
+// are copies of a recent record or of another among them, each with the
+// index of its original, and notes the others as seen. Records must be
+// given in order; a start other than where the last call ended reloads
+// what it remembers from r.
+func (g *CopyGuard) Copies(ctx context.Context, r LeafReader, start uint64, leaves [][]byte) (map[uint64]uint64, error) {
+	rc := &g.rc
+	if !rc.loaded || rc.size != start {
+		if err := rc.load(ctx, r, start); err != nil {
+			rc.loaded = false
+			return nil, err
+		}
+	}
+	var copies map[uint64]uint64
+	for i, leaf := range leaves {
+		idx := start + uint64(i)
+		p := commitmentPrefix(leaf)
+		if j, ok := rc.byPrefix[p]; ok {
+			var orig []byte
+			if j >= start {
+				orig = leaves[j-start]
+			} else {
+				old, err := r.ReadLeaves(ctx, j, j+1)
+				if err != nil {
+					rc.loaded = false
+					return nil, fmt.Errorf("ledger: read leaf %d: %w", j, err)
+				}
+				orig = old[0]
+			}
+			if len(orig) >= 32 && len(leaf) >= 32 && bytes.Equal(orig[len(orig)-32:], leaf[len(leaf)-32:]) {
+				if copies == nil {
+					copies = map[uint64]uint64{}
+				}
+				copies[idx] = j
+				rc.add(idx, 0, false)
+				continue
+			}
+		}
+		rc.add(idx, p, true)
+	}
+	rc.size = start + uint64(len(leaves))
+	return copies, nil
+}
+
 // added notes the leaves of records [start, start+len) as signed.
 func (rc *recentCommitments) added(start uint64, leaves [][]byte) {
 	if !rc.loaded || rc.size != start {
@@ -111,24 +167,28 @@ func (rc *recentCommitments) added(start uint64, leaves [][]byte) {
 		return
 	}
 	for i, leaf := range leaves {
-		rc.add(start+uint64(i), commitmentPrefix(leaf))
+		rc.add(start+uint64(i), commitmentPrefix(leaf), true)
 	}
 	rc.size = start + uint64(len(leaves))
 }
 
-func (rc *recentCommitments) add(idx, p uint64) {
+// add notes record idx, whose commitment starts with p; a record that is
+// not to be matched (a copy) takes its slot and nothing else.
+func (rc *recentCommitments) add(idx, p uint64, match bool) {
 	slot := idx % copyWindow
 	if idx >= copyWindow {
-		if q := rc.ring[slot]; rc.byPrefix[q] == idx-copyWindow {
-			delete(rc.byPrefix, q)
+		if q, ok := rc.byPrefix[rc.ring[slot]]; ok && q == idx-copyWindow {
+			delete(rc.byPrefix, rc.ring[slot])
 		}
 	}
 	rc.ring[slot] = p
-	rc.byPrefix[p] = idx
+	if match {
+		rc.byPrefix[p] = idx
+	}
 }
 
 // load reads the commitments of the last copyWindow records before size.
-func (rc *recentCommitments) load(ctx context.Context, store Store, size uint64) error {
+func (rc *recentCommitments) load(ctx context.Context, store LeafReader, size uint64) error {
 	rc.byPrefix = make(map[uint64]uint64, copyWindow)
 	if rc.ring == nil {
 		rc.ring = make([]uint64, copyWindow)
@@ -141,7 +201,7 @@ func (rc *recentCommitments) load(ctx context.Context, store Store, size uint64)
 			return fmt.Errorf("ledger: read leaves [%d, %d): %w", lo, hi, err)
 		}
 		for i, leaf := range leaves {
-			rc.add(lo+uint64(i), commitmentPrefix(leaf))
+			rc.add(lo+uint64(i), commitmentPrefix(leaf), true)
 		}
 	}
 	rc.size, rc.loaded = size, true

@@ -130,6 +130,7 @@ type Pipeline struct {
 	inQueue atomic.Int64 // events in hand: dispatched or claimed, not completed
 
 	claimWake chan struct{}
+	copies    ledger.CopyGuard // of the dispatcher
 
 	events     *prometheus.CounterVec
 	drift      *prometheus.CounterVec
@@ -367,11 +368,26 @@ func (p *Pipeline) dispatch(ctx context.Context, workers []chan *Item) (bool, er
 	}
 	end := min(count, cursor+dispatchBatch)
 	var recs []ledger.Record
+	var leaves [][]byte
 	for rec, err := range p.o.Ledger.Records(ctx, cursor, end) {
 		if err != nil {
 			return false, err
 		}
 		recs = append(recs, rec)
+		leaves = append(leaves, rec.Leaf)
+	}
+	// A record copied whole from a recent one (someone with write access
+	// to the database replaying a webhook) is never acted on; the
+	// sequencer refuses to sign it.
+	copies, err := p.copies.Copies(ctx, p.o.Ledger, cursor, leaves)
+	if err != nil {
+		p.log.Error("pipeline: copies of records not checked", "err", err)
+	}
+	for i, rec := range recs {
+		if orig, ok := copies[rec.Index]; ok {
+			p.log.Error("pipeline: a record copied from an earlier one is not acted on", "record", rec.Index, "copy_of", orig)
+			recs[i].Payload = nil
+		}
 	}
 	// Decoding and validation are the costly part: split on all cores but
 	// one, which stays with ingress, keeping the records' order.
