@@ -255,24 +255,3 @@ func (a *adminAPI) reloadKEKs() error {
 	a.log.Info("key encryption keys reloaded", "current", a.ring.Current(), "previous", len(kc.Previous))
 	return nil
 }
-
-// runSubjectIndex keeps the index of records by subject up to date,
-// behind the appends, until ctx ends: a few hundred records at a time, and
-// only while no webhook waits for a commit (busy), so that the index never
-// delays an acknowledgement for long.
-func runSubjectIndex(ctx context.Context, store backend, every time.Duration, busy func() bool, log *slog.Logger) {
-	periodically(ctx, every, func() {
-		for ctx.Err() == nil && !busy() {
-			more, err := store.IndexSubjectsBatch(ctx, 256)
-			if err != nil {
-				if ctx.Err() == nil {
-					log.Error("records not indexed by subject", "err", err)
-				}
-				return
-			}
-			if !more {
-				return
-			}
-		}
-	})
-}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -141,31 +140,6 @@ func holdSubjects(h retention.Hold) []string {
 		return nil
 	}
 	return []string{h.Subject}
-}
-
-// runPurges deletes expired payloads every period until ctx ends. Among
-// replicas, the one that holds the sequencer lease (holding) purges.
-func runPurges(ctx context.Context, store backend, c retention.Committer, policies map[string]retention.Policy, every time.Duration, holding func() bool, log *slog.Logger) {
-	periodically(ctx, every, func() {
-		if !holding() {
-			return
-		}
-		if err := store.ForgetCooldowns(ctx, time.Now()); err != nil {
-			log.Error("cooldowns not forgotten", "err", err)
-		}
-		rep, err := retention.Purge(ctx, store, c, policies, time.Now(), false)
-		if err != nil {
-			log.Error("purge failed", "err", err)
-			return
-		}
-		if len(rep.Refused) > 0 {
-			log.Error("purge refused records whose stored delete-after time is earlier than their class allows: the database was changed; run linegate verify",
-				"records", len(rep.Refused), "first", rep.Refused[0])
-		}
-		if len(rep.Deleted) > 0 || rep.Held > 0 {
-			log.Info("purge", "deleted", len(rep.Deleted), "held", rep.Held)
-		}
-	})
 }
 
 // holdRoutes adds the legal hold and purge admin calls.

@@ -24,12 +24,12 @@ import (
 	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/pgstore"
 	"github.com/linegate/linegate/internal/pipeline"
+	"github.com/linegate/linegate/internal/retention"
 	"github.com/linegate/linegate/internal/rules"
 	"github.com/linegate/linegate/internal/webhook"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -222,17 +222,16 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	defer stopBg()
 	bg.Go(func() { sender.RefreshLoop(bgCtx, 500*time.Millisecond) })
 	anchorLoc, _ := time.LoadLocation(cfg.Log.AnchorTZ) // checked by parseConfig
-	bg.Go(func() {
-		runAnchors(bgCtx, store, led, cfg.Log.AnchorsDir, anchorLoc, cfg.Log.AnchorEvery, verifier, cfg.Log.Origin, holding, log)
-	})
+	bg.Go(func() { led.RunAnchors(bgCtx, anchorLoc, cfg.Log.AnchorEvery) })
 	purgeEvery := time.Hour
 	if cfg.Retention.PurgeEvery != nil {
 		purgeEvery = *cfg.Retention.PurgeEvery
 	}
 	if purgeEvery > 0 {
-		bg.Go(func() { runPurges(bgCtx, store, led, cfg.policies(), purgeEvery, holding, log) })
+		bg.Go(func() { rules.RunCooldownExpiry(bgCtx, store, purgeEvery, led.Sequencing, log) })
+		bg.Go(func() { retention.RunPurges(bgCtx, store, led, cfg.policies(), purgeEvery, led.Sequencing, log) })
 	}
-	bg.Go(func() { runSubjectIndex(bgCtx, store, 250*time.Millisecond, led.Busy, log) })
+	bg.Go(func() { retention.RunSubjectIndex(bgCtx, store, 250*time.Millisecond, led.Busy, log) })
 	pipe := pipeline.New(pipeline.Options{
 		Ledger: store, Log: led, Sealer: ring, Store: store, Channels: policies, Claimer: claimer, DispatchLease: dispatchLease, Owner: replicaName(), Logger: log, Action: answer(engine), Busy: led.Busy,
 		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,
@@ -475,42 +474,6 @@ func equalFold(a, b string) bool {
 		}
 	}
 	return true
-}
-
-// runAnchors writes an anchor at the end of each period (each day at
-// midnight in loc, by default) until ctx ends. Among replicas, the one that
-// holds the sequencer lease (holding) writes it.
-func runAnchors(ctx context.Context, store ledger.Store, led *ledger.Ledger, dir string, loc *time.Location,
-	every time.Duration, v note.Verifier, origin string, holding func() bool, log *slog.Logger) {
-	for {
-		next, name := nextAnchor(time.Now(), loc, every)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Until(next)):
-		}
-		if !holding() {
-			continue
-		}
-		if err := ledger.WriteAnchor(ctx, store, dir, name, led.Head().Checkpoint, v, origin, led.Acknowledged()...); err != nil {
-			log.Error("anchor not written", "anchor", name, "err", err)
-			continue
-		}
-		log.Info("anchor written", "anchor", name, "tree_size", led.Head().Size)
-	}
-}
-
-// nextAnchor returns when the current period ends and the name of its
-// anchor: the date in loc for daily anchors, else the period's start in
-// UTC (so that names sort in time order whatever the zone).
-func nextAnchor(now time.Time, loc *time.Location, every time.Duration) (time.Time, string) {
-	if every == 24*time.Hour {
-		t := now.In(loc)
-		start := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, loc)
-		return start.AddDate(0, 0, 1), start.Format("2006-01-02")
-	}
-	start := now.Truncate(every)
-	return start.Add(every), start.UTC().Format("2006-01-02T150405Z")
 }
 
 // replicaName names this process among the replicas: host and process id.

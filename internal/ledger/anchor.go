@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -144,6 +145,47 @@ func WriteAnchor(ctx context.Context, store Store, dir, name string, checkpoint 
 	}
 	// The checkpoint last: an anchor exists once its checkpoint does.
 	return writeOnce(path, checkpoint)
+}
+
+// RunAnchors writes an anchor (WriteAnchor, into Options.AnchorsDir) of
+// the published checkpoint at the end of each period until ctx ends: each
+// day at midnight in loc when every is 24h, else every period from the
+// Unix epoch. Among replicas, the one sequencing the log writes it
+// (Sequencing); the others skip the period. Failures are logged, and the
+// next period tries again.
+func (l *Ledger) RunAnchors(ctx context.Context, loc *time.Location, every time.Duration) {
+	if l.opts.AnchorsDir == "" || every <= 0 {
+		return
+	}
+	for {
+		next, name := nextAnchor(time.Now(), loc, every)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(next)):
+		}
+		if !l.Sequencing() {
+			continue
+		}
+		if err := WriteAnchor(ctx, l.store, l.opts.AnchorsDir, name, l.Head().Checkpoint, l.opts.Verifier, l.opts.Origin, l.Acknowledged()...); err != nil {
+			l.log.Error("anchor not written", "anchor", name, "err", err)
+			continue
+		}
+		l.log.Info("anchor written", "anchor", name, "tree_size", l.Head().Size)
+	}
+}
+
+// nextAnchor returns when the current period ends and the name of its
+// anchor: the date in loc for daily anchors, else the period's start in
+// UTC (so that names sort in time order whatever the zone).
+func nextAnchor(now time.Time, loc *time.Location, every time.Duration) (time.Time, string) {
+	if every == 24*time.Hour {
+		t := now.In(loc)
+		start := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, loc)
+		return start.AddDate(0, 0, 1), start.Format("2006-01-02")
+	}
+	start := now.Truncate(every)
+	return start.Add(every), start.UTC().Format("2006-01-02T150405Z")
 }
 
 // noAnchor is the name a consistency proof gives the empty tree, when the

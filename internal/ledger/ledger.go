@@ -114,6 +114,10 @@ type Ledger struct {
 	head  TreeHead
 	tiles map[[2]uint64][]byte
 
+	// sequencing is set when the sequencer integrated at its last round
+	// (it held the Lease, or there is none): Sequencing.
+	sequencing atomic.Bool
+
 	refused  fault // a record the sequencer will not sign
 	copies   recentCommitments
 	ping     pinger // Ready's probes of the store
@@ -214,6 +218,7 @@ func New(ctx context.Context, store Store, opts Options) (*Ledger, error) {
 		return nil, err
 	}
 	l.pubHead.Store(&head)
+	l.sequencing.Store(opts.Lease == nil)
 	l.m = newMetrics(l)
 	if head.Checkpoint == nil {
 		// A new log: sign the empty tree, so that there is always a
@@ -426,7 +431,9 @@ func (l *Ledger) sequencer() {
 			return
 		}
 		ctx := context.Background()
-		if l.opts.Lease != nil && !l.opts.Lease.Held(ctx) {
+		held := l.opts.Lease == nil || l.opts.Lease.Held(ctx)
+		l.sequencing.Store(held)
+		if !held {
 			if err := l.follow(ctx); err != nil {
 				l.log.Error("ledger: read the tree head", "err", err)
 			}
@@ -487,6 +494,12 @@ func (l *Ledger) Sync(ctx context.Context) (TreeHead, error) {
 
 // Busy reports whether appends are waiting for a group commit.
 func (l *Ledger) Busy() bool { return len(l.queue) > 0 }
+
+// Sequencing reports whether this ledger integrated the log at the
+// sequencer's last round: always without a Lease; with one, when it held
+// it then. Among replicas, the one sequencing also does the log's other
+// periodic work (anchors, purges), without asking the lease again.
+func (l *Ledger) Sequencing() bool { return l.sequencing.Load() }
 
 // Head returns the latest tree head this ledger has published.
 func (l *Ledger) Head() TreeHead { return *l.pubHead.Load() }

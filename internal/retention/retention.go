@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/record"
 )
 
@@ -286,6 +287,13 @@ func commitDeletion(ctx context.Context, c Committer, now time.Time, d record.De
 // ErrHeld is returned when a legal hold forbids an operation.
 var ErrHeld = errors.New("retention: a legal hold covers records of this subject")
 
+// ErrNotSubject and ErrUnknownRequest are returned (wrapped) for requests
+// that name no subject, or no kind of request: the caller's to fix.
+var (
+	ErrNotSubject     = errors.New("retention: not a subject")
+	ErrUnknownRequest = errors.New("retention: unknown request kind")
+)
+
 // subjectRecords returns every record of a subject with a payload.
 func subjectRecords(ctx context.Context, s Store, subject string) ([]Candidate, error) {
 	var out []Candidate
@@ -313,8 +321,8 @@ func subjectRecords(ctx context.Context, s Store, subject string) ([]Candidate, 
 // The deletion record names the subject and carries detail (who asked);
 // sealer's cached keys are forgotten after the key is destroyed.
 func Shred(ctx context.Context, s Store, c Committer, sealer ledger.Sealer, subject string, detail map[string]any, now time.Time) ([]uint64, error) {
-	if subject == ledger.SubjectSystem || !ledger.ValidSubject(subject) {
-		return nil, errors.New("retention: not a subject whose key can be destroyed (user:, group: or room: and a LINE id)")
+	if !line.ValidSubject(subject) {
+		return nil, fmt.Errorf("%w whose key can be destroyed (user:, group: or room: and a LINE id)", ErrNotSubject)
 	}
 	holds, err := s.Holds(ctx)
 	if err != nil {
@@ -379,11 +387,11 @@ type RequestReport struct {
 // until the caller commits the report's Effect with the request's record.
 func Apply(ctx context.Context, s Store, policies map[string]Policy, subject string, kind RequestKind, at time.Time) (RequestReport, error) {
 	rep := RequestReport{NoRule: map[string]int{}}
-	if !ledger.ValidSubject(subject) || subject == ledger.SubjectSystem {
-		return rep, errors.New("retention: not a subject (user:, group: or room: and a LINE id)")
+	if !line.ValidSubject(subject) {
+		return rep, fmt.Errorf("%w (user:, group: or room: and a LINE id)", ErrNotSubject)
 	}
 	if kind != DeletionRequest && kind != Withdrawal {
-		return rep, fmt.Errorf("retention: unknown request kind %q (deletion or withdrawal)", kind)
+		return rep, fmt.Errorf("%w %q (deletion or withdrawal)", ErrUnknownRequest, kind)
 	}
 	cs, err := subjectRecords(ctx, s, subject)
 	if err != nil {
