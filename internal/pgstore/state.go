@@ -281,14 +281,22 @@ func deletePayloads(ctx context.Context, tx pgx.Tx, indices []uint64, destroy []
 			return fmt.Errorf("destroy a data key (were records added meanwhile? run again): %w", err)
 		}
 		// The subject's id leaves the state tables too: its consent (no
-		// row is the safe default: no opt-in) and the subject of its
-		// released holds, which keep its pseudonym.
+		// row is the safe default: no opt-in), the subject of its
+		// released holds, which keep its pseudonym, and the reasons of
+		// holds that name it.
 		if user, ok := strings.CutPrefix(subj, "user:"); ok {
 			if _, err := tx.Exec(ctx, `DELETE FROM consent WHERE "user" = $1`, user); err != nil {
 				return err
 			}
 		}
 		if _, err := tx.Exec(ctx, "UPDATE holds SET subject = $1 WHERE subject = $2 AND released_ms != 0", record.Pseudonym(subj), subj); err != nil {
+			return err
+		}
+		// A hold's reason may name the subject ("case for U..."): whole
+		// or bare, the id becomes the pseudonym there too.
+		_, id, _ := strings.Cut(subj, ":")
+		if _, err := tx.Exec(ctx, "UPDATE holds SET reason = replace(replace(reason, $1, $2), $3, $2) WHERE strpos(reason, $3) > 0",
+			subj, record.Pseudonym(subj), id); err != nil {
 			return err
 		}
 	}

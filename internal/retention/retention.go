@@ -142,7 +142,9 @@ type Committer interface {
 // Store fails it if a record still refers to one of those keys. With a
 // key destroyed goes the subject's id from the state tables: a user's
 // consent on every channel is deleted (no row: no opt-in), and the subject
-// of its released holds becomes its pseudonym (record.Pseudonym).
+// of its released holds, and its id ("user:U..." or the bare "U...")
+// wherever a hold's reason names it, become its pseudonym
+// (record.Pseudonym).
 type DeletePayloads struct {
 	Indices []uint64
 	Destroy []string

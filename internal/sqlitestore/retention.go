@@ -136,9 +136,10 @@ func (s *Store) Holds(ctx context.Context) ([]retention.Hold, error) {
 }
 
 // forgetSubject removes a shredded subject's id from the state tables:
-// its consent (no row is the safe default: no opt-in) and the subject of
-// its released holds, which keep the subject's pseudonym. (An active hold
-// refuses the shred before this.)
+// its consent (no row is the safe default: no opt-in), the subject of its
+// released holds, which keep the subject's pseudonym, and the id where a
+// hold's reason names it (the pseudonym instead). (An active hold on the
+// subject refuses the shred before this.)
 func forgetSubject(ctx context.Context, tx *sql.Tx, subject string) error {
 	if user, ok := strings.CutPrefix(subject, "user:"); ok {
 		if _, err := tx.ExecContext(ctx, "DELETE FROM consent WHERE user = ?", user); err != nil {
@@ -147,6 +148,13 @@ func forgetSubject(ctx context.Context, tx *sql.Tx, subject string) error {
 	}
 	if _, err := tx.ExecContext(ctx, "UPDATE holds SET subject = ? WHERE subject = ? AND released_ms != 0", record.Pseudonym(subject), subject); err != nil {
 		return fmt.Errorf("sqlitestore: forget a subject's holds: %w", err)
+	}
+	// A hold's reason may name the subject ("case for U..."): whole or
+	// bare, the id becomes the pseudonym there too.
+	_, id, _ := strings.Cut(subject, ":")
+	if _, err := tx.ExecContext(ctx, "UPDATE holds SET reason = replace(replace(reason, ?1, ?2), ?3, ?2) WHERE instr(reason, ?3) > 0",
+		subject, record.Pseudonym(subject), id); err != nil {
+		return fmt.Errorf("sqlitestore: forget a subject in the holds' reasons: %w", err)
 	}
 	return nil
 }

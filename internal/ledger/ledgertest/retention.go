@@ -367,9 +367,9 @@ func testDestroyKey(t *testing.T, h StateHarness) {
 			outbound.SetConsent{Channel: "d", User: "U1", OptIn: true, At: t0},
 			outbound.SetConsent{Channel: "c", User: "U2", OptIn: true, At: t0})
 	}
-	released := appendWith(t, s, retention.AddHold{Hold: retention.Hold{Channel: "c", Subject: "user:U1", Reason: "r", CreatedMs: 1}})
+	released := appendWith(t, s, retention.AddHold{Hold: retention.Hold{Channel: "c", Subject: "user:U1", Reason: "case of U1 (user:U1)", CreatedMs: 1}})
 	appendWith(t, s, retention.ReleaseHold{ID: int64(released), At: t0})
-	active := appendWith(t, s, retention.AddHold{Hold: retention.Hold{Channel: "c", Subject: "user:U2", Reason: "r", CreatedMs: 1}})
+	active := appendWith(t, s, retention.AddHold{Hold: retention.Hold{Channel: "c", Subject: "user:U2", Reason: "U2, who wrote to U1", CreatedMs: 1}})
 	t.Run("a record still refers to the key", func(t *testing.T) {
 		// Record 3 is not deleted: user:U1's key must stay.
 		refused(t, s, nil, retention.DeletePayloads{Indices: []uint64{0, 1}, Destroy: []string{"user:U1"}})
@@ -427,6 +427,15 @@ func testDestroyKey(t *testing.T, h StateHarness) {
 		}
 		if hs[1].ID != int64(active) || hs[1].Subject != "user:U2" {
 			t.Errorf("active hold of user:U2 = %+v; want it unchanged", hs[1])
+		}
+		// The reasons that named user:U1, whole or bare, name its
+		// pseudonym instead.
+		p := recordbody.Pseudonym("user:U1")
+		if want := "case of " + p + " (" + p + ")"; hs[0].Reason != want {
+			t.Errorf("released hold's reason = %q, want %q", hs[0].Reason, want)
+		}
+		if want := "U2, who wrote to " + p; hs[1].Reason != want {
+			t.Errorf("active hold's reason = %q, want %q", hs[1].Reason, want)
 		}
 	})
 	t.Run("sealed with the destroyed key", func(t *testing.T) {
