@@ -219,7 +219,8 @@ func TestIdleConnectionsCannotStarve(t *testing.T) {
 // TestVerifyBundleReadsRegularFilesOnly: verify-bundle on a malicious
 // bundle reads only the bundle's regular files: a symbolic link (to a
 // file outside, or inside), a named pipe in place of a file, or a linked
-// directory is reported, at once, never followed or waited on.
+// directory (records, anchors) is reported, at once, never followed or
+// waited on.
 func TestVerifyBundleReadsRegularFilesOnly(t *testing.T) {
 	dir := t.TempDir()
 	g := startGateway(t, dir, gwConfig{logExtra: "  anchor_every: 1s\n"})
@@ -292,6 +293,13 @@ func TestVerifyBundleReadsRegularFilesOnly(t *testing.T) {
 				return err
 			}
 			return os.Symlink(filepath.Base(as[0])+".real", as[0])
+		}},
+		{"anchors is a linked directory", func(b string) error {
+			p := filepath.Join(b, "anchors")
+			if err := os.Rename(p, filepath.Join(b, "elsewhere")); err != nil {
+				return err
+			}
+			return os.Symlink("elsewhere", p)
 		}},
 	}
 	for _, tt := range tests {

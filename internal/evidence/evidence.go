@@ -361,12 +361,20 @@ func Verify(dir string, trustedVkey []byte) (*Manifest, error) {
 	if !slices.Equal(found, m.Records) {
 		return nil, errors.New("manifest.json: its record list differs from the records in the bundle")
 	}
-	afs, err := fs.Sub(bfs, "anchors")
-	if err != nil {
-		return nil, err
-	}
-	anchors, err := ledger.ReadAnchorsFS(afs, v, v.Name())
-	if err != nil {
+	// The anchors directory must be a real one (a link in its place would
+	// have the anchors skipped); a bundle without one has no anchors.
+	var anchors []*ledger.Anchor
+	if fi, err := root.Lstat("anchors"); err == nil && (!fi.IsDir() || fi.Mode()&fs.ModeSymlink != 0) {
+		return nil, &fs.PathError{Op: "open", Path: "anchors", Err: errNotRegular}
+	} else if err == nil {
+		afs, err := fs.Sub(bfs, "anchors")
+		if err != nil {
+			return nil, err
+		}
+		if anchors, err = ledger.ReadAnchorsFS(afs, v, v.Name()); err != nil {
+			return nil, err
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
 	if len(anchors) > 0 {

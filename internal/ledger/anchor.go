@@ -261,11 +261,18 @@ func ReadAnchors(dir string, v note.Verifier, origin string) ([]*Anchor, error) 
 }
 
 // ReadAnchorsFS is ReadAnchors over a file system: an evidence bundle's,
-// which must not be trusted to hold only regular files.
+// which must not be trusted to hold only regular files. An error reading
+// the directory is returned, never taken for a directory without anchors.
 func ReadAnchorsFS(fsys fs.FS, v note.Verifier, origin string) ([]*Anchor, error) {
-	files, err := fs.Glob(fsys, "*.checkpoint")
+	entries, err := fs.ReadDir(fsys, ".")
 	if err != nil {
 		return nil, err
+	}
+	var files []string
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".checkpoint") {
+			files = append(files, e.Name())
+		}
 	}
 	slices.Sort(files)
 	var out []*Anchor
