@@ -2,15 +2,17 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
-	"slices"
 	"strings"
 	"time"
 
+	"github.com/linegate/linegate/examples"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/retention"
@@ -20,10 +22,17 @@ import (
 
 // Config is the YAML configuration of `linegate serve`. Unknown keys are an
 // error, and so is a secret given in two ways.
+//
+// Relative paths of the files and directories a config names (rule files,
+// subjects files, secret and token files, key files, TLS files,
+// publish_dir, anchors_dir) are relative to the directory of the config
+// file, so that a config works from any working directory; data_dir alone
+// is relative to the working directory, as the places it defaults
+// (log.key_file, publish_dir, anchors_dir, the KEK) are relative to it.
 type Config struct {
 	// DataDir holds the SQLite database, the checkpoint keys and the
 	// published checkpoint. Relative paths are relative to the working
-	// directory.
+	// directory (default ./data).
 	DataDir string `yaml:"data_dir"`
 	// Database, if set, is a PostgreSQL address (postgres://...) that
 	// replaces the SQLite database: one of database, database_env (the
@@ -76,6 +85,7 @@ type Config struct {
 
 	builtin bool   // the built-in example: rule files come from the binary
 	path    string // the file it was read from
+	site    *configSite
 }
 
 // ConnectionsConfig bounds the webhook listener's connections, so that
@@ -194,18 +204,21 @@ func (p *PolicyConfig) UnmarshalYAML(n *yaml.Node) error {
 		*p = PolicyConfig{Keep: d}
 		return nil
 	}
-	var f struct {
-		Law                  string         `yaml:"law"`
-		Keep                 time.Duration  `yaml:"keep"`
-		MinKeep              time.Duration  `yaml:"min_keep"`
-		AfterDeletionRequest *time.Duration `yaml:"after_deletion_request"`
-		AfterWithdrawal      *time.Duration `yaml:"after_withdrawal"`
-	}
+	var f policyFields
 	if err := n.Decode(&f); err != nil {
 		return err
 	}
 	*p = PolicyConfig(f)
 	return nil
+}
+
+// policyFields are the keys of a retention class given as a map.
+type policyFields struct {
+	Law                  string         `yaml:"law"`
+	Keep                 time.Duration  `yaml:"keep"`
+	MinKeep              time.Duration  `yaml:"min_keep"`
+	AfterDeletionRequest *time.Duration `yaml:"after_deletion_request"`
+	AfterWithdrawal      *time.Duration `yaml:"after_withdrawal"`
 }
 
 // policies returns the retention classes: presets, then config.
@@ -277,6 +290,9 @@ type ChannelConfig struct {
 	// RateLimit caps this channel's Messaging API calls per second
 	// (default 1000; LINE allows 2000 by default).
 	RateLimit float64 `yaml:"rate_limit"`
+
+	site *configSite // where it was read
+	path string      // channels[i]
 }
 
 // AudienceConfig is a group of subjects with its own retention class.
@@ -287,29 +303,37 @@ type AudienceConfig struct {
 	// names a file of them, one per line (# starts a comment).
 	Subjects     []string `yaml:"subjects"`
 	SubjectsFile string   `yaml:"subjects_file"`
+
+	site *configSite // where it was read
+	path string      // channels[i].audiences[j]
 }
 
 // subjects returns the audience's subjects from the config and its file.
 func (a *AudienceConfig) subjects() (map[string]bool, error) {
-	list := slices.Clone(a.Subjects)
+	m := make(map[string]bool)
+	for i, s := range a.Subjects {
+		if !ledger.ValidSubject(s) || s == ledger.SubjectSystem {
+			return nil, a.site.errorf(fmt.Sprintf("%s.subjects[%d]", a.path, i), "%q is not a subject: want user:U..., group:C... or room:R...", s)
+		}
+		m[s] = true
+	}
 	if a.SubjectsFile != "" {
 		b, err := os.ReadFile(a.SubjectsFile)
 		if err != nil {
-			return nil, fmt.Errorf("audience %q: %w", a.Name, err)
+			return nil, a.site.errorf(a.path+".subjects_file", "%v", err)
 		}
+		n := 0
 		for line := range strings.Lines(string(b)) {
+			n++
 			line, _, _ = strings.Cut(line, "#")
-			if line = strings.TrimSpace(line); line != "" {
-				list = append(list, line)
+			if line = strings.TrimSpace(line); line == "" {
+				continue
 			}
+			if !ledger.ValidSubject(line) || line == ledger.SubjectSystem {
+				return nil, a.site.errorf(a.path+".subjects_file", "%s:%d: %q is not a subject: want user:U..., group:C... or room:R..., one a line (# starts a comment)", a.SubjectsFile, n, line)
+			}
+			m[line] = true
 		}
-	}
-	m := make(map[string]bool, len(list))
-	for _, s := range list {
-		if !ledger.ValidSubject(s) || s == ledger.SubjectSystem {
-			return nil, fmt.Errorf("audience %q: %q is not a subject (user:U..., group:C... or room:R...)", a.Name, s)
-		}
-		m[s] = true
 	}
 	return m, nil
 }
@@ -322,7 +346,7 @@ type secretSource struct {
 }
 
 // resolve returns the secret, or nil when none is given and !required.
-// Errors name the key, never the value.
+// Errors are keyErrors, which name the key, never the value.
 func (s secretSource) resolve(getenv func(string) string, required bool) ([]byte, error) {
 	n := 0
 	for _, v := range []string{s.value, s.env, s.file} {
@@ -332,9 +356,9 @@ func (s secretSource) resolve(getenv func(string) string, required bool) ([]byte
 	}
 	switch {
 	case n > 1:
-		return nil, fmt.Errorf("%s: give only one of %[1]s, %[1]s_env, %[1]s_file", s.what)
+		return nil, &keyError{s.what, fmt.Sprintf("given more than once: give only one of %[1]s, %[1]s_env, %[1]s_file", s.what)}
 	case n == 0 && required:
-		return nil, fmt.Errorf("%s: missing (give %[1]s, %[1]s_env or %[1]s_file)", s.what)
+		return nil, &keyError{s.what, fmt.Sprintf("missing: give %[1]s, %[1]s_env (an environment variable) or %[1]s_file (a file)", s.what)}
 	case n == 0:
 		return nil, nil
 	case s.value != "":
@@ -342,31 +366,124 @@ func (s secretSource) resolve(getenv func(string) string, required bool) ([]byte
 	case s.env != "":
 		v := getenv(s.env)
 		if v == "" {
-			return nil, fmt.Errorf("%s_env: environment variable %s is not set", s.what, s.env)
+			return nil, &keyError{s.what + "_env", fmt.Sprintf("environment variable %s is not set", s.env)}
 		}
 		return []byte(v), nil
 	}
 	b, err := os.ReadFile(s.file)
 	if err != nil {
-		return nil, fmt.Errorf("%s_file: %w", s.what, err)
+		return nil, &keyError{s.what + "_file", err.Error()}
 	}
 	b = bytes.TrimRight(b, "\r\n")
 	if len(b) == 0 {
-		return nil, fmt.Errorf("%s_file: %s is empty", s.what, s.file)
+		return nil, &keyError{s.what + "_file", fmt.Sprintf("%s is empty", s.file)}
 	}
 	return b, nil
 }
 
 var channelIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
-// parseConfig decodes and checks a configuration, applying defaults.
-func parseConfig(data []byte) (*Config, error) {
+// builtinConfig names the built-in example config in loadConfig.
+const builtinConfig = "builtin:examples/linegate.yaml"
+
+// loadConfig reads the config file, or the built-in example when path is
+// empty or builtinConfig. Relative paths in it are made relative to the
+// file's directory (see Config).
+func loadConfig(path string) (*Config, error) {
+	data, name, dir := examples.Config, "examples/linegate.yaml (built in)", "examples"
+	builtin := path == "" || path == builtinConfig
+	if !builtin {
+		var err error
+		if data, err = os.ReadFile(path); err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		name, dir = path, filepath.Dir(path)
+	}
+	c, err := parseConfig(name, dir, data)
+	if err != nil {
+		return nil, err
+	}
+	c.builtin, c.path = builtin, path
+	return c, nil
+}
+
+// parseConfig decodes and checks a configuration read from the file name
+// in dir, applying defaults. Every mistake found is reported, each with
+// its file, line and key.
+func parseConfig(name, dir string, data []byte) (*Config, error) {
+	p := &configParser{configSite: configSite{file: name, lines: map[string]int{}}}
+	root := p.decodeYAML(data, reflect.TypeFor[Config]())
+	if len(p.errs) > 0 || root == nil {
+		return nil, p.err()
+	}
+	var c Config
+	// Checked above; the decoder's own check stays, in case.
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	var c Config
 	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		p.yamlError(err)
+		return nil, p.err()
 	}
+	c.site = &p.configSite
+	c.resolvePaths(dir)
+	c.check(p)
+	if len(p.errs) > 0 {
+		return nil, p.err()
+	}
+	return &c, nil
+}
+
+// resolvePaths makes the relative paths of the files and directories the
+// config names relative to dir, the config file's directory; data_dir
+// stays relative to the working directory.
+func (c *Config) resolvePaths(dir string) {
+	if dir == "" || dir == "." {
+		return
+	}
+	rel := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	for i := range c.RulesFiles {
+		rel(&c.RulesFiles[i])
+	}
+	for _, r := range c.Rules {
+		if r == nil {
+			continue
+		}
+		rel(&r.ReplyFile)
+		if r.Forward != nil {
+			rel(&r.Forward.SecretFile)
+		}
+	}
+	rel(&c.DatabaseFile)
+	rel(&c.AdminTokenFile)
+	if c.TLS != nil {
+		rel(&c.TLS.CertFile)
+		rel(&c.TLS.KeyFile)
+	}
+	rel(&c.Log.KeyFile)
+	rel(&c.Log.PublishDir)
+	rel(&c.Log.AnchorsDir)
+	rel(&c.Encryption.KEKFile)
+	for i := range c.Encryption.PreviousKEKFiles {
+		rel(&c.Encryption.PreviousKEKFiles[i])
+	}
+	for i := range c.Channels {
+		ch := &c.Channels[i]
+		rel(&ch.SecretFile)
+		rel(&ch.NextSecretFile)
+		rel(&ch.AccessTokenFile)
+		for j := range ch.Audiences {
+			rel(&ch.Audiences[j].SubjectsFile)
+		}
+	}
+}
+
+// check checks the values of a decoded config and applies the defaults,
+// recording each mistake in p.
+func (c *Config) check(p *configParser) {
 	if c.DataDir == "" {
 		c.DataDir = "./data"
 	}
@@ -376,29 +493,40 @@ func parseConfig(data []byte) (*Config, error) {
 	if c.AdminListen == "" {
 		c.AdminListen = "127.0.0.1:8081"
 	}
+	for key, addr := range map[string]string{"listen": c.Listen, "admin_listen": c.AdminListen} {
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			p.fail(key, "%q: want host:port, such as 127.0.0.1:8080 or :8080", addr)
+		}
+	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
 	if c.MaxBodyBytes < 0 {
-		return nil, errors.New("config: max_body_bytes must be positive")
+		p.fail("max_body_bytes", "%d: want a positive number of bytes, such as 1048576", c.MaxBodyBytes)
 	}
 	if c.Connections.IdleTimeout == 0 {
 		c.Connections.IdleTimeout = 30 * time.Second
 	}
-	if c.Connections.Max < 0 || c.Connections.PerClient < 0 || c.Connections.IdleTimeout < 0 {
-		return nil, errors.New("config: connections: max, per_client and idle_timeout must be positive")
+	if c.Connections.Max < 0 {
+		p.fail("connections.max", "%d: want a positive number (0: the default)", c.Connections.Max)
 	}
-	if c.Log.Origin == "" {
-		return nil, errors.New("config: log.origin is required (the checkpoint's origin line, such as example.com/linegate/prod)")
+	if c.Connections.PerClient < 0 {
+		p.fail("connections.per_client", "%d: want a positive number (0: the default)", c.Connections.PerClient)
 	}
-	if strings.ContainsAny(c.Log.Origin, "\n+ ") {
-		return nil, errors.New("config: log.origin must not contain spaces, '+' or newlines")
+	if c.Connections.IdleTimeout < 0 {
+		p.fail("connections.idle_timeout", "%v: want a positive duration such as 30s", c.Connections.IdleTimeout)
+	}
+	switch {
+	case c.Log.Origin == "":
+		p.fail("log.origin", "required: the checkpoint's origin line, such as example.com/linegate/prod")
+	case strings.ContainsAny(c.Log.Origin, "\n+ "):
+		p.fail("log.origin", "%q: must not contain spaces, '+' or newlines; want a name such as example.com/linegate/prod", c.Log.Origin)
 	}
 	if c.Log.CheckpointInterval == 0 {
 		c.Log.CheckpointInterval = time.Second
 	}
 	if c.Log.CheckpointInterval < 10*time.Millisecond {
-		return nil, errors.New("config: log.checkpoint_interval must be at least 10ms")
+		p.fail("log.checkpoint_interval", "%v: want at least 10ms (default 1s)", c.Log.CheckpointInterval)
 	}
 	if c.Log.KeyFile == "" {
 		c.Log.KeyFile = filepath.Join(c.DataDir, "log.key")
@@ -413,73 +541,114 @@ func parseConfig(data []byte) (*Config, error) {
 		c.Log.AnchorTZ = "UTC"
 	}
 	if _, err := time.LoadLocation(c.Log.AnchorTZ); err != nil {
-		return nil, fmt.Errorf("config: log.anchor_tz %q: want an IANA time zone such as Asia/Tokyo", c.Log.AnchorTZ)
+		p.fail("log.anchor_tz", "%q: want an IANA time zone such as Asia/Tokyo or UTC", c.Log.AnchorTZ)
 	}
 	if c.Log.AnchorEvery == 0 {
 		c.Log.AnchorEvery = 24 * time.Hour
 	}
 	if c.Log.AnchorEvery < time.Second {
-		return nil, errors.New("config: log.anchor_every must be at least 1s")
+		p.fail("log.anchor_every", "%v: want at least 1s (default 24h)", c.Log.AnchorEvery)
 	}
 	if c.TLS != nil {
-		if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
-			return nil, errors.New("config: tls needs cert_file and key_file")
+		if c.TLS.CertFile == "" {
+			p.fail("tls.cert_file", "required with tls: the certificate chain, PEM")
+		}
+		if c.TLS.KeyFile == "" {
+			p.fail("tls.key_file", "required with tls: the certificate's private key, PEM")
 		}
 		switch c.TLS.MinVersion {
 		case "", "1.2", "1.3":
 		default:
-			return nil, fmt.Errorf("config: tls.min_version %q: want 1.2 or 1.3", c.TLS.MinVersion)
+			p.fail("tls.min_version", "%q: want \"1.2\" or \"1.3\"", c.TLS.MinVersion)
 		}
 	}
 	switch c.Logging.Format {
 	case "", "json", "text":
 	default:
-		return nil, fmt.Errorf("config: logging.format %q: want json or text", c.Logging.Format)
+		p.fail("logging.format", "%q: want json or text", c.Logging.Format)
+	}
+	if c.Logging.Level != "" {
+		var level slog.Level
+		if level.UnmarshalText([]byte(c.Logging.Level)) != nil {
+			p.fail("logging.level", "%q: want debug, info, warn or error", c.Logging.Level)
+		}
+	}
+	if c.Ledger.QueueSize < 0 || c.Ledger.MaxBatch < 0 || c.Ledger.MaxPages < 0 {
+		p.fail("ledger", "queue_size, max_batch and max_pages must be 0 (the default) or more")
+	}
+	if c.Pipeline.Workers < 0 {
+		p.fail("pipeline.workers", "%d: want a positive number (default 16)", c.Pipeline.Workers)
 	}
 	if err := rules.CheckLookupHosts(c.LookupHosts); err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		p.fail("lookup_hosts", "%v", err)
+	}
+	for name, pc := range c.Retention.Policies {
+		if pc.Keep < 0 || pc.MinKeep < 0 {
+			p.fail("retention.policies."+name, "a period must be 0 or more")
+		}
+	}
+	if c.Retention.PurgeEvery != nil && *c.Retention.PurgeEvery < 0 {
+		p.fail("retention.purge_every", "%v: want a duration such as 1h (0s: only linegate purge)", *c.Retention.PurgeEvery)
+	}
+	if _, ok := c.policies()[c.Rejections.Retention]; c.Rejections.Retention != "" && !ok {
+		p.fail("rejections.retention", "retention class %q is neither a preset (%s) nor in retention.policies", c.Rejections.Retention, presetNames())
+	}
+	if c.Rejections.PerSecond < 0 || c.Rejections.Burst < 0 || c.Rejections.SummaryEvery < 0 {
+		p.fail("rejections", "per_second, burst and summary_every must be 0 (the default) or more")
+	}
+	if c.Encryption.KEKFile != "" && c.Encryption.KEKEnv != "" {
+		p.fail("encryption", "give kek_file or kek_env, not both")
 	}
 	if len(c.Channels) == 0 {
-		return nil, errors.New("config: no channels")
+		p.fail("channels", "no channels: give at least one, with an id and its secret (see examples/linegate.yaml)")
 	}
-	seen := map[string]bool{}
-	for i, ch := range c.Channels {
+	seen := map[string]string{}
+	for i := range c.Channels {
+		ch := &c.Channels[i]
+		ch.site, ch.path = c.site, fmt.Sprintf("channels[%d]", i)
+		at := func(key string) string { return ch.path + "." + key }
 		if !channelIDPattern.MatchString(ch.ID) {
-			return nil, fmt.Errorf("config: channels[%d].id %q: want 1 to 64 of A-Z a-z 0-9 . _ -", i, ch.ID)
+			p.fail(at("id"), "%q: want 1 to 64 of A-Z a-z 0-9 . _ - (it names the channel in the webhook URL, /webhook/ID)", ch.ID)
 		}
 		switch ch.DriftPolicy {
 		case "", "accept", "quarantine":
 		default:
-			return nil, fmt.Errorf("config: channel %q: drift_policy %q: want accept or quarantine", ch.ID, ch.DriftPolicy)
+			p.fail(at("drift_policy"), "%q: want accept or quarantine", ch.DriftPolicy)
 		}
 		switch ch.ClockSkew {
 		case "", "flag", "hold":
 		default:
-			return nil, fmt.Errorf("config: channel %q: clock_skew %q: want flag or hold", ch.ID, ch.ClockSkew)
+			p.fail(at("clock_skew"), "%q: want flag or hold", ch.ClockSkew)
 		}
 		if ch.BotUserID != "" && !line.ValidDestination(ch.BotUserID) {
-			return nil, fmt.Errorf("config: channel %q: bot_user_id %q: want U and 32 hex digits", ch.ID, ch.BotUserID)
-		}
-		if _, ok := c.policies()[c.Rejections.Retention]; c.Rejections.Retention != "" && !ok {
-			return nil, fmt.Errorf("config: rejections.retention: retention class %q is neither a preset (rejections, jp-appi, th-pdpa, tw-pipa) nor in retention.policies", c.Rejections.Retention)
+			p.fail(at("bot_user_id"), "%q: want U and 32 hex digits (userId of GET /v2/bot/info)", ch.BotUserID)
 		}
 		if _, ok := c.keep()[ch.Retention]; ch.Retention != "" && !ok {
-			return nil, fmt.Errorf("config: channel %q: retention class %q is neither a preset (jp-appi, th-pdpa, tw-pipa) nor in retention.policies", ch.ID, ch.Retention)
+			p.fail(at("retention"), "retention class %q is neither a preset (%s) nor in retention.policies", ch.Retention, presetNames())
 		}
-		for j, a := range ch.Audiences {
+		if ch.RateLimit < 0 {
+			p.fail(at("rate_limit"), "%v: want a positive number of calls a second (default 1000)", ch.RateLimit)
+		}
+		for j := range ch.Audiences {
+			a := &ch.Audiences[j]
+			a.site, a.path = c.site, fmt.Sprintf("%s.audiences[%d]", ch.path, j)
 			if a.Name == "" {
-				return nil, fmt.Errorf("config: channel %q: audiences[%d] needs a name", ch.ID, j)
+				p.fail(a.path+".name", "required: every audience needs a name")
 			}
 			if _, ok := c.keep()[a.Retention]; !ok {
-				return nil, fmt.Errorf("config: channel %q: audience %q: retention class %q is neither a preset (jp-appi, th-pdpa, tw-pipa) nor in retention.policies", ch.ID, a.Name, a.Retention)
+				p.fail(a.path+".retention", "retention class %q is neither a preset (%s) nor in retention.policies", a.Retention, presetNames())
 			}
 		}
-		if seen[ch.ID] {
-			return nil, fmt.Errorf("config: channel %q is listed twice", ch.ID)
+		if first, ok := seen[ch.ID]; ok && ch.ID != "" {
+			p.fail(at("id"), "channel %q is listed twice (first as %s)", ch.ID, first)
 		}
-		seen[ch.ID] = true
+		seen[ch.ID] = ch.path
 	}
-	return &c, nil
+}
+
+// presetNames lists the preset retention classes.
+func presetNames() string {
+	return strings.Join(sortedKeys(retention.Presets()), ", ")
 }
 
 // channelSecrets is a channel's resolved secrets.
@@ -490,7 +659,12 @@ type channelSecrets struct {
 func (ch *ChannelConfig) resolve(getenv func(string) string) (channelSecrets, error) {
 	var s channelSecrets
 	var err error
-	wrap := func(err error) error { return fmt.Errorf("config: channel %q: %w", ch.ID, err) }
+	wrap := func(err error) error {
+		if ch.site == nil {
+			return fmt.Errorf("config: channel %q: %w", ch.ID, err)
+		}
+		return ch.site.locate(ch.path, err)
+	}
 	if s.secret, err = (secretSource{"secret", ch.Secret, ch.SecretEnv, ch.SecretFile}).resolve(getenv, true); err != nil {
 		return s, wrap(err)
 	}
@@ -506,7 +680,7 @@ func (ch *ChannelConfig) resolve(getenv func(string) string) (channelSecrets, er
 func (c *Config) adminToken(getenv func(string) string) ([]byte, error) {
 	t, err := (secretSource{"admin_token", c.AdminToken, c.AdminTokenEnv, c.AdminTokenFile}).resolve(getenv, false)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, c.site.locate("", err)
 	}
 	return t, nil
 }

@@ -2,22 +2,23 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/linegate/linegate/internal/evidence"
+	"github.com/linegate/linegate/internal/ledger"
 )
 
 func runExport(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "export", "-out DIR [-config FILE] [-from T] [-to T] [-channel ID] [-user ID] [-message-id ID]")
+	fs := newFlagSet(e, "export", "-out DIR [-config FILE] [-from T] [-to T] [-channel ID] [-user U...] [-message-id ID]")
 	configPath := fs.String("config", "", "the serve config whose ledger to export from (default: the built-in example)")
-	out := fs.String("out", "", "the bundle directory to create")
-	from := fs.String("from", "", "records from this time: 2026-11-26 or RFC 3339 (default: the beginning)")
-	to := fs.String("to", "", "records before this time (default: now)")
+	out := fs.String("out", "", "the bundle directory to create (required; must not exist)")
+	from := fs.String("from", "", "records from this time: 2026-11-26 (UTC midnight) or RFC 3339 (default: the beginning)")
+	to := fs.String("to", "", "records before this time, same forms (default: open, up to the latest checkpoint)")
 	channel := fs.String("channel", "", "only this channel")
-	user := fs.String("user", "", "only this LINE user's webhooks, and what they caused")
+	user := fs.String("user", "", "only this LINE user's webhooks, and what they caused: U... or user:U...")
 	messageID := fs.String("message-id", "", "only the webhook of this LINE message id, and what it caused")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -25,13 +26,17 @@ func runExport(ctx context.Context, e *env, args []string) error {
 	if *out == "" {
 		return fmt.Errorf("%w: -out is required", errUsage)
 	}
-	sel := evidence.Selection{Channel: *channel, User: *user, MessageID: *messageID}
-	var err error
-	if sel.From, err = parseWhen(*from); err != nil {
-		return fmt.Errorf("%w: -from: %v", errUsage, err)
+	sel := evidence.Selection{Channel: *channel, MessageID: *messageID}
+	if *user != "" {
+		s, err := parseSubject(*user)
+		if err != nil || !strings.HasPrefix(s, "user:") {
+			return fmt.Errorf("%w: -user %q: want a LINE user id: U... or user:U...", errUsage, *user)
+		}
+		sel.User = s
 	}
-	if sel.To, err = parseWhen(*to); err != nil {
-		return fmt.Errorf("%w: -to: %v", errUsage, err)
+	var err error
+	if sel.From, sel.To, err = parseRange(*from, *to); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	cfg, err := loadConfig(*configPath)
 	if err != nil {
@@ -60,12 +65,38 @@ func runExport(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "exported %d records to %s (tree size %d)", len(m.Records), *out, m.TreeSize)
+	fmt.Fprintf(e.stdout, "exported %d records to %s (tree size %d)\n", len(m.Records), *out, m.TreeSize)
+	fmt.Fprintf(e.stdout, "  selected: %s\n", describeSelection(sel))
 	if m.Skipped > 0 {
-		fmt.Fprintf(e.stdout, "; %d matching records not yet in a checkpoint were left out: export again in a few seconds", m.Skipped)
+		fmt.Fprintf(e.stdout, "  %d matching records not yet in a checkpoint were left out: export again in a few seconds\n", m.Skipped)
 	}
-	fmt.Fprintln(e.stdout)
+	if len(m.Records) == 0 {
+		fmt.Fprintln(e.stdout, "  no record matched: check the range (a date is UTC midnight), the channel and the ids")
+	}
 	return nil
+}
+
+// describeSelection says what an export selected, for people: times in
+// UTC and in the local zone.
+func describeSelection(sel evidence.Selection) string {
+	from, to := "the beginning", "open"
+	if !sel.From.IsZero() {
+		from = bothTimes(sel.From)
+	}
+	if !sel.To.IsZero() {
+		to = bothTimes(sel.To)
+	}
+	s := fmt.Sprintf("records from %s to %s", from, to)
+	if sel.Channel != "" {
+		s += ", channel " + sel.Channel
+	}
+	if sel.User != "" {
+		s += ", " + sel.User
+	}
+	if sel.MessageID != "" {
+		s += ", message " + sel.MessageID
+	}
+	return s
 }
 
 // parseWhen reads a date (UTC midnight) or an RFC 3339 time; "" is zero.
@@ -78,19 +109,64 @@ func parseWhen(s string) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339, s)
 	if err != nil {
-		return time.Time{}, errors.New("want 2006-01-02 or an RFC 3339 time")
+		return time.Time{}, fmt.Errorf("%q: want a date such as 2026-11-26 (UTC midnight) or an RFC 3339 time such as 2026-11-26T09:00:00+07:00", s)
 	}
 	return t, nil
+}
+
+// parseRange reads -from and -to: either may be open (""), and from must
+// be before to.
+func parseRange(from, to string) (time.Time, time.Time, error) {
+	f, err := parseWhen(from)
+	if err != nil {
+		return f, f, fmt.Errorf("-from %v", err)
+	}
+	t, err := parseWhen(to)
+	if err != nil {
+		return f, t, fmt.Errorf("-to %v", err)
+	}
+	if !f.IsZero() && !t.IsZero() && !f.Before(t) {
+		return f, t, fmt.Errorf("-from %s is not before -to %s: the range is empty", bothTimes(f), bothTimes(t))
+	}
+	return f, t, nil
+}
+
+// bothTimes formats t in UTC (RFC 3339) and, when the local zone is
+// another, in local time too.
+func bothTimes(t time.Time) string {
+	u := t.UTC().Format(time.RFC3339Nano)
+	l := t.Local()
+	if _, off := l.Zone(); off == 0 {
+		return u
+	}
+	return u + " (" + l.Format("2006-01-02 15:04:05.999 MST") + " local)"
+}
+
+// parseSubject reads a subject as user:U..., group:C... or room:R..., or a
+// bare LINE id (U..., C..., R...) whose first letter says which.
+func parseSubject(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if !strings.Contains(s, ":") {
+		switch {
+		case strings.HasPrefix(s, "U"):
+			s = "user:" + s
+		case strings.HasPrefix(s, "C"):
+			s = "group:" + s
+		case strings.HasPrefix(s, "R"):
+			s = "room:" + s
+		}
+	}
+	if !ledger.ValidSubject(s) || s == ledger.SubjectSystem {
+		return "", fmt.Errorf("%q: want user:U..., group:C... or room:R... (or the bare LINE id)", s)
+	}
+	return s, nil
 }
 
 func runVerifyBundle(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "verify-bundle", "[-vkey FILE] DIR")
 	vkeyFile := fs.String("vkey", "", "the log's public key you hold; the bundle's own log.vkey must equal it")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("%w: give the bundle directory", errUsage)
+	if err := parseArgs(fs, args, 1, "the bundle directory"); err != nil {
+		return err
 	}
 	var trusted []byte
 	if *vkeyFile != "" {

@@ -5,6 +5,8 @@
 // Usage:
 //
 //	linegate serve  [-config FILE]          run the gateway
+//	linegate config check [-config FILE]    check a config without starting anything
+//	linegate tail [-config FILE] [-n N] [-f]  follow the ledger, decrypted, one line a record
 //	linegate verify [-config FILE | -data DIR]  check the ledger from storage
 //	linegate keygen -out DIR [-origin NAME] create a checkpoint key pair
 //	linegate export -out DIR [selection]    an evidence bundle, with proofs
@@ -16,6 +18,10 @@
 //	linegate acknowledge-rollback -reason TEXT  record a restore from backup, so that serve starts
 //	linegate sim api|send|chat [flags]      a LINE platform simulator
 //	linegate bench [-quick] [-json]         the benchmark suite, beside its peers
+//	linegate version                        the module version, commit and Go version
+//
+// Every command and subcommand prints its own usage with -h, -help or
+// --help, and exits 0 without opening anything.
 //
 // Exit codes: 0 success, 1 failure (including a ledger that fails
 // verification), 2 usage error.
@@ -28,6 +34,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // errUsage marks an error caused by how the command was called.
@@ -48,6 +55,8 @@ type env struct {
 
 var commands = []command{
 	{"serve", "run the gateway", runServe},
+	{"config", "check a config: keys, secrets, files, rules, the KEK against the store", runConfig},
+	{"tail", "follow the ledger, decrypted: one line a record (or JSON)", runTail},
 	{"verify", "recompute and check the ledger from storage", runVerify},
 	{"keygen", "create an Ed25519 checkpoint key pair", runKeygen},
 	{"export", "write an evidence bundle of selected records, with proofs", runExport},
@@ -59,6 +68,7 @@ var commands = []command{
 	{"acknowledge-rollback", "record that the database was restored to an older tree: the lost records, and why", runAcknowledgeRollback},
 	{"sim", "a LINE platform simulator: fake API, webhook sender, chat", runSim},
 	{"bench", "measure linegate beside its peers (run from the repository)", runBench},
+	{"version", "print the module version, VCS commit and time, and Go version", runVersion},
 }
 
 func main() {
@@ -66,12 +76,16 @@ func main() {
 }
 
 func run(ctx context.Context, e *env, args []string) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(e.stderr)
-		if len(args) == 0 {
-			return 2
-		}
+		return 2
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		usage(e.stdout)
 		return 0
+	case "-version", "--version":
+		args = []string{"version"}
 	}
 	for _, c := range commands {
 		if c.name != args[0] {
@@ -84,7 +98,13 @@ func run(ctx context.Context, e *env, args []string) int {
 		case errors.Is(err, flag.ErrHelp):
 			return 0
 		case errors.Is(err, errUsage):
-			fmt.Fprintf(e.stderr, "linegate %s: %v\nRun 'linegate %s -h' for usage.\n", c.name, err, c.name)
+			name := c.name
+			var h *helpHint
+			if errors.As(err, &h) {
+				name = h.cmd
+			}
+			msg := strings.TrimPrefix(err.Error(), errUsage.Error()+": ")
+			fmt.Fprintf(e.stderr, "linegate %s: %s\nRun 'linegate %s -h' for usage.\n", name, msg, name)
 			return 2
 		default:
 			fmt.Fprintf(e.stderr, "linegate %s: %v\n", c.name, err)
@@ -92,39 +112,151 @@ func run(ctx context.Context, e *env, args []string) int {
 		}
 	}
 	fmt.Fprintf(e.stderr, "linegate: unknown command %q\n", args[0])
-	usage(e.stderr)
+	if s := nearest(args[0], commandNames()); s != "" {
+		fmt.Fprintf(e.stderr, "Did you mean 'linegate %s'?\n", s)
+	}
+	fmt.Fprintln(e.stderr, "Run 'linegate -h' for the commands.")
 	return 2
+}
+
+func commandNames() []string {
+	var names []string
+	for _, c := range commands {
+		names = append(names, c.name)
+	}
+	return names
 }
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: linegate <command> [flags]\n\nCommands:")
+	width := 0
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		width = max(width, len(c.name))
+	}
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-*s  %s\n", width, c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun 'linegate <command> -h' for a command's flags.")
 }
 
-// newFlagSet returns a FlagSet whose parse errors are usage errors.
+// helpHint names the command line whose -h explains a usage error: a
+// subcommand ("hold add") rather than its command.
+type helpHint struct {
+	cmd string
+	err error
+}
+
+func (h *helpHint) Error() string { return h.err.Error() }
+func (h *helpHint) Unwrap() error { return h.err }
+
+// newFlagSet returns a FlagSet whose parse errors are usage errors and
+// whose -h (-help, --help) prints its usage to stdout: the synopsis, then
+// its own flags, nothing else.
 func newFlagSet(e *env, name, synopsis string) *flag.FlagSet {
-	fs := flag.NewFlagSet("linegate "+name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // parseFlags reports errors itself, once
 	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "Usage: linegate %s %s\n\nFlags:\n", name, synopsis)
-		fs.PrintDefaults()
+		fs.SetOutput(e.stdout)
+		defer fs.SetOutput(io.Discard)
+		fmt.Fprintf(e.stdout, "Usage: linegate %s %s\n", name, synopsis)
+		n := 0
+		fs.VisitAll(func(*flag.Flag) { n++ })
+		if n > 0 {
+			fmt.Fprintln(e.stdout, "\nFlags:")
+			fs.PrintDefaults()
+		}
 	}
 	return fs
 }
 
 // parseFlags parses args and refuses positional arguments.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+	return parseArgs(fs, args, 0, "")
+}
+
+// parseArgs parses args, which must leave exactly n positional arguments
+// (what names them, for the error). -h prints the usage and returns
+// flag.ErrHelp, before anything else is looked at.
+func parseArgs(fs *flag.FlagSet, args []string, n int, what string) error {
+	usage := fs.Usage
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.Usage = usage
+	hint := func(err error) error { return &helpHint{cmd: fs.Name(), err: err} }
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		usage()
+		return err
+	case err != nil:
+		return hint(fmt.Errorf("%w: %v", errUsage, err))
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	// A help flag after a positional argument ("verify-bundle DIR -h")
+	// is still a request for help.
+	for _, a := range fs.Args() {
+		if a == "-h" || a == "-help" || a == "--help" {
+			usage()
+			return flag.ErrHelp
+		}
+	}
+	switch {
+	case fs.NArg() > n && n == 0:
+		return hint(fmt.Errorf("%w: unexpected argument %q (flags go before arguments, each as -name value)", errUsage, fs.Arg(0)))
+	case fs.NArg() > n:
+		return hint(fmt.Errorf("%w: unexpected argument %q after %s", errUsage, fs.Arg(n), what))
+	case fs.NArg() < n:
+		return hint(fmt.Errorf("%w: give %s", errUsage, what))
 	}
 	return nil
+}
+
+// subcommand is one of a command's subcommands (hold add, keys shred).
+type subcommand struct {
+	name, summary string
+	run           func(ctx context.Context, e *env, args []string) error
+}
+
+// runSubcommand runs the subcommand that args name, or prints the
+// command's usage: for -h and friends (exit 0), or for a missing or
+// unknown subcommand (a usage error). Nothing is opened before the
+// subcommand has parsed its own flags.
+func runSubcommand(ctx context.Context, e *env, cmd string, subs []subcommand, args []string) error {
+	usage := func(w io.Writer) {
+		var names []string
+		width := 0
+		for _, s := range subs {
+			names = append(names, s.name)
+			width = max(width, len(s.name))
+		}
+		fmt.Fprintf(w, "Usage: linegate %s %s [flags]\n\nCommands:\n", cmd, strings.Join(names, "|"))
+		for _, s := range subs {
+			fmt.Fprintf(w, "  %-*s  %s\n", width, s.name, s.summary)
+		}
+		fmt.Fprintf(w, "\nRun 'linegate %s <command> -h' for a command's flags.\n", cmd)
+	}
+	if len(args) == 0 {
+		usage(e.stderr)
+		return fmt.Errorf("%w: missing %s command", errUsage, cmd)
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		usage(e.stdout)
+		return flag.ErrHelp
+	}
+	for _, s := range subs {
+		if s.name == args[0] {
+			return s.run(ctx, e, args[1:])
+		}
+	}
+	var names []string
+	for _, s := range subs {
+		names = append(names, s.name)
+	}
+	if strings.HasPrefix(args[0], "-") {
+		return fmt.Errorf("%w: give the %s command (%s) before its flags", errUsage, cmd, strings.Join(names, ", "))
+	}
+	msg := fmt.Sprintf("unknown %s command %q: want %s", cmd, args[0], strings.Join(names, ", "))
+	if s := nearest(args[0], names); s != "" {
+		msg += fmt.Sprintf(" (did you mean %s?)", s)
+	}
+	return fmt.Errorf("%w: %s", errUsage, msg)
 }

@@ -19,7 +19,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/linegate/linegate/examples"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/pgstore"
@@ -35,28 +34,6 @@ import (
 
 // shutdownTimeout bounds the drain of in-flight requests on shutdown.
 const shutdownTimeout = 15 * time.Second
-
-// builtinConfig names the built-in example config in loadConfig.
-const builtinConfig = "builtin:examples/linegate.yaml"
-
-// loadConfig reads the config file, or the built-in example when path is
-// empty or builtinConfig.
-func loadConfig(path string) (*Config, error) {
-	data := examples.Config
-	builtin := path == "" || path == builtinConfig
-	if !builtin {
-		var err error
-		if data, err = os.ReadFile(path); err != nil {
-			return nil, err
-		}
-	}
-	c, err := parseConfig(data)
-	if err != nil {
-		return nil, err
-	}
-	c.builtin, c.path = builtin, path
-	return c, nil
-}
 
 func newLogger(e *env, c LoggingConfig) (*slog.Logger, error) {
 	var level slog.Level
@@ -93,8 +70,9 @@ func privateDataDir(dir string, log *slog.Logger) error {
 }
 
 func runServe(ctx context.Context, e *env, args []string) error {
-	flags := newFlagSet(e, "serve", "[-config FILE]")
+	flags := newFlagSet(e, "serve", "[-config FILE] [-exit-with-parent=false]")
 	configPath := flags.String("config", "", "YAML config file (default: the built-in example, examples/linegate.yaml)")
+	withParent := flags.Bool("exit-with-parent", true, "drain and stop when the process that started serve exits (as go run does when killed); off under nohup, or with -exit-with-parent=false")
 	if err := parseFlags(flags, args); err != nil {
 		return err
 	}
@@ -109,8 +87,17 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if *configPath == "" {
 		log.Warn("no -config given: using the built-in example config (demo secrets; not for production)")
 	}
+	// Everything the config names is checked before anything is created.
+	if err := checkConfigFiles(ctx, e, cfg); err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if *withParent {
+		var stopWatch func()
+		ctx, stopWatch = exitWithParent(ctx, log)
+		defer stopWatch()
+	}
 	return serve(ctx, e, cfg, log)
 }
 

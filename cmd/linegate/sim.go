@@ -38,7 +38,7 @@ func runSim(ctx context.Context, e *env, args []string) error {
 	case "chat":
 		return runSimChat(ctx, e, args[1:])
 	case "-h", "-help", "--help", "help":
-		fmt.Fprintln(e.stderr, simUsage)
+		fmt.Fprintln(e.stdout, simUsage)
 		return nil
 	}
 	fmt.Fprintln(e.stderr, simUsage)

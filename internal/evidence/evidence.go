@@ -38,6 +38,76 @@ type Selection struct {
 	MessageID string // a LINE message id
 }
 
+// selectionJSON is a Selection in manifest.json: the range's ends in RFC
+// 3339 (UTC), or "open" for an end not given.
+type selectionJSON struct {
+	From      string `json:"from"`
+	To        string `json:"to"`
+	Channel   string `json:"channel,omitempty"`
+	User      string `json:"user,omitempty"`
+	MessageID string `json:"message_id,omitempty"`
+}
+
+// openEnd is an end of the selected range that was not given.
+const openEnd = "open"
+
+// MarshalJSON implements json.Marshaler.
+func (s Selection) MarshalJSON() ([]byte, error) {
+	end := func(t time.Time) string {
+		if t.IsZero() {
+			return openEnd
+		}
+		return t.UTC().Format(time.RFC3339Nano)
+	}
+	return json.Marshal(selectionJSON{From: end(s.From), To: end(s.To), Channel: s.Channel, User: s.User, MessageID: s.MessageID})
+}
+
+// UnmarshalJSON implements json.Unmarshaler. It reads the manifests of
+// older bundles too, whose keys were the field names and whose open ends
+// were the zero time.
+func (s *Selection) UnmarshalJSON(b []byte) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	str := func(keys ...string) (string, error) {
+		for _, k := range keys {
+			if raw, ok := m[k]; ok {
+				var v string
+				err := json.Unmarshal(raw, &v)
+				return v, err
+			}
+		}
+		return "", nil
+	}
+	end := func(keys ...string) (time.Time, error) {
+		v, err := str(keys...)
+		if err != nil || v == "" || v == openEnd {
+			return time.Time{}, err
+		}
+		return time.Parse(time.RFC3339Nano, v)
+	}
+	var err error
+	var sel Selection
+	if sel.From, err = end("from", "From"); err != nil {
+		return fmt.Errorf("selection: from: %w", err)
+	}
+	if sel.To, err = end("to", "To"); err != nil {
+		return fmt.Errorf("selection: to: %w", err)
+	}
+	if sel.Channel, err = str("channel", "Channel"); err != nil {
+		return err
+	}
+	if sel.User, err = str("user", "User"); err != nil {
+		return err
+	}
+	if sel.MessageID, err = str("message_id", "MessageID"); err != nil {
+		return err
+	}
+	*s = sel
+	return nil
+}
+
 // Summary is record.json: what a record is, for people.
 type Summary struct {
 	Index      uint64   `json:"index"`
