@@ -317,7 +317,8 @@ channels:
 // TestOperatorCommandsSayWhatHappened: export selects the same records
 // for -user U... and -user user:U..., refuses an empty range (exit 2), and
 // writes "open" for an open end of the range; hold takes a bare user id
-// and prints readable times; keys shred says when no key existed.
+// and prints readable times, and so does purge; keys shred says when no
+// key existed.
 func TestOperatorCommandsSayWhatHappened(t *testing.T) {
 	sqliteOnly(t)
 	dir := t.TempDir()
@@ -390,6 +391,10 @@ func TestOperatorCommandsSayWhatHappened(t *testing.T) {
 		t.Errorf("hold release of no hold = %d:\n%s%s", code, stdout, stderr)
 	}
 
+	code, stdout, stderr = runIn(t, dir, nil, "purge", "-config", g.cfgPath, "-dry-run")
+	if code != 0 || !regexp.MustCompile(`^would delete 0 payloads past their retention at \d{4}-\d\d-\d\dT[0-9:.]+Z`).MatchString(stdout) {
+		t.Errorf("purge -dry-run = %d:\n%s%s", code, stdout, stderr)
+	}
 	code, stdout, stderr = runIn(t, dir, nil, "keys", "shred", "-config", g.cfgPath, "-subject", "U404")
 	if code != 0 || !strings.Contains(stdout, "no data key exists for user:U404") || strings.Contains(stdout, "destroyed the") {
 		t.Errorf("keys shred of an unknown subject = %d:\n%s%s", code, stdout, stderr)

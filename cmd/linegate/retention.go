@@ -27,7 +27,8 @@ func runPurge(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer store.Close()
-	rep, err := retention.Purge(ctx, store, ledger.NewWriter(store, ring, nil), cfg.policies(), time.Now(), *dry)
+	now := time.Now()
+	rep, err := retention.Purge(ctx, store, ledger.NewWriter(store, ring, nil), cfg.policies(), now, *dry)
 	if err != nil {
 		return err
 	}
@@ -39,7 +40,7 @@ func runPurge(ctx context.Context, e *env, args []string) error {
 	if *dry {
 		verb = "would delete"
 	}
-	fmt.Fprintf(e.stdout, "%s %d payloads past their retention; %d kept by legal holds\n", verb, len(rep.Deleted), rep.Held)
+	fmt.Fprintf(e.stdout, "%s %d payloads past their retention at %s; %d kept by legal holds\n", verb, len(rep.Deleted), bothTimes(now), rep.Held)
 	return nil
 }
 
