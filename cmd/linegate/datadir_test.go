@@ -49,10 +49,10 @@ func waitIntegrated(t *testing.T, g *gateway) {
 }
 
 // TestDataDirLock: one process per SQLite data directory. A second
-// gateway exits 1 naming the first (pid, host); migrate-store is refused
-// the same way; the commands that run beside a gateway (verify, export,
-// purge, hold, keys rotate and shred) keep working; the lock goes with
-// the process, even one killed.
+// gateway exits 1 naming the first (pid, host), even with the lock file
+// moved away; migrate-store is refused the same way; the commands that run
+// beside a gateway (verify, export, purge, hold, keys rotate and shred)
+// keep working; the lock goes with the process, even one killed.
 func TestDataDirLock(t *testing.T) {
 	sqliteOnly(t)
 	dir := t.TempDir()
@@ -69,6 +69,19 @@ func TestDataDirLock(t *testing.T) {
 	code, out := serveRefuses(t, g.cfgPath)
 	if code != 1 || !strings.Contains(out, holder) {
 		t.Errorf("a second serve on the data directory: exit %d, want 1 naming %q:\n%s", code, holder, out)
+	}
+	// The lock is held on the database itself: with the lock file moved
+	// away, a second gateway is refused all the same, naming the first.
+	lockFile := filepath.Join(dir, "data", "lock")
+	if err := os.Rename(lockFile, lockFile+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	code, out = serveRefuses(t, g.cfgPath)
+	if code != 1 || !strings.Contains(out, holder) {
+		t.Errorf("a second serve with the lock file moved: exit %d, want 1 naming %q:\n%s", code, holder, out)
+	}
+	if err := os.Rename(lockFile+".moved", lockFile); err != nil {
+		t.Fatal(err)
 	}
 	if st := status(t, g); st["sequencer"] != true {
 		t.Errorf("the first gateway's status: %v", st)

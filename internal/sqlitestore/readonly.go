@@ -27,6 +27,7 @@ type ReadOnly struct {
 	path      string
 	immutable bool
 	opened    fileState // with immutable: the files as they were at Open
+	file      *dbFile   // without immutable: this process's descriptor of the database file
 }
 
 var _ ledger.Snapshotter = (*ReadOnly)(nil)
@@ -65,14 +66,24 @@ func OpenReadOnly(ctx context.Context, path string) (*ReadOnly, error) {
 			return nil, err
 		}
 	}
+	if !r.immutable {
+		// Under SQLite's locks, which the process's other handles of
+		// the database must not drop by closing a descriptor of it.
+		var err error
+		if r.file, err = acquireFile(path); err != nil {
+			return nil, err
+		}
+	}
 	db, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+"?"+q.Encode())
 	if err != nil {
+		r.file.release()
 		return nil, fmt.Errorf("sqlitestore: open %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(4)
 	r.db = db
 	if err := r.checkVersion(ctx); err != nil {
 		db.Close()
+		r.file.release()
 		return nil, err
 	}
 	return r, nil
@@ -109,7 +120,12 @@ func (r *ReadOnly) Snapshot(ctx context.Context) (ledger.ReadView, error) {
 }
 
 // Close closes the database.
-func (r *ReadOnly) Close() error { return r.db.Close() }
+func (r *ReadOnly) Close() error {
+	err := r.db.Close()
+	r.file.release()
+	r.file = nil
+	return err
+}
 
 // fileState is what shows that a database file was written: its size and
 // modification time, and whether a WAL appeared beside it.

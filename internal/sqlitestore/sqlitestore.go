@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"iter"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -146,10 +145,11 @@ type Options struct {
 	// after the record's time; a record is written with that delete-after
 	// time. Classes not listed (or 0) are kept until deleted otherwise.
 	Keep map[string]time.Duration
-	// Shared opens the database without the lock of its directory (the
-	// file "lock" beside it), beside the process that may hold it, and
-	// leaves the modes of existing files alone. Without Shared, Open takes
-	// the lock, exclusive and held until Close, and fails with ErrLocked
+	// Shared opens the database without its lock (on the database file
+	// itself, and on the file "lock" beside it, which names the holder),
+	// beside the process that may hold it, and leaves the modes of
+	// existing files alone. Without Shared, Open takes the lock, exclusive
+	// and held until Close, and fails with ErrLocked
 	// naming the holder: one process has the directory to itself (a
 	// gateway, whose sequencer must be alone on the log). Shared is for
 	// reading beside a gateway (export) and for the writes that are safe
@@ -166,7 +166,8 @@ type Store struct {
 	ckpt *sql.DB // the WAL checkpointer's connection
 	stop context.CancelFunc
 	done chan struct{}
-	lock *dirLock // nil when Shared
+	file *dbFile // this process's descriptor of the database file
+	lock *dbLock // nil when Shared
 }
 
 // checkpointEvery is how often the WAL is copied back into the database
@@ -176,36 +177,45 @@ type Store struct {
 const checkpointEvery = 250 * time.Millisecond
 
 // Open opens or creates the database at path and applies migrations.
-// Unless opts.Shared, it first takes the lock of the database's directory,
-// and makes the database and its WAL and shared-memory files readable by
-// their owner alone (0600), whatever the umask: they hold the ledger.
+// Unless opts.Shared, it first takes the lock of the database, and makes
+// the database and its WAL and shared-memory files readable by their owner
+// alone (0600), whatever the umask: they hold the ledger.
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
-	if opts.Shared {
-		if err := createPrivate(path); err != nil {
-			return nil, err
-		}
-		return openDB(ctx, path, opts)
+	if err := createPrivate(path); err != nil {
+		return nil, err
 	}
-	lock, err := lockDir(filepath.Dir(path))
+	file, err := acquireFile(path)
 	if err != nil {
 		return nil, err
 	}
-	if err := createPrivate(path); err != nil {
-		lock.release()
+	if opts.Shared {
+		s, err := openDB(ctx, path, opts)
+		if err != nil {
+			file.release()
+			return nil, err
+		}
+		s.file = file
+		return s, nil
+	}
+	lock, err := lockDB(path, file)
+	if err != nil {
+		file.release()
 		return nil, err
 	}
 	// An existing database keeps its mode, and SQLite gives a new WAL the
 	// database's mode: make them private before the driver opens them.
 	if err := makePrivate(path); err != nil {
 		lock.release()
+		file.release()
 		return nil, err
 	}
 	s, err := openDB(ctx, path, opts)
 	if err != nil {
 		lock.release()
+		file.release()
 		return nil, err
 	}
-	s.lock = lock
+	s.file, s.lock = file, lock
 	if err := makePrivate(path); err != nil { // the WAL and shm files, now open
 		s.Close()
 		return nil, err
@@ -307,6 +317,8 @@ func (s *Store) Close() error {
 		s.lock.release() // after the files are closed
 		s.lock = nil
 	}
+	s.file.release()
+	s.file = nil
 	return err
 }
 
