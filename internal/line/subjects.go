@@ -23,6 +23,24 @@ func ValidSubject(s string) bool {
 	return true
 }
 
+// ParseSubject reads a subject as user:U..., group:C... or room:R..., or
+// as a bare LINE id whose first letter says which (U, C or R). It reports
+// false when s names none.
+func ParseSubject(s string) (string, bool) {
+	s = strings.TrimSpace(s)
+	if !strings.Contains(s, ":") {
+		switch {
+		case strings.HasPrefix(s, "U"):
+			s = "user:" + s
+		case strings.HasPrefix(s, "C"):
+			s = "group:" + s
+		case strings.HasPrefix(s, "R"):
+			s = "room:" + s
+		}
+	}
+	return s, ValidSubject(s)
+}
+
 // Subjects returns the subjects (ValidSubject) whose personal data
 // the event holds: its source's user, group and room, and the members an
 // event of joining or leaving names. Sorted, without duplicates.

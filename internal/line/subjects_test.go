@@ -246,3 +246,23 @@ func benchmarkSubjects(b *testing.B, fn func([]byte) []string) {
 // them whole, as before.
 func BenchmarkBodySubjects(b *testing.B)          { benchmarkSubjects(b, line.BodySubjects) }
 func BenchmarkBodySubjectsUnmarshal(b *testing.B) { benchmarkSubjects(b, unmarshalBodySubjects) }
+
+func TestParseSubject(t *testing.T) {
+	for _, tt := range []struct {
+		in, want string
+		ok       bool
+	}{
+		{"user:U1", "user:U1", true},
+		{" U4af4980629 ", "user:U4af4980629", true},
+		{"Cabc", "group:Cabc", true},
+		{"R9", "room:R9", true},
+		{"system", "system", false},
+		{"X1", "X1", false},
+		{"user:", "user:", false},
+		{"", "", false},
+	} {
+		if got, ok := line.ParseSubject(tt.in); got != tt.want || ok != tt.ok {
+			t.Errorf("ParseSubject(%q) = %q, %v; want %q, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+}

@@ -13,21 +13,29 @@ import (
 var ErrBadHold = errors.New("retention: bad hold")
 
 // NewHold checks and builds a hold from what an operator gave: a channel
-// ("" for all), a subject (user:, group: or room: and a LINE id; "" for
-// all), the time range (2026-11-26 or RFC 3339; "" for open) and a reason
-// (a case number, required). Errors wrap ErrBadHold.
+// ("" for all), a subject (user:, group: or room: and a LINE id, or the
+// bare LINE id; "" for all), the time range (2026-11-26 or RFC 3339; ""
+// for open; not empty) and a reason (a case number, required). Errors wrap
+// ErrBadHold.
 func NewHold(channel, subject, from, to, reason string, now time.Time) (Hold, error) {
 	h := Hold{Channel: channel, Subject: subject, Reason: reason, CreatedMs: now.UnixMilli()}
 	if reason == "" {
 		return h, badHold("a hold needs a reason (a case number)")
 	}
-	if subject != "" && !line.ValidSubject(subject) {
-		return h, badHold("subject: want user:, group: or room: and a LINE id")
+	if subject != "" {
+		s, ok := line.ParseSubject(subject)
+		if !ok {
+			return h, badHold("subject: want user:, group: or room: and a LINE id")
+		}
+		h.Subject = s
 	}
 	f, err1 := parseWhen(from)
 	t, err2 := parseWhen(to)
 	if err1 != nil || err2 != nil {
 		return h, badHold("from, to: want 2026-11-26 or an RFC 3339 time")
+	}
+	if !f.IsZero() && !t.IsZero() && !f.Before(t) {
+		return h, badHold("from is not before to: the range is empty")
 	}
 	if !f.IsZero() {
 		h.FromMs = f.UnixMilli()

@@ -21,7 +21,10 @@ func TestNewHold(t *testing.T) {
 			want: Hold{Channel: "c", Subject: "user:U1", FromMs: 1795651200000, ToMs: 1795737600000, Reason: "case 2", CreatedMs: now.UnixMilli()}},
 		{name: "no reason", subject: "user:U1", bad: "a hold needs a reason (a case number)"},
 		{name: "system", subject: "system", reason: "r", bad: "subject: want user:, group: or room: and a LINE id"},
-		{name: "bare id", subject: "U1", reason: "r", bad: "subject: want user:, group: or room: and a LINE id"},
+		{name: "bare id", subject: " U1", reason: "r", want: Hold{Subject: "user:U1", Reason: "r", CreatedMs: now.UnixMilli()}},
+		{name: "bare group", subject: "Cabc", reason: "r", want: Hold{Subject: "group:Cabc", Reason: "r", CreatedMs: now.UnixMilli()}},
+		{name: "not an id", subject: "X1", reason: "r", bad: "subject: want user:, group: or room: and a LINE id"},
+		{name: "empty range", from: "2026-11-27", to: "2026-11-26", reason: "r", bad: "from is not before to: the range is empty"},
 		{name: "bad time", from: "yesterday", reason: "r", bad: "from, to: want 2026-11-26 or an RFC 3339 time"},
 	}
 	for _, tt := range tests {
