@@ -28,7 +28,7 @@ func runPurge(ctx context.Context, e *env, args []string) error {
 	}
 	defer store.Close()
 	now := time.Now()
-	rep, err := retention.Purge(ctx, store, ledger.NewWriter(store, ring, nil), cfg.policies(), now, *dry)
+	rep, err := retention.Purge(ctx, store, ledger.NewWriter(store, ring, nil), ring, cfg.policies(), now, *dry)
 	if err != nil {
 		return err
 	}
@@ -286,7 +286,7 @@ func (a *adminAPI) holdRoutes(mux *http.ServeMux) {
 			DryRun bool `json:"dry_run"`
 		}
 		decode(w, r, &req)
-		rep, err := retention.Purge(r.Context(), a.store, a.led, a.cfg.policies(), time.Now(), req.DryRun)
+		rep, err := retention.Purge(r.Context(), a.store, a.led, a.ring, a.cfg.policies(), time.Now(), req.DryRun)
 		if err != nil {
 			oplog.AdminFailed(a.log, "purge", r.RemoteAddr, err)
 			http.Error(w, "purge failed", http.StatusServiceUnavailable)

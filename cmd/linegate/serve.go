@@ -216,7 +216,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	}
 	if purgeEvery > 0 {
 		bg.Go(func() { rules.RunCooldownExpiry(bgCtx, store, purgeEvery, led.Sequencing, log) })
-		bg.Go(func() { retention.RunPurges(bgCtx, store, led, cfg.policies(), purgeEvery, led.Sequencing, log) })
+		bg.Go(func() { retention.RunPurges(bgCtx, store, led, ring, cfg.policies(), purgeEvery, led.Sequencing, log) })
 	}
 	bg.Go(func() { retention.RunSubjectIndex(bgCtx, store, 250*time.Millisecond, led.Busy, log) })
 	pipe := pipeline.New(pipeline.Options{

@@ -5,18 +5,19 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/periodic"
 )
 
 // RunPurges purges (Purge) every interval until ctx ends. Among replicas,
 // the one sequencing the log purges (sequencing); the others skip the
 // round. Failures are logged, and the next round tries again.
-func RunPurges(ctx context.Context, s Store, c Committer, policies map[string]Policy, every time.Duration, sequencing func() bool, log *slog.Logger) {
+func RunPurges(ctx context.Context, s Store, c Committer, sealer ledger.Sealer, policies map[string]Policy, every time.Duration, sequencing func() bool, log *slog.Logger) {
 	periodic.Every(ctx, every, func(ctx context.Context) {
 		if !sequencing() {
 			return
 		}
-		rep, err := Purge(ctx, s, c, policies, time.Now(), false)
+		rep, err := Purge(ctx, s, c, sealer, policies, time.Now(), false)
 		if err != nil {
 			log.Error("purge failed", "err", err)
 			return

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"slices"
 	"time"
 
@@ -127,6 +128,16 @@ type Store interface {
 	// payload is still there, in index order, from index from.
 	SubjectRecords(ctx context.Context, subject string, from uint64, limit int) ([]Candidate, error)
 	Holds(ctx context.Context) ([]Hold, error)
+	// The log's records, where a purge finds the deletion requests.
+	Log
+}
+
+// Log is the ledger's records as a purge reads them (ledger.Store's
+// methods), to find the deletion requests and withdrawals recorded there.
+type Log interface {
+	Count(ctx context.Context) (uint64, error)
+	ReadLeaves(ctx context.Context, start, end uint64) ([][]byte, error)
+	Records(ctx context.Context, start, end uint64) iter.Seq2[ledger.Record, error]
 }
 
 // Committer appends records with the effects that commit with them
@@ -187,25 +198,31 @@ type Report struct {
 	Deleted []uint64
 	Held    int
 	// Refused are records whose stored delete-after time is earlier than
-	// their class allows: not deleted, and worth an investigation.
+	// their class allows, and than any request recorded in the ledger
+	// allows: not deleted, and worth an investigation.
 	Refused []uint64
 }
 
 // Purge deletes every expired payload that no active hold covers, in
 // batches, each with its deletion record. With dryRun it only reports.
 //
-// The stored delete-after time is not trusted on its own: each record's
-// due time is recomputed from its leaf's time and the policy of its class
-// (policies), and a record whose stored time is earlier than its class
-// allows (MinKeep) is refused, counted in Report.Refused: only a deletion
-// request can bring a deletion earlier than the keep period, and never
-// earlier than MinKeep.
-func Purge(ctx context.Context, s Store, c Committer, policies map[string]Policy, now time.Time, dryRun bool) (Report, error) {
+// The stored delete-after time is not trusted on its own (anyone with
+// write access to the database can change it): each record's due time is
+// recomputed from its leaf's time and the policy of its class (policies).
+// Before its keep period is over (or, in a class without one, at all), a
+// record is deleted only when a deletion request or withdrawal recorded in
+// the ledger names it (an admin record, read with sealer, which may be
+// sealed under the user's key) with a time that has come, and that is not
+// earlier than the class's MinKeep allows. Other records are refused,
+// counted in Report.Refused. The requests are read once a run, and only
+// when a record needs one.
+func Purge(ctx context.Context, s Store, c Committer, sealer ledger.Sealer, policies map[string]Policy, now time.Time, dryRun bool) (Report, error) {
 	var rep Report
 	holds, err := s.Holds(ctx)
 	if err != nil {
 		return rep, err
 	}
+	reqs := &requests{log: s, sealer: sealer}
 	after := int64(-1) // the first index is 0
 	for {
 		cands, err := s.Expired(ctx, now, uint64(after+1), 500)
@@ -217,6 +234,7 @@ func Purge(ctx context.Context, s Store, c Committer, policies map[string]Policy
 		}
 		var batch []uint64
 		basis := map[uint64]string{}
+		read := false // reqs is up to date for this batch
 		for _, c := range cands {
 			after = int64(c.Index)
 			held := false
@@ -230,7 +248,18 @@ func Purge(ctx context.Context, s Store, c Committer, policies map[string]Policy
 				rep.Held++
 				continue
 			}
-			b, ok := Due(policies, c, now)
+			b, ok := Due(policies, c, 0, now)
+			if !ok {
+				if !read {
+					// The whole log at the first need of the run, then
+					// what was appended since, once a batch.
+					if err := reqs.update(ctx); err != nil {
+						return rep, err
+					}
+					read = true
+				}
+				b, ok = Due(policies, c, reqs.at[c.Index], now)
+			}
 			if !ok {
 				rep.Refused = append(rep.Refused, c.Index)
 				continue
@@ -250,13 +279,14 @@ func Purge(ctx context.Context, s Store, c Committer, policies map[string]Policy
 	}
 }
 
-// Due checks a candidate's stored delete-after time against its class's
-// policy: it returns "retention" when the record's time plus the class's
-// keep period has passed, "request" when the stored time is earlier (set
-// by a deletion request or withdrawal) but not earlier than MinKeep
-// allows, and false when the stored time is earlier than any request may
-// set it, or the class is unknown: the stored time was changed.
-func Due(policies map[string]Policy, c Candidate, now time.Time) (string, bool) {
+// Due says whether an expired candidate may be deleted at now, and on what
+// basis, whatever its stored delete-after time says: "retention" when the
+// record's time plus its class's keep period has passed; "request" when
+// requestedMs, the delete-after time that the last deletion request or
+// withdrawal recorded in the ledger set for it (0: none), has come and is
+// not earlier than the class's MinKeep allows; false otherwise, or when
+// the class is unknown: the stored time was changed.
+func Due(policies map[string]Policy, c Candidate, requestedMs int64, now time.Time) (string, bool) {
 	p, ok := policies[c.Class]
 	if !ok {
 		return "", false
@@ -264,7 +294,7 @@ func Due(policies map[string]Policy, c Candidate, now time.Time) (string, bool) 
 	if p.Keep > 0 && c.TimeMs+p.Keep.Milliseconds() <= now.UnixMilli() {
 		return "retention", true
 	}
-	if c.DeleteAfterMs >= c.TimeMs+p.MinKeep.Milliseconds() && (p.AfterDeletionRequest != nil || p.AfterWithdrawal != nil) {
+	if requestedMs != 0 && requestedMs <= now.UnixMilli() && requestedMs >= c.TimeMs+p.MinKeep.Milliseconds() {
 		return "request", true
 	}
 	return "", false
