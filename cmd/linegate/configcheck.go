@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/linegate/linegate/internal/keys"
+	"github.com/linegate/linegate/internal/pgstore"
 )
 
 func runConfig(ctx context.Context, e *env, args []string) error {
@@ -131,6 +132,10 @@ func checkStore(ctx context.Context, e *env, cfg *Config, note func(string, ...a
 		}
 	}
 	src, err := openReadOnly(ctx, e, cfg, cfg.DataDir)
+	if errors.Is(err, pgstore.ErrNoLedger) {
+		note("the database holds no ledger yet: serve creates it; the key encryption key is not checked against stored data keys")
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("database: %w", err)
 	}

@@ -45,13 +45,17 @@ func OpenReadOnly(ctx context.Context, dsn string) (*ReadOnly, error) {
 	return r, nil
 }
 
+// ErrNoLedger is returned by OpenReadOnly for a database that holds no
+// linegate ledger yet (no gateway has started on it).
+var ErrNoLedger = errors.New("pgstore: the database holds no linegate ledger (no schema version)")
+
 // checkVersion refuses a database of another schema than this code's.
 func (r *ReadOnly) checkVersion(ctx context.Context) error {
 	var v int
 	err := r.pool.QueryRow(ctx, "SELECT version FROM schema_version WHERE id = 0").Scan(&v)
 	var pe *pgconn.PgError
 	if errors.Is(err, pgx.ErrNoRows) || errors.As(err, &pe) && pe.Code == "42P01" { // undefined_table
-		return errors.New("pgstore: the database holds no linegate ledger (no schema version)")
+		return ErrNoLedger
 	}
 	if err != nil {
 		return fmt.Errorf("pgstore: read schema version: %w", err)
