@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
@@ -27,16 +26,24 @@ type backend interface {
 	retention.Store
 	keys.Store
 	rules.Cooldowns
-	// ForgetCooldowns deletes the rule cooldowns that ended before t.
-	ForgetCooldowns(ctx context.Context, t time.Time) error
-	// IndexSubjectsBatch indexes up to limit records by subject, and
-	// reports whether more wait.
-	IndexSubjectsBatch(ctx context.Context, limit int) (bool, error)
+	rules.CooldownForgetter
+	retention.SubjectIndexer
+}
+
+// leases is what a store that replicas share has (PostgreSQL's): one
+// replica sequences the log and one dispatches records to the pipeline,
+// each under its lease, and all of them claim the pipeline's work. serve
+// asks the store for it; a store without (SQLite's) has one process.
+type leases interface {
+	pipeline.Claimer
+	SequencerLease() *pgstore.Lease
+	DispatchLease() *pgstore.Lease
 }
 
 var (
 	_ backend = (*sqlitestore.Store)(nil)
 	_ backend = (*pgstore.Store)(nil)
+	_ leases  = (*pgstore.Store)(nil)
 )
 
 // isPostgres reports whether a database address names PostgreSQL.

@@ -2,16 +2,13 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"path/filepath"
 	"time"
 
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
-	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/record"
 	"github.com/linegate/linegate/internal/retention"
 )
@@ -206,87 +203,4 @@ func openConfigStore(ctx context.Context, e *env, configPath string) (*Config, b
 		return nil, nil, nil, err
 	}
 	return cfg, store, ring, nil
-}
-
-// subjectRoutes adds the calls about one subject: a deletion request or a
-// consent withdrawal, and crypto-shredding.
-func (a *adminAPI) subjectRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /admin/subjects/{subject}/requests", func(w http.ResponseWriter, r *http.Request) {
-		subject := r.PathValue("subject")
-		var req struct {
-			Kind    retention.RequestKind `json:"kind"`
-			Channel string                `json:"channel"`
-		}
-		if !decode(w, r, &req) {
-			http.Error(w, `want {"kind": "deletion" or "withdrawal", "channel"}`, http.StatusBadRequest)
-			return
-		}
-		at := time.Now()
-		rep, err := retention.Apply(r.Context(), a.store, a.cfg.policies(), subject, req.Kind, at)
-		if err != nil {
-			if errors.Is(err, context.Canceled) {
-				return
-			}
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		effects := []ledger.Effect{rep.Effect}
-		if req.Kind == retention.Withdrawal && req.Channel != "" {
-			if user, ok := cutPrefixFold(subject, "user:"); ok {
-				effects = append(effects, outbound.SetConsent{Channel: req.Channel, User: user, OptIn: false, At: at, Source: "withdrawal request"})
-			}
-		}
-		// The request's record is sealed under the subject's key, and
-		// lists each record it changed with its new delete-after time.
-		a.record(w, r, "subject_request", map[string]any{"subject": subject, "kind": req.Kind, "channel": req.Channel,
-			"at_ms": at.UnixMilli(), "records": rep.Records, "changed": rep.Changed, "no_rule": rep.NoRule, "delete_after": rep.DeleteAfter},
-			[]string{subject}, effects...)
-	})
-	mux.HandleFunc("POST /admin/subjects/{subject}/shred", func(w http.ResponseWriter, r *http.Request) {
-		subject := r.PathValue("subject")
-		deleted, err := retention.Shred(r.Context(), a.store, a.led, a.ring, subject, map[string]any{"remote": r.RemoteAddr, "by": "admin API"}, time.Now())
-		switch {
-		case errors.Is(err, retention.ErrHeld):
-			http.Error(w, err.Error(), http.StatusConflict)
-			return
-		case err != nil && !ledger.ValidSubject(subject):
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		case err != nil:
-			a.log.Error("shred failed", "err", err)
-			http.Error(w, "shred failed", http.StatusServiceUnavailable)
-			return
-		}
-		// The deletion record says it: the subject, who asked, and what
-		// was deleted, committed with the key's destruction.
-		a.done(w, "subject_key_destroyed", map[string]any{"subject": subject, "deleted": len(deleted), "remote": r.RemoteAddr})
-	})
-}
-
-// reloadKEKs reads the key encryption keys of the config file again, so
-// that a KEK rotation needs no restart: new data keys are wrapped with the
-// new current KEK from then on.
-func (a *adminAPI) reloadKEKs() error {
-	cfg := a.cfg
-	if !cfg.builtin {
-		c, err := loadConfig(cfg.path)
-		if err != nil {
-			return err
-		}
-		cfg = c
-	}
-	kc, err := cfg.kekConfig(a.e.getenv)
-	if err != nil {
-		return err
-	}
-	// The new KEKs must unwrap the stored data keys, or the ring keeps its
-	// own: a current key that wraps nothing yet, with the old ones as
-	// previous, until keys rotate has re-wrapped them all.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := a.ring.Reconfigure(ctx, kc); err != nil {
-		return err
-	}
-	a.log.Info("key encryption keys reloaded", "current", a.ring.Current(), "previous", len(kc.Previous))
-	return nil
 }

@@ -4,13 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
-	"github.com/linegate/linegate/internal/oplog"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/retention"
 )
@@ -80,7 +77,7 @@ func runHoldAdd(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer store.Close()
-	n, err := appendAdmin(ctx, store, ring, "legal_hold_added", holdDetail(h), holdSubjects(h), retention.AddHold{Hold: h})
+	n, err := appendAdmin(ctx, store, ring, "legal_hold_added", h.Detail(), h.Subjects(), retention.AddHold{Hold: h})
 	if err != nil {
 		return err
 	}
@@ -223,76 +220,4 @@ func newHold(channel, subject, from, to, reason string) (retention.Hold, error) 
 		return retention.Hold{}, err
 	}
 	return retention.NewHold(channel, subject, from, to, reason, time.Now())
-}
-
-// holdDetail is the body of a hold's record. The hold's id is the index of
-// that record.
-func holdDetail(h retention.Hold) map[string]any {
-	return map[string]any{"channel": h.Channel, "subject": h.Subject, "from_ms": h.FromMs, "to_ms": h.ToMs, "reason": h.Reason}
-}
-
-// holdSubjects are the subjects a hold's record is sealed under: the
-// subject it holds, if any.
-func holdSubjects(h retention.Hold) []string {
-	if h.Subject == "" {
-		return nil
-	}
-	return []string{h.Subject}
-}
-
-// holdRoutes adds the legal hold and purge admin calls.
-func (a *adminAPI) holdRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /admin/holds", func(w http.ResponseWriter, r *http.Request) {
-		hs, err := a.store.Holds(r.Context())
-		if err != nil {
-			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
-			return
-		}
-		writeJSON(w, hs)
-	})
-	mux.HandleFunc("POST /admin/holds", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Channel, Subject, From, To, Reason string
-		}
-		if !decode(w, r, &req) {
-			http.Error(w, `want {"channel", "subject", "from", "to", "reason"}`, http.StatusBadRequest)
-			return
-		}
-		h, err := newHold(req.Channel, req.Subject, req.From, req.To, req.Reason)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		detail := holdDetail(h)
-		detail["remote"] = r.RemoteAddr
-		id, err := outbound.RecordAdmin(r.Context(), a.led, "legal_hold_added", detail, holdSubjects(h), time.Now(), retention.AddHold{Hold: h})
-		if err != nil {
-			a.fail(w, "legal_hold_added", err)
-			return
-		}
-		detail["id"] = id
-		a.done(w, "legal_hold_added", detail)
-	})
-	mux.HandleFunc("POST /admin/holds/{id}/release", func(w http.ResponseWriter, r *http.Request) {
-		id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-		if err != nil {
-			http.Error(w, "bad id", http.StatusBadRequest)
-			return
-		}
-		a.record(w, r, "legal_hold_released", map[string]any{"id": id}, nil, retention.ReleaseHold{ID: id, At: time.Now()})
-	})
-	mux.HandleFunc("POST /admin/purge", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			DryRun bool `json:"dry_run"`
-		}
-		decode(w, r, &req)
-		rep, err := retention.Purge(r.Context(), a.store, a.led, a.ring, a.cfg.policies(), time.Now(), req.DryRun)
-		if err != nil {
-			oplog.AdminFailed(a.log, "purge", r.RemoteAddr, err)
-			http.Error(w, "purge failed", http.StatusServiceUnavailable)
-			return
-		}
-		oplog.Admin(a.log, "purge", r.RemoteAddr, map[string]any{"deleted": len(rep.Deleted), "held": rep.Held, "refused": len(rep.Refused), "dry_run": req.DryRun})
-		writeJSON(w, map[string]any{"deleted": len(rep.Deleted), "held": rep.Held, "refused": len(rep.Refused), "dry_run": req.DryRun})
-	})
 }

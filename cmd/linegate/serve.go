@@ -2,33 +2,34 @@ package main
 
 import (
 	"context"
-	"crypto/subtle"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/linegate/linegate/examples"
+	adminapi "github.com/linegate/linegate/internal/admin"
+	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
-	"github.com/linegate/linegate/internal/pgstore"
+	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/pipeline"
 	"github.com/linegate/linegate/internal/retention"
 	"github.com/linegate/linegate/internal/rules"
 	"github.com/linegate/linegate/internal/webhook"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -101,18 +102,137 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	return serve(ctx, e, cfg, log)
 }
 
+// serve runs the gateway until ctx ends, then drains it.
+//
+// It starts in this order: the channels' secrets and the admin token (from
+// the config: nothing is created before they resolve); the storage, whose
+// SQLite lock makes this gateway the only process on the data directory
+// before anything in it is created; the checkpoint keys and the key ring;
+// the ledger, held to what it published; the responder (the outbound
+// sender and the rules); the pipeline and the ingress; the background
+// jobs; the admin API; the listeners.
+//
+// It stops in the order shutdown documents, so that nothing acknowledged
+// is lost and every record is integrated and signed before the store
+// closes.
 func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
-	if err := privateDataDir(cfg.DataDir, log); err != nil {
+	start := time.Now()
+	channels, secrets, err := resolveChannels(e, cfg)
+	if err != nil {
+		return err
+	}
+	adminToken, err := cfg.adminToken(e.getenv)
+	if err != nil {
+		return err
+	}
+	g := &instance{cfg: cfg, log: log}
+	defer g.close()
+	if err := g.openStorage(ctx, e); err != nil {
+		return err
+	}
+	if err := g.openLedger(ctx); err != nil {
+		return err
+	}
+	if g.sender, g.engine, err = newResponder(ctx, e, cfg, secrets, g.led, g.store, log); err != nil {
+		return err
+	}
+	g.startPipeline(channels)
+	g.startJobs()
+	g.newAdmin(e, adminToken)
+	ls, err := g.listen()
+	if err != nil {
+		return err
+	}
+	log.Info("listening", "listener", "webhook", "addr", ls.pubLn.Addr().String(), "tls", cfg.TLS != nil)
+	log.Info("listening", "listener", "admin", "addr", ls.adminLn.Addr().String())
+	log.Info("ready", "origin", cfg.Log.Origin, "tree_size", g.led.Head().Size, "channels", len(channels),
+		"startup_ms", time.Since(start).Milliseconds())
+
+	eg, egCtx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return serveUntilClosed(ls.pubSrv, ls.pubLn) })
+	eg.Go(func() error { return serveUntilClosed(ls.adminSrv, ls.adminLn) })
+	eg.Go(func() error {
+		<-egCtx.Done()
+		return g.shutdown(ls)
+	})
+	err = eg.Wait()
+	if ctx.Err() != nil && err == nil {
+		return nil
+	}
+	return err
+}
+
+// instance is the gateway that serve runs, built in start-up order.
+type instance struct {
+	cfg *Config
+	log *slog.Logger
+
+	store    backend
+	ring     *keys.Ring
+	signer   note.Signer
+	verifier note.Verifier
+	release  []func() // the leases held, released before the store closes
+
+	led     *ledger.Ledger
+	sender  *outbound.Sender
+	engine  *rules.Engine
+	pipe    *pipeline.Pipeline
+	ingress *webhook.Handler
+	api     *adminapi.API
+	reg     *prometheus.Registry
+
+	stopPipe context.CancelFunc // nil until the pipeline runs
+	pipeDone chan struct{}
+	// The background jobs: they stop after the pipeline and the ledger,
+	// before the store closes.
+	bgCtx  context.Context
+	stopBg context.CancelFunc
+	bg     sync.WaitGroup
+	hup    chan os.Signal
+}
+
+// resolveChannels reads the channels' secrets and audiences: the ingress's
+// channels and the responder's secrets.
+func resolveChannels(e *env, cfg *Config) ([]webhook.Channel, map[string]channelSecrets, error) {
+	var channels []webhook.Channel
+	secrets := map[string]channelSecrets{}
+	for _, ch := range cfg.Channels {
+		s, err := ch.resolve(e.getenv)
+		if err != nil {
+			return nil, nil, err
+		}
+		secrets[ch.ID] = s
+		c := webhook.Channel{ID: ch.ID, Retention: ch.Retention,
+			Verifiers: []line.Verifier{line.NewHMACVerifier("secret", s.secret)}}
+		for _, a := range ch.Audiences {
+			subjects, err := a.subjects()
+			if err != nil {
+				return nil, nil, fmt.Errorf("config: channel %q: %w", ch.ID, err)
+			}
+			c.Audiences = append(c.Audiences, webhook.Audience{Name: a.Name, Retention: a.Retention, Subjects: subjects})
+		}
+		if s.next != nil {
+			c.Verifiers = append(c.Verifiers, line.NewHMACVerifier("next_secret", s.next))
+		}
+		channels = append(channels, c)
+	}
+	return channels, secrets, nil
+}
+
+// openStorage opens the data directory and the database, the checkpoint
+// keys (created on the first start) and the key ring.
+func (g *instance) openStorage(ctx context.Context, e *env) error {
+	cfg := g.cfg
+	if err := privateDataDir(cfg.DataDir, g.log); err != nil {
 		return err
 	}
 	// The database first: on SQLite its lock makes this gateway the only
 	// process on the data directory before anything in it is created.
-	start := time.Now()
 	store, err := openBackend(ctx, e, cfg, exclusive)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	g.store = store
 	// Public: the signed checkpoints published here (and the anchors) are
 	// for anyone to read, and hold no ledger data.
 	if err := os.MkdirAll(cfg.Log.PublishDir, 0o755); err != nil {
@@ -123,265 +243,251 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		log.Info("created a checkpoint key pair: keep log.key secret, give log.vkey to auditors",
+		g.log.Info("created a checkpoint key pair: keep log.key secret, give log.vkey to auditors",
 			"key", cfg.Log.KeyFile, "vkey_file", vkeyPath(cfg.Log.KeyFile), "vkey", vkey)
 	}
-	signer, verifier, err := loadKeys(cfg.Log.KeyFile, cfg.Log.Origin)
-	if err != nil {
+	if g.signer, g.verifier, err = loadKeys(cfg.Log.KeyFile, cfg.Log.Origin); err != nil {
 		return err
 	}
-	var channels []webhook.Channel
-	secrets := map[string]channelSecrets{}
-	for _, ch := range cfg.Channels {
-		s, err := ch.resolve(e.getenv)
-		if err != nil {
-			return err
-		}
-		secrets[ch.ID] = s
-		c := webhook.Channel{ID: ch.ID, Retention: ch.Retention,
-			Verifiers: []line.Verifier{line.NewHMACVerifier("secret", s.secret)}}
-		for _, a := range ch.Audiences {
-			subjects, err := a.subjects()
-			if err != nil {
-				return fmt.Errorf("config: channel %q: %w", ch.ID, err)
-			}
-			c.Audiences = append(c.Audiences, webhook.Audience{Name: a.Name, Retention: a.Retention, Subjects: subjects})
-		}
-		if s.next != nil {
-			c.Verifiers = append(c.Verifiers, line.NewHMACVerifier("next_secret", s.next))
-		}
-		channels = append(channels, c)
-	}
-	adminToken, err := cfg.adminToken(e.getenv)
-	if err != nil {
-		return err
-	}
+	g.ring, err = openRing(ctx, e, cfg, store, true, g.log)
+	return err
+}
 
-	ring, err := openRing(ctx, e, cfg, store, true, log)
-	if err != nil {
-		return err
+// openLedger opens the ledger over the store and starts it. Replicas on one
+// PostgreSQL database (a store with leases): one integrates and signs, and
+// one dispatches, each under a lease; all of them ingest and share the
+// pipeline's work.
+func (g *instance) openLedger(ctx context.Context) error {
+	cfg := g.cfg
+	var seqLease ledger.Lease
+	if ls, ok := g.store.(leases); ok {
+		sl := ls.SequencerLease()
+		g.release = append(g.release, sl.Release)
+		seqLease = sl
 	}
-	// Replicas on one PostgreSQL database: one integrates and signs, and
-	// one dispatches, each under a lease; all of them ingest and share the
-	// pipeline's work.
-	var seqLease, dispatchLease ledger.Lease
-	var claimer pipeline.Claimer
-	holding := func() bool { return true } // alone on SQLite
-	if pg, ok := store.(*pgstore.Store); ok {
-		sl, dl := pg.SequencerLease(), pg.DispatchLease()
-		defer sl.Release()
-		defer dl.Release()
-		seqLease, dispatchLease, claimer = sl, dl, pg
-		holding = sl.Holding
-	}
-	led, err := ledger.New(ctx, store, ledger.Options{
+	led, err := ledger.New(ctx, g.store, ledger.Options{
 		Lease:              seqLease,
-		Sealer:             ring,
+		Sealer:             g.ring,
 		Origin:             cfg.Log.Origin,
-		Signer:             signer,
-		Verifier:           verifier,
+		Signer:             g.signer,
+		Verifier:           g.verifier,
 		QueueSize:          cfg.Ledger.QueueSize,
 		MaxBatch:           cfg.Ledger.MaxBatch,
 		CheckpointInterval: cfg.Log.CheckpointInterval,
 		CheckpointFile:     filepath.Join(cfg.Log.PublishDir, "checkpoint"),
 		AnchorsDir:         cfg.Log.AnchorsDir,
-		Logger:             log,
+		Logger:             g.log,
 	})
 	if err != nil {
 		return withRollbackHint(cfg, err)
 	}
 	led.Start()
+	g.led = led
+	return nil
+}
 
+// startPipeline starts the pipeline, which answers events with the rule
+// engine, and builds the ingress, which wakes it.
+func (g *instance) startPipeline(channels []webhook.Channel) {
+	cfg := g.cfg
 	policies := map[string]pipeline.ChannelPolicy{}
 	for _, ch := range cfg.Channels {
 		policies[ch.ID] = pipeline.ChannelPolicy{
 			QuarantineDrift: ch.DriftPolicy == "quarantine", HoldSkewed: ch.ClockSkew == "hold", BotUserID: ch.BotUserID}
 	}
-	sender, engine, err := newResponder(ctx, e, cfg, secrets, led, store, log)
-	if err != nil {
-		return err
+	o := pipeline.Options{
+		Ledger: g.store, Log: g.led, Sealer: g.ring, Store: g.store, Channels: policies, Owner: replicaName(), Logger: g.log,
+		Action: answer(g.engine), Busy: g.led.Busy,
+		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,
 	}
-	// Background work: switches refresh, anchors, purges. It stops after
-	// the pipeline and the ledger, before the store closes.
-	bgCtx, stopBg := context.WithCancel(context.Background())
-	var bg sync.WaitGroup
-	defer bg.Wait()
-	defer stopBg()
-	bg.Go(func() { sender.RefreshLoop(bgCtx, 500*time.Millisecond) })
+	if ls, ok := g.store.(leases); ok {
+		dl := ls.DispatchLease()
+		g.release = append(g.release, dl.Release)
+		o.Claimer, o.DispatchLease = ls, dl
+	}
+	g.pipe = pipeline.New(o)
+	ctx, stop := context.WithCancel(context.Background())
+	g.stopPipe, g.pipeDone = stop, make(chan struct{})
+	go func() { g.pipe.Run(ctx); close(g.pipeDone) }()
+
+	g.ingress = webhook.New(webhook.Options{Channels: channels, Ledger: g.led, MaxBody: cfg.MaxBodyBytes, Logger: g.log, Appended: g.pipe.Kick,
+		Rejections: webhook.RejectionPolicy{Retention: cfg.Rejections.Retention, PerSecond: cfg.Rejections.PerSecond,
+			Burst: cfg.Rejections.Burst, SummaryEvery: cfg.Rejections.SummaryEvery}})
+}
+
+// startJobs starts the background jobs, each of its owner's package:
+// switch refreshes (outbound), anchors (ledger), cooldown expiry (rules),
+// purges and the subject index (retention), rejection summaries
+// (webhook). The admin API's rule reloads start with it (newAdmin).
+func (g *instance) startJobs() {
+	cfg, log := g.cfg, g.log
+	g.bgCtx, g.stopBg = context.WithCancel(context.Background())
+	ctx := g.bgCtx
+	g.bg.Go(func() { g.sender.RefreshLoop(ctx, 500*time.Millisecond) })
 	anchorLoc, _ := time.LoadLocation(cfg.Log.AnchorTZ) // checked by parseConfig
-	bg.Go(func() { led.RunAnchors(bgCtx, anchorLoc, cfg.Log.AnchorEvery) })
+	g.bg.Go(func() { g.led.RunAnchors(ctx, anchorLoc, cfg.Log.AnchorEvery) })
 	purgeEvery := time.Hour
 	if cfg.Retention.PurgeEvery != nil {
 		purgeEvery = *cfg.Retention.PurgeEvery
 	}
 	if purgeEvery > 0 {
-		bg.Go(func() { rules.RunCooldownExpiry(bgCtx, store, purgeEvery, led.Sequencing, log) })
-		bg.Go(func() { retention.RunPurges(bgCtx, store, led, ring, cfg.policies(), purgeEvery, led.Sequencing, log) })
-	}
-	bg.Go(func() { retention.RunSubjectIndex(bgCtx, store, 250*time.Millisecond, led.Busy, log) })
-	pipe := pipeline.New(pipeline.Options{
-		Ledger: store, Log: led, Sealer: ring, Store: store, Channels: policies, Claimer: claimer, DispatchLease: dispatchLease, Owner: replicaName(), Logger: log, Action: answer(engine), Busy: led.Busy,
-		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,
-	})
-	pipeCtx, stopPipe := context.WithCancel(context.Background())
-	defer stopPipe()
-	pipeDone := make(chan struct{})
-	go func() { pipe.Run(pipeCtx); close(pipeDone) }()
-
-	ingress := webhook.New(webhook.Options{Channels: channels, Ledger: led, MaxBody: cfg.MaxBodyBytes, Logger: log, Appended: pipe.Kick,
-		Rejections: webhook.RejectionPolicy{Retention: cfg.Rejections.Retention, PerSecond: cfg.Rejections.PerSecond,
-			Burst: cfg.Rejections.Burst, SummaryEvery: cfg.Rejections.SummaryEvery}})
-	bg.Go(func() { ingress.RunRejectionSummaries(bgCtx) })
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(led.Collectors()...)
-	reg.MustRegister(ingress.Collectors()...)
-	reg.MustRegister(pipe.Collectors()...)
-	reg.MustRegister(sender.Collectors()...)
-
-	health := func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) }
-	ready := func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := led.Ready(ctx); err != nil {
-			log.Warn("not ready", "err", err)
-			// The error says why (the store, a record refused, a
-			// published checkpoint not extended): never a secret.
-			http.Error(w, "not ready: "+err.Error()+"\n", http.StatusServiceUnavailable)
-			return
-		}
-		w.Write([]byte("ready\n"))
-	}
-	logHandler := http.StripPrefix("/log", led.Handler())
-
-	pub := http.NewServeMux()
-	pub.Handle("POST /webhook/{channel}", ingress)
-	pub.HandleFunc("GET /healthz", health)
-	pub.HandleFunc("GET /readyz", ready)
-	if cfg.Log.Public {
-		pub.Handle("GET /log/", logHandler)
-	}
-
-	admin := http.NewServeMux()
-	admin.HandleFunc("GET /healthz", health)
-	admin.HandleFunc("GET /readyz", ready)
-	admin.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	admin.Handle("GET /log/", logHandler)
-	authed := http.NewServeMux()
-	authed.HandleFunc("GET /admin/status", func(w http.ResponseWriter, r *http.Request) {
-		h := led.Head()
-		n, err := store.Count(r.Context())
-		if err != nil {
-			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
-			return
-		}
-		idle, err := pipe.Idle(r.Context())
-		if err != nil {
-			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{
-			"origin": cfg.Log.Origin, "tree_size": h.Size, "records": n, "checkpoint": string(h.Checkpoint),
-			"pipeline_idle": idle, "kill_switch": sender.KillSwitch(), "rules_sha256": engine.Rules().Hash,
-			"kek": ring.Current(), "replica": replicaName(), "sequencer": holding(), "dry_run": sender.DryRunStatus(),
+		g.bg.Go(func() { rules.RunCooldownExpiry(ctx, g.store, purgeEvery, g.led.Sequencing, log) })
+		g.bg.Go(func() {
+			retention.RunPurges(ctx, g.store, g.led, g.ring, cfg.policies(), purgeEvery, g.led.Sequencing, log)
 		})
-	})
-	adm := &adminAPI{cfg: cfg, e: e, led: led, store: store, ring: ring, sender: sender, engine: engine, log: log}
-	adm.routes(authed)
-	adm.holdRoutes(authed)
-	adm.subjectRoutes(authed)
-	bg.Go(func() { adm.watchReloads(bgCtx, 500*time.Millisecond) })
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for range hup {
-			if _, err := adm.reload(context.Background(), "SIGHUP"); err != nil {
-				log.Error("rules not reloaded", "err", err)
-			}
-			if err := adm.reloadKEKs(); err != nil {
-				log.Error("key encryption keys not reloaded", "err", err)
-			}
-		}
-	}()
-	authed.HandleFunc("GET /debug/pprof/", pprof.Index)
-	authed.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	authed.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	authed.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	admin.Handle("/admin/", bearer(adminToken, authed))
-	admin.Handle("/debug/pprof/", bearer(adminToken, authed))
+	}
+	g.bg.Go(func() { retention.RunSubjectIndex(ctx, g.store, 250*time.Millisecond, g.led.Busy, log) })
+	g.bg.Go(func() { g.ingress.RunRejectionSummaries(ctx) })
+}
 
+// newAdmin builds the metrics registry and the admin API, and starts its
+// rule reloads: when another replica reloads, and on SIGHUP (which reloads
+// the key encryption keys too).
+func (g *instance) newAdmin(e *env, token []byte) {
+	cfg := g.cfg
+	g.reg = prometheus.NewRegistry()
+	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	g.reg.MustRegister(g.led.Collectors()...)
+	g.reg.MustRegister(g.ingress.Collectors()...)
+	g.reg.MustRegister(g.pipe.Collectors()...)
+	g.reg.MustRegister(g.sender.Collectors()...)
+	g.api = adminapi.New(adminapi.Options{
+		Ledger: g.led, Store: g.store, Pipeline: g.pipe, Switches: g.sender, Rules: g.engine, Keys: g.ring,
+		LoadRules: func() (*rules.Set, error) { return loadRules(e, cfg) },
+		LoadKEKs: func() (keys.Config, error) {
+			c := cfg
+			if !cfg.builtin {
+				var err error
+				if c, err = loadConfig(cfg.path); err != nil {
+					return keys.Config{}, err
+				}
+			}
+			return c.kekConfig(e.getenv)
+		},
+		Policies: cfg.policies(), Origin: cfg.Log.Origin, Replica: replicaName(), Token: token, Metrics: g.reg, Logger: g.log,
+	})
+	g.bg.Go(func() { g.api.WatchReloads(g.bgCtx, 500*time.Millisecond) })
+	g.hup = make(chan os.Signal, 1)
+	signal.Notify(g.hup, syscall.SIGHUP)
+	g.bg.Go(func() { g.api.ReloadOnSignal(g.bgCtx, g.hup) })
+}
+
+// listeners are the webhook listener (public, bounded, TLS if configured)
+// and the admin listener, with their servers.
+type listeners struct {
+	pubLn, adminLn   net.Listener
+	pubSrv, adminSrv *http.Server
+}
+
+// listen opens the listeners.
+func (g *instance) listen() (*listeners, error) {
+	cfg, log := g.cfg, g.log
 	pubLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	adminLn, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
 		pubLn.Close()
-		return err
+		return nil, err
 	}
-	pubSrv := newServer(pub, log)
+	var publicLog = g.led.Handler()
+	if !cfg.Log.Public {
+		publicLog = nil
+	}
+	ls := &listeners{
+		pubSrv:   withTimeouts(&http.Server{Handler: g.ingress.Routes(g.api.Health(), g.api.Ready(), publicLog)}, log),
+		adminSrv: withTimeouts(&http.Server{Handler: g.api.Handler()}, log),
+		adminLn:  adminLn,
+	}
 	// The webhook listener is bounded (connections in total and per
 	// client, a short idle time), so that idle or slow clients cannot
 	// take the descriptors the admin listener and the database need.
 	limLn := webhook.NewLimitListener(pubLn, webhook.ConnLimits{Max: maxConnections(cfg.Connections.Max, log), PerClient: cfg.Connections.PerClient})
-	reg.MustRegister(limLn.Collectors()...)
-	pubLn = limLn
-	pubSrv.ConnState = limLn.Track
-	pubSrv.IdleTimeout = cfg.Connections.IdleTimeout
-	adminSrv := newServer(admin, log)
+	g.reg.MustRegister(limLn.Collectors()...)
+	ls.pubLn = limLn
+	ls.pubSrv.ConnState = limLn.Track
+	ls.pubSrv.IdleTimeout = cfg.Connections.IdleTimeout
 	if cfg.TLS != nil {
 		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
 		if err != nil {
-			return fmt.Errorf("tls: %w", err)
+			pubLn.Close()
+			adminLn.Close()
+			return nil, fmt.Errorf("tls: %w", err)
 		}
-		pubSrv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		ls.pubSrv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		if cfg.TLS.MinVersion == "1.3" {
-			pubSrv.TLSConfig.MinVersion = tls.VersionTLS13
+			ls.pubSrv.TLSConfig.MinVersion = tls.VersionTLS13
 		}
-		pubLn = tls.NewListener(pubLn, pubSrv.TLSConfig)
+		ls.pubLn = tls.NewListener(ls.pubLn, ls.pubSrv.TLSConfig)
 	}
-	h := led.Head()
-	log.Info("listening", "listener", "webhook", "addr", pubLn.Addr().String(), "tls", cfg.TLS != nil)
-	log.Info("listening", "listener", "admin", "addr", adminLn.Addr().String())
-	log.Info("ready", "origin", cfg.Log.Origin, "tree_size", h.Size, "channels", len(channels),
-		"startup_ms", time.Since(start).Milliseconds())
+	return ls, nil
+}
 
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serveUntilClosed(pubSrv, pubLn) })
-	g.Go(func() error { return serveUntilClosed(adminSrv, adminLn) })
-	g.Go(func() error {
-		<-gctx.Done()
-		log.Info("shutting down: draining requests")
-		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-		defer cancel()
-		// Stop taking webhooks first and let in-flight ones finish their
-		// appends; then close the ledger, which commits what is queued,
-		// integrates it, and publishes a final checkpoint.
-		err := pubSrv.Shutdown(sctx)
-		if ferr := ingress.FlushRejections(sctx); ferr != nil {
-			log.Warn("the last summary of rejected webhooks was not recorded", "err", ferr)
-		}
-		// Then the pipeline finishes the events in hand and records their
-		// outcomes; what is still queued runs at the next start.
-		stopPipe()
-		<-pipeDone
-		if cerr := led.Close(sctx); cerr != nil {
-			err = errors.Join(err, cerr)
-		}
-		stopBg()
-		bg.Wait()
-		err = errors.Join(err, adminSrv.Shutdown(sctx))
-		log.Info("stopped", "tree_size", led.Head().Size)
-		return err
-	})
-	err = g.Wait()
-	if ctx.Err() != nil && err == nil {
-		return nil
+// shutdown drains the gateway, in this order:
+//
+//  1. The webhook listener stops taking requests, and in-flight webhooks
+//     finish their appends (answered 200 only once durable); the last
+//     summary of rejected webhooks is recorded.
+//  2. The pipeline finishes the events in hand and records their outcomes;
+//     what is still queued runs at the next start.
+//  3. The ledger commits what is queued, integrates it and publishes a
+//     final checkpoint.
+//  4. The background jobs stop (switch refreshes, anchors, purges, the
+//     subject index, rule reloads, SIGHUP).
+//  5. The admin listener stops: /metrics and /readyz answer until then.
+//
+// Then serve's deferred close releases the leases and closes the store.
+func (g *instance) shutdown(ls *listeners) error {
+	g.log.Info("shutting down: draining requests")
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	err := ls.pubSrv.Shutdown(ctx)
+	if ferr := g.ingress.FlushRejections(ctx); ferr != nil {
+		g.log.Warn("the last summary of rejected webhooks was not recorded", "err", ferr)
 	}
+	g.stopPipeline()
+	if cerr := g.led.Close(ctx); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	g.stopJobs()
+	err = errors.Join(err, ls.adminSrv.Shutdown(ctx))
+	g.log.Info("stopped", "tree_size", g.led.Head().Size)
 	return err
+}
+
+// close releases what serve holds, in shutdown's order, when serve
+// returns: after shutdown, only the leases and the store; after a failed
+// start, whatever had started (the ledger is not closed then: it may hold
+// records that are not durable).
+func (g *instance) close() {
+	g.stopPipeline()
+	g.stopJobs()
+	for _, release := range g.release {
+		release()
+	}
+	if g.store != nil {
+		g.store.Close()
+	}
+}
+
+// stopPipeline stops the pipeline and waits for it, once.
+func (g *instance) stopPipeline() {
+	if g.stopPipe != nil {
+		g.stopPipe()
+		<-g.pipeDone
+	}
+}
+
+// stopJobs stops the background jobs and waits for them.
+func (g *instance) stopJobs() {
+	if g.hup != nil {
+		signal.Stop(g.hup)
+	}
+	if g.stopBg != nil {
+		g.stopBg()
+		g.bg.Wait()
+	}
 }
 
 // maxConnections returns the webhook listener's connection limit: the
@@ -404,16 +510,16 @@ func maxConnections(configured int, log *slog.Logger) int {
 	return configured
 }
 
-func newServer(h http.Handler, log *slog.Logger) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      15 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+// withTimeouts gives a server its timeouts, its header cap and its error
+// log: no client holds a connection, or sends headers, without end.
+func withTimeouts(s *http.Server, log *slog.Logger) *http.Server {
+	s.ReadHeaderTimeout = 5 * time.Second
+	s.ReadTimeout = 15 * time.Second
+	s.WriteTimeout = 15 * time.Second
+	s.IdleTimeout = 120 * time.Second
+	s.MaxHeaderBytes = 64 << 10
+	s.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	return s
 }
 
 func serveUntilClosed(s *http.Server, ln net.Listener) error {
@@ -423,64 +529,68 @@ func serveUntilClosed(s *http.Server, ln net.Listener) error {
 	return nil
 }
 
-// bearer admits requests that carry the admin token; with no token
-// configured, it admits none.
-func bearer(token []byte, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := cutPrefixFold(r.Header.Get("Authorization"), "Bearer ")
-		if len(token) == 0 || !ok || subtle.ConstantTimeCompare([]byte(got), token) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="linegate admin"`)
-			http.Error(w, "unauthorized\n", http.StatusUnauthorized)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-func cutPrefixFold(s, prefix string) (string, bool) {
-	if len(s) < len(prefix) || !equalFold(s[:len(prefix)], prefix) {
-		return "", false
-	}
-	return s[len(prefix):], true
-}
-
-func equalFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range len(a) {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
-}
-
 // replicaName names this process among the replicas: host and process id.
 func replicaName() string {
 	h, _ := os.Hostname()
 	return fmt.Sprintf("%s-%d", h, os.Getpid())
 }
 
-// periodically calls fn at every interval until ctx ends.
-func periodically(ctx context.Context, every time.Duration, fn func()) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			fn()
-		}
+// loadRules loads the rule set the config names, with the forward secrets
+// of its environment. The built-in config's files come from the binary.
+func loadRules(e *env, cfg *Config) (*rules.Set, error) {
+	src := &rules.Sources{ReadFile: os.ReadFile, Getenv: e.getenv}
+	if cfg.builtin {
+		src.ReadFile = examples.ReadFile
 	}
+	set, err := rules.Load(cfg.RulesFiles, &rules.File{Rules: cfg.Rules, Consent: cfg.Consent}, src)
+	if err != nil {
+		return nil, fmt.Errorf("rules: %w", err)
+	}
+	return set, nil
+}
+
+// newResponder builds the outbound Sender and the rule engine, and records
+// the rule set in the ledger when it changed.
+func newResponder(ctx context.Context, e *env, cfg *Config, secrets map[string]channelSecrets, led *ledger.Ledger,
+	store backend, log *slog.Logger) (*outbound.Sender, *rules.Engine, error) {
+	clients := map[string]*outbound.Client{}
+	dry := map[string]bool{}
+	limits := map[string]float64{}
+	infos := map[string]rules.ChannelInfo{}
+	for _, ch := range cfg.Channels {
+		base := ch.LineAPIBase
+		if base == "" {
+			base = cfg.LineAPIBase
+		}
+		clients[ch.ID] = &outbound.Client{Base: base, Token: secrets[ch.ID].token, HTTP: &http.Client{Timeout: 10 * time.Second}}
+		dry[ch.ID] = ch.DryRun
+		limits[ch.ID] = ch.RateLimit
+		infos[ch.ID] = rules.ChannelInfo{Retention: ch.Retention, AllowDryRunHeader: ch.AllowDryRunHeader}
+	}
+	envKill := strings.EqualFold(strings.TrimSpace(e.getenv("REPLY_ENABLE")), "false")
+	if envKill {
+		log.Warn("REPLY_ENABLE=false: the kill switch is on, nothing will be sent")
+	}
+	sender := outbound.NewSender(outbound.SenderOptions{
+		Clients: clients, Ledger: led, State: store, EnvKillSwitch: envKill,
+		DryRunChannels: dry, DryRunAll: cfg.DryRun, RateLimits: limits, Logger: log,
+	})
+	if err := sender.Refresh(ctx); err != nil {
+		return nil, nil, err
+	}
+	set, err := loadRules(e, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	engine := rules.NewEngine(set, rules.EngineOptions{
+		Cooldowns: store,
+		Sender:    sender, Consent: led, Ledger: led, Channels: infos, LookupHosts: cfg.LookupHosts, Logger: log,
+	})
+	if err := adminapi.RecordRules(ctx, led, store, set, "start"); err != nil {
+		return nil, nil, err
+	}
+	log.Info("rules loaded", "rules", len(set.Rules), "sha256", set.Hash)
+	return sender, engine, nil
 }
 
 // answer runs the rule engine on the pipeline's events: it sees each event
