@@ -99,11 +99,11 @@ func runSimAPI(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stderr, "fake LINE Messaging API on http://%s (calls: GET /_sim/calls)\n", ln.Addr())
-	return serveHandler(ctx, api, ln)
+	return serveUntilDone(ctx, &http.Server{Handler: api, ReadHeaderTimeout: 5 * time.Second}, ln)
 }
 
-func serveHandler(ctx context.Context, h http.Handler, ln net.Listener) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+// serveUntilDone serves on ln until ctx ends, then shuts srv down.
+func serveUntilDone(ctx context.Context, srv *http.Server, ln net.Listener) error {
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -265,7 +265,7 @@ func runSimChat(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("fake Messaging API: %w", err)
 	}
-	go serveHandler(ctx, api, ln)
+	go serveUntilDone(ctx, &http.Server{Handler: api, ReadHeaderTimeout: 5 * time.Second}, ln)
 	dest := sim.BotUserID(path.Base(target))
 	return sim.Chat(ctx, os.Stdin, e.stdout, sim.ChatOptions{
 		WebhookURL: target, Secret: key, API: api, User: *user, Destination: dest, Wait: *wait,
