@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
@@ -98,4 +100,52 @@ func openBackend(ctx context.Context, e *env, cfg *Config, access storeAccess) (
 	}
 	return sqlitestore.Open(ctx, filepath.Join(cfg.DataDir, "ledger.db"),
 		sqlitestore.Options{MaxPages: cfg.Ledger.MaxPages, Keep: cfg.keep(), Shared: access == beside})
+}
+
+// openRing returns the key ring of a config over store, once its KEKs are
+// known to unwrap the store's data keys. With create (serve), a missing
+// default KEK file is created where the store holds no data keys.
+func openRing(ctx context.Context, e *env, cfg *Config, store keys.Store, create bool, log *slog.Logger) (*keys.Ring, error) {
+	kc, err := cfg.kekConfig(e.getenv)
+	if err != nil {
+		return nil, err
+	}
+	kc.Create = kc.Create && create
+	ring, created, err := keys.OpenRing(ctx, store, kc)
+	if err != nil {
+		return nil, fmt.Errorf("config: encryption: %w", err)
+	}
+	if created && log != nil {
+		log.Warn("created a key encryption key beside the data: move it to a key store or a separate disk and set encryption.kek_file, or backups of the data directory carry their key",
+			"kek_file", kc.CurrentFile, "kek", ring.Current())
+	}
+	return ring, nil
+}
+
+// openConfigStore opens the store and the key ring of a config, for the
+// CLI commands that run beside serve (purge, hold, keys rotate and shred):
+// they do not take the SQLite data directory's lock (see beside).
+func openConfigStore(ctx context.Context, e *env, configPath string) (*Config, backend, *keys.Ring, error) {
+	cfg, err := loadConfig(configPath)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	store, err := openBackend(ctx, e, cfg, beside)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ring, err := openRing(ctx, e, cfg, store, false, nil)
+	if err != nil {
+		store.Close()
+		return nil, nil, nil, err
+	}
+	return cfg, store, ring, nil
+}
+
+// appendAdmin records an admin action from the CLI straight into the
+// store, with its effects in the same commit; serve integrates it into
+// the log.
+func appendAdmin(ctx context.Context, store backend, ring ledger.Sealer, action string, detail map[string]any,
+	subjects []string, effects ...ledger.Effect) (uint64, error) {
+	return outbound.RecordAdmin(ctx, ledger.NewWriter(store, ring, nil), action, detail, subjects, time.Now(), effects...)
 }

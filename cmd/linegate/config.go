@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/linegate/linegate/examples"
+	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/retention"
@@ -683,4 +684,63 @@ func (c *Config) adminToken(getenv func(string) string) ([]byte, error) {
 		return nil, c.site.locate("", err)
 	}
 	return t, nil
+}
+
+// EncryptionConfig names the key encryption key (KEK) that wraps the
+// subjects' data keys. The current KEK wraps new data keys; previous ones
+// still unwrap data keys that `linegate keys rotate` has not re-wrapped.
+type EncryptionConfig struct {
+	// The current KEK: one of kek_file and kek_env, base64 of 32 bytes
+	// (`linegate keys new-kek`). With neither, DataDir/kek, which serve
+	// creates on its first start.
+	KEKFile string `yaml:"kek_file"`
+	KEKEnv  string `yaml:"kek_env"`
+	// Previous KEKs, during a rotation.
+	PreviousKEKFiles []string `yaml:"previous_kek_files"`
+	PreviousKEKEnvs  []string `yaml:"previous_kek_envs"`
+}
+
+// defaultKEKFile is the KEK file used when the config names none.
+func (c *Config) defaultKEKFile() string { return filepath.Join(c.DataDir, "kek") }
+
+// kekConfig returns where the config's KEKs come from. Only the default
+// file beside the data may be created, by serve on its first start (and
+// only while the store holds no data keys: see keys.Config); a kek_file
+// that the config names must exist.
+func (c *Config) kekConfig(getenv func(string) string) (keys.Config, error) {
+	ec := c.Encryption
+	var kc keys.Config
+	switch {
+	case ec.KEKFile != "" && ec.KEKEnv != "":
+		return kc, c.site.errorf("encryption", "give kek_file or kek_env, not both")
+	case ec.KEKEnv != "":
+		v := getenv(ec.KEKEnv)
+		if v == "" {
+			return kc, c.site.errorf("encryption.kek_env", "environment variable %s is not set", ec.KEKEnv)
+		}
+		k, err := keys.ParseKEK(v)
+		if err != nil {
+			return kc, c.site.errorf("encryption.kek_env", "%s: %v (want base64 of 32 bytes: linegate keys new-kek)", ec.KEKEnv, err)
+		}
+		kc.Current = k
+	case ec.KEKFile != "":
+		kc.CurrentFile = ec.KEKFile
+	default:
+		kc.CurrentFile, kc.Create = c.defaultKEKFile(), true
+	}
+	for i, f := range ec.PreviousKEKFiles {
+		k, err := keys.LoadKEKFile(f)
+		if err != nil {
+			return kc, c.site.errorf(fmt.Sprintf("encryption.previous_kek_files[%d]", i), "%v", err)
+		}
+		kc.Previous = append(kc.Previous, k)
+	}
+	for i, name := range ec.PreviousKEKEnvs {
+		k, err := keys.ParseKEK(getenv(name))
+		if err != nil {
+			return kc, c.site.errorf(fmt.Sprintf("encryption.previous_kek_envs[%d]", i), "%s: %v (want base64 of 32 bytes)", name, err)
+		}
+		kc.Previous = append(kc.Previous, k)
+	}
+	return kc, nil
 }
