@@ -216,6 +216,88 @@ func TestIdleConnectionsCannotStarve(t *testing.T) {
 	g.stop()
 }
 
+// TestSlowBodiesCannotStarve: 300 connections from several addresses
+// (beyond the limit of 200) that each send the headers of a webhook with a
+// bad signature and a body of 100,000 bytes, then a byte a second, do not
+// keep a signed webhook out: a body slower than a second loses its
+// connection to a new one, and the signed webhook is answered 200 within
+// a few seconds, before any read timeout ends the slow requests.
+func TestSlowBodiesCannotStarve(t *testing.T) {
+	dir := t.TempDir()
+	g := startGateway(t, dir, gwConfig{extra: "connections: {max: 200, per_client: 100}\n"})
+	_, port, err := net.SplitHostPort(strings.TrimPrefix(g.webhook, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := net.JoinHostPort("127.0.0.1", port)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	head := "POST /webhook/demo HTTP/1.1\r\nHost: x\r\nX-Line-Signature: bad\r\nContent-Length: 100000\r\n\r\n{"
+	for a := 1; a <= 6; a++ {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(fmt.Sprintf("127.1.0.%d", a))}, Timeout: 2 * time.Second}
+		for range 50 {
+			c, err := d.Dial("tcp", target)
+			if err != nil {
+				t.Fatalf("dial: %v", err)
+			}
+			conns = append(conns, c)
+			c.Write([]byte(head)) // a refused connection may fail
+		}
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	defer func() { close(stop); <-done }()
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				for _, c := range conns {
+					c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+					c.Write([]byte(" "))
+				}
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+
+	body := []byte(`{"destination":"U0123456789abcdef0123456789abcdef","events":[]}`)
+	start := time.Now()
+	var lastErr error
+	for time.Since(start) < 3*time.Second {
+		req, err := http.NewRequest("POST", "http://"+target+"/webhook/demo", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Line-Signature", line.Sign([]byte(testSecret), body))
+		resp, err := fromAddr("127.1.0.9").Do(req)
+		if err != nil {
+			lastErr = err // refused: the listener is full
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("signed webhook = %d", resp.StatusCode)
+		}
+		t.Logf("signed webhook answered after %v", time.Since(start).Round(time.Millisecond))
+		for _, c := range conns {
+			c.Close()
+		}
+		g.stop()
+		return
+	}
+	t.Fatalf("a signed webhook beside 300 slow bodies got no answer in %v: %v", time.Since(start).Round(time.Millisecond), lastErr)
+}
+
 // TestVerifyBundleReadsRegularFilesOnly: verify-bundle on a malicious
 // bundle reads only the bundle's regular files: a symbolic link (to a
 // file outside, or inside), a named pipe in place of a file, or a linked

@@ -407,7 +407,15 @@ func (g *instance) listen() (*listeners, error) {
 	g.reg.MustRegister(limLn.Collectors()...)
 	ls.pubLn = limLn
 	ls.pubSrv.ConnState = limLn.Track
+	ls.pubSrv.ConnContext = limLn.ConnContext
 	ls.pubSrv.IdleTimeout = cfg.Connections.IdleTimeout
+	// LINE sends its small bodies at once: a request may take
+	// webhookReadTimeout to arrive whole, and one slow to send its body
+	// may lose its connection to a new one when the listener is full. One
+	// request at a time on a connection (HTTP/1.1), as the limits assume.
+	ls.pubSrv.ReadTimeout = webhookReadTimeout
+	ls.pubSrv.Protocols = new(http.Protocols)
+	ls.pubSrv.Protocols.SetHTTP1(true)
 	if cfg.TLS != nil {
 		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
 		if err != nil {
@@ -509,6 +517,10 @@ func maxConnections(configured int, log *slog.Logger) int {
 	}
 	return configured
 }
+
+// webhookReadTimeout bounds the time a webhook request takes to arrive,
+// headers and body.
+const webhookReadTimeout = 5 * time.Second
 
 // withTimeouts gives a server its timeouts, its header cap and its error
 // log: no client holds a connection, or sends headers, without end.

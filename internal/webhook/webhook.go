@@ -192,7 +192,12 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		h.finish(w, id, OutcomeTooLarge, http.StatusRequestEntityTooLarge, received)
 		return
 	}
+	// While it reads its body, a request has nothing at stake yet: past
+	// BodyGrace, a client slow to send it may lose its connection to a new
+	// one when the listener is full.
+	done := cuttable(r.Context(), BodyGrace)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	done()
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -263,13 +268,17 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, ch *Channel, bo
 	h.rejects.record(ch, r, body, outcome, received)
 	// A client that keeps failing waits for its answers: a flood slows
 	// itself down instead of taking the CPU signed webhooks need.
+	// The connection may be cut meanwhile: the request is refused and
+	// recorded already.
 	if d := h.rejects.delay(clientAddr(r), received); d > 0 {
+		done := cuttable(r.Context(), 0)
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
 		case <-r.Context().Done():
 			t.Stop()
 		}
+		done()
 	}
 	h.finish(w, ch.ID, outcome, http.StatusUnauthorized, received)
 }
