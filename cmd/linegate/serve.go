@@ -466,8 +466,8 @@ func (g *instance) shutdown(ls *listeners) error {
 
 // close releases what serve holds, in shutdown's order, when serve
 // returns: after shutdown, only the leases and the store; after a failed
-// start, whatever had started (the ledger is not closed then: it may hold
-// records that are not durable).
+// start, whatever had started but the ledger, which is left as it is (what
+// it appended is durable, and the next start integrates it).
 func (g *instance) close() {
 	g.stopPipeline()
 	g.stopJobs()
