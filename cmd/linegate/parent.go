@@ -8,6 +8,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/linegate/linegate/internal/periodic"
 )
 
 // errParentExited ends serve when the process that started it exits.
@@ -33,21 +35,13 @@ func exitWithParent(ctx context.Context, log *slog.Logger) (context.Context, fun
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
+		periodic.Every(ctx, time.Second, func(context.Context) {
 			if os.Getppid() != ppid {
 				log.Warn("the process that started serve exited: shutting down (run serve with -exit-with-parent=false, or under nohup, to keep it running)",
 					"parent_pid", ppid)
-				cancel(errParentExited)
-				return
+				cancel(errParentExited) // and Every returns
 			}
-		}
+		})
 	}()
 	return ctx, func() { cancel(nil); <-done }
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/periodic"
 	"github.com/linegate/linegate/internal/record"
 )
 
@@ -79,21 +80,20 @@ func runTail(ctx context.Context, e *env, args []string) error {
 	if !following {
 		return nil
 	}
-	tick := time.NewTicker(tailPoll)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-		if next, err = t.poll(ctx, next); err != nil {
-			if ctx.Err() != nil {
-				return nil
+	// Until the end (nil), or a poll that fails (its error).
+	polls, stopPolls := context.WithCancel(ctx)
+	defer stopPolls()
+	var failed error
+	periodic.Every(polls, tailPoll, func(polls context.Context) {
+		var err error
+		if next, err = t.poll(polls, next); err != nil {
+			if ctx.Err() == nil {
+				failed = err
 			}
-			return err
+			stopPolls()
 		}
-	}
+	})
+	return failed
 }
 
 // tailer reads records from snapshots of the database and prints them.
