@@ -1,12 +1,13 @@
 // Package periodic runs a function at a fixed interval until its context
 // ends: the one loop behind linegate's background jobs (switch refreshes,
 // rejection summaries, dedup and cooldown expiry, claim renewals, purges,
-// the subject index, rule reload watching, WAL checkpoints). Each job
-// lives with the package whose work it does and calls Every; main only
-// starts it and stops it with its context.
+// the subject index, rule reload watching, WAL checkpoints) and the CLI's
+// polls (serve's watch of its parent, tail). Each job lives with the
+// package whose work it does and calls Every; main only starts it and
+// stops it with its context.
 //
-// Loops that also wake on a signal of their own (the ledger's sequencer,
-// kicked by appends; the pipeline's dispatcher) or that sleep until a
+// Loops that also wake on a signal of their own (the ledger's sequencer
+// and the pipeline's dispatcher, kicked by appends) or that sleep until a
 // time of day (the ledger's anchors) keep their own select.
 package periodic
 
