@@ -606,8 +606,10 @@ func (r *runner) bigLedger(ctx context.Context, dir string, n int) (note.Verifie
 			batch = batch[:0]
 		}
 	}
+	// The sequencer opens every record before it signs it, as serve's
+	// does: it needs the key ring the records were sealed with.
 	l, err := ledger.New(ctx, store, ledger.Options{Origin: benchOrigin, Signer: signer, Verifier: verifier, MaxIntegrate: 1 << 18,
-		Logger: slog.New(slog.DiscardHandler)})
+		Sealer: ring, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, nil, err
 	}
