@@ -103,7 +103,7 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 	} else {
 		r.work = opts.WorkDir
 	}
-	for _, p := range []string{"sdkecho", "tesseraposix"} {
+	for _, p := range []string{"sdkecho", "sdkdurable", "sdkbot", "tesseraposix"} {
 		bin := filepath.Join(r.work, "peer-"+p)
 		r.logf("building peer %s", p)
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./bench/peers/"+p)
@@ -116,6 +116,9 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 	r.ingest(ctx)
 	r.ingestPostgres(ctx)
 	r.latency(ctx)
+	r.replyLatency(ctx)
+	r.cpuPerWebhook(ctx)
+	r.idleConnections(ctx)
 	r.rejectionFlood(ctx)
 	r.appends(ctx)
 	r.verifyAndStartup(ctx)
@@ -179,13 +182,19 @@ func (r *runner) startGateway(ctx context.Context, dataDir string) (*gateway, er
 // startGatewayWith starts a gateway with extra config lines (log: among
 // them).
 func (r *runner) startGatewayWith(ctx context.Context, dataDir, extra string) (*gateway, error) {
+	return r.startGatewayChannel(ctx, dataDir, extra, "")
+}
+
+// startGatewayChannel starts a gateway with extra config lines and extra
+// fields of its one channel (", access_token: T").
+func (r *runner) startGatewayChannel(ctx context.Context, dataDir, extra, channel string) (*gateway, error) {
 	cfg := fmt.Sprintf(`data_dir: %s
 listen: 127.0.0.1:0
 admin_listen: 127.0.0.1:0
 %slogging: {format: json, level: info}
 channels:
-  - {id: demo, secret: %s}
-`, dataDir, extra, benchSecret)
+  - {id: demo, secret: %s%s}
+`, dataDir, extra, benchSecret, channel)
 	p := filepath.Join(filepath.Dir(dataDir), filepath.Base(dataDir)+".yaml")
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -273,21 +282,39 @@ func (g *gateway) stop() {
 
 // startSDKPeer runs the SDK echo server.
 func (r *runner) startSDKPeer(ctx context.Context) (string, func(), error) {
-	cmd := exec.CommandContext(ctx, r.peers["sdkecho"], "-secret", benchSecret)
-	out, err := cmd.StdoutPipe()
+	p, err := r.startPeer(ctx, "sdkecho")
 	if err != nil {
 		return "", nil, err
 	}
+	return p.url, p.stop, nil
+}
+
+// peerProc is a running webhook server peer.
+type peerProc struct {
+	url  string
+	pid  int
+	stop func()
+}
+
+// startPeer runs the named webhook server peer with the bench secret and
+// args, and waits for its "listening ADDR" line.
+func (r *runner) startPeer(ctx context.Context, name string, args ...string) (*peerProc, error) {
+	cmd := exec.CommandContext(ctx, r.peers[name], append([]string{"-secret", benchSecret}, args...)...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
 	if err := cmd.Start(); err != nil {
-		return "", nil, err
+		return nil, err
 	}
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil {
 		cmd.Process.Kill()
-		return "", nil, err
+		cmd.Wait()
+		return nil, fmt.Errorf("peer %s: %v", name, err)
 	}
 	addr := strings.TrimSpace(strings.TrimPrefix(line, "listening "))
-	return "http://" + addr, func() { cmd.Process.Kill(); cmd.Wait() }, nil
+	return &peerProc{url: "http://" + addr, pid: cmd.Process.Pid, stop: func() { cmd.Process.Kill(); cmd.Wait() }}, nil
 }
 
 // eventBody is a Conversation source of ~450-byte one-event bodies, or
@@ -309,6 +336,12 @@ func (r *runner) ingest(ctx context.Context) {
 		return
 	}
 	defer stopPeer()
+	durable, err := r.startPeer(ctx, "sdkdurable", "-db", filepath.Join(r.work, "sdkdurable.db"))
+	if err != nil {
+		r.fail("ingest, 1 event/request", "req/s", err)
+		return
+	}
+	defer durable.stop()
 	for _, events := range []int{1, 5} {
 		name := fmt.Sprintf("ingest, %d event/request, 32 conns", events)
 		if events > 1 {
@@ -338,7 +371,19 @@ func (r *runner) ingest(ctx context.Context) {
 			r.ingestRate = res.Throughput()
 		}
 		r.add(Result{Name: name, Value: res.Throughput(), Unit: "req/s", Peer: "official SDK webhook server, no persistence",
-			PeerValue: f64(peer.Throughput()), Target: ">= 1.0x peer"}, true, func(v, ratio float64) bool { return ratio >= 1.0 })
+			PeerValue: f64(peer.Throughput()), Target: ">= 0.75x peer"}, true, func(v, ratio float64) bool { return ratio >= 0.75 })
+		dpeer, err := sim.Send(ctx, newClient(32), durable.url, []byte(benchSecret), source(events), sim.Load{Concurrency: 32, Duration: d})
+		dname := name + ", beside the durable SDK peer"
+		if err == nil && dpeer.OK() != len(dpeer.Latencies) {
+			err = fmt.Errorf("%d of %d requests not answered 200: %v", len(dpeer.Latencies)-dpeer.OK(), len(dpeer.Latencies), dpeer.Statuses)
+		}
+		if err != nil {
+			r.fail(dname, "req/s", fmt.Errorf("durable peer: %v", err))
+		} else {
+			r.add(Result{Name: dname, Value: res.Throughput(), Unit: "req/s",
+				Peer:      "official SDK webhook server, one SQLite insert per request (WAL, synchronous=FULL)",
+				PeerValue: f64(dpeer.Throughput()), Target: ">= 2.5x peer"}, true, func(v, ratio float64) bool { return ratio >= 2.5 })
+		}
 		if events == 1 {
 			if rssErr != nil {
 				r.fail("peak RSS during ingest", "MB", rssErr)
