@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -417,4 +418,70 @@ func holdID(t *testing.T, answer string) uint64 {
 		t.Fatalf("no hold id in %q: %v", answer, err)
 	}
 	return id
+}
+
+// TestHoldAndShredRace: a legal hold and a shred sent at the same moment
+// never leave a record deleted after a hold covering it was committed:
+// either the shred comes first, or it is refused (409).
+func TestHoldAndShredRace(t *testing.T) {
+	dir := t.TempDir()
+	g := startGateway(t, dir, gwConfig{})
+	for trial := range 8 {
+		user := fmt.Sprintf("U%032x", 0xc000+trial)
+		sendText(t, g, user, "", "race")
+		waitIdle(t, g)
+		var wg sync.WaitGroup
+		var holdCode, shredCode int
+		var holdBody []byte
+		wg.Go(func() {
+			holdCode, holdBody = adminDo(t, g, "/admin/holds", fmt.Sprintf(`{"channel":"demo","reason":"race %d"}`, trial))
+		})
+		wg.Go(func() { shredCode, _ = adminDo(t, g, "/admin/subjects/user:"+user+"/shred", "") })
+		wg.Wait()
+		if holdCode != 200 || (shredCode != 200 && shredCode != http.StatusConflict) {
+			t.Fatalf("trial %d: hold = %d, shred = %d", trial, holdCode, shredCode)
+		}
+		// Release the hold for the next trial.
+		if code, b := adminDo(t, g, fmt.Sprintf("/admin/holds/%d/release", holdID(t, string(holdBody))), ""); code != 200 {
+			t.Fatalf("release = %d %s", code, b)
+		}
+	}
+	g.stop()
+	// In the log: no deletion record after an active hold on the demo
+	// channel deletes a demo record. (Each hold here covers all of demo.)
+	type hold struct{ added, released uint64 }
+	var holds []hold
+	for _, r := range readLedgerRaw(t, dir) {
+		if r.payload == nil {
+			continue
+		}
+		switch r.leaf.Kind {
+		case ledger.KindAdmin:
+			_, b, err := record.Decode(r.leaf.Kind, r.payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch a := b.(*record.Admin); a.Action {
+			case "legal_hold_added":
+				holds = append(holds, hold{added: r.index, released: ^uint64(0)})
+			case "legal_hold_released":
+				id := uint64(a.Detail["id"].(float64))
+				for i := range holds {
+					if holds[i].added == id {
+						holds[i].released = r.index
+					}
+				}
+			}
+		case ledger.KindDeletion:
+			_, b, err := record.Decode(r.leaf.Kind, r.payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, h := range holds {
+				if h.added < r.index && r.index < h.released {
+					t.Errorf("deletion record %d (of %v) committed while hold %d was active", r.index, b.(*record.Deletion).Deleted, h.added)
+				}
+			}
+		}
+	}
 }

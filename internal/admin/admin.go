@@ -16,6 +16,7 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -212,6 +213,16 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<16))
 	return err == nil && json.Unmarshal(b, v) == nil
+}
+
+// decodeOptional is decode for a body that may be absent (v keeps its zero
+// value); a body that is there must decode.
+func decodeOptional(w http.ResponseWriter, r *http.Request, v any) bool {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<16))
+	if err != nil {
+		return false
+	}
+	return len(bytes.TrimSpace(b)) == 0 || json.Unmarshal(b, v) == nil
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -58,9 +58,12 @@ func (a *API) holdRoutes(mux *http.ServeMux) {
 		var req struct {
 			DryRun bool `json:"dry_run"`
 		}
-		// BUG: a body that does not decode is taken as no body, so a
-		// dry run asked for in malformed JSON purges for real.
-		decode(w, r, &req) // no body: not a dry run
+		// No body is a purge; a body must decode, so that a dry run asked
+		// for in malformed JSON never purges for real.
+		if !decodeOptional(w, r, &req) {
+			a.fail(w, r, "purge", badRequest(`want no body, or {"dry_run": true|false}`))
+			return
+		}
 		// Each batch deleted is recorded with its deletion: a purge that
 		// fails half way has applied and recorded what came before.
 		rep, err := retention.Purge(r.Context(), a.o.Store, a.o.Ledger, a.o.Keys, a.o.Policies, time.Now(), req.DryRun)

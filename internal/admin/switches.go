@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"github.com/linegate/linegate/internal/line"
 	"net/http"
 	"time"
 
@@ -54,6 +55,10 @@ func (a *API) switchRoutes(mux *http.ServeMux) {
 		}
 		if !decode(w, r, &req) || req.OptIn == nil || req.Channel == "" || req.User == "" {
 			a.fail(w, r, "consent", badRequest(`want {"channel", "user", "opt_in": true|false, "source"}`))
+			return
+		}
+		if !line.ValidSubject("user:" + req.User) {
+			a.fail(w, r, "consent", badRequest(`user: want a LINE user id (U and letters or digits)`))
 			return
 		}
 		if req.Source == "" {

@@ -19,7 +19,16 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, first uint64, e ledger.Eff
 	case pipeline.Dequeue:
 		err = dequeue(ctx, tx, e)
 	case retention.DeletePayloads:
-		err = deletePayloads(ctx, tx, e.Indices, e.Destroy)
+		// A hold added since the caller read the holds: it starts over.
+		// (The hold's insert and this check are ordered by the log's
+		// counter row, which both transactions lock by appending.)
+		var n int
+		if err = tx.QueryRow(ctx, "SELECT COUNT(*) FROM holds WHERE released_ms = 0 AND id > $1", int64(e.HoldsKnown)).Scan(&n); err == nil && n > 0 {
+			err = retention.ErrHoldsChanged
+		}
+		if err == nil {
+			err = deletePayloads(ctx, tx, e.Indices, e.Destroy)
+		}
 	case retention.SetDeleteAfter:
 		err = setDeleteAfter(ctx, tx, e.Records)
 	case retention.AddHold:

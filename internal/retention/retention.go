@@ -159,6 +159,26 @@ type Committer interface {
 type DeletePayloads struct {
 	Indices []uint64
 	Destroy []string
+	// HoldsKnown is the id of the newest legal hold the caller took into
+	// account (NewestHold): a Store fails the effect with ErrHoldsChanged
+	// if an active hold with a larger id exists, one added since (hold ids
+	// are the indices of their records, and grow), so that a hold and a
+	// deletion that race never leave a held record deleted.
+	HoldsKnown uint64
+}
+
+// ErrHoldsChanged is returned (wrapped) by a Store for a DeletePayloads
+// effect when a legal hold was added after the caller read the holds: the
+// caller reads them again and starts over.
+var ErrHoldsChanged = errors.New("retention: a legal hold was added meanwhile")
+
+// NewestHold returns the id of the newest of holds (0 for none).
+func NewestHold(holds []Hold) uint64 {
+	var n uint64
+	for _, h := range holds {
+		n = max(n, uint64(h.ID))
+	}
+	return n
 }
 
 // EffectName implements ledger.Effect.
@@ -224,6 +244,7 @@ func Purge(ctx context.Context, s Store, c Committer, sealer ledger.Sealer, poli
 	}
 	reqs := &requests{log: s, sealer: sealer}
 	after := int64(-1) // the first index is 0
+	retries := 0
 	for {
 		cands, err := s.Expired(ctx, now, uint64(after+1), 500)
 		if err != nil {
@@ -235,6 +256,7 @@ func Purge(ctx context.Context, s Store, c Committer, sealer ledger.Sealer, poli
 		var batch []uint64
 		basis := map[uint64]string{}
 		read := false // reqs is up to date for this batch
+		batchStart, batchHeld, refusedBefore := after, 0, len(rep.Refused)
 		for _, c := range cands {
 			after = int64(c.Index)
 			held := false
@@ -246,6 +268,7 @@ func Purge(ctx context.Context, s Store, c Committer, sealer ledger.Sealer, poli
 			}
 			if held {
 				rep.Held++
+				batchHeld++
 				continue
 			}
 			b, ok := Due(policies, c, 0, now)
@@ -272,7 +295,20 @@ func Purge(ctx context.Context, s Store, c Committer, sealer ledger.Sealer, poli
 			continue
 		}
 		d := record.Deletion{Deleted: batch, Reason: "retention period over", Basis: basis}
-		if _, err := commitDeletion(ctx, c, now, d, DeletePayloads{Indices: batch}); err != nil {
+		_, err = commitDeletion(ctx, c, now, d, DeletePayloads{Indices: batch, HoldsKnown: NewestHold(holds)})
+		if errors.Is(err, ErrHoldsChanged) && retries < 5 {
+			// A hold was added meanwhile: read the holds again, and
+			// judge this batch anew.
+			retries++
+			if holds, err = s.Holds(ctx); err != nil {
+				return rep, err
+			}
+			rep.Held -= batchHeld
+			rep.Refused = rep.Refused[:refusedBefore]
+			after = batchStart
+			continue
+		}
+		if err != nil {
 			return rep, err
 		}
 		rep.Deleted = append(rep.Deleted, batch...)
@@ -356,30 +392,45 @@ func Shred(ctx context.Context, s Store, c Committer, sealer ledger.Sealer, subj
 	if !line.ValidSubject(subject) {
 		return nil, fmt.Errorf("%w whose key can be destroyed (user:, group: or room: and a LINE id)", ErrNotSubject)
 	}
-	holds, err := s.Holds(ctx)
-	if err != nil {
-		return nil, err
-	}
-	cs, err := subjectRecords(ctx, s, subject)
-	if err != nil {
-		return nil, err
-	}
-	indices := make([]uint64, 0, len(cs))
-	for _, c := range cs {
+	var indices []uint64
+	for attempt := 0; ; attempt++ {
+		holds, err := s.Holds(ctx)
+		if err != nil {
+			return nil, err
+		}
+		cs, err := subjectRecords(ctx, s, subject)
+		if err != nil {
+			return nil, err
+		}
+		// A hold that names the subject forbids the shred, whatever its
+		// channel and period: its own record is about the subject.
 		for _, h := range holds {
-			if h.Covers(c) {
+			if h.ReleasedMs == 0 && h.Subject == subject {
 				return nil, fmt.Errorf("%w (hold %d)", ErrHeld, h.ID)
 			}
 		}
-		indices = append(indices, c.Index)
-	}
-	basis := make(map[uint64]string, len(indices))
-	for _, i := range indices {
-		basis[i] = "shred"
-	}
-	d := record.Deletion{Deleted: indices, Reason: "the subject's data key was destroyed", Basis: basis, Subject: record.Pseudonym(subject), Detail: detail}
-	if _, err := commitDeletion(ctx, c, now, d, DeletePayloads{Indices: indices, Destroy: []string{subject}}); err != nil {
-		return nil, err
+		indices = make([]uint64, 0, len(cs))
+		for _, c := range cs {
+			for _, h := range holds {
+				if h.Covers(c) {
+					return nil, fmt.Errorf("%w (hold %d)", ErrHeld, h.ID)
+				}
+			}
+			indices = append(indices, c.Index)
+		}
+		basis := make(map[uint64]string, len(indices))
+		for _, i := range indices {
+			basis[i] = "shred"
+		}
+		d := record.Deletion{Deleted: indices, Reason: "the subject's data key was destroyed", Basis: basis, Subject: record.Pseudonym(subject), Detail: detail}
+		_, err = commitDeletion(ctx, c, now, d, DeletePayloads{Indices: indices, Destroy: []string{subject}, HoldsKnown: NewestHold(holds)})
+		if errors.Is(err, ErrHoldsChanged) && attempt < 5 {
+			continue // a hold was added meanwhile: look at the holds again
+		}
+		if err != nil {
+			return nil, err
+		}
+		break
 	}
 	if sealer != nil {
 		sealer.Reset()

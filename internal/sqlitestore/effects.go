@@ -23,6 +23,14 @@ func (s *Store) apply(ctx context.Context, tx *sql.Tx, first uint64, e ledger.Ef
 		}
 		return dequeue(ctx, tx, e.Seqs)
 	case retention.DeletePayloads:
+		// A hold added since the caller read the holds: it starts over.
+		var n int
+		if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM holds WHERE released_ms = 0 AND id > ?", e.HoldsKnown).Scan(&n); err != nil {
+			return fmt.Errorf("sqlitestore: read holds: %w", err)
+		}
+		if n > 0 {
+			return fmt.Errorf("sqlitestore: %w", retention.ErrHoldsChanged)
+		}
 		return deletePayloads(ctx, tx, e.Indices, e.Destroy)
 	case retention.SetDeleteAfter:
 		return setDeleteAfter(ctx, tx, e.Records)

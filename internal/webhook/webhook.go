@@ -7,6 +7,8 @@ package webhook
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"log/slog"
@@ -182,8 +184,11 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	if ch == nil {
 		// Unknown channel ids are attacker-chosen: no label of their own,
 		// and one rate limit for all of them.
+		// The id is logged by the start of its SHA-256, never as it is: a
+		// URL set by mistake may carry a secret in its path.
+		sum := sha256.Sum256([]byte(id))
 		h.fails.Log(slog.LevelWarn, oplog.Key{Class: OutcomeUnknownChannel}, "webhook rejected: unknown channel (not in the config's channels)",
-			"channel", oplog.Truncate(id, 64), "remote", clientAddr(r))
+			"channel_sha256", hex.EncodeToString(sum[:6]), "channel_bytes", len(id), "remote", clientAddr(r))
 		h.finish(w, "", OutcomeUnknownChannel, http.StatusNotFound, received)
 		return
 	}

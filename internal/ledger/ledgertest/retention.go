@@ -372,7 +372,7 @@ func testDestroyKey(t *testing.T, h StateHarness) {
 	active := appendWith(t, s, retention.AddHold{Hold: retention.Hold{Channel: "c", Subject: "user:U2", Reason: "U2, who wrote to U1", CreatedMs: 1}})
 	t.Run("a record still refers to the key", func(t *testing.T) {
 		// Record 3 is not deleted: user:U1's key must stay.
-		refused(t, s, nil, retention.DeletePayloads{Indices: []uint64{0, 1}, Destroy: []string{"user:U1"}})
+		refused(t, s, nil, retention.DeletePayloads{Indices: []uint64{0, 1}, Destroy: []string{"user:U1"}, HoldsKnown: active})
 		if ws := keyOf("user:U1"); len(ws) != 1 || !bytes.Equal(ws[0].ID, u1[0].ID) {
 			t.Errorf("user:U1's key after a refused destruction: %v", ws)
 		}
@@ -386,7 +386,7 @@ func testDestroyKey(t *testing.T, h StateHarness) {
 		}
 	})
 	t.Run("every record deleted", func(t *testing.T) {
-		appendWith(t, s, retention.DeletePayloads{Indices: []uint64{0, 1, 3}, Destroy: []string{"user:U1"}})
+		appendWith(t, s, retention.DeletePayloads{Indices: []uint64{0, 1, 3}, Destroy: []string{"user:U1"}, HoldsKnown: active})
 		if ws := keyOf("user:U1"); len(ws) != 0 {
 			t.Errorf("user:U1's key after its destruction: %v", ws)
 		}
@@ -710,4 +710,18 @@ func testRewrapSubjectKey(t *testing.T, h StateHarness) {
 	if got, _ := ks.SubjectKeys(ctx, []string{"user:A"}); !sameKeys(got, []keys.Wrapped{rewrapped}) {
 		t.Errorf("key after the re-wrap = %v, want %v", got, rewrapped)
 	}
+}
+
+// testDeletePayloadsHoldAdded: a deletion that took into account the holds
+// up to HoldsKnown is refused (ErrHoldsChanged, nothing written) once an
+// active hold with a larger id exists; a released one, or one it knew,
+// does not stop it.
+func testDeletePayloadsHoldAdded(t *testing.T, h StateHarness) {
+	s := open(t, h.Harness)
+	rec := appendWith(t, s)
+	known := appendWith(t, s, retention.AddHold{Hold: retention.Hold{Channel: "other", Reason: "known", CreatedMs: 1}})
+	added := appendWith(t, s, retention.AddHold{Hold: retention.Hold{Channel: "c", Reason: "added meanwhile", CreatedMs: 1}})
+	refused(t, s, retention.ErrHoldsChanged, retention.DeletePayloads{Indices: []uint64{rec}, HoldsKnown: known})
+	appendWith(t, s, retention.ReleaseHold{ID: int64(added), At: time.UnixMilli(2)})
+	appendWith(t, s, retention.DeletePayloads{Indices: []uint64{rec}, HoldsKnown: known})
 }

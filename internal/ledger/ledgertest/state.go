@@ -74,6 +74,7 @@ func RunState(t *testing.T, h StateHarness) {
 			{"Expired", testExpired},
 			{"SetDeleteAfter", testSetDeleteAfter},
 			{"DeletePayloads", testDeletePayloads},
+			{"DeletePayloadsHoldAddedMeanwhile", testDeletePayloadsHoldAdded},
 			{"SubjectRecords", testSubjectRecords},
 			{"SubjectRecordsGap", testSubjectRecordsGap},
 			{"IndexSubjectsBatch", testIndexSubjectsBatch},
