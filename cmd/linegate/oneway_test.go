@@ -485,3 +485,34 @@ func TestHoldAndShredRace(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminRefusesUnknownChannels: a switch or a consent for a channel the
+// config does not have, or for a user id that is not one, is a bad
+// request, neither applied nor recorded.
+func TestAdminRefusesUnknownChannels(t *testing.T) {
+	dir := t.TempDir()
+	g := startGateway(t, dir, gwConfig{})
+	for _, c := range []struct{ path, body string }{
+		{"/admin/dry-run", `{"channel":"nosuch","on":true}`},
+		{"/admin/dry-run", `{"channel":"../x","on":true}`},
+		{"/admin/consent", `{"channel":"nosuch","user":"U7","opt_in":true}`},
+		{"/admin/consent", `{"channel":"demo","user":"x y\n","opt_in":true}`},
+		{"/admin/purge", `{"dry_run": true,}`},
+	} {
+		if code, b := adminDo(t, g, c.path, c.body); code != http.StatusBadRequest {
+			t.Errorf("POST %s %s = %d %s, want 400", c.path, c.body, code, b)
+		}
+	}
+	g.stop()
+	for _, r := range readLedgerRaw(t, dir) {
+		if r.leaf.Kind == ledger.KindAdmin && (strings.Contains(string(r.payload), "nosuch") || strings.Contains(string(r.payload), "../x")) {
+			t.Errorf("a refused call was recorded: %s", r.payload)
+		}
+		if r.leaf.Kind == ledger.KindDeletion {
+			t.Error("a purge ran on a body that did not decode")
+		}
+	}
+	if strings.Contains(g.Logs(), "x y") {
+		t.Error("the refused user id reached the log")
+	}
+}

@@ -365,6 +365,7 @@ func (g *instance) newAdmin(e *env, token []byte) {
 			return c.kekConfig(e.getenv)
 		},
 		Policies: cfg.policies(), Origin: cfg.Log.Origin, Replica: replicaName(), Token: token, Metrics: g.reg, Logger: g.log,
+		Channels: channelIDs(cfg),
 	})
 	g.bg.Go(func() { g.api.WatchReloads(g.bgCtx, 500*time.Millisecond) })
 	g.hup = make(chan os.Signal, 1)
@@ -612,4 +613,13 @@ func answer(engine *rules.Engine) pipeline.Action {
 		return engine.Handle(ctx, rules.Delivery{Key: it.Key, Channel: it.Channel, Destination: it.Destination, Retention: it.Retention,
 			Subjects: it.Subjects, Record: it.Record, ReceivedMs: it.ReceivedMs, Header: it.Header}, ev)
 	})
+}
+
+// channelIDs returns the ids of the config's channels.
+func channelIDs(cfg *Config) []string {
+	ids := make([]string, 0, len(cfg.Channels))
+	for _, ch := range cfg.Channels {
+		ids = append(ids, ch.ID)
+	}
+	return ids
 }

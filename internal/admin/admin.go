@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"sync"
 	"time"
 
@@ -110,6 +111,9 @@ type Options struct {
 	LoadKEKs func() (keys.Config, error)
 	// Policies are the retention classes, for purges and requests.
 	Policies map[string]retention.Policy
+	// Channels are the ids of the configured channels: a switch or a
+	// consent for another is a bad request (nil: not checked).
+	Channels []string
 	// Origin is the log's origin; Replica names this process among the
 	// replicas (host and process id).
 	Origin, Replica string
@@ -213,6 +217,11 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<16))
 	return err == nil && json.Unmarshal(b, v) == nil
+}
+
+// knownChannel reports whether id names a configured channel.
+func (a *API) knownChannel(id string) bool {
+	return a.o.Channels == nil || slices.Contains(a.o.Channels, id)
 }
 
 // decodeOptional is decode for a body that may be absent (v keeps its zero

@@ -39,6 +39,10 @@ func (a *API) switchRoutes(mux *http.ServeMux) {
 			a.fail(w, r, "dry_run", badRequest(`want {"channel": "" for all, "on": true|false}`))
 			return
 		}
+		if req.Channel != "" && !a.knownChannel(req.Channel) {
+			a.fail(w, r, "dry_run", badRequest(`channel: not one of the config's channels`))
+			return
+		}
 		detail := map[string]any{"remote": r.RemoteAddr}
 		if err := a.o.Switches.SetDryRun(r.Context(), a.o.Ledger, req.Channel, *req.On, detail); err != nil {
 			a.fail(w, r, "dry_run", err)
@@ -55,6 +59,10 @@ func (a *API) switchRoutes(mux *http.ServeMux) {
 		}
 		if !decode(w, r, &req) || req.OptIn == nil || req.Channel == "" || req.User == "" {
 			a.fail(w, r, "consent", badRequest(`want {"channel", "user", "opt_in": true|false, "source"}`))
+			return
+		}
+		if !a.knownChannel(req.Channel) {
+			a.fail(w, r, "consent", badRequest(`channel: not one of the config's channels`))
 			return
 		}
 		if !line.ValidSubject("user:" + req.User) {
