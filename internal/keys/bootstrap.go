@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/linegate/linegate/internal/ledger"
 )
 
 // Config says where a process's key encryption keys come from.
@@ -174,45 +176,8 @@ func WriteKEKFile(path string) (*LocalKEK, error) {
 	return ParseKEK(text)
 }
 
-// WriteNewFile creates the file path with data and mode perm, whatever the
-// umask, and fails (with an error matching fs.ErrExist) if path exists: a
-// key is never overwritten. A crash leaves no file, or all of it: the data
-// goes to a temporary file in the same directory, synced, which is then
-// linked to path (a link, unlike a rename, fails if path exists) and
-// removed; the directory is synced last, so that the new name is durable.
+// WriteNewFile creates the file path with data and mode perm, and never
+// overwrites one (ledger.WriteNewFile): for keys.
 func WriteNewFile(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*") // 0600
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Link(tmp, path); err != nil {
-		return err
-	}
-	if err := os.Remove(tmp); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return ledger.WriteNewFile(path, data, perm)
 }

@@ -691,10 +691,32 @@ func (l *Ledger) publish(cp []byte) error {
 }
 
 // WriteFileAtomic writes data to path via a synced temporary file and a
-// rename, then syncs the directory.
+// rename, then syncs the directory: a crash leaves the old file or the
+// new one.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return writeSynced(path, data, perm, os.Rename)
+}
+
+// WriteNewFile creates the file path with data and mode perm, whatever the
+// umask, and fails (with an error matching fs.ErrExist) if path exists: for
+// keys, which are never overwritten. A crash leaves no file, or all of it:
+// the data goes to a synced temporary file in the same directory, which is
+// linked to path (a link, unlike a rename, fails if path exists) and
+// removed; the directory is synced last, so that the new name is durable.
+func WriteNewFile(path string, data []byte, perm os.FileMode) error {
+	return writeSynced(path, data, perm, func(tmp, path string) error {
+		if err := os.Link(tmp, path); err != nil {
+			return err
+		}
+		return os.Remove(tmp)
+	})
+}
+
+// writeSynced writes data to a synced temporary file beside path, puts it
+// in place with place, and syncs the directory.
+func writeSynced(path string, data []byte, perm os.FileMode, place func(tmp, path string) error) error {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*") // 0600
 	if err != nil {
 		return err
 	}
@@ -714,7 +736,7 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(f.Name(), path); err != nil {
+	if err := place(f.Name(), path); err != nil {
 		return err
 	}
 	d, err := os.Open(dir)
