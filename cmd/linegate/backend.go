@@ -123,14 +123,15 @@ func openRing(ctx context.Context, e *env, cfg *Config, store keys.Store, create
 }
 
 // openConfigStore opens the store and the key ring of a config, for the
-// CLI commands that run beside serve (purge, hold, keys rotate and shred):
-// they do not take the SQLite data directory's lock (see beside).
-func openConfigStore(ctx context.Context, e *env, configPath string) (*Config, backend, *keys.Ring, error) {
+// CLI: with access beside for the commands that run beside serve (purge,
+// hold, keys rotate and shred, export), which do not take the SQLite data
+// directory's lock; exclusive for those that need it to themselves.
+func openConfigStore(ctx context.Context, e *env, configPath string, access storeAccess) (*Config, backend, *keys.Ring, error) {
 	cfg, err := loadConfig(configPath)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	store, err := openBackend(ctx, e, cfg, beside)
+	store, err := openBackend(ctx, e, cfg, access)
 	if err != nil {
 		return nil, nil, nil, err
 	}

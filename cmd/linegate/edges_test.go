@@ -82,6 +82,42 @@ func fromAddr(ip string) *http.Client {
 	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: d.DialContext}}
 }
 
+// idleConns opens n connections to the webhook listener's port from the
+// loopback address ip, which never send a byte; t's cleanup closes them.
+func idleConns(t *testing.T, port, ip string, n int) []net.Conn {
+	t.Helper()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 2 * time.Second}
+	var conns []net.Conn
+	for range n {
+		c, err := d.Dial("tcp", net.JoinHostPort("127.0.0.1", port))
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		t.Cleanup(func() { c.Close() })
+		conns = append(conns, c)
+	}
+	return conns
+}
+
+// postSignedFrom sends an empty signed webhook to the demo channel on the
+// webhook listener's port from the loopback address ip, and returns the
+// answer's status.
+func postSignedFrom(t *testing.T, port, ip string) int {
+	t.Helper()
+	body := []byte(`{"destination":"U0123456789abcdef0123456789abcdef","events":[]}`)
+	req, err := http.NewRequest("POST", "http://"+net.JoinHostPort("127.0.0.1", port)+"/webhook/demo", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Line-Signature", line.Sign([]byte(testSecret), body))
+	resp, err := fromAddr(ip).Do(req)
+	if err != nil {
+		t.Fatalf("signed webhook: %v", err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // TestConnectionLimits: hundreds of idle connections (from several
 // addresses, beyond the per-client and total limits) do not keep a signed
 // webhook or /metrics from an answer; connections past the per-client
@@ -95,28 +131,11 @@ func TestConnectionLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var conns []net.Conn
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	dial := func(ip string, n int) {
-		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 2 * time.Second}
-		for range n {
-			c, err := d.Dial("tcp", net.JoinHostPort("127.0.0.1", port))
-			if err != nil {
-				t.Fatalf("dial: %v", err)
-			}
-			conns = append(conns, c)
-		}
-	}
 	// One address's 60 idle connections that never send a byte; a 61st
 	// from it is closed at once.
-	dial("127.0.0.1", 60)
+	idleConns(t, port, "127.0.0.1", 60)
 	time.Sleep(200 * time.Millisecond)
-	dial("127.0.0.1", 1)
-	extra := conns[len(conns)-1]
+	extra := idleConns(t, port, "127.0.0.1", 1)[0]
 	if err := extra.SetReadDeadline(time.Now().Add(3 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
@@ -126,23 +145,12 @@ func TestConnectionLimits(t *testing.T) {
 	// Four more addresses: 300 idle connections in all, more than the
 	// listener takes.
 	for a := 2; a <= 5; a++ {
-		dial(fmt.Sprintf("127.0.0.%d", a), 60)
+		idleConns(t, port, fmt.Sprintf("127.0.0.%d", a), 60)
 	}
 
-	body := []byte(`{"destination":"U0123456789abcdef0123456789abcdef","events":[]}`)
 	start := time.Now()
-	req, err := http.NewRequest("POST", "http://"+net.JoinHostPort("127.0.0.1", port)+"/webhook/demo", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("X-Line-Signature", line.Sign([]byte(testSecret), body))
-	resp, err := fromAddr("127.0.0.9").Do(req)
-	if err != nil {
-		t.Fatalf("signed webhook beside the idle connections: %v", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Errorf("signed webhook = %d", resp.StatusCode)
+	if code := postSignedFrom(t, port, "127.0.0.9"); code != 200 {
+		t.Errorf("signed webhook beside the idle connections = %d", code)
 	}
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("signed webhook took %v", took)
@@ -176,36 +184,12 @@ func TestIdleConnectionsCannotStarve(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var conns []net.Conn
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
 	for a := 1; a <= 7; a++ {
-		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(fmt.Sprintf("127.0.0.%d", a))}, Timeout: 2 * time.Second}
-		for range 100 {
-			c, err := d.Dial("tcp", net.JoinHostPort("127.0.0.1", port))
-			if err != nil {
-				t.Fatalf("dial: %v", err)
-			}
-			conns = append(conns, c)
-		}
+		idleConns(t, port, fmt.Sprintf("127.0.0.%d", a), 100)
 	}
 	time.Sleep(300 * time.Millisecond)
-	body := []byte(`{"destination":"U0123456789abcdef0123456789abcdef","events":[]}`)
-	req, err := http.NewRequest("POST", "http://"+net.JoinHostPort("127.0.0.1", port)+"/webhook/demo", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("X-Line-Signature", line.Sign([]byte(testSecret), body))
-	resp, err := fromAddr("127.0.0.9").Do(req)
-	if err != nil {
-		t.Fatalf("signed webhook beside 700 idle connections: %v", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Errorf("signed webhook = %d", resp.StatusCode)
+	if code := postSignedFrom(t, port, "127.0.0.9"); code != 200 {
+		t.Errorf("signed webhook beside 700 idle connections = %d", code)
 	}
 	if code, _ := g.get(t, g.admin+"/metrics"); code != 200 {
 		t.Errorf("/metrics = %d", code)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/linegate/linegate/internal/evidence"
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/line"
 )
 
 func runExport(ctx context.Context, e *env, args []string) error {
@@ -38,20 +39,12 @@ func runExport(ctx context.Context, e *env, args []string) error {
 	if sel.From, sel.To, err = parseRange(*from, *to); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	cfg, err := loadConfig(*configPath)
-	if err != nil {
-		return err
-	}
-	vkey, err := os.ReadFile(vkeyPath(cfg.Log.KeyFile))
-	if err != nil {
-		return err
-	}
-	store, err := openBackend(ctx, e, cfg, beside)
+	cfg, store, ring, err := openConfigStore(ctx, e, *configPath, beside)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	ring, err := openRing(ctx, e, cfg, store, false, nil)
+	vkey, err := os.ReadFile(vkeyPath(cfg.Log.KeyFile))
 	if err != nil {
 		return err
 	}
@@ -142,24 +135,14 @@ func bothTimes(t time.Time) string {
 	return u + " (" + l.Format("2006-01-02 15:04:05.999 MST") + " local)"
 }
 
-// parseSubject reads a subject as user:U..., group:C... or room:R..., or a
-// bare LINE id (U..., C..., R...) whose first letter says which.
+// parseSubject reads a subject (line.ParseSubject: user:U..., group:C...,
+// room:R..., or the bare LINE id), as the CLI's flags take it.
 func parseSubject(s string) (string, error) {
-	s = strings.TrimSpace(s)
-	if !strings.Contains(s, ":") {
-		switch {
-		case strings.HasPrefix(s, "U"):
-			s = "user:" + s
-		case strings.HasPrefix(s, "C"):
-			s = "group:" + s
-		case strings.HasPrefix(s, "R"):
-			s = "room:" + s
-		}
+	subj, ok := line.ParseSubject(s)
+	if !ok || subj == ledger.SubjectSystem {
+		return "", fmt.Errorf("%q: want user:U..., group:C... or room:R... (or the bare LINE id)", subj)
 	}
-	if !ledger.ValidSubject(s) || s == ledger.SubjectSystem {
-		return "", fmt.Errorf("%q: want user:U..., group:C... or room:R... (or the bare LINE id)", s)
-	}
-	return s, nil
+	return subj, nil
 }
 
 func runVerifyBundle(ctx context.Context, e *env, args []string) error {

@@ -33,7 +33,7 @@ func runHoldAdd(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return &helpHint{"hold add", fmt.Errorf("%w: %v", errUsage, err)}
 	}
-	_, store, ring, err := openConfigStore(ctx, e, *configPath)
+	_, store, ring, err := openConfigStore(ctx, e, *configPath, beside)
 	if err != nil {
 		return err
 	}
@@ -56,7 +56,7 @@ func runHoldRelease(ctx context.Context, e *env, args []string) error {
 	if *id <= 0 {
 		return &helpHint{"hold release", fmt.Errorf("%w: -id is required (linegate hold list gives the ids)", errUsage)}
 	}
-	_, store, ring, err := openConfigStore(ctx, e, *configPath)
+	_, store, ring, err := openConfigStore(ctx, e, *configPath, beside)
 	if err != nil {
 		return err
 	}
@@ -89,7 +89,7 @@ func runHoldList(ctx context.Context, e *env, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	_, store, _, err := openConfigStore(ctx, e, *configPath)
+	_, store, _, err := openConfigStore(ctx, e, *configPath, beside)
 	if err != nil {
 		return err
 	}

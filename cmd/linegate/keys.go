@@ -43,7 +43,7 @@ func runKeysRotate(ctx context.Context, e *env, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	_, store, ring, err := openConfigStore(ctx, e, *configPath)
+	_, store, ring, err := openConfigStore(ctx, e, *configPath, beside)
 	if err != nil {
 		return err
 	}
@@ -79,7 +79,7 @@ func runKeysShred(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return &helpHint{"keys shred", fmt.Errorf("%w: -subject %v", errUsage, err)}
 	}
-	_, store, ring, err := openConfigStore(ctx, e, *configPath)
+	_, store, ring, err := openConfigStore(ctx, e, *configPath, beside)
 	if err != nil {
 		return err
 	}

@@ -16,7 +16,7 @@ func runPurge(ctx context.Context, e *env, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, store, ring, err := openConfigStore(ctx, e, *configPath)
+	cfg, store, ring, err := openConfigStore(ctx, e, *configPath, beside)
 	if err != nil {
 		return err
 	}

@@ -28,21 +28,13 @@ func runAcknowledgeRollback(ctx context.Context, e *env, args []string) error {
 	if strings.TrimSpace(*reason) == "" {
 		return fmt.Errorf("%w: -reason is required: say why the database was restored", errUsage)
 	}
-	cfg, err := loadConfig(*configPath)
-	if err != nil {
-		return err
-	}
-	verifier, err := loadVerifier(vkeyPath(cfg.Log.KeyFile))
-	if err != nil {
-		return err
-	}
 	// Exclusive: with the gateway stopped, which refuses to start anyway.
-	store, err := openBackend(ctx, e, cfg, exclusive)
+	cfg, store, ring, err := openConfigStore(ctx, e, *configPath, exclusive)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	ring, err := openRing(ctx, e, cfg, store, false, nil)
+	verifier, err := loadVerifier(vkeyPath(cfg.Log.KeyFile))
 	if err != nil {
 		return err
 	}
