@@ -63,7 +63,14 @@ func Check(vs []Verifier, body []byte, header string) (Verifier, error) {
 	if header == "" {
 		return nil, ErrNoSignature
 	}
-	sig, err := base64.StdEncoding.DecodeString(header)
+	// Only the one spelling LINE sends is accepted: exactly the padded
+	// encoding of 32 bytes. The decoder alone would skip CR and LF inside
+	// the value and take non-zero padding bits, so several header values
+	// would stand for one signature.
+	if len(header) != base64.StdEncoding.EncodedLen(sha256.Size) {
+		return nil, ErrBadSignature
+	}
+	sig, err := base64.StdEncoding.Strict().DecodeString(header)
 	if err != nil || len(sig) != sha256.Size {
 		return nil, ErrBadSignature
 	}

@@ -3,6 +3,7 @@ package line_test
 import (
 	"bytes"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/linegate/linegate/internal/corpus"
@@ -49,6 +50,11 @@ func TestCheck(t *testing.T) {
 	next := line.NewHMACVerifier("next_secret", []byte("next"))
 	vs := []line.Verifier{cur, next}
 	body := []byte(`{"destination":"U1","events":[]}`)
+	good := line.Sign([]byte("current"), body)
+	// The last character before "=" carries 4 bits of the signature and 2
+	// bits that must be zero; the next letter of the alphabet sets one.
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	loose := good[:42] + string(alphabet[strings.IndexByte(alphabet, good[42])+1]) + "="
 	tests := []struct {
 		name   string
 		header string
@@ -60,6 +66,9 @@ func TestCheck(t *testing.T) {
 		{"other secret", line.Sign([]byte("other"), body), nil, line.ErrBadSignature},
 		{"missing", "", nil, line.ErrNoSignature},
 		{"not base64", "!!!", nil, line.ErrBadSignature},
+		{"carriage return inside", good[:12] + "\r" + good[12:], nil, line.ErrBadSignature},
+		{"line feed inside", good[:12] + "\n" + good[12:], nil, line.ErrBadSignature},
+		{"padding bits set", loose, nil, line.ErrBadSignature},
 		{"truncated", line.Sign([]byte("current"), body)[:20], nil, line.ErrBadSignature},
 		{"other body", line.Sign([]byte("current"), append(body, ' ')), nil, line.ErrBadSignature},
 	}
