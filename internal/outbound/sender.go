@@ -153,6 +153,7 @@ type Sender struct {
 	apiLatency *prometheus.HistogramVec
 	apiStatus  *prometheus.CounterVec
 	killGauge  prometheus.GaugeFunc
+	replyLag   prometheus.Histogram
 }
 
 // Settings keys.
@@ -197,6 +198,11 @@ func NewSender(o SenderOptions) *Sender {
 		Name: metricPrefix + "line_api_responses_total",
 		Help: "Messaging API responses by endpoint and status code (0: no response); 429s are rate limiting.",
 	}, []string{"endpoint", "code"})
+	s.replyLag = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    metricPrefix + "reply_latency_seconds",
+		Help:    "Time from the receipt of a webhook to LINE accepting a send it caused (reply or push).",
+		Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+	})
 	s.killGauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: metricPrefix + "kill_switch",
 		Help: "1 while the kill switch stops every outbound send.",
@@ -217,7 +223,7 @@ func NewSender(o SenderOptions) *Sender {
 
 // Collectors returns the Sender's metrics.
 func (s *Sender) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{s.sends, s.apiLatency, s.apiStatus, s.killGauge}
+	return []prometheus.Collector{s.sends, s.apiLatency, s.apiStatus, s.killGauge, s.replyLag}
 }
 
 // KillSwitch reports whether sends are stopped.
@@ -366,6 +372,9 @@ func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
 				rec.Attempts = call.Attempts
 				if call.OK() {
 					rec.Outcome = string(Sent)
+					if r.ReceivedMs > 0 {
+						s.replyLag.Observe(float64(s.o.Now().UnixMilli()-r.ReceivedMs) / 1000)
+					}
 				} else {
 					rec.Outcome, rec.Reason = string(Failed), call.String()
 					failure, failArgs = call.failure()

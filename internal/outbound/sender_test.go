@@ -12,6 +12,7 @@ import (
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/record"
 	"github.com/linegate/linegate/internal/sim"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // memState is an in-memory outbound.State for the Sender's own tests (the
@@ -121,6 +122,21 @@ func TestReplyOrPush(t *testing.T) {
 	}
 	if got := l.outcomes(t); len(got) != 2 || got[0] != "reply:sent" || got[1] != "push:sent" {
 		t.Errorf("outcomes %v", got)
+	}
+	// Both sends counted from their webhooks' receipt, 1 s and 55 s ago.
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(s.Collectors()...)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "linegate_reply_latency_seconds" {
+			h := mf.GetMetric()[0].GetHistogram()
+			if h.GetSampleCount() != 2 || h.GetSampleSum() < 56 || h.GetSampleSum() > 58 {
+				t.Errorf("reply latency: %d samples, sum %v s; want 2, about 56 s", h.GetSampleCount(), h.GetSampleSum())
+			}
+		}
 	}
 	calls := api.Calls()
 	if len(calls) != 2 || calls[1].Headers["X-Line-Retry-Key"][0] != outbound.RetryKeyFor("c/id:E1//0") {

@@ -137,6 +137,7 @@ type Pipeline struct {
 	dupMsgs    *prometheus.CounterVec
 	skewed     *prometheus.CounterVec
 	lag        prometheus.Histogram
+	delay      prometheus.Histogram
 	queueDepth prometheus.GaugeFunc
 	backlog    prometheus.Gauge
 }
@@ -198,6 +199,11 @@ func New(o Options) *Pipeline {
 		Help:    "Time from the receipt of a webhook to the recorded outcome of its event.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 	})
+	p.delay = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    metricPrefix + "pipeline_delivery_delay_seconds",
+		Help:    "LINE's delivery delay: the receipt of a webhook minus its event's timestamp, for first deliveries (not redeliveries, not duplicates).",
+		Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
+	})
 	p.queueDepth = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: metricPrefix + "pipeline_queue_depth",
 		Help: "Events queued and not yet completed by this process.",
@@ -211,7 +217,7 @@ func New(o Options) *Pipeline {
 
 // Collectors returns the pipeline's metrics.
 func (p *Pipeline) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{p.events, p.drift, p.dupMsgs, p.skewed, p.lag, p.queueDepth, p.backlog}
+	return []prometheus.Collector{p.events, p.drift, p.dupMsgs, p.skewed, p.lag, p.delay, p.queueDepth, p.backlog}
 }
 
 // Kick tells the pipeline that new records may be in the ledger.
@@ -517,6 +523,9 @@ func (p *Pipeline) judge(it *Item, e *line.Event, pol ChannelPolicy, foreign boo
 			skew = fmt.Sprintf("timestamp %d is not a time", e.Timestamp)
 		} else {
 			d := it.ReceivedMs - e.Timestamp
+			if !e.Redelivery() {
+				it.DelayMs = max(d, 0) + 1 // 0: not known
+			}
 			if !e.Redelivery() && max(d, -d) > p.o.ClockThreshold.Milliseconds() {
 				skew = fmt.Sprintf("timestamp %d ms from receipt, beyond %v, not a redelivery", d, p.o.ClockThreshold)
 			}
@@ -720,6 +729,9 @@ func (p *Pipeline) complete(ctx context.Context, batch []*Item) {
 			}
 			if hasFlag(it.Flags, "clock_skew") {
 				p.skewed.WithLabelValues(it.Channel).Inc()
+			}
+			if it.DelayMs > 0 {
+				p.delay.Observe(float64(it.DelayMs-1) / 1000)
 			}
 		}
 		if it.ReceivedMs > 0 {

@@ -598,6 +598,13 @@ func TestMetricsFirstDeliveries(t *testing.T) {
 	}
 	got := map[string]float64{}
 	for _, mf := range mfs {
+		if mf.GetName() == "linegate_pipeline_delivery_delay_seconds" {
+			// First deliveries only: on time and 60 s late.
+			h := mf.GetMetric()[0].GetHistogram()
+			if h.GetSampleCount() != 2 || h.GetSampleSum() < 60 || h.GetSampleSum() > 61.5 {
+				t.Errorf("delivery delay: %d samples, sum %v s; want 2, about 60 s", h.GetSampleCount(), h.GetSampleSum())
+			}
+		}
 		for _, m := range mf.GetMetric() {
 			name := mf.GetName()
 			for _, l := range m.GetLabel() {

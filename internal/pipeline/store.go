@@ -24,8 +24,11 @@ type Item struct {
 	Subjects     []string `json:"subjects,omitempty"` // whose data the event holds (line.Event.Subjects)
 	Type         string   `json:"type"`
 	ReceivedMs   int64    `json:"received_ms"`
-	Outcome      Outcome  `json:"outcome"`
-	Reason       string   `json:"reason,omitempty"`
+	// DelayMs is 1 + LINE's delivery delay (receipt minus the event's
+	// timestamp, at least 0) of a first delivery; 0 when not known.
+	DelayMs int64   `json:"delay_ms,omitempty"`
+	Outcome Outcome `json:"outcome"`
+	Reason  string  `json:"reason,omitempty"`
 	// Flags name a kind and, most, a field: "drift:message.foo",
 	// "legacy:webhookEventId", "malformed:destination",
 	// "foreign:destination", "clock_skew:timestamp"; and
