@@ -12,20 +12,25 @@ import (
 )
 
 func runBench(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "bench", "[-quick] [-json] [-repo DIR] [-postgres DSN]")
+	fs := newFlagSet(e, "bench", "[-quick] [-json] [-only GROUPS] [-repo DIR] [-postgres DSN]")
 	quick := fs.Bool("quick", false, "run every figure at a smaller size")
 	asJSON := fs.Bool("json", false, `print {"results": [...]} as JSON`)
 	repo := fs.String("repo", ".", "the repository root, whose bench/peers the suite builds (needs Go)")
 	work := fs.String("work", "", "directory for the runs' data (default: a temporary directory on the same disk as it)")
 	pg := fs.String("postgres", e.getenv("LINEGATE_TEST_POSTGRES"), "a PostgreSQL server for the figures of replicas on PostgreSQL (default: $LINEGATE_TEST_POSTGRES; none: they are skipped)")
+	only := fs.String("only", "", "run only these groups of figures, comma-separated: "+strings.Join(bench.Groups, ", "))
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	var groups []string
+	if *only != "" {
+		groups = strings.Split(*only, ",")
 	}
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	results, err := bench.Run(ctx, bench.Options{Linegate: self, Repo: *repo, Quick: *quick, WorkDir: *work, Log: e.stderr, Postgres: *pg})
+	results, err := bench.Run(ctx, bench.Options{Linegate: self, Repo: *repo, Quick: *quick, WorkDir: *work, Log: e.stderr, Postgres: *pg, Only: groups})
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,8 +70,14 @@ type Options struct {
 	// replicas on PostgreSQL; each run uses a schema of its own and drops
 	// it. Without it those figures are skipped.
 	Postgres string
-	Log      io.Writer
+	// Only, if set, names the groups of figures to run (Groups); the
+	// others are skipped.
+	Only []string
+	Log  io.Writer
 }
+
+// Groups names the suite's groups of figures, in the order they run.
+var Groups = []string{"ingest", "postgres", "latency", "reply", "cpu", "idle", "flood", "appends", "verify", "pipeline"}
 
 const (
 	benchSecret = "bench-channel-secret"
@@ -91,6 +98,11 @@ type runner struct {
 func Run(ctx context.Context, opts Options) ([]Result, error) {
 	if opts.Log == nil {
 		opts.Log = io.Discard
+	}
+	for _, g := range opts.Only {
+		if !slices.Contains(Groups, g) {
+			return nil, fmt.Errorf("no group of figures %q (groups: %s)", g, strings.Join(Groups, ", "))
+		}
 	}
 	r := &runner{opts: opts, peers: map[string]string{}, logf: func(f string, a ...any) { fmt.Fprintf(opts.Log, f+"\n", a...) }}
 	if opts.WorkDir == "" {
@@ -113,16 +125,12 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 		}
 		r.peers[p] = bin
 	}
-	r.ingest(ctx)
-	r.ingestPostgres(ctx)
-	r.latency(ctx)
-	r.replyLatency(ctx)
-	r.cpuPerWebhook(ctx)
-	r.idleConnections(ctx)
-	r.rejectionFlood(ctx)
-	r.appends(ctx)
-	r.verifyAndStartup(ctx)
-	r.pipelineRate(ctx)
+	for i, run := range []func(context.Context){r.ingest, r.ingestPostgres, r.latency, r.replyLatency, r.cpuPerWebhook,
+		r.idleConnections, r.rejectionFlood, r.appends, r.verifyAndStartup, r.pipelineRate} {
+		if len(opts.Only) == 0 || slices.Contains(opts.Only, Groups[i]) {
+			run(ctx)
+		}
+	}
 	return r.results, nil
 }
 

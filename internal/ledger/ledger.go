@@ -143,12 +143,15 @@ type Lease interface {
 	Held(ctx context.Context) bool
 }
 
+// pending is one caller's group in the writer's queue: an appended
+// webhook, or a Commit's records and effects.
 type pending struct {
-	e     Entry // sealed anew if its data key was destroyed meanwhile
-	rec   Record
-	index uint64
-	err   error
-	done  chan struct{}
+	entries []Entry // sealed anew if a data key was destroyed meanwhile
+	recs    []Record
+	effects []Effect
+	index   uint64 // of the first record
+	err     error
+	done    chan struct{}
 }
 
 type metrics struct {
@@ -283,7 +286,7 @@ func (l *Ledger) Append(ctx context.Context, e Entry) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	p := &pending{e: e, rec: rec, done: make(chan struct{})}
+	p := &pending{entries: []Entry{e}, recs: []Record{rec}, done: make(chan struct{})}
 	l.mu.RLock()
 	if l.closed {
 		l.mu.RUnlock()
@@ -305,17 +308,44 @@ func (l *Ledger) Append(ctx context.Context, e Entry) (uint64, error) {
 	}
 }
 
-// Commit seals entries and appends them with effects in one transaction of
-// their own, as Writer.Commit does: for records whose commit carries a
-// change of state (an event's completion, a purge, an operator's switch).
-// It returns ErrClosed after Close has begun.
+// Commit seals entries and appends them with effects, all or nothing, and
+// returns the index of the first record: for records whose commit carries
+// a change of state (an event's completion, a purge, an operator's
+// switch). The group goes through the ledger's one writer, which commits
+// it in the same transaction as the other callers' appends and groups,
+// each group under a savepoint of its own: a refused effect (errors.Is
+// ErrConflict, ErrNotFound, ...) takes back its own group and no other.
+// Commit waits for room in the queue rather than pushing back: its
+// callers are the gateway's own, not LINE. It returns ErrClosed after
+// Close has begun; if ctx ends first, ctx's error, and the group may or
+// may not have been committed.
 func (l *Ledger) Commit(ctx context.Context, entries []Entry, effects ...Effect) (uint64, error) {
+	recs := make([]Record, len(entries))
+	for i, e := range entries {
+		var err error
+		if recs[i], err = l.w.Seal(ctx, e); err != nil {
+			return 0, err
+		}
+	}
+	p := &pending{entries: entries, recs: recs, effects: effects, done: make(chan struct{})}
 	l.mu.RLock()
-	defer l.mu.RUnlock()
 	if l.closed {
+		l.mu.RUnlock()
 		return 0, ErrClosed
 	}
-	return l.w.Commit(ctx, entries, effects...)
+	select {
+	case l.queue <- p:
+		l.mu.RUnlock()
+	case <-ctx.Done():
+		l.mu.RUnlock()
+		return 0, ctx.Err()
+	}
+	select {
+	case <-p.done:
+		return p.index, p.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
 }
 
 // Writer returns the ledger's writer.
@@ -338,13 +368,13 @@ func NewRecord(e Entry) (Record, error) {
 	return Record{Leaf: leaf, Nonce: nonce, Payload: e.Payload}, nil
 }
 
-// writer is the group-commit loop: it takes whatever is queued, up to
-// MaxBatch records, and commits it in one Store transaction. While one
-// commit runs, the next group gathers in the queue.
+// writer is the one writer: it takes whatever is queued, appends and
+// groups with effects alike, up to MaxBatch records, and commits it in one
+// Store transaction. While one commit runs, the next group gathers in the
+// queue.
 func (l *Ledger) writer() {
 	defer close(l.writerDone)
 	batch := make([]*pending, 0, l.opts.MaxBatch)
-	recs := make([]Record, 0, l.opts.MaxBatch)
 	for {
 		select {
 		case p := <-l.queue:
@@ -355,67 +385,112 @@ func (l *Ledger) writer() {
 				select {
 				case p := <-l.queue:
 					batch = append(batch[:0], p)
-					l.fill(&batch)
-					l.commit(batch, recs)
+					batch = l.fill(batch)
+					l.commit(batch)
 				default:
 					return
 				}
 			}
 		}
-		l.fill(&batch)
-		l.commit(batch, recs)
+		batch = l.fill(batch)
+		l.commit(batch)
 	}
 }
 
-func (l *Ledger) fill(batch *[]*pending) {
-	for len(*batch) < l.opts.MaxBatch {
+// fill adds what is queued to batch, up to MaxBatch records.
+func (l *Ledger) fill(batch []*pending) []*pending {
+	n := 0
+	for _, p := range batch {
+		n += len(p.recs)
+	}
+	for n < l.opts.MaxBatch {
 		select {
 		case p := <-l.queue:
-			*batch = append(*batch, p)
+			batch = append(batch, p)
+			n += len(p.recs)
 		default:
-			return
+			return batch
 		}
 	}
+	return batch
 }
 
-func (l *Ledger) commit(batch []*pending, recs []Record) {
-	recs = recs[:0]
-	for _, p := range batch {
-		recs = append(recs, p.rec)
-	}
+func (l *Ledger) commit(batch []*pending) {
 	// The commit is not tied to any caller's context: a caller that gave up
 	// must not abort the others' commit.
-	first, err := l.w.append(context.Background(), recs, nil)
+	ctx := context.Background()
+	firsts, errs, err := l.w.appendGroups(ctx, groupsOf(batch))
+	// A subject's key destroyed by another process (a shred from the CLI)
+	// after this one cached it: the writer forgot its keys; the groups
+	// refused for it are sealed anew, under new keys, and committed once
+	// more.
 	if errors.Is(err, ErrKeyDestroyed) {
-		// A subject's key was destroyed by another process (a shred from
-		// the CLI) after this one cached it: the writer forgot its keys;
-		// seal the group anew, under a new key, and commit it once more.
-		if recs, err = l.reseal(batch, recs); err == nil {
-			first, err = l.w.append(context.Background(), recs, nil)
+		if err = l.reseal(batch); err == nil {
+			firsts, errs, err = l.w.appendGroups(ctx, groupsOf(batch))
+		}
+	} else if err == nil {
+		var again []int
+		for i := range batch {
+			if errors.Is(errs[i], ErrKeyDestroyed) {
+				again = append(again, i)
+			}
+		}
+		if len(again) > 0 {
+			sub := make([]*pending, len(again))
+			for k, i := range again {
+				sub[k] = batch[i]
+			}
+			f2, e2, err2 := firsts, errs, l.reseal(sub)
+			if err2 == nil {
+				f2, e2, err2 = l.w.appendGroups(ctx, groupsOf(sub))
+			}
+			for k, i := range again {
+				if err2 != nil {
+					errs[i] = err2
+				} else {
+					firsts[i], errs[i] = f2[k], e2[k]
+				}
+			}
 		}
 	}
-	l.m.batchSize.Observe(float64(len(batch)))
+	n := 0
+	for _, p := range batch {
+		n += len(p.recs)
+	}
+	l.m.batchSize.Observe(float64(n))
 	if err != nil {
-		l.log.Error("ledger append failed", "records", len(batch), "err", err)
+		l.log.Error("ledger append failed", "records", n, "err", err)
 	}
 	for i, p := range batch {
-		p.index, p.err = first+uint64(i), err
+		if err != nil {
+			p.err = err
+		} else {
+			p.index, p.err = firsts[i], errs[i]
+		}
 		close(p.done)
 	}
 }
 
-// reseal seals the entries of a group again.
-func (l *Ledger) reseal(batch []*pending, recs []Record) ([]Record, error) {
-	recs = recs[:0]
-	for _, p := range batch {
-		rec, err := l.w.Seal(context.Background(), p.e)
-		if err != nil {
-			return nil, err
-		}
-		p.rec = rec
-		recs = append(recs, rec)
+func groupsOf(batch []*pending) []Group {
+	groups := make([]Group, len(batch))
+	for i, p := range batch {
+		groups[i] = Group{Records: p.recs, Effects: p.effects}
 	}
-	return recs, nil
+	return groups
+}
+
+// reseal seals the entries of groups again.
+func (l *Ledger) reseal(batch []*pending) error {
+	for _, p := range batch {
+		for i, e := range p.entries {
+			rec, err := l.w.Seal(context.Background(), e)
+			if err != nil {
+				return err
+			}
+			p.recs[i] = rec
+		}
+	}
+	return nil
 }
 
 // sequencer integrates appended records at every CheckpointInterval.

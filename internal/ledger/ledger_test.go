@@ -14,7 +14,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 )
 
-// gatedStore holds every Append until the gate opens, so that a test can
+// gatedStore holds every append until the gate opens, so that a test can
 // fill the ledger's queue.
 type gatedStore struct {
 	ledger.Store
@@ -24,6 +24,11 @@ type gatedStore struct {
 func (s *gatedStore) Append(ctx context.Context, recs []ledger.Record, effects ...ledger.Effect) (uint64, error) {
 	<-s.gate
 	return s.Store.Append(ctx, recs, effects...)
+}
+
+func (s *gatedStore) AppendGroups(ctx context.Context, groups []ledger.Group) ([]uint64, []error, error) {
+	<-s.gate
+	return s.Store.AppendGroups(ctx, groups)
 }
 
 func newLedger(t *testing.T, store ledger.Store, opts ledger.Options) *ledger.Ledger {
@@ -116,11 +121,15 @@ func TestPushback(t *testing.T) {
 	}
 }
 
-// failingStore fails every Append, as a database that went away does.
+// failingStore fails every append, as a database that went away does.
 type failingStore struct{ ledger.Store }
 
 func (failingStore) Append(context.Context, []ledger.Record, ...ledger.Effect) (uint64, error) {
 	return 0, errors.New("disk I/O error")
+}
+
+func (failingStore) AppendGroups(context.Context, []ledger.Group) ([]uint64, []error, error) {
+	return nil, nil, errors.New("disk I/O error")
 }
 
 func TestAppendErrorIsNotAcknowledged(t *testing.T) {

@@ -19,6 +19,13 @@ var ErrConflict = errors.New("ledger: tree head changed concurrently")
 // does not know how to apply. Nothing was written.
 var ErrUnsupportedEffect = errors.New("ledger: the store cannot apply this effect")
 
+// A Group is records and the effects that commit with them
+// (Store.AppendGroups).
+type Group struct {
+	Records []Record
+	Effects []Effect
+}
+
 // Effect is a change of state that takes effect only together with the
 // records that document it: dequeuing the events whose outcomes are
 // recorded, deleting payloads and destroying data keys with their deletion
@@ -78,6 +85,16 @@ type Store interface {
 	// ErrUnsupportedEffect on others; an effect's own refusal (a hold that
 	// does not exist, a claim lost to another process) is returned as it is.
 	Append(ctx context.Context, recs []Record, effects ...Effect) (first uint64, err error)
+
+	// AppendGroups commits several groups of records and effects in one
+	// transaction, each group all or nothing as if it were appended by
+	// Append on its own, in order: the records of the groups that commit
+	// get consecutive indices in the order of the groups. errs[i] is the
+	// refusal of group i (its records and effects are not stored; the
+	// others are); err fails them all (nothing is stored). It is how the
+	// one writer of a Ledger commits the appends and effects of every
+	// caller in one durable commit.
+	AppendGroups(ctx context.Context, groups []Group) (firsts []uint64, errs []error, err error)
 
 	// Count returns the number of records appended so far (integrated or
 	// not): the index the next appended record will get.

@@ -103,6 +103,34 @@ func (w *Writer) append(ctx context.Context, recs []Record, effects []Effect) (u
 	return first, nil
 }
 
+// appendGroups stores groups of sealed records and effects in one
+// transaction (Store.AppendGroups), with the metrics and the reset of
+// cached keys on a refusal. Errors of groups are wrapped as append's are.
+func (w *Writer) appendGroups(ctx context.Context, groups []Group) ([]uint64, []error, error) {
+	start := time.Now()
+	firsts, errs, err := w.store.AppendGroups(ctx, groups)
+	w.commitLatency.Observe(time.Since(start).Seconds())
+	refused := err != nil
+	for i := range errs {
+		if errs[i] != nil {
+			refused = true
+			errs[i] = fmt.Errorf("ledger: append: %w", errs[i])
+		}
+	}
+	if refused {
+		w.commitErrors.Inc()
+		if w.sealer != nil {
+			// A data key may have been destroyed by another process
+			// since it was cached: a retry loads keys anew.
+			w.sealer.Reset()
+		}
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("ledger: append: %w", err)
+	}
+	return firsts, errs, nil
+}
+
 // Sealer returns the writer's sealer (nil when payloads are stored as
 // they are), for readers that open what it sealed.
 func (w *Writer) Sealer() Sealer { return w.sealer }

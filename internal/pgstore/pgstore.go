@@ -249,35 +249,89 @@ func (s *Store) Close() error {
 // space; autovacuum does that in time, and an operator who needs it at
 // once runs VACUUM on records (the docs say so).
 func (s *Store) Append(ctx context.Context, recs []ledger.Record, effects ...ledger.Effect) (uint64, error) {
-	var first uint64
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var err error
-		if len(recs) > 0 {
-			if first, err = s.appendRecords(ctx, tx, recs); err != nil {
-				return err
-			}
-		}
-		for _, e := range effects {
-			if err := s.apply(ctx, tx, first, e); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	firsts, errs, err := s.AppendGroups(ctx, []ledger.Group{{Records: recs, Effects: effects}})
 	if err != nil {
-		return 0, fmt.Errorf("pgstore: append: %w", err)
+		return 0, err
 	}
-	return first, nil
+	if errs[0] != nil {
+		return 0, fmt.Errorf("pgstore: append: %w", errs[0])
+	}
+	return firsts[0], nil
 }
 
-func (s *Store) appendRecords(ctx context.Context, tx pgx.Tx, recs []ledger.Record) (uint64, error) {
+// AppendGroups implements ledger.Store: one transaction, a savepoint
+// around each group with effects (a refused effect takes back only its
+// own group), runs of groups without effects inserted together.
+func (s *Store) AppendGroups(ctx context.Context, groups []ledger.Group) ([]uint64, []error, error) {
+	firsts, errs := make([]uint64, len(groups)), make([]error, len(groups))
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		clear(errs)
+		keyIDs := map[string]bool{}
+		for i := 0; i < len(groups); {
+			if len(groups[i].Effects) == 0 {
+				j := i
+				var recs []ledger.Record
+				for ; j < len(groups) && len(groups[j].Effects) == 0; j++ {
+					recs = append(recs, groups[j].Records...)
+				}
+				if len(recs) > 0 {
+					first, err := s.appendRecords(ctx, tx, recs, keyIDs)
+					if err != nil {
+						return err
+					}
+					for k := i; k < j; k++ {
+						firsts[k] = first
+						first += uint64(len(groups[k].Records))
+					}
+				}
+				i = j
+				continue
+			}
+			g := groups[i]
+			ids := map[string]bool{}
+			errs[i] = pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { // a savepoint
+				var first uint64
+				if len(g.Records) > 0 {
+					var err error
+					if first, err = s.appendRecords(ctx, sp, g.Records, ids); err != nil {
+						return err
+					}
+					if err := checkKeysExist(ctx, sp, ids); err != nil {
+						return err
+					}
+				}
+				firsts[i] = first
+				for _, e := range g.Effects {
+					if err := s.apply(ctx, sp, first, e); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if errs[i] == nil {
+				for id := range ids {
+					keyIDs[id] = true
+				}
+			}
+			i++
+		}
+		return checkKeysExist(ctx, tx, keyIDs)
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("pgstore: append: %w", err)
+	}
+	return firsts, errs, nil
+}
+
+// appendRecords inserts records at the next indices and adds the ids of
+// their data keys to keyIDs, for checkKeysExist before the commit.
+func (s *Store) appendRecords(ctx context.Context, tx pgx.Tx, recs []ledger.Record, keyIDs map[string]bool) (uint64, error) {
 	var next int64
 	if err := tx.QueryRow(ctx, "UPDATE log_state SET next = next + $1 WHERE id = 0 RETURNING next", len(recs)).Scan(&next); err != nil {
 		return 0, err
 	}
 	first := uint64(next) - uint64(len(recs))
 	rows := make([][]any, len(recs))
-	keyIDs := map[string]bool{}
 	for i, r := range recs {
 		var keys any
 		if len(r.Keys) > 0 {
@@ -292,20 +346,29 @@ func (s *Store) appendRecords(ctx context.Context, tx pgx.Tx, recs []ledger.Reco
 		pgx.CopyFromRows(rows)); err != nil {
 		return 0, err
 	}
-	if len(keyIDs) > 0 {
-		ids := make([][]byte, 0, len(keyIDs))
-		for id := range keyIDs {
-			ids = append(ids, []byte(id))
-		}
-		var n int
-		if err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM subject_keys WHERE id = ANY($1)", ids).Scan(&n); err != nil {
-			return 0, err
-		}
-		if n != len(ids) {
-			return 0, fmt.Errorf("records sealed with a data key that was destroyed: %w", ledger.ErrKeyDestroyed)
-		}
-	}
 	return first, nil
+}
+
+// checkKeysExist fails if a data key that records were sealed with no
+// longer exists: another process destroyed it after the sealer cached it.
+// Inside the write transaction, so that it is ordered with the
+// destruction.
+func checkKeysExist(ctx context.Context, tx pgx.Tx, keyIDs map[string]bool) error {
+	if len(keyIDs) == 0 {
+		return nil
+	}
+	ids := make([][]byte, 0, len(keyIDs))
+	for id := range keyIDs {
+		ids = append(ids, []byte(id))
+	}
+	var n int
+	if err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM subject_keys WHERE id = ANY($1)", ids).Scan(&n); err != nil {
+		return err
+	}
+	if n != len(ids) {
+		return fmt.Errorf("records sealed with a data key that was destroyed: %w", ledger.ErrKeyDestroyed)
+	}
+	return nil
 }
 
 func (s *Store) deleteAfter(leaf []byte) any {

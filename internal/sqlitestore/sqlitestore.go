@@ -328,27 +328,97 @@ func (s *Store) closeDBs() error {
 
 // Append implements ledger.Store.
 func (s *Store) Append(ctx context.Context, recs []ledger.Record, effects ...ledger.Effect) (uint64, error) {
-	tx, err := s.w.BeginTx(ctx, nil) // BEGIN IMMEDIATE: takes the write lock
+	firsts, errs, err := s.AppendGroups(ctx, []ledger.Group{{Records: recs, Effects: effects}})
 	if err != nil {
-		return 0, fmt.Errorf("sqlitestore: begin: %w", err)
+		return 0, err
+	}
+	return firsts[0], errs[0]
+}
+
+// AppendGroups implements ledger.Store: one transaction (BEGIN IMMEDIATE
+// takes the write lock), a savepoint around each group with effects, so
+// that a refused effect takes back only its own group. Runs of groups
+// without effects, the webhooks of a group commit, are inserted together.
+func (s *Store) AppendGroups(ctx context.Context, groups []ledger.Group) ([]uint64, []error, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sqlitestore: begin: %w", err)
 	}
 	defer tx.Rollback()
-	var first uint64
-	if len(recs) > 0 {
-		if first, err = s.appendRecords(ctx, tx, recs); err != nil {
-			return 0, err
-		}
-	}
+	firsts, errs := make([]uint64, len(groups)), make([]error, len(groups))
+	keyIDs := map[string]bool{}
 	purged := false
-	for _, e := range effects {
-		if err := s.apply(ctx, tx, first, e); err != nil {
-			return 0, err
+	for i := 0; i < len(groups); {
+		if len(groups[i].Effects) == 0 {
+			j := i
+			var recs []ledger.Record
+			for ; j < len(groups) && len(groups[j].Effects) == 0; j++ {
+				recs = append(recs, groups[j].Records...)
+			}
+			if len(recs) > 0 {
+				first, err := s.appendRecords(ctx, tx, recs, keyIDs)
+				if err != nil {
+					return nil, nil, err
+				}
+				for k := i; k < j; k++ {
+					firsts[k] = first
+					first += uint64(len(groups[k].Records))
+				}
+			}
+			i = j
+			continue
 		}
-		_, isPurge := e.(retention.DeletePayloads)
-		purged = purged || isPurge
+		g := groups[i]
+		if _, err := tx.ExecContext(ctx, "SAVEPOINT grp"); err != nil {
+			return nil, nil, fmt.Errorf("sqlitestore: savepoint: %w", err)
+		}
+		ids := map[string]bool{}
+		errs[i] = func() error {
+			var first uint64
+			if len(g.Records) > 0 {
+				var err error
+				if first, err = s.appendRecords(ctx, tx, g.Records, ids); err != nil {
+					return err
+				}
+				// Before the effects, as a group appended alone.
+				if err := checkKeysExist(ctx, tx, ids); err != nil {
+					return err
+				}
+			}
+			firsts[i] = first
+			for _, e := range g.Effects {
+				if err := s.apply(ctx, tx, first, e); err != nil {
+					return err
+				}
+			}
+			return nil
+		}()
+		if errs[i] != nil {
+			if _, err := tx.ExecContext(ctx, "ROLLBACK TO grp"); err != nil {
+				return nil, nil, fmt.Errorf("sqlitestore: rollback to savepoint: %w", err)
+			}
+		} else {
+			for id := range ids {
+				keyIDs[id] = true
+			}
+			for _, e := range g.Effects {
+				_, isPurge := e.(retention.DeletePayloads)
+				purged = purged || isPurge
+			}
+		}
+		if _, err := tx.ExecContext(ctx, "RELEASE grp"); err != nil {
+			return nil, nil, fmt.Errorf("sqlitestore: release savepoint: %w", err)
+		}
+		i++
+	}
+	// Once for the whole commit, after every group's effects: a shred in
+	// one group destroys keys that another group's records may be sealed
+	// with.
+	if err := checkKeysExist(ctx, tx, keyIDs); err != nil {
+		return nil, nil, err
 	}
 	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("sqlitestore: commit: %w", err)
+		return nil, nil, fmt.Errorf("sqlitestore: commit: %w", err)
 	}
 	if purged {
 		// secure_delete overwrote the freed bytes in the database pages;
@@ -360,12 +430,13 @@ func (s *Store) Append(ctx context.Context, recs []ledger.Record, effects ...led
 		// periodic checkpoints copy the pages meanwhile.
 		s.ckpt.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)")
 	}
-	return first, nil
+	return firsts, errs, nil
 }
 
 // appendRecords inserts records at the next indices, inside tx, which
-// holds the write lock.
-func (s *Store) appendRecords(ctx context.Context, tx *sql.Tx, recs []ledger.Record) (uint64, error) {
+// holds the write lock, and adds the ids of their data keys to keyIDs, for
+// checkKeysExist before the commit.
+func (s *Store) appendRecords(ctx context.Context, tx *sql.Tx, recs []ledger.Record, keyIDs map[string]bool) (uint64, error) {
 	var first uint64
 	if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(idx)+1, 0) FROM records").Scan(&first); err != nil {
 		return 0, fmt.Errorf("sqlitestore: next index: %w", err)
@@ -373,7 +444,6 @@ func (s *Store) appendRecords(ctx context.Context, tx *sql.Tx, recs []ledger.Rec
 	// Many rows per statement: the per-statement cost of the driver, not
 	// the bytes, dominates small records.
 	args := make([]any, 0, insertChunk*6)
-	keyIDs := map[string]bool{}
 	for start := 0; start < len(recs); start += insertChunk {
 		chunk := recs[start:min(len(recs), start+insertChunk)]
 		args = args[:0]
@@ -390,9 +460,6 @@ func (s *Store) appendRecords(ctx context.Context, tx *sql.Tx, recs []ledger.Rec
 		if _, err := tx.ExecContext(ctx, insertSQL(len(chunk)), args...); err != nil {
 			return 0, fmt.Errorf("sqlitestore: insert records: %w", err)
 		}
-	}
-	if err := checkKeysExist(ctx, tx, keyIDs); err != nil {
-		return 0, err
 	}
 	return first, nil
 }

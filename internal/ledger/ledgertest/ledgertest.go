@@ -35,6 +35,7 @@ func Run(t *testing.T, h Harness) {
 		{"Empty", testEmpty},
 		{"AppendDense", testAppendDense},
 		{"AppendConcurrent", testAppendConcurrent},
+		{"AppendGroups", testAppendGroups},
 		{"ReadLeavesMissing", testReadLeavesMissing},
 		{"IntegrateCompareAndSwap", testIntegrateCAS},
 		{"TileGrows", testTileGrows},
