@@ -628,7 +628,7 @@ func (c *Config) check(p *configParser) {
 			p.fail(at("retention"), "retention class %q is neither a preset (%s) nor in retention.policies", ch.Retention, presetNames())
 		}
 		if ch.RateLimit < 0 {
-			p.fail(at("rate_limit"), "%v: want a positive number of calls a second (default 1000)", ch.RateLimit)
+			p.fail(at("rate_limit"), "%v: want a positive number of calls a second (default 2000)", ch.RateLimit)
 		}
 		for j := range ch.Audiences {
 			a := &ch.Audiences[j]

@@ -297,7 +297,7 @@ func (g *instance) startPipeline(channels []webhook.Channel) {
 	}
 	o := pipeline.Options{
 		Ledger: g.store, Log: g.led, Sealer: g.ring, Store: g.store, Channels: policies, Owner: replicaName(), Logger: g.log,
-		Action: answer(g.engine), Busy: g.led.Busy,
+		Action: answer(g.engine),
 		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,
 	}
 	if ls, ok := g.store.(leases); ok {

@@ -126,8 +126,11 @@ type SenderOptions struct {
 	// channel dry-run.
 	DryRunChannels map[string]bool
 	DryRunAll      bool
-	// RateLimit is each channel's limit in requests per second (default
-	// 1000, half of LINE's default); RateLimits overrides it by channel.
+	// RateLimit is each channel's limit in requests per second, all
+	// endpoints together (default 2000: LINE's default limit is 2,000
+	// requests a second per endpoint, so that the sum of the channel's
+	// calls never passes it on any one); RateLimits overrides it by
+	// channel.
 	RateLimit  float64
 	RateLimits map[string]float64
 	// ReplyWindow is how long after receipt a reply token is used; later,
@@ -166,7 +169,7 @@ const (
 // NewSender returns a Sender. Call Refresh to load the stored switches.
 func NewSender(o SenderOptions) *Sender {
 	if o.RateLimit <= 0 {
-		o.RateLimit = 1000
+		o.RateLimit = 2000
 	}
 	if o.ReplyWindow <= 0 {
 		o.ReplyWindow = 50 * time.Second

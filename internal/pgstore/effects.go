@@ -18,6 +18,8 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, first uint64, e ledger.Eff
 	switch e := e.(type) {
 	case pipeline.Dequeue:
 		err = dequeue(ctx, tx, e)
+	case pipeline.Enqueue:
+		err = enqueue(ctx, tx, e)
 	case retention.DeletePayloads:
 		// A hold added since the caller read the holds: it starts over.
 		// (The hold's insert and this check are ordered by the log's

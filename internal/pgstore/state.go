@@ -41,59 +41,57 @@ func (s *Store) Cursor(ctx context.Context) (uint64, error) {
 // second dispatcher that read the same cursor gets ledger.ErrConflict and
 // writes nothing.
 func (s *Store) Enqueue(ctx context.Context, next uint64, items []*pipeline.Item, now time.Time) error {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, "UPDATE pipeline_cursor SET next = $1 WHERE id = 0 AND next < $1", int64(next))
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() != 1 {
-			return ledger.ErrConflict
-		}
-		ms := now.UnixMilli()
-		claim := func(key string) (bool, error) {
-			tag, err := tx.Exec(ctx, "INSERT INTO dedup (key, first_ms) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", key, ms)
-			return tag.RowsAffected() == 1, err
-		}
-		// Keys claimed before the dedup memory was per channel, read for
-		// the whole batch at once: one round trip, not one per item.
-		bare := make([]string, len(items))
-		for i, it := range items {
-			bare[i] = it.Key
-		}
-		rows, err := tx.Query(ctx, "SELECT key FROM dedup WHERE key = ANY($1)", bare)
-		if err != nil {
-			return err
-		}
-		found, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return err
-		}
-		seen := func(key string) (bool, error) { return slices.Contains(found, key), nil }
-		for _, it := range items {
-			if err := it.Dedup(claim, seen); err != nil {
-				return err
-			}
-			b, err := json.Marshal(it)
-			if err != nil {
-				return err
-			}
-			conv := it.Conversation
-			if conv == "" {
-				conv = "event:" + it.Key // no source: an order of its own
-			}
-			var seq int64
-			if err := tx.QueryRow(ctx, "INSERT INTO queue (item, conversation) VALUES ($1, $2) RETURNING seq", b, conv).Scan(&seq); err != nil {
-				return err
-			}
-			it.Seq = uint64(seq)
-		}
-		return nil
-	})
-	if errors.Is(err, ledger.ErrConflict) {
+	_, err := s.Append(ctx, nil, pipeline.Enqueue{Next: next, Items: items, Now: now})
+	return err
+}
+
+// enqueue applies pipeline.Enqueue inside tx.
+func enqueue(ctx context.Context, tx pgx.Tx, e pipeline.Enqueue) error {
+	next, items, now := e.Next, e.Items, e.Now
+	tag, err := tx.Exec(ctx, "UPDATE pipeline_cursor SET next = $1 WHERE id = 0 AND next < $1", int64(next))
+	if err != nil {
 		return err
 	}
+	if tag.RowsAffected() != 1 {
+		return ledger.ErrConflict
+	}
+	ms := now.UnixMilli()
+	claim := func(key string) (bool, error) {
+		tag, err := tx.Exec(ctx, "INSERT INTO dedup (key, first_ms) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", key, ms)
+		return tag.RowsAffected() == 1, err
+	}
+	// Keys claimed before the dedup memory was per channel, read for
+	// the whole batch at once: one round trip, not one per item.
+	bare := make([]string, len(items))
+	for i, it := range items {
+		bare[i] = it.Key
+	}
+	rows, err := tx.Query(ctx, "SELECT key FROM dedup WHERE key = ANY($1)", bare)
 	if err != nil {
-		return fmt.Errorf("pgstore: enqueue: %w", err)
+		return err
+	}
+	found, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	seen := func(key string) (bool, error) { return slices.Contains(found, key), nil }
+	for _, it := range items {
+		if err := it.Dedup(claim, seen); err != nil {
+			return err
+		}
+		b, err := json.Marshal(it)
+		if err != nil {
+			return err
+		}
+		conv := it.Conversation
+		if conv == "" {
+			conv = "event:" + it.Key // no source: an order of its own
+		}
+		var seq int64
+		if err := tx.QueryRow(ctx, "INSERT INTO queue (item, conversation) VALUES ($1, $2) RETURNING seq", b, conv).Scan(&seq); err != nil {
+			return err
+		}
+		it.Seq = uint64(seq)
 	}
 	return nil
 }

@@ -96,17 +96,10 @@ type Options struct {
 	// kicks the pipeline (default 50ms).
 	Poll time.Duration
 	// Linger is how long the pipeline gathers work before each of its
-	// write transactions (default 20ms), so that under load it commits a
-	// few large transactions rather than many small ones: every one holds
-	// the database's write lock, which ingress needs to acknowledge
-	// webhooks.
+	// commits (default 0: none). Its queue changes and outcomes go through
+	// the ledger's one writer, which groups them with whatever else is
+	// committed meanwhile, so that waiting gains little and costs latency.
 	Linger time.Duration
-	// Busy, if set, reports that ingress is busy (webhooks are waiting
-	// for a commit). The dispatcher then waits, up to MaxDefer, before it
-	// takes more work: acknowledging webhooks comes first, and the events
-	// are durable meanwhile.
-	Busy     func() bool
-	MaxDefer time.Duration // default 1s
 	// Claimer, if set, shares the queue with other processes on the same
 	// database (gateway replicas): each claims the events it handles, and
 	// only the holder of DispatchLease moves records into the queue.
@@ -158,12 +151,6 @@ func New(o Options) *Pipeline {
 	}
 	if o.Poll <= 0 {
 		o.Poll = 50 * time.Millisecond
-	}
-	if o.Linger <= 0 {
-		o.Linger = 20 * time.Millisecond
-	}
-	if o.MaxDefer <= 0 {
-		o.MaxDefer = time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -301,20 +288,12 @@ func (p *Pipeline) forget(ctx context.Context) {
 }
 
 func (p *Pipeline) linger(ctx context.Context) {
+	if p.o.Linger <= 0 {
+		return
+	}
 	select {
 	case <-ctx.Done():
-		return
 	case <-time.After(p.o.Linger):
-	}
-	if p.o.Busy == nil {
-		return
-	}
-	for deadline := time.Now().Add(p.o.MaxDefer); p.o.Busy() && time.Now().Before(deadline); {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(5 * time.Millisecond):
-		}
 	}
 }
 
@@ -410,7 +389,7 @@ func (p *Pipeline) dispatch(ctx context.Context, workers []chan *Item) (bool, er
 	}
 	wg.Wait()
 	items := slices.Concat(parts...)
-	if err := p.o.Store.Enqueue(ctx, end, items, p.o.Now()); err != nil {
+	if _, err := p.o.Log.Commit(ctx, nil, Enqueue{Next: end, Items: items, Now: p.o.Now()}); err != nil {
 		return false, fmt.Errorf("enqueue: %w", err)
 	}
 	if workers == nil {
@@ -660,22 +639,48 @@ func (p *Pipeline) completer(ctx context.Context, done <-chan *Item) {
 	batch := make([]*Item, 0, 256) // bounded like a dispatch, for the same reason
 	for it := range done {
 		batch = append(batch[:0], it)
-		linger := time.NewTimer(p.o.Linger)
-	fill:
-		for len(batch) < cap(batch) {
-			select {
-			case it, ok := <-done:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, it)
-			case <-linger.C:
-				break fill
-			}
+		if p.o.Linger > 0 {
+			batch = gather(batch, done, time.After(p.o.Linger))
+		} else {
+			// What finished while the last commit ran; the writer groups
+			// it with everything else committed meanwhile.
+			batch = gather(batch, done, closed)
 		}
-		linger.Stop()
 		p.complete(ctx, batch)
 	}
+}
+
+// closed is a channel that is always ready.
+var closed = func() chan time.Time {
+	c := make(chan time.Time)
+	close(c)
+	return c
+}()
+
+// gather adds items from done to batch, up to its capacity, until stop is
+// ready or done is closed; what is ready in done is always taken first.
+func gather(batch []*Item, done <-chan *Item, stop <-chan time.Time) []*Item {
+	for len(batch) < cap(batch) {
+		select {
+		case it, ok := <-done:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, it)
+			continue
+		default:
+		}
+		select {
+		case it, ok := <-done:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, it)
+		case <-stop:
+			return batch
+		}
+	}
+	return batch
 }
 
 // complete records a batch of outcomes. While the pipeline runs it retries

@@ -106,6 +106,22 @@ type Dequeue struct {
 // EffectName implements ledger.Effect.
 func (Dequeue) EffectName() string { return "dequeue events" }
 
+// Enqueue is the effect that moves webhook records into the queue, as
+// Store.Enqueue describes: the cursor moves to Next (only forward: a
+// second dispatcher that read the same cursor gets ledger.ErrConflict),
+// each item's keys are claimed in the dedup memory (Item.Dedup), and the
+// items are queued and assigned Seq. Committed through the ledger's one
+// writer, it shares a transaction with the webhooks being acknowledged
+// instead of queueing for the write lock beside them.
+type Enqueue struct {
+	Next  uint64
+	Items []*Item
+	Now   time.Time
+}
+
+// EffectName implements ledger.Effect.
+func (Enqueue) EffectName() string { return "queue events" }
+
 // Committer appends outcome records with the effects that commit with them
 // (ledger.Ledger).
 type Committer interface {

@@ -23,23 +23,23 @@ func (s *Store) Cursor(ctx context.Context) (uint64, error) {
 	return n, nil
 }
 
-// Enqueue implements pipeline.Store. The cursor only moves forward: a
-// second dispatcher that read the same cursor gets ledger.ErrConflict and
-// writes nothing.
+// Enqueue implements pipeline.Store, as the effect pipeline.Enqueue
+// applied alone.
 func (s *Store) Enqueue(ctx context.Context, next uint64, items []*pipeline.Item, now time.Time) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlitestore: begin: %w", err)
-	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, "UPDATE pipeline_cursor SET next = ? WHERE id = 0 AND next < ?", next, next)
+	_, err := s.Append(ctx, nil, pipeline.Enqueue{Next: next, Items: items, Now: now})
+	return err
+}
+
+// enqueue applies pipeline.Enqueue inside tx.
+func enqueue(ctx context.Context, tx *sql.Tx, e pipeline.Enqueue) error {
+	res, err := tx.ExecContext(ctx, "UPDATE pipeline_cursor SET next = ? WHERE id = 0 AND next < ?", e.Next, e.Next)
 	if err != nil {
 		return fmt.Errorf("sqlitestore: move cursor: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
 		return ledger.ErrConflict
 	}
-	ms := now.UnixMilli()
+	ms := e.Now.UnixMilli()
 	claimStmt, err := tx.PrepareContext(ctx, "INSERT OR IGNORE INTO dedup (key, first_ms) VALUES (?, ?)")
 	if err != nil {
 		return fmt.Errorf("sqlitestore: prepare: %w", err)
@@ -70,7 +70,7 @@ func (s *Store) Enqueue(ctx context.Context, next uint64, items []*pipeline.Item
 		}
 		return found, nil
 	}
-	for _, it := range items {
+	for _, it := range e.Items {
 		if err := it.Dedup(claim, seen); err != nil {
 			return err
 		}
@@ -87,9 +87,6 @@ func (s *Store) Enqueue(ctx context.Context, next uint64, items []*pipeline.Item
 			return err
 		}
 		it.Seq = uint64(seq)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("sqlitestore: commit: %w", err)
 	}
 	return nil
 }
