@@ -21,9 +21,9 @@ func (s *Store) apply(ctx context.Context, tx *sql.Tx, first uint64, e ledger.Ef
 		if e.Owner != "" {
 			return fmt.Errorf("sqlitestore: %s: claims need a shared store: %w", e.EffectName(), ledger.ErrUnsupportedEffect)
 		}
-		return dequeue(ctx, tx, e.Seqs)
+		return s.dequeue(ctx, tx, e.Seqs)
 	case pipeline.Enqueue:
-		return enqueue(ctx, tx, e)
+		return s.enqueue(ctx, tx, e)
 	case retention.DeletePayloads:
 		// A hold added since the caller read the holds: it starts over.
 		var n int

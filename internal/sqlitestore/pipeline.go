@@ -31,8 +31,8 @@ func (s *Store) Enqueue(ctx context.Context, next uint64, items []*pipeline.Item
 }
 
 // enqueue applies pipeline.Enqueue inside tx.
-func enqueue(ctx context.Context, tx *sql.Tx, e pipeline.Enqueue) error {
-	res, err := tx.ExecContext(ctx, "UPDATE pipeline_cursor SET next = ? WHERE id = 0 AND next < ?", e.Next, e.Next)
+func (s *Store) enqueue(ctx context.Context, tx *sql.Tx, e pipeline.Enqueue) error {
+	res, err := s.exec(ctx, tx, "UPDATE pipeline_cursor SET next = ? WHERE id = 0 AND next < ?", e.Next, e.Next)
 	if err != nil {
 		return fmt.Errorf("sqlitestore: move cursor: %w", err)
 	}
@@ -40,21 +40,18 @@ func enqueue(ctx context.Context, tx *sql.Tx, e pipeline.Enqueue) error {
 		return ledger.ErrConflict
 	}
 	ms := e.Now.UnixMilli()
-	claimStmt, err := tx.PrepareContext(ctx, "INSERT OR IGNORE INTO dedup (key, first_ms) VALUES (?, ?)")
+	claimStmt, err := s.stmt(ctx, tx, "INSERT OR IGNORE INTO dedup (key, first_ms) VALUES (?, ?)")
 	if err != nil {
-		return fmt.Errorf("sqlitestore: prepare: %w", err)
+		return err
 	}
-	defer claimStmt.Close()
-	seenStmt, err := tx.PrepareContext(ctx, "SELECT EXISTS (SELECT 1 FROM dedup WHERE key = ?)")
+	seenStmt, err := s.stmt(ctx, tx, "SELECT EXISTS (SELECT 1 FROM dedup WHERE key = ?)")
 	if err != nil {
-		return fmt.Errorf("sqlitestore: prepare: %w", err)
+		return err
 	}
-	defer seenStmt.Close()
-	queueStmt, err := tx.PrepareContext(ctx, "INSERT INTO queue (item) VALUES (?)")
+	queueStmt, err := s.stmt(ctx, tx, "INSERT INTO queue (item) VALUES (?)")
 	if err != nil {
-		return fmt.Errorf("sqlitestore: prepare: %w", err)
+		return err
 	}
-	defer queueStmt.Close()
 	claim := func(key string) (bool, error) {
 		res, err := claimStmt.ExecContext(ctx, key, ms)
 		if err != nil {
@@ -116,15 +113,15 @@ func (s *Store) Pending(ctx context.Context, after uint64, limit int) ([]*pipeli
 }
 
 // dequeue applies pipeline.Dequeue inside tx.
-func dequeue(ctx context.Context, tx *sql.Tx, seqs []uint64) error {
+func (s *Store) dequeue(ctx context.Context, tx *sql.Tx, seqs []uint64) error {
 	for start := 0; start < len(seqs); start += 500 {
 		chunk := seqs[start:min(len(seqs), start+500)]
 		args := make([]any, len(chunk))
-		for i, s := range chunk {
-			args[i] = s
+		for i, seq := range chunk {
+			args[i] = seq
 		}
 		q := "DELETE FROM queue WHERE seq IN (?" + strings.Repeat(", ?", len(chunk)-1) + ")"
-		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+		if _, err := s.exec(ctx, tx, q, args...); err != nil {
 			return fmt.Errorf("sqlitestore: dequeue: %w", err)
 		}
 	}

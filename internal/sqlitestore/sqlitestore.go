@@ -11,6 +11,7 @@ import (
 	"iter"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
@@ -168,6 +169,90 @@ type Store struct {
 	done chan struct{}
 	file *dbFile // this process's descriptor of the database file
 	lock *dbLock // nil when Shared
+
+	stmtMu sync.Mutex
+	stmts  map[string]*sql.Stmt // the writer's statements, prepared once (stmt)
+	wanted map[string]bool      // statements to prepare and keep after the commit
+}
+
+// exec runs a write statement in tx, with the writer's kept statement of
+// q (stmt).
+func (s *Store) exec(ctx context.Context, tx *sql.Tx, q string, args ...any) (sql.Result, error) {
+	st, err := s.stmt(ctx, tx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+// queryRow is exec for a statement that returns one row.
+func (s *Store) queryRow(ctx context.Context, tx *sql.Tx, q string, args ...any) (*sql.Row, error) {
+	st, err := s.stmt(ctx, tx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryRowContext(ctx, args...), nil
+}
+
+// maxStmts bounds the statements kept.
+const maxStmts = 512
+
+// stmt returns q prepared for tx. SQLite parses a statement at every
+// prepare, and the driver prepares every statement it is not given
+// prepared: under load that was a twentieth of the gateway's CPU. So the
+// writer's statements are prepared once on its one connection and kept
+// (Tx.StmtContext finds them there). One that is not kept yet is prepared
+// in tx for this once, and kept after the commit (keepWanted): preparing
+// it on the connection now would wait for tx, which holds it.
+func (s *Store) stmt(ctx context.Context, tx *sql.Tx, q string) (*sql.Stmt, error) {
+	s.stmtMu.Lock()
+	st := s.stmts[q]
+	if st == nil && len(s.stmts)+len(s.wanted) < maxStmts {
+		if s.wanted == nil {
+			s.wanted = map[string]bool{}
+		}
+		s.wanted[q] = true
+	}
+	s.stmtMu.Unlock()
+	if st != nil {
+		return tx.StmtContext(ctx, st), nil
+	}
+	st, err := tx.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: prepare: %w", err)
+	}
+	return st, nil
+}
+
+// keepWanted prepares the statements stmt wanted kept, outside any
+// transaction and without holding stmtMu: preparing waits for the
+// writer's connection, which another caller's transaction may hold while
+// it asks stmt for a statement.
+func (s *Store) keepWanted(ctx context.Context) {
+	s.stmtMu.Lock()
+	var qs []string
+	for q := range s.wanted {
+		qs = append(qs, q)
+	}
+	clear(s.wanted)
+	s.stmtMu.Unlock()
+	for _, q := range qs {
+		st, err := s.w.PrepareContext(ctx, q)
+		if err != nil {
+			continue // prepared in its transaction again next time
+		}
+		s.stmtMu.Lock()
+		if s.stmts == nil {
+			s.stmts = map[string]*sql.Stmt{}
+		}
+		if s.stmts[q] == nil {
+			s.stmts[q], st = st, nil
+		}
+		s.stmtMu.Unlock()
+		if st != nil {
+			st.Close()
+		}
+	}
 }
 
 // checkpointEvery is how often the WAL is copied back into the database
@@ -323,6 +408,12 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) closeDBs() error {
+	s.stmtMu.Lock()
+	for _, st := range s.stmts {
+		st.Close()
+	}
+	s.stmts = nil
+	s.stmtMu.Unlock()
 	return errors.Join(s.r.Close(), s.w.Close(), s.ckpt.Close())
 }
 
@@ -381,7 +472,7 @@ func (s *Store) AppendGroups(ctx context.Context, groups []ledger.Group) ([]uint
 					return err
 				}
 				// Before the effects, as a group appended alone.
-				if err := checkKeysExist(ctx, tx, ids); err != nil {
+				if err := s.checkKeysExist(ctx, tx, ids); err != nil {
 					return err
 				}
 			}
@@ -414,12 +505,13 @@ func (s *Store) AppendGroups(ctx context.Context, groups []ledger.Group) ([]uint
 	// Once for the whole commit, after every group's effects: a shred in
 	// one group destroys keys that another group's records may be sealed
 	// with.
-	if err := checkKeysExist(ctx, tx, keyIDs); err != nil {
+	if err := s.checkKeysExist(ctx, tx, keyIDs); err != nil {
 		return nil, nil, err
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, nil, fmt.Errorf("sqlitestore: commit: %w", err)
 	}
+	s.keepWanted(ctx)
 	if purged {
 		// secure_delete overwrote the freed bytes in the database pages;
 		// the WAL still holds earlier images of those pages. Readers may
@@ -457,7 +549,7 @@ func (s *Store) appendRecords(ctx context.Context, tx *sql.Tx, recs []ledger.Rec
 			}
 			args = append(args, first+uint64(start+i), r.Leaf, r.Nonce, r.Payload, s.deleteAfter(r.Leaf), keys)
 		}
-		if _, err := tx.ExecContext(ctx, insertSQL(len(chunk)), args...); err != nil {
+		if _, err := s.exec(ctx, tx, insertSQL(len(chunk)), args...); err != nil {
 			return 0, fmt.Errorf("sqlitestore: insert records: %w", err)
 		}
 	}
@@ -468,7 +560,7 @@ func (s *Store) appendRecords(ctx context.Context, tx *sql.Tx, recs []ledger.Rec
 // longer exists: another process destroyed it after the sealer cached it,
 // and the records would be unreadable. Inside the write transaction, so
 // that it is ordered with the destruction.
-func checkKeysExist(ctx context.Context, tx *sql.Tx, ids map[string]bool) error {
+func (s *Store) checkKeysExist(ctx context.Context, tx *sql.Tx, ids map[string]bool) error {
 	if len(ids) == 0 {
 		return nil
 	}
@@ -479,7 +571,11 @@ func checkKeysExist(ctx context.Context, tx *sql.Tx, ids map[string]bool) error 
 	for start := 0; start < len(args); start += 500 {
 		chunk := args[start:min(len(args), start+500)]
 		var n int
-		if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM subject_keys WHERE id IN (?"+strings.Repeat(", ?", len(chunk)-1)+")", chunk...).Scan(&n); err != nil {
+		row, err := s.queryRow(ctx, tx, "SELECT COUNT(*) FROM subject_keys WHERE id IN (?"+strings.Repeat(", ?", len(chunk)-1)+")", chunk...)
+		if err != nil {
+			return err
+		}
+		if err := row.Scan(&n); err != nil {
 			return fmt.Errorf("sqlitestore: check data keys: %w", err)
 		}
 		if n != len(chunk) {
