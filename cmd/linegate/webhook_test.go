@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -159,13 +161,20 @@ func TestWebhookControl(t *testing.T) {
 		t.Errorf("webhook set on a channel not in the config = %d:\n%s", code, out)
 	}
 
+	// Back to the configured URL: webhook set without -url.
+	code, out = runCLI(t, "webhook", "set", "-config", g.cfgPath, "-channel", "demo")
+	if code != 0 || !strings.Contains(out, "webhook URL set to "+configured) {
+		t.Errorf("webhook set to the configured URL = %d:\n%s", code, out)
+	}
+	waitMetric(t, g, matches, "1 again", func(v float64) bool { return v == 1 })
+
 	// The operator switches "Use webhook" off in the console.
 	if err := api.SetWebhookActive("demo", false); err != nil {
 		t.Fatal(err)
 	}
 	waitMetric(t, g, active, "0 (webhook switched off)", func(v float64) bool { return v == 0 })
 	code, out = runCLI(t, "webhook", "get", "-config", g.cfgPath)
-	if code != 0 || !strings.Contains(out, "NOT in use") || !strings.Contains(out, "not the configured webhook_url "+configured) {
+	if code != 0 || !strings.Contains(out, "demo: "+configured+", NOT in use") {
 		t.Errorf("webhook get, switched off = %d:\n%s", code, out)
 	}
 	api.SetWebhookActive("demo", true)
@@ -209,7 +218,7 @@ func TestWebhookControl(t *testing.T) {
 	want := []string{
 		"webhook_set " + own, "webhook_test true OK",
 		"webhook_set " + dead, "webhook_test false could_not_connect", "webhook_rollback " + own,
-		"webhook_test false error_status_code", "webhook_test true OK",
+		"webhook_test false error_status_code", "webhook_test true OK", "webhook_set " + configured,
 	}
 	if strings.Join(seq, "\n") != strings.Join(want, "\n") {
 		t.Errorf("webhook records:\n%s\nwant:\n%s", strings.Join(seq, "\n"), strings.Join(want, "\n"))
@@ -286,6 +295,9 @@ rules:
 	if _, ok := metric(t, g, `linegate_webhook_endpoint_active{channel="demo"}`); ok {
 		t.Error("webhook_every: 0s still polls the webhook endpoint")
 	}
+	if code, out := runCLI(t, "webhook", "get", "-config", g.cfgPath); code != 0 || !strings.Contains(out, "demo: no webhook URL set on LINE") {
+		t.Errorf("webhook get, none set = %d:\n%s", code, out)
+	}
 	w.send(t, g, user, "message", "JOIN")
 	w.send(t, g, user, "message", "deals") // under budget: pushed
 	waitIdle(t, g)
@@ -354,4 +366,75 @@ func mustMetric(t *testing.T, g *gateway, sample string) float64 {
 		t.Fatalf("/metrics lacks %s", sample)
 	}
 	return v
+}
+
+// TestSimAPIWebhookQuota runs `linegate sim api` with a gateway config:
+// it knows the channel's webhook_url and takes -quota, and webhook get
+// reads them through LINE's API.
+func TestSimAPIWebhookQuota(t *testing.T) {
+	dir := t.TempDir()
+	addr := freePort(t)
+	const configured = "https://gw.example.com/webhook/demo"
+	cfg := writeConfig(t, dir, gwConfig{extra: "line_api_base: http://" + addr + "\n", chanExtra: "    webhook_url: " + configured + "\n"})
+	cmd := exec.Command(linegateBin, "sim", "api", "-listen", addr, "-config", cfg, "-quota", "7")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	var quota map[string]any
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/v2/bot/message/quota", nil)
+		req.Header.Set("Authorization", "Bearer test-access-token")
+		resp, err := httpClient.Do(req)
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&quota)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != 200 || resp.Header.Get("Date") == "" {
+				t.Fatalf("quota: %d %v %v", resp.StatusCode, err, resp.Header)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sim api did not start: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if quota["type"] != "limited" || quota["value"] != float64(7) {
+		t.Errorf("quota %v", quota)
+	}
+	if code, out := runCLI(t, "webhook", "get", "-config", cfg); code != 0 || !strings.Contains(out, "demo: "+configured+", in use") {
+		t.Errorf("webhook get = %d:\n%s", code, out)
+	}
+}
+
+// TestMonitorConfigMistakes: the monitor's and the channels' LINE keys
+// are checked, each mistake named with its line.
+func TestMonitorConfigMistakes(t *testing.T) {
+	const good = "log:\n  origin: example.com/t\nchannels:\n  - id: demo\n    secret: s\n"
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"budget over 1", good + "    quota_budget: 90\n", `bad.yaml:6: channels[0].quota_budget: 90: want a share of the quota between 0 and 1`},
+		{"negative budget", good + "    quota_budget: -0.1\n", `bad.yaml:6: channels[0].quota_budget: -0.1: want a share`},
+		{"webhook_url not a URL", good + "    webhook_url: gw.example.com/webhook/demo\n", `bad.yaml:6: channels[0].webhook_url: "gw.example.com/webhook/demo": want an https URL`},
+		{"negative poll", "monitor:\n  webhook_every: -1m\n" + good, `bad.yaml:2: monitor.webhook_every: -1m0s: want a duration such as 1m`},
+		{"misspelt key", good + "    quota_budge: 0.9\n", `bad.yaml:6: channels[0].quota_budge: unknown key`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := filepath.Join(t.TempDir(), "bad.yaml")
+			if err := os.WriteFile(cfg, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			code, stdout, stderr := runIn(t, t.TempDir(), nil, "config", "check", "-config", cfg)
+			if out := stdout + stderr; code != 1 || !strings.Contains(out, tc.want) {
+				t.Errorf("config check = %d, want 1 and %q:\n%s", code, tc.want, out)
+			}
+		})
+	}
+	cfg := filepath.Join(t.TempDir(), "good.yaml")
+	if err := os.WriteFile(cfg, []byte("monitor: {webhook_every: 30s, quota_every: 0s}\n"+good+"    webhook_url: https://gw.example.com/webhook/demo\n    quota_budget: 0.9\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, stdout, stderr := runIn(t, t.TempDir(), nil, "config", "check", "-config", cfg); code != 0 {
+		t.Errorf("config check of a good config = %d:\n%s%s", code, stdout, stderr)
+	}
 }
