@@ -3,10 +3,12 @@ package outbound
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math"
 	"sync"
 	"time"
 
+	"github.com/linegate/linegate/internal/oplog"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -28,6 +30,7 @@ type quotaState struct {
 	limit    int64 // -1: none
 	consumed int64
 	held     bool
+	recorded bool // the hold state last recorded in the ledger
 }
 
 func newQuotaGate(budgets map[string]float64) *quotaGate {
@@ -56,16 +59,30 @@ func (q *quotaGate) collectors() []prometheus.Collector {
 	return []prometheus.Collector{q.limit, q.consumed, q.ratio}
 }
 
-// heldReason returns why a promotional push on the channel is held back,
-// or "" when it may go.
-func (q *quotaGate) heldReason(channel string) string {
+// check returns why a promotional push on the channel is held back, or
+// "" when it may go; and, when the hold started or ended since it was
+// last recorded, the detail of the quota_hold record to make.
+func (q *quotaGate) check(channel string) (reason string, record map[string]any) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	st := q.state[channel]
-	if st == nil || !st.held {
-		return ""
+	if st == nil {
+		return "", nil
 	}
-	return fmt.Sprintf("quota: %d of %d messages consumed this month, budget %g for promotional messages", st.consumed, st.limit, q.budgets[channel])
+	if st.held {
+		reason = fmt.Sprintf("quota: %d of %d messages consumed this month, budget %g for promotional messages", st.consumed, st.limit, q.budgets[channel])
+	}
+	return reason, q.transition(channel, st)
+}
+
+// transition returns the detail of a quota_hold record when the hold's
+// state is not the one last recorded, and takes it as recorded.
+func (q *quotaGate) transition(channel string, st *quotaState) map[string]any {
+	if st.held == st.recorded {
+		return nil
+	}
+	st.recorded = st.held
+	return map[string]any{"channel": channel, "on": st.held, "limit": st.limit, "consumed": st.consumed, "budget": q.budgets[channel]}
 }
 
 // counted notes n messages sent on the channel since the last poll.
@@ -98,19 +115,35 @@ func (s *Sender) UpdateQuota(ctx context.Context, c Committer, channel string, l
 		st = &quotaState{}
 		q.state[channel] = st
 	}
-	was := st.held
 	st.limit, st.consumed = limit, consumed
 	st.held = q.over(channel, st)
-	now := st.held
+	detail := q.transition(channel, st)
 	q.mu.Unlock()
 	q.limit.WithLabelValues(channel).Set(float64(limit))
 	q.consumed.WithLabelValues(channel).Set(float64(consumed))
-	if now == was {
+	if detail == nil {
 		return nil
 	}
-	detail := map[string]any{"channel": channel, "on": now, "limit": limit, "consumed": consumed, "budget": q.budgets[channel]}
 	_, err := RecordAdmin(ctx, c, "quota_hold", detail, nil, time.Now())
 	return err
+}
+
+// quotaHeld returns why a promotional push is held back by the channel's
+// quota budget, or "". A hold that the sends since the last poll started
+// is recorded here (the Sender's ledger must commit: *ledger.Ledger does).
+func (s *Sender) quotaHeld(ctx context.Context, channel string) string {
+	why, detail := s.quota.check(channel)
+	if detail == nil {
+		return why
+	}
+	c, ok := s.o.Ledger.(Committer)
+	if !ok {
+		return why
+	}
+	if _, err := RecordAdmin(ctx, c, "quota_hold", detail, nil, time.Now()); err != nil {
+		s.fails.Log(slog.LevelError, oplog.Key{Class: "quota_hold_unrecorded", Channel: channel}, "recording the quota hold failed", "err", err.Error())
+	}
+	return why
 }
 
 // Client returns the channel's Messaging API client (nil for a channel

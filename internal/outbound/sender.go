@@ -345,7 +345,7 @@ func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
 		}
 	}
 	if rec.Outcome == "" && r.Class == Promotional && endpoint != "reply" {
-		if why := s.quota.heldReason(r.Channel); why != "" {
+		if why := s.quotaHeld(ctx, r.Channel); why != "" {
 			rec.Outcome, rec.Reason = string(Held), why
 		}
 	}
