@@ -438,3 +438,38 @@ func TestMonitorConfigMistakes(t *testing.T) {
 		t.Errorf("config check of a good config = %d:\n%s%s", code, stdout, stderr)
 	}
 }
+
+// TestWebhookHelp: webhook and its subcommands print their usage with
+// -h, name their own flags, exit 0 and create nothing.
+func TestWebhookHelp(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"webhook"}, nil},
+		{[]string{"webhook", "get"}, []string{"channel", "config", "json"}},
+		{[]string{"webhook", "set"}, []string{"channel", "config", "reason", "test", "url"}},
+		{[]string{"webhook", "test"}, []string{"channel", "config", "url"}},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			dir := t.TempDir()
+			code, stdout, stderr := runIn(t, dir, nil, append(tc.args, "-h")...)
+			if code != 0 || !strings.HasPrefix(stdout, "Usage: linegate "+strings.Join(tc.args, " ")) {
+				t.Fatalf("exit %d:\n%s%s", code, stdout, stderr)
+			}
+			var got []string
+			for _, m := range usageFlag.FindAllStringSubmatch(stdout, -1) {
+				got = append(got, m[1])
+			}
+			if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+				t.Errorf("flags %v, want %v:\n%s", got, tc.want, stdout)
+			}
+			if files := filesIn(t, dir); len(files) > 0 {
+				t.Errorf("created %v", files)
+			}
+		})
+	}
+	if code, _, stderr := runIn(t, t.TempDir(), nil, "webhook", "set", "-config", "x.yaml", "stray"); code != 2 {
+		t.Errorf("a stray argument: exit %d:\n%s", code, stderr)
+	}
+}
