@@ -41,7 +41,7 @@ func newQuotaGate(budgets map[string]float64) *quotaGate {
 	}, []string{"channel"})
 	q.consumed = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: metricPrefix + "quota_consumed_messages",
-		Help: "Messages counted against the channel's quota this month, as LINE reports it.",
+		Help: "Messages counted against the channel's quota this month: LINE's count at the last poll, plus the pushes sent since.",
 	}, []string{"channel"})
 	q.ratio = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: metricPrefix + "quota_budget_ratio",
