@@ -65,7 +65,10 @@ func (a *API) quota(c *call) {
 }
 
 // quotaConsumption answers GET /v2/bot/message/quota/consumption: the
-// messages counted this month (since the simulator started).
+// messages counted this month.
+//
+// BUG: the simulator has no months: it counts from its start (PUT
+// /_sim/channels/{id} {"consumed": 0} starts a new one).
 func (a *API) quotaConsumption(c *call) {
 	a.mu.Lock()
 	n := c.ch.consumed
