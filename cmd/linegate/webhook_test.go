@@ -211,6 +211,9 @@ func TestWebhookControl(t *testing.T) {
 			s = fmt.Sprintf("%s %v %v", d["action"], d["success"], d["line_reason"])
 		}
 		seq = append(seq, s)
+		if d["action"] == "webhook_test" && d["success"] == false && d["endpoint"] == nil {
+			t.Errorf("failed test recorded without the URL tested: %v", d)
+		}
 		if d["channel"] != "demo" || d["x_line_request_id"] == nil {
 			t.Errorf("record without its channel or LINE's request id: %v", d)
 		}

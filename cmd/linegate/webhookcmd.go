@@ -174,7 +174,7 @@ func runWebhookTest(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	w := webhookAction{e: e, ctx: ctx, store: store, ring: ring, ch: ch}
-	res, err := w.test(*url)
+	res, err := w.test(*url, *url)
 	if err != nil {
 		return err
 	}
@@ -223,7 +223,7 @@ func runWebhookSet(ctx context.Context, e *env, args []string) error {
 	if !*test {
 		return nil
 	}
-	res, err := w.test("")
+	res, err := w.test("", target)
 	if err == nil && res.Success {
 		return nil
 	}
@@ -275,12 +275,13 @@ func (w *webhookAction) set(action, endpoint, replaced string, extra ...string) 
 }
 
 // test has LINE test the URL given, or the one set, prints what LINE
-// reports, and records it (action webhook_test).
-func (w *webhookAction) test(endpoint string) (outbound.WebhookTest, error) {
+// reports, and records it (action webhook_test), with the URL tested
+// when it is known.
+func (w *webhookAction) test(endpoint, tested string) (outbound.WebhookTest, error) {
 	res, x, err := w.ch.client.TestWebhookEndpoint(w.ctx, endpoint)
 	detail := w.detail(x)
-	if endpoint != "" {
-		detail["endpoint"] = endpoint
+	if tested != "" {
+		detail["endpoint"] = tested
 	}
 	if err != nil {
 		detail["error"] = err.Error()
