@@ -83,6 +83,8 @@ type Config struct {
 	Encryption EncryptionConfig `yaml:"encryption"`
 	Logging    LoggingConfig    `yaml:"logging"`
 	Channels   []ChannelConfig  `yaml:"channels"`
+	// Monitor sets the polls of LINE's API (see MonitorConfig).
+	Monitor MonitorConfig `yaml:"monitor"`
 
 	builtin bool   // the built-in example: rule files come from the binary
 	path    string // the file it was read from
@@ -291,6 +293,8 @@ type ChannelConfig struct {
 	// RateLimit caps this channel's Messaging API calls per second
 	// (default 1000; LINE allows 2000 by default).
 	RateLimit float64 `yaml:"rate_limit"`
+	// The channel's webhook_url and quota_budget (see ChannelLineConfig).
+	ChannelLineConfig `yaml:",inline"`
 
 	site *configSite // where it was read
 	path string      // channels[i]
@@ -645,6 +649,7 @@ func (c *Config) check(p *configParser) {
 		}
 		seen[ch.ID] = ch.path
 	}
+	c.checkMonitor(p)
 }
 
 // presetNames lists the preset retention classes.

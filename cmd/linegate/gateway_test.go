@@ -131,6 +131,10 @@ log:
 		y += fmt.Sprintf("ledger:\n  max_pages: %d\n", c.maxPages)
 	}
 	y += c.extra
+	if !strings.Contains(c.extra, "monitor:") {
+		// No polls of LINE's API (its default base is the real one).
+		y += "monitor: {webhook_every: 0s, quota_every: 0s}\n"
+	}
 	if c.database != "" {
 		y += fmt.Sprintf("database: %q\n", c.database)
 	} else if dsn := gatewayDSN(t, dir); dsn != "" {

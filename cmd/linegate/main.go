@@ -13,6 +13,7 @@
 //	linegate verify-bundle [-vkey F] DIR    check a bundle offline
 //	linegate purge [-dry-run]               delete payloads past their retention
 //	linegate hold add|release|list          legal holds
+//	linegate webhook get|set|test [-channel ID]  the webhook URL on LINE
 //	linegate keys new-kek|rotate|shred      encryption keys: rotation, crypto-shredding
 //	linegate migrate-store -from sqlite:PATH -to postgres://...  move to PostgreSQL
 //	linegate acknowledge-rollback -reason TEXT  record a restore from backup, so that serve starts
@@ -63,6 +64,7 @@ var commands = []command{
 	{"verify-bundle", "check an evidence bundle offline", runVerifyBundle},
 	{"purge", "delete payloads past their retention (unless held)", runPurge},
 	{"hold", "legal holds: add, release, list", runHold},
+	{"webhook", "the channels' webhook URL on LINE: get, set (with a test and rollback), test", runWebhook},
 	{"keys", "encryption at rest: new-kek, rotate (re-wrap data keys), shred (destroy a subject's key)", runKeys},
 	{"migrate-store", "move an embedded (SQLite) installation to PostgreSQL, log intact", runMigrateStore},
 	{"acknowledge-rollback", "record that the database was restored to an older tree: the lost records, and why", runAcknowledgeRollback},

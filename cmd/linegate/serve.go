@@ -139,6 +139,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	g.startPipeline(channels)
 	g.startJobs()
 	g.newAdmin(e, adminToken)
+	g.startMonitor()
 	ls, err := g.listen()
 	if err != nil {
 		return err
@@ -587,6 +588,7 @@ func newResponder(ctx context.Context, e *env, cfg *Config, secrets map[string]c
 	sender := outbound.NewSender(outbound.SenderOptions{
 		Clients: clients, Ledger: led, State: store, EnvKillSwitch: envKill,
 		DryRunChannels: dry, DryRunAll: cfg.DryRun, RateLimits: limits, Logger: log,
+		QuotaBudgets: quotaBudgets(cfg),
 	})
 	if err := sender.Refresh(ctx); err != nil {
 		return nil, nil, err

@@ -61,7 +61,7 @@ func simChannels(e *env, configPath string) ([]sim.Channel, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, sim.Channel{ID: ch.ID, Secret: string(s.secret), AccessToken: string(s.token)})
+		out = append(out, sim.Channel{ID: ch.ID, Secret: string(s.secret), AccessToken: string(s.token), Endpoint: ch.WebhookURL})
 	}
 	return out, nil
 }
@@ -84,6 +84,7 @@ func runSimAPI(ctx context.Context, e *env, args []string) error {
 	configPath := fs.String("config", "", "a linegate config whose channels (tokens, secrets) the API knows; without it any bearer token is accepted")
 	ttl := fs.Duration("reply-token-ttl", 60*time.Second, "how long a reply token stays valid")
 	rateLimit := fs.Float64("rate-limit", 2000, "requests per second per channel and endpoint, beyond which the API answers 429")
+	quota := fs.Int64("quota", 0, "each channel's monthly message quota (0: none); past it, pushes answer 429")
 	var ff faultFlags
 	ff.register(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -92,6 +93,9 @@ func runSimAPI(ctx context.Context, e *env, args []string) error {
 	channels, err := simChannels(e, *configPath)
 	if err != nil {
 		return err
+	}
+	for i := range channels {
+		channels[i].Quota = *quota
 	}
 	api := sim.NewAPI(sim.Options{Channels: channels, ReplyTokenTTL: *ttl, RateLimit: *rateLimit, Faults: ff.f})
 	ln, err := net.Listen("tcp", *listen)

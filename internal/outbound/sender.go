@@ -69,6 +69,7 @@ const (
 	Suppressed Outcome = "suppressed" // kill switch
 	DryRun     Outcome = "dry_run"
 	Blocked    Outcome = "blocked" // consent
+	Held       Outcome = "held"    // quota budget reached (promotional pushes)
 )
 
 // State is the switches and consent the Sender obeys, durable and shared by
@@ -138,6 +139,9 @@ type SenderOptions struct {
 	ReplyWindow time.Duration
 	Logger      *slog.Logger
 	Now         func() time.Time
+	// QuotaBudgets, by channel, is the share of the monthly quota past
+	// which promotional pushes are held back (see UpdateQuota).
+	QuotaBudgets map[string]float64
 }
 
 // Sender sends what the rules decide, through the kill switch, dry-run,
@@ -157,6 +161,7 @@ type Sender struct {
 	apiStatus  *prometheus.CounterVec
 	killGauge  prometheus.GaugeFunc
 	replyLag   prometheus.Histogram
+	quota      *quotaGate
 }
 
 // Settings keys.
@@ -181,6 +186,7 @@ func NewSender(o SenderOptions) *Sender {
 		o.Now = time.Now
 	}
 	s := &Sender{o: o, limiters: map[string]*rate.Limiter{}, dryChans: map[string]bool{}, fails: oplog.NewLimiter(o.Logger, oplog.Every)}
+	s.quota = newQuotaGate(o.QuotaBudgets)
 	for ch := range o.Clients {
 		r := o.RateLimit
 		if v := o.RateLimits[ch]; v > 0 {
@@ -226,7 +232,7 @@ func NewSender(o SenderOptions) *Sender {
 
 // Collectors returns the Sender's metrics.
 func (s *Sender) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{s.sends, s.apiLatency, s.apiStatus, s.killGauge, s.replyLag}
+	return append([]prometheus.Collector{s.sends, s.apiLatency, s.apiStatus, s.killGauge, s.replyLag}, s.quota.collectors()...)
 }
 
 // KillSwitch reports whether sends are stopped.
@@ -347,6 +353,11 @@ func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
 			rec.Reason = "kill switch on (REPLY_ENABLE=false)"
 		}
 	}
+	if rec.Outcome == "" && r.Class == Promotional && endpoint != "reply" {
+		if why := s.quotaHeld(ctx, r.Channel); why != "" {
+			rec.Outcome, rec.Reason = string(Held), why
+		}
+	}
 	if rec.Outcome == "" && (r.DryRun || s.DryRun(r.Channel)) {
 		rec.Outcome, rec.Reason = string(DryRun), "dry-run: not sent"
 		if r.DryRun {
@@ -377,6 +388,9 @@ func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
 					rec.Outcome = string(Sent)
 					if r.ReceivedMs > 0 {
 						s.replyLag.Observe(float64(s.o.Now().UnixMilli()-r.ReceivedMs) / 1000)
+					}
+					if endpoint != "reply" {
+						s.quota.counted(r.Channel, 1)
 					}
 				} else {
 					rec.Outcome, rec.Reason = string(Failed), call.String()

@@ -14,7 +14,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -38,6 +37,14 @@ type Channel struct {
 	Secret      string
 	// Endpoint is the webhook URL (set with PUT .../webhook/endpoint too).
 	Endpoint string
+	// WebhookOff starts the channel with the console's "Use webhook"
+	// switched off (GET .../webhook/endpoint answers active: false); see
+	// API.SetWebhookActive.
+	WebhookOff bool
+	// Quota is the channel's monthly message quota, as GET
+	// /v2/bot/message/quota reports it: 0 or less is none (type "none").
+	// Past it, sends that count answer 429; see API.SetQuota.
+	Quota int64
 }
 
 // Faults injects failures into the Messaging API endpoints (not /_sim/).
@@ -46,6 +53,10 @@ type Faults struct {
 	Jitter    time.Duration `json:"jitter"`     // plus up to this much, at random
 	ErrorRate float64       `json:"error_rate"` // share of calls answered 500
 	DropRate  float64       `json:"drop_rate"`  // share of calls whose connection is closed unanswered
+	// ClockOffset shifts the Date header of the API's answers from the
+	// simulator's clock: LINE's clock, as a gateway with a drifting clock
+	// sees it.
+	ClockOffset time.Duration `json:"clock_offset"`
 }
 
 // Options configures the fake API.
@@ -68,6 +79,14 @@ type Options struct {
 	Client *http.Client
 	Logger *slog.Logger
 	Now    func() time.Time
+	// WebhookTimeout is how long the webhook test waits for the answer
+	// (default 2s, LINE's deadline) before it reports request_timeout.
+	WebhookTimeout time.Duration
+	// GroupMembers is how many members a group or room has, each counted
+	// in the quota consumption of a push to it (default 3); Friends is how
+	// many friends a broadcast or narrowcast reaches (default 100).
+	GroupMembers int64
+	Friends      int64
 }
 
 // Call is one call the fake API received, as /_sim/calls reports it.
@@ -104,6 +123,7 @@ type channelState struct {
 	Channel
 	limiters  map[string]*rate.Limiter // by endpoint
 	retryKeys map[string]string        // retry key -> accepted request id
+	consumed  int64                    // messages counted against the quota
 }
 
 type replyToken struct {
@@ -128,6 +148,15 @@ func NewAPI(opts Options) *API {
 	}
 	if opts.Client == nil {
 		opts.Client = &http.Client{Timeout: 10 * time.Second}
+	}
+	if opts.WebhookTimeout <= 0 {
+		opts.WebhookTimeout = 2 * time.Second
+	}
+	if opts.GroupMembers <= 0 {
+		opts.GroupMembers = 3
+	}
+	if opts.Friends <= 0 {
+		opts.Friends = 100
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -160,6 +189,9 @@ func NewAPI(opts Options) *API {
 	a.route("PUT /v2/bot/channel/webhook/endpoint", a.setEndpoint)
 	a.route("POST /v2/bot/channel/webhook/test", a.testEndpoint)
 	a.route("GET /v2/bot/info", a.botInfo)
+	a.route("GET /v2/bot/message/quota", a.quota)
+	a.route("GET /v2/bot/message/quota/consumption", a.quotaConsumption)
+	a.routeControls()
 	a.mux.HandleFunc("GET /_sim/calls", a.serveCalls)
 	a.mux.HandleFunc("DELETE /_sim/calls", func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
@@ -328,6 +360,11 @@ func newRequestID() string { return uuid.NewString() }
 func (c *call) reply(status int, v any) {
 	b, _ := json.Marshal(v)
 	c.status, c.response = status, b
+	c.a.mu.Lock()
+	offset := c.a.faults.ClockOffset
+	c.a.mu.Unlock()
+	// LINE's clock, as its answers carry it.
+	c.w.Header().Set("Date", c.a.opts.Now().Add(offset).UTC().Format(http.TimeFormat))
 	c.w.Header().Set("Content-Type", "application/json")
 	c.w.WriteHeader(status)
 	c.w.Write(b)
@@ -486,7 +523,15 @@ func (a *API) push(c *call) {
 	if !c.checkMessages(req.Messages) {
 		return
 	}
+	n := int64(1)
+	if !strings.HasPrefix(req.To, "U") {
+		n = a.opts.GroupMembers // a group or a room: each member counts
+	}
+	if !c.reserve(n) {
+		return
+	}
 	if !c.retryKey() {
+		c.release(n)
 		return
 	}
 	c.reply(http.StatusOK, map[string]any{"sentMessages": c.sent(req.Messages)})
@@ -513,7 +558,15 @@ func (a *API) fanout(c *call, needTo bool, status int) {
 	if !c.checkMessages(req.Messages) {
 		return
 	}
+	n := a.opts.Friends // broadcast and narrowcast reach the friends
+	if needTo {
+		n = int64(len(req.To))
+	}
+	if !c.reserve(n) {
+		return
+	}
 	if !c.retryKey() {
+		c.release(n)
 		return
 	}
 	c.reply(status, struct{}{})
@@ -537,13 +590,13 @@ func (a *API) validate(c *call) {
 
 func (a *API) getEndpoint(c *call) {
 	a.mu.Lock()
-	ep := c.ch.Endpoint
+	ep, off := c.ch.Endpoint, c.ch.WebhookOff
 	a.mu.Unlock()
 	if ep == "" {
 		c.fail(http.StatusNotFound, "Not found")
 		return
 	}
-	c.reply(http.StatusOK, map[string]any{"endpoint": ep, "active": true})
+	c.reply(http.StatusOK, map[string]any{"endpoint": ep, "active": !off})
 }
 
 func (a *API) setEndpoint(c *call) {
@@ -553,7 +606,7 @@ func (a *API) setEndpoint(c *call) {
 	if !c.decode(&req) {
 		return
 	}
-	if req.Endpoint == nil || !strings.HasPrefix(*req.Endpoint, "http") || len(*req.Endpoint) > 500 {
+	if req.Endpoint == nil || !validEndpoint(*req.Endpoint) {
 		c.fail(http.StatusBadRequest, "The request body has 1 error(s)", ErrorDetail{"must be an HTTPS URL of at most 500 characters", "endpoint"})
 		return
 	}
@@ -564,7 +617,11 @@ func (a *API) setEndpoint(c *call) {
 }
 
 // testEndpoint sends the request the console's Verify button sends: a
-// signed body with no events.
+// signed body with no events, to the URL given or else the one set. It
+// reports what came of it as LINE does: success for a 2xx answer within
+// WebhookTimeout; otherwise the reason (could_not_connect,
+// request_timeout, error_status_code) and its detail, with statusCode 0
+// when no answer came.
 func (a *API) testEndpoint(c *call) {
 	var req struct {
 		Endpoint string `json:"endpoint"`
@@ -576,6 +633,10 @@ func (a *API) testEndpoint(c *call) {
 	ep, secret := c.ch.Endpoint, c.ch.Secret
 	a.mu.Unlock()
 	if req.Endpoint != "" {
+		if !validEndpoint(req.Endpoint) {
+			c.fail(http.StatusBadRequest, "The request body has 1 error(s)", ErrorDetail{"must be an HTTPS URL of at most 500 characters", "endpoint"})
+			return
+		}
 		ep = req.Endpoint
 	}
 	if ep == "" {
@@ -587,18 +648,20 @@ func (a *API) testEndpoint(c *call) {
 		return
 	}
 	body := fmt.Appendf(nil, `{"destination":%q,"events":[]}`, BotUserID(c.ch.ID))
-	ctx, cancel := context.WithTimeout(c.r.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(c.r.Context(), a.opts.WebhookTimeout)
 	defer cancel()
 	now := a.opts.Now()
 	status, err := PostWebhook(ctx, a.opts.Client, ep, []byte(secret), body)
-	resp := map[string]any{"success": err == nil && status == 200, "timestamp": now.UTC().Format(time.RFC3339Nano), "statusCode": status}
+	resp := map[string]any{"success": err == nil && status/100 == 2, "timestamp": now.UTC().Format(time.RFC3339Nano), "statusCode": status}
 	switch {
+	case err != nil && isTimeout(err):
+		resp["statusCode"], resp["reason"], resp["detail"] = 0, "request_timeout", "Request timeout"
 	case err != nil:
-		resp["reason"], resp["detail"] = "COULD_NOT_CONNECT", errors.Unwrap(err).Error()
-	case status == 200:
-		resp["reason"], resp["detail"] = "OK", "200"
+		resp["statusCode"], resp["reason"], resp["detail"] = 0, "could_not_connect", "Connection failed"
+	case status/100 == 2:
+		resp["reason"], resp["detail"] = "OK", strconv.Itoa(status)
 	default:
-		resp["reason"], resp["detail"] = "ERROR_STATUS_CODE", strconv.Itoa(status)
+		resp["reason"], resp["detail"] = "error_status_code", strconv.Itoa(status)
 	}
 	c.reply(http.StatusOK, resp)
 }
