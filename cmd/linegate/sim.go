@@ -61,7 +61,11 @@ func simChannels(e *env, configPath string) ([]sim.Channel, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, sim.Channel{ID: ch.ID, Secret: string(s.secret), AccessToken: string(s.token)})
+		sc := sim.Channel{ID: ch.ID, Secret: string(s.secret), AccessToken: string(s.token), ClientID: ch.ChannelID}
+		if s.issue != nil && s.issue.Key != nil {
+			sc.AssertionKeys = append(sc.AssertionKeys, s.issue.Key.Public())
+		}
+		out = append(out, sc)
 	}
 	return out, nil
 }
@@ -84,6 +88,7 @@ func runSimAPI(ctx context.Context, e *env, args []string) error {
 	configPath := fs.String("config", "", "a linegate config whose channels (tokens, secrets) the API knows; without it any bearer token is accepted")
 	ttl := fs.Duration("reply-token-ttl", 60*time.Second, "how long a reply token stays valid")
 	rateLimit := fs.Float64("rate-limit", 2000, "requests per second per channel and endpoint, beyond which the API answers 429")
+	statelessTTL := fs.Duration("stateless-token-ttl", 15*time.Minute, "the lifetime of the stateless channel access tokens of POST /oauth2/v3/token")
 	var ff faultFlags
 	ff.register(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -93,7 +98,7 @@ func runSimAPI(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	api := sim.NewAPI(sim.Options{Channels: channels, ReplyTokenTTL: *ttl, RateLimit: *rateLimit, Faults: ff.f})
+	api := sim.NewAPI(sim.Options{Channels: channels, ReplyTokenTTL: *ttl, RateLimit: *rateLimit, Faults: ff.f, StatelessTokenTTL: *statelessTTL})
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err

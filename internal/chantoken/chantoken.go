@@ -334,8 +334,7 @@ func (s *Source) issueAndSwap(reason string, done chan struct{}) {
 	detail := s.describe(next)
 	detail["reason"] = reason
 	detail["expires_at"] = next.expires.UTC().Format(time.RFC3339)
-	s.log.Info("channel access token issued", "reason", reason, "token_sha256", detail["token_sha256"],
-		"key_id", next.keyID, "expires_at", detail["expires_at"])
+	s.log.Info("channel access token issued", logArgs(detail)...)
 	s.record(ctx, "token_issued", detail)
 	if old.token != nil && s.c.Method() == V21 {
 		if err := s.revoke(ctx, old, "replaced"); err != nil {
@@ -418,7 +417,7 @@ func (s *Source) revoke(ctx context.Context, t issued, reason string) error {
 	}
 	detail := s.describe(t)
 	detail["reason"] = reason
-	s.log.Info("channel access token revoked", "reason", reason, "token_sha256", detail["token_sha256"], "key_id", t.keyID)
+	s.log.Info("channel access token revoked", logArgs(detail)...)
 	s.record(ctx, "token_revoked", detail)
 	return nil
 }
@@ -537,6 +536,18 @@ func (s *Source) record(ctx context.Context, action string, detail map[string]an
 	if err != nil {
 		s.log.Error("recording a channel access token event failed", "action", action, "err", err)
 	}
+}
+
+// logArgs returns a record's detail for the log, but the channel and
+// method, which the source's logger carries.
+func logArgs(detail map[string]any) []any {
+	var args []any
+	for _, k := range []string{"reason", "token_sha256", "key_id", "assertion_kid", "expires_at"} {
+		if v, ok := detail[k]; ok {
+			args = append(args, k, v)
+		}
+	}
+	return args
 }
 
 // tokenHash is what linegate shows of a token: the first 16 hex digits of

@@ -91,6 +91,27 @@ func (a *API) routeTokens() {
 	a.mux.HandleFunc("GET /_sim/tokens", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, a.IssuedTokens())
 	})
+	// As when a token is revoked in the console or by another holder:
+	// every token of the channel stops at once.
+	a.mux.HandleFunc("DELETE /_sim/tokens", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]int{"revoked": a.RevokeAll(r.URL.Query().Get("channel"))})
+	})
+}
+
+// RevokeAll revokes every valid token issued for the channel, and returns
+// how many.
+func (a *API) RevokeAll(channel string) int {
+	now := a.opts.Now()
+	a.issued.mu.Lock()
+	defer a.issued.mu.Unlock()
+	n := 0
+	for _, it := range a.issued.tokens {
+		if it.Channel == channel && it.RevokedAt == nil && now.Before(it.ExpiresAt) {
+			it.RevokedAt = &now
+			n++
+		}
+	}
+	return n
 }
 
 // IssuedTokens lists the tokens issued so far, oldest first.
