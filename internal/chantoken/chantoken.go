@@ -29,6 +29,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -129,8 +130,10 @@ type Set struct {
 	expiry   *prometheus.GaugeVec
 	renewals *prometheus.CounterVec
 
-	stop context.CancelFunc
-	wg   sync.WaitGroup
+	stop   context.CancelFunc
+	wg     sync.WaitGroup // the renewals
+	issues sync.WaitGroup // the issues in flight
+	closed atomic.Bool
 }
 
 // New returns the token sources of the channels. Nothing is issued before
@@ -202,10 +205,12 @@ func (s *Set) Start(ctx context.Context) {
 // Close stops the renewals and revokes the v2.1 tokens in hand, recording
 // each revocation, until ctx ends. Stateless tokens expire by themselves.
 func (s *Set) Close(ctx context.Context) error {
+	s.closed.Store(true)
 	if s.stop != nil {
 		s.stop()
 		s.wg.Wait()
 	}
+	s.issues.Wait()
 	var errs []error
 	for _, src := range s.order {
 		if err := src.revokeCurrent(ctx, "shutdown"); err != nil {
@@ -214,6 +219,9 @@ func (s *Set) Close(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// errClosed is the error of a token asked for after Close.
+var errClosed = errors.New("channel access tokens: closed")
 
 // Source is one channel's token: it implements outbound.TokenSource.
 type Source struct {
@@ -289,9 +297,17 @@ func (s *Source) refresh(ctx context.Context, reason string, stale []byte) error
 	}
 	wait := s.inflight
 	if wait == nil {
+		if s.set.closed.Load() {
+			s.mu.Unlock()
+			return errClosed
+		}
 		wait = make(chan struct{})
 		s.inflight = wait
-		go s.issueAndSwap(reason, wait)
+		s.set.issues.Add(1)
+		go func() {
+			defer s.set.issues.Done()
+			s.issueAndSwap(reason, wait)
+		}()
 	}
 	s.mu.Unlock()
 	select {
