@@ -480,6 +480,11 @@ func (g *instance) shutdown(ls *listeners) error {
 // it appended is durable, and the next start integrates it).
 func (g *instance) close() {
 	g.stopPipeline()
+	if g.tokens != nil { // after a failed start: shutdown has not revoked them
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		g.tokens.Close(ctx)
+		cancel()
+	}
 	g.stopJobs()
 	for _, release := range g.release {
 		release()
