@@ -243,6 +243,8 @@ type issued struct {
 	expires time.Time
 	life    time.Duration // as LINE gave it
 	keyID   string        // LINE's key_id of a v2.1 token
+	// rejected: LINE answered 401 to it (expires is then zero)
+	rejected bool
 }
 
 var _ outbound.TokenSource = (*Source)(nil)
@@ -264,7 +266,11 @@ func (s *Source) Token(ctx context.Context) ([]byte, error) {
 	if recent {
 		return nil, err
 	}
-	if err := s.refresh(ctx, "expired", cur.token); err != nil {
+	reason := "expired"
+	if cur.rejected {
+		reason = "rejected"
+	}
+	if err := s.refresh(ctx, reason, cur.token); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
@@ -282,7 +288,7 @@ func (s *Source) Rejected(token []byte) {
 	defer s.mu.Unlock()
 	if s.cur.token != nil && bytes.Equal(s.cur.token, token) {
 		s.log.Warn("LINE refused the channel access token: issuing a new one", "token_sha256", tokenHash(token))
-		s.cur.expires = time.Time{}
+		s.cur.expires, s.cur.rejected = time.Time{}, true
 	}
 }
 
@@ -393,7 +399,8 @@ func (s *Source) renewals(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		s.refresh(ctx, "renew", nil)
+		// Unless a send replaced the token meanwhile (after a 401).
+		s.refresh(ctx, "renew", cur.token)
 	}
 }
 

@@ -161,7 +161,7 @@ func TestSourceV21(t *testing.T) {
 	if err := set.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := led.actions(t); strings.Join(got, " ") != "token_issued:start token_issued:expired token_revoked:replaced token_revoked:shutdown" {
+	if got := led.actions(t); strings.Join(got, " ") != "token_issued:start token_issued:rejected token_revoked:replaced token_revoked:shutdown" {
 		t.Errorf("records: %v", got)
 	}
 	for _, it := range w.api.IssuedTokens() {
