@@ -3,6 +3,8 @@ package main
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -369,6 +371,20 @@ func TestTokenConfigCheck(t *testing.T) {
 	writeKey("withkid.json", 2048, "kid-in-file")
 	short := writeKey("short.json", 1024, "k")
 	os.WriteFile(filepath.Join(dir, "junk.json"), []byte("not a key"), 0o600)
+	// PEM: PKCS #8 and PKCS #1.
+	pk, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(pk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "pkcs8.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	os.WriteFile(filepath.Join(dir, "pkcs1.pem"), pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(pk)}), 0o600)
+	os.WriteFile(filepath.Join(dir, "public.pem"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: x509.MarshalPKCS1PublicKey(&pk.PublicKey)}), 0o600)
+	pub, _ := json.Marshal(jose.JSONWebKey{Key: &pk.PublicKey, KeyID: "k", Algorithm: "RS256"})
+	os.WriteFile(filepath.Join(dir, "public.json"), pub, 0o600)
 	ch := func(lines string) string {
 		return "  - id: t\n    secret: s\n" + lines
 	}
@@ -379,6 +395,10 @@ func TestTokenConfigCheck(t *testing.T) {
 		{"stateless", ch("    channel_id: \"123\"\n"), nil},
 		{"v2.1", ch("    channel_id: \"123\"\n    assertion_key_file: good.json\n    assertion_kid: k1\n    token_lifetime: 1h\n    token_renew_before: 10m\n"), nil},
 		{"kid in the key", ch("    channel_id: \"123\"\n    assertion_key_file: withkid.json\n"), nil},
+		{"PEM, PKCS #8", ch("    channel_id: \"123\"\n    assertion_key_file: pkcs8.pem\n    assertion_kid: k\n"), nil},
+		{"PEM, PKCS #1", ch("    channel_id: \"123\"\n    assertion_key_file: pkcs1.pem\n    assertion_kid: k\n"), nil},
+		{"public PEM", ch("    channel_id: \"123\"\n    assertion_key_file: public.pem\n    assertion_kid: k\n"), []string{"assertion_key_file", "want a private key"}},
+		{"public JWK", ch("    channel_id: \"123\"\n    assertion_key_file: public.json\n"), []string{"assertion_key_file", "give the private half"}},
 		{"token and channel id", "    channel_id: \"123\"\n", []string{"channels[0].channel_id", "not both"}},
 		{"channel id not digits", ch("    channel_id: abc\n"), []string{"channels[1].channel_id", "digits"}},
 		{"key without channel id", ch("    assertion_key_file: good.json\n    assertion_kid: k\n"), []string{"assertion_key_file", "needs channel_id"}},
