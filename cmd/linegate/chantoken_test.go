@@ -441,3 +441,60 @@ func TestTokenConfigCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestChannelTokensDuringSecretRotation: while the config holds the old
+// secret and the next one, and LINE (the simulator) knows only the next
+// (the console has reissued it), stateless tokens are issued with the
+// next secret, and the channel answers.
+func TestChannelTokensDuringSecretRotation(t *testing.T) {
+	dir := t.TempDir()
+	apiAddr := freePort(t)
+	simCfg := filepath.Join(dir, "sim.yaml")
+	if err := os.WriteFile(simCfg, []byte(`log: {origin: example.com/sim}
+channels:
+  - {id: rotating, secret: new-channel-secret, channel_id: "1000000003"}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	api := startSimAPI(t, apiAddr, simCfg)
+	c := gwConfig{
+		extra: "line_api_base: http://" + apiAddr + "\nrules:\n  - name: hello\n    reply: [{type: text, text: hi}]\n",
+		chanExtra: `  - id: rotating
+    secret: old-channel-secret
+    next_secret: new-channel-secret
+    channel_id: "1000000003"
+`,
+	}
+	g := startGateway(t, dir, c)
+	var rt struct{ ReplyToken string }
+	resp, err := httpClient.Post(api+"/_sim/reply-tokens?channel=rotating", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&rt)
+	resp.Body.Close()
+	body := fmt.Appendf(nil, `{"destination":"U0123456789abcdef0123456789abcdef","events":[{"type":"message","mode":"active","timestamp":%d,`+
+		`"webhookEventId":"01ROTATE000000000000000001","deliveryContext":{"isRedelivery":false},"source":{"type":"user","userId":"U%032d"},`+
+		`"replyToken":%q,"message":{"id":"1","type":"text","text":"hello","quoteToken":"q"}}]}`, time.Now().UnixMilli(), 1, rt.ReplyToken)
+	hdr := map[string]string{"X-Line-Signature": line.Sign([]byte("new-channel-secret"), body)}
+	if code := postRaw(t, httpClient, g.webhook+"/webhook/rotating", hdr, body); code != 200 {
+		t.Fatalf("webhook = %d", code)
+	}
+	waitUntil(t, "the reply", func() bool {
+		for _, c := range simReplies(t, api) {
+			if c.Channel == "rotating" && c.Status == 200 {
+				return true
+			}
+		}
+		return false
+	})
+	if toks := simTokens(t, api, "rotating"); len(toks) != 1 || toks[0].Type != sim.TokenStateless {
+		t.Errorf("tokens issued: %+v", toks)
+	}
+	g.stop()
+	for _, s := range []string{"old-channel-secret", "new-channel-secret"} {
+		if strings.Contains(g.Logs(), s) {
+			t.Error("the log holds a secret")
+		}
+	}
+}

@@ -697,7 +697,7 @@ func (ch *ChannelConfig) resolve(getenv func(string) string) (channelSecrets, er
 	if s.token, err = (secretSource{"access_token", ch.AccessToken, ch.AccessTokenEnv, ch.AccessTokenFile}).resolve(getenv, false); err != nil {
 		return s, wrap(err)
 	}
-	if s.issue, err = ch.tokenCredentials(getenv, s.secret, ch.LineAPIBase); err != nil {
+	if s.issue, err = ch.tokenCredentials(getenv, s.secret, s.next, ch.LineAPIBase); err != nil {
 		return s, wrap(err)
 	}
 	return s, nil

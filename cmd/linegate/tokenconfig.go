@@ -79,11 +79,11 @@ func (ch *ChannelConfig) checkTokenConfig(p *configParser, at func(string) strin
 // tokenCredentials returns what linegate needs to issue the channel's
 // tokens, or nil when the channel gives its token itself. Its errors are
 // keyErrors, which never hold the key.
-func (ch *ChannelConfig) tokenCredentials(getenv func(string) string, secret []byte, base string) (*chantoken.Credentials, error) {
+func (ch *ChannelConfig) tokenCredentials(getenv func(string) string, secret, next []byte, base string) (*chantoken.Credentials, error) {
 	if ch.ChannelID == "" {
 		return nil, nil
 	}
-	c := &chantoken.Credentials{Channel: ch.ID, ClientID: ch.ChannelID, Secret: secret, Base: base,
+	c := &chantoken.Credentials{Channel: ch.ID, ClientID: ch.ChannelID, Secret: secret, NextSecret: next, Base: base,
 		Lifetime: ch.TokenLifetime, RenewBefore: ch.TokenRenewBefore}
 	raw, err := (secretSource{"assertion_key", "", ch.AssertionKeyEnv, ch.AssertionKeyFile}).resolve(getenv, false)
 	if err != nil || raw == nil {

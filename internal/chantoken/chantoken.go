@@ -84,6 +84,10 @@ type Credentials struct {
 	// Secret is the channel secret: the client secret of stateless tokens,
 	// and what revokes a v2.1 token.
 	Secret []byte
+	// NextSecret, during a rotation of the channel secret, is tried when
+	// LINE refuses Secret (invalid_client): after the console reissues
+	// it, the new one is the client secret.
+	NextSecret []byte
 	// Key, if set, is the assertion signing key (a private RSA key, its
 	// KeyID the kid the console gave its public half): the channel's
 	// tokens are v2.1 tokens. Without it, stateless tokens.
@@ -434,8 +438,8 @@ func (s *Source) revokeCurrent(ctx context.Context, reason string) error {
 
 // revoke revokes a v2.1 token and records it.
 func (s *Source) revoke(ctx context.Context, t issued, reason string) error {
-	form := url.Values{"client_id": {s.c.ClientID}, "client_secret": {string(s.c.Secret)}, "access_token": {string(t.token)}}
-	if _, err := s.post(ctx, "/oauth2/v2.1/revoke", form); err != nil {
+	form := url.Values{"client_id": {s.c.ClientID}, "access_token": {string(t.token)}}
+	if _, err := s.postWithSecret(ctx, "/oauth2/v2.1/revoke", form); err != nil {
 		return fmt.Errorf("revoke: %w", err)
 	}
 	detail := s.describe(t)
@@ -460,10 +464,15 @@ func (s *Source) issue(ctx context.Context) (issued, error) {
 	} else {
 		path = "/oauth2/v3/token"
 		form.Set("client_id", s.c.ClientID)
-		form.Set("client_secret", string(s.c.Secret))
 	}
 	start := time.Now()
-	b, err := s.post(ctx, path, form)
+	var b []byte
+	var err error
+	if s.c.Method() == V21 {
+		b, err = s.post(ctx, path, form)
+	} else {
+		b, err = s.postWithSecret(ctx, path, form)
+	}
 	if err != nil {
 		return issued{}, fmt.Errorf("issue: %w", err)
 	}
@@ -500,6 +509,37 @@ func (s *Source) assertion() (string, error) {
 	}
 	return out, nil
 }
+
+// postWithSecret posts the form with the channel secret as client_secret,
+// and with the next secret when LINE refuses it as invalid_client.
+func (s *Source) postWithSecret(ctx context.Context, path string, form url.Values) ([]byte, error) {
+	var err error
+	for _, secret := range [][]byte{s.c.Secret, s.c.NextSecret} {
+		if len(secret) == 0 {
+			continue
+		}
+		form.Set("client_secret", string(secret))
+		var b []byte
+		if b, err = s.post(ctx, path, form); err == nil {
+			return b, nil
+		}
+		var ae *apiError
+		if !errors.As(err, &ae) || ae.code != "invalid_client" {
+			return nil, err
+		}
+	}
+	return nil, err
+}
+
+// apiError is a token endpoint's answer other than 200: its message holds
+// the status, LINE's error code and description, never the form.
+type apiError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
 
 // post sends a form to a token endpoint and returns the body of a 200. Its
 // errors carry LINE's status and error code and description, never the
@@ -541,7 +581,7 @@ func (s *Source) post(ctx context.Context, path string, form url.Values) ([]byte
 	if id := resp.Header.Get("X-Line-Request-Id"); id != "" {
 		msg += " (x-line-request-id " + oplog.Truncate(id, 64) + ")"
 	}
-	return nil, errors.New(msg)
+	return nil, &apiError{status: resp.StatusCode, code: e.Error, msg: msg}
 }
 
 // record appends an admin record of the channel, waiting out the ledger's
