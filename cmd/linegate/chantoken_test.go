@@ -498,3 +498,54 @@ channels:
 		}
 	}
 }
+
+// TestChannelTokensUnavailable: a gateway whose channel cannot get a
+// token (LINE unreachable) starts all the same, acknowledges and records
+// the channel's webhooks, and logs the failed sends as no_access_token.
+func TestChannelTokensUnavailable(t *testing.T) {
+	dir := t.TempDir()
+	g := startGateway(t, dir, gwConfig{
+		extra:     "line_api_base: http://" + closedPort(t) + "\nrules:\n  - name: hello\n    reply: [{type: text, text: hi}]\n",
+		chanExtra: "  - id: issued\n    secret: issued-channel-secret\n    channel_id: \"1000000004\"\n",
+	})
+	body := textWebhook(1, "U"+strings.Repeat("1", 32), "hello")
+	hdr := map[string]string{"X-Line-Signature": line.Sign([]byte("issued-channel-secret"), body)}
+	if code := postRaw(t, httpClient, g.webhook+"/webhook/issued", hdr, body); code != 200 {
+		t.Fatalf("webhook = %d", code)
+	}
+	waitUntil(t, "the failed send's log line", func() bool {
+		return strings.Contains(g.Logs(), `"class":"no_access_token"`)
+	})
+	logs := g.Logs()
+	if !strings.Contains(logs, "no channel access token: sends of this channel fail until one is issued") {
+		t.Errorf("no log line for the token that failed at start:\n%s", logs)
+	}
+	_, metrics := g.get(t, g.admin+"/metrics")
+	if n := metricValue(string(metrics), `linegate_channel_token_renewals_total{channel="issued",outcome="failed"}`); n < 1 {
+		t.Errorf("failed renewals: %v", n)
+	}
+	g.stop()
+	var webhooks, failed int
+	for _, r := range readLedger(t, dir) {
+		switch r.leaf.Kind {
+		case ledger.KindWebhook:
+			webhooks++
+		case ledger.KindOutbound:
+			var o struct {
+				Outcome  string
+				Attempts []struct {
+					Status int
+					Error  string
+				}
+			}
+			json.Unmarshal(r.body, &o)
+			if o.Outcome == "failed" && len(o.Attempts) > 0 && o.Attempts[0].Status == 0 &&
+				strings.HasPrefix(o.Attempts[0].Error, "no channel access token: ") {
+				failed++
+			}
+		}
+	}
+	if webhooks != 1 || failed != 1 {
+		t.Errorf("%d webhooks and %d failed sends recorded, want 1 and 1", webhooks, failed)
+	}
+}
