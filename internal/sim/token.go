@@ -229,6 +229,7 @@ func (c *tokenCall) clientSecret() *channelState {
 		c.oauthFail("invalid_client", "invalid client_id or client_secret")
 		return nil
 	}
+	c.ch = cs // the record of the call names it
 	return cs
 }
 
@@ -302,6 +303,7 @@ func (c *tokenCall) assertion(wantTokenExp bool) (*channelState, string, int64, 
 		if extra.TokenExp != nil {
 			exp = *extra.TokenExp
 		}
+		c.ch = cs // the record of the call names it
 		return cs, kid, exp, true
 	}
 	return nil, "", 0, false

@@ -269,6 +269,11 @@ func TestTokenCallsRedacted(t *testing.T) {
 	if n := len(a.Calls()); n != 3 {
 		t.Errorf("%d calls recorded, want 3", n)
 	}
+	for _, call := range a.Calls() {
+		if call.Channel != "shop" || call.Status != 200 || call.RequestID == "" {
+			t.Errorf("call %s: channel %q, status %d, request id %q", call.Path, call.Channel, call.Status, call.RequestID)
+		}
+	}
 	for _, secret := range []string{testClientSecret, assertion, b1["access_token"].(string), b2["access_token"].(string)} {
 		if strings.Contains(string(calls), secret) {
 			t.Errorf("/_sim/calls holds a secret or token: %s", calls)
