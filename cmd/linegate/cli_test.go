@@ -90,6 +90,8 @@ func TestHelpOfEveryCommand(t *testing.T) {
 		{args: []string{"keys", "new-kek"}, want: []string{"out"}, exact: true},
 		{args: []string{"keys", "rotate"}, want: []string{"config"}, exact: true},
 		{args: []string{"keys", "shred"}, want: []string{"config", "subject"}, exact: true},
+		{args: []string{"token"}},
+		{args: []string{"token", "keygen"}, want: []string{"out"}, exact: true},
 		{args: []string{"migrate-store"}, want: []string{"from", "to"}, exact: true},
 		{args: []string{"acknowledge-rollback"}, want: []string{"config", "reason"}, exact: true},
 		{args: []string{"sim"}},

@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"github.com/linegate/linegate/examples"
+	"github.com/linegate/linegate/internal/chantoken"
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/retention"
 	"github.com/linegate/linegate/internal/rules"
 	"go.yaml.in/yaml/v3"
@@ -264,6 +266,20 @@ type ChannelConfig struct {
 	AccessToken     string `yaml:"access_token"`
 	AccessTokenEnv  string `yaml:"access_token_env"`
 	AccessTokenFile string `yaml:"access_token_file"`
+	// Instead of an access token, tokens that linegate issues and renews
+	// itself (tokenconfig.go): ChannelID is LINE's channel id; with the
+	// channel secret alone, stateless tokens; with an assertion signing
+	// key (a private JWK or PEM, RSA 2048: at most one of
+	// assertion_key_file, assertion_key_env) and its kid, tokens v2.1 of
+	// TokenLifetime (default 24h), revoked on shutdown. TokenRenewBefore
+	// is how long before its expiry a token is replaced (default a third
+	// of its lifetime).
+	ChannelID        string        `yaml:"channel_id"`
+	AssertionKeyFile string        `yaml:"assertion_key_file"`
+	AssertionKeyEnv  string        `yaml:"assertion_key_env"`
+	AssertionKID     string        `yaml:"assertion_kid"`
+	TokenLifetime    time.Duration `yaml:"token_lifetime"`
+	TokenRenewBefore time.Duration `yaml:"token_renew_before"`
 	// Retention is the retention class recorded with each record.
 	Retention string `yaml:"retention"`
 	// Audiences give groups of the channel's users, groups or rooms their
@@ -480,6 +496,7 @@ func (c *Config) resolvePaths(dir string) {
 		rel(&ch.SecretFile)
 		rel(&ch.NextSecretFile)
 		rel(&ch.AccessTokenFile)
+		rel(&ch.AssertionKeyFile)
 		for j := range ch.Audiences {
 			rel(&ch.Audiences[j].SubjectsFile)
 		}
@@ -631,6 +648,7 @@ func (c *Config) check(p *configParser) {
 		if _, ok := c.keep()[ch.Retention]; ch.Retention != "" && !ok {
 			p.fail(at("retention"), "retention class %q is neither a preset (%s) nor in retention.policies", ch.Retention, presetNames())
 		}
+		ch.checkTokenConfig(p, at)
 		if ch.RateLimit < 0 {
 			p.fail(at("rate_limit"), "%v: want a positive number of calls a second (default 2000)", ch.RateLimit)
 		}
@@ -660,6 +678,10 @@ func presetNames() string {
 // channelSecrets is a channel's resolved secrets.
 type channelSecrets struct {
 	secret, next, token []byte
+	// issue is set when linegate issues the channel's tokens; tokens is
+	// then their source, once serve has started it.
+	issue  *chantoken.Credentials
+	tokens outbound.TokenSource
 }
 
 func (ch *ChannelConfig) resolve(getenv func(string) string) (channelSecrets, error) {
@@ -678,6 +700,9 @@ func (ch *ChannelConfig) resolve(getenv func(string) string) (channelSecrets, er
 		return s, wrap(err)
 	}
 	if s.token, err = (secretSource{"access_token", ch.AccessToken, ch.AccessTokenEnv, ch.AccessTokenFile}).resolve(getenv, false); err != nil {
+		return s, wrap(err)
+	}
+	if s.issue, err = ch.tokenCredentials(getenv, s.secret, s.next, ch.LineAPIBase); err != nil {
 		return s, wrap(err)
 	}
 	return s, nil

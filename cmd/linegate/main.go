@@ -17,6 +17,7 @@
 //	linegate keys new-kek|rotate|shred      encryption keys: rotation, crypto-shredding
 //	linegate migrate-store -from sqlite:PATH -to postgres://...  move to PostgreSQL
 //	linegate acknowledge-rollback -reason TEXT  record a restore from backup, so that serve starts
+//	linegate token keygen -out DIR          an assertion signing key pair (channel access tokens v2.1)
 //	linegate sim api|send|chat [flags]      a LINE platform simulator
 //	linegate bench [-quick] [-json]         the benchmark suite, beside its peers
 //	linegate version                        the module version, commit and Go version
@@ -68,6 +69,7 @@ var commands = []command{
 	{"keys", "encryption at rest: new-kek, rotate (re-wrap data keys), shred (destroy a subject's key)", runKeys},
 	{"migrate-store", "move an embedded (SQLite) installation to PostgreSQL, log intact", runMigrateStore},
 	{"acknowledge-rollback", "record that the database was restored to an older tree: the lost records, and why", runAcknowledgeRollback},
+	{"token", "channel access tokens: keygen (an assertion signing key pair for tokens v2.1)", runToken},
 	{"sim", "a LINE platform simulator: fake API, webhook sender, chat", runSim},
 	{"bench", "measure linegate beside its peers (run from the repository)", runBench},
 	{"version", "print the module version, VCS commit and time, and Go version", runVersion},

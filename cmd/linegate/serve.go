@@ -19,6 +19,7 @@ import (
 
 	"github.com/linegate/linegate/examples"
 	adminapi "github.com/linegate/linegate/internal/admin"
+	"github.com/linegate/linegate/internal/chantoken"
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
@@ -133,6 +134,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	if err := g.openLedger(ctx); err != nil {
 		return err
 	}
+	g.tokens = startTokens(ctx, cfg, secrets, g.led, log)
 	if g.sender, g.engine, err = newResponder(ctx, e, cfg, secrets, g.led, g.store, log); err != nil {
 		return err
 	}
@@ -175,6 +177,7 @@ type instance struct {
 	release  []func() // the leases held, released before the store closes
 
 	led     *ledger.Ledger
+	tokens  *chantoken.Set // the channel access tokens linegate issues
 	sender  *outbound.Sender
 	engine  *rules.Engine
 	pipe    *pipeline.Pipeline
@@ -352,6 +355,7 @@ func (g *instance) newAdmin(e *env, token []byte) {
 	g.reg.MustRegister(g.ingress.Collectors()...)
 	g.reg.MustRegister(g.pipe.Collectors()...)
 	g.reg.MustRegister(g.sender.Collectors()...)
+	g.reg.MustRegister(g.tokens.Collectors()...)
 	g.api = adminapi.New(adminapi.Options{
 		Ledger: g.led, Store: g.store, Pipeline: g.pipe, Switches: g.sender, Rules: g.engine, Keys: g.ring,
 		LoadRules: func() (*rules.Set, error) { return loadRules(e, cfg) },
@@ -457,6 +461,11 @@ func (g *instance) shutdown(ls *listeners) error {
 		g.log.Warn("the last summary of rejected webhooks was not recorded", "err", ferr)
 	}
 	g.stopPipeline()
+	// The tokens linegate issued are revoked, and recorded, while the
+	// ledger still takes records.
+	if terr := g.tokens.Close(ctx); terr != nil {
+		g.log.Warn("revoking the channel access tokens failed: they stay valid until they expire", "err", terr)
+	}
 	if cerr := g.led.Close(ctx); cerr != nil {
 		err = errors.Join(err, cerr)
 	}
@@ -472,6 +481,11 @@ func (g *instance) shutdown(ls *listeners) error {
 // it appended is durable, and the next start integrates it).
 func (g *instance) close() {
 	g.stopPipeline()
+	if g.tokens != nil { // after a failed start: shutdown has not revoked them
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		g.tokens.Close(ctx)
+		cancel()
+	}
 	g.stopJobs()
 	for _, release := range g.release {
 		release()
@@ -576,7 +590,7 @@ func newResponder(ctx context.Context, e *env, cfg *Config, secrets map[string]c
 		if base == "" {
 			base = cfg.LineAPIBase
 		}
-		clients[ch.ID] = &outbound.Client{Base: base, Token: secrets[ch.ID].token, HTTP: &http.Client{Timeout: 10 * time.Second}}
+		clients[ch.ID] = &outbound.Client{Base: base, Token: secrets[ch.ID].token, Tokens: secrets[ch.ID].tokens, HTTP: &http.Client{Timeout: 10 * time.Second}}
 		dry[ch.ID] = ch.DryRun
 		limits[ch.ID] = ch.RateLimit
 		infos[ch.ID] = rules.ChannelInfo{Retention: ch.Retention, AllowDryRunHeader: ch.AllowDryRunHeader}

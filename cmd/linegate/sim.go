@@ -61,7 +61,11 @@ func simChannels(e *env, configPath string) ([]sim.Channel, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, sim.Channel{ID: ch.ID, Secret: string(s.secret), AccessToken: string(s.token), Endpoint: ch.WebhookURL})
+		sc := sim.Channel{ID: ch.ID, Secret: string(s.secret), AccessToken: string(s.token), ClientID: ch.ChannelID, Endpoint: ch.WebhookURL}
+		if s.issue != nil && s.issue.Key != nil {
+			sc.AssertionKeys = append(sc.AssertionKeys, s.issue.Key.Public())
+		}
+		out = append(out, sc)
 	}
 	return out, nil
 }
@@ -85,6 +89,7 @@ func runSimAPI(ctx context.Context, e *env, args []string) error {
 	ttl := fs.Duration("reply-token-ttl", 60*time.Second, "how long a reply token stays valid")
 	rateLimit := fs.Float64("rate-limit", 2000, "requests per second per channel and endpoint, beyond which the API answers 429")
 	quota := fs.Int64("quota", 0, "each channel's monthly message quota (0: none); past it, pushes answer 429")
+	statelessTTL := fs.Duration("stateless-token-ttl", 15*time.Minute, "the lifetime of the stateless channel access tokens of POST /oauth2/v3/token")
 	var ff faultFlags
 	ff.register(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -97,7 +102,7 @@ func runSimAPI(ctx context.Context, e *env, args []string) error {
 	for i := range channels {
 		channels[i].Quota = *quota
 	}
-	api := sim.NewAPI(sim.Options{Channels: channels, ReplyTokenTTL: *ttl, RateLimit: *rateLimit, Faults: ff.f})
+	api := sim.NewAPI(sim.Options{Channels: channels, ReplyTokenTTL: *ttl, RateLimit: *rateLimit, Faults: ff.f, StatelessTokenTTL: *statelessTTL})
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err

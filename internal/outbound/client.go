@@ -64,13 +64,34 @@ func (c *Call) OK() bool {
 // empty X-Line-Retry-Key header when none is given and whose errors carry
 // response bodies.
 type Client struct {
-	Base   string // default DefaultAPIBase
-	Token  []byte // the channel access token; never logged or recorded
+	Base  string // default DefaultAPIBase
+	Token []byte // the channel access token; never logged or recorded
+	// Tokens, if set, gives the token instead of Token: one that linegate
+	// issues and renews itself.
+	Tokens TokenSource
 	HTTP   *http.Client
 	Policy RetryPolicy
 	// Observe, if set, sees every attempt (for metrics).
 	Observe func(endpoint string, a Attempt)
 }
+
+// TokenSource gives a channel access token that can change: issued,
+// renewed and revoked by linegate (package chantoken). Its methods are
+// safe for concurrent use.
+type TokenSource interface {
+	// Token returns the token to use now; it may wait for LINE to issue
+	// one, until ctx ends. Its error never holds a token or a secret.
+	Token(ctx context.Context) ([]byte, error)
+	// Rejected tells the source that LINE answered 401 to token, so that
+	// the next Token is a new one.
+	Rejected(token []byte)
+}
+
+// hasToken reports whether the client has a way to authenticate.
+func (c *Client) hasToken() bool { return len(c.Token) > 0 || c.Tokens != nil }
+
+// errNoToken begins the error of an attempt that had no token to send.
+const errNoToken = "no channel access token: "
 
 // RetryPolicy bounds retries.
 type RetryPolicy struct {
@@ -128,11 +149,31 @@ func (c *Client) do(ctx context.Context, endpoint, path string, body []byte, ret
 	if hc == nil {
 		hc = &http.Client{Timeout: 10 * time.Second}
 	}
+	renewed := false // a 401 with an issued token has been retried once
 	for attempt := 1; ; attempt++ {
-		a, retryAfter, sent := c.once(ctx, hc, base+path, body, retryKey)
+		token := c.Token
+		var a Attempt
+		var retryAfter time.Duration
+		var sent bool
+		if c.Tokens != nil {
+			var err error
+			if token, err = c.Tokens.Token(ctx); err != nil {
+				a = Attempt{At: time.Now(), Error: errNoToken + err.Error()}
+			}
+		}
+		if a.Error == "" {
+			a, retryAfter, sent = c.once(ctx, hc, base+path, body, retryKey, token)
+		}
 		call.Attempts = append(call.Attempts, a)
 		if c.Observe != nil {
 			c.Observe(endpoint, a)
+		}
+		// LINE refused the token, so it took nothing: with a token that
+		// linegate issues, try once more with a new one, at once.
+		if a.Status == http.StatusUnauthorized && c.Tokens != nil && !renewed && attempt < pol.MaxAttempts {
+			renewed = true
+			c.Tokens.Rejected(token)
+			continue
 		}
 		if call.OK() || attempt >= pol.MaxAttempts || !retryable(a, retryKey != "", sent) {
 			return call
@@ -168,7 +209,7 @@ func retryable(a Attempt, hasKey, sent bool) bool {
 
 // once makes one HTTP exchange. sent reports whether the request may have
 // reached LINE.
-func (c *Client) once(ctx context.Context, hc *http.Client, url string, body []byte, retryKey string) (Attempt, time.Duration, bool) {
+func (c *Client) once(ctx context.Context, hc *http.Client, url string, body []byte, retryKey string, token []byte) (Attempt, time.Duration, bool) {
 	a := Attempt{At: time.Now()}
 	req, err := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(body))
 	if err != nil {
@@ -176,7 +217,7 @@ func (c *Client) once(ctx context.Context, hc *http.Client, url string, body []b
 		return a, 0, false
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+string(c.Token))
+	req.Header.Set("Authorization", "Bearer "+string(token))
 	if retryKey != "" {
 		req.Header.Set("X-Line-Retry-Key", retryKey)
 	}
@@ -255,6 +296,8 @@ func (c *Call) failure() (class string, args []any) {
 		a = c.Attempts[i] // the failure before the give-up
 	}
 	switch {
+	case a.Status == 0 && strings.HasPrefix(a.Error, errNoToken):
+		class = "no_access_token"
 	case a.Status == 0:
 		class = "api_unreachable"
 	case a.Status == http.StatusUnauthorized || a.Status == http.StatusForbidden:

@@ -2,6 +2,7 @@ package outbound_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -173,3 +174,67 @@ func TestNoTokenInErrors(t *testing.T) {
 		}
 	}
 }
+
+// tokens is a TokenSource that gives its tokens in turn, or err.
+type tokens struct {
+	mu       sync.Mutex
+	list     []string
+	err      error
+	rejected []string
+}
+
+func (s *tokens) Token(context.Context) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return nil, s.err
+	}
+	return []byte(s.list[0]), nil
+}
+
+func (s *tokens) Rejected(tok []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rejected = append(s.rejected, string(tok))
+	if len(s.list) > 1 && s.list[0] == string(tok) {
+		s.list = s.list[1:]
+	}
+}
+
+// TestClientTokenSource: with a token source, a 401 makes the client tell
+// it and try once more, at once, with the next token, a reply included (a
+// 401 means LINE took nothing); a second 401 is the answer. A source that
+// has no token fails the call before anything is sent, without the error
+// holding more than the source's.
+func TestClientTokenSource(t *testing.T) {
+	api := sim.NewAPI(sim.Options{Channels: []sim.Channel{{ID: "c", AccessToken: "good"}}})
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	ctx := context.Background()
+	reply := func() []byte {
+		return []byte(`{"replyToken":"` + api.IssueReplyToken("c") + `","messages":[{"type":"text","text":"hi"}]}`)
+	}
+
+	src := &tokens{list: []string{"stale", "good"}}
+	c := &outbound.Client{Base: srv.URL, Tokens: src}
+	call := c.Reply(ctx, reply())
+	if !call.OK() || len(call.Attempts) != 2 || call.Attempts[0].Status != 401 || strings.Join(src.rejected, ",") != "stale" {
+		t.Errorf("reply with a stale token: %s, rejected %v", call, src.rejected)
+	}
+
+	src = &tokens{list: []string{"bad1", "bad2", "bad3"}}
+	c = &outbound.Client{Base: srv.URL, Tokens: src, Policy: outbound.RetryPolicy{BaseDelay: time.Millisecond}}
+	call = c.Push(ctx, []byte(`{"to":"U1","messages":[{"type":"text","text":"hi"}]}`), outbound.RetryKeyFor("k"))
+	if call.OK() || len(call.Attempts) != 2 || call.Last().Status != 401 || len(src.rejected) != 1 {
+		t.Errorf("push with refused tokens: %s, rejected %v", call, src.rejected)
+	}
+
+	before := len(api.Calls())
+	c = &outbound.Client{Base: srv.URL, Tokens: &tokens{err: errTokenUnavailable}, Policy: outbound.RetryPolicy{MaxAttempts: 2, BaseDelay: time.Millisecond}}
+	call = c.Reply(ctx, reply())
+	if call.OK() || call.Last().Status != 0 || !strings.HasPrefix(call.Last().Error, "no channel access token: ") || len(api.Calls()) != before {
+		t.Errorf("reply without a token: %s %+v; %d calls reached the API", call, call.Last(), len(api.Calls())-before)
+	}
+}
+
+var errTokenUnavailable = errors.New("issue: POST /oauth2/v3/token: 400 invalid_client")

@@ -368,10 +368,10 @@ func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
 	var failArgs []any
 	if rec.Outcome == "" {
 		c := s.o.Clients[r.Channel]
-		if c == nil || len(c.Token) == 0 {
+		if c == nil || !c.hasToken() {
 			rec.Outcome, rec.Reason = string(Failed), "no access token for the channel"
 			failure = "no_access_token"
-			failArgs = []any{"hint", "give the channel access_token_file or access_token_env (LINE Developers Console, Messaging API tab)"}
+			failArgs = []any{"hint", "give the channel access_token_file or access_token_env (LINE Developers Console, Messaging API tab), or its channel_id for tokens linegate issues"}
 		} else {
 			if err := s.limiters[r.Channel].Wait(ctx); err != nil {
 				rec.Outcome, rec.Reason = string(Failed), "rate limit wait: "+err.Error()

@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/google/uuid"
 	"golang.org/x/time/rate"
 )
@@ -45,6 +46,11 @@ type Channel struct {
 	// /v2/bot/message/quota reports it: 0 or less is none (type "none").
 	// Past it, sends that count answer 429; see API.SetQuota.
 	Quota int64
+	// ClientID is LINE's channel id, with which the channel asks for
+	// tokens (token.go): with Secret, or with a JWT assertion signed by
+	// one of AssertionKeys (public keys, each with its kid).
+	ClientID      string
+	AssertionKeys []jose.JSONWebKey
 }
 
 // Faults injects failures into the Messaging API endpoints (not /_sim/).
@@ -72,6 +78,9 @@ type Options struct {
 	RateLimit float64
 	Burst     int
 	Faults    Faults
+	// StatelessTokenTTL is the lifetime of the tokens of POST
+	// /oauth2/v3/token (default 15m, LINE's).
+	StatelessTokenTTL time.Duration
 	// MaxCalls bounds the calls kept for /_sim/calls (default 100000).
 	MaxCalls int
 	// Client sends the webhook test request (default: a client with a 10s
@@ -117,6 +126,7 @@ type API struct {
 	seq      int64
 	faults   Faults
 	msgID    atomic.Int64
+	issued   tokenStore // the channel access tokens issued (token.go)
 }
 
 type channelState struct {
@@ -192,6 +202,7 @@ func NewAPI(opts Options) *API {
 	a.route("GET /v2/bot/message/quota", a.quota)
 	a.route("GET /v2/bot/message/quota/consumption", a.quotaConsumption)
 	a.routeControls()
+	a.routeTokens()
 	a.mux.HandleFunc("GET /_sim/calls", a.serveCalls)
 	a.mux.HandleFunc("DELETE /_sim/calls", func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
@@ -328,7 +339,10 @@ func (a *API) authenticate(r *http.Request) *channelState {
 		return nil
 	}
 	if !a.anon {
-		return a.byToken[tok]
+		if cs := a.byToken[tok]; cs != nil {
+			return cs
+		}
+		return a.issuedChannel(tok)
 	}
 	// Anonymous: each token is a channel of its own, named by its hash so
 	// that the token itself is never shown.
