@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // alertmanagerNotification is a notification as Alertmanager's webhook
@@ -124,5 +126,55 @@ func TestAlertmanagerReceiver(t *testing.T) {
 	g.stop()
 	if code, out := runCLI(t, "verify", "-config", g.cfgPath); code != 0 {
 		t.Errorf("verify = %d:\n%s", code, out)
+	}
+}
+
+// TestDashboardGauges checks the gauges the dashboard adds to what the
+// components export: a channel's dry-run state, as the admin API sets it,
+// and the time of the latest checkpoint.
+func TestDashboardGauges(t *testing.T) {
+	g := startGateway(t, t.TempDir(), gwConfig{})
+	start := time.Now()
+	if code := g.post(t, testSecret, []byte(`{"destination":"U1","events":[]}`)); code != 200 {
+		t.Fatalf("webhook = %d", code)
+	}
+	g.waitTreeSize(t, 1)
+	gauge := func(name string) float64 {
+		t.Helper()
+		_, metrics := g.get(t, g.admin+"/metrics")
+		for line := range strings.Lines(string(metrics)) {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatalf("%s: %v", line, err)
+				}
+				return f
+			}
+		}
+		t.Fatalf("/metrics lacks %s:\n%s", name, metrics)
+		return 0
+	}
+	if v := gauge(`linegate_dry_run{channel="demo"}`); v != 0 {
+		t.Errorf("dry-run gauge = %v before dry-run, want 0", v)
+	}
+	req, err := http.NewRequest("POST", g.admin+"/admin/dry-run", strings.NewReader(`{"channel":"demo","on":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer test-admin-token")
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST /admin/dry-run = %d", resp.StatusCode)
+	}
+	if v := gauge(`linegate_dry_run{channel="demo"}`); v != 1 {
+		t.Errorf("dry-run gauge = %v after dry-run on, want 1", v)
+	}
+	ts := gauge("linegate_ledger_checkpoint_timestamp_seconds")
+	if at := time.UnixMilli(int64(ts * 1000)); at.Before(start.Add(-time.Second)) || at.After(time.Now()) {
+		t.Errorf("checkpoint timestamp %v, want between %v and now", at, start)
 	}
 }
