@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -176,5 +178,63 @@ func TestDashboardGauges(t *testing.T) {
 	ts := gauge("linegate_ledger_checkpoint_timestamp_seconds")
 	if at := time.UnixMilli(int64(ts * 1000)); at.Before(start.Add(-time.Second)) || at.After(time.Now()) {
 		t.Errorf("checkpoint timestamp %v, want between %v and now", at, start)
+	}
+}
+
+// TestVerifyMetricsFile runs verify -metrics-file as a timer would, on a
+// ledger that verifies and then against another log's key: the file says
+// when it ran, whether it passed, and how many records it checked.
+func TestVerifyMetricsFile(t *testing.T) {
+	dir := t.TempDir()
+	g := startGateway(t, dir, gwConfig{})
+	for range 3 {
+		if code := g.post(t, testSecret, []byte(`{"destination":"U1","events":[]}`)); code != 200 {
+			t.Fatalf("webhook = %d", code)
+		}
+	}
+	g.stop()
+	prom := filepath.Join(dir, "linegate-verify.prom")
+	read := func() map[string]float64 {
+		t.Helper()
+		b, err := os.ReadFile(prom)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]float64{}
+		for line := range strings.Lines(string(b)) {
+			if name, v, ok := strings.Cut(strings.TrimSpace(line), " "); ok && !strings.HasPrefix(name, "#") {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatalf("%q: %v", line, err)
+				}
+				m[name] = f
+			}
+		}
+		return m
+	}
+	start := float64(time.Now().Unix())
+	if code, out := runCLI(t, "verify", "-config", g.cfgPath, "-metrics-file", prom); code != 0 {
+		t.Fatalf("verify = %d:\n%s", code, out)
+	}
+	m := read()
+	if m["linegate_verify_ok"] != 1 || m["linegate_verify_records"] < 3 || m["linegate_verify_last_run_timestamp_seconds"] < start {
+		t.Errorf("after a passing verify: %v", m)
+	}
+	other := t.TempDir()
+	if code, out := runCLI(t, "keygen", "-out", other, "-origin", testOrigin); code != 0 {
+		t.Fatalf("keygen = %d:\n%s", code, out)
+	}
+	code, out := runCLI(t, "verify", "-config", g.cfgPath, "-vkey", filepath.Join(other, "log.vkey"), "-metrics-file", prom)
+	if code != 1 {
+		t.Fatalf("verify against another key = %d, want 1:\n%s", code, out)
+	}
+	if m := read(); m["linegate_verify_ok"] != 0 || m["linegate_verify_records"] != 0 {
+		t.Errorf("after a failing verify: %v", m)
+	}
+	if code, _ := runCLI(t, "verify", "-config", g.cfgPath, "-data", dir, "-metrics-file", prom); code != 2 {
+		t.Errorf("verify with -config and -data = %d, want 2 (usage)", code)
+	}
+	if m := read(); m["linegate_verify_ok"] != 0 {
+		t.Errorf("a usage error rewrote the metrics file: %v", m)
 	}
 }
