@@ -19,19 +19,23 @@ func writeVerifyMetrics(path string, err error, records uint64) error {
 	if errors.Is(err, errUsage) || errors.Is(err, flag.ErrHelp) {
 		return err
 	}
-	reg := prometheus.NewRegistry()
-	gauge := func(name, help string, v float64) {
-		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
-		g.Set(v)
-		reg.MustRegister(g)
-	}
 	ok := 0.0
 	if err == nil {
 		ok = 1
 	}
-	gauge("linegate_verify_last_run_timestamp_seconds", "Unix time at which linegate verify last ran.", float64(time.Now().UnixMilli())/1000)
-	gauge("linegate_verify_ok", "1 if the last linegate verify passed, 0 if it failed or could not read the ledger.", ok)
-	gauge("linegate_verify_records", "Records the last passing linegate verify checked (0 when it failed).", float64(records))
+	reg := prometheus.NewRegistry()
+	for _, g := range []struct {
+		opts prometheus.GaugeOpts
+		v    float64
+	}{
+		{prometheus.GaugeOpts{Name: "linegate_verify_last_run_timestamp_seconds", Help: "Unix time at which linegate verify last ran."}, float64(time.Now().UnixMilli()) / 1000},
+		{prometheus.GaugeOpts{Name: "linegate_verify_ok", Help: "1 if the last linegate verify passed, 0 if it failed or could not read the ledger."}, ok},
+		{prometheus.GaugeOpts{Name: "linegate_verify_records", Help: "Records the last passing linegate verify checked (0 when it failed)."}, float64(records)},
+	} {
+		gauge := prometheus.NewGauge(g.opts)
+		gauge.Set(g.v)
+		reg.MustRegister(gauge)
+	}
 	if werr := prometheus.WriteToTextfile(path, reg); werr != nil {
 		return errors.Join(err, fmt.Errorf("writing -metrics-file: %w", werr))
 	}
