@@ -133,7 +133,8 @@ func TestAlertmanagerReceiver(t *testing.T) {
 
 // TestDashboardGauges checks the gauges the dashboard adds to what the
 // components export: a channel's dry-run state, as the admin API sets it,
-// and the time of the latest checkpoint.
+// and the time of the latest checkpoint; and the zeros the alert rules
+// need.
 func TestDashboardGauges(t *testing.T) {
 	g := startGateway(t, t.TempDir(), gwConfig{})
 	start := time.Now()
@@ -155,6 +156,18 @@ func TestDashboardGauges(t *testing.T) {
 		}
 		t.Fatalf("/metrics lacks %s:\n%s", name, metrics)
 		return 0
+	}
+	// Counters the alert rules take increase() of are there from the
+	// start, so that their first increment is seen.
+	for _, c := range []string{
+		`linegate_pipeline_duplicate_message_ids_total{channel="demo"}`,
+		`linegate_pipeline_clock_skew_total{channel="demo"}`,
+		`linegate_webhook_requests_total{channel="demo",outcome="unavailable"}`,
+		`linegate_webhook_signature_failures_total{channel="demo"}`,
+	} {
+		if v := gauge(c); v != 0 {
+			t.Errorf("%s = %v, want 0", c, v)
+		}
 	}
 	if v := gauge(`linegate_dry_run{channel="demo"}`); v != 0 {
 		t.Errorf("dry-run gauge = %v before dry-run, want 0", v)
