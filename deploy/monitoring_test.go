@@ -508,3 +508,44 @@ func TestAlertmanagerConfig(t *testing.T) {
 		t.Errorf("no receiver posts to /admin/alerts")
 	}
 }
+
+// TestVerifyTimer: the daily verify's units pass systemd-analyze verify,
+// and the service runs verify with -metrics-file into Debian's textfile
+// directory, which it may write, as the rules' LinegateVerifyNotRun and the
+// dashboard expect.
+func TestVerifyTimer(t *testing.T) {
+	svc, err := os.ReadFile("systemd/linegate-verify.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const execStart = "ExecStart=/usr/local/bin/linegate verify -config /etc/linegate/linegate.yaml -metrics-file /var/lib/prometheus/node-exporter/linegate-verify.prom"
+	if !strings.Contains(string(svc), "\n"+execStart+"\n") || !strings.Contains(string(svc), "\nReadWritePaths=/var/lib/prometheus/node-exporter\n") {
+		t.Errorf("linegate-verify.service does not run %q with its directory writable", execStart)
+	}
+	var rules ruleFile
+	readYAML(t, rulesFile, &rules)
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "LinegateVerifyNotRun" && !strings.Contains(r.Annotations["action"], "/var/lib/prometheus/node-exporter/linegate-verify.prom") {
+				t.Errorf("LinegateVerifyNotRun's action names another metrics file than the timer's")
+			}
+		}
+	}
+	sa := need(t, "systemd-analyze")
+	d := t.TempDir()
+	u := replaceAll(t, string(svc), "ExecStart=/usr/local/bin/linegate ", "ExecStart="+linegateBin+" ")
+	if err := os.WriteFile(filepath.Join(d, "linegate-verify.service"), []byte(u), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	timer, err := os.ReadFile("systemd/linegate-verify.timer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d, "linegate-verify.timer"), timer, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(sa, "verify", filepath.Join(d, "linegate-verify.service"), filepath.Join(d, "linegate-verify.timer")).CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
