@@ -184,9 +184,10 @@ func alertDetail(n amNotification, al amAlert, remote string) map[string]any {
 	if len(al.Annotations) > 0 {
 		d["annotations"] = boundPairs(al.Annotations)
 	}
-	// Alertmanager sends the zero time (0001-01-01) as endsAt of an alert
-	// with no end yet.
-	if !al.EndsAt.IsZero() && al.EndsAt.Year() > 1 {
+	// The end of a resolved alert. A firing alert's endsAt is the zero
+	// time (0001-01-01), or when it would end were it not sent again: no
+	// end.
+	if al.Status == "resolved" && al.EndsAt.Year() > 1 {
 		d["ends_at"] = al.EndsAt.UTC().Format(time.RFC3339Nano)
 	}
 	if al.GeneratorURL != "" {

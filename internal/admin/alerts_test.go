@@ -30,9 +30,9 @@ func (l *entryLedger) Commit(ctx context.Context, entries []ledger.Entry, effect
 	return 0, nil
 }
 
-// alertmanagerBody is a notification as Alertmanager 0.28 sends it: one
-// alert firing, one resolved (with its endsAt), extra labels and
-// annotations.
+// alertmanagerBody is a notification as Alertmanager sends it: one alert
+// firing (its endsAt when Prometheus would let it lapse, no end), one
+// resolved (with its end), extra labels and annotations.
 const alertmanagerBody = `{
   "receiver": "linegate-ledger",
   "status": "firing",
@@ -42,7 +42,7 @@ const alertmanagerBody = `{
       "labels": {"alertname": "LinegateKillSwitchLeftOn", "channel": "c", "instance": "gw1:8081", "job": "linegate", "severity": "warning"},
       "annotations": {"summary": "The kill switch has been on for over an hour", "runbook_url": "docs/RUNBOOK.md#kill-switch"%s},
       "startsAt": "2026-12-02T10:00:00.123Z",
-      "endsAt": "0001-01-01T00:00:00Z",
+      "endsAt": "2026-12-02T10:04:00Z",
       "generatorURL": "http://prometheus:9090/graph?g0.expr=linegate_kill_switch+%%3D%%3D+1",
       "fingerprint": "6b0e3a7c1d2f4e59"
     },
