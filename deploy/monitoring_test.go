@@ -549,3 +549,41 @@ func TestVerifyTimer(t *testing.T) {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
+
+// TestMetricsLint scrapes the real binary's /metrics: promtool check
+// metrics finds nothing to say of it (names, units, help), and every
+// linegate_ family it shows is among the names read from the code, so that
+// the checks above see what the binary exports.
+func TestMetricsLint(t *testing.T) {
+	promtool := need(t, "promtool")
+	dir := t.TempDir()
+	g := startGateway(t, dir, installConfig(t, dir, nil))
+	code, metrics := get(t, "http://"+g.admin+"/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics = %d", code)
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(metrics)
+	if out, err := cmd.CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+	exported := exportedMetrics(t)
+	families := 0
+	for line := range strings.Lines(metrics) {
+		f := strings.Fields(line)
+		if len(f) != 4 || f[0] != "#" || f[1] != "TYPE" || !strings.HasPrefix(f[2], "linegate_") {
+			continue
+		}
+		families++
+		name := f[2]
+		if f[3] == "histogram" {
+			name += "_bucket"
+		}
+		if !exported[name] {
+			t.Errorf("/metrics shows %s (%s), which the names read from the code lack", f[2], f[3])
+		}
+	}
+	if families < 20 {
+		t.Errorf("/metrics shows %d linegate_ families:\n%s", families, metrics)
+	}
+}
