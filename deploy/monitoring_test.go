@@ -587,3 +587,35 @@ func TestMetricsLint(t *testing.T) {
 		t.Errorf("/metrics shows %d linegate_ families:\n%s", families, metrics)
 	}
 }
+
+// TestRunbookAnchors: each alert's runbook_url points at a section of
+// docs/RUNBOOK.md: a heading whose GitHub anchor it is, or an element with
+// that id.
+func TestRunbookAnchors(t *testing.T) {
+	b, err := os.ReadFile("../docs/RUNBOOK.md")
+	if err != nil {
+		t.Skipf("no runbook: %v", err)
+	}
+	anchors := map[string]bool{}
+	punct := regexp.MustCompile(`[^\p{L}\p{N} _-]`)
+	ids := regexp.MustCompile(`(?:id|name)="([^"]+)"`)
+	for line := range strings.Lines(string(b)) {
+		if h, ok := strings.CutPrefix(strings.TrimSpace(line), "#"); ok {
+			h = strings.TrimSpace(strings.TrimLeft(h, "#"))
+			anchors[strings.ReplaceAll(punct.ReplaceAllString(strings.ToLower(h), ""), " ", "-")] = true
+		}
+		for _, m := range ids.FindAllStringSubmatch(line, -1) {
+			anchors[m[1]] = true
+		}
+	}
+	var rules ruleFile
+	readYAML(t, rulesFile, &rules)
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			_, anchor, _ := strings.Cut(r.Annotations["runbook_url"], "#")
+			if !anchors[anchor] {
+				t.Errorf("alert %s: docs/RUNBOOK.md has no section #%s", r.Alert, anchor)
+			}
+		}
+	}
+}
