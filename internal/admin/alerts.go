@@ -147,7 +147,7 @@ func (a *API) receiveAlerts(w http.ResponseWriter, r *http.Request) {
 	for s, c := range counts {
 		a.alerts.received.WithLabelValues(s).Add(float64(c))
 	}
-	detail := map[string]any{"receiver": n.Receiver, "status": n.Status, "firing": counts["firing"], "resolved": counts["resolved"]}
+	detail := map[string]any{"receiver": cut(n.Receiver, maxAlertName), "status": cut(n.Status, maxAlertName), "firing": counts["firing"], "resolved": counts["resolved"]}
 	oplog.Admin(a.log, action, r.RemoteAddr, detail)
 	writeJSON(w, map[string]any{"recorded": len(entries), "firing": counts["firing"], "resolved": counts["resolved"]})
 }
@@ -195,6 +195,10 @@ func alertDetail(n amNotification, al amAlert, remote string) map[string]any {
 	}
 	if n.GroupKey != "" {
 		d["group_key"] = cut(n.GroupKey, maxAlertValue)
+	}
+	if n.TruncatedAlerts > 0 {
+		// Alertmanager's max_alerts left these out of the notification.
+		d["truncated_alerts"] = n.TruncatedAlerts
 	}
 	return d
 }
