@@ -20,8 +20,8 @@ import (
 
 // TestAlertIntoLedger runs the whole alert path with the real tools: the
 // gateway (deploy/linegate.yaml) receives one LINE message twice under two
-// webhook event ids; Prometheus scrapes it with linegate-rules.yml and
-// fires LinegateDuplicateMessageID; Alertmanager, with alertmanager.yml,
+// webhook event ids; Prometheus, with prometheus.yml and
+// linegate-rules.yml, scrapes it and fires LinegateDuplicateMessageID; Alertmanager, with alertmanager.yml,
 // posts it to POST /admin/alerts with the token from its file; and the
 // alert is in the ledger, as `linegate tail` reads it.
 func TestAlertIntoLedger(t *testing.T) {
@@ -55,23 +55,26 @@ func TestAlertIntoLedger(t *testing.T) {
 		"--config.file="+amFile, "--storage.path="+filepath.Join(dir, "am-data"),
 		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", amPort), "--cluster.listen-address="))
 
-	// Prometheus: the rules as they are, linegate scraped as the job
-	// "linegate" the rules' header names, every second.
+	// Prometheus: the example config and the rules as they are, with this
+	// gateway and Alertmanager, every second.
 	rules, err := filepath.Abs(rulesFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	promPort := freePort(t)
 	promFile := filepath.Join(dir, "prometheus.yml")
-	promCfg := fmt.Sprintf(`global: {scrape_interval: 1s, evaluation_interval: 1s}
-rule_files: [%q]
-alerting:
-  alertmanagers: [{static_configs: [{targets: ["127.0.0.1:%d"]}]}]
-scrape_configs:
-  - job_name: linegate
-    static_configs: [{targets: [%q]}]
-`, rules, amPort, g.admin)
-	if err := os.WriteFile(promFile, []byte(promCfg), 0o600); err != nil {
+	promCfg, err := os.ReadFile(promConfigFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prom := replaceAll(t, string(promCfg),
+		"scrape_interval: 15s", "scrape_interval: 1s",
+		"evaluation_interval: 15s", "evaluation_interval: 1s",
+		"  - linegate-rules.yml", "  - "+rules,
+		`targets: ["127.0.0.1:9093"]`, fmt.Sprintf(`targets: ["127.0.0.1:%d"]`, amPort),
+		`targets: ["127.0.0.1:8081"]`, fmt.Sprintf(`targets: [%q]`, g.admin),
+	)
+	if err := os.WriteFile(promFile, []byte(prom), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	startTool(t, fmt.Sprintf("http://127.0.0.1:%d/-/ready", promPort), exec.Command(prometheus,

@@ -28,10 +28,11 @@ import (
 )
 
 const (
-	rulesFile     = "prometheus/linegate-rules.yml"
-	rulesTestFile = "prometheus/linegate-rules.test.yml"
-	amConfigFile  = "prometheus/alertmanager.yml"
-	dashboardFile = "grafana/linegate.json"
+	rulesFile      = "prometheus/linegate-rules.yml"
+	rulesTestFile  = "prometheus/linegate-rules.test.yml"
+	amConfigFile   = "prometheus/alertmanager.yml"
+	promConfigFile = "prometheus/prometheus.yml"
+	dashboardFile  = "grafana/linegate.json"
 )
 
 // pendingMetrics are metrics the rules and the dashboard name that other
@@ -58,10 +59,12 @@ var pendingMetrics = []string{
 // prometheusOwn are series Prometheus makes itself.
 var prometheusOwn = []string{"up", "ALERTS"}
 
-// TestPrometheusRules runs promtool check rules and promtool test rules.
+// TestPrometheusRules runs promtool check config (the example, which
+// loads the rules), promtool check rules and promtool test rules.
 func TestPrometheusRules(t *testing.T) {
 	promtool := need(t, "promtool")
 	for _, args := range [][]string{
+		{"check", "config", filepath.Base(promConfigFile)},
 		{"check", "rules", filepath.Base(rulesFile)},
 		{"test", "rules", filepath.Base(rulesTestFile)},
 	} {
