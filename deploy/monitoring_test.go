@@ -169,96 +169,128 @@ func TestAlertRuleTests(t *testing.T) {
 
 // exportedMetrics returns the names of the metrics linegate registers, as
 // /metrics shows them: from the Name of every prometheus.*Opts literal in
-// the code (a histogram's as _bucket, _sum and _count). A name the test
-// cannot read from the code fails it: metric names are written literally,
-// or as metricPrefix + "...".
+// the code (a histogram's as _bucket, _sum and _count). A name is a string
+// literal, a string constant of its package, or a sum of them; another
+// fails the test: the names must be readable here.
 func exportedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
 	names := map[string]bool{}
 	fset := token.NewFileSet()
-	for _, dir := range []string{"../cmd", "../internal"} {
-		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
-				return err
+	var dirs []string
+	for _, root := range []string{"../cmd", "../internal"} {
+		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, path)
 			}
-			f, err := goparser.ParseFile(fset, path, nil, 0)
-			if err != nil {
-				return err
-			}
-			ast.Inspect(f, func(n ast.Node) bool {
-				switch n := n.(type) {
-				case *ast.ValueSpec: // const metricPrefix = "linegate_"
-					for i, id := range n.Names {
-						if id.Name == "metricPrefix" && (i >= len(n.Values) || stringLit(n.Values[i]) != "linegate_") {
-							t.Errorf("%s: metricPrefix is not \"linegate_\"", fset.Position(id.Pos()))
-						}
-					}
-				case *ast.CompositeLit:
-					sel, ok := n.Type.(*ast.SelectorExpr)
-					if !ok || !slices.Contains([]string{"CounterOpts", "GaugeOpts", "HistogramOpts", "SummaryOpts"}, sel.Sel.Name) {
-						return true
-					}
-					if x, ok := sel.X.(*ast.Ident); !ok || x.Name != "prometheus" {
-						return true
-					}
-					for _, el := range n.Elts {
-						kv, ok := el.(*ast.KeyValueExpr)
-						if k, _ := kv.Key.(*ast.Ident); !ok || k == nil || k.Name != "Name" {
-							continue
-						}
-						name := metricName(kv.Value)
-						if name == "" {
-							t.Errorf("%s: a metric name the test cannot read: write it literally, or as metricPrefix + \"...\"", fset.Position(kv.Pos()))
-							continue
-						}
-						switch sel.Sel.Name {
-						case "HistogramOpts":
-							names[name+"_bucket"], names[name+"_sum"], names[name+"_count"] = true, true, true
-						case "SummaryOpts":
-							names[name], names[name+"_sum"], names[name+"_count"] = true, true, true
-						default:
-							names[name] = true
-						}
-					}
-				}
-				return true
-			})
-			return nil
+			return err
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
+	for _, dir := range dirs {
+		var files []*ast.File
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if n := e.Name(); e.IsDir() || !strings.HasSuffix(n, ".go") || strings.HasSuffix(n, "_test.go") {
+				continue
+			}
+			f, err := goparser.ParseFile(fset, filepath.Join(dir, e.Name()), nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			files = append(files, f)
+		}
+		// The package's string constants, for names built from them.
+		consts := map[string]ast.Expr{}
+		for _, f := range files {
+			for _, decl := range f.Decls {
+				if gd, ok := decl.(*ast.GenDecl); ok && gd.Tok == token.CONST {
+					for _, spec := range gd.Specs {
+						vs := spec.(*ast.ValueSpec)
+						for i, id := range vs.Names {
+							if i < len(vs.Values) {
+								consts[id.Name] = vs.Values[i]
+							}
+						}
+					}
+				}
+			}
+		}
+		var eval func(e ast.Expr, depth int) (string, bool)
+		eval = func(e ast.Expr, depth int) (string, bool) {
+			switch e := e.(type) {
+			case *ast.BasicLit:
+				if e.Kind == token.STRING {
+					s, err := strconv.Unquote(e.Value)
+					return s, err == nil
+				}
+			case *ast.Ident:
+				if c, ok := consts[e.Name]; ok && depth < 8 {
+					return eval(c, depth+1)
+				}
+			case *ast.BinaryExpr:
+				if e.Op == token.ADD {
+					x, okx := eval(e.X, depth+1)
+					y, oky := eval(e.Y, depth+1)
+					return x + y, okx && oky
+				}
+			case *ast.ParenExpr:
+				return eval(e.X, depth+1)
+			}
+			return "", false
+		}
+		for _, f := range files {
+			ast.Inspect(f, func(n ast.Node) bool {
+				cl, ok := n.(*ast.CompositeLit)
+				if !ok {
+					return true
+				}
+				sel, ok := cl.Type.(*ast.SelectorExpr)
+				if !ok || !slices.Contains([]string{"CounterOpts", "GaugeOpts", "HistogramOpts", "SummaryOpts"}, sel.Sel.Name) {
+					return true
+				}
+				if x, ok := sel.X.(*ast.Ident); !ok || x.Name != "prometheus" {
+					return true
+				}
+				for _, el := range cl.Elts {
+					kv, ok := el.(*ast.KeyValueExpr)
+					if !ok {
+						continue
+					}
+					if k, ok := kv.Key.(*ast.Ident); !ok || k.Name != "Name" {
+						continue
+					}
+					name, ok := eval(kv.Value, 0)
+					if !ok || name == "" {
+						t.Errorf("%s: a metric name the test cannot read: write it as a string literal or constant", fset.Position(kv.Pos()))
+						continue
+					}
+					switch sel.Sel.Name {
+					case "HistogramOpts":
+						names[name+"_bucket"], names[name+"_sum"], names[name+"_count"] = true, true, true
+					case "SummaryOpts":
+						names[name], names[name+"_sum"], names[name+"_count"] = true, true, true
+					default:
+						names[name] = true
+					}
+				}
+				return true
+			})
+		}
+	}
 	if len(names) < 20 || !names["linegate_webhook_ack_seconds_bucket"] || !names["linegate_kill_switch"] {
 		t.Fatalf("the code's metrics were not found (%d names): %v", len(names), names)
 	}
+	for n := range names {
+		if !strings.HasPrefix(n, "linegate_") {
+			t.Errorf("metric %s is not prefixed linegate_", n)
+		}
+	}
 	return names
-}
-
-// stringLit is the value of a string literal, or "".
-func stringLit(e ast.Expr) string {
-	if b, ok := e.(*ast.BasicLit); ok && b.Kind == token.STRING {
-		s, err := strconv.Unquote(b.Value)
-		if err == nil {
-			return s
-		}
-	}
-	return ""
-}
-
-// metricName reads "name" or metricPrefix + "name".
-func metricName(e ast.Expr) string {
-	if s := stringLit(e); s != "" {
-		return s
-	}
-	if b, ok := e.(*ast.BinaryExpr); ok && b.Op == token.ADD {
-		if id, ok := b.X.(*ast.Ident); ok && id.Name == "metricPrefix" {
-			if s := stringLit(b.Y); s != "" {
-				return "linegate_" + s
-			}
-		}
-	}
-	return ""
 }
 
 // exprMetrics parses a PromQL expression with Prometheus's own parser and
