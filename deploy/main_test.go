@@ -3,9 +3,14 @@
 // command gives a static binary that serves and answers the image's health
 // check (docker_test.go); a signed webhook goes through nginx and Caddy
 // over HTTPS into the ledger byte for byte (proxy_test.go); the systemd
-// unit is hardened and passes systemd-analyze (systemd_test.go).
+// unit is hardened and passes systemd-analyze (systemd_test.go); the alert
+// rules pass promtool's checks and unit tests, the rules and the Grafana
+// dashboard name only exported metrics, the Alertmanager example routes
+// as it says (monitoring_test.go), and an alert goes from Prometheus
+// through Alertmanager into the ledger (alertchain_test.go).
 //
-// The tools (nginx, caddy, systemd-analyze, file) come from Debian's
+// The tools (nginx, caddy, systemd-analyze, file, promtool, amtool,
+// prometheus, prometheus-alertmanager) come from Debian's
 // packages; a test whose tool is missing skips, unless
 // LINEGATE_REQUIRE_DEPLOY=1 (CI installs them), which makes it fail.
 package deploy_test

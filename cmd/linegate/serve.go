@@ -372,6 +372,8 @@ func (g *instance) newAdmin(e *env, token []byte) {
 		Policies: cfg.policies(), Origin: cfg.Log.Origin, Replica: replicaName(), Token: token, Metrics: g.reg, Logger: g.log,
 		Channels: channelIDs(cfg),
 	})
+	g.reg.MustRegister(g.api.Collectors()...)
+	g.reg.MustRegister(g.sender.DryRunGauges()...)
 	g.bg.Go(func() { g.api.WatchReloads(g.bgCtx, 500*time.Millisecond) })
 	g.hup = make(chan os.Signal, 1)
 	signal.Notify(g.hup, syscall.SIGHUP)

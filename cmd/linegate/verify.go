@@ -35,15 +35,20 @@ var errVerifyFailed = errors.New("the ledger does not verify")
 // never migrates the database nor writes to it, and reads an SQLite file
 // that its user may only read. Everything it checks comes from one
 // snapshot, so that it can run beside a gateway under load.
-func runVerify(ctx context.Context, e *env, args []string) error {
-	flags := newFlagSet(e, "verify", "[-config FILE | -data DIR] [-vkey FILE] [-kek FILE]")
+func runVerify(ctx context.Context, e *env, args []string) (err error) {
+	flags := newFlagSet(e, "verify", "[-config FILE | -data DIR] [-vkey FILE] [-kek FILE] [-metrics-file FILE]")
 	configPath := flags.String("config", "", "the serve config whose ledger to verify")
 	dataDir := flags.String("data", "", "a data directory to verify")
 	vkeyFlag := flags.String("vkey", "", "the checkpoint verifier key you hold (default: the data directory's own log.vkey, with a warning)")
 	noPublished := flags.Bool("no-published", false, "pass without the published checkpoint file (kept elsewhere): a database cut back is then caught by the anchors alone")
 	kekFile := flags.String("kek", "", "the key encryption key file, to open sealed payloads and check their commitments (default: the config's, or DIR/kek with -data; without one, the structure only)")
+	metricsFile := flags.String("metrics-file", "", "write the outcome to FILE for node_exporter's textfile collector (*.prom): linegate_verify_ok, linegate_verify_last_run_timestamp_seconds, linegate_verify_records")
 	if err := parseFlags(flags, args); err != nil {
 		return err
+	}
+	var verified uint64
+	if *metricsFile != "" {
+		defer func() { err = writeVerifyMetrics(*metricsFile, err, verified) }()
 	}
 	if *configPath != "" && *dataDir != "" {
 		return fmt.Errorf("%w: give -config or -data, not both", errUsage)
@@ -129,6 +134,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		return errVerifyFailed
 	}
 	d := time.Since(start)
+	verified = rep.Records
 	fmt.Fprintf(e.stdout, "OK %d records (%d in the tree, %d awaiting integration; %d payloads deleted by policy), %d checkpoints, %d tiles, %d anchors, %d payload bytes, in %v\n",
 		rep.Records, rep.TreeSize, rep.Records-rep.TreeSize, rep.Deleted, rep.Checkpoints, rep.Tiles, len(anchors), rep.PayloadBytes, d.Round(time.Millisecond))
 	for _, r := range rep.Rollbacks {

@@ -1,8 +1,9 @@
 // Package admin is the gateway's admin listener: the operator's API under
 // /admin/ (kill switch, dry-run, consent, rule reloads, legal holds,
-// purges, a subject's requests and crypto-shredding, status), behind a
-// bearer token with pprof, beside the probes (/healthz, /readyz), /metrics
-// and the log's read side (/log/).
+// purges, a subject's requests and crypto-shredding, status, and
+// Alertmanager's notifications, each alert recorded), behind a bearer
+// token with pprof, beside the probes (/healthz, /readyz), /metrics and
+// the log's read side (/log/).
 //
 // Every admin action that changes state is recorded in the ledger in the
 // same commit that applies it (outbound.RecordAdmin with its effects): it
@@ -133,6 +134,8 @@ type API struct {
 
 	reloadMu   sync.Mutex
 	lastReload string // the last value of settingRulesReload seen or set
+
+	alerts *alertMetrics
 }
 
 // New returns the admin API.
@@ -143,7 +146,7 @@ func New(o Options) *API {
 	if o.Metrics == nil {
 		o.Metrics = prometheus.NewRegistry()
 	}
-	return &API{o: o, log: o.Logger}
+	return &API{o: o, log: o.Logger, alerts: newAlertMetrics()}
 }
 
 // Handler returns the admin listener's handler: the probes, /metrics and
@@ -155,6 +158,7 @@ func (a *API) Handler() http.Handler {
 	a.ruleRoutes(authed)
 	a.holdRoutes(authed)
 	a.subjectRoutes(authed)
+	a.alertRoutes(authed)
 	authed.HandleFunc("GET /debug/pprof/", pprof.Index)
 	authed.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	authed.HandleFunc("GET /debug/pprof/trace", pprof.Trace)

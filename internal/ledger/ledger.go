@@ -122,6 +122,7 @@ type Ledger struct {
 	copies   recentCommitments
 	ping     pinger // Ready's probes of the store
 	pubHead  atomic.Pointer[TreeHead]
+	pubTime  publishClock
 	m        metrics
 	closeErr error
 	once     sync.Once
@@ -267,7 +268,7 @@ func newMetrics(l *Ledger) metrics {
 // Collectors returns the ledger's metrics, for the caller's registry.
 func (l *Ledger) Collectors() []prometheus.Collector {
 	return append(l.w.Collectors(), l.m.batchSize, l.m.pushbacks,
-		l.m.integrateLatency, l.m.treeSize, l.m.pendingRecords, l.m.queueDepth)
+		l.m.integrateLatency, l.m.treeSize, l.m.pendingRecords, l.m.queueDepth, l.pubTime.gauge())
 }
 
 // Start starts the group-commit writer and the sequencer.
@@ -759,6 +760,7 @@ func (l *Ledger) sign(size uint64, root tlog.Hash) ([]byte, error) {
 // the old one, then the directory synced, so that a crash leaves either
 // the old or the new checkpoint.
 func (l *Ledger) publish(cp []byte) error {
+	l.pubTime.now()
 	if l.opts.CheckpointFile == "" {
 		return nil
 	}

@@ -199,6 +199,11 @@ func New(o Options) *Pipeline {
 		Name: metricPrefix + "pipeline_backlog_records",
 		Help: "Ledger records not yet dispatched to the pipeline, at the last dispatch.",
 	})
+	for ch := range o.Channels {
+		// Zeros from the start: an alert on increase() sees the first one.
+		p.dupMsgs.WithLabelValues(ch)
+		p.skewed.WithLabelValues(ch)
+	}
 	return p
 }
 

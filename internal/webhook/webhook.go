@@ -165,6 +165,7 @@ func New(opts Options) *Handler {
 		// Pre-create the series, so that dashboards see zeros.
 		h.sigFails.WithLabelValues(c.ID)
 		h.requests.WithLabelValues(c.ID, OutcomeOK)
+		h.requests.WithLabelValues(c.ID, OutcomeUnavailable)
 	}
 	h.mux.HandleFunc("POST /webhook/{channel}", h.serveWebhook)
 	return h
