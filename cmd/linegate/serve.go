@@ -19,6 +19,7 @@ import (
 
 	"github.com/linegate/linegate/examples"
 	adminapi "github.com/linegate/linegate/internal/admin"
+	"github.com/linegate/linegate/internal/canary"
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
@@ -136,6 +137,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	if g.sender, g.engine, err = newResponder(ctx, e, cfg, secrets, g.led, g.store, log); err != nil {
 		return err
 	}
+	g.canary = newCanary(cfg, g.led, g.sender, log)
 	g.startPipeline(channels)
 	g.startJobs()
 	g.newAdmin(e, adminToken)
@@ -176,6 +178,7 @@ type instance struct {
 	led     *ledger.Ledger
 	sender  *outbound.Sender
 	engine  *rules.Engine
+	canary  *canary.Watch
 	pipe    *pipeline.Pipeline
 	ingress *webhook.Handler
 	api     *adminapi.API
@@ -297,7 +300,7 @@ func (g *instance) startPipeline(channels []webhook.Channel) {
 	}
 	o := pipeline.Options{
 		Ledger: g.store, Log: g.led, Sealer: g.ring, Store: g.store, Channels: policies, Owner: replicaName(), Logger: g.log,
-		Action: answer(g.engine), Busy: g.led.Busy,
+		Action: g.canary.Action(answer(g.engine)), Busy: g.led.Busy,
 		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,
 	}
 	if ls, ok := g.store.(leases); ok {
@@ -351,6 +354,7 @@ func (g *instance) newAdmin(e *env, token []byte) {
 	g.reg.MustRegister(g.ingress.Collectors()...)
 	g.reg.MustRegister(g.pipe.Collectors()...)
 	g.reg.MustRegister(g.sender.Collectors()...)
+	g.reg.MustRegister(g.canary.Collectors()...)
 	g.api = adminapi.New(adminapi.Options{
 		Ledger: g.led, Store: g.store, Pipeline: g.pipe, Switches: g.sender, Rules: g.engine, Keys: g.ring,
 		LoadRules: func() (*rules.Set, error) { return loadRules(e, cfg) },
@@ -366,6 +370,7 @@ func (g *instance) newAdmin(e *env, token []byte) {
 		},
 		Policies: cfg.policies(), Origin: cfg.Log.Origin, Replica: replicaName(), Token: token, Metrics: g.reg, Logger: g.log,
 		Channels: channelIDs(cfg),
+		Canary:   g.canary,
 	})
 	g.bg.Go(func() { g.api.WatchReloads(g.bgCtx, 500*time.Millisecond) })
 	g.hup = make(chan os.Signal, 1)

@@ -109,6 +109,8 @@ type Options struct {
 	LoadRules func() (*rules.Set, error)
 	// LoadKEKs reads the key encryption keys of the config again.
 	LoadKEKs func() (keys.Config, error)
+	// Canary runs the canary (nil: POST /admin/canary is refused).
+	Canary Canary
 	// Policies are the retention classes, for purges and requests.
 	Policies map[string]retention.Policy
 	// Channels are the ids of the configured channels: a switch or a
@@ -155,6 +157,7 @@ func (a *API) Handler() http.Handler {
 	a.ruleRoutes(authed)
 	a.holdRoutes(authed)
 	a.subjectRoutes(authed)
+	a.canaryRoutes(authed)
 	authed.HandleFunc("GET /debug/pprof/", pprof.Index)
 	authed.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	authed.HandleFunc("GET /debug/pprof/trace", pprof.Trace)

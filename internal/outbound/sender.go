@@ -57,6 +57,10 @@ type Request struct {
 	DryRun bool
 	// Seq tells apart several sends of one event (for the retry key).
 	Seq int
+	// Canary marks the runbook's canary, pushed to the channel's canary
+	// group alone: the one send that the kill switch and dry-run let
+	// through, recorded as such (internal/canary sets it).
+	Canary bool
 }
 
 // Outcome is what became of a request.
@@ -148,6 +152,8 @@ type Sender struct {
 	dryAll   atomic.Bool
 	dryMu    sync.RWMutex
 	dryChans map[string]bool // stored per-channel dry-run
+
+	inspect func(r Request, body []byte) // InspectSends
 
 	sends      *prometheus.CounterVec
 	apiLatency *prometheus.HistogramVec
@@ -332,13 +338,19 @@ func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
 			rec.Outcome, rec.Reason = string(Blocked), "promotional message to a user with no opt-in on record"
 		}
 	}
-	if rec.Outcome == "" && s.KillSwitch() {
+	if s.inspect != nil {
+		s.inspect(r, body)
+	}
+	if r.Canary {
+		rec.Extra = map[string]string{"canary": "to the canary group: not held back by the kill switch or dry-run"}
+	}
+	if rec.Outcome == "" && s.KillSwitch() && !r.Canary {
 		rec.Outcome, rec.Reason = string(Suppressed), "kill switch on"
 		if s.o.EnvKillSwitch {
 			rec.Reason = "kill switch on (REPLY_ENABLE=false)"
 		}
 	}
-	if rec.Outcome == "" && (r.DryRun || s.DryRun(r.Channel)) {
+	if rec.Outcome == "" && (r.DryRun || s.DryRun(r.Channel)) && !r.Canary {
 		rec.Outcome, rec.Reason = string(DryRun), "dry-run: not sent"
 		if r.DryRun {
 			rec.Reason = "dry-run (X-Line-Dry-Run header): not sent"

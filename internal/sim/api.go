@@ -63,6 +63,9 @@ type Options struct {
 	Faults    Faults
 	// MaxCalls bounds the calls kept for /_sim/calls (default 100000).
 	MaxCalls int
+	// EchoGroups are group chats whose members write back what the bot
+	// pushes to them (EchoGroup).
+	EchoGroups []EchoGroup
 	// Client sends the webhook test request (default: a client with a 10s
 	// timeout).
 	Client *http.Client
@@ -490,6 +493,7 @@ func (a *API) push(c *call) {
 		return
 	}
 	c.reply(http.StatusOK, map[string]any{"sentMessages": c.sent(req.Messages)})
+	a.echo(c.ch, req.To, req.Messages)
 }
 
 // multicast, broadcast and narrowcast differ in their recipients and in

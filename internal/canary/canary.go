@@ -1,0 +1,355 @@
+// Package canary is the runbook's canary: a text with a unique marker (the
+// prefix MarkerPrefix and a UUID) pushed to a channel's canary group, a
+// LINE group of internal testers, through the whole path (the Sender, the
+// Messaging API, the group, LINE's webhook, the ledger, the pipeline); the
+// round trip is complete when the marker comes back from that group as a
+// message event. The canary is the one send that the kill switch and
+// dry-run let through, to the canary group alone, so that it can run
+// before the switches are lifted.
+//
+// It also watches for markers where they must never be: in any event from
+// another conversation, and in any send to another conversation. Each one
+// found is a leak: a ledger record (admin action "canary_leak"), the
+// metric linegate_canary_leaks_total and a log line that names the
+// channel, the direction, the record and the marker, never the message
+// text or the LINE user. The check is one bytes.Contains of the prefix on
+// the bytes already in hand.
+package canary
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/oplog"
+	"github.com/linegate/linegate/internal/outbound"
+	"github.com/linegate/linegate/internal/pipeline"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// MarkerPrefix begins every canary marker; a UUID follows it.
+const MarkerPrefix = "lgcanary-"
+
+var prefix = []byte(MarkerPrefix)
+
+// markerLen is the length of a marker: the prefix and a UUID.
+const markerLen = len(MarkerPrefix) + 36
+
+// NewMarker returns a new, unique marker.
+func NewMarker() string { return MarkerPrefix + uuid.NewString() }
+
+// Markers returns the markers in b, each once, in order.
+func Markers(b []byte) []string {
+	var out []string
+	for {
+		i := bytes.Index(b, prefix)
+		if i < 0 {
+			return out
+		}
+		b = b[i:]
+		m := string(b[:min(len(b), markerLen)])
+		if len(m) == markerLen && uuid.Validate(m[len(MarkerPrefix):]) == nil {
+			dup := false
+			for _, o := range out {
+				dup = dup || o == m
+			}
+			if !dup {
+				out = append(out, m)
+			}
+		}
+		b = b[len(prefix):]
+	}
+}
+
+// Sender sends the canary; *outbound.Sender implements it.
+type Sender interface {
+	Send(ctx context.Context, r outbound.Request) (outbound.Outcome, error)
+}
+
+// Options configures a Watch.
+type Options struct {
+	// Groups are the canary groups by channel: a LINE group id (C...).
+	// A channel without one has no canary, and every marker seen on it
+	// is a leak.
+	Groups map[string]string
+	// Retention is each channel's retention class, for the canary's send.
+	Retention map[string]string
+	// Ledger records runs and leaks.
+	Ledger outbound.Committer
+	// Sender sends the canary (Run); nil: Run fails.
+	Sender Sender
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Watch runs canaries and watches for leaks. It is safe for concurrent
+// use.
+//
+// BUG: a run waits in the process that sent it: with replicas on one
+// database, the echo may be handled by another replica's pipeline, and
+// the run then times out although the round trip happened (the echo is
+// still swallowed, not answered, and not a leak).
+type Watch struct {
+	o     Options
+	fails *oplog.Limiter
+
+	mu      sync.Mutex
+	waiting map[string]chan time.Time // marker -> its arrival
+
+	leaks  *prometheus.CounterVec
+	runs   *prometheus.CounterVec
+	lastOK *prometheus.GaugeVec
+}
+
+const metricPrefix = "linegate_"
+
+// New returns a Watch.
+func New(o Options) *Watch {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	w := &Watch{o: o, fails: oplog.NewLimiter(o.Logger, oplog.Every), waiting: map[string]chan time.Time{}}
+	w.leaks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: metricPrefix + "canary_leaks_total",
+		Help: "Canary markers seen outside the canary group (in an event from, or a send to, another conversation), by channel.",
+	}, []string{"channel"})
+	w.runs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: metricPrefix + "canary_runs_total",
+		Help: "Canary runs by channel and outcome (ok, timeout, send_failed).",
+	}, []string{"channel", "outcome"})
+	w.lastOK = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: metricPrefix + "canary_last_success_timestamp_seconds",
+		Help: "When the last canary round trip of the channel completed (Unix time).",
+	}, []string{"channel"})
+	for ch := range o.Groups {
+		w.leaks.WithLabelValues(ch) // exported at 0 from the start: an alert sees the first leak as an increase
+	}
+	return w
+}
+
+// Collectors returns the Watch's metrics.
+func (w *Watch) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{w.leaks, w.runs, w.lastOK}
+}
+
+// The outcomes of a run.
+const (
+	OK         = "ok"
+	Timeout    = "timeout"
+	SendFailed = "send_failed"
+)
+
+// ErrNoGroup is the error of a run on a channel with no canary group.
+var ErrNoGroup = errors.New("canary: the channel has no canary_group")
+
+// Result is what a run found.
+type Result struct {
+	Channel string `json:"channel"`
+	Marker  string `json:"marker"`
+	Outcome string `json:"outcome"`
+	// Send is the push's outcome (sent, failed, ...), and Reason why it
+	// failed.
+	Send   string `json:"send"`
+	Reason string `json:"reason,omitempty"`
+	// SentAt is when the push was made; RoundTripMs how long until the
+	// marker came back from the group (0 unless OK).
+	SentAt      time.Time `json:"sent_at"`
+	RoundTripMs float64   `json:"round_trip_ms,omitempty"`
+	TimeoutMs   float64   `json:"timeout_ms"`
+	// Record is the ledger index of the run's record.
+	Record uint64 `json:"record"`
+}
+
+// Run pushes a new marker to the channel's canary group and waits, at
+// most timeout, for it to come back from the group; it records the run
+// (admin action "canary_run") and returns what it found. The error is for
+// a run that could not start (no group, ErrNoGroup) or whose record failed.
+func (w *Watch) Run(ctx context.Context, channel string, timeout time.Duration) (*Result, error) {
+	group := w.o.Groups[channel]
+	if group == "" {
+		return nil, ErrNoGroup
+	}
+	if w.o.Sender == nil {
+		return nil, errors.New("canary: no sender")
+	}
+	marker := NewMarker()
+	arrived := make(chan time.Time, 1)
+	w.mu.Lock()
+	w.waiting[marker] = arrived
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		delete(w.waiting, marker)
+		w.mu.Unlock()
+	}()
+	text, _ := json.Marshal(map[string]string{"type": "text", "text": "linegate canary " + marker})
+	start := w.o.Now()
+	res := &Result{Channel: channel, Marker: marker, SentAt: start.UTC(), TimeoutMs: float64(timeout) / float64(time.Millisecond)}
+	out, err := w.o.Sender.Send(ctx, outbound.Request{
+		Channel: channel, Retention: w.o.Retention[channel], Subjects: []string{"group:" + group},
+		EventKey: "canary:" + marker, Rule: "canary", To: group, ForcePush: true,
+		Messages: []json.RawMessage{text}, Class: outbound.Transactional, Canary: true,
+	})
+	res.Send = string(out)
+	if out != outbound.Sent {
+		res.Outcome = SendFailed
+		if err != nil {
+			res.Reason = err.Error()
+		}
+	} else {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		select {
+		case at := <-arrived:
+			res.Outcome, res.RoundTripMs = OK, float64(at.Sub(start))/float64(time.Millisecond)
+		case <-t.C:
+			res.Outcome = Timeout
+		case <-ctx.Done():
+			res.Outcome, res.Reason = Timeout, "the caller went away"
+		}
+	}
+	detail := map[string]any{"channel": channel, "marker": marker, "outcome": res.Outcome, "send": res.Send,
+		"sent_at": res.SentAt.Format(time.RFC3339Nano), "timeout_ms": res.TimeoutMs}
+	if res.Outcome == OK {
+		detail["round_trip_ms"] = res.RoundTripMs
+	}
+	if res.Reason != "" {
+		detail["reason"] = res.Reason
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	idx, err := outbound.RecordAdmin(rctx, w.o.Ledger, "canary_run", detail, nil, w.o.Now())
+	w.runs.WithLabelValues(channel, res.Outcome).Inc()
+	if res.Outcome == OK {
+		w.lastOK.WithLabelValues(channel).Set(float64(w.o.Now().UnixMilli()) / 1000)
+	}
+	if err != nil {
+		return res, fmt.Errorf("record canary run: %w", err)
+	}
+	res.Record = idx
+	level := slog.LevelInfo
+	if res.Outcome != OK {
+		level = slog.LevelWarn
+	}
+	w.o.Logger.Log(ctx, level, "canary run", "channel", channel, "marker", marker, "outcome", res.Outcome,
+		"send", res.Send, "round_trip_ms", res.RoundTripMs, "record", idx)
+	return res, nil
+}
+
+// Action wraps the pipeline's action: an event that carries a marker is
+// a canary's round trip when it comes from the channel's canary group
+// (it completes its run, and goes no further: it is not the rules' to
+// answer), and a leak from anywhere else (recorded, then handled as
+// usual).
+func (w *Watch) Action(next pipeline.Action) pipeline.Action {
+	return pipeline.ActionFunc(func(ctx context.Context, it *pipeline.Item, e *line.Event) error {
+		if !bytes.Contains(e.Raw, prefix) {
+			return next.Handle(ctx, it, e)
+		}
+		markers := Markers(e.Raw)
+		if len(markers) == 0 {
+			return next.Handle(ctx, it, e)
+		}
+		group := w.o.Groups[it.Channel]
+		if group != "" && e.Source != nil && e.Source.Type == "group" && e.Source.GroupID == group {
+			w.arrived(it.Channel, markers)
+			return nil
+		}
+		w.leak(ctx, it.Channel, "inbound", conversation(e), markers, map[string]any{"event": it.Key, "webhook_record": it.Record})
+		return next.Handle(ctx, it, e)
+	})
+}
+
+// CheckSend is the Sender's inspection (outbound.Sender.InspectSends): a
+// marker in a send to anywhere but the canary group is a leak.
+func (w *Watch) CheckSend(r outbound.Request, body []byte) {
+	if !bytes.Contains(body, prefix) || r.Canary {
+		return
+	}
+	if group := w.o.Groups[r.Channel]; group != "" && r.To == group {
+		return
+	}
+	markers := Markers(body)
+	if len(markers) == 0 {
+		return
+	}
+	subject := ""
+	if r.To != "" {
+		if s, ok := line.ParseSubject(r.To); ok && line.ValidSubject(s) {
+			subject = s
+		}
+	}
+	w.leak(context.Background(), r.Channel, "outbound", subject, markers,
+		map[string]any{"event": r.EventKey, "webhook_record": r.Record, "rule": r.Rule})
+}
+
+// arrived completes the runs waiting for markers.
+func (w *Watch) arrived(channel string, markers []string) {
+	now := w.o.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, m := range markers {
+		if ch, ok := w.waiting[m]; ok {
+			select {
+			case ch <- now:
+			default:
+			}
+			continue
+		}
+		w.o.Logger.Info("canary marker from the canary group with no run waiting for it (late, or sent by another replica)",
+			"channel", channel, "marker", m)
+	}
+}
+
+// leak records, counts and logs markers found where they must not be.
+// subject is the conversation ("user:U...", "group:C..."), sealed into
+// the record, never logged.
+func (w *Watch) leak(ctx context.Context, channel, direction, subject string, markers []string, detail map[string]any) {
+	w.leaks.WithLabelValues(channel).Inc()
+	detail["channel"], detail["direction"], detail["markers"] = channel, direction, markers
+	var subjects []string
+	if subject != "" {
+		subjects = []string{subject}
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	idx, err := outbound.RecordAdmin(rctx, w.o.Ledger, "canary_leak", detail, subjects, w.o.Now())
+	args := []any{"direction", direction, "markers", markers, "event", detail["event"], "webhook_record", detail["webhook_record"]}
+	if err != nil {
+		args = append(args, "err", oplog.Truncate(err.Error(), 300))
+	} else {
+		args = append(args, "record", idx)
+	}
+	w.fails.Log(slog.LevelError, oplog.Key{Class: "canary_leak", Channel: channel},
+		"canary marker outside the canary group: a configuration leak", args...)
+}
+
+// conversation is the subject of the conversation an event came from.
+func conversation(e *line.Event) string {
+	if e.Source == nil {
+		return ""
+	}
+	var s string
+	switch e.Source.Type {
+	case "group":
+		s = "group:" + e.Source.GroupID
+	case "room":
+		s = "room:" + e.Source.RoomID
+	case "user":
+		s = "user:" + e.Source.UserID
+	}
+	if !line.ValidSubject(s) {
+		return ""
+	}
+	return s
+}
