@@ -22,7 +22,7 @@ func runIncident(ctx context.Context, e *env, args []string) error {
 }
 
 func runIncidentExport(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "incident export", "-from T -to T -out DIR [-config FILE] [-channel ID]")
+	fs := newFlagSet(e, "incident export", "-from T [-to T] -out DIR [-config FILE] [-channel ID]")
 	configPath := fs.String("config", "", "the serve config whose ledger to read (default: the built-in example)")
 	out := fs.String("out", "", "the directory to create (required; must not exist): timeline.md, timeline.json, evidence/")
 	from := fs.String("from", "", "the incident's start: an RFC 3339 time such as 2026-12-02T09:00:00Z, or a date (UTC midnight) (required)")
