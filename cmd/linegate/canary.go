@@ -17,6 +17,7 @@ import (
 	"github.com/linegate/linegate/internal/canary"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/outbound"
+	"github.com/linegate/linegate/internal/sim"
 )
 
 func init() {
@@ -129,3 +130,34 @@ func adminBase(listen string) string {
 
 // canaryGroupPattern is a LINE group id, as a canary_group.
 var canaryGroupPattern = regexp.MustCompile(`^C[0-9a-f]{32}$`)
+
+// simCanaryGroups returns the canary groups of a gateway config as the
+// simulator's echo groups, so that `linegate canary run` completes its
+// round trip against `linegate sim api -config`; a channel with one whose
+// webhook URL the simulator does not know yet gets the config's listener.
+func simCanaryGroups(configPath string, channels []sim.Channel) ([]sim.EchoGroup, error) {
+	if configPath == "" {
+		return nil, nil
+	}
+	cfg, err := loadConfig(configPath)
+	if err != nil {
+		return nil, err
+	}
+	var out []sim.EchoGroup
+	for _, ch := range cfg.Channels {
+		if ch.CanaryGroup == "" {
+			continue
+		}
+		out = append(out, sim.EchoGroup{Channel: ch.ID, GroupID: ch.CanaryGroup})
+		for i := range channels {
+			if channels[i].ID == ch.ID && channels[i].Endpoint == "" {
+				scheme := "http"
+				if cfg.TLS != nil {
+					scheme = "https"
+				}
+				channels[i].Endpoint = fmt.Sprintf("%s://%s/webhook/%s", scheme, cfg.Listen, ch.ID)
+			}
+		}
+	}
+	return out, nil
+}

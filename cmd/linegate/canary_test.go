@@ -7,9 +7,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -266,5 +268,66 @@ func TestCanaryLeak(t *testing.T) {
 	}
 	if code, out := runCLI(t, "verify", "-config", w.g.cfgPath); code != 0 {
 		t.Errorf("verify = %d:\n%s", code, out)
+	}
+}
+
+// TestCanaryWithSimAPI runs the runbook's canary as an operator would
+// against the simulator: `linegate sim api -config` knows the channel's
+// canary group and its webhook URL from the gateway's config, and
+// `linegate canary run -config` finds the admin listener and its token
+// there too.
+func TestCanaryWithSimAPI(t *testing.T) {
+	dir := t.TempDir()
+	webhookAddr, adminAddr, apiAddr := closedPort(t), closedPort(t), closedPort(t)
+	cfg := filepath.Join(dir, "linegate.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`data_dir: %s
+listen: %s
+admin_listen: %s
+admin_token: test-admin-token
+line_api_base: http://%s
+log:
+  origin: %s
+  checkpoint_interval: 50ms
+logging: {format: json}
+channels:
+  - id: demo
+    secret: %q
+    access_token: test-access-token
+    canary_group: %s
+`, filepath.Join(dir, "data"), webhookAddr, adminAddr, apiAddr, testOrigin, testSecret, testCanaryGroup)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"sim", "api", "-listen", apiAddr, "-config", cfg}, {"serve", "-config", cfg}} {
+		cmd := exec.Command(linegateBin, args...)
+		var logs bytes.Buffer
+		cmd.Stderr = &logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+			if t.Failed() {
+				t.Logf("linegate %s:\n%s", args[0], logs.String())
+			}
+		})
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, _ := runCLI(t, "health", "-url", "http://"+adminAddr+"/readyz")
+		resp, err := http.Get("http://" + apiAddr + "/_sim/calls")
+		if err == nil {
+			resp.Body.Close()
+		}
+		if code == 0 && err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the gateway or the simulator did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, out := runCLI(t, "canary", "run", "-config", cfg, "-channel", "demo"); code != 0 || !strings.Contains(out, "canary ok") {
+		t.Fatalf("canary run = %d:\n%s", code, out)
 	}
 }

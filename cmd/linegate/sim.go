@@ -93,7 +93,11 @@ func runSimAPI(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	api := sim.NewAPI(sim.Options{Channels: channels, ReplyTokenTTL: *ttl, RateLimit: *rateLimit, Faults: ff.f})
+	echo, err := simCanaryGroups(*configPath, channels)
+	if err != nil {
+		return err
+	}
+	api := sim.NewAPI(sim.Options{Channels: channels, ReplyTokenTTL: *ttl, RateLimit: *rateLimit, Faults: ff.f, EchoGroups: echo})
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
