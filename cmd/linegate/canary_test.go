@@ -198,6 +198,9 @@ func TestCanaryRoundTrip(t *testing.T) {
 			t.Errorf("canary_run record %d: %v, want outcome %s", i, runs[i].Detail, want)
 		}
 	}
+	if runs[0].Detail["remote"] == nil || !strings.Contains(w.g.Logs(), `"action":"canary_run"`) {
+		t.Errorf("the canary run is not recorded and logged with who asked: %v", runs[0].Detail)
+	}
 	if _, ok := runs[0].Detail["round_trip_ms"].(float64); !ok || runs[0].Detail["marker"] != marker {
 		t.Errorf("first canary_run record: %v", runs[0].Detail)
 	}

@@ -7,12 +7,13 @@ import (
 	"time"
 
 	"github.com/linegate/linegate/internal/canary"
+	"github.com/linegate/linegate/internal/oplog"
 )
 
 // Canary runs the canary of a channel. *canary.Watch implements it: Run
 // records the run whatever its outcome.
 type Canary interface {
-	Run(ctx context.Context, channel string, timeout time.Duration) (*canary.Result, error)
+	Run(ctx context.Context, channel string, timeout time.Duration, detail map[string]any) (*canary.Result, error)
 }
 
 // Bounds on a canary run's wait.
@@ -55,7 +56,8 @@ func (a *API) canaryRoutes(mux *http.ServeMux) {
 		// The answer waits for the round trip: past the server's write
 		// timeout if need be.
 		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(timeout + 30*time.Second))
-		res, err := a.o.Canary.Run(r.Context(), req.Channel, timeout)
+		detail := map[string]any{"remote": r.RemoteAddr}
+		res, err := a.o.Canary.Run(r.Context(), req.Channel, timeout, detail)
 		if errors.Is(err, canary.ErrNoGroup) {
 			a.fail(w, r, "canary_run", badRequest(`channel: no canary_group in the config`))
 			return
@@ -64,6 +66,7 @@ func (a *API) canaryRoutes(mux *http.ServeMux) {
 			a.fail(w, r, "canary_run", err)
 			return
 		}
+		oplog.Admin(a.log, "canary_run", r.RemoteAddr, detail)
 		writeJSON(w, res)
 	})
 }

@@ -172,9 +172,10 @@ type Result struct {
 
 // Run pushes a new marker to the channel's canary group and waits, at
 // most timeout, for it to come back from the group; it records the run
-// (admin action "canary_run") and returns what it found. The error is for
-// a run that could not start (no group, ErrNoGroup) or whose record failed.
-func (w *Watch) Run(ctx context.Context, channel string, timeout time.Duration) (*Result, error) {
+// (admin action "canary_run", with what it found added to detail: who
+// asked) and returns what it found. The error is for a run that could not
+// start (no group, ErrNoGroup) or whose record failed.
+func (w *Watch) Run(ctx context.Context, channel string, timeout time.Duration, detail map[string]any) (*Result, error) {
 	group := w.o.Groups[channel]
 	if group == "" {
 		return nil, ErrNoGroup
@@ -218,8 +219,11 @@ func (w *Watch) Run(ctx context.Context, channel string, timeout time.Duration) 
 			res.Outcome, res.Reason = Timeout, "the caller went away"
 		}
 	}
-	detail := map[string]any{"channel": channel, "marker": marker, "outcome": res.Outcome, "send": res.Send,
-		"sent_at": res.SentAt.Format(time.RFC3339Nano), "timeout_ms": res.TimeoutMs}
+	if detail == nil {
+		detail = map[string]any{}
+	}
+	detail["channel"], detail["marker"], detail["outcome"], detail["send"] = channel, marker, res.Outcome, res.Send
+	detail["sent_at"], detail["timeout_ms"] = res.SentAt.Format(time.RFC3339Nano), res.TimeoutMs
 	if res.Outcome == OK {
 		detail["round_trip_ms"] = res.RoundTripMs
 	}
@@ -237,12 +241,6 @@ func (w *Watch) Run(ctx context.Context, channel string, timeout time.Duration) 
 		return res, fmt.Errorf("record canary run: %w", err)
 	}
 	res.Record = idx
-	level := slog.LevelInfo
-	if res.Outcome != OK {
-		level = slog.LevelWarn
-	}
-	w.o.Logger.Log(ctx, level, "canary run", "channel", channel, "marker", marker, "outcome", res.Outcome,
-		"send", res.Send, "round_trip_ms", res.RoundTripMs, "record", idx)
 	return res, nil
 }
 
