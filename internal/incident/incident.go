@@ -37,6 +37,7 @@ const (
 	KindSignatureFailures = "signature_failures" // a minute's webhooks refused for their signature
 	KindUnavailable       = "unavailable"        // a minute's webhooks answered 503
 	KindLineAPI           = "line_api"           // a minute's Messaging API errors and 429s
+	KindQuotaHold         = "quota_hold"         // a minute's sends held back for the quota
 )
 
 // Entry is one line of the timeline.
@@ -74,6 +75,7 @@ type Totals struct {
 	Unavailable       int64 `json:"unavailable_503"`
 	LineAPIErrors     int64 `json:"line_api_errors"`
 	LineAPIRateLimits int64 `json:"line_api_429s"`
+	QuotaHolds        int64 `json:"quota_holds"`
 }
 
 // Timeline is an incident's timeline: timeline.json.
@@ -204,6 +206,13 @@ func Build(ctx context.Context, view ledger.ReadView, sealer ledger.Sealer, orig
 			e.Counts[reason] += n
 			e.Records = append(e.Records, rec.Index)
 		case *record.Outbound:
+			if b.Outcome != "sent" && strings.Contains(strings.ToLower(b.Reason), "quota") {
+				t.Totals.QuotaHolds++
+				e := bucket(leaf.Time, KindQuotaHold, leaf.Channel)
+				e.Counts[b.Class]++
+				e.Records = append(e.Records, rec.Index)
+				continue
+			}
 			failed := false
 			for _, a := range b.Attempts {
 				status := a.Status
@@ -262,6 +271,7 @@ func minuteSummary(e *Entry) string {
 		KindSignatureFailures: "webhooks refused for their signature (401)",
 		KindUnavailable:       "webhooks answered 503: the ledger could not take them",
 		KindLineAPI:           "Messaging API calls failed or rate limited, by status (0: no answer)",
+		KindQuotaHold:         "sends held back for the month's quota, by class",
 	}[e.Kind]
 	return fmt.Sprintf("%d %s: %s", total, what, strings.Join(parts, ", "))
 }
@@ -300,6 +310,8 @@ func adminSummary(a *record.Admin) string {
 		return fmt.Sprintf("canary %s to the canary group of %s: %s (push %s)", s("marker"), s("channel"), s("outcome"), s("send"))
 	case "canary_leak":
 		return fmt.Sprintf("CANARY LEAK (%s) on %s: %s seen outside the canary group", s("direction"), s("channel"), s("markers"))
+	case "keys_rotated":
+		return fmt.Sprintf("key encryption key rotation: %s data keys re-wrapped under %s", s("rewrapped"), s("kek"))
 	case "alert_firing", "alert_resolved":
 		name := s("alertname")
 		if name == "" {
@@ -369,8 +381,8 @@ func (t *Timeline) WriteMarkdown(w io.Writer) error {
 		fmt.Fprintf(&b, "- %d records of the period are unreadable (payload deleted or data key destroyed) and left out\n", t.Sealed)
 	}
 	fmt.Fprintf(&b, "\n## Totals\n\n| | |\n|---|---|\n")
-	fmt.Fprintf(&b, "| admin actions | %d |\n| alerts | %d |\n| signature failures (401) | %d |\n| webhooks answered 503 | %d |\n| Messaging API errors | %d |\n| Messaging API 429s | %d |\n",
-		t.Totals.AdminActions, t.Totals.Alerts, t.Totals.SignatureFailures, t.Totals.Unavailable, t.Totals.LineAPIErrors, t.Totals.LineAPIRateLimits)
+	fmt.Fprintf(&b, "| admin actions | %d |\n| alerts | %d |\n| signature failures (401) | %d |\n| webhooks answered 503 | %d |\n| Messaging API errors | %d |\n| Messaging API 429s | %d |\n| sends held back for the quota | %d |\n",
+		t.Totals.AdminActions, t.Totals.Alerts, t.Totals.SignatureFailures, t.Totals.Unavailable, t.Totals.LineAPIErrors, t.Totals.LineAPIRateLimits, t.Totals.QuotaHolds)
 	fmt.Fprintf(&b, "\n## Timeline\n\n")
 	if len(t.Entries) == 0 {
 		fmt.Fprintf(&b, "Nothing recorded in the period.\n")
