@@ -300,9 +300,10 @@ func (g *instance) startPipeline(channels []webhook.Channel) {
 	}
 	o := pipeline.Options{
 		Ledger: g.store, Log: g.led, Sealer: g.ring, Store: g.store, Channels: policies, Owner: replicaName(), Logger: g.log,
-		Action: g.canary.Action(answer(g.engine)), Busy: g.led.Busy,
+		Action: answer(g.engine), Busy: g.led.Busy,
 		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,
 	}
+	o.Action = g.canary.Action(o.Action) // canary round trips and leaks, before the rules
 	if ls, ok := g.store.(leases); ok {
 		dl := ls.DispatchLease()
 		g.release = append(g.release, dl.Release)
