@@ -131,33 +131,27 @@ func adminBase(listen string) string {
 // canaryGroupPattern is a LINE group id, as a canary_group.
 var canaryGroupPattern = regexp.MustCompile(`^C[0-9a-f]{32}$`)
 
-// simCanaryGroups returns the canary groups of a gateway config as the
-// simulator's echo groups, so that `linegate canary run` completes its
-// round trip against `linegate sim api -config`; a channel with one whose
-// webhook URL the simulator does not know yet gets the config's listener.
-func simCanaryGroups(configPath string, channels []sim.Channel) ([]sim.EchoGroup, error) {
+// addCanaryGroups makes the canary groups of a gateway config echo
+// groups of the simulator, so that `linegate canary run` completes its
+// round trip against `linegate sim api -config`: each writes back to the
+// channel's webhook URL, or, until one is set, to the config's listener.
+func addCanaryGroups(api *sim.API, configPath string) error {
 	if configPath == "" {
-		return nil, nil
+		return nil
 	}
 	cfg, err := loadConfig(configPath)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var out []sim.EchoGroup
+	scheme := "http"
+	if cfg.TLS != nil {
+		scheme = "https"
+	}
 	for _, ch := range cfg.Channels {
-		if ch.CanaryGroup == "" {
-			continue
-		}
-		out = append(out, sim.EchoGroup{Channel: ch.ID, GroupID: ch.CanaryGroup})
-		for i := range channels {
-			if channels[i].ID == ch.ID && channels[i].Endpoint == "" {
-				scheme := "http"
-				if cfg.TLS != nil {
-					scheme = "https"
-				}
-				channels[i].Endpoint = fmt.Sprintf("%s://%s/webhook/%s", scheme, cfg.Listen, ch.ID)
-			}
+		if ch.CanaryGroup != "" {
+			api.AddEchoGroups(sim.EchoGroup{Channel: ch.ID, GroupID: ch.CanaryGroup,
+				Endpoint: fmt.Sprintf("%s://%s/webhook/%s", scheme, cfg.Listen, ch.ID)})
 		}
 	}
-	return out, nil
+	return nil
 }

@@ -178,11 +178,11 @@ type instance struct {
 	led     *ledger.Ledger
 	sender  *outbound.Sender
 	engine  *rules.Engine
-	canary  *canary.Watch
 	pipe    *pipeline.Pipeline
 	ingress *webhook.Handler
 	api     *adminapi.API
 	reg     *prometheus.Registry
+	canary  *canary.Watch // the canary: round trips, leaks
 
 	stopPipe context.CancelFunc // nil until the pipeline runs
 	pipeDone chan struct{}
@@ -353,9 +353,9 @@ func (g *instance) newAdmin(e *env, token []byte) {
 	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	g.reg.MustRegister(g.led.Collectors()...)
 	g.reg.MustRegister(g.ingress.Collectors()...)
+	g.reg.MustRegister(g.canary.Collectors()...)
 	g.reg.MustRegister(g.pipe.Collectors()...)
 	g.reg.MustRegister(g.sender.Collectors()...)
-	g.reg.MustRegister(g.canary.Collectors()...)
 	g.api = adminapi.New(adminapi.Options{
 		Ledger: g.led, Store: g.store, Pipeline: g.pipe, Switches: g.sender, Rules: g.engine, Keys: g.ring,
 		LoadRules: func() (*rules.Set, error) { return loadRules(e, cfg) },

@@ -93,13 +93,13 @@ func runSimAPI(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	echo, err := simCanaryGroups(*configPath, channels)
+	api := sim.NewAPI(sim.Options{Channels: channels, ReplyTokenTTL: *ttl, RateLimit: *rateLimit, Faults: ff.f})
+	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
-	api := sim.NewAPI(sim.Options{Channels: channels, ReplyTokenTTL: *ttl, RateLimit: *rateLimit, Faults: ff.f, EchoGroups: echo})
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
+	if err := addCanaryGroups(api, *configPath); err != nil {
+		ln.Close()
 		return err
 	}
 	fmt.Fprintf(e.stderr, "fake LINE Messaging API on http://%s (calls: GET /_sim/calls)\n", ln.Addr())

@@ -153,11 +153,11 @@ func New(o Options) *API {
 func (a *API) Handler() http.Handler {
 	authed := http.NewServeMux()
 	authed.HandleFunc("GET /admin/status", a.status)
+	a.canaryRoutes(authed)
 	a.switchRoutes(authed)
 	a.ruleRoutes(authed)
 	a.holdRoutes(authed)
 	a.subjectRoutes(authed)
-	a.canaryRoutes(authed)
 	authed.HandleFunc("GET /debug/pprof/", pprof.Index)
 	authed.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	authed.HandleFunc("GET /debug/pprof/trace", pprof.Trace)

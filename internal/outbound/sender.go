@@ -338,22 +338,27 @@ func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
 			rec.Outcome, rec.Reason = string(Blocked), "promotional message to a user with no opt-in on record"
 		}
 	}
-	if s.inspect != nil {
-		s.inspect(r, body)
-	}
-	if r.Canary {
-		rec.Extra = map[string]string{"canary": "to the canary group: not held back by the kill switch or dry-run"}
-	}
-	if rec.Outcome == "" && s.KillSwitch() && !r.Canary {
+	if rec.Outcome == "" && s.KillSwitch() {
 		rec.Outcome, rec.Reason = string(Suppressed), "kill switch on"
 		if s.o.EnvKillSwitch {
 			rec.Reason = "kill switch on (REPLY_ENABLE=false)"
 		}
 	}
-	if rec.Outcome == "" && (r.DryRun || s.DryRun(r.Channel)) && !r.Canary {
+	if rec.Outcome == "" && (r.DryRun || s.DryRun(r.Channel)) {
 		rec.Outcome, rec.Reason = string(DryRun), "dry-run: not sent"
 		if r.DryRun {
 			rec.Reason = "dry-run (X-Line-Dry-Run header): not sent"
+		}
+	}
+	if s.inspect != nil {
+		s.inspect(r, body)
+	}
+	if r.Canary {
+		// The canary goes to the canary group alone, whatever the
+		// switches say: it tests the path before they are lifted.
+		rec.Extra = map[string]string{"canary": "to the canary group alone: the kill switch and dry-run let it through"}
+		if rec.Outcome == string(Suppressed) || rec.Outcome == string(DryRun) {
+			rec.Outcome, rec.Reason = "", ""
 		}
 	}
 	failure := "" // the class of a failed send, for the log

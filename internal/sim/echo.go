@@ -26,19 +26,35 @@ type EchoGroup struct {
 	Member string
 	// Delay is how long the member takes to answer (default none).
 	Delay time.Duration
+	// Endpoint is where the echo goes while the channel has no webhook
+	// URL set (default: nowhere).
+	Endpoint string
+}
+
+// AddEchoGroups adds echo groups to those of Options.EchoGroups.
+func (a *API) AddEchoGroups(gs ...EchoGroup) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.opts.EchoGroups = append(a.opts.EchoGroups, gs...)
 }
 
 // echo has the echo group that to names, if any, write back the text
 // messages pushed to it, in the background.
 func (a *API) echo(ch *channelState, to string, raw json.RawMessage) {
 	var g *EchoGroup
+	a.mu.Lock()
 	for i := range a.opts.EchoGroups {
-		if eg := &a.opts.EchoGroups[i]; eg.Channel == ch.ID && eg.GroupID == to {
-			g = eg
+		if eg := a.opts.EchoGroups[i]; eg.Channel == ch.ID && eg.GroupID == to {
+			g = &eg
 		}
 	}
+	ep, secret := ch.Endpoint, ch.Secret
+	a.mu.Unlock()
 	if g == nil {
 		return
+	}
+	if ep == "" {
+		ep = g.Endpoint
 	}
 	var msgs []struct{ Type, Text string }
 	json.Unmarshal(raw, &msgs)
@@ -51,9 +67,6 @@ func (a *API) echo(ch *channelState, to string, raw json.RawMessage) {
 	if len(texts) == 0 {
 		return
 	}
-	a.mu.Lock()
-	ep, secret := ch.Endpoint, ch.Secret
-	a.mu.Unlock()
 	if ep == "" || secret == "" {
 		a.opts.Logger.Warn("sim: echo group has no webhook endpoint or secret to write back to", "channel", ch.ID, "group", g.GroupID)
 		return
