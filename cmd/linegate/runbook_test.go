@@ -14,13 +14,18 @@ import (
 // lacks the command. Remove each once it is in.
 var runbookPending = map[string]bool{"webhook": true}
 
-// runbookAlerts are the alerts of deploy/prometheus/linegate-rules.yml,
-// each with its section in docs/RUNBOOK.md.
+// runbookAlerts are the alerts that docs/RUNBOOK.md has a section for
+// (## NAME, whose anchor the rules' runbook_url names, in lower case):
+// those of deploy/prometheus/linegate-rules.yml, and the names other rule
+// files give two of them.
 var runbookAlerts = []string{
-	"LinegateDeliveryDelayHigh", "LinegateAckLatencyHigh", "LinegateReplyLatencyHigh", "LinegateWebhookInactive",
-	"LinegateWebhookMoved", "LinegateSignatureFailures", "LinegateDuplicateMessageId", "LinegateLedgerUnavailable",
-	"LinegatePipelineBacklog", "LinegateLineAPIErrors", "LinegateLineAPIRateLimited", "LinegateKillSwitchLeftOn",
-	"LinegateClockDrift", "LinegateQuotaNearEnd", "LinegateTokenNearExpiry", "LinegateCanaryLeak",
+	"LinegateDeliveryDelayHigh", "LinegateAckLatencyHigh", "LinegateReplyLatencyHigh", "LinegateWebhookDisabled",
+	"LinegateWebhookInactive", "LinegateWebhookMoved", "LinegateWebhookMonitorStale", "LinegateSignatureFailures",
+	"LinegateDuplicateMessageID", "LinegateDown", "LinegateLedgerUnavailable", "LinegateLedgerWriteErrors",
+	"LinegatePipelineBacklogGrowing", "LinegatePipelineBacklog", "LinegateLineAPIErrors", "LinegateLineAPIRateLimited",
+	"LinegateKillSwitchLeftOn", "LinegateClockDrift", "LinegateQuotaBudgetNear", "LinegateQuotaNearEnd",
+	"LinegateTokenNearExpiry", "LinegateTokenRenewalFailing", "LinegateCanaryLeak", "LinegateAlertsNotRecorded",
+	"LinegateVerifyFailed", "LinegateVerifyNotRun",
 }
 
 // runbookPositional are the commands that take positional arguments, and
@@ -223,8 +228,23 @@ func TestRunbookAnchors(t *testing.T) {
 		}
 	}
 	for _, a := range runbookAlerts {
-		if !strings.Contains(string(doc), "\n## "+a+"\n") {
+		if !anchors[strings.ToLower(a)] {
 			t.Errorf("docs/RUNBOOK.md has no section ## %s", a)
+		}
+	}
+	// Each section of an alert is in the table of signals, and says what
+	// the alert means and what to do (or names the alert it is another
+	// name of).
+	for _, sec := range strings.Split(string(doc), "\n## ")[1:] {
+		name, text, _ := strings.Cut(sec, "\n")
+		if !strings.HasPrefix(name, "Linegate") {
+			continue
+		}
+		if !strings.Contains(text, "**What it means.**") && !strings.Contains(text, "The same signal as") {
+			t.Errorf("section %s does not say what the alert means", name)
+		}
+		if !strings.Contains(string(doc), "| ["+name+"](#"+strings.ToLower(name)+") |") && !strings.Contains(text, "The same signal as") {
+			t.Errorf("alert %s is not in the table of signals", name)
 		}
 	}
 	for _, m := range regexp.MustCompile(`\]\(#([^)]+)\)`).FindAllStringSubmatch(string(doc), -1) {

@@ -174,6 +174,9 @@ func Build(ctx context.Context, view ledger.ReadView, sealer ledger.Sealer, orig
 		switch b := body.(type) {
 		case *record.Admin:
 			ch, _ := b.Detail["channel"].(string)
+			if labels, ok := b.Detail["labels"].(map[string]any); ok && ch == "" {
+				ch, _ = labels["channel"].(string) // an alert's
+			}
 			if sel.Channel != "" && ch != "" && ch != sel.Channel {
 				continue
 			}
