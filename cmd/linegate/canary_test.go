@@ -88,8 +88,8 @@ func (w *canaryWorld) canary(t *testing.T, timeout string) (int, string) {
 	return runCLI(t, "canary", "run", "-config", w.g.cfgPath, "-admin", w.g.admin, "-channel", "demo", "-timeout", timeout)
 }
 
-// metric returns the value of a sample of /metrics (-1 when absent).
-func metric(t *testing.T, g *gateway, sample string) float64 {
+// canarySample returns the value of a sample of /metrics (-1 when absent).
+func canarySample(t *testing.T, g *gateway, sample string) float64 {
 	t.Helper()
 	_, b := g.get(t, g.admin+"/metrics")
 	for _, l := range strings.Split(string(b), "\n") {
@@ -103,9 +103,9 @@ func metric(t *testing.T, g *gateway, sample string) float64 {
 	return -1
 }
 
-// adminRecords returns the admin records of a data directory with the
+// recordedActions returns the admin records of a data directory with the
 // action given, in ledger order.
-func adminRecords(t *testing.T, dir, action string) []record.Admin {
+func recordedActions(t *testing.T, dir, action string) []record.Admin {
 	t.Helper()
 	var out []record.Admin
 	for _, r := range readLedger(t, dir) {
@@ -123,7 +123,7 @@ func adminRecords(t *testing.T, dir, action string) []record.Admin {
 	return out
 }
 
-var markerPattern = regexp.MustCompile(`lgcanary-[0-9a-f-]{36}`)
+var canaryMarkerPattern = regexp.MustCompile(`lgcanary-[0-9a-f-]{36}`)
 
 // TestCanaryRoundTrip: `linegate canary run` pushes a marker to the canary
 // group through the running gateway, the simulator's group echoes it as a
@@ -139,7 +139,7 @@ func TestCanaryRoundTrip(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "canary ok: lgcanary-") || !strings.Contains(out, " ms ") {
 		t.Fatalf("canary run = %d:\n%s", code, out)
 	}
-	marker := markerPattern.FindString(out)
+	marker := canaryMarkerPattern.FindString(out)
 	// The push went to the canary group, with the marker.
 	pushed := false
 	for _, c := range w.api.Calls() {
@@ -169,16 +169,16 @@ func TestCanaryRoundTrip(t *testing.T) {
 	if d := time.Since(start); d > 8*time.Second {
 		t.Errorf("a 1s canary took %s", d)
 	}
-	if v := metric(t, w.g, `linegate_canary_runs_total{channel="demo",outcome="ok"}`); v != 2 {
+	if v := canarySample(t, w.g, `linegate_canary_runs_total{channel="demo",outcome="ok"}`); v != 2 {
 		t.Errorf("canary ok runs = %v, want 2", v)
 	}
-	if v := metric(t, w.g, `linegate_canary_runs_total{channel="demo",outcome="timeout"}`); v != 1 {
+	if v := canarySample(t, w.g, `linegate_canary_runs_total{channel="demo",outcome="timeout"}`); v != 1 {
 		t.Errorf("canary timeouts = %v, want 1", v)
 	}
-	if v := metric(t, w.g, `linegate_canary_last_success_timestamp_seconds{channel="demo"}`); v < float64(start.Add(-time.Minute).Unix()) {
+	if v := canarySample(t, w.g, `linegate_canary_last_success_timestamp_seconds{channel="demo"}`); v < float64(start.Add(-time.Minute).Unix()) {
 		t.Errorf("canary last success = %v", v)
 	}
-	if v := metric(t, w.g, `linegate_canary_leaks_total{channel="demo"}`); v != 0 {
+	if v := canarySample(t, w.g, `linegate_canary_leaks_total{channel="demo"}`); v != 0 {
 		t.Errorf("canary leaks = %v, want 0", v)
 	}
 	// A canary on a channel without a canary group, or an unknown one, is
@@ -189,12 +189,12 @@ func TestCanaryRoundTrip(t *testing.T) {
 	waitIdle(t, w.g)
 	w.g.stop()
 
-	runs := adminRecords(t, dir, "canary_run")
+	runs := recordedActions(t, dir, "canary_run")
 	if len(runs) != 3 {
 		t.Fatalf("%d canary_run records, want 3", len(runs))
 	}
 	for i, want := range []string{"ok", "ok", "timeout"} {
-		if runs[i].Detail["outcome"] != want || !markerPattern.MatchString(fmt.Sprint(runs[i].Detail["marker"])) {
+		if runs[i].Detail["outcome"] != want || !canaryMarkerPattern.MatchString(fmt.Sprint(runs[i].Detail["marker"])) {
 			t.Errorf("canary_run record %d: %v, want outcome %s", i, runs[i].Detail, want)
 		}
 	}
@@ -210,7 +210,7 @@ func TestCanaryRoundTrip(t *testing.T) {
 			t.Errorf("a send other than the canary's: %v", o)
 		}
 	}
-	if n := len(adminRecords(t, dir, "canary_leak")); n != 0 {
+	if n := len(recordedActions(t, dir, "canary_leak")); n != 0 {
 		t.Errorf("%d canary_leak records, want 0", n)
 	}
 	if code, out := runCLI(t, "verify", "-config", w.g.cfgPath); code != 0 {
@@ -229,17 +229,17 @@ func TestCanaryLeak(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("canary run = %d:\n%s", code, out)
 	}
-	marker := markerPattern.FindString(out)
+	marker := canaryMarkerPattern.FindString(out)
 	const user = "U4af4980629f1b2c3d4e5f60718293a4b"
 	sendText(t, w.g, user, "", "echo secret-phrase "+marker)
 	waitIdle(t, w.g)
-	if v := metric(t, w.g, `linegate_canary_leaks_total{channel="demo"}`); v != 2 {
+	if v := canarySample(t, w.g, `linegate_canary_leaks_total{channel="demo"}`); v != 2 {
 		t.Errorf("canary leaks = %v, want 2 (in, and out again)", v)
 	}
 	// A text without a marker, from the same user: no leak.
 	sendText(t, w.g, user, "", "echo hello")
 	waitIdle(t, w.g)
-	if v := metric(t, w.g, `linegate_canary_leaks_total{channel="demo"}`); v != 2 {
+	if v := canarySample(t, w.g, `linegate_canary_leaks_total{channel="demo"}`); v != 2 {
 		t.Errorf("canary leaks after a plain text = %v, want 2", v)
 	}
 	lines := failureLines(t, w.g, "canary_leak", "demo")
@@ -252,7 +252,7 @@ func TestCanaryLeak(t *testing.T) {
 			t.Errorf("the log holds %q", s)
 		}
 	}
-	leaks := adminRecords(t, dir, "canary_leak")
+	leaks := recordedActions(t, dir, "canary_leak")
 	if len(leaks) != 2 {
 		t.Fatalf("%d canary_leak records, want 2", len(leaks))
 	}

@@ -65,15 +65,15 @@ func TestRunbookCommands(t *testing.T) {
 		}
 		// Positional arguments: only where the command takes them.
 		name := strings.Fields(strings.TrimPrefix(strings.SplitN(out, "\n", 2)[0], "Usage: linegate "))
-		if got := positionals(args[1:], out); got != runbookPositional[name[0]] {
+		if got := runbookPositionals(args[1:], out); got != runbookPositional[name[0]] {
 			t.Errorf("%s\n  has %d positional arguments, want %d", strings.Join(args, " "), got, runbookPositional[name[0]])
 		}
 	}
 }
 
-// positionals counts the arguments of a command line that are neither its
+// runbookPositionals counts the arguments of a command line that are neither its
 // command words nor flags or their values, by the flags its usage lists.
-func positionals(args []string, usage string) int {
+func runbookPositionals(args []string, usage string) int {
 	valued := map[string]bool{}
 	for _, l := range strings.Split(usage, "\n") {
 		if m := regexp.MustCompile(`^  -([A-Za-z0-9-]+)( [a-z]+)?`).FindStringSubmatch(l); m != nil {
@@ -123,7 +123,7 @@ func runbookCommandLines(doc string) [][]string {
 				cur += strings.TrimSuffix(trimmed, `\`) + " "
 				continue
 			}
-			cmds = append(cmds, splitCommands(cur+trimmed)...)
+			cmds = append(cmds, runbookSplit(cur+trimmed)...)
 			cur = ""
 			continue
 		}
@@ -133,7 +133,7 @@ func runbookCommandLines(doc string) [][]string {
 	}
 	var out [][]string
 	for _, c := range cmds {
-		w := shellWords(c)
+		w := runbookWords(c)
 		if len(w) >= 2 && w[0] == "sudo" && len(w) > 3 && w[1] == "-u" {
 			w = w[3:]
 		}
@@ -144,9 +144,9 @@ func runbookCommandLines(doc string) [][]string {
 	return out
 }
 
-// splitCommands splits a shell line at ;, && and | outside quotes, and
+// runbookSplit splits a shell line at ;, && and | outside quotes, and
 // drops a comment.
-func splitCommands(line string) []string {
+func runbookSplit(line string) []string {
 	var out []string
 	var cur strings.Builder
 	quote := rune(0)
@@ -173,8 +173,8 @@ func splitCommands(line string) []string {
 	return append(out, cur.String())
 }
 
-// shellWords splits a command into words, quotes removed.
-func shellWords(s string) []string {
+// runbookWords splits a command into words, quotes removed.
+func runbookWords(s string) []string {
 	var out []string
 	var cur strings.Builder
 	in, quote := false, rune(0)
@@ -222,9 +222,9 @@ func TestRunbookAnchors(t *testing.T) {
 			inBlock = !inBlock
 		}
 		if h, ok := strings.CutPrefix(l, "## "); ok && !inBlock {
-			anchors[slug(h)] = true
+			anchors[runbookSlug(h)] = true
 		} else if h, ok := strings.CutPrefix(l, "# "); ok && !inBlock {
-			anchors[slug(h)] = true
+			anchors[runbookSlug(h)] = true
 		}
 	}
 	for _, a := range runbookAlerts {
@@ -272,9 +272,9 @@ func TestRunbookAnchors(t *testing.T) {
 	}
 }
 
-// slug is the anchor GitHub gives a heading: lower case, spaces as
+// runbookSlug is the anchor GitHub gives a heading: lower case, spaces as
 // hyphens, punctuation dropped.
-func slug(h string) string {
+func runbookSlug(h string) string {
 	var b strings.Builder
 	for _, r := range strings.ToLower(strings.TrimSpace(h)) {
 		switch {
