@@ -159,6 +159,21 @@ func TestCanaryRoundTrip(t *testing.T) {
 	}
 	admin(t, w.g, "/admin/kill-switch", `{"on": false, "reason": "fixed"}`)
 
+	// The Messaging API fails the push: the canary fails at once.
+	setFaults := func(f string) {
+		req, _ := http.NewRequest("PUT", w.apiURL+"/_sim/faults", strings.NewReader(f))
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	setFaults(`{"error_rate": 1}`)
+	if code, out := w.canary(t, "10s"); code != 1 || !strings.Contains(out, "canary FAILED") || !strings.Contains(out, "push 500") {
+		t.Fatalf("canary run with the push failing = %d:\n%s", code, out)
+	}
+	setFaults(`{}`)
+
 	// A group that does not answer: the webhook goes nowhere.
 	w.setEndpoint(t, "http://"+closedPort(t)+"/webhook/demo")
 	start := time.Now()
@@ -178,6 +193,9 @@ func TestCanaryRoundTrip(t *testing.T) {
 	if v := canarySample(t, w.g, `linegate_canary_last_success_timestamp_seconds{channel="demo"}`); v < float64(start.Add(-time.Minute).Unix()) {
 		t.Errorf("canary last success = %v", v)
 	}
+	if v := canarySample(t, w.g, `linegate_canary_runs_total{channel="demo",outcome="send_failed"}`); v != 1 {
+		t.Errorf("canary failed pushes = %v, want 1", v)
+	}
 	if v := canarySample(t, w.g, `linegate_canary_leaks_total{channel="demo"}`); v != 0 {
 		t.Errorf("canary leaks = %v, want 0", v)
 	}
@@ -190,10 +208,10 @@ func TestCanaryRoundTrip(t *testing.T) {
 	w.g.stop()
 
 	runs := recordedActions(t, dir, "canary_run")
-	if len(runs) != 3 {
-		t.Fatalf("%d canary_run records, want 3", len(runs))
+	if len(runs) != 4 {
+		t.Fatalf("%d canary_run records, want 4", len(runs))
 	}
-	for i, want := range []string{"ok", "ok", "timeout"} {
+	for i, want := range []string{"ok", "ok", "send_failed", "timeout"} {
 		if runs[i].Detail["outcome"] != want || !canaryMarkerPattern.MatchString(fmt.Sprint(runs[i].Detail["marker"])) {
 			t.Errorf("canary_run record %d: %v, want outcome %s", i, runs[i].Detail, want)
 		}
@@ -204,7 +222,7 @@ func TestCanaryRoundTrip(t *testing.T) {
 	if _, ok := runs[0].Detail["round_trip_ms"].(float64); !ok || runs[0].Detail["marker"] != marker {
 		t.Errorf("first canary_run record: %v", runs[0].Detail)
 	}
-	// The echoes were not answered: the only sends are the three pushes.
+	// The echoes were not answered: the only sends are the four pushes.
 	for _, o := range outboundRecords(t, dir) {
 		if o["rule"] != "canary" {
 			t.Errorf("a send other than the canary's: %v", o)

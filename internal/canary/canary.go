@@ -131,8 +131,15 @@ func New(o Options) *Watch {
 		Name: metricPrefix + "canary_last_success_timestamp_seconds",
 		Help: "When the last canary round trip of the channel completed (Unix time).",
 	}, []string{"channel"})
-	for ch := range o.Groups {
-		w.leaks.WithLabelValues(ch) // exported at 0 from the start: an alert sees the first leak as an increase
+	// Exported at 0 from the start, so that alerts see the first leak or
+	// failed run as an increase.
+	for ch, group := range o.Groups {
+		w.leaks.WithLabelValues(ch)
+		if group != "" {
+			for _, out := range []string{OK, Timeout, SendFailed} {
+				w.runs.WithLabelValues(ch, out)
+			}
+		}
 	}
 	return w
 }
