@@ -25,13 +25,14 @@ func init() {
 }
 
 // newCanary builds the canary watch of serve: the channels' canary groups,
-// sending through the Sender, whose every send it checks for markers.
-func newCanary(cfg *Config, led *ledger.Ledger, sender *outbound.Sender, log *slog.Logger) *canary.Watch {
+// sending through the Sender, whose every send it checks for markers, and
+// reading the store (state) for what other replicas saw.
+func newCanary(cfg *Config, led *ledger.Ledger, state outbound.State, sender *outbound.Sender, log *slog.Logger) *canary.Watch {
 	groups, classes := map[string]string{}, map[string]string{}
 	for _, ch := range cfg.Channels {
 		groups[ch.ID], classes[ch.ID] = ch.CanaryGroup, ch.Retention
 	}
-	w := canary.New(canary.Options{Groups: groups, Retention: classes, Ledger: led, Sender: sender, Logger: log})
+	w := canary.New(canary.Options{Groups: groups, Retention: classes, Ledger: led, State: state, Sender: sender, Logger: log})
 	sender.InspectSends(w.CheckSend)
 	return w
 }

@@ -137,7 +137,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	if g.sender, g.engine, err = newResponder(ctx, e, cfg, secrets, g.led, g.store, log); err != nil {
 		return err
 	}
-	g.canary = newCanary(cfg, g.led, g.sender, log)
+	g.canary = newCanary(cfg, g.led, g.store, g.sender, log)
 	g.startPipeline(channels)
 	g.startJobs()
 	g.newAdmin(e, adminToken)

@@ -85,6 +85,15 @@ type Options struct {
 	Ledger outbound.Committer
 	// Sender sends the canary (Run); nil: Run fails.
 	Sender Sender
+	// State reads the settings that Ledger's records set (the store);
+	// with it, a run also completes when another replica on the same
+	// database saw the marker come back (nil: this process alone).
+	State interface {
+		Setting(ctx context.Context, key string) (string, error)
+	}
+	// Poll is how often a run looks for another replica's sighting
+	// (default 200ms).
+	Poll   time.Duration
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -92,10 +101,10 @@ type Options struct {
 // Watch runs canaries and watches for leaks. It is safe for concurrent
 // use.
 //
-// BUG: a run waits in the process that sent it: with replicas on one
-// database, the echo may be handled by another replica's pipeline, and
-// the run then times out although the round trip happened (the echo is
-// still swallowed, not answered, and not a leak).
+// A run waits in the process that sent it. With replicas on one database
+// the marker may come back through another replica's pipeline: that one
+// records the sighting (admin action "canary_echo", which stores the time
+// as the setting "canary_echo:" and the marker), and the run reads it.
 type Watch struct {
 	o     Options
 	fails *oplog.Limiter
@@ -117,6 +126,9 @@ func New(o Options) *Watch {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Poll <= 0 {
+		o.Poll = 200 * time.Millisecond
 	}
 	w := &Watch{o: o, fails: oplog.NewLimiter(o.Logger, oplog.Every), waiting: map[string]chan time.Time{}}
 	w.leaks = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -215,15 +227,11 @@ func (w *Watch) Run(ctx context.Context, channel string, timeout time.Duration, 
 			res.Reason = err.Error()
 		}
 	} else {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		select {
-		case at := <-arrived:
+		res.Outcome = Timeout
+		if at, ok := w.wait(ctx, marker, arrived, timeout); ok {
 			res.Outcome, res.RoundTripMs = OK, float64(at.Sub(start))/float64(time.Millisecond)
-		case <-t.C:
-			res.Outcome = Timeout
-		case <-ctx.Done():
-			res.Outcome, res.Reason = Timeout, "the caller went away"
+		} else if ctx.Err() != nil {
+			res.Reason = "the caller went away"
 		}
 	}
 	if detail == nil {
@@ -251,6 +259,40 @@ func (w *Watch) Run(ctx context.Context, channel string, timeout time.Duration, 
 	return res, nil
 }
 
+// settingEcho begins the setting in which a replica records when it saw
+// a marker come back.
+const settingEcho = "canary_echo:"
+
+// wait waits, at most timeout, for the marker to come back: through this
+// process's pipeline (arrived), or another replica's (the setting).
+func (w *Watch) wait(ctx context.Context, marker string, arrived <-chan time.Time, timeout time.Duration) (time.Time, bool) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	poll := time.NewTicker(w.o.Poll)
+	defer poll.Stop()
+	for {
+		select {
+		case at := <-arrived:
+			return at, true
+		case <-t.C:
+			return time.Time{}, false
+		case <-ctx.Done():
+			return time.Time{}, false
+		case <-poll.C:
+			if w.o.State == nil {
+				continue
+			}
+			v, err := w.o.State.Setting(ctx, settingEcho+marker)
+			if err != nil || v == "" {
+				continue
+			}
+			if at, err := time.Parse(time.RFC3339Nano, v); err == nil {
+				return at, true
+			}
+		}
+	}
+}
+
 // Action wraps the pipeline's action: an event that carries a marker is
 // a canary's round trip when it comes from the channel's canary group
 // (it completes its run, and goes no further: it is not the rules' to
@@ -267,8 +309,7 @@ func (w *Watch) Action(next pipeline.Action) pipeline.Action {
 		}
 		group := w.o.Groups[it.Channel]
 		if group != "" && e.Source != nil && e.Source.Type == "group" && e.Source.GroupID == group {
-			w.arrived(it.Channel, markers)
-			return nil
+			return w.arrived(ctx, it.Channel, markers)
 		}
 		w.leak(ctx, it.Channel, "inbound", conversation(e), markers, map[string]any{"event": it.Key, "webhook_record": it.Record})
 		return next.Handle(ctx, it, e)
@@ -298,11 +339,13 @@ func (w *Watch) CheckSend(r outbound.Request, body []byte) {
 		map[string]any{"event": r.EventKey, "webhook_record": r.Record, "rule": r.Rule})
 }
 
-// arrived completes the runs waiting for markers.
-func (w *Watch) arrived(channel string, markers []string) {
+// arrived completes the runs waiting for markers; a marker no run of
+// this process waits for is recorded for the replica whose run it is.
+// The error (the record failed) fails the event, which runs again.
+func (w *Watch) arrived(ctx context.Context, channel string, markers []string) error {
 	now := w.o.Now()
+	var others []string
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	for _, m := range markers {
 		if ch, ok := w.waiting[m]; ok {
 			select {
@@ -311,9 +354,20 @@ func (w *Watch) arrived(channel string, markers []string) {
 			}
 			continue
 		}
-		w.o.Logger.Info("canary marker from the canary group with no run waiting for it (late, or sent by another replica)",
-			"channel", channel, "marker", m)
+		others = append(others, m)
 	}
+	w.mu.Unlock()
+	if w.o.State == nil {
+		return nil
+	}
+	for _, m := range others {
+		_, err := outbound.RecordAdmin(ctx, w.o.Ledger, "canary_echo", map[string]any{"channel": channel, "marker": m}, nil, now,
+			outbound.SetSetting{Key: settingEcho + m, Value: now.UTC().Format(time.RFC3339Nano)})
+		if err != nil {
+			return fmt.Errorf("record canary echo: %w", err)
+		}
+	}
+	return nil
 }
 
 // leak records, counts and logs markers found where they must not be.
