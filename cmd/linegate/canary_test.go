@@ -39,13 +39,8 @@ type canaryWorld struct {
 // LINE's is.
 func startCanaryWorld(t *testing.T, dir string, c gwConfig) *canaryWorld {
 	t.Helper()
-	w := &canaryWorld{dir: dir, api: sim.NewAPI(sim.Options{
-		Channels:   []sim.Channel{{ID: "demo", AccessToken: "test-access-token", Secret: testSecret}},
-		EchoGroups: []sim.EchoGroup{{Channel: "demo", GroupID: testCanaryGroup}},
-	})}
-	srv := httptest.NewServer(w.api)
-	t.Cleanup(srv.Close)
-	w.apiURL = srv.URL
+	w := &canaryWorld{dir: dir}
+	w.api, w.apiURL = newCanarySim(t)
 	rulesFile := filepath.Join(dir, "rules.yaml")
 	if err := os.WriteFile(rulesFile, []byte(`rules:
   - name: echo
@@ -59,6 +54,17 @@ func startCanaryWorld(t *testing.T, dir string, c gwConfig) *canaryWorld {
 	w.g = startGateway(t, dir, c)
 	w.setEndpoint(t, w.g.webhook+"/webhook/demo")
 	return w
+}
+
+// newCanarySim starts the simulator with the demo channel's canary group.
+func newCanarySim(t *testing.T) (*sim.API, string) {
+	api := sim.NewAPI(sim.Options{
+		Channels:   []sim.Channel{{ID: "demo", AccessToken: "test-access-token", Secret: testSecret}},
+		EchoGroups: []sim.EchoGroup{{Channel: "demo", GroupID: testCanaryGroup}},
+	})
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	return api, srv.URL
 }
 
 // setEndpoint sets the channel's webhook URL in the simulator, as the
@@ -351,4 +357,30 @@ channels:
 	if code, out := runCLI(t, "canary", "run", "-config", cfg, "-channel", "demo"); code != 0 || !strings.Contains(out, "canary ok") {
 		t.Fatalf("canary run = %d:\n%s", code, out)
 	}
+}
+
+// TestCanaryReplicas: with two replicas on one PostgreSQL database, the
+// canary run through one of them completes when its marker comes back
+// through the other (LINE's webhook URL names the other one), whichever
+// replica's pipeline handles the echo.
+func TestCanaryReplicas(t *testing.T) {
+	w := &canaryWorld{}
+	w.api, w.apiURL = newCanarySim(t)
+	rs := startReplicas(t, 2, gwConfig{extra: fmt.Sprintf("line_api_base: %s\n", w.apiURL), chanExtra: "    canary_group: " + testCanaryGroup + "\n"})
+	w.g = rs.gws[1]
+	w.setEndpoint(t, rs.gws[1].webhook+"/webhook/demo")
+	for i := range 3 {
+		code, out := runCLI(t, "canary", "run", "-config", rs.gws[0].cfgPath, "-admin", rs.gws[0].admin, "-channel", "demo", "-timeout", "15s")
+		if code != 0 || !strings.Contains(out, "canary ok") {
+			t.Fatalf("canary run %d through replica 0, back through replica 1 = %d:\n%s", i, code, out)
+		}
+	}
+	echoes := 0
+	for _, r := range readSharedLedger(t, rs.dsn, filepath.Join(rs.shared, "kek")) {
+		var a record.Admin
+		if r.leaf.Kind == ledger.KindAdmin && json.Unmarshal(r.body, &a) == nil && a.Action == "canary_echo" {
+			echoes++
+		}
+	}
+	t.Logf("%d of 3 echoes handled by the other replica", echoes)
 }
