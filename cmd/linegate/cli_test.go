@@ -100,6 +100,10 @@ func TestHelpOfEveryCommand(t *testing.T) {
 		{args: []string{"sim", "chat"}, want: []string{"api-listen", "user"}},
 		{args: []string{"bench"}, want: []string{"quick", "json"}, notWant: []string{"config"}},
 		{args: []string{"version"}, exact: true},
+		{args: []string{"canary"}},
+		{args: []string{"canary", "run"}, want: []string{"config", "admin", "channel", "timeout"}, exact: true},
+		{args: []string{"incident"}},
+		{args: []string{"incident", "export"}, want: []string{"config", "from", "to", "out", "channel"}, exact: true},
 	} {
 		for _, h := range []string{"-h", "-help", "--help"} {
 			args := append(slices.Clone(tc.args), h)
@@ -178,6 +182,7 @@ func TestConfigMistakes(t *testing.T) {
 		{"number", "max_body_bytes: 1MiB\n" + good, []string{`bad.yaml:1: max_body_bytes: "1MiB" is not a whole number`}},
 		{"list", "rules_files: rules.yaml\n" + good, []string{"bad.yaml:1: rules_files: want a list, such as [a, b]"}},
 		{"enum", good + "    drift_policy: strict\n", []string{`bad.yaml:6: channels[0].drift_policy: "strict": want accept or quarantine`}},
+		{"canary group", good + "    canary_group: U0123456789abcdef0123456789abcdef\n", []string{`bad.yaml:6: channels[0].canary_group: "U0123456789abcdef0123456789abcdef": want C and 32 hex digits`}},
 		{"unset variable", "log: {origin: example.com/t}\nchannels:\n  - id: demo\n    secret_env: LINEGATE_TEST_UNSET_SECRET\n",
 			[]string{"bad.yaml:4: channels[0].secret_env: environment variable LINEGATE_TEST_UNSET_SECRET is not set"}},
 		{"missing rules file", "rules_files: [nowhere.yaml]\n" + good, []string{"bad.yaml:1: rules_files:", "nowhere.yaml"}},

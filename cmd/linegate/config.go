@@ -299,6 +299,10 @@ type ChannelConfig struct {
 	// destination names another bot is recorded as foreign and never
 	// answered; unset, the destination is not checked.
 	BotUserID string `yaml:"bot_user_id"`
+	// CanaryGroup is the channel's canary group: a LINE group of internal
+	// testers ("C" and 32 hex digits) that `linegate canary run` pushes a
+	// marker to; a marker seen in any other conversation is a leak.
+	CanaryGroup string `yaml:"canary_group"`
 	// LineAPIBase overrides the top-level line_api_base for this channel.
 	LineAPIBase string `yaml:"line_api_base"`
 	// DryRun makes this channel dry-run.
@@ -644,6 +648,9 @@ func (c *Config) check(p *configParser) {
 		}
 		if ch.BotUserID != "" && !line.ValidDestination(ch.BotUserID) {
 			p.fail(at("bot_user_id"), "%q: want U and 32 hex digits (userId of GET /v2/bot/info)", ch.BotUserID)
+		}
+		if ch.CanaryGroup != "" && !canaryGroupPattern.MatchString(ch.CanaryGroup) {
+			p.fail(at("canary_group"), "%q: want C and 32 hex digits (a LINE group id, the source.groupId of its events)", ch.CanaryGroup)
 		}
 		if _, ok := c.keep()[ch.Retention]; ch.Retention != "" && !ok {
 			p.fail(at("retention"), "retention class %q is neither a preset (%s) nor in retention.policies", ch.Retention, presetNames())

@@ -19,6 +19,7 @@ import (
 
 	"github.com/linegate/linegate/examples"
 	adminapi "github.com/linegate/linegate/internal/admin"
+	"github.com/linegate/linegate/internal/canary"
 	"github.com/linegate/linegate/internal/chantoken"
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
@@ -138,6 +139,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	if g.sender, g.engine, err = newResponder(ctx, e, cfg, secrets, g.led, g.store, log); err != nil {
 		return err
 	}
+	g.canary = newCanary(cfg, g.led, g.store, g.sender, log)
 	g.startPipeline(channels)
 	g.startJobs()
 	g.newAdmin(e, adminToken)
@@ -184,6 +186,7 @@ type instance struct {
 	ingress *webhook.Handler
 	api     *adminapi.API
 	reg     *prometheus.Registry
+	canary  *canary.Watch // the canary: round trips, leaks
 
 	stopPipe context.CancelFunc // nil until the pipeline runs
 	pipeDone chan struct{}
@@ -301,9 +304,10 @@ func (g *instance) startPipeline(channels []webhook.Channel) {
 	}
 	o := pipeline.Options{
 		Ledger: g.store, Log: g.led, Sealer: g.ring, Store: g.store, Channels: policies, Owner: replicaName(), Logger: g.log,
-		Action: answer(g.engine),
+		Action:  answer(g.engine),
 		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,
 	}
+	o.Action = g.canary.Action(o.Action) // canary round trips and leaks, before the rules
 	if ls, ok := g.store.(leases); ok {
 		dl := ls.DispatchLease()
 		g.release = append(g.release, dl.Release)
@@ -353,6 +357,7 @@ func (g *instance) newAdmin(e *env, token []byte) {
 	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	g.reg.MustRegister(g.led.Collectors()...)
 	g.reg.MustRegister(g.ingress.Collectors()...)
+	g.reg.MustRegister(g.canary.Collectors()...)
 	g.reg.MustRegister(g.pipe.Collectors()...)
 	g.reg.MustRegister(g.sender.Collectors()...)
 	g.reg.MustRegister(g.tokens.Collectors()...)
@@ -371,6 +376,7 @@ func (g *instance) newAdmin(e *env, token []byte) {
 		},
 		Policies: cfg.policies(), Origin: cfg.Log.Origin, Replica: replicaName(), Token: token, Metrics: g.reg, Logger: g.log,
 		Channels: channelIDs(cfg),
+		Canary:   g.canary,
 	})
 	g.reg.MustRegister(g.api.Collectors()...)
 	g.reg.MustRegister(g.sender.DryRunGauges()...)

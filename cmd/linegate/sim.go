@@ -107,6 +107,10 @@ func runSimAPI(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := addCanaryGroups(api, *configPath); err != nil {
+		ln.Close()
+		return err
+	}
 	fmt.Fprintf(e.stderr, "fake LINE Messaging API on http://%s (calls: GET /_sim/calls)\n", ln.Addr())
 	return serveUntilDone(ctx, &http.Server{Handler: api, ReadHeaderTimeout: 5 * time.Second}, ln)
 }

@@ -377,6 +377,9 @@ func summarize(k ledger.Kind, meta *record.Meta, body record.Body) string {
 	case *record.Webhook:
 		return summarizeWebhook(meta, b.Raw)
 	case *record.Rejection:
+		if meta.Suppressed > 0 && meta.Reason == "summary: unavailable" {
+			return fmt.Sprintf("%d signed webhooks answered 503 since %s: the ledger could not take them (LINE redelivers)", meta.Suppressed, time.UnixMilli(meta.SinceMs).Local().Format("15:04:05"))
+		}
 		if meta.Suppressed > 0 {
 			return fmt.Sprintf("%d more requests rejected since %s, not recorded one by one", meta.Suppressed, time.UnixMilli(meta.SinceMs).Local().Format("15:04:05"))
 		}

@@ -110,6 +110,8 @@ type Options struct {
 	LoadRules func() (*rules.Set, error)
 	// LoadKEKs reads the key encryption keys of the config again.
 	LoadKEKs func() (keys.Config, error)
+	// Canary runs the canary (nil: POST /admin/canary is refused).
+	Canary Canary
 	// Policies are the retention classes, for purges and requests.
 	Policies map[string]retention.Policy
 	// Channels are the ids of the configured channels: a switch or a
@@ -154,6 +156,7 @@ func New(o Options) *API {
 func (a *API) Handler() http.Handler {
 	authed := http.NewServeMux()
 	authed.HandleFunc("GET /admin/status", a.status)
+	a.canaryRoutes(authed)
 	a.switchRoutes(authed)
 	a.ruleRoutes(authed)
 	a.holdRoutes(authed)

@@ -36,16 +36,20 @@ type Selection struct {
 	Channel   string
 	User      string // a LINE user id
 	MessageID string // a LINE message id
+	// Records, when not nil, selects these records alone (by index),
+	// within the other fields (an incident's timeline).
+	Records []uint64
 }
 
 // selectionJSON is a Selection in manifest.json: the range's ends in RFC
 // 3339 (UTC), or "open" for an end not given.
 type selectionJSON struct {
-	From      string `json:"from"`
-	To        string `json:"to"`
-	Channel   string `json:"channel,omitempty"`
-	User      string `json:"user,omitempty"`
-	MessageID string `json:"message_id,omitempty"`
+	From      string   `json:"from"`
+	To        string   `json:"to"`
+	Channel   string   `json:"channel,omitempty"`
+	User      string   `json:"user,omitempty"`
+	MessageID string   `json:"message_id,omitempty"`
+	Records   []uint64 `json:"records,omitempty"`
 }
 
 // openEnd is an end of the selected range that was not given.
@@ -59,7 +63,7 @@ func (s Selection) MarshalJSON() ([]byte, error) {
 		}
 		return t.UTC().Format(time.RFC3339Nano)
 	}
-	return json.Marshal(selectionJSON{From: end(s.From), To: end(s.To), Channel: s.Channel, User: s.User, MessageID: s.MessageID})
+	return json.Marshal(selectionJSON{From: end(s.From), To: end(s.To), Channel: s.Channel, User: s.User, MessageID: s.MessageID, Records: s.Records})
 }
 
 // UnmarshalJSON implements json.Unmarshaler. It reads the manifests of
@@ -103,6 +107,11 @@ func (s *Selection) UnmarshalJSON(b []byte) error {
 	}
 	if sel.MessageID, err = str("message_id", "MessageID"); err != nil {
 		return err
+	}
+	if raw, ok := m["records"]; ok {
+		if err := json.Unmarshal(raw, &sel.Records); err != nil {
+			return fmt.Errorf("selection: records: %w", err)
+		}
 	}
 	*s = sel
 	return nil
@@ -186,9 +195,19 @@ func Export(ctx context.Context, view ledger.ReadView, sealer ledger.Sealer, vke
 		ofUser bool // sealed under the selected user's key
 	}
 	var linked []linkedRecord
+	var only map[uint64]bool
+	if sel.Records != nil {
+		only = make(map[uint64]bool, len(sel.Records))
+		for _, i := range sel.Records {
+			only[i] = true
+		}
+	}
 	for rec, err := range view.Records(ctx, 0, count) {
 		if err != nil {
 			return nil, err
+		}
+		if only != nil && !only[rec.Index] {
+			continue
 		}
 		var leaf ledger.Leaf
 		if rec.Leaf == nil || leaf.UnmarshalBinary(rec.Leaf) != nil || rec.Payload == nil {

@@ -57,6 +57,10 @@ type Request struct {
 	DryRun bool
 	// Seq tells apart several sends of one event (for the retry key).
 	Seq int
+	// Canary marks the runbook's canary, pushed to the channel's canary
+	// group alone: the one send that the kill switch and dry-run let
+	// through, recorded as such (internal/canary sets it).
+	Canary bool
 }
 
 // Outcome is what became of a request.
@@ -155,6 +159,8 @@ type Sender struct {
 	dryAll   atomic.Bool
 	dryMu    sync.RWMutex
 	dryChans map[string]bool // stored per-channel dry-run
+
+	inspect func(r Request, body []byte) // InspectSends
 
 	sends      *prometheus.CounterVec
 	apiLatency *prometheus.HistogramVec
@@ -362,6 +368,17 @@ func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
 		rec.Outcome, rec.Reason = string(DryRun), "dry-run: not sent"
 		if r.DryRun {
 			rec.Reason = "dry-run (X-Line-Dry-Run header): not sent"
+		}
+	}
+	if s.inspect != nil {
+		s.inspect(r, body)
+	}
+	if r.Canary {
+		// The canary goes to the canary group alone, whatever the
+		// switches say: it tests the path before they are lifted.
+		rec.Extra = map[string]string{"canary": "to the canary group alone: the kill switch and dry-run let it through"}
+		if rec.Outcome == string(Suppressed) || rec.Outcome == string(DryRun) {
+			rec.Outcome, rec.Reason = "", ""
 		}
 	}
 	failure := "" // the class of a failed send, for the log

@@ -96,7 +96,9 @@ type Meta struct {
 	HeaderCount int   `json:"header_count,omitempty"`
 	HeaderBytes int64 `json:"header_bytes,omitempty"`
 	// For a summary of rejections not recorded one by one: how many
-	// there were since SinceMs.
+	// there were since SinceMs, and why (Reason "summary: " and the
+	// reason; "summary: unavailable" counts signed webhooks answered 503
+	// because the ledger could not take them, written once it could).
 	Suppressed int64 `json:"suppressed,omitempty"`
 	SinceMs    int64 `json:"since_ms,omitempty"`
 }

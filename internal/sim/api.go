@@ -83,6 +83,9 @@ type Options struct {
 	StatelessTokenTTL time.Duration
 	// MaxCalls bounds the calls kept for /_sim/calls (default 100000).
 	MaxCalls int
+	// EchoGroups are group chats whose members write back what the bot
+	// pushes to them (EchoGroup).
+	EchoGroups []EchoGroup
 	// Client sends the webhook test request (default: a client with a 10s
 	// timeout).
 	Client *http.Client
@@ -549,6 +552,7 @@ func (a *API) push(c *call) {
 		return
 	}
 	c.reply(http.StatusOK, map[string]any{"sentMessages": c.sent(req.Messages)})
+	a.echo(c.ch, req.To, req.Messages)
 }
 
 // multicast, broadcast and narrowcast differ in their recipients and in

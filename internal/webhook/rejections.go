@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -171,6 +172,11 @@ func (rj *rejections) append(channel, reason string, meta *record.Meta, at time.
 		if err != nil {
 			rj.fails.Log(slog.LevelWarn, oplog.Key{Class: "rejection_not_recorded", Channel: channel},
 				"rejected webhook not recorded one by one: counted in the next summary", "reason", reason, "err", oplog.Truncate(err.Error(), 300))
+			if meta.Suppressed > 0 {
+				// A summary not recorded: its counts go to the next one.
+				rj.tally(channel, strings.TrimPrefix(meta.Reason, summaryPrefix), meta.Suppressed)
+				return
+			}
 			rj.count(channel, reason)
 			return
 		}
@@ -180,6 +186,12 @@ func (rj *rejections) append(channel, reason string, meta *record.Meta, at time.
 
 func (rj *rejections) count(channel, reason string) {
 	rj.unrecorded.WithLabelValues(channel).Inc()
+	rj.tally(channel, reason, 1)
+}
+
+// tally adds n to the count of a channel's requests refused for reason,
+// for the next summary.
+func (rj *rejections) tally(channel, reason string, n int64) {
 	rj.mu.Lock()
 	defer rj.mu.Unlock()
 	m := rj.suppressed[channel]
@@ -187,8 +199,16 @@ func (rj *rejections) count(channel, reason string) {
 		m = map[string]int64{}
 		rj.suppressed[channel] = m
 	}
-	m[reason]++
+	m[reason] += n
 }
+
+// summaryPrefix begins the reason of a summary record.
+const summaryPrefix = "summary: "
+
+// Unavailable counts a signed webhook answered 503 (the ledger could not
+// take it) for the next summary: the summary record, written once the
+// ledger takes writes again, is how the ledger learns of the 503s.
+func (h *Handler) Unavailable(channel string) { h.rejects.tally(channel, OutcomeUnavailable, 1) }
 
 // flush writes one summary record per channel and reason of the
 // rejections counted since the last flush, in the background.
@@ -213,7 +233,7 @@ func (rj *rejections) summaries(now time.Time) []*record.Meta {
 	var out []*record.Meta
 	for _, ch := range channels {
 		for reason, n := range counts[ch] {
-			out = append(out, &record.Meta{Channel: ch, ReceivedMs: now.UnixMilli(), Reason: "summary: " + reason,
+			out = append(out, &record.Meta{Channel: ch, ReceivedMs: now.UnixMilli(), Reason: summaryPrefix + reason,
 				Suppressed: n, SinceMs: since.UnixMilli()})
 		}
 	}

@@ -245,6 +245,7 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.fails.Log(slog.LevelError, oplog.Key{Class: "ledger_unavailable", Channel: id}, "webhook not acknowledged (503): the ledger cannot take it",
 			"err", oplog.Truncate(err.Error(), 300))
+		h.Unavailable(id)
 		h.finish(w, id, OutcomeUnavailable, http.StatusServiceUnavailable, received)
 		return
 	}
