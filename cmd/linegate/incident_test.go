@@ -13,12 +13,6 @@ import (
 	"github.com/linegate/linegate/internal/incident"
 )
 
-// incidentPending are the steps of the scripted incident whose parts are
-// built beside this one (the Alertmanager receiver, webhook control):
-// each is skipped, and said so, while the binary lacks it. Remove each
-// once it is in.
-var incidentPending = map[string]bool{"alerts": true, "webhook": true}
-
 // TestIncidentExport is an incident, scripted: the kill switch goes on, an
 // alert comes in from Alertmanager, webhooks with bad signatures come in,
 // the webhook is moved to a URL that fails LINE's test (and goes back by
@@ -40,14 +34,10 @@ func TestIncidentExport(t *testing.T) {
 
 	alert := fmt.Sprintf(`{"version":"4","groupKey":"{}:{alertname=\"LinegateSignatureFailures\"}","status":"firing","receiver":"linegate","groupLabels":{"alertname":"LinegateSignatureFailures"},"commonLabels":{"alertname":"LinegateSignatureFailures"},"commonAnnotations":{},"externalURL":"http://alertmanager:9093","truncatedAlerts":0,"alerts":[{"status":"firing","labels":{"alertname":"LinegateSignatureFailures","channel":"demo","severity":"page"},"annotations":{"summary":"signature failures"},"startsAt":%q,"endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://prometheus:9090/graph","fingerprint":"0123456789abcdef"}]}`,
 		time.Now().UTC().Format(time.RFC3339))
-	switch code, b := adminDo(t, w.g, "/admin/alerts", alert); {
-	case code == 404 && incidentPending["alerts"]:
-		t.Log("not scripted yet: POST /admin/alerts is not in this binary")
-	case code != 200:
+	if code, b := adminDo(t, w.g, "/admin/alerts", alert); code != 200 {
 		t.Fatalf("POST /admin/alerts = %d: %s", code, b)
-	default:
-		want = append(want, "alert_firing")
 	}
+	want = append(want, "alert_firing")
 
 	body := textWebhook(1, "U4af4980629f1b2c3d4e5f60718293a4b", "forged")
 	for range 3 {
@@ -61,9 +51,7 @@ func TestIncidentExport(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // the rejections are recorded after the 401
 	want = append(want, incident.KindSignatureFailures)
 
-	if code, _ := runCLI(t, "webhook", "-h"); code != 0 && incidentPending["webhook"] {
-		t.Log("not scripted yet: linegate webhook is not in this binary")
-	} else {
+	{
 		// Off to a URL where nothing answers: LINE's test fails, and the
 		// switch goes back; then the gateway's URL again.
 		if code, out := runCLI(t, "webhook", "set", "-config", w.g.cfgPath, "-channel", "demo", "-url", "http://"+closedPort(t)+"/webhook/demo", "-test"); code == 0 {

@@ -23,7 +23,7 @@ func (g *instance) startMonitor() {
 	var chs []outbound.MonitorChannel
 	for _, ch := range g.cfg.Channels {
 		c := g.sender.Client(ch.ID)
-		if c == nil || len(c.Token) == 0 {
+		if c == nil || (len(c.Token) == 0 && c.Tokens == nil) {
 			g.log.Info("monitor: channel without an access token: its webhook endpoint and quota are not watched", "channel", ch.ID)
 			continue
 		}

@@ -43,6 +43,9 @@ func lineChannels(e *env, cfg *Config, id string) ([]lineChannel, error) {
 		}
 		if len(s.token) == 0 {
 			if id != "" {
+				if s.issue != nil {
+					return nil, fmt.Errorf("channel %q issues its own short-lived tokens (channel_id), which only serve holds: webhook commands need a channel with access_token; set this channel's webhook in the LINE Developers Console (Messaging API tab)", ch.ID)
+				}
 				return nil, fmt.Errorf("channel %q has no access token: give access_token_file or access_token_env in its config", ch.ID)
 			}
 			continue

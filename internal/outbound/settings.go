@@ -163,7 +163,14 @@ func (c *Client) settings(ctx context.Context, endpoint, method, path string, bo
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	req.Header.Set("Authorization", "Bearer "+string(c.Token))
+	token := c.Token
+	if c.Tokens != nil {
+		// A token linegate issues itself (it renews it before expiry).
+		if token, err = c.Tokens.Token(ctx); err != nil {
+			return x, &APIError{Endpoint: endpoint, Message: "no channel access token: " + err.Error()}
+		}
+	}
+	req.Header.Set("Authorization", "Bearer "+string(token))
 	x.Sent = time.Now()
 	resp, err := hc.Do(req)
 	x.Received = time.Now()
