@@ -392,15 +392,21 @@ func (r *runner) ingest(ctx context.Context) {
 				Peer:      "official SDK webhook server, one SQLite insert per request (WAL, synchronous=FULL)",
 				PeerValue: f64(dpeer.Throughput()), Target: ">= 2.5x peer"}, true, func(v, ratio float64) bool { return ratio >= 2.5 })
 		}
-		if events == 1 {
-			if rssErr != nil {
-				r.fail("peak RSS during ingest", "MB", rssErr)
-			} else {
-				r.add(Result{Name: "peak RSS during ingest", Value: rss, Unit: "MB", Target: "<= 200 MB"}, false,
-					func(v, _ float64) bool { return v <= 200 })
-			}
-		}
+		r.addRSS("peak RSS, "+name, rss, rssErr)
 	}
+}
+
+// maxRSSMB is the peak resident set an ingest run may reach.
+const maxRSSMB = 100
+
+// addRSS adds the peak RSS of an ingest run.
+func (r *runner) addRSS(name string, rss float64, err error) {
+	if err != nil {
+		r.fail(name, "MB", err)
+		return
+	}
+	r.add(Result{Name: name, Value: rss, Unit: "MB", Target: fmt.Sprintf("<= %d MB", maxRSSMB)}, false,
+		func(v, _ float64) bool { return v <= maxRSSMB })
 }
 
 // latency measures acknowledgement latency in open loop.
@@ -441,8 +447,9 @@ func (r *runner) latency(ctx context.Context) {
 			}
 			var pass func(v, ratio float64) bool
 			if q.name == "p99" && rate == 1200 {
-				res1.Target = "<= 5 ms"
-				pass = func(v, _ float64) bool { return v <= 5 }
+				// Lower is better: the ratio is peer/value.
+				res1.Target = "<= 3x peer"
+				pass = func(_, ratio float64) bool { return ratio >= 1.0/3 }
 			}
 			r.add(res1, false, pass)
 		}
@@ -522,8 +529,8 @@ func (r *runner) appends(ctx context.Context) {
 			res.Target = ">= 10x peer"
 			pass = func(_, ratio float64) bool { return ratio >= 10 }
 		case 1024:
-			res.Target = ">= 1x peer"
-			pass = func(_, ratio float64) bool { return ratio >= 1 }
+			res.Target = ">= 2x peer"
+			pass = func(_, ratio float64) bool { return ratio >= 2 }
 		}
 		r.add(res, true, pass)
 	}
@@ -590,24 +597,53 @@ func (r *runner) verifyAndStartup(ctx context.Context) {
 		store.Close()
 		mb := float64(total) / 1e6
 		r.add(Result{Name: fmt.Sprintf("verify, %d records", rep.Records), Value: mb / vd.Seconds(), Unit: "MB/s",
-			Peer: "SHA-256 over the same stored bytes", PeerValue: f64(mb / sd.Seconds()), Target: ">= 0.5x peer"},
-			true, func(_, ratio float64) bool { return ratio >= 0.5 })
+			Peer: "SHA-256 over the same stored bytes", PeerValue: f64(mb / sd.Seconds()), Target: ">= 1.0x peer"},
+			true, func(_, ratio float64) bool { return ratio >= 1.0 })
 	}
 
-	g, err := r.startGateway(ctx, dir)
 	name := fmt.Sprintf("start to ready, %d records", n)
+	big, err := r.startToReady(ctx, dir)
 	if err != nil {
 		r.fail(name, "ms", err)
 		return
 	}
-	ready, err := g.waitReady(ctx)
-	g.stop()
-	if err != nil {
-		r.fail(name, "ms", err)
-		return
+	// The peer: the same at a small ledger, so that the figure says
+	// whether start-up grows with the log.
+	const smallN = 10_000
+	sdir := filepath.Join(r.work, "small", "data")
+	os.MkdirAll(sdir, 0o700)
+	res := Result{Name: name, Value: ms(big), Unit: "ms", Peer: fmt.Sprintf("start to ready, %d records", smallN), Target: "<= 1.5x peer"}
+	if _, _, err := r.bigLedger(ctx, sdir, smallN); err != nil {
+		res.Error = "peer: " + err.Error()
+	} else if small, err := r.startToReady(ctx, sdir); err != nil {
+		res.Error = "peer: " + err.Error()
+	} else {
+		res.PeerValue = f64(ms(small))
 	}
-	r.add(Result{Name: name, Value: ms(ready), Unit: "ms", Target: "<= 200 ms"}, false,
-		func(v, _ float64) bool { return v <= 200 })
+	// Lower is better: the ratio is peer/value, so 1.5x slower is 1/1.5.
+	r.add(res, false, func(_, ratio float64) bool { return ratio >= 1/1.5 })
+}
+
+// startToReady starts a gateway on dir and returns the time from its start
+// to its first ready answer; the best of three starts, since one start is
+// a few milliseconds and a scheduling hiccup would be most of it.
+func (r *runner) startToReady(ctx context.Context, dir string) (time.Duration, error) {
+	var best time.Duration
+	for range 3 {
+		g, err := r.startGateway(ctx, dir)
+		if err != nil {
+			return 0, err
+		}
+		ready, err := g.waitReady(ctx)
+		g.stop()
+		if err != nil {
+			return 0, err
+		}
+		if best == 0 || ready < best {
+			best = ready
+		}
+	}
+	return best, nil
 }
 
 // bigLedger appends n webhook-sized records in large batches straight to

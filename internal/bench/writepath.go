@@ -415,6 +415,8 @@ func (r *runner) idleConnections(ctx context.Context) {
 		return
 	}
 	extra := "log: {origin: " + benchOrigin + ", checkpoint_interval: 1s}\nconnections: {max: 12000, idle_timeout: 10m}\n"
+	var rss float64
+	var rssErr error
 	run := func(dir string, idle int) (float64, string, error) {
 		g, err := r.startGatewayWith(ctx, filepath.Join(r.work, dir), extra)
 		if err != nil {
@@ -443,6 +445,7 @@ func (r *runner) idleConnections(ctx context.Context) {
 		open := ""
 		if idle > 0 {
 			open = fmt.Sprintf("; %d of them still open after the load", stillOpen(conns))
+			rss, rssErr = peakRSS(g.cmd.Process.Pid)
 		}
 		return res.Throughput(), open, nil
 	}
@@ -458,4 +461,5 @@ func (r *runner) idleConnections(ctx context.Context) {
 	}
 	r.add(Result{Name: name, Value: v, Unit: "req/s", Peer: "the same gateway without them, same run", PeerValue: f64(base),
 		Note: note + open}, true, nil)
+	r.addRSS("peak RSS, "+name, rss, rssErr)
 }
