@@ -43,7 +43,41 @@ func (r *runner) ingestPostgres(ctx context.Context) {
 			res.PeerValue = f64(r.ingestRate)
 		}
 		r.add(res, true, nil)
+		if n == 1 {
+			dres := Result{Name: name + ", beside the durable SDK peer on PostgreSQL", Value: rate, Unit: "req/s",
+				Peer: "official SDK webhook server, one PostgreSQL insert per request", Target: ">= 2.5x peer"}
+			if peer, err := r.durablePostgres(ctx); err != nil {
+				dres.Error = "peer: " + err.Error()
+			} else {
+				dres.PeerValue = f64(peer)
+			}
+			r.add(dres, true, func(_, ratio float64) bool { return ratio >= 2.5 })
+		}
 	}
+}
+
+// durablePostgres measures the durable SDK peer inserting into a fresh
+// schema of the PostgreSQL server, under the same load as the gateways.
+func (r *runner) durablePostgres(ctx context.Context) (float64, error) {
+	dsn, drop, err := r.schema(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer drop()
+	peer, err := r.startPeer(ctx, "sdkdurable", "-postgres", dsn)
+	if err != nil {
+		return 0, err
+	}
+	defer peer.stop()
+	d := r.dur(2*time.Second, 10*time.Second)
+	res, err := sim.Send(ctx, newClient(32), peer.url, []byte(benchSecret), source(1), sim.Load{Concurrency: 32, Duration: d})
+	if err == nil && res.OK() != len(res.Latencies) {
+		err = fmt.Errorf("%d of %d requests not answered 200: %v", len(res.Latencies)-res.OK(), len(res.Latencies), res.Statuses)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return res.Throughput(), nil
 }
 
 // ingestReplicas runs n gateways on a fresh schema of the PostgreSQL

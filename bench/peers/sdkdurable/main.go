@@ -2,10 +2,12 @@
 // build from the LINE developer docs, with LINE's official Go SDK, that
 // keeps what it is sent. It verifies and parses each request with
 // webhook.ParseRequest, then inserts the body in SQLite (modernc.org/sqlite,
-// WAL, synchronous=FULL), one transaction per request, and answers 200
-// only after the commit.
+// WAL, synchronous=FULL), or with -postgres in PostgreSQL (pgx's
+// database/sql driver, the server's default durability), one transaction
+// per request, and answers 200 only after the commit.
 //
 //	sdkdurable -listen 127.0.0.1:0 -secret SECRET -db PATH
+//	sdkdurable -listen 127.0.0.1:0 -secret SECRET -postgres DSN
 //
 // It prints "listening ADDR" on its first line of output.
 package main
@@ -21,6 +23,7 @@ import (
 	"net/http"
 	"time"
 
+	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/line/line-bot-sdk-go/v8/linebot/webhook"
 	_ "modernc.org/sqlite"
 )
@@ -29,17 +32,33 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address")
 	secret := flag.String("secret", "", "channel secret")
 	path := flag.String("db", "webhooks.db", "SQLite database")
+	dsn := flag.String("postgres", "", "PostgreSQL server (postgres://...) to insert into instead of SQLite")
 	flag.Parse()
-	db, err := sql.Open("sqlite", "file:"+*path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)")
-	if err != nil {
-		log.Fatal(err)
-	}
-	// SQLite has one writer at a time: one connection, the usual setting
-	// for writing to SQLite from Go, so that requests wait in the pool
-	// rather than in SQLite's busy handler.
-	db.SetMaxOpenConns(1)
-	if _, err := db.Exec(`CREATE TABLE IF NOT EXISTS webhooks (id INTEGER PRIMARY KEY, received_at INTEGER NOT NULL, body BLOB NOT NULL)`); err != nil {
-		log.Fatal(err)
+	var db *sql.DB
+	var err error
+	insert := `INSERT INTO webhooks (received_at, body) VALUES (?, ?)`
+	if *dsn != "" {
+		if db, err = sql.Open("pgx", *dsn); err != nil {
+			log.Fatal(err)
+		}
+		// Concurrent transactions, as PostgreSQL allows: the pool's size
+		// is the usual default of a small service.
+		db.SetMaxOpenConns(16)
+		if _, err := db.Exec(`CREATE TABLE IF NOT EXISTS webhooks (id BIGSERIAL PRIMARY KEY, received_at BIGINT NOT NULL, body BYTEA NOT NULL)`); err != nil {
+			log.Fatal(err)
+		}
+		insert = `INSERT INTO webhooks (received_at, body) VALUES ($1, $2)`
+	} else {
+		if db, err = sql.Open("sqlite", "file:"+*path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)"); err != nil {
+			log.Fatal(err)
+		}
+		// SQLite has one writer at a time: one connection, the usual
+		// setting for writing to SQLite from Go, so that requests wait in
+		// the pool rather than in SQLite's busy handler.
+		db.SetMaxOpenConns(1)
+		if _, err := db.Exec(`CREATE TABLE IF NOT EXISTS webhooks (id INTEGER PRIMARY KEY, received_at INTEGER NOT NULL, body BLOB NOT NULL)`); err != nil {
+			log.Fatal(err)
+		}
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -62,7 +81,7 @@ func main() {
 			w.WriteHeader(http.StatusInternalServerError)
 			return
 		}
-		if _, err := tx.Exec(`INSERT INTO webhooks (received_at, body) VALUES (?, ?)`, time.Now().UnixMilli(), body); err != nil {
+		if _, err := tx.Exec(insert, time.Now().UnixMilli(), body); err != nil {
 			tx.Rollback()
 			w.WriteHeader(http.StatusInternalServerError)
 			return
