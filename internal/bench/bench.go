@@ -178,6 +178,7 @@ func (r *runner) dur(quick, full time.Duration) time.Duration {
 // gateway is a linegate serve process.
 type gateway struct {
 	cmd     *exec.Cmd
+	dataDir string
 	webhook string
 	admin   string
 	started time.Time
@@ -207,7 +208,7 @@ channels:
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
-	g := &gateway{}
+	g := &gateway{dataDir: dataDir}
 	g.cmd = exec.CommandContext(ctx, r.opts.Linegate, "serve", "-config", p)
 	stderr, err := g.cmd.StderrPipe()
 	if err != nil {
@@ -274,6 +275,44 @@ func peakRSS(pid int) (float64, error) {
 		}
 	}
 	return 0, errors.New("no VmHWM")
+}
+
+// waitPipeline waits until the gateway's pipeline has recorded the outcomes
+// of at least events events (its linegate_pipeline_events_total), so that
+// what is measured after includes them.
+func (g *gateway) waitPipeline(ctx context.Context, events int) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		resp, err := http.Get(g.admin + "/metrics")
+		if err != nil {
+			return err
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		done := 0.0
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "linegate_pipeline_events_total{") {
+				if f := strings.Fields(l); len(f) == 2 {
+					v, _ := strconv.ParseFloat(f[1], 64)
+					done += v
+				}
+			}
+		}
+		if done >= float64(events) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the pipeline recorded %v of %d events in 2 minutes", done, events)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func (g *gateway) stop() {
@@ -361,8 +400,28 @@ func (r *runner) ingest(ctx context.Context) {
 			continue
 		}
 		res, err := sim.Send(ctx, newClient(32), g.webhook+"/webhook/demo", []byte(benchSecret), source(events), sim.Load{Concurrency: 32, Duration: d})
+		var diskErr error
+		if err == nil {
+			diskErr = g.waitPipeline(ctx, res.OK()*events)
+		}
 		rss, rssErr := peakRSS(g.cmd.Process.Pid)
 		g.stop()
+		if err == nil && events == 1 {
+			// What a webhook costs on disk: its record, its event's
+			// outcome, their share of the tiles and of the pipeline's
+			// state, after a checkpoint of the WAL (serve's stop).
+			dname := "disk per webhook, 1 event/request, no reply"
+			var size int64
+			if diskErr == nil {
+				size, diskErr = dirSize(g.dataDir)
+			}
+			if diskErr != nil {
+				r.fail(dname, "bytes", diskErr)
+			} else {
+				r.add(Result{Name: dname, Value: float64(size) / float64(res.OK()), Unit: "bytes",
+					Note: fmt.Sprintf("data directory of %d bytes after %d webhooks", size, res.OK())}, false, nil)
+			}
+		}
 		if err == nil && res.OK() != len(res.Latencies) {
 			err = fmt.Errorf("%d of %d requests not answered 200: %v", len(res.Latencies)-res.OK(), len(res.Latencies), res.Statuses)
 		}

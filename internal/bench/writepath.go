@@ -174,10 +174,27 @@ func (r *runner) replyLatency(ctx context.Context) {
 	}
 	load := sim.Load{Rate: rate, Concurrency: 64, Duration: d}
 	lat, missing, err := t.measure(ctx, g.webhook+"/webhook/demo", load)
+	diskErr := err
+	if err == nil {
+		diskErr = g.waitPipeline(ctx, len(lat)+missing)
+	}
 	g.stop()
 	if err != nil {
 		failAll(err)
 		return
+	}
+	// What a replied webhook costs on disk: its record, its outcome, the
+	// reply's outbound record, their share of the tiles and the state.
+	dname := "disk per webhook, 1 event/request, one reply"
+	var size int64
+	if diskErr == nil {
+		size, diskErr = dirSize(g.dataDir)
+	}
+	if diskErr != nil {
+		r.fail(dname, "bytes", diskErr)
+	} else {
+		r.add(Result{Name: dname, Value: float64(size) / float64(len(lat)+missing), Unit: "bytes",
+			Note: fmt.Sprintf("data directory of %d bytes after %d webhooks", size, len(lat)+missing)}, false, nil)
 	}
 	bot, err := r.startPeer(ctx, "sdkbot", "-token", benchToken, "-api", apiURL)
 	if err != nil {
