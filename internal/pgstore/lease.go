@@ -79,9 +79,17 @@ func (l *Lease) Holding() bool {
 	return l.held
 }
 
-// Release gives the lease up (closing its connection).
+// Release gives the lease up: it unlocks, so that another process can
+// take the lease at once, then closes its connection. (Closing alone would
+// release it too, but only once the server has noticed, a moment later.)
 func (l *Lease) Release() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.conn != nil && l.held {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		var ok bool
+		l.conn.QueryRow(ctx, "SELECT pg_advisory_unlock("+lockID+", $1)", int32(l.key)).Scan(&ok)
+		cancel()
+	}
 	l.drop()
 }
