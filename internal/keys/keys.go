@@ -471,7 +471,7 @@ func (r *Ring) load(ctx context.Context, subjects []string, idx []int, out []dat
 	}
 	ws, err := r.store.SubjectKeys(ctx, want)
 	if err != nil {
-		return fmt.Errorf("keys: read data keys: %w", err)
+		return fmt.Errorf("keys: read data keys: %w: %w", ledger.ErrUnavailable, err)
 	}
 	if err := r.cache(ctx, ws); err != nil {
 		return err

@@ -34,7 +34,11 @@ func (l *Ledger) admit(ctx context.Context, start, end uint64) ([][]byte, error)
 		if rec.Index != next || rec.Leaf == nil {
 			return nil, fmt.Errorf("ledger: record %d: %w", next, ErrNotFound)
 		}
-		if _, _, err := CheckRecord(ctx, l.opts.Sealer, rec); err != nil {
+		if _, _, err := CheckRecord(ctx, l.opts.Sealer, rec); errors.Is(err, ErrUnavailable) {
+			// Its keys could not be read (the database went away): tried
+			// again at the next integration, never refused for it.
+			return nil, fmt.Errorf("ledger: record %d: %w", rec.Index, err)
+		} else if err != nil {
 			return nil, fmt.Errorf("%w record %d: %v", ErrRefused, rec.Index, err)
 		}
 		leaves = append(leaves, rec.Leaf)

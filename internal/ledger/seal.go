@@ -16,6 +16,12 @@ import (
 // payload can never be read again.
 var ErrKeyDestroyed = errors.New("ledger: the payload's data key was destroyed")
 
+// ErrUnavailable marks an error of a Sealer that could not read its keys
+// from the store (a database that went away): the payload may be sound,
+// and opening it again later may succeed. The sequencer retries such a
+// record rather than refuse it.
+var ErrUnavailable = errors.New("ledger: data keys could not be read")
+
 // ErrNoSealer is returned by OpenPayload for a sealed payload when no
 // Sealer (no key encryption key) was given.
 var ErrNoSealer = errors.New("ledger: payload is encrypted and no key encryption key is configured")
@@ -45,7 +51,8 @@ type Sealer interface {
 	// key), binding aad, and returns the sealed bytes and the keys used.
 	Seal(ctx context.Context, subjects []string, aad, plaintext []byte) ([]byte, []SubjectKey, error)
 	// Open decrypts a payload sealed with keys and aad. It returns an
-	// error wrapping ErrKeyDestroyed if one of the keys is gone.
+	// error wrapping ErrKeyDestroyed if one of the keys is gone, and one
+	// wrapping ErrUnavailable if they could not be read.
 	Open(ctx context.Context, keys []SubjectKey, aad, sealed []byte) ([]byte, error)
 	// Reset forgets cached keys, after a store refused a record (its key
 	// may have been destroyed by another process meanwhile).
@@ -111,7 +118,7 @@ func CheckRecord(ctx context.Context, s Sealer, rec Record) (Leaf, []byte, error
 	}
 	payload, err := OpenPayload(ctx, s, rec)
 	switch {
-	case errors.Is(err, ErrNoSealer):
+	case errors.Is(err, ErrNoSealer), errors.Is(err, ErrUnavailable):
 		return leaf, nil, err
 	case errors.Is(err, ErrUnsealed):
 		return leaf, nil, errors.New("payload is not sealed, but encryption at rest is on: not written by linegate")

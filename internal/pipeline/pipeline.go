@@ -21,6 +21,7 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
@@ -382,17 +383,28 @@ func (p *Pipeline) dispatch(ctx context.Context, workers []chan *Item) (bool, er
 	// Decoding and validation are the costly part: split on all cores but
 	// one, which stays with ingress, keeping the records' order.
 	parts := make([][]*Item, max(1, runtime.GOMAXPROCS(0)-1))
+	errs := make([]error, len(parts))
 	per := (len(recs) + len(parts) - 1) / len(parts)
 	var wg sync.WaitGroup
 	for i := range parts {
 		lo, hi := min(i*per, len(recs)), min((i+1)*per, len(recs))
 		wg.Go(func() {
 			for _, rec := range recs[lo:hi] {
-				parts[i] = append(parts[i], p.split(rec)...)
+				items, err := p.split(rec)
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				parts[i] = append(parts[i], items...)
 			}
 		})
 	}
 	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		// The keys could not be read: nothing is queued, and the cursor
+		// stays, so that the records are split again once they can be.
+		return false, err
+	}
 	items := slices.Concat(parts...)
 	if _, err := p.o.Log.Commit(ctx, nil, Enqueue{Next: end, Items: items, Now: p.o.Now()}); err != nil {
 		return false, fmt.Errorf("enqueue: %w", err)
@@ -411,23 +423,27 @@ func (p *Pipeline) dispatch(ctx context.Context, workers []chan *Item) (bool, er
 }
 
 // split turns a webhook record into queue items, one per event, each
-// judged on its own.
-func (p *Pipeline) split(rec ledger.Record) []*Item {
+// judged on its own. Its only error is a payload whose keys could not be
+// read (ledger.ErrUnavailable): the record is split again later.
+func (p *Pipeline) split(rec ledger.Record) ([]*Item, error) {
 	var leaf ledger.Leaf
 	if rec.Leaf == nil || leaf.UnmarshalBinary(rec.Leaf) != nil || leaf.Kind != ledger.KindWebhook || rec.Payload == nil {
-		return nil
+		return nil, nil
 	}
 	payload, err := ledger.OpenPayload(context.Background(), p.o.Sealer, rec)
+	if errors.Is(err, ledger.ErrUnavailable) {
+		return nil, fmt.Errorf("record %d: %w", rec.Index, err)
+	}
 	if err != nil {
 		// Its data key was destroyed since it was appended, or the key
 		// encryption key is wrong: nothing can be done with it.
 		p.log.Error("pipeline: unreadable payload", "record", rec.Index, "err", err)
-		return nil
+		return nil, nil
 	}
 	metaJSON, body, err := record.SplitPayload(payload)
 	if err != nil {
 		p.log.Error("pipeline: undecodable payload", "record", rec.Index, "err", err)
-		return nil
+		return nil, nil
 	}
 	// Only what the pipeline needs of the metadata: decoding the whole
 	// header map for every event is a cost ingress pays for nothing.
@@ -440,7 +456,7 @@ func (p *Pipeline) split(rec ledger.Record) []*Item {
 	}
 	if err := json.Unmarshal(metaJSON, &meta); err != nil {
 		p.log.Error("pipeline: undecodable payload metadata", "record", rec.Index, "err", err)
-		return nil
+		return nil, nil
 	}
 	pol := p.o.Channels[meta.Channel]
 	// The records that follow from this one keep its retention class.
@@ -453,7 +469,7 @@ func (p *Pipeline) split(rec ledger.Record) []*Item {
 		it := base
 		it.Key, it.Index, it.Type = fmt.Sprintf("record:%d", rec.Index), -1, "(body)"
 		it.Outcome, it.Reason = OutcomeQuarantined, err.Error()
-		return []*Item{&it}
+		return []*Item{&it}, nil
 	}
 	base.Destination = cb.Destination
 	// The destination is judged apart from the events: a malformed or
@@ -484,7 +500,7 @@ func (p *Pipeline) split(rec ledger.Record) []*Item {
 		it.ev = e
 		items = append(items, &it)
 	}
-	return items
+	return items, nil
 }
 
 // judge sets an item's outcome before dedup: what the event is on its own

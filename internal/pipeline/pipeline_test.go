@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -625,5 +626,48 @@ func TestMetricsFirstDeliveries(t *testing.T) {
 		if got[name] != want {
 			t.Errorf("%s = %v, want %v", name, got[name], want)
 		}
+	}
+}
+
+// flakySealer fails its first opens as a key store that went away does.
+type flakySealer struct {
+	ledger.Sealer
+	fails atomic.Int32
+}
+
+func (s *flakySealer) Open(ctx context.Context, ks []ledger.SubjectKey, aad, sealed []byte) ([]byte, error) {
+	if s.fails.Add(-1) >= 0 {
+		return nil, fmt.Errorf("keys: read data keys: %w: connection refused", ledger.ErrUnavailable)
+	}
+	return s.Sealer.Open(ctx, ks, aad, sealed)
+}
+
+// TestKeysUnavailableAtDispatch: a webhook record whose keys cannot be
+// read for a moment is dispatched once they can, never skipped.
+func TestKeysUnavailableAtDispatch(t *testing.T) {
+	f := newFixture(t)
+	kek, err := keys.ParseKEK(keys.GenerateKEK())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := &flakySealer{Sealer: keys.NewRing(f.store, kek)}
+	f.sealer = fs
+	ts := f.now.UnixMilli()
+	payload, err := record.EncodePayload(&record.Meta{Channel: "c", ReceivedMs: ts}, []byte(body(text("01MFLAKY", "1", "hi", ts))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := ledger.SealRecord(context.Background(), fs.Sealer, ledger.Entry{Kind: ledger.KindWebhook, Time: f.now, Channel: "c",
+		Payload: payload, Subjects: []string{"user:U1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Append(context.Background(), []ledger.Record{rec}); err != nil {
+		t.Fatal(err)
+	}
+	fs.fails.Store(3)
+	f.run()
+	if n := f.action.count("id:01MFLAKY"); n != 1 {
+		t.Errorf("the event was handled %d times, want once", n)
 	}
 }
