@@ -476,3 +476,38 @@ func TestWebhookHelp(t *testing.T) {
 		t.Errorf("a stray argument: exit %d:\n%s", code, stderr)
 	}
 }
+
+// TestWebhookRollbackRetries: the new URL fails LINE's test, and at that
+// moment LINE fails every call for a second: the previous URL is put back
+// all the same, by a later attempt, and each attempt is recorded.
+func TestWebhookRollbackRetries(t *testing.T) {
+	const previous = "https://gw.example.com/webhook/demo"
+	api, apiURL := lineWorld(t, sim.Channel{Endpoint: previous})
+	dir := t.TempDir()
+	g := startGateway(t, dir, gwConfig{extra: fmt.Sprintf("line_api_base: %s\nmonitor:\n  webhook_every: 0s\n  quota_every: 0s\n", apiURL)})
+	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		api.SetFaults(sim.Faults{ErrorRate: 1})
+		time.AfterFunc(time.Second, func() { api.SetFaults(sim.Faults{}) })
+		w.WriteHeader(http.StatusInternalServerError)
+	}))
+	defer bad.Close()
+	code, out := runCLI(t, "webhook", "set", "-config", g.cfgPath, "-url", bad.URL+"/hook", "-test")
+	if code != 1 || !strings.Contains(out, "putting "+previous+" back failed") || !strings.Contains(out, "the previous URL "+previous+" is back") {
+		t.Errorf("webhook set -test while LINE fails for a moment = %d:\n%s", code, out)
+	}
+	if v, err := simEndpoint(apiURL); err != nil || v != previous {
+		t.Errorf("after the rollback LINE has %q (%v), want %s", v, err, previous)
+	}
+	g.stop()
+	var failed, ok int
+	for _, a := range adminActions(t, dir, "webhook_rollback") {
+		if a["ok"] == true {
+			ok++
+		} else {
+			failed++
+		}
+	}
+	if failed == 0 || ok != 1 {
+		t.Errorf("rollback records: %d failed, %d ok; want at least one failed, then one ok", failed, ok)
+	}
+}

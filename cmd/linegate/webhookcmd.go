@@ -238,11 +238,30 @@ func runWebhookSet(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("the new webhook URL failed its test (%s), and there was no previous URL to put back: %s stays set", why, target)
 	}
 	fmt.Fprintf(e.stdout, "%s: the new URL failed its test: putting %s back\n", ch.cfg.ID, prev.Endpoint)
-	if err := w.set("webhook_rollback", prev.Endpoint, target, "failed_test", why); err != nil {
-		return fmt.Errorf("the new webhook URL failed its test (%s), and putting the previous one back failed: %w", why, err)
+	// LINE may fail a call for a moment (a 5xx, a lost connection) just
+	// when the new URL failed: the previous URL is put back with retries,
+	// each attempt recorded, before the command gives up with the broken
+	// URL in place.
+	for attempt, wait := 1, 500*time.Millisecond; ; attempt, wait = attempt+1, wait*2 {
+		if err = w.set("webhook_rollback", prev.Endpoint, target, "failed_test", why, "attempt", fmt.Sprint(attempt)); err == nil {
+			break
+		}
+		if attempt == rollbackAttempts {
+			return fmt.Errorf("the new webhook URL failed its test (%s), and putting the previous one back failed %d times: %s stays set: %w", why, attempt, target, err)
+		}
+		fmt.Fprintf(e.stdout, "%s: putting %s back failed (%v): again in %v\n", ch.cfg.ID, prev.Endpoint, err, wait)
+		select {
+		case <-w.ctx.Done():
+			return fmt.Errorf("the new webhook URL failed its test (%s), and putting the previous one back was interrupted: %s stays set: %w", why, target, err)
+		case <-time.After(wait):
+		}
 	}
 	return fmt.Errorf("the new webhook URL failed its test (%s): the previous URL %s is back", why, prev.Endpoint)
 }
+
+// rollbackAttempts is how often webhook set -test tries to put the
+// previous URL back (over about 15 seconds).
+const rollbackAttempts = 6
 
 // webhookAction makes a webhook change or test on LINE and records it.
 type webhookAction struct {
