@@ -18,6 +18,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/record"
@@ -411,8 +413,25 @@ func (t *Timeline) WriteMarkdown(w io.Writer) error {
 	return err
 }
 
-// mdCell escapes a table cell.
+// mdCell makes text from the ledger (an alert's labels, a reason) one
+// inert table cell: control and format characters (CR, NUL, escape
+// sequences, bidirectional overrides) become U+FFFD, so that a cell never
+// breaks its row or misleads a terminal; the characters Markdown acts on
+// (links, HTML, code, the cell's bars) are escaped.
 func mdCell(s string) string {
-	s = strings.ReplaceAll(s, "|", `\|`)
-	return strings.ReplaceAll(s, "\n", " ")
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\n' || r == '\t':
+			b.WriteByte(' ')
+		case unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == utf8.RuneError:
+			b.WriteRune(utf8.RuneError)
+		case strings.ContainsRune(`\|[]<>`+"`", r):
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }

@@ -185,3 +185,4 @@ func TestBuild(t *testing.T) {
 		t.Errorf("all channels: totals %+v", all.Totals)
 	}
 }
+
