@@ -266,6 +266,13 @@ func TestCanaryLeak(t *testing.T) {
 	if v := canarySample(t, w.g, `linegate_canary_leaks_total{channel="demo"}`); v != 2 {
 		t.Errorf("canary leaks after a plain text = %v, want 2", v)
 	}
+	// Text shaped like a marker that no run sent (anyone can type one):
+	// no leak, so that no customer can page the on-call.
+	sendText(t, w.g, user, "", "lgcanary-914e0857-7d63-44b7-84f5-e8c73a7e4d32")
+	waitIdle(t, w.g)
+	if v := canarySample(t, w.g, `linegate_canary_leaks_total{channel="demo"}`); v != 2 {
+		t.Errorf("canary leaks after a marker no run sent = %v, want 2", v)
+	}
 	lines := failureLines(t, w.g, "canary_leak", "demo")
 	if len(lines) == 0 {
 		t.Errorf("no canary_leak log line:\n%s", w.g.Logs())

@@ -67,7 +67,7 @@ func TestIncidentExport(t *testing.T) {
 		t.Fatalf("canary = %d:\n%s", code, out)
 	}
 	admin(t, w.g, "/admin/kill-switch", `{"on": false, "reason": "fixed"}`)
-	want = append(want, "canary_run", "kill_switch:off")
+	want = append(want, "canary_start", "canary_run", "kill_switch:off")
 	// The Messaging API fails: the reply gets a 500.
 	req, _ := http.NewRequest("PUT", w.apiURL+"/_sim/faults", strings.NewReader(`{"error_rate": 1}`))
 	if resp, err := httpClient.Do(req); err != nil {

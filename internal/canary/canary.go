@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/oplog"
 	"github.com/linegate/linegate/internal/outbound"
@@ -111,6 +112,7 @@ type Watch struct {
 
 	mu      sync.Mutex
 	waiting map[string]chan time.Time // marker -> its arrival
+	issued  map[string]bool           // the markers this process's runs sent
 
 	leaks  *prometheus.CounterVec
 	runs   *prometheus.CounterVec
@@ -130,7 +132,7 @@ func New(o Options) *Watch {
 	if o.Poll <= 0 {
 		o.Poll = 200 * time.Millisecond
 	}
-	w := &Watch{o: o, fails: oplog.NewLimiter(o.Logger, oplog.Every), waiting: map[string]chan time.Time{}}
+	w := &Watch{o: o, fails: oplog.NewLimiter(o.Logger, oplog.Every), waiting: map[string]chan time.Time{}, issued: map[string]bool{}}
 	w.leaks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: metricPrefix + "canary_leaks_total",
 		Help: "Canary markers seen outside the canary group (in an event from, or a send to, another conversation), by channel.",
@@ -212,6 +214,9 @@ func (w *Watch) Run(ctx context.Context, channel string, timeout time.Duration, 
 		delete(w.waiting, marker)
 		w.mu.Unlock()
 	}()
+	if err := w.issue(ctx, channel, marker); err != nil {
+		return nil, err
+	}
 	text, _ := json.Marshal(map[string]string{"type": "text", "text": "linegate canary " + marker})
 	start := w.o.Now()
 	res := &Result{Channel: channel, Marker: marker, SentAt: start.UTC(), TimeoutMs: float64(timeout) / float64(time.Millisecond)}
@@ -257,6 +262,42 @@ func (w *Watch) Run(ctx context.Context, channel string, timeout time.Duration, 
 	}
 	res.Record = idx
 	return res, nil
+}
+
+// settingIssued begins the setting that says a marker was sent by a run
+// (of any replica): only such a marker seen elsewhere is a leak.
+const settingIssued = "canary_issued:"
+
+// issue records that a run is about to send marker (admin action
+// "canary_start", with the setting settingIssued for the other replicas),
+// before it is sent: a marker is a leak only if a run sent it, so that
+// anyone typing text shaped like a marker cannot raise the leak alarm.
+func (w *Watch) issue(ctx context.Context, channel, marker string) error {
+	now := w.o.Now()
+	var effects []ledger.Effect
+	if w.o.State != nil {
+		effects = append(effects, outbound.SetSetting{Key: settingIssued + marker, Value: now.UTC().Format(time.RFC3339Nano)})
+	}
+	if _, err := outbound.RecordAdmin(ctx, w.o.Ledger, "canary_start", map[string]any{"channel": channel, "marker": marker}, nil, now, effects...); err != nil {
+		return fmt.Errorf("record canary start: %w", err)
+	}
+	w.mu.Lock()
+	w.issued[marker] = true
+	w.mu.Unlock()
+	return nil
+}
+
+// wasIssued reports whether a run of this process, or of another replica
+// on the same database, sent marker.
+func (w *Watch) wasIssued(ctx context.Context, marker string) bool {
+	w.mu.Lock()
+	ok := w.issued[marker]
+	w.mu.Unlock()
+	if ok || w.o.State == nil {
+		return ok
+	}
+	v, err := w.o.State.Setting(ctx, settingIssued+marker)
+	return err == nil && v != ""
 }
 
 // settingEcho begins the setting in which a replica records when it saw
@@ -374,6 +415,20 @@ func (w *Watch) arrived(ctx context.Context, channel string, markers []string) e
 // subject is the conversation ("user:U...", "group:C..."), sealed into
 // the record, never logged.
 func (w *Watch) leak(ctx context.Context, channel, direction, subject string, markers []string, detail map[string]any) {
+	var issued []string
+	for _, m := range markers {
+		if w.wasIssued(ctx, m) {
+			issued = append(issued, m)
+		}
+	}
+	if len(issued) < len(markers) {
+		w.fails.Log(slog.LevelInfo, oplog.Key{Class: "canary_marker_unknown", Channel: channel},
+			"text shaped like a canary marker that no canary run sent: not a leak", "direction", direction, "event", detail["event"])
+	}
+	if len(issued) == 0 {
+		return
+	}
+	markers = issued
 	w.leaks.WithLabelValues(channel).Inc()
 	detail["channel"], detail["direction"], detail["markers"] = channel, direction, markers
 	var subjects []string

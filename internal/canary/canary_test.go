@@ -137,8 +137,8 @@ func TestRunAcrossReplicas(t *testing.T) {
 	if len(sender.sent) != 1 || sender.sent[0].To != group || !sender.sent[0].Canary || !sender.sent[0].ForcePush {
 		t.Errorf("sends: %+v", sender.sent)
 	}
-	if got := l.actions(); !slices.Equal(got, []string{"canary_echo", "canary_run"}) {
-		t.Errorf("records %v, want canary_echo, canary_run", got)
+	if got := l.actions(); !slices.Equal(got, []string{"canary_start", "canary_echo", "canary_run"}) {
+		t.Errorf("records %v, want canary_start, canary_echo, canary_run", got)
 	}
 	if rulesSaw != 0 {
 		t.Errorf("the rules saw the echo %d times", rulesSaw)
@@ -158,8 +158,17 @@ func TestRunAcrossReplicas(t *testing.T) {
 // to the group are not; a channel without a group has leaks too.
 func TestCheckSend(t *testing.T) {
 	l := &sharedLedger{settings: map[string]string{}}
-	w := New(Options{Groups: map[string]string{"demo": group, "plain": ""}, Ledger: l})
+	w := New(Options{Groups: map[string]string{"demo": group, "plain": ""}, Ledger: l, State: l})
+	// Text shaped like a marker that no run sent is no leak: anyone can
+	// type one.
+	forged := []byte(`{"to":"x","messages":[{"type":"text","text":"` + NewMarker() + `"}]}`)
+	w.CheckSend(outbound.Request{Channel: "demo", To: "U0123456789abcdef0123456789abcdef"}, forged)
+	if n := len(l.actions()); n != 0 {
+		t.Fatalf("%d records for a marker no run sent, want none", n)
+	}
+	// A marker that a run (of another replica: only the setting) sent.
 	m := NewMarker()
+	l.settings[settingIssued+m] = "2026-12-02T00:00:00Z"
 	body := []byte(`{"to":"x","messages":[{"type":"text","text":"` + m + `"}]}`)
 	w.CheckSend(outbound.Request{Channel: "demo", To: group, Canary: true}, body)
 	w.CheckSend(outbound.Request{Channel: "demo", To: group}, body)

@@ -307,6 +307,8 @@ func adminSummary(a *record.Admin) string {
 		return fmt.Sprintf("dry-run %s for %s", onOff(), ch)
 	case "rules_changed", "rules_reloaded":
 		return fmt.Sprintf("rule set %s: sha256 %s (was %s), by %s", strings.TrimPrefix(a.Action, "rules_"), s("sha256"), orNone(s("previous_sha256")), orNone(s("trigger")))
+	case "canary_start":
+		return fmt.Sprintf("canary %s sent to the canary group of %s", s("marker"), s("channel"))
 	case "canary_run":
 		if s("outcome") == "ok" {
 			ms, _ := d["round_trip_ms"].(float64)
