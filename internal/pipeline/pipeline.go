@@ -406,7 +406,18 @@ func (p *Pipeline) dispatch(ctx context.Context, workers []chan *Item) (bool, er
 		return false, err
 	}
 	items := slices.Concat(parts...)
-	if _, err := p.o.Log.Commit(ctx, nil, Enqueue{Next: end, Items: items, Now: p.o.Now()}); err != nil {
+	// Alone on its database (SQLite, one writer), queueing shares the
+	// ledger writer's commits with the webhooks being acknowledged. With
+	// replicas on PostgreSQL, which runs transactions side by side, it is
+	// a transaction of its own: in the writer's, its many statements
+	// would hold the log's append lock, which every replica's
+	// acknowledgements wait for.
+	if p.o.Claimer != nil {
+		err = p.o.Store.Enqueue(ctx, end, items, p.o.Now())
+	} else {
+		_, err = p.o.Log.Commit(ctx, nil, Enqueue{Next: end, Items: items, Now: p.o.Now()})
+	}
+	if err != nil {
 		return false, fmt.Errorf("enqueue: %w", err)
 	}
 	if workers == nil {
