@@ -32,6 +32,7 @@ func TestStatusOf(t *testing.T) {
 		{fmt.Errorf("%w %q", retention.ErrUnknownRequest, "forget"), 400},
 		{fmt.Errorf("release hold 7: %w", ledger.ErrNotFound), 404},
 		{fmt.Errorf("%w (hold 3)", retention.ErrHeld), 409},
+		{tooLarge("over 1 MiB"), 413},
 		{ledger.ErrPushback, 503},
 		{ledger.ErrClosed, 503},
 		{errors.New("sqlitestore: disk I/O error"), 503},

@@ -102,8 +102,8 @@ func (a *API) receiveAlerts(w http.ResponseWriter, r *http.Request) {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAlertBody))
 	if err != nil {
 		a.alerts.received.WithLabelValues(alertsInvalid).Inc()
-		if tooLarge := new(http.MaxBytesError); errors.As(err, &tooLarge) {
-			http.Error(w, "alerts: the notification is over 1 MiB: set max_alerts in Alertmanager's webhook_config", http.StatusRequestEntityTooLarge)
+		if mbe := new(http.MaxBytesError); errors.As(err, &mbe) {
+			a.fail(w, r, action, tooLarge("alerts: the notification is over 1 MiB: set max_alerts in Alertmanager's webhook_config"))
 			return
 		}
 		a.fail(w, r, action, badRequest("alerts: reading the body failed"))

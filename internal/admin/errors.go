@@ -20,6 +20,17 @@ var ErrBadRequest = errors.New("admin: bad request")
 // answer's body.
 func badRequest(msg string) error { return &requestError{msg} }
 
+// ErrTooLarge is the error of a request body over its endpoint's bound.
+var ErrTooLarge = errors.New("admin: request body too large")
+
+// tooLarge is a request whose body is over its bound, answered with msg.
+func tooLarge(msg string) error { return &largeError{msg} }
+
+type largeError struct{ msg string }
+
+func (e *largeError) Error() string { return e.msg }
+func (e *largeError) Unwrap() error { return ErrTooLarge }
+
 type requestError struct{ msg string }
 
 func (e *requestError) Error() string { return e.msg }
@@ -38,6 +49,8 @@ func statusOf(err error) int {
 	case errors.Is(err, ErrBadRequest), errors.Is(err, errBadRules), errors.Is(err, retention.ErrBadHold),
 		errors.Is(err, retention.ErrNotSubject), errors.Is(err, retention.ErrUnknownRequest):
 		return http.StatusBadRequest
+	case errors.Is(err, ErrTooLarge):
+		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, ledger.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, retention.ErrHeld):
