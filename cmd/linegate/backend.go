@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -149,4 +150,35 @@ func openConfigStore(ctx context.Context, e *env, configPath string, access stor
 func appendAdmin(ctx context.Context, store backend, ring ledger.Sealer, action string, detail map[string]any,
 	subjects []string, effects ...ledger.Effect) (uint64, error) {
 	return outbound.RecordAdmin(ctx, ledger.NewWriter(store, ring, nil), action, detail, subjects, time.Now(), effects...)
+}
+
+// evidenceSource is what the commands that write evidence bundles read:
+// the config, one snapshot of the store (every proof against one tree
+// head, while serve writes), the key ring and the log's verifier key.
+type evidenceSource struct {
+	cfg   *Config
+	store backend // the live store, for what was appended since the snapshot
+	view  ledger.ReadView
+	ring  *keys.Ring
+	vkey  []byte
+}
+
+// openEvidenceSource opens a config's store beside a running serve and
+// takes a snapshot of it; close releases both.
+func openEvidenceSource(ctx context.Context, e *env, configPath string) (src evidenceSource, close func(), err error) {
+	cfg, store, ring, err := openConfigStore(ctx, e, configPath, beside)
+	if err != nil {
+		return src, nil, err
+	}
+	vkey, err := os.ReadFile(vkeyPath(cfg.Log.KeyFile))
+	if err != nil {
+		store.Close()
+		return src, nil, err
+	}
+	view, err := store.Snapshot(ctx)
+	if err != nil {
+		store.Close()
+		return src, nil, err
+	}
+	return evidenceSource{cfg: cfg, store: store, view: view, ring: ring, vkey: vkey}, func() { view.Close(); store.Close() }, nil
 }

@@ -39,22 +39,12 @@ func runExport(ctx context.Context, e *env, args []string) error {
 	if sel.From, sel.To, err = parseRange(*from, *to); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	cfg, store, ring, err := openConfigStore(ctx, e, *configPath, beside)
+	src, done, err := openEvidenceSource(ctx, e, *configPath)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
-	vkey, err := os.ReadFile(vkeyPath(cfg.Log.KeyFile))
-	if err != nil {
-		return err
-	}
-	// One snapshot: every proof against its tree head, while serve writes.
-	view, err := store.Snapshot(ctx)
-	if err != nil {
-		return err
-	}
-	defer view.Close()
-	m, err := evidence.Export(ctx, view, ring, vkey, cfg.Log.AnchorsDir, sel, *out)
+	defer done()
+	m, err := evidence.Export(ctx, src.view, src.ring, src.vkey, src.cfg.Log.AnchorsDir, sel, *out)
 	if err != nil {
 		return err
 	}

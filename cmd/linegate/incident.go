@@ -41,22 +41,13 @@ func runIncidentExport(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	cfg, store, ring, err := openConfigStore(ctx, e, *configPath, beside)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	vkey, err := os.ReadFile(vkeyPath(cfg.Log.KeyFile))
-	if err != nil {
-		return err
-	}
 	// One snapshot: the timeline and the bundle's proofs are of one tree.
-	view, err := store.Snapshot(ctx)
+	src, done, err := openEvidenceSource(ctx, e, *configPath)
 	if err != nil {
 		return err
 	}
-	defer view.Close()
-	tl, err := incident.Build(ctx, view, ring, cfg.Log.Origin, incident.Selection{From: f, To: t, Channel: *channel})
+	defer done()
+	tl, err := incident.Build(ctx, src.view, src.ring, src.cfg.Log.Origin, incident.Selection{From: f, To: t, Channel: *channel})
 	if err != nil {
 		return err
 	}
@@ -64,7 +55,7 @@ func runIncidentExport(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	tl.Evidence = "evidence"
-	m, err := evidence.Export(ctx, view, ring, vkey, cfg.Log.AnchorsDir,
+	m, err := evidence.Export(ctx, src.view, src.ring, src.vkey, src.cfg.Log.AnchorsDir,
 		evidence.Selection{From: f, To: t, Records: tl.Records()}, filepath.Join(*out, tl.Evidence))
 	if err != nil {
 		return err
@@ -94,7 +85,7 @@ func runIncidentExport(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "  %d admin actions, %d alerts, %d signature failures, %d webhooks answered 503, %d Messaging API errors, %d 429s\n",
 		tot.AdminActions, tot.Alerts, tot.SignatureFailures, tot.Unavailable, tot.LineAPIErrors, tot.LineAPIRateLimits)
 	fmt.Fprintf(e.stdout, "  check the evidence: linegate verify-bundle -vkey log.vkey %s\n", filepath.Join(*out, tl.Evidence))
-	if n := notYetCheckpointed(ctx, store, m.TreeSize); n > 0 {
+	if n := notYetCheckpointed(ctx, src.store, m.TreeSize); n > 0 {
 		fmt.Fprintf(e.stdout, "  %d records appended after the checkpoint were left out: export again in a few seconds for them\n", n)
 	}
 	return nil

@@ -185,4 +185,3 @@ func TestBuild(t *testing.T) {
 		t.Errorf("all channels: totals %+v", all.Totals)
 	}
 }
-

@@ -599,7 +599,9 @@ func (p *Pipeline) resume(ctx context.Context, workers []chan *Item) {
 		items, err := p.o.Store.Pending(ctx, after, 1024)
 		if err != nil {
 			p.log.Error("pipeline: read queue", "err", err)
-			p.linger(ctx)
+			// Wait a poll interval before the next try: Linger may be
+			// zero, and a failing store must not be asked in a loop.
+			p.wait(ctx, nil)
 			continue
 		}
 		if len(items) == 0 {
