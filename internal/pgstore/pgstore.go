@@ -27,7 +27,7 @@ var _ ledger.Store = (*Store)(nil)
 
 // schemaVersion is the version of the schema this code writes. A database
 // of a newer version is refused.
-const schemaVersion = 2
+const schemaVersion = 3
 
 // migrations[i] brings a database from version i to version i+1.
 var migrations = []string{
@@ -131,6 +131,14 @@ var migrations = []string{
 		event    TEXT NOT NULL     -- the event that fired it (its retry may fire again)
 	);
 	CREATE INDEX cooldowns_until ON cooldowns (until_ms);`,
+
+	// Version 3: how far the archive has published (object storage,
+	// witnesses): a cursor by stream, rebuilt by publishing again if lost.
+	`CREATE TABLE publications (
+		name       TEXT PRIMARY KEY,
+		value      TEXT NOT NULL,
+		updated_ms BIGINT NOT NULL
+	);`,
 }
 
 // The second keys of the advisory locks, by use (the first is lockID).

@@ -24,7 +24,7 @@ var _ ledger.Store = (*Store)(nil)
 
 // schemaVersion is the version of the schema this code writes, kept in
 // PRAGMA user_version. A database of a newer version is refused.
-const schemaVersion = 6
+const schemaVersion = 7
 
 // migrations[i] brings a database from version i to version i+1.
 var migrations = []string{
@@ -135,6 +135,14 @@ var migrations = []string{
 		event    TEXT NOT NULL     -- the event that fired it (its retry may fire again)
 	) WITHOUT ROWID;
 	CREATE INDEX cooldowns_until ON cooldowns (until_ms);`,
+
+	// Version 7: how far the archive has published (object storage,
+	// witnesses): a cursor by stream, rebuilt by publishing again if lost.
+	`CREATE TABLE publications (
+		name       TEXT PRIMARY KEY,
+		value      TEXT NOT NULL,
+		updated_ms INTEGER NOT NULL
+	) WITHOUT ROWID;`,
 }
 
 // Options tunes a Store.
