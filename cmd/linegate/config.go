@@ -87,6 +87,11 @@ type Config struct {
 	Channels   []ChannelConfig  `yaml:"channels"`
 	// Monitor sets the polls of LINE's API (see MonitorConfig).
 	Monitor MonitorConfig `yaml:"monitor"`
+	// Archive publishes checkpoints, tiles, anchors and evidence bundles to
+	// object storage under Object Lock (see ArchiveConfig).
+	Archive *ArchiveConfig `yaml:"archive"`
+	// Witnesses cosign the checkpoints (see WitnessesConfig).
+	Witnesses *WitnessesConfig `yaml:"witnesses"`
 
 	builtin bool   // the built-in example: rule files come from the binary
 	path    string // the file it was read from
@@ -675,6 +680,7 @@ func (c *Config) check(p *configParser) {
 		seen[ch.ID] = ch.path
 	}
 	c.checkMonitor(p)
+	c.checkArchive(p)
 }
 
 // presetNames lists the preset retention classes.

@@ -19,11 +19,13 @@ import (
 
 	"github.com/linegate/linegate/examples"
 	adminapi "github.com/linegate/linegate/internal/admin"
+	"github.com/linegate/linegate/internal/archive"
 	"github.com/linegate/linegate/internal/canary"
 	"github.com/linegate/linegate/internal/chantoken"
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/objstore"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/pipeline"
 	"github.com/linegate/linegate/internal/retention"
@@ -143,6 +145,9 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	g.startPipeline(channels)
 	g.startJobs()
 	g.newAdmin(e, adminToken)
+	if err := g.startArchive(ctx, e); err != nil {
+		return err
+	}
 	g.startMonitor()
 	ls, err := g.listen()
 	if err != nil {
@@ -196,6 +201,10 @@ type instance struct {
 	stopBg context.CancelFunc
 	bg     sync.WaitGroup
 	hup    chan os.Signal
+
+	// The archive: object storage and witnesses (nil if not configured).
+	archive *archive.Publisher
+	bucket  *objstore.S3
 }
 
 // resolveChannels reads the channels' secrets and audiences: the ingress's
@@ -409,6 +418,7 @@ func (g *instance) listen() (*listeners, error) {
 	if !cfg.Log.Public {
 		publicLog = nil
 	}
+	publicLog = g.cosignedRoute(publicLog)
 	ls := &listeners{
 		pubSrv:   withTimeouts(&http.Server{Handler: g.ingress.Routes(g.api.Health(), g.api.Ready(), publicLog)}, log),
 		adminSrv: withTimeouts(&http.Server{Handler: g.api.Handler()}, log),

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,7 +67,8 @@ func Start(t testing.TB) *Server {
 		logf.Close()
 		if t.Failed() {
 			b, _ := os.ReadFile(logf.Name())
-			t.Logf("versitygw log:\n%s", b)
+			lines := strings.Split(string(b), "\n")
+			t.Logf("versitygw log (last lines):\n%s", strings.Join(lines[max(0, len(lines)-30):], "\n"))
 		}
 	})
 	deadline := time.Now().Add(20 * time.Second)
