@@ -159,6 +159,19 @@ func TestArchive(t *testing.T) {
 		t.Fatalf("verify with another witness key = %d:\n%s", code, out)
 	}
 
+	// An evidence bundle carries the cosigned checkpoint; verify-bundle
+	// requires the quorum with the witnesses' keys.
+	bundle := filepath.Join(t.TempDir(), "bundle")
+	if code, out := runCLI(t, "export", "-config", g.cfgPath, "-out", bundle); code != 0 || !strings.Contains(out, "cosigned checkpoint") {
+		t.Fatalf("export = %d:\n%s", code, out)
+	}
+	if code, out := runCLI(t, "verify-bundle", "-witness-quorum", "1", "-witness-key", wit.VKey, bundle); code != 0 || !strings.Contains(out, "OK witnesses:") {
+		t.Fatalf("verify-bundle -witness-quorum 1 = %d:\n%s", code, out)
+	}
+	if code, out := runCLI(t, "verify-bundle", "-witness-quorum", "1", "-witness-key", vkeyOf(t, "example.com/witness-1"), bundle); code != 1 || !strings.Contains(out, "FAIL witnesses") {
+		t.Fatalf("verify-bundle with another witness key = %d:\n%s", code, out)
+	}
+
 	// The insider: the database back to size 100, the files that would
 	// tell removed. The bucket still tells: serve refuses to start.
 	restoreDB(t, backup, dir)
@@ -198,6 +211,15 @@ func TestArchive(t *testing.T) {
 	code, out = runCLI(t, "verify", "-config", g.cfgPath, "-witness-quorum", "1", "-no-published")
 	if code != 1 || !strings.Contains(out, "cosigned checkpoint") {
 		t.Fatalf("verify of the forked log = %d:\n%s", code, out)
+	}
+	// A bundle of the forked log carries the honest cosigned checkpoint,
+	// which its checkpoint does not extend.
+	forked := filepath.Join(t.TempDir(), "bundle")
+	if code, out := runCLI(t, "export", "-config", g.cfgPath, "-out", forked); code != 0 {
+		t.Fatalf("export = %d:\n%s", code, out)
+	}
+	if code, out := runCLI(t, "verify-bundle", "-witness-quorum", "1", "-witness-key", wit.VKey, forked); code != 1 || !strings.Contains(out, "FAIL witnesses: the bundle's checkpoint") {
+		t.Fatalf("verify-bundle of the forked log = %d:\n%s", code, out)
 	}
 	// Nor can the insider put the forked checkpoint in its place: no
 	// witness cosigned it.
