@@ -82,6 +82,7 @@ func TestArchive(t *testing.T) {
 	wit := witnesstest.Start(t, "example.com/witness-1", testOrigin, vkey)
 	conf := gwConfig{public: true, logExtra: anchorsEverySecond, extra: archiveConfig(t, srv, "ledger", wit)}
 
+	ctx := context.Background()
 	g := startGateway(t, dir, conf)
 	for i := range 100 {
 		g.post(t, testSecret, fmt.Appendf(nil, `{"events":[],"n":%d}`, i))
@@ -96,11 +97,25 @@ func TestArchive(t *testing.T) {
 		g.post(t, testSecret, fmt.Appendf(nil, `{"events":[],"n":%d}`, i))
 	}
 	g.waitTreeSize(t, 300)
-	_, cp := g.get(t, g.webhook+"/log/checkpoint")
-	size := fileSize(t, filepath.Join(dir, "data", "published", "checkpoint"))
-	published := waitObject(t, bucket, fmt.Sprintf("checkpoint-%d", size))
-	if size >= 300 && !bytes.Equal(published, cp) {
-		t.Fatalf("the bucket's checkpoint-%d differs from the served checkpoint", size)
+	// The served checkpoint, once the tree is still, is the bucket's.
+	var size uint64
+	var published []byte
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		_, cp := g.get(t, g.webhook+"/log/checkpoint")
+		c, err := ledger.ParseCheckpoint(string(cp))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := bucket.Get(ctx, fmt.Sprintf("checkpoint-%d", c.Size)); err == nil {
+			if !bytes.Equal(got, cp) {
+				t.Fatalf("the bucket's checkpoint-%d differs from the served checkpoint", c.Size)
+			}
+			size, published = c.Size, got
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("checkpoint-%d was not published", c.Size)
+		}
 	}
 
 	// Full tiles and bundles, byte for byte as served (tlog-tiles).
@@ -130,7 +145,6 @@ func TestArchive(t *testing.T) {
 
 	// Locked, for the configured periods, and the server refuses to
 	// remove them.
-	ctx := context.Background()
 	for key, d := range map[string]time.Duration{fmt.Sprintf("checkpoint-%d", size): 2 * time.Hour, "tile/0/000": 3 * time.Hour, anchors[0]: 4 * time.Hour} {
 		until, err := bucket.RetainUntil(ctx, key)
 		if err != nil {
@@ -170,6 +184,21 @@ func TestArchive(t *testing.T) {
 	}
 	if code, out := runCLI(t, "verify-bundle", "-witness-quorum", "1", "-witness-key", vkeyOf(t, "example.com/witness-1"), bundle); code != 1 || !strings.Contains(out, "FAIL witnesses") {
 		t.Fatalf("verify-bundle with another witness key = %d:\n%s", code, out)
+	}
+
+	// The bundle goes to the bucket too, locked.
+	if code, out := runCLI(t, "archive", "put-bundle", "-config", g.cfgPath, "-name", "case-1", bundle); code != 0 || !strings.Contains(out, "bundles/case-1/") {
+		t.Fatalf("archive put-bundle = %d:\n%s", code, out)
+	}
+	want, err := os.ReadFile(filepath.Join(bundle, "witness", "checkpoint.cosigned"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := waitObject(t, bucket, "bundles/case-1/witness/checkpoint.cosigned"); !bytes.Equal(got, want) {
+		t.Fatal("the bucket's copy of the bundle differs")
+	}
+	if until, err := bucket.RetainUntil(ctx, "bundles/case-1/manifest.json"); err != nil || time.Until(until) < 5*time.Hour-time.Minute {
+		t.Fatalf("bundle retained until %v, %v; want 5h", until, err)
 	}
 
 	// The insider: the database back to size 100, the files that would
@@ -264,5 +293,3 @@ func grepLines(s string, prefixes ...string) string {
 	}
 	return strings.Join(out, "\n")
 }
-
-var _ = ledger.TileWidth

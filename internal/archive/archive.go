@@ -29,6 +29,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -462,11 +463,11 @@ func (p *Publisher) publishAnchors(ctx context.Context) error {
 // ErrNoBucket: the archive has no bucket configured.
 var ErrNoBucket = errors.New("archive: no bucket configured")
 
-// PublishBundle publishes an evidence bundle (a file of export or
+// PublishBundle publishes a file of an evidence bundle (of export or
 // incident export) as bundles/<name>, locked for the bundles' retention.
 func (p *Publisher) PublishBundle(ctx context.Context, name string, data []byte) error {
-	if name == "" || strings.ContainsAny(name, "/\\") || name == "." || name == ".." {
-		return fmt.Errorf("archive: bundle name %q: want a file name", name)
+	if !fs.ValidPath(name) || name == "." || strings.Contains(name, "\\") {
+		return fmt.Errorf("archive: bundle name %q: want a relative path such as 2026-12-01-incident/manifest.json", name)
 	}
 	if p.o.Bucket == nil {
 		return ErrNoBucket
