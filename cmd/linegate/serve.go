@@ -131,6 +131,9 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	}
 	g := &instance{cfg: cfg, log: log}
 	defer g.close()
+	if err := g.openArchive(ctx, e); err != nil {
+		return err
+	}
 	if err := g.openStorage(ctx, e); err != nil {
 		return err
 	}
@@ -145,9 +148,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	g.startPipeline(channels)
 	g.startJobs()
 	g.newAdmin(e, adminToken)
-	if err := g.startArchive(ctx, e); err != nil {
-		return err
-	}
+	g.startArchive()
 	g.startMonitor()
 	ls, err := g.listen()
 	if err != nil {
@@ -296,6 +297,9 @@ func (g *instance) openLedger(ctx context.Context) error {
 	})
 	if err != nil {
 		return withRollbackHint(cfg, err)
+	}
+	if err := g.holdToBucket(ctx, led); err != nil {
+		return err
 	}
 	led.Start()
 	g.led = led

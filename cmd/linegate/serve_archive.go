@@ -194,71 +194,106 @@ type archiveStore interface {
 	archive.Store
 }
 
-// startArchive starts the publisher to object storage and the witnesses'
-// cosigner, when configured: it first holds the database's tree to the
-// bucket's newest checkpoint (refusing to start, or with start_check:
-// warn, reporting it and not publishing).
-func (g *instance) startArchive(ctx context.Context, e *env) error {
-	cfg := g.cfg
-	if cfg.Archive == nil && cfg.Witnesses == nil {
+// openArchive opens the archive's bucket, when configured, and checks
+// that it has Object Lock enabled: before anything is created.
+func (g *instance) openArchive(ctx context.Context, e *env) error {
+	if g.cfg.Archive == nil {
 		return nil
 	}
+	b, err := g.cfg.openBucket(e.getenv)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := b.CheckBucket(cctx); err != nil {
+		return fmt.Errorf("archive: %w", err)
+	}
+	g.bucket = b
+	return nil
+}
+
+// newPublisher returns the publisher to the bucket and the witnesses.
+func (g *instance) newPublisher(led *ledger.Ledger) (*archive.Publisher, error) {
+	cfg := g.cfg
 	st, ok := g.store.(archiveStore)
 	if !ok {
-		return errors.New("archive: the store keeps no publication state")
+		return nil, errors.New("archive: the store keeps no publication state")
 	}
-	o := archive.Options{Store: st, Head: g.led.Head, Verifier: g.verifier, Origin: cfg.Log.Origin,
-		Active: g.led.Sequencing, Logger: g.log.With("component", "archive"), CosignedFile: cosignedFile(cfg.Log.PublishDir)}
-	if ws, quorum, err := cfg.witnesses(); err != nil {
-		return err
-	} else if len(ws) > 0 {
+	o := archive.Options{Store: st, Head: led.Head, Verifier: g.verifier, Origin: cfg.Log.Origin,
+		Active: led.Sequencing, Logger: g.log.With("component", "archive"), CosignedFile: cosignedFile(cfg.Log.PublishDir)}
+	ws, quorum, err := cfg.witnesses()
+	if err != nil {
+		return nil, err
+	}
+	if len(ws) > 0 {
 		proofs := func(ctx context.Context, old, n uint64) ([][32]byte, error) {
 			return ledger.ConsistencyProof(ctx, g.store, old, n)
 		}
 		o.Cosigner = witness.NewCosigner(ws, quorum, &http.Client{Timeout: 30 * time.Second}, proofs, st, g.log.With("component", "witness"))
-		g.reg.MustRegister(o.Cosigner.Collectors()...)
 	}
-	every := time.Minute
-	if cfg.Witnesses != nil {
-		every = cfg.Witnesses.Every
-	}
-	if a := cfg.Archive; a != nil {
-		b, err := cfg.openBucket(e.getenv)
-		if err != nil {
-			return err
-		}
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if err := b.CheckBucket(cctx); err != nil {
-			return fmt.Errorf("archive: %w", err)
-		}
-		o.Bucket = b
-		g.bucket = b
+	if a := cfg.Archive; a != nil && g.bucket != nil {
+		o.Bucket = g.bucket
 		o.AnchorsDir = cfg.Log.AnchorsDir
 		o.Retention = archive.Retention{Checkpoints: a.Retention.Checkpoints, Tiles: a.Retention.Tiles,
 			Anchors: a.Retention.Anchors, Bundles: a.Retention.Bundles}
-		every = min(every, a.Every)
 	}
-	pub := archive.New(o)
-	g.reg.MustRegister(pub.Collectors()...)
-	if o.Bucket != nil {
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		newest, err := pub.CheckBucket(cctx, g.led.Head(), g.led.Acknowledged())
-		var be *archive.BucketError
-		switch {
-		case errors.As(err, &be) && cfg.Archive.StartCheck == "warn":
-			g.log.Error("archive: the database's tree does not extend the bucket's newest checkpoint: not publishing (archive.start_check: warn)",
-				"bucket_size", newest, "tree_size", g.led.Head().Size, "err", err)
-			return nil
-		case err != nil:
-			return fmt.Errorf("%w (restored from an older backup, or the log forked: see acknowledge-rollback in the runbook; archive.start_check: warn starts without publishing)", err)
-		}
-		g.log.Info("archive: the database's tree extends the bucket's newest checkpoint", "bucket_size", newest, "tree_size", g.led.Head().Size)
+	return archive.New(o), nil
+}
+
+// holdToBucket holds the stored tree to the bucket's newest checkpoint,
+// before the ledger starts and signs anything: serve refuses to start
+// when the tree does not extend it (unless a rollback acknowledgement
+// names it), or with archive.start_check: warn, reports it and does not
+// publish.
+func (g *instance) holdToBucket(ctx context.Context, led *ledger.Ledger) error {
+	if g.cfg.Archive == nil && g.cfg.Witnesses == nil {
+		return nil
+	}
+	pub, err := g.newPublisher(led)
+	if err != nil {
+		return err
 	}
 	g.archive = pub
-	g.bg.Go(func() { pub.Run(g.bgCtx, every) })
+	if g.bucket == nil {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	newest, err := pub.CheckBucket(cctx, led.Head(), led.Acknowledged())
+	var be *archive.BucketError
+	switch {
+	case errors.As(err, &be) && g.cfg.Archive.StartCheck == "warn":
+		g.log.Error("archive: the database's tree does not extend the bucket's newest checkpoint: not publishing (archive.start_check: warn)",
+			"bucket_size", newest, "tree_size", led.Head().Size, "err", err)
+		g.bucket = nil
+		if g.archive, err = g.newPublisher(led); err != nil {
+			return err
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("%w (restored from an older backup, or the log forked: see acknowledge-rollback in the runbook; archive.start_check: warn starts without publishing)", err)
+	}
+	g.log.Info("archive: the database's tree extends the bucket's newest checkpoint", "bucket_size", newest, "tree_size", led.Head().Size)
 	return nil
+}
+
+// startArchive starts the publisher (to the bucket, and the witnesses),
+// with its metrics.
+func (g *instance) startArchive() {
+	if g.archive == nil {
+		return
+	}
+	every := time.Minute
+	if g.cfg.Witnesses != nil {
+		every = g.cfg.Witnesses.Every
+	}
+	if g.cfg.Archive != nil {
+		every = min(every, g.cfg.Archive.Every)
+	}
+	g.reg.MustRegister(g.archive.Collectors()...)
+	pub := g.archive
+	g.bg.Go(func() { pub.Run(g.bgCtx, every) })
 }
 
 // cosignedRoute serves the latest cosigned checkpoint at

@@ -118,9 +118,13 @@ func New(o Options) *Publisher {
 	}
 }
 
-// Collectors returns the Publisher's metrics.
+// Collectors returns the Publisher's metrics, and its Cosigner's.
 func (p *Publisher) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{p.published, p.failures, p.lag, p.lastOK}
+	cs := []prometheus.Collector{p.published, p.failures, p.lag, p.lastOK}
+	if p.o.Cosigner != nil {
+		cs = append(cs, p.o.Cosigner.Collectors()...)
+	}
+	return cs
 }
 
 // Cursor names, in Store.
