@@ -64,7 +64,7 @@ func (l *memLog) ReadLeaves(_ context.Context, start, end uint64) ([][]byte, err
 }
 
 func (l *memLog) Publication(_ context.Context, k string) (string, error) { return l.cursors[k], nil }
-func (l *memLog) SetPublication(_ context.Context, k, v string) error   { l.cursors[k] = v; return nil }
+func (l *memLog) SetPublication(_ context.Context, k, v string) error     { l.cursors[k] = v; return nil }
 
 func (l *memLog) head(t *testing.T) ledger.TreeHead {
 	n := int64(len(l.leaves))
