@@ -151,6 +151,10 @@ func (e *BucketError) Error() string {
 
 func (e *BucketError) Unwrap() error { return e.Err }
 
+// BUG: CheckBucket lists every checkpoint key to find the newest (the
+// keys are not zero-padded, so their order is not their sizes'): about a
+// request per thousand checkpoints published, at start only.
+
 // CheckBucket holds the local tree to the newest checkpoint in the bucket,
 // as the ledger holds it to the checkpoint file and the anchors: the tree
 // of head, whose tiles store holds, must extend it. A checkpoint that a
