@@ -140,7 +140,7 @@ func parseSubject(s string) (string, error) {
 }
 
 func runVerifyBundle(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "verify-bundle", "[-vkey FILE] DIR")
+	fs := newFlagSet(e, "verify-bundle", "[-vkey FILE] [-witness-quorum K -witness-key VKEY...] DIR")
 	vkeyFile := fs.String("vkey", "", "the log's public key you hold; the bundle's own log.vkey must equal it")
 	wf := addWitnessFlags(fs, false)
 	if err := parseArgs(fs, args, 1, "the bundle directory"); err != nil {

@@ -36,7 +36,7 @@ var errVerifyFailed = errors.New("the ledger does not verify")
 // that its user may only read. Everything it checks comes from one
 // snapshot, so that it can run beside a gateway under load.
 func runVerify(ctx context.Context, e *env, args []string) (err error) {
-	flags := newFlagSet(e, "verify", "[-config FILE | -data DIR] [-vkey FILE] [-kek FILE] [-metrics-file FILE]")
+	flags := newFlagSet(e, "verify", "[-config FILE | -data DIR] [-vkey FILE] [-kek FILE] [-metrics-file FILE] [-witness-quorum K [-witness-key VKEY...]]")
 	configPath := flags.String("config", "", "the serve config whose ledger to verify")
 	dataDir := flags.String("data", "", "a data directory to verify")
 	vkeyFlag := flags.String("vkey", "", "the checkpoint verifier key you hold (default: the data directory's own log.vkey, with a warning)")
