@@ -262,6 +262,20 @@ func TestArchive(t *testing.T) {
 	if code != 1 || !strings.Contains(out, "FAIL witnesses") {
 		t.Fatalf("verify with the forked checkpoint as the cosigned one = %d:\n%s", code, out)
 	}
+
+	// Had it been a restore meant and owned, acknowledge-rollback names the
+	// bucket's checkpoint too, on the record, and serve starts with the
+	// bucket again; the witness still refuses the other tree.
+	cfgPath := writeConfig(t, dir, conf)
+	code, out = runCLI(t, "acknowledge-rollback", "-config", cfgPath, "-reason", "INC-1: restored from the nightly backup")
+	if code != 0 || !strings.Contains(out, "bucket's checkpoint-") {
+		t.Fatalf("acknowledge-rollback = %d:\n%s", code, out)
+	}
+	g = startGateway(t, dir, conf)
+	if !strings.Contains(g.Logs(), "the rollback was acknowledged") {
+		t.Errorf("serve does not say it relied on the acknowledgement:\n%s", g.Logs())
+	}
+	g.stop()
 }
 
 // waitTreeSizeFile returns the checkpoint file the stopped gateway

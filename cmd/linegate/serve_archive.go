@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/linegate/linegate/internal/archive"
@@ -260,7 +262,13 @@ func (g *instance) holdToBucket(ctx context.Context, led *ledger.Ledger) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	newest, err := pub.CheckBucket(cctx, led.Head(), led.Acknowledged())
+	acked := func(signed []byte) (bool, error) {
+		if slices.ContainsFunc(led.Acknowledged(), func(a []byte) bool { return bytes.Equal(a, signed) }) {
+			return true, nil
+		}
+		return ledger.Acknowledges(cctx, g.store, g.ring, signed)
+	}
+	newest, err := pub.CheckBucket(cctx, led.Head(), acked)
 	var be *archive.BucketError
 	switch {
 	case errors.As(err, &be) && g.cfg.Archive.StartCheck == "warn":
@@ -317,4 +325,21 @@ func (g *instance) cosignedRoute(log http.Handler) http.Handler {
 		w.Write(b)
 	})
 	return mux
+}
+
+// bucketCheckpoint returns the archive's bucket's newest checkpoint, for
+// acknowledge-rollback to name when the restored tree does not extend it.
+func bucketCheckpoint(ctx context.Context, e *env, cfg *Config) ([]ledger.External, error) {
+	if cfg.Archive == nil {
+		return nil, nil
+	}
+	b, err := cfg.openBucket(e.getenv)
+	if err != nil {
+		return nil, err
+	}
+	key, signed, found, err := archive.Newest(ctx, b)
+	if err != nil || !found {
+		return nil, err
+	}
+	return []ledger.External{{Name: "bucket's " + key, Signed: signed}}, nil
 }

@@ -151,22 +151,18 @@ func (e *BucketError) Error() string {
 
 func (e *BucketError) Unwrap() error { return e.Err }
 
-// BUG: CheckBucket lists every checkpoint key to find the newest (the
+// BUG: Newest lists every checkpoint key to find the newest (the
 // keys are not zero-padded, so their order is not their sizes'): about a
 // request per thousand checkpoints published, at start only.
 
-// CheckBucket holds the local tree to the newest checkpoint in the bucket,
-// as the ledger holds it to the checkpoint file and the anchors: the tree
-// of head, whose tiles store holds, must extend it. A checkpoint that a
-// rollback acknowledgement names as lost (acked) is let through, with a
-// warning. It returns the size of the bucket's newest checkpoint.
-func (p *Publisher) CheckBucket(ctx context.Context, head ledger.TreeHead, acked [][]byte) (uint64, error) {
-	keys, err := p.o.Bucket.List(ctx, "checkpoint-")
+// Newest returns the bucket's newest checkpoint (by size) and its key;
+// found is false when the bucket holds none.
+func Newest(ctx context.Context, b Bucket) (key string, signed []byte, found bool, err error) {
+	keys, err := b.List(ctx, "checkpoint-")
 	if err != nil {
-		return 0, fmt.Errorf("archive: list the bucket's checkpoints: %w", err)
+		return "", nil, false, fmt.Errorf("archive: list the bucket's checkpoints: %w", err)
 	}
 	var newest uint64
-	found := false
 	for _, k := range keys {
 		n, err := strconv.ParseUint(strings.TrimPrefix(k, "checkpoint-"), 10, 64)
 		if err != nil {
@@ -177,24 +173,43 @@ func (p *Publisher) CheckBucket(ctx context.Context, head ledger.TreeHead, acked
 		}
 	}
 	if !found {
-		return 0, nil
+		return "", nil, false, nil
 	}
-	key := CheckpointKey(newest)
-	signed, err := p.o.Bucket.Get(ctx, key)
-	if err != nil {
-		return 0, fmt.Errorf("archive: read the bucket's %s: %w", key, err)
+	key = CheckpointKey(newest)
+	if signed, err = b.Get(ctx, key); err != nil {
+		return key, nil, false, fmt.Errorf("archive: read the bucket's %s: %w", key, err)
 	}
-	_, err = ledger.CheckPublished(ctx, p.o.Store, head, ledger.External{Name: "bucket's " + key, Signed: signed}, p.o.Verifier, p.o.Origin)
+	return key, signed, true, nil
+}
+
+// CheckBucket holds the local tree to the newest checkpoint in the bucket,
+// as the ledger holds it to the checkpoint file and the anchors: the tree
+// of head, whose tiles store holds, must extend it. A checkpoint that a
+// rollback acknowledgement names as lost (acked reports it) is let
+// through, with a warning. It returns the size of the bucket's newest
+// checkpoint.
+func (p *Publisher) CheckBucket(ctx context.Context, head ledger.TreeHead, acked func(signed []byte) (bool, error)) (uint64, error) {
+	key, signed, found, err := Newest(ctx, p.o.Bucket)
+	if err != nil || !found {
+		return 0, err
+	}
+	c, err := ledger.CheckPublished(ctx, p.o.Store, head, ledger.External{Name: "bucket's " + key, Signed: signed}, p.o.Verifier, p.o.Origin)
 	var ie *ledger.InconsistentError
-	if errors.As(err, &ie) && slices.ContainsFunc(acked, func(a []byte) bool { return bytes.Equal(a, signed) }) {
-		p.o.Logger.Warn("archive: the database's tree does not extend the bucket's newest checkpoint: the rollback was acknowledged",
-			"key", key, "size", newest, "tree_size", head.Size)
-		return newest, nil
+	if errors.As(err, &ie) && acked != nil {
+		ok, aerr := acked(signed)
+		if aerr != nil {
+			return c.Size, aerr
+		}
+		if ok {
+			p.o.Logger.Warn("archive: the database's tree does not extend the bucket's newest checkpoint: the rollback was acknowledged",
+				"key", key, "size", c.Size, "tree_size", head.Size)
+			return c.Size, nil
+		}
 	}
 	if err != nil {
-		return newest, &BucketError{Key: key, Err: err}
+		return c.Size, &BucketError{Key: key, Err: err}
 	}
-	return newest, nil
+	return c.Size, nil
 }
 
 // Run publishes every interval until ctx ends.
