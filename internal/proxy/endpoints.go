@@ -14,6 +14,12 @@ type pattern struct {
 	segments []string
 }
 
+// CheckEndpoint checks an endpoint pattern of a tool's configuration.
+func CheckEndpoint(s string) error {
+	_, err := parsePattern(s)
+	return err
+}
+
 func parsePattern(s string) (pattern, error) {
 	method, path, ok := strings.Cut(strings.TrimSpace(s), " ")
 	path = strings.TrimSpace(path)
