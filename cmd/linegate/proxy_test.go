@@ -254,3 +254,45 @@ proxy:
 		t.Errorf("verify-bundle = %d:\n%s", code, o)
 	}
 }
+
+// TestProxyConfig: the proxy section's mistakes name their key; a good
+// one parses with its defaults.
+func TestProxyConfig(t *testing.T) {
+	const head = "log: {origin: example.com/t}\nchannels: [{id: demo, secret: s}]\n"
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"good", "proxy:\n  listen: 127.0.0.1:8090\n  reply_owners: {demo: bot}\n  tools:\n    - {name: crm, token: t, channels: [demo], endpoints: [\"GET /v2/bot/profile/*\"], push_class: promotional}\n", ""},
+		{"no listen", "proxy:\n  tools: [{name: crm, token: t, channels: [demo]}]\n", "proxy.listen"},
+		{"no tools", "proxy: {listen: 127.0.0.1:8090}\n", "proxy.tools: required"},
+		{"misspelt key", "proxy:\n  listen: 127.0.0.1:8090\n  tools: [{name: crm, tokn: t, channels: [demo]}]\n", "did you mean token?"},
+		{"unknown channel", "proxy:\n  listen: 127.0.0.1:8090\n  tools: [{name: crm, token: t, channels: [shop]}]\n", `proxy.tools[0].channels: "shop": no channel has this id`},
+		{"reply owner of no channel", "proxy:\n  listen: 127.0.0.1:8090\n  reply_owners: {shop: bot}\n  tools: [{name: crm, token: t, channels: [demo]}]\n", "proxy.reply_owners.shop"},
+		{"two names", "proxy:\n  listen: 127.0.0.1:8090\n  tools: [{name: crm, token: t, channels: [demo]}, {name: crm, token: u, channels: [demo]}]\n", "proxy.tools[1].name"},
+		{"bad endpoint", "proxy:\n  listen: 127.0.0.1:8090\n  tools: [{name: crm, token: t, channels: [demo], endpoints: [\"/v2/bot/message/push\"]}]\n", "proxy.tools[0].endpoints"},
+		{"bad class", "proxy:\n  listen: 127.0.0.1:8090\n  tools: [{name: crm, token: t, channels: [demo], push_class: marketing}]\n", "proxy.tools[0].push_class"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := parseConfig("p.yaml", "", []byte(head+tc.yaml))
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				tools, err := c.proxyTools(func(string) string { return "" })
+				if err != nil || len(tools) != 1 || !tools[0].PromotionalPush || string(tools[0].Token) != "t" {
+					t.Errorf("tools: %+v, %v", tools, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one with %q", err, tc.want)
+			}
+		})
+	}
+	// A token from a variable that is not set names the key, not a value.
+	c, err := parseConfig("p.yaml", "", []byte(head+"proxy:\n  listen: 127.0.0.1:8090\n  tools: [{name: crm, token_env: LINEGATE_TEST_UNSET, channels: [demo]}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.proxyTools(func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "proxy.tools[0].token_env") {
+		t.Errorf("unset token variable: %v", err)
+	}
+}
