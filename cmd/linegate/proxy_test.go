@@ -296,3 +296,15 @@ func TestProxyConfig(t *testing.T) {
 		t.Errorf("unset token variable: %v", err)
 	}
 }
+
+// TestProxyExample: examples/proxy.yaml is a config that serve takes.
+func TestProxyExample(t *testing.T) {
+	c, err := loadConfig(filepath.Join("..", "..", "examples", "proxy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tools, err := c.proxyTools(func(string) string { return "" })
+	if err != nil || len(tools) != 2 || c.Proxy.ReplyOwners["demo"] != "helpdesk" {
+		t.Errorf("tools %+v, %v", tools, err)
+	}
+}
