@@ -126,7 +126,7 @@ func newWorld(t testing.TB, tools ...proxy.Tool) *world {
 		"demo":  {Base: lineSrv.URL, Token: []byte("line-token"), Policy: outbound.RetryPolicy{MaxAttempts: 2}},
 		"other": {Base: lineSrv.URL, Token: []byte("other-token")},
 	}
-	sender := outbound.NewSender(outbound.SenderOptions{Clients: clients, Ledger: led, State: st})
+	sender := outbound.NewSender(outbound.SenderOptions{Clients: clients, Ledger: led, State: st, QuotaBudgets: map[string]float64{"demo": 0.5}})
 	if len(tools) == 0 {
 		tools = []proxy.Tool{
 			{Name: "crm", Token: []byte("crm-proxy-token"), Channels: []string{"demo"}, Destination: "crm"},
@@ -416,6 +416,48 @@ func TestRefusals(t *testing.T) {
 				t.Errorf("a token in a record: %+v", rec)
 			}
 		}
+	}
+}
+
+// TestPromotional: a promotional push needs the user's opt-in; a
+// broadcast passes with allow_broadcast; past the quota budget,
+// promotional sends are held back (429) and recorded, transactional ones
+// go on.
+func TestPromotional(t *testing.T) {
+	w := newWorld(t,
+		proxy.Tool{Name: "ads", Token: []byte("ads-token"), Channels: []string{"demo"}, PromotionalPush: true, AllowBroadcast: true})
+	bot := w.sdk(t, "ads-token", w.url)
+	if _, _, err := bot.PushMessageWithHttpInfo(&messaging_api.PushMessageRequest{To: userB, Messages: text("sale")}, ""); err == nil {
+		t.Error("promotional push to a user without an opt-in went through")
+	}
+	if rec := w.led.last(t); rec.Outcome != "blocked" || rec.Class != "promotional" {
+		t.Errorf("record: %+v", rec)
+	}
+	if _, _, err := bot.PushMessageWithHttpInfo(&messaging_api.PushMessageRequest{To: group, Messages: text("sale")}, ""); err == nil {
+		t.Error("promotional push to a group went through")
+	}
+	if _, _, err := bot.PushMessageWithHttpInfo(&messaging_api.PushMessageRequest{To: userA, Messages: text("sale")}, ""); err != nil {
+		t.Errorf("promotional push to a user who opted in: %v", err)
+	}
+	if _, _, err := bot.BroadcastWithHttpInfo(&messaging_api.BroadcastRequest{Messages: text("all")}, ""); err != nil {
+		t.Errorf("broadcast with allow_broadcast: %v", err)
+	}
+	if rec := w.led.last(t); rec.Outcome != "sent" || rec.Extra["consent"] == "" || len(rec.Subj) != 0 {
+		t.Errorf("broadcast record: %+v", rec)
+	}
+	// 5 of 10 consumed: the budget (0.5) is reached.
+	if err := w.sender.UpdateQuota(context.Background(), w.led, "demo", 10, 5); err != nil {
+		t.Fatal(err)
+	}
+	resp, _, err := bot.MulticastWithHttpInfo(&messaging_api.MulticastRequest{To: []string{userA}, Messages: text("sale")}, "")
+	if err == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get(proxy.HeaderHeld) != "quota" {
+		t.Errorf("multicast past the budget: %v", err)
+	}
+	if rec := w.led.last(t); rec.Outcome != "held" {
+		t.Errorf("record: %+v", rec)
+	}
+	if n := len(w.simCalls("/v2/bot/message/multicast")); n != 0 {
+		t.Errorf("%d multicasts reached LINE", n)
 	}
 }
 
