@@ -150,7 +150,7 @@ proxy:
 	}
 	type sent struct {
 		outcome, endpoint, id string
-		subjects             []string
+		subjects              []string
 	}
 	byTool := map[string][]sent{}
 	for _, r := range readLedger(t, dir) {
