@@ -51,7 +51,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		channel, path, _ = strings.Cut(rest, "/")
 		path = "/" + path
 	}
-	if !strings.HasPrefix(path, "/v2/bot/") {
+	if !strings.HasPrefix(path, "/v2/bot/") || !plainPath(path) || r.URL.RawPath != "" {
 		lineError(w, http.StatusNotFound, "Not found")
 		return
 	}
@@ -83,6 +83,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := &exchange{p: p, t: t, r: r, w: w, channel: channel, path: path, body: body, now: p.o.Now(),
 		kind: sendKind(r.Method, path)}
 	x.run()
+}
+
+// plainPath reports whether a path has no empty, "." or ".." segment, so
+// that the path matched against a tool's endpoints is the one LINE sees
+// ("*" must not stand for "..", nor an escaped slash for two segments).
+func plainPath(path string) bool {
+	for _, seg := range strings.Split(strings.TrimPrefix(path, "/"), "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
 }
 
 // exchange is one request of a tool being handled.

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,12 +109,20 @@ func (l *memLedger) last(t *testing.T) *record.Outbound {
 }
 
 type world struct {
-	api    *sim.API
-	sender *outbound.Sender
-	led    *memLedger
-	proxy  *proxy.Proxy
-	url    string
+	api     *sim.API
+	sender  *outbound.Sender
+	led     *memLedger
+	proxy   *proxy.Proxy
+	url     string
+	clients map[string]*outbound.Client
+	rebuild func(rate float64)
 }
+
+// proxyClient returns the demo channel's client.
+func (w *world) proxyClient() *outbound.Client { return w.clients["demo"] }
+
+// limitTo gives the demo channel a rate limit of r calls a second.
+func (w *world) limitTo(r float64) { w.rebuild(r) }
 
 func newWorld(t testing.TB, tools ...proxy.Tool) *world {
 	t.Helper()
@@ -127,6 +136,7 @@ func newWorld(t testing.TB, tools ...proxy.Tool) *world {
 		"other": {Base: lineSrv.URL, Token: []byte("other-token")},
 	}
 	sender := outbound.NewSender(outbound.SenderOptions{Clients: clients, Ledger: led, State: st, QuotaBudgets: map[string]float64{"demo": 0.5}})
+	w := &world{api: api, sender: sender, led: led, clients: clients}
 	if len(tools) == 0 {
 		tools = []proxy.Tool{
 			{Name: "crm", Token: []byte("crm-proxy-token"), Channels: []string{"demo"}, Destination: "crm"},
@@ -134,23 +144,33 @@ func newWorld(t testing.TB, tools ...proxy.Tool) *world {
 				Endpoints: []string{"POST /v2/bot/message/push", "POST /v2/bot/message/reply", "GET /v2/bot/profile/*", "GET /v2/bot/message/*/content", "GET /v2/bot/info"}},
 		}
 	}
-	p, err := proxy.New(proxy.Options{
-		Tools: tools,
-		Channels: map[string]proxy.Channel{
-			"demo":  {Client: clients["demo"], DataBase: lineSrv.URL, Retention: "th-pdpa"},
-			"other": {Client: clients["other"], DataBase: lineSrv.URL},
-		},
-		Gate: sender, Consent: st, Ledger: led,
-		ReplyOwners: proxy.StaticReplyOwners{"demo": "crm"},
-		Replies:     proxy.NewReplyIndex(0),
-		MaxBody:     64 << 10,
-	})
-	if err != nil {
-		t.Fatal(err)
+	build := func(gate proxy.Gate) *proxy.Proxy {
+		p, err := proxy.New(proxy.Options{
+			Tools: tools,
+			Channels: map[string]proxy.Channel{
+				"demo":  {Client: clients["demo"], DataBase: lineSrv.URL, Retention: "th-pdpa"},
+				"other": {Client: clients["other"], DataBase: lineSrv.URL},
+			},
+			Gate: gate, Consent: st, Ledger: led,
+			ReplyOwners: proxy.StaticReplyOwners{"demo": "crm"},
+			Replies:     proxy.NewReplyIndex(0),
+			MaxBody:     64 << 10,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
-	srv := httptest.NewServer(p)
+	var cur atomic.Pointer[proxy.Proxy]
+	cur.Store(build(sender))
+	w.rebuild = func(r float64) {
+		limited := outbound.NewSender(outbound.SenderOptions{Clients: clients, Ledger: led, State: st, RateLimits: map[string]float64{"demo": r}})
+		cur.Store(build(limited))
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) { cur.Load().ServeHTTP(rw, r) }))
 	t.Cleanup(srv.Close)
-	return &world{api: api, sender: sender, led: led, proxy: p, url: srv.URL}
+	w.proxy, w.url = cur.Load(), srv.URL
+	return w
 }
 
 func (w *world) sdk(t *testing.T, token, base string) *messaging_api.MessagingApiAPI {
@@ -386,6 +406,10 @@ func TestRefusals(t *testing.T) {
 		{"bad JSON", "POST", "/v2/bot/message/push", "crm-proxy-token", `{"to":`, 400, false},
 		{"empty send", "POST", "/v2/bot/message/push", "crm-proxy-token", ``, 400, false},
 		{"too large", "POST", "/v2/bot/message/push", "crm-proxy-token", `{"to":"` + strings.Repeat("x", 70<<10) + `"}`, 413, false},
+		{"dot segment for a *", "GET", "/channels/demo/v2/bot/message/../content", "helpdesk-proxy-token", ``, 404, false},
+		{"escaped dots for a *", "GET", "/channels/demo/v2/bot/message/%2e%2e/content", "helpdesk-proxy-token", ``, 404, false},
+		{"escaped slash", "GET", "/channels/demo/v2/bot/profile/U1%2F..%2Finfo", "helpdesk-proxy-token", ``, 404, false},
+		{"empty segment", "GET", "/channels/demo/v2/bot/profile//", "helpdesk-proxy-token", ``, 404, false},
 		{"LINE refuses", "POST", "/v2/bot/message/push", "crm-proxy-token", `{"to":"","messages":[]}`, 400, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -501,4 +525,58 @@ func FuzzProxy(f *testing.F) {
 			t.Errorf("status %d", rr.Code)
 		}
 	})
+}
+
+// renewing is a token source whose first token LINE refuses, as an issued
+// token that LINE revoked.
+type renewing struct {
+	mu       sync.Mutex
+	rejected bool
+}
+
+func (r *renewing) Token(context.Context) ([]byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.rejected {
+		return []byte("line-token"), nil
+	}
+	return []byte("revoked-token"), nil
+}
+
+func (r *renewing) Rejected([]byte) {
+	r.mu.Lock()
+	r.rejected = true
+	r.mu.Unlock()
+}
+
+// TestIssuedTokens: with a token that linegate issues, a 401 from LINE
+// renews it and the tool's call goes through; the tool's answer and the
+// record show LINE's answers.
+func TestIssuedTokens(t *testing.T) {
+	w := newWorld(t)
+	w.proxyClient().Token, w.proxyClient().Tokens = nil, &renewing{}
+	bot := w.sdk(t, "crm-proxy-token", w.url)
+	if _, _, err := bot.PushMessageWithHttpInfo(&messaging_api.PushMessageRequest{To: userA, Messages: text("x")}, ""); err != nil {
+		t.Fatalf("push: %v", err)
+	}
+	rec := w.led.last(t)
+	if rec.Outcome != "sent" || len(rec.Attempts) != 2 || rec.Attempts[0].Status != 401 || rec.Attempts[1].Status != 200 {
+		t.Errorf("record: %+v", rec)
+	}
+}
+
+// TestRateLimit: the tool's calls wait for the channel's rate limit.
+func TestRateLimit(t *testing.T) {
+	w := newWorld(t)
+	bot := w.sdk(t, "crm-proxy-token", w.url)
+	w.limitTo(5) // 5 a second, a burst of 1
+	start := time.Now()
+	for range 4 {
+		if _, _, err := bot.PushMessageWithHttpInfo(&messaging_api.PushMessageRequest{To: userA, Messages: text("x")}, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(start); d < 550*time.Millisecond {
+		t.Errorf("4 pushes at 5/s took %v", d)
+	}
 }
