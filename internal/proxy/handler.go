@@ -399,7 +399,7 @@ func (x *exchange) forward() {
 	switch {
 	case call.OK() && x.kind != "":
 		x.rec.Outcome = string(outbound.Sent)
-		if x.rec.Class == string(outbound.Promotional) || x.kind == "push" {
+		if x.kind == "push" || x.kind == "multicast" {
 			p.o.Gate.CountQuota(x.channel, x.messagesCounted())
 		}
 	case call.OK():
@@ -425,7 +425,8 @@ func (x *exchange) forward() {
 
 // messagesCounted is how many messages a send counts against the quota,
 // as far as the proxy knows: one per recipient of a push or a multicast
-// (a group's members are counted by LINE, at the next poll).
+// (a group's members, and the friends a broadcast reaches, are counted by
+// LINE, and known at the next poll).
 func (x *exchange) messagesCounted() int64 {
 	var req struct {
 		To json.RawMessage `json:"to"`
