@@ -308,3 +308,25 @@ func TestProxyExample(t *testing.T) {
 		t.Errorf("tools %+v, %v", tools, err)
 	}
 }
+
+// TestProxyDocConfig: the proxy section that docs/PROXY.md shows is one
+// that the config parser takes, with its channels.
+func TestProxyDocConfig(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "PROXY.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "```yaml\n")
+	section, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 || !strings.HasPrefix(section, "proxy:") {
+		t.Fatal("no proxy section in a yaml block of docs/PROXY.md")
+	}
+	head := "log: {origin: example.com/t}\nchannels: [{id: shop, secret: s}, {id: shop-tw, secret: s}]\n"
+	c, err := parseConfig("PROXY.md", "", []byte(head+section))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Proxy.Tools) != 3 || c.Proxy.ReplyOwners["shop"] != "helpdesk" {
+		t.Errorf("proxy section: %+v", c.Proxy)
+	}
+}
