@@ -37,6 +37,9 @@ const (
 	// HeaderHeld says why a request was held back (kill_switch, consent,
 	// quota).
 	HeaderHeld = "X-Linegate-Held"
+	// HeaderRemoved counts the recipients removed from a multicast for
+	// want of an opt-in.
+	HeaderRemoved = "X-Linegate-Removed-Without-Consent"
 )
 
 // answerHeaders are the headers of LINE's answer that the tool gets.
@@ -333,6 +336,7 @@ func (x *exchange) consentMulticast() *held {
 	}
 	x.extra("removed_without_consent", strings.Join(removed, ","))
 	x.extra("recipients_asked", fmt.Sprint(len(to)))
+	x.w.Header().Set(HeaderRemoved, fmt.Sprint(len(removed)))
 	if len(keep) == 0 {
 		return &held{outcome: outbound.Blocked, reason: "promotional multicast: no recipient has opted in", status: http.StatusForbidden, header: "consent",
 			message: "linegate: no recipient of the multicast has opted in to promotional messages: nothing was sent"}

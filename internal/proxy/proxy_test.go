@@ -276,6 +276,9 @@ func TestSDKThroughProxy(t *testing.T) {
 	if err != nil {
 		t.Fatalf("multicast: %v", err)
 	}
+	if resp.Header.Get(proxy.HeaderRemoved) != "1" {
+		t.Errorf("%s: %q, want 1", proxy.HeaderRemoved, resp.Header.Get(proxy.HeaderRemoved))
+	}
 	mc := w.simCalls("/v2/bot/message/multicast")
 	if len(mc) != 1 || !strings.Contains(string(mc[0].Body), userA) || strings.Contains(string(mc[0].Body), userB) {
 		t.Fatalf("multicast sent: %+v", mc)
