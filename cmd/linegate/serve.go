@@ -24,6 +24,7 @@ import (
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/media"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/pipeline"
 	"github.com/linegate/linegate/internal/retention"
@@ -143,6 +144,9 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	g.startPipeline(channels)
 	g.startJobs()
 	g.newAdmin(e, adminToken)
+	if err := g.startMedia(ctx, secrets); err != nil {
+		return err
+	}
 	g.startMonitor()
 	ls, err := g.listen()
 	if err != nil {
@@ -187,6 +191,7 @@ type instance struct {
 	api     *adminapi.API
 	reg     *prometheus.Registry
 	canary  *canary.Watch // the canary: round trips, leaks
+	blobs   media.Blobs   // object storage for large media (nil: the store only)
 
 	stopPipe context.CancelFunc // nil until the pipeline runs
 	pipeDone chan struct{}
