@@ -95,7 +95,7 @@ func testWorker(t *testing.T, s store) {
 
 	worker := media.New(media.Options{
 		Log: s, Settings: s, Commit: w, Sealer: ring,
-		Channels: map[string]media.Channel{"demo": {DataAPIBase: srv.URL, Token: func(context.Context) ([]byte, error) { return []byte("tok"), nil }}},
+		Channels:  map[string]media.Channel{"demo": {DataAPIBase: srv.URL, Token: func(context.Context) ([]byte, error) { return []byte("tok"), nil }}},
 		RetryBase: 10 * time.Millisecond, TranscodePoll: 10 * time.Millisecond, TranscodeWait: 5 * time.Second,
 	})
 	if _, err := w.Commit(ctx, []ledger.Entry{{Kind: ledger.KindAdmin, Time: time.Now(), Payload: mustEncode(t, &record.Admin{Action: "before"})}}); err != nil {

@@ -130,6 +130,7 @@ type API struct {
 	faults   Faults
 	msgID    atomic.Int64
 	issued   tokenStore // the channel access tokens issued (token.go)
+
 	contents map[string]*contentState // message content by id (content.go)
 }
 
