@@ -42,6 +42,15 @@ type MediaConfig struct {
 	// ("host:port" or "host"); otherwise only its URLs are recorded.
 	FetchExternal bool     `yaml:"fetch_external"`
 	ExternalHosts []string `yaml:"external_hosts"`
+	// SentImageHosts, when not empty, has the images that rules send
+	// (image messages) fetched from these hosts at send time and their
+	// SHA-256 recorded with the send; an image elsewhere is recorded as
+	// not fetched. It works whether or not media is enabled.
+	SentImageHosts []string `yaml:"sent_image_hosts"`
+	// SentImageMaxBytes bounds each sent image fetched (default 10 MiB).
+	SentImageMaxBytes int64 `yaml:"sent_image_max_bytes"`
+	// SentImageTimeout bounds each fetch (default 5s): it delays the send.
+	SentImageTimeout time.Duration `yaml:"sent_image_timeout"`
 }
 
 // checkMedia checks the media section and the channels' unsend policies.
@@ -50,12 +59,17 @@ func (c *Config) checkMedia(p *configParser) {
 	if m.StoreMaxBytes < 0 || m.MaxBytes < 0 || m.Attempts < 0 || m.RetryBase < 0 || m.TranscodeWait < 0 || m.TranscodePoll < 0 || m.Every < 0 {
 		p.fail("media", "store_max_bytes, max_bytes, attempts, retry_base, transcode_wait, transcode_poll and every must be 0 (the default) or more")
 	}
-	for _, h := range m.ExternalHosts {
-		if h == "" {
-			p.fail("media.external_hosts", "an empty host: want host or host:port")
-		} else if _, _, err := net.SplitHostPort(h); err != nil && net.ParseIP(h) == nil && !validHostName(h) {
-			p.fail("media.external_hosts", "%q: want host or host:port", h)
+	for key, hosts := range map[string][]string{"media.external_hosts": m.ExternalHosts, "media.sent_image_hosts": m.SentImageHosts} {
+		for _, h := range hosts {
+			if h == "" {
+				p.fail(key, "an empty host: want host or host:port")
+			} else if _, _, err := net.SplitHostPort(h); err != nil && net.ParseIP(h) == nil && !validHostName(h) {
+				p.fail(key, "%q: want host or host:port", h)
+			}
 		}
+	}
+	if m.SentImageMaxBytes < 0 || m.SentImageTimeout < 0 {
+		p.fail("media", "sent_image_max_bytes and sent_image_timeout must be 0 (the default) or more")
 	}
 	if m.FetchExternal && len(m.ExternalHosts) == 0 {
 		p.fail("media.fetch_external", "on, but media.external_hosts is empty: list the hosts content may be fetched from")
@@ -133,4 +147,14 @@ func (g *instance) startMedia(ctx context.Context, secrets map[string]channelSec
 	}
 	g.bg.Go(func() { w.Run(g.bgCtx, every, g.led.Sequencing) })
 	return nil
+}
+
+// sentImages returns the outbound sender's annotation that hashes the
+// images rules send, or nil when media.sent_image_hosts is empty.
+func sentImages(cfg *Config) func(ctx context.Context, channel string, body []byte) map[string]string {
+	m := cfg.Media
+	if len(m.SentImageHosts) == 0 {
+		return nil
+	}
+	return media.SentImages{Fence: media.Fence(m.SentImageHosts), MaxBytes: m.SentImageMaxBytes, Timeout: m.SentImageTimeout}.Annotate
 }

@@ -7,10 +7,12 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"mime"
 	"mime/multipart"
+	"net/http"
 	"net/http/httptest"
 	"net/mail"
 	"os"
@@ -63,18 +65,37 @@ func TestMediaConversation(t *testing.T) {
 		api.AddContent(c.id, sim.Content{Type: c.typ, Size: c.size, Transcoding: 2})
 	}
 	dir := t.TempDir()
-	cfg := gwConfig{extra: fmt.Sprintf(`line_api_base: %s
+	// The shop's image server, whose image a rule sends: hashed at send
+	// time. HTTPS, as LINE requires, with its certificate trusted by the
+	// gateway (SSL_CERT_FILE).
+	photo := bytes.Repeat([]byte("parcel photo "), 500)
+	images := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "image/jpeg")
+		w.Write(photo)
+	}))
+	t.Cleanup(images.Close)
+	certFile := filepath.Join(dir, "images.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: images.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	imageHost := strings.TrimPrefix(images.URL, "https://")
+	cfg := gwConfig{env: []string{"SSL_CERT_FILE=" + certFile}, extra: fmt.Sprintf(`line_api_base: %s
 media:
   enabled: true
   data_api_base: %s
   every: 50ms
   retry_base: 20ms
   transcode_poll: 20ms
+  sent_image_hosts: [%q]
 rules:
+  - name: photo
+    priority: 10
+    when: {event: [message], text: {exact: photo}}
+    reply: [{type: image, originalContentUrl: "%s/parcel.jpg", previewImageUrl: "%s/parcel.jpg"}]
   - name: thanks
     when: {event: [message]}
     reply: [{type: text, text: "ได้รับแล้ว ありがとうございます"}]
-`, srv.URL, srv.URL)}
+`, srv.URL, srv.URL, imageHost, images.URL, images.URL)}
 	g := startGateway(t, dir, cfg)
 	bodies := []string{
 		mediaEvent(1, `{"id":"7000","type":"text","text":"สวัสดีครับ 見積もりをお願いします","quoteToken":"q"}`),
@@ -82,6 +103,7 @@ rules:
 		mediaEvent(3, `{"id":"7002","type":"file","fileName":"見積書 ใบเสนอราคา.pdf","fileSize":50000}`),
 		mediaEvent(4, `{"id":"7003","type":"video","duration":3000,"quoteToken":"q","contentProvider":{"type":"line"}}`),
 		mediaEvent(5, `{"id":"7005","type":"text","text":"この発言は取り消します","quoteToken":"q"}`),
+		mediaEvent(6, `{"id":"7006","type":"text","text":"photo","quoteToken":"q"}`),
 		fmt.Sprintf(`{"type":"unsend","mode":"active","timestamp":%d,"webhookEventId":"01MEDIAE2EUNSEND0000000001","deliveryContext":{"isRedelivery":false},"source":{"type":"user","userId":"%s"},"unsend":{"messageId":"7005"}}`,
 			time.Now().UnixMilli(), mediaUser),
 	}
@@ -101,7 +123,23 @@ rules:
 	// key, with the content's SHA-256; the plain bytes are nowhere in the
 	// database files.
 	hashes := map[string]string{}
+	photoSum := sha256.Sum256(photo)
+	var photoSent bool
 	for _, r := range readLedger(t, dir) {
+		if r.leaf.Kind == ledger.KindOutbound {
+			var o record.Outbound
+			if err := json.Unmarshal(r.body, &o); err != nil {
+				t.Fatal(err)
+			}
+			if o.Rule == "photo" {
+				photoSent = o.Outcome == "sent" && o.Extra["image_sha256:0"] == hex.EncodeToString(photoSum[:]) &&
+					o.Extra["image_bytes:0"] == fmt.Sprint(len(photo))
+				if !photoSent {
+					t.Errorf("the image sent: outcome %q, extra %v; want sent, with the image's SHA-256", o.Outcome, o.Extra)
+				}
+			}
+			continue
+		}
 		if r.leaf.Kind != ledger.KindMedia {
 			continue
 		}
@@ -114,6 +152,9 @@ rules:
 		if len(r.subjects) != 1 || r.subjects[0] != "user:"+mediaUser {
 			t.Errorf("media of %s sealed under %v", m.MessageID, r.subjects)
 		}
+	}
+	if !photoSent {
+		t.Error("no record of the image the photo rule sent")
 	}
 	for _, c := range mediaContent {
 		want := sim.ContentBytes(c.id, c.typ, c.size)

@@ -616,6 +616,7 @@ func newResponder(ctx context.Context, e *env, cfg *Config, secrets map[string]c
 		Clients: clients, Ledger: led, State: store, EnvKillSwitch: envKill,
 		DryRunChannels: dry, DryRunAll: cfg.DryRun, RateLimits: limits, Logger: log,
 		QuotaBudgets: quotaBudgets(cfg),
+		Annotate:     sentImages(cfg),
 	})
 	if err := sender.Refresh(ctx); err != nil {
 		return nil, nil, err
