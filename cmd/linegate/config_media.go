@@ -117,18 +117,28 @@ func mediaChannels(cfg *Config, secrets map[string]channelSecrets) map[string]me
 	return out
 }
 
-// startMedia starts the media worker when media.enabled is on: it keeps
-// content from the messages received from now on, after the cursor it
-// left at its last run.
+// startMedia starts the media worker when media.enabled is on, or a
+// channel's unsend policy is delete: it keeps content (and applies the
+// unsend policies) from the messages received from now on, after the
+// cursor it left at its last run.
 func (g *instance) startMedia(ctx context.Context, secrets map[string]channelSecrets) error {
 	cfg := g.cfg
-	if !cfg.Media.Enabled {
+	unsendDelete := false
+	for _, ch := range cfg.Channels {
+		unsendDelete = unsendDelete || ch.Unsend == "delete"
+	}
+	if !cfg.Media.Enabled && !unsendDelete {
 		return nil
+	}
+	minKeep := map[string]time.Duration{}
+	for class, p := range cfg.policies() {
+		minKeep[class] = p.MinKeep
 	}
 	m := cfg.Media
 	w := media.New(media.Options{
 		Log: g.store, Settings: g.store, Commit: g.led, Sealer: g.ring,
-		Channels: mediaChannels(cfg, secrets),
+		Channels:     mediaChannels(cfg, secrets),
+		DisableFetch: !cfg.Media.Enabled, Subjects: g.store, MinKeep: minKeep,
 		Blobs:    g.blobs,
 		StoreMax: m.StoreMaxBytes, MaxBytes: m.MaxBytes, Attempts: m.Attempts, RetryBase: m.RetryBase,
 		TranscodeWait: m.TranscodeWait, TranscodePoll: m.TranscodePoll,

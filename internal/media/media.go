@@ -104,6 +104,14 @@ type Options struct {
 	// Keep gives, by retention class, how long payloads are kept: a blob
 	// is locked until its record's time plus its class's period.
 	Keep map[string]time.Duration
+	// DisableFetch fetches no content: the worker only applies the
+	// channels' unsend policies.
+	DisableFetch bool
+	// Subjects finds a user's records, for the unsend policy "delete";
+	// MinKeep gives, by retention class, the least time a payload is kept,
+	// which an unsend does not shorten.
+	Subjects SubjectRecords
+	MinKeep  map[string]time.Duration
 	// Batch bounds the ledger records read in one step (default 256).
 	Batch int
 	// Parallel bounds the fetches at once (default 4).
@@ -251,21 +259,32 @@ func (w *Worker) Step(ctx context.Context) (bool, error) {
 	}
 	end := min(count, next+uint64(w.o.Batch))
 	var jobs []*job
+	var unsends []unsendJob
 	for rec, err := range w.o.Log.Records(ctx, next, end) {
 		if err != nil {
 			return false, err
 		}
-		js, err := w.jobs(ctx, rec)
+		js, us, err := w.jobs(ctx, rec)
 		if err != nil {
 			return false, fmt.Errorf("media: record %d: %w", rec.Index, err)
 		}
-		jobs = append(jobs, js...)
+		jobs, unsends = append(jobs, js...), append(unsends, us...)
 	}
 	w.run(ctx, jobs)
 	if ctx.Err() != nil {
 		return false, ctx.Err()
 	}
 	entries := make([]ledger.Entry, 0, len(jobs))
+	effects := []ledger.Effect{outbound.SetSetting{Key: CursorSetting, Value: strconv.FormatUint(end, 10)}}
+	for _, u := range unsends {
+		e, eff, err := w.unsendRequest(ctx, u)
+		if err != nil {
+			return false, fmt.Errorf("media: unsend of record %d: %w", u.rec, err)
+		}
+		if e != nil {
+			entries, effects = append(entries, *e), append(effects, eff)
+		}
+	}
 	now := w.o.Now()
 	for _, j := range jobs {
 		payload, err := record.Encode(&record.Meta{Channel: j.leaf.Channel, ReceivedMs: now.UnixMilli()}, j.out)
@@ -275,7 +294,7 @@ func (w *Worker) Step(ctx context.Context) (bool, error) {
 		entries = append(entries, ledger.Entry{Kind: record.KindMedia, Time: now, Channel: j.leaf.Channel,
 			Retention: j.leaf.Retention, Payload: payload, Subjects: j.out.Subj})
 	}
-	if _, err := w.o.Commit.Commit(ctx, entries, outbound.SetSetting{Key: CursorSetting, Value: strconv.FormatUint(end, 10)}); err != nil {
+	if _, err := w.o.Commit.Commit(ctx, entries, effects...); err != nil {
 		return false, err
 	}
 	for _, j := range jobs {
@@ -289,33 +308,48 @@ func (w *Worker) Step(ctx context.Context) (bool, error) {
 // mediaTypes are the message types whose content LINE serves.
 var mediaTypes = map[string]bool{"image": true, "video": true, "audio": true, "file": true}
 
-// jobs returns the media message events of a webhook record.
-func (w *Worker) jobs(ctx context.Context, rec ledger.Record) ([]*job, error) {
+// jobs returns the media message events of a webhook record, and its
+// unsend events on a channel whose policy is "delete".
+func (w *Worker) jobs(ctx context.Context, rec ledger.Record) ([]*job, []unsendJob, error) {
 	var leaf ledger.Leaf
 	if rec.Leaf == nil || leaf.UnmarshalBinary(rec.Leaf) != nil || leaf.Kind != record.KindWebhook || rec.Payload == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
-	if _, ok := w.o.Channels[leaf.Channel]; !ok {
-		return nil, nil
+	ch, ok := w.o.Channels[leaf.Channel]
+	if !ok {
+		return nil, nil, nil
 	}
 	payload, err := ledger.OpenPayload(ctx, w.o.Sealer, rec)
 	if errors.Is(err, ledger.ErrKeyDestroyed) {
-		return nil, nil // shredded before its content was fetched
+		return nil, nil, nil // shredded before its content was fetched
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	_, body, err := record.DecodePayload(payload)
 	if err != nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	cb, err := line.ParseCallback(body)
 	if err != nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	var out []*job
+	var unsends []unsendJob
 	for i, raw := range cb.Events {
 		ev := line.DecodeEvent(raw)
+		if ev.Type == "unsend" && ev.Unsend != nil && ch.Unsend == "delete" && w.o.Subjects != nil &&
+			ev.Source != nil && ev.Source.UserID != "" && validMessageID(ev.Unsend.MessageID) {
+			at := leaf.Time
+			if ev.Timestamp > 0 {
+				at = time.UnixMilli(ev.Timestamp)
+			}
+			unsends = append(unsends, unsendJob{leaf: leaf, rec: rec.Index, user: ev.Source.UserID, message: ev.Unsend.MessageID, at: at})
+			continue
+		}
+		if w.o.DisableFetch {
+			continue
+		}
 		if ev.Type != "message" || ev.Message == nil || !mediaTypes[ev.Message.Type] || !validMessageID(ev.Message.ID) {
 			continue
 		}
@@ -324,7 +358,7 @@ func (w *Worker) jobs(ctx context.Context, rec ledger.Record) ([]*job, error) {
 		}
 		out = append(out, &job{leaf: leaf, rec: rec.Index, idx: i, ev: ev})
 	}
-	return out, nil
+	return out, unsends, nil
 }
 
 // run fetches the jobs' content, Parallel at a time, and fills in their

@@ -7,6 +7,7 @@ import (
 	"iter"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/linegate/linegate/internal/pgstore"
 	"github.com/linegate/linegate/internal/pgstore/pgtest"
 	"github.com/linegate/linegate/internal/record"
+	"github.com/linegate/linegate/internal/retention"
 	"github.com/linegate/linegate/internal/sim"
 	"github.com/linegate/linegate/internal/sqlitestore"
 )
@@ -26,6 +28,7 @@ import (
 type store interface {
 	ledger.Store
 	keys.Store
+	retention.Store
 	Setting(ctx context.Context, key string) (string, error)
 }
 
@@ -268,4 +271,96 @@ func mustEncode(t *testing.T, b record.Body) []byte {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestUnsendDelete: on a channel whose unsend policy is delete, an
+// unsend is a deletion request for the records that hold the message (its
+// webhook record and its media), recorded in the ledger; the purge then
+// deletes them, and keeps a record that holds another user's data. On
+// SQLite and PostgreSQL.
+func TestUnsendDelete(t *testing.T) {
+	for name, open := range backends(t) {
+		t.Run(name, func(t *testing.T) { testUnsendDelete(t, open(t)) })
+	}
+}
+
+func testUnsendDelete(t *testing.T, s store) {
+	ctx := context.Background()
+	kek, _ := keys.ParseKEK(keys.GenerateKEK())
+	ring := keys.NewRing(s, kek)
+	w := ledger.NewWriter(s, ring, nil)
+	api := sim.NewAPI(sim.Options{})
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	api.AddContent("9101", sim.Content{Type: "image", Size: 3000})
+	worker := media.New(media.Options{
+		Log: s, Settings: s, Commit: w, Sealer: ring, Subjects: s, MinKeep: map[string]time.Duration{"c": 0},
+		Channels: map[string]media.Channel{"demo": {DataAPIBase: srv.URL, Unsend: "delete", Token: func(context.Context) ([]byte, error) { return []byte("t"), nil }}},
+	})
+	if err := worker.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	appendWebhook := func(events ...string) uint64 {
+		body := webhookBody(events...)
+		payload, _ := record.Encode(&record.Meta{Channel: "demo"}, &record.Webhook{Raw: body})
+		i, err := w.Commit(ctx, []ledger.Entry{{Kind: ledger.KindWebhook, Time: time.Now(), Channel: "demo", Retention: "c",
+			Payload: payload, Subjects: line.BodySubjects(body)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return i
+	}
+	own := appendWebhook(messageEvent(1, user, `{"id":"9101","type":"image"}`))
+	mixed := appendWebhook(messageEvent(2, user, `{"id":"9102","type":"text","text":"x"}`), messageEvent(3, other, `{"id":"9103","type":"text","text":"y"}`))
+	if _, err := worker.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	unsend := func(n int, id string) string {
+		return fmt.Sprintf(`{"type":"unsend","mode":"active","timestamp":%d,"webhookEventId":"01UNSEND%018d","source":{"type":"user","userId":"%s"},"unsend":{"messageId":"%s"}}`,
+			time.Now().UnixMilli(), n, user, id)
+	}
+	appendWebhook(unsend(4, "9101"), unsend(5, "9102"))
+	if _, err := worker.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	count, _ := s.Count(ctx)
+	var media, request uint64
+	var deleteAfter []any
+	for rec, err := range s.Records(ctx, 0, count) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		var leaf ledger.Leaf
+		leaf.UnmarshalBinary(rec.Leaf)
+		plain, err := ledger.OpenPayload(ctx, ring, rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, b, _ := record.Decode(leaf.Kind, plain)
+		switch b := b.(type) {
+		case *record.Media:
+			media = rec.Index
+		case *record.Admin:
+			if b.Action == "subject_request" && b.Detail["kind"] == "unsend" {
+				request = rec.Index
+				deleteAfter, _ = b.Detail["delete_after"].([]any)
+				if b.Subject != "user:"+user || b.Detail["message_id"] != "9101" {
+					t.Errorf("unsend request %+v", b)
+				}
+			}
+		}
+	}
+	if media == 0 || request == 0 {
+		t.Fatalf("media record %d, unsend request %d", media, request)
+	}
+	if len(deleteAfter) != 2 || !strings.Contains(fmt.Sprint(deleteAfter), fmt.Sprintf("[%d ", own)) || !strings.Contains(fmt.Sprint(deleteAfter), fmt.Sprintf("[%d ", media)) {
+		t.Errorf("the request's delete_after %v, want the webhook record %d and the media record %d", deleteAfter, own, media)
+	}
+	rep, err := retention.Purge(ctx, s, w, ring, map[string]retention.Policy{"c": {}}, time.Now().Add(time.Minute), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(rep.Deleted, []uint64{own, media}) {
+		t.Errorf("purge deleted %v, want the webhook record %d and the media record %d (not %d, which holds another user's message)", rep.Deleted, own, media, mixed)
+	}
 }
