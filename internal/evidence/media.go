@@ -36,14 +36,23 @@ func joinMediaFiles(j, content []byte) ([]byte, error) {
 	if err := json.Unmarshal(j, &m); err != nil {
 		return nil, fmt.Errorf("media body: %w", err)
 	}
-	if m.Stored == "record" {
+	switch {
+	case m.Stored == "record":
 		if err := m.CheckContent(content); err != nil {
 			return nil, fmt.Errorf("media content of message %s: %w", m.MessageID, err)
 		}
-	} else if len(content) > 0 {
+		return record.JoinMedia(j, content), nil
+	case m.Stored == "blobs" && len(content) > 0:
+		// Fetched from object storage for the bundle: not part of the
+		// payload, and checked against the hash the payload holds.
+		if err := m.CheckContent(content); err != nil {
+			return nil, fmt.Errorf("media content of message %s (from object storage): %w", m.MessageID, err)
+		}
+		return record.JoinMedia(j, nil), nil
+	case len(content) > 0:
 		return nil, errors.New("a content file beside a media record that holds none")
 	}
-	return record.JoinMedia(j, content), nil
+	return record.JoinMedia(j, nil), nil
 }
 
 // ExportsFile names the list of the files exported for review beside a

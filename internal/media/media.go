@@ -23,6 +23,10 @@ package media
 
 import (
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"iter"
@@ -446,53 +450,78 @@ func (w *Worker) fetch(ctx context.Context, j *job) *record.Media {
 	return out
 }
 
-// putBlob seals content under the event's subjects and puts it into
-// object storage, locked until its record's retention ends.
+// putBlob encrypts content with a key of its own, kept in the media
+// record's payload alone (record.Media.BlobDEK), and puts it into object
+// storage, locked until its record's retention ends.
 func (w *Worker) putBlob(ctx context.Context, j *job, out *record.Media, content []byte) error {
 	key := "media/" + j.leaf.Channel + "/" + out.MessageID + "-" + out.SHA256[:16]
-	body := content
-	if w.o.Sealer != nil {
-		sealed, keys, err := w.o.Sealer.Seal(ctx, out.Subj, []byte(key), content)
-		if err != nil {
-			return err
-		}
-		body, out.BlobKeys = sealed, ledger.FormatKeys(keys)
+	dek := make([]byte, 32)
+	rand.Read(dek)
+	sealed, err := sealBlob(dek, key, content)
+	if err != nil {
+		return err
 	}
 	var until time.Time
 	if d := w.o.Keep[j.leaf.Retention]; d > 0 {
 		until = w.o.Now().Add(d)
 	}
-	if err := w.o.Blobs.Put(ctx, key, body, until); err != nil {
+	if err := w.o.Blobs.Put(ctx, key, sealed, until); err != nil {
 		return err
 	}
-	out.Stored, out.BlobKey = "blobs", key
+	out.Stored, out.BlobKey, out.BlobDEK = "blobs", key, base64.StdEncoding.EncodeToString(dek)
 	return nil
 }
 
-// OpenBlob returns the content of a media record stored in object
-// storage, in the clear (opened with sealer when it is sealed), checked
-// against the record's size and SHA-256.
-func OpenBlob(ctx context.Context, b Blobs, sealer ledger.Sealer, m *record.Media) ([]byte, error) {
-	body, err := b.Get(ctx, m.BlobKey)
+// sealBlob encrypts content with AES-256-GCM under dek, bound to the
+// blob's key: a random nonce, then the ciphertext.
+func sealBlob(dek []byte, key string, content []byte) ([]byte, error) {
+	block, err := aes.NewCipher(dek)
 	if err != nil {
 		return nil, err
 	}
-	if m.BlobKeys != "" {
-		keys, err := ledger.ParseKeys(m.BlobKeys)
-		if err != nil {
-			return nil, err
-		}
-		if sealer == nil {
-			return nil, ledger.ErrNoSealer
-		}
-		if body, err = sealer.Open(ctx, keys, []byte(m.BlobKey), body); err != nil {
-			return nil, err
-		}
-	}
-	if err := m.CheckContent(body); err != nil {
+	gcm, err := cipher.NewGCM(block)
+	if err != nil {
 		return nil, err
 	}
-	return body, nil
+	nonce := make([]byte, gcm.NonceSize())
+	rand.Read(nonce)
+	return gcm.Seal(nonce, nonce, content, []byte(key)), nil
+}
+
+// OpenBlob returns the content of a media record stored in object
+// storage, decrypted with the key its record holds, and checked against
+// the record's size and SHA-256.
+func OpenBlob(ctx context.Context, b Blobs, m *record.Media) ([]byte, error) {
+	if m.Stored != "blobs" {
+		return nil, errors.New("media: the content is not in object storage")
+	}
+	dek, err := base64.StdEncoding.DecodeString(m.BlobDEK)
+	if err != nil || len(dek) != 32 {
+		return nil, errors.New("media: malformed blob key in the record")
+	}
+	sealed, err := b.Get(ctx, m.BlobKey)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(dek)
+	if err != nil {
+		return nil, err
+	}
+	gcm, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	if len(sealed) < gcm.NonceSize() {
+		return nil, errors.New("media: blob too short")
+	}
+	content, err := gcm.Open(nil, sealed[:gcm.NonceSize()], sealed[gcm.NonceSize():], []byte(m.BlobKey))
+	if err != nil {
+		return nil, errors.New("media: blob does not decrypt under its record's key")
+	}
+	if err := m.CheckContent(content); err != nil {
+		return nil, err
+	}
+	return content, nil
 }
 
 // maxSeen bounds the message ids remembered against redeliveries.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -362,5 +363,100 @@ func testUnsendDelete(t *testing.T, s store) {
 	}
 	if !slices.Equal(rep.Deleted, []uint64{own, media}) {
 		t.Errorf("purge deleted %v, want the webhook record %d and the media record %d (not %d, which holds another user's message)", rep.Deleted, own, media, mixed)
+	}
+}
+
+// memBlobs is object storage in memory.
+type memBlobs struct {
+	mu    sync.Mutex
+	m     map[string][]byte
+	until map[string]time.Time
+}
+
+func (b *memBlobs) Put(_ context.Context, key string, body []byte, until time.Time) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.m[key], b.until[key] = slices.Clone(body), until
+	return nil
+}
+
+func (b *memBlobs) Get(_ context.Context, key string) ([]byte, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	v, ok := b.m[key]
+	if !ok {
+		return nil, fmt.Errorf("no blob %s", key)
+	}
+	return v, nil
+}
+
+func (b *memBlobs) Delete(_ context.Context, key string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.m, key)
+	return nil
+}
+
+// TestWorkerBlobs: content larger than the store's bound goes to object
+// storage, encrypted with a key that only its media record holds, locked
+// until its class's retention ends; smaller content stays in the record.
+func TestWorkerBlobs(t *testing.T) {
+	s := backends(t)["sqlite"](t)
+	ctx := context.Background()
+	w := ledger.NewWriter(s, nil, nil)
+	api := sim.NewAPI(sim.Options{})
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	api.AddContent("9201", sim.Content{Type: "file", Size: 20000})
+	api.AddContent("9202", sim.Content{Type: "image", Size: 500})
+	blobs := &memBlobs{m: map[string][]byte{}, until: map[string]time.Time{}}
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	worker := media.New(media.Options{Log: s, Settings: s, Commit: w, Blobs: blobs, StoreMax: 10000,
+		Keep: map[string]time.Duration{"c": 24 * time.Hour}, Now: func() time.Time { return now },
+		Channels: map[string]media.Channel{"demo": {DataAPIBase: srv.URL, Token: func(context.Context) ([]byte, error) { return []byte("t"), nil }}}})
+	if err := worker.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	body := webhookBody(messageEvent(1, user, `{"id":"9201","type":"file","fileName":"a.pdf","fileSize":20000}`), messageEvent(2, user, `{"id":"9202","type":"image"}`))
+	payload, _ := record.Encode(&record.Meta{Channel: "demo"}, &record.Webhook{Raw: body})
+	if _, err := w.Commit(ctx, []ledger.Entry{{Kind: ledger.KindWebhook, Time: now, Channel: "demo", Retention: "c", Payload: payload}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := worker.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ms := mediaRecords(t, s.Records(ctx, 0, 10))
+	if len(ms) != 2 {
+		t.Fatalf("%d media records", len(ms))
+	}
+	big, small := ms[0], ms[1]
+	want := sim.ContentBytes("9201", "file", 20000)
+	if big.Stored != "blobs" || big.Content != nil || big.BlobKey == "" || big.Size != 20000 {
+		t.Fatalf("large content: stored %q, %d bytes in the record, key %q", big.Stored, len(big.Content), big.BlobKey)
+	}
+	if small.Stored != "record" || len(small.Content) != 500 {
+		t.Errorf("small content: stored %q, %d bytes in the record", small.Stored, len(small.Content))
+	}
+	stored := blobs.m[big.BlobKey]
+	if bytes.Contains(stored, want[100:164]) {
+		t.Error("the blob holds the content in the clear")
+	}
+	if !blobs.until[big.BlobKey].Equal(now.Add(24 * time.Hour)) {
+		t.Errorf("blob locked until %v, want the record's retention end %v", blobs.until[big.BlobKey], now.Add(24*time.Hour))
+	}
+	got, err := media.OpenBlob(ctx, blobs, big)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("OpenBlob: %v", err)
+	}
+	// Without the record (its payload purged or its subject shredded),
+	// the blob cannot be read.
+	gone := *big
+	gone.BlobDEK = ""
+	if _, err := media.OpenBlob(ctx, blobs, &gone); err == nil {
+		t.Error("the blob opened without its record's key")
+	}
+	blobs.m[big.BlobKey][len(stored)-1] ^= 1
+	if _, err := media.OpenBlob(ctx, blobs, big); err == nil {
+		t.Error("a changed blob opened")
 	}
 }

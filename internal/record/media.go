@@ -55,13 +55,15 @@ type Media struct {
 	SHA256      string `json:"sha256,omitempty"`
 	FileName    string `json:"file_name,omitempty"`
 	// Stored says where the content is: "record" (in this payload),
-	// "blobs" (object storage, under BlobKey, sealed with BlobKeys), or
-	// "" when it is not kept.
+	// "blobs" (object storage, under BlobKey), or "" when it is not kept.
 	Stored  string `json:"stored,omitempty"`
 	BlobKey string `json:"blob_key,omitempty"`
-	// BlobKeys names the data keys the blob is sealed with, as the
-	// ledger formats a record's keys.
-	BlobKeys string `json:"blob_keys,omitempty"`
+	// BlobDEK is the key (base64, AES-256-GCM) that the blob is
+	// encrypted with: it lives only here, in this record's payload, so
+	// that deleting the payload (a purge) or destroying its subjects'
+	// keys (a shred) makes the blob unreadable for good, whether or not
+	// object storage lets it be deleted before its lock ends.
+	BlobDEK string `json:"blob_dek,omitempty"`
 	// For contentProvider "external": the URLs the sender gave.
 	OriginalContentURL string `json:"original_content_url,omitempty"`
 	PreviewImageURL    string `json:"preview_image_url,omitempty"`

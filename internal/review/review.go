@@ -190,7 +190,7 @@ func Load(dir string) (*Bundle, error) {
 		}
 		a := Attachment{Record: m.rec, Name: attachmentName(m.m), ContentType: m.m.ContentType, Size: m.m.Size, SHA256: m.m.SHA256,
 			Outcome: m.m.Outcome, Reason: m.m.Reason, URL: m.m.OriginalContentURL}
-		if m.m.Stored == "record" && len(m.c) > 0 {
+		if len(m.c) > 0 { // checked against the record's hash by evidence.Verify
 			a.Content = m.c
 		}
 		it.Media = append(it.Media, a)
