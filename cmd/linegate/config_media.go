@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/linegate/linegate/internal/media"
@@ -63,7 +65,7 @@ func (c *Config) checkMedia(p *configParser) {
 		for _, h := range hosts {
 			if h == "" {
 				p.fail(key, "an empty host: want host or host:port")
-			} else if _, _, err := net.SplitHostPort(h); err != nil && net.ParseIP(h) == nil && !validHostName(h) {
+			} else if !validHostEntry(h) {
 				p.fail(key, "%q: want host or host:port", h)
 			}
 		}
@@ -78,14 +80,30 @@ func (c *Config) checkMedia(p *configParser) {
 		switch c.Channels[i].Unsend {
 		case "", "keep", "delete":
 		default:
-			p.fail(c.Channels[i].path+".unsend", "%q: want keep (the default) or delete", c.Channels[i].Unsend)
+			p.fail(fmt.Sprintf("channels[%d].unsend", i), "%q: want keep (the default) or delete", c.Channels[i].Unsend)
 		}
 	}
 }
 
+// validHostEntry reports whether e is "host" or "host:port": a DNS name
+// or an IP address, and a port number.
+func validHostEntry(e string) bool {
+	host, port, err := net.SplitHostPort(e)
+	if err != nil {
+		host, port = e, ""
+	}
+	if port != "" {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return false
+		}
+	}
+	return net.ParseIP(host) != nil || validHostName(host)
+}
+
 // validHostName reports whether h looks like a DNS name.
 func validHostName(h string) bool {
-	if len(h) > 253 {
+	if h == "" || len(h) > 253 {
 		return false
 	}
 	for _, r := range h {
