@@ -36,3 +36,14 @@ func TestMediaConfigMistakes(t *testing.T) {
 		t.Errorf("a good media config: config check = %d:\n%s%s", code, stdout, stderr)
 	}
 }
+
+// TestMediaExampleConfig: examples/media.yaml is a good config.
+func TestMediaExampleConfig(t *testing.T) {
+	p, err := filepath.Abs(filepath.Join("..", "..", "examples", "media.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, stdout, stderr := runIn(t, t.TempDir(), nil, "config", "check", "-config", p); code != 0 {
+		t.Errorf("config check examples/media.yaml = %d:\n%s%s", code, stdout, stderr)
+	}
+}
