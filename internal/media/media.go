@@ -217,7 +217,7 @@ func (w *Worker) Run(ctx context.Context, every time.Duration, sequencing func()
 		for ctx.Err() == nil && sequencing() {
 			more, err := w.Step(ctx)
 			if err != nil {
-				if ctx.Err() == nil {
+				if ctx.Err() == nil && !errors.Is(err, ledger.ErrClosed) {
 					w.log.Error("media not recorded; trying again", "err", err)
 				}
 				return
