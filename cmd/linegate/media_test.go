@@ -188,9 +188,6 @@ rules:
 		exports[f] = out
 	}
 	checkJSONLines(t, exports["jsonl"])
-	if os.Getenv("DEBUG_MEDIA") != "" {
-		exec.Command("cp", "-r", exports["rsmf"], exports["eml"], exports["jsonl"], os.Getenv("DEBUG_MEDIA")).Run()
-	}
 	rsmfFiles := checkRSMF(t, exports["rsmf"])
 	emlFiles := checkEML(t, exports["eml"])
 	checkWithPython(t, rsmfFiles, emlFiles)
