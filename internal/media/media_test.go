@@ -5,11 +5,13 @@ import (
 	"context"
 	"fmt"
 	"iter"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -458,5 +460,58 @@ func TestWorkerBlobs(t *testing.T) {
 	blobs.m[big.BlobKey][len(stored)-1] ^= 1
 	if _, err := media.OpenBlob(ctx, blobs, big); err == nil {
 		t.Error("a changed blob opened")
+	}
+}
+
+// TestWorkerExternal: with fetch_external, content on the allowed host is
+// fetched and kept; on another host it is not fetched, and a redirect is
+// not followed.
+func TestWorkerExternal(t *testing.T) {
+	s := backends(t)["sqlite"](t)
+	ctx := context.Background()
+	w := ledger.NewWriter(s, nil, nil)
+	var asked atomic.Int32
+	ext := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		if r.URL.Path == "/moved.jpg" {
+			http.Redirect(rw, r, "/a.jpg", http.StatusFound)
+			return
+		}
+		rw.Header().Set("Content-Type", "image/png")
+		rw.Write([]byte("external image bytes"))
+	}))
+	defer ext.Close()
+	host := strings.TrimPrefix(ext.URL, "http://")
+	worker := media.New(media.Options{Log: s, Settings: s, Commit: w, FetchExternal: true, ExternalHosts: media.Fence{host}, Attempts: 1,
+		Channels: map[string]media.Channel{"demo": {DataAPIBase: "http://127.0.0.1:1", Token: func(context.Context) ([]byte, error) { return []byte("t"), nil }}}})
+	if err := worker.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	external := func(n int, id, url string) string {
+		return messageEvent(n, user, fmt.Sprintf(`{"id":"%s","type":"image","contentProvider":{"type":"external","originalContentUrl":"%s","previewImageUrl":"%s"}}`, id, url, url))
+	}
+	body := webhookBody(external(1, "9301", ext.URL+"/a.jpg"), external(2, "9302", "http://elsewhere.example/a.jpg"), external(3, "9303", ext.URL+"/moved.jpg"))
+	payload, _ := record.Encode(&record.Meta{Channel: "demo"}, &record.Webhook{Raw: body})
+	if _, err := w.Commit(ctx, []ledger.Entry{{Kind: ledger.KindWebhook, Time: time.Now(), Channel: "demo", Payload: payload}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := worker.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ms := mediaRecords(t, s.Records(ctx, 0, 10))
+	if len(ms) != 3 {
+		t.Fatalf("%d media records", len(ms))
+	}
+	if m := ms[0]; m.Outcome != record.MediaExternal || string(m.Content) != "external image bytes" || m.ContentType != "image/png" || m.Stored != "record" {
+		t.Errorf("allowed host: %+v", m)
+	}
+	if m := ms[1]; m.Outcome != record.MediaFailed || !strings.Contains(m.Reason, "not in the allowed hosts") || m.Content != nil {
+		t.Errorf("other host: outcome %q reason %q", m.Outcome, m.Reason)
+	}
+	if m := ms[2]; m.Outcome != record.MediaFailed || m.Content != nil {
+		t.Errorf("redirect: outcome %q reason %q", m.Outcome, m.Reason)
+	}
+	if n := asked.Load(); n != 2 {
+		t.Errorf("the external host was asked %d times, want 2 (no redirect followed)", n)
 	}
 }
