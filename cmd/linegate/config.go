@@ -89,6 +89,9 @@ type Config struct {
 	Monitor MonitorConfig `yaml:"monitor"`
 	// Proxy, if set, runs the Messaging API proxy (ProxyConfig).
 	Proxy *ProxyConfig `yaml:"proxy"`
+	// Media keeps the content of image, video, audio and file messages
+	// (see MediaConfig, docs/MEDIA.md).
+	Media MediaConfig `yaml:"media"`
 
 	builtin bool   // the built-in example: rule files come from the binary
 	path    string // the file it was read from
@@ -307,6 +310,13 @@ type ChannelConfig struct {
 	CanaryGroup string `yaml:"canary_group"`
 	// LineAPIBase overrides the top-level line_api_base for this channel.
 	LineAPIBase string `yaml:"line_api_base"`
+	// LineDataAPIBase overrides the top-level line_data_api_base (where
+	// message content is fetched) for this channel.
+	LineDataAPIBase string `yaml:"line_data_api_base"`
+	// Unsend is what becomes of a message its user unsent: "keep" (the
+	// default: kept under its retention, shown as unsent) or "delete"
+	// (its payload and its media are deleted as on a deletion request).
+	Unsend string `yaml:"unsend"`
 	// DryRun makes this channel dry-run.
 	DryRun bool `yaml:"dry_run"`
 	// AllowDryRunHeader honours X-Line-Dry-Run: true on this channel's
@@ -637,6 +647,7 @@ func (c *Config) check(p *configParser) {
 	if c.Encryption.KEKFile != "" && c.Encryption.KEKEnv != "" {
 		p.fail("encryption", "give kek_file or kek_env, not both")
 	}
+	c.checkMedia(p)
 	if len(c.Channels) == 0 {
 		p.fail("channels", "no channels: give at least one, with an id and its secret (see examples/linegate.yaml)")
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/media"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/pipeline"
 	"github.com/linegate/linegate/internal/proxy"
@@ -144,6 +145,9 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	g.startPipeline(channels)
 	g.startJobs()
 	g.newAdmin(e, adminToken)
+	if err := g.startMedia(ctx, secrets); err != nil {
+		return err
+	}
 	g.startMonitor()
 	if err := g.startProxy(e); err != nil {
 		return err
@@ -194,6 +198,7 @@ type instance struct {
 	canary  *canary.Watch     // the canary: round trips, leaks
 	proxy   *proxyServer      // the Messaging API proxy (nil: none)
 	replies *proxy.ReplyIndex // reply tokens, for the proxy
+	blobs   media.Blobs       // object storage for large media (nil: the store only)
 
 	stopPipe context.CancelFunc // nil until the pipeline runs
 	pipeDone chan struct{}
@@ -620,6 +625,7 @@ func newResponder(ctx context.Context, e *env, cfg *Config, secrets map[string]c
 		Clients: clients, Ledger: led, State: store, EnvKillSwitch: envKill,
 		DryRunChannels: dry, DryRunAll: cfg.DryRun, RateLimits: limits, Logger: log,
 		QuotaBudgets: quotaBudgets(cfg),
+		Annotate:     sentImages(cfg),
 	})
 	if err := sender.Refresh(ctx); err != nil {
 		return nil, nil, err
