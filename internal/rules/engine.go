@@ -67,6 +67,15 @@ type EngineOptions struct {
 	// Cooldowns, if set, keeps rule cooldowns durably and shared; without
 	// it they are kept in this process's memory.
 	Cooldowns Cooldowns
+	// Handoffs hands conversations to people for the rules' handoff
+	// action (nil: such a rule fails).
+	Handoffs Handoffs
+}
+
+// Handoffs hands a conversation ("user:U…", "group:C…", "room:R…") to a
+// person for a rule, recording it. *handoff.Service implements it.
+type Handoffs interface {
+	HandOff(ctx context.Context, channel, conversation, rule string) error
 }
 
 // Delivery is what the engine knows of an event besides the event itself:
@@ -202,6 +211,16 @@ func CooldownKey(channel, rule, user string) string {
 	return hex.EncodeToString(sum[:16])
 }
 
+// Consent applies the consent keywords alone to an event (the opt-out
+// and opt-in keywords): what still applies while a person owns the
+// conversation and no rule answers it.
+func (e *Engine) Consent(ctx context.Context, dv Delivery, ev *line.Event) error {
+	if ev.Type != "message" || ev.Message == nil || ev.Message.Type != "text" || ev.Source == nil || ev.Source.UserID == "" {
+		return nil
+	}
+	return e.consentKeywords(ctx, e.set.Load(), dv, ev.Source.UserID, ev.Message.Text, e.o.Now())
+}
+
 func (e *Engine) consentKeywords(ctx context.Context, set *Set, dv Delivery, user, text string, now time.Time) error {
 	n := Normalize(text)
 	var optIn *bool
@@ -235,6 +254,17 @@ func (e *Engine) fire(ctx context.Context, r *Rule, seq int, dv Delivery, ev *li
 	if r.Forward != nil {
 		if err := e.forward(ctx, r, dv, ev); err != nil {
 			return err
+		}
+	}
+	if r.Handoff != nil {
+		// Handed off before the message is sent: no rule answers the
+		// conversation's next events, even while the message goes out.
+		conv := ev.Conversation()
+		if e.o.Handoffs == nil || conv == "" {
+			return fmt.Errorf("handoff: no handoff service, or an event of no conversation")
+		}
+		if err := e.o.Handoffs.HandOff(ctx, dv.Channel, conv, r.Name); err != nil {
+			return fmt.Errorf("handoff: %w", err)
 		}
 	}
 	msgs := r.messages
