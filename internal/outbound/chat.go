@@ -13,8 +13,8 @@ import (
 // The chat endpoints: LINE's calls that change what the user sees of the
 // chat without sending a message.
 const (
-	EndpointMarkAsRead = "markAsRead"   // POST /v2/bot/chat/markAsRead
-	EndpointLoading    = "loading"      // POST /v2/bot/chat/loading/start
+	EndpointMarkAsRead = "markAsRead" // POST /v2/bot/chat/markAsRead
+	EndpointLoading    = "loading"    // POST /v2/bot/chat/loading/start
 	pathMarkAsRead     = "/v2/bot/chat/markAsRead"
 	pathLoading        = "/v2/bot/chat/loading/start"
 	minLoadingSeconds  = 5

@@ -2,9 +2,9 @@ package pgstore
 
 import (
 	"context"
-		"errors"
+	"errors"
 	"fmt"
-		"time"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/linegate/linegate/internal/handoff"

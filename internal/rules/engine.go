@@ -133,6 +133,10 @@ func NewEngine(set *Set, o EngineOptions) *Engine {
 	return e
 }
 
+// SetHandoffs gives the engine its handoff action's service; call it
+// before the engine handles events.
+func (e *Engine) SetHandoffs(h Handoffs) { e.o.Handoffs = h }
+
 // Swap replaces the rule set (a reload) and returns the old one.
 func (e *Engine) Swap(set *Set) *Set { return e.set.Swap(set) }
 
