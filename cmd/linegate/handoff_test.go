@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -45,6 +46,7 @@ func newHandoffWorld(t *testing.T) *handoffWorld {
 func (w *handoffWorld) config(idle string) gwConfig {
 	return gwConfig{
 		extra: "line_api_base: " + w.apiURL + `
+consent: {opt_out_keywords: [STOP]}
 rules:
   - name: ask-for-a-person
     when: {text: {regex: '^\s*(agent|human|人間|เจ้าหน้าที่)\s*$'}}
@@ -157,6 +159,7 @@ func TestHandoffEndToEnd(t *testing.T) {
 	waitIdle(t, g)
 	sendsBefore := len(w.calls("/v2/bot/message/reply")) + len(w.calls("/v2/bot/message/push"))
 	w.say(t, g, user, "are you there?")
+	w.say(t, g, user, "STOP") // consent keywords still apply
 	lastReply, lastRead := w.say(t, g, user, "my order is late")
 	waitIdle(t, g)
 	time.Sleep(200 * time.Millisecond)
@@ -169,7 +172,7 @@ func TestHandoffEndToEnd(t *testing.T) {
 		t.Fatalf("GET /admin/conversations = %d", code)
 	}
 	if len(list.Conversations) != 1 || list.Conversations[0].ID != conv || list.Conversations[0].Reason != "rule:ask-for-a-person" ||
-		list.Conversations[0].Waiting != 2 || list.Conversations[0].Agent != "" {
+		list.Conversations[0].Waiting != 3 || list.Conversations[0].Agent != "" {
 		t.Fatalf("conversations waiting: %+v", list.Conversations)
 	}
 
@@ -304,7 +307,7 @@ func TestHandoffEndToEnd(t *testing.T) {
 
 	// The ledger: the outcomes held for a human, the agent's sends and
 	// chat calls naming her, and each change of state naming who made it.
-	var held, agentSent, agentHeld, agentRead, agentTyping int
+	var held, agentSent, agentHeld, agentRead, agentTyping, optOuts int
 	var changes []string
 	for _, r := range readLedger(t, dir) {
 		if r.meta == nil {
@@ -331,6 +334,9 @@ func TestHandoffEndToEnd(t *testing.T) {
 				agentHeld++
 			}
 		case *record.Admin:
+			if v.Action == "consent" && v.Detail["user"] == user && v.Detail["opt_in"] == false {
+				optOuts++
+			}
 			if v.Action == "handoff" && v.Detail["conversation"] == conv {
 				changes = append(changes, v.Detail["by"].(string)+">"+v.Detail["state"].(string))
 			}
@@ -339,8 +345,11 @@ func TestHandoffEndToEnd(t *testing.T) {
 			}
 		}
 	}
-	if held != 2 || agentSent != 2 || agentHeld != 1 || agentRead != 1 || agentTyping != 1 {
-		t.Errorf("ledger: %d held for a human (want 2), alice's sends %d sent (want 2), %d held back (want 1), %d marked read (want 1), %d typing (want 1)",
+	if optOuts != 1 {
+		t.Errorf("%d opt-outs recorded while a person owned the conversation, want 1", optOuts)
+	}
+	if held != 3 || agentSent != 2 || agentHeld != 1 || agentRead != 1 || agentTyping != 1 {
+		t.Errorf("ledger: %d held for a human (want 3), alice's sends %d sent (want 2), %d held back (want 1), %d marked read (want 1), %d typing (want 1)",
 			held, agentSent, agentHeld, agentRead, agentTyping)
 	}
 	want := "rule:ask-for-a-person>human agent:alice>human agent:alice>human agent:alice>bot 2:rule:ask-for-a-person>human 2:idle>bot"
@@ -358,4 +367,49 @@ func mustPayload(t *testing.T, r storedRecord) []byte {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestSimChatShowsHumanReplies types in `linegate sim chat` in a real
+// terminal (tmux) while a person answers through the admin API: the
+// handoff message, then silence, then the person's mark-as-read, typing
+// and reply show in the chat as they come, like the bot's.
+func TestSimChatShowsHumanReplies(t *testing.T) {
+	dir := t.TempDir()
+	apiAddr := freePort(t)
+	g := startGateway(t, dir, gwConfig{extra: "line_api_base: http://" + apiAddr + `
+rules:
+  - name: ask-for-a-person
+    when: {text: {exact: agent}}
+    handoff: {message: [{type: text, text: "A person will answer you here shortly."}]}
+  - name: echo
+    when: {event: [message]}
+    reply: [{type: text, text: "echo: {{.Text}}"}]
+`})
+	tm := newTmux(t, fmt.Sprintf("%s sim chat -url %s/webhook/demo -secret %s -api-listen %s",
+		linegateBin, g.webhook, testSecret, apiAddr))
+	tm.waitFor("you>")
+	tm.send("agent", "Enter")
+	tm.waitFor("bot> A person will answer you here shortly.")
+	tm.send("is anyone there?", "Enter")
+	tm.waitFor("(no reply within 5s)")
+	base := "/admin/conversations/demo/user:U" + strings.Repeat("0", 31) + "1"
+	for _, step := range []struct{ path, body string }{
+		{"/read", `{"agent":"alice"}`},
+		{"/typing", `{"agent":"alice"}`},
+		{"/reply", `{"agent":"alice","messages":[{"type":"text","text":"Hello, this is Alice from the shop."},{"type":"sticker","packageId":"446","stickerId":"1989"}]}`},
+		{"/handback", `{"agent":"alice"}`},
+	} {
+		if code := adminJSON(t, g, "POST", base+step.path, step.body, nil); code != 200 {
+			t.Fatalf("POST %s = %d", base+step.path, code)
+		}
+	}
+	tm.waitFor("(read)")
+	tm.waitFor("(typing…)")
+	tm.waitFor("bot> Hello, this is Alice from the shop.")
+	tm.waitFor("bot> [sticker 446/1989]")
+	tm.send("thanks", "Enter")
+	tm.waitFor("bot> echo: thanks")
+	if !strings.Contains(tm.screen(), "you> agent\nbot> A person will answer you here shortly.\nyou> ") {
+		t.Errorf("the chat is not laid out line by line:\n%s", tm.screen())
+	}
 }

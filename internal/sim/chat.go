@@ -57,6 +57,9 @@ func Chat(ctx context.Context, in io.Reader, out io.Writer, o ChatOptions) error
 			fmt.Fprintln(out)
 			return sc.Err()
 		}
+		w.mu.Lock()
+		w.prompted = false // the Enter ended the prompt's line
+		w.mu.Unlock()
 		line := strings.TrimSpace(sc.Text())
 		if line == "" {
 			continue
