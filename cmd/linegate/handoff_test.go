@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -411,5 +413,40 @@ rules:
 	tm.waitFor("bot> echo: thanks")
 	if !strings.Contains(tm.screen(), "you> agent\nbot> A person will answer you here shortly.\nyou> ") {
 		t.Errorf("the chat is not laid out line by line:\n%s", tm.screen())
+	}
+}
+
+// TestHandoffConfigMistakes: the handoff section's mistakes name their
+// key and line, and never a notification URL (Slack's hold a secret).
+func TestHandoffConfigMistakes(t *testing.T) {
+	const good = "log:\n  origin: example.com/t\nchannels:\n  - id: demo\n    secret: s\n    handoff:\n"
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"short idle", good + "      idle: 10ms\n", `channels[0].handoff.idle: 10ms: want a duration of at least 1s`},
+		{"console not a URL", good + "      console_url: console\n", `channels[0].handoff.console_url: "console": want an http(s) URL`},
+		{"no kind", good + "      notify: [{name: a, url: https://hooks.example/x}]\n", `channels[0].handoff.notify[0].kind: "": want slack or json`},
+		{"no name", good + "      notify: [{kind: json, url: https://hooks.example/x}]\n", `channels[0].handoff.notify[0].name: required`},
+		{"two urls", good + "      notify: [{name: a, kind: json, url: https://hooks.example/x, url_env: X}]\n", `channels[0].handoff.notify[0].url: give exactly one of url and url_env`},
+		{"twice", good + "      notify: [{name: a, kind: json, url_env: X}, {name: a, kind: slack, url_env: Y}]\n", `channels[0].handoff.notify[1].name: "a" is listed twice`},
+		{"bad url", good + "      notify: [{name: a, kind: slack, url: \"ftp://secret-token@hooks\"}]\n", `channels[0].handoff.notify[0].url: not an http(s) URL`},
+		{"misspelt key", good + "      idel: 1m\n", `channels[0].handoff.idel: unknown key`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := filepath.Join(t.TempDir(), "bad.yaml")
+			if err := os.WriteFile(cfg, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			code, stdout, stderr := runIn(t, t.TempDir(), nil, "config", "check", "-config", cfg)
+			out := stdout + stderr
+			if code != 1 || !strings.Contains(out, tc.want) || strings.Contains(out, "secret-token") {
+				t.Errorf("config check = %d, want 1 and %q:\n%s", code, tc.want, out)
+			}
+		})
+	}
+	cfg := filepath.Join(t.TempDir(), "good.yaml")
+	if err := os.WriteFile(cfg, []byte(good+"      idle: 10m\n      notify: [{name: a, kind: slack, url: https://hooks.example/x}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, stdout, stderr := runIn(t, t.TempDir(), nil, "config", "check", "-config", cfg); code != 0 {
+		t.Errorf("config check of a good config = %d:\n%s%s", code, stdout, stderr)
 	}
 }
