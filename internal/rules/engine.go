@@ -273,6 +273,7 @@ func (e *Engine) fire(ctx context.Context, r *Rule, seq int, dv Delivery, ev *li
 	}
 	msgs := r.messages
 	if r.Lookup != nil {
+		e.loading(ctx, r, dv, ev, d)
 		res, err := e.lookup(ctx, r.Lookup, d)
 		if err != nil {
 			e.fails.Log(slog.LevelWarn, oplog.Key{Class: "lookup_failed", Channel: dv.Channel}, "lookup failed: sending the rule's fallback",
@@ -306,6 +307,27 @@ func (e *Engine) fire(ctx context.Context, r *Rule, seq int, dv Delivery, ev *li
 		DryRun: ch.AllowDryRunHeader && strings.EqualFold(dv.Header["X-Line-Dry-Run"], "true"),
 	})
 	return err
+}
+
+// Chatter makes LINE's chat calls; *outbound.Sender implements it.
+type Chatter interface {
+	Chat(ctx context.Context, r outbound.ChatRequest) (outbound.Outcome, *record.Outbound, error)
+}
+
+// loading shows the loading animation in a user's one-on-one chat while
+// a lookup runs, if the rule asks for it and the sender makes chat calls.
+// It never fails the rule: the answer matters more than the animation.
+func (e *Engine) loading(ctx context.Context, r *Rule, dv Delivery, ev *line.Event, d *Data) {
+	c, ok := e.o.Sender.(Chatter)
+	if !ok || r.Lookup.Loading == 0 || ev.Source == nil || ev.Source.Type != "user" || d.UserID == "" {
+		return
+	}
+	if _, _, err := c.Chat(ctx, outbound.ChatRequest{Channel: dv.Channel, Retention: dv.Retention, Subjects: dv.Subjects,
+		Endpoint: outbound.EndpointLoading, UserID: d.UserID, Seconds: r.Lookup.Loading, EventKey: dv.Key, Record: dv.Record,
+		Extra: map[string]string{"rule": r.Name}}); err != nil {
+		e.fails.Log(slog.LevelWarn, oplog.Key{Class: "loading_failed", Channel: dv.Channel}, "loading animation not shown",
+			"rule", r.Name, "event", dv.Key, "err", oplog.Truncate(err.Error(), 300))
+	}
 }
 
 // lookup calls the data service and decodes its JSON.

@@ -2,9 +2,13 @@ package rules_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/linegate/linegate/internal/outbound"
+	"github.com/linegate/linegate/internal/record"
 	"github.com/linegate/linegate/internal/rules"
 )
 
@@ -68,5 +72,56 @@ rules:
     handoff: {message: [{type: text, text: "b"}]}
 `, nil); err == nil || !strings.Contains(err.Error(), "handoff") {
 		t.Fatalf("handoff with reply loaded: %v", err)
+	}
+}
+
+type chatSender struct {
+	fakeSender
+	chats []outbound.ChatRequest
+}
+
+func (c *chatSender) Chat(_ context.Context, r outbound.ChatRequest) (outbound.Outcome, *record.Outbound, error) {
+	c.chats = append(c.chats, r)
+	return outbound.Sent, nil, nil
+}
+
+// A lookup with loading_seconds shows the loading animation in the
+// user's chat while it runs; one without does not.
+func TestLookupLoading(t *testing.T) {
+	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`{"s":"ok"}`)) }))
+	defer svc.Close()
+	s := load(t, `
+rules:
+  - name: slow
+    when: {text: {exact: slow}}
+    lookup: {url: "`+svc.URL+`/q", loading_seconds: 10}
+    reply: [{type: text, text: "{{.Lookup.s}}"}]
+  - name: quick
+    when: {text: {exact: quick}}
+    lookup: {url: "`+svc.URL+`/q"}
+    reply: [{type: text, text: "{{.Lookup.s}}"}]
+`)
+	cs := &chatSender{}
+	eng := rules.NewEngine(s, rules.EngineOptions{Sender: cs, Ledger: nopLedger{}, LookupHosts: []string{strings.TrimPrefix(svc.URL, "http://")}})
+	for _, text := range []string{"slow", "quick"} {
+		dv, e := event(t, text)
+		if err := eng.Handle(context.Background(), dv, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(cs.chats) != 1 || cs.chats[0].UserID != "U9" || cs.chats[0].Seconds != 10 || cs.chats[0].Endpoint != outbound.EndpointLoading {
+		t.Fatalf("chat calls: %+v", cs.chats)
+	}
+	if len(cs.reqs) != 2 {
+		t.Fatalf("%d replies, want 2", len(cs.reqs))
+	}
+	if _, err := loadWith(t, `
+rules:
+  - name: bad
+    when: {text: {exact: x}}
+    lookup: {url: "https://example.com/q", loading_seconds: 7}
+    reply: [{type: text, text: "a"}]
+`, nil); err == nil {
+		t.Fatal("loading_seconds 7 loaded")
 	}
 }

@@ -111,6 +111,10 @@ type Lookup struct {
 	Timeout time.Duration  `yaml:"timeout"`
 	// Fallback is replied when the lookup fails or is too slow.
 	Fallback []map[string]any `yaml:"fallback"`
+	// Loading, if set (5 to 60 seconds, a multiple of 5), shows LINE's
+	// loading animation in the user's chat while the lookup runs (one-on-
+	// one chats only; recorded like a send, held back like one).
+	Loading int `yaml:"loading_seconds"`
 }
 
 // Forward sends the event to an upstream bot in a webhook body signed as
@@ -321,6 +325,9 @@ func (r *Rule) compile(dir string, readFile func(string) ([]byte, error), getenv
 	if r.Lookup != nil {
 		if r.Lookup.URL == "" {
 			return fmt.Errorf("lookup needs a url")
+		}
+		if l := r.Lookup.Loading; l != 0 && (l < 5 || l > 60 || l%5 != 0) {
+			return fmt.Errorf("lookup loading_seconds %d: want 5 to 60, a multiple of 5", l)
 		}
 		if _, err := parseURLTemplate(r.Lookup.URL); err != nil {
 			return fmt.Errorf("lookup: %w", err)
