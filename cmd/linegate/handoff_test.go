@@ -216,11 +216,12 @@ func TestHandoffEndToEnd(t *testing.T) {
 	var res struct {
 		Outcome, Via string
 		RequestID    string `json:"request_id"`
+		Record       uint64
 	}
 	if code := adminJSON(t, g, "POST", base+"/reply", `{"agent":"alice","messages":[{"type":"text","text":"Hi, this is Alice. Let me check your order."}]}`, &res); code != 200 {
 		t.Fatalf("reply = %d", code)
 	}
-	if res.Outcome != "sent" || res.Via != "push" || res.RequestID == "" {
+	if res.Outcome != "sent" || res.Via != "push" || res.RequestID == "" || res.Record == 0 {
 		// The first reply ("x") used the latest reply token.
 		t.Fatalf("reply result: %+v", res)
 	}

@@ -29,7 +29,6 @@ import (
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/periodic"
-	"github.com/linegate/linegate/internal/record"
 	"github.com/linegate/linegate/internal/retention"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -234,8 +233,8 @@ type Store interface {
 // Sender is the outbound path human replies and chat calls take.
 // *outbound.Sender implements it.
 type Sender interface {
-	SendRecorded(ctx context.Context, r outbound.Request) (outbound.Outcome, *record.Outbound, error)
-	Chat(ctx context.Context, r outbound.ChatRequest) (outbound.Outcome, *record.Outbound, error)
+	SendRecorded(ctx context.Context, r outbound.Request) (outbound.Outcome, *outbound.Recorded, error)
+	Chat(ctx context.Context, r outbound.ChatRequest) (outbound.Outcome, *outbound.Recorded, error)
 	ReplyWindow() time.Duration
 }
 

@@ -64,7 +64,7 @@ func (s *Service) Reply(ctx context.Context, a Actor, channel, id string, messag
 	outcome, rec, err := s.o.Sender.SendRecorded(ctx, req)
 	res := ReplyResult{Outcome: string(outcome)}
 	if rec != nil {
-		res.Via = rec.Endpoint
+		res.Via, res.Record = rec.Endpoint, rec.Index
 		if ids := rec.RequestIDs(); len(ids) > 0 {
 			res.RequestID = ids[len(ids)-1]
 		}

@@ -56,7 +56,7 @@ type ChatRequest struct {
 // Chat makes a chat call through the same switches as a send (the kill
 // switch and dry-run hold it back) and records it, whatever became of it,
 // as an outbound record. The error says what failed, never a token.
-func (s *Sender) Chat(ctx context.Context, r ChatRequest) (Outcome, *record.Outbound, error) {
+func (s *Sender) Chat(ctx context.Context, r ChatRequest) (Outcome, *Recorded, error) {
 	var body []byte
 	switch r.Endpoint {
 	case EndpointMarkAsRead:
@@ -112,18 +112,19 @@ func (s *Sender) Chat(ctx context.Context, r ChatRequest) (Outcome, *record.Outb
 		}
 	}
 	s.sends.WithLabelValues(r.Channel, r.Endpoint, rec.Outcome).Inc()
+	rd := &Recorded{Outbound: rec}
 	payload, err := record.Encode(&record.Meta{Channel: r.Channel, ReceivedMs: now.UnixMilli()}, rec)
 	if err == nil {
-		err = AppendRetrying(s.o.Ledger, ledger.Entry{Kind: ledger.KindOutbound, Time: now, Channel: r.Channel,
+		rd.Index, err = appendRetrying(s.o.Ledger, ledger.Entry{Kind: ledger.KindOutbound, Time: now, Channel: r.Channel,
 			Retention: r.Retention, Payload: payload, Subjects: rec.Subjects()})
 	}
 	if err != nil {
-		return Outcome(rec.Outcome), rec, fmt.Errorf("record %s %s: %w", r.Endpoint, rec.Outcome, err)
+		return Outcome(rec.Outcome), rd, fmt.Errorf("record %s %s: %w", r.Endpoint, rec.Outcome, err)
 	}
 	if rec.Outcome == string(Failed) {
-		return Failed, rec, fmt.Errorf("%s failed: %s", r.Endpoint, rec.Reason)
+		return Failed, rd, fmt.Errorf("%s failed: %s", r.Endpoint, rec.Reason)
 	}
-	return Outcome(rec.Outcome), rec, nil
+	return Outcome(rec.Outcome), rd, nil
 }
 
 // ReplyWindow is how long after receipt a reply token is used.

@@ -343,9 +343,16 @@ func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
 	return o, err
 }
 
+// Recorded is the outbound record a send or chat call wrote, and its
+// index in the ledger.
+type Recorded struct {
+	*record.Outbound
+	Index uint64
+}
+
 // SendRecorded is Send that also returns the record it wrote (nil when it
-// wrote none): its endpoint and request ids.
-func (s *Sender) SendRecorded(ctx context.Context, r Request) (Outcome, *record.Outbound, error) {
+// wrote none): its endpoint, request ids and index.
+func (s *Sender) SendRecorded(ctx context.Context, r Request) (Outcome, *Recorded, error) {
 	if r.Class == "" {
 		r.Class = Transactional
 	}
@@ -442,28 +449,35 @@ func (s *Sender) SendRecorded(ctx context.Context, r Request) (Outcome, *record.
 		s.fails.Log(slog.LevelError, oplog.Key{Class: failure, Channel: r.Channel}, "send failed: the user got no answer",
 			append([]any{"endpoint", endpoint, "rule", r.Rule, "event", r.EventKey, "record", r.Record}, failArgs...)...)
 	}
+	rd := &Recorded{Outbound: rec}
 	payload, err := record.Encode(&record.Meta{Channel: r.Channel, ReceivedMs: now.UnixMilli()}, rec)
 	if err == nil {
-		err = AppendRetrying(s.o.Ledger, ledger.Entry{Kind: ledger.KindOutbound, Time: now, Channel: r.Channel, Retention: r.Retention, Payload: payload, Subjects: rec.Subjects()})
+		rd.Index, err = appendRetrying(s.o.Ledger, ledger.Entry{Kind: ledger.KindOutbound, Time: now, Channel: r.Channel, Retention: r.Retention, Payload: payload, Subjects: rec.Subjects()})
 	}
 	if err != nil {
-		return outcome, rec, fmt.Errorf("record %s %s: %w", endpoint, outcome, err)
+		return outcome, rd, fmt.Errorf("record %s %s: %w", endpoint, outcome, err)
 	}
 	if outcome == Failed {
-		return Failed, rec, fmt.Errorf("%s failed: %s", endpoint, rec.Reason)
+		return Failed, rd, fmt.Errorf("%s failed: %s", endpoint, rec.Reason)
 	}
-	return outcome, rec, nil
+	return outcome, rd, nil
 }
 
 // AppendRetrying records an entry, waiting out the ledger's pushback: a
 // send that happened must not go unrecorded because the queue was full
 // for a moment.
 func AppendRetrying(l Appender, e ledger.Entry) error {
+	_, err := appendRetrying(l, e)
+	return err
+}
+
+// appendRetrying is AppendRetrying that returns the record's index.
+func appendRetrying(l Appender, e ledger.Entry) (uint64, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		_, err := l.Append(context.Background(), e)
+		i, err := l.Append(context.Background(), e)
 		if !errors.Is(err, ledger.ErrPushback) || time.Now().After(deadline) {
-			return err
+			return i, err
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -311,7 +311,7 @@ func (e *Engine) fire(ctx context.Context, r *Rule, seq int, dv Delivery, ev *li
 
 // Chatter makes LINE's chat calls; *outbound.Sender implements it.
 type Chatter interface {
-	Chat(ctx context.Context, r outbound.ChatRequest) (outbound.Outcome, *record.Outbound, error)
+	Chat(ctx context.Context, r outbound.ChatRequest) (outbound.Outcome, *outbound.Recorded, error)
 }
 
 // loading shows the loading animation in a user's one-on-one chat while

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/linegate/linegate/internal/outbound"
-	"github.com/linegate/linegate/internal/record"
 	"github.com/linegate/linegate/internal/rules"
 )
 
@@ -80,7 +79,7 @@ type chatSender struct {
 	chats []outbound.ChatRequest
 }
 
-func (c *chatSender) Chat(_ context.Context, r outbound.ChatRequest) (outbound.Outcome, *record.Outbound, error) {
+func (c *chatSender) Chat(_ context.Context, r outbound.ChatRequest) (outbound.Outcome, *outbound.Recorded, error) {
 	c.chats = append(c.chats, r)
 	return outbound.Sent, nil, nil
 }

@@ -49,29 +49,31 @@ type sender struct {
 	chats []outbound.ChatRequest
 }
 
-func (s *sender) SendRecorded(ctx context.Context, r outbound.Request) (outbound.Outcome, *record.Outbound, error) {
+func (s *sender) SendRecorded(ctx context.Context, r outbound.Request) (outbound.Outcome, *outbound.Recorded, error) {
 	s.mu.Lock()
 	s.sends = append(s.sends, r)
 	s.mu.Unlock()
 	rec := &record.Outbound{EventKey: r.EventKey, Endpoint: "push", Outcome: "sent", Agent: r.Agent, Extra: r.Extra, Subj: r.Subjects}
 	rec.Request, _ = json.Marshal(map[string]any{"to": r.To, "messages": r.Messages})
-	return outbound.Sent, rec, s.record(ctx, r.Channel, rec)
+	i, err := s.record(ctx, r.Channel, rec)
+	return outbound.Sent, &outbound.Recorded{Outbound: rec, Index: i}, err
 }
 
-func (s *sender) Chat(ctx context.Context, r outbound.ChatRequest) (outbound.Outcome, *record.Outbound, error) {
+func (s *sender) Chat(ctx context.Context, r outbound.ChatRequest) (outbound.Outcome, *outbound.Recorded, error) {
 	s.mu.Lock()
 	s.chats = append(s.chats, r)
 	s.mu.Unlock()
 	rec := &record.Outbound{EventKey: r.EventKey, Endpoint: r.Endpoint, Outcome: "sent", Agent: r.Agent, Extra: r.Extra, Subj: r.Subjects}
-	return outbound.Sent, rec, s.record(ctx, r.Channel, rec)
+	i, err := s.record(ctx, r.Channel, rec)
+	return outbound.Sent, &outbound.Recorded{Outbound: rec, Index: i}, err
 }
 
-func (s *sender) record(ctx context.Context, channel string, rec *record.Outbound) error {
+func (s *sender) record(ctx context.Context, channel string, rec *record.Outbound) (uint64, error) {
 	p, err := record.Encode(&record.Meta{Channel: channel}, rec)
-	if err == nil {
-		_, err = s.w.Commit(ctx, []ledger.Entry{{Kind: ledger.KindOutbound, Time: time.Now(), Channel: channel, Payload: p, Subjects: rec.Subjects()}})
+	if err != nil {
+		return 0, err
 	}
-	return err
+	return s.w.Commit(ctx, []ledger.Entry{{Kind: ledger.KindOutbound, Time: time.Now(), Channel: channel, Payload: p, Subjects: rec.Subjects()}})
 }
 
 func (s *sender) ReplyWindow() time.Duration { return 50 * time.Second }
@@ -191,8 +193,13 @@ func testStates(t *testing.T, st Store) {
 	}
 	// Reply before anyone took it: it becomes the replier's.
 	alice := handoff.Actor{Name: "alice", Role: "agent"}
-	if _, err := f.svc.Reply(ctx, alice, "c1", id, []json.RawMessage{json.RawMessage(`{"type":"text","text":"hello"}`)}); err != nil {
+	before, _ := st.Count(ctx)
+	res, err := f.svc.Reply(ctx, alice, "c1", id, []json.RawMessage{json.RawMessage(`{"type":"text","text":"hello"}`)})
+	if err != nil {
 		t.Fatal(err)
+	}
+	if after, _ := st.Count(ctx); res.Outcome != "sent" || res.Record < before || res.Record >= after {
+		t.Fatalf("reply result %+v, records %d..%d", res, before, after)
 	}
 	c, _ = f.svc.Get(ctx, "c1", id)
 	if c.Agent != "alice" || c.Waiting != 0 {
