@@ -58,12 +58,12 @@ type Conversation struct {
 	Reason string `json:"reason,omitempty"`
 	// Since is when the state last changed.
 	Since     time.Time `json:"since"`
-	LastEvent time.Time `json:"last_event"`
+	LastEvent time.Time `json:"last_event,omitzero"`
 	// Waiting is the number of events held for a human since the last
 	// human reply.
 	Waiting int `json:"waiting"`
 	// LastAgent is when a person last replied or acted on it.
-	LastAgent time.Time `json:"last_agent"`
+	LastAgent time.Time `json:"last_agent,omitzero"`
 }
 
 // Active is the conversation's last activity: its last change of state,
