@@ -199,6 +199,27 @@ type Notification struct {
 	Created  time.Time
 }
 
+// ConversationColumns are the columns of the stores' conversations table
+// that ScanConversation reads, in its order.
+const ConversationColumns = "channel, id, state, agent, reason, since_ms, last_event_ms, last_agent_ms, waiting"
+
+// ScanConversation reads a conversation from a row of ConversationColumns
+// (scan is a row's Scan): times are milliseconds, 0 for none.
+func ScanConversation(scan func(dest ...any) error) (Conversation, error) {
+	var c Conversation
+	var since, last, agent int64
+	err := scan(&c.Channel, &c.ID, &c.State, &c.Agent, &c.Reason, &since, &last, &agent, &c.Waiting)
+	c.Since, c.LastEvent, c.LastAgent = msOrZero(since), msOrZero(last), msOrZero(agent)
+	return c, err
+}
+
+func msOrZero(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
 // Store is the state the service keeps. Declared here, by its consumer;
 // both stores implement it. Changes of state are effects (SetState,
 // QueueNotification, NotificationAttempt) committed with their records;

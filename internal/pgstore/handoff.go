@@ -12,30 +12,9 @@ import (
 
 var _ handoff.Store = (*Store)(nil)
 
-const conversationCols = "channel, id, state, agent, reason, since_ms, last_event_ms, last_agent_ms, waiting"
-
-type oneRow interface{ Scan(dest ...any) error }
-
-func scanConversation(r oneRow) (handoff.Conversation, error) {
-	var c handoff.Conversation
-	var since, last, agentMs int64
-	err := r.Scan(&c.Channel, &c.ID, &c.State, &c.Agent, &c.Reason, &since, &last, &agentMs, &c.Waiting)
-	c.Since = msOrZero(since)
-	c.LastEvent = msOrZero(last)
-	c.LastAgent = msOrZero(agentMs)
-	return c, err
-}
-
-func msOrZero(ms int64) time.Time {
-	if ms == 0 {
-		return time.Time{}
-	}
-	return time.UnixMilli(ms).UTC()
-}
-
 // Conversation implements handoff.Store.
 func (s *Store) Conversation(ctx context.Context, channel, id string) (handoff.Conversation, error) {
-	c, err := scanConversation(s.pool.QueryRow(ctx, "SELECT "+conversationCols+" FROM conversations WHERE channel = $1 AND id = $2", channel, id))
+	c, err := handoff.ScanConversation(s.pool.QueryRow(ctx, "SELECT "+handoff.ConversationColumns+" FROM conversations WHERE channel = $1 AND id = $2", channel, id).Scan)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return c, handoff.ErrNotFound
 	}
@@ -47,7 +26,7 @@ func (s *Store) Conversation(ctx context.Context, channel, id string) (handoff.C
 
 // Conversations implements handoff.Store.
 func (s *Store) Conversations(ctx context.Context, channels []string, states []handoff.State) ([]handoff.Conversation, error) {
-	q := "SELECT " + conversationCols + " FROM conversations WHERE 1 = 1"
+	q := "SELECT " + handoff.ConversationColumns + " FROM conversations WHERE 1 = 1"
 	var args []any
 	if channels != nil {
 		args = append(args, channels)
@@ -69,7 +48,7 @@ func (s *Store) Conversations(ctx context.Context, channels []string, states []h
 	defer rows.Close()
 	var out []handoff.Conversation
 	for rows.Next() {
-		c, err := scanConversation(rows)
+		c, err := handoff.ScanConversation(rows.Scan)
 		if err != nil {
 			return nil, fmt.Errorf("pgstore: read conversations: %w", err)
 		}
@@ -104,7 +83,7 @@ func (s *Store) NoteAgent(ctx context.Context, channel, id string, at time.Time)
 
 // setConversation applies handoff.SetState inside tx.
 func setConversation(ctx context.Context, tx pgx.Tx, e handoff.SetState) error {
-	cur, err := scanConversation(tx.QueryRow(ctx, "SELECT "+conversationCols+" FROM conversations WHERE channel = $1 AND id = $2 FOR UPDATE", e.Channel, e.ID))
+	cur, err := handoff.ScanConversation(tx.QueryRow(ctx, "SELECT "+handoff.ConversationColumns+" FROM conversations WHERE channel = $1 AND id = $2 FOR UPDATE", e.Channel, e.ID).Scan)
 	found := err == nil
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("pgstore: read conversation: %w", err)
@@ -116,7 +95,7 @@ func setConversation(ctx context.Context, tx pgx.Tx, e handoff.SetState) error {
 	if e.State != handoff.StateHuman {
 		waiting = 0
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO conversations (`+conversationCols+`) VALUES ($1, $2, $3, $4, $5, $6, 0, 0, $7)
+	_, err = tx.Exec(ctx, `INSERT INTO conversations (`+handoff.ConversationColumns+`) VALUES ($1, $2, $3, $4, $5, $6, 0, 0, $7)
 		ON CONFLICT (channel, id) DO UPDATE SET state = excluded.state, agent = excluded.agent, reason = excluded.reason,
 		since_ms = excluded.since_ms, waiting = excluded.waiting`,
 		e.Channel, e.ID, string(e.State), e.Agent, e.Reason, e.At.UnixMilli(), waiting)
