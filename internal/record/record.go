@@ -272,6 +272,9 @@ type Outbound struct {
 	// Agent names the person who sent it (a human reply, or a chat call
 	// such as markAsRead made for them); empty for the bot's own sends.
 	Agent string `json:"agent,omitempty"`
+	// Tool names the tool whose call linegate's Messaging API proxy
+	// carried; Endpoint is then the LINE path called.
+	Tool string `json:"tool,omitempty"`
 	// Subj are the subjects the send concerns (not encoded).
 	Subj []string `json:"-"`
 }

@@ -211,6 +211,7 @@ func NewAPI(opts Options) *API {
 	a.route("POST /v2/bot/chat/loading/start", a.loadingStart)
 	a.routeControls()
 	a.routeTokens()
+	a.routeReads()
 	a.mux.HandleFunc("GET /_sim/calls", a.serveCalls)
 	a.mux.HandleFunc("DELETE /_sim/calls", func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
