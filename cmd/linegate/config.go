@@ -327,6 +327,8 @@ type ChannelConfig struct {
 	RateLimit float64 `yaml:"rate_limit"`
 	// The channel's webhook_url and quota_budget (see ChannelLineConfig).
 	ChannelLineConfig `yaml:",inline"`
+	// Handoff configures the handoff to people (serve_handoff.go).
+	Handoff *HandoffConfig `yaml:"handoff"`
 
 	site *configSite // where it was read
 	path string      // channels[i]
@@ -698,6 +700,7 @@ func (c *Config) check(p *configParser) {
 		seen[ch.ID] = ch.path
 	}
 	c.checkMonitor(p)
+	c.checkHandoff(p)
 }
 
 // presetNames lists the preset retention classes.

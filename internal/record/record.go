@@ -286,6 +286,9 @@ type Outbound struct {
 	Status    int     `json:"status,omitempty"`
 	Error     string  `json:"error,omitempty"`
 	LatencyMs float64 `json:"latency_ms,omitempty"`
+	// Agent names the person who sent it (a human reply, or a chat call
+	// such as markAsRead made for them); empty for the bot's own sends.
+	Agent string `json:"agent,omitempty"`
 	// Tool names the tool whose call linegate's Messaging API proxy
 	// carried; Endpoint is then the LINE path called.
 	Tool string `json:"tool,omitempty"`
