@@ -22,12 +22,15 @@ import (
 	"github.com/linegate/linegate/internal/archive"
 	"github.com/linegate/linegate/internal/canary"
 	"github.com/linegate/linegate/internal/chantoken"
+	"github.com/linegate/linegate/internal/handoff"
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/media"
 	"github.com/linegate/linegate/internal/objstore"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/pipeline"
+	"github.com/linegate/linegate/internal/proxy"
 	"github.com/linegate/linegate/internal/retention"
 	"github.com/linegate/linegate/internal/rules"
 	"github.com/linegate/linegate/internal/webhook"
@@ -145,11 +148,20 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		return err
 	}
 	g.canary = newCanary(cfg, g.led, g.store, g.sender, log)
+	if err := g.newHandoff(e); err != nil {
+		return err
+	}
 	g.startPipeline(channels)
 	g.startJobs()
 	g.newAdmin(e, adminToken)
 	g.startArchive()
+	if err := g.startMedia(ctx, secrets); err != nil {
+		return err
+	}
 	g.startMonitor()
+	if err := g.startProxy(e); err != nil {
+		return err
+	}
 	ls, err := g.listen()
 	if err != nil {
 		return err
@@ -162,6 +174,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	eg, egCtx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return serveUntilClosed(ls.pubSrv, ls.pubLn) })
 	eg.Go(func() error { return serveUntilClosed(ls.adminSrv, ls.adminLn) })
+	eg.Go(g.proxy.serve)
 	eg.Go(func() error {
 		<-egCtx.Done()
 		return g.shutdown(ls)
@@ -192,7 +205,11 @@ type instance struct {
 	ingress *webhook.Handler
 	api     *adminapi.API
 	reg     *prometheus.Registry
-	canary  *canary.Watch // the canary: round trips, leaks
+	canary  *canary.Watch     // the canary: round trips, leaks
+	proxy   *proxyServer      // the Messaging API proxy (nil: none)
+	replies *proxy.ReplyIndex // reply tokens, for the proxy
+	blobs   media.Blobs       // object storage for large media (nil: the store only)
+	handoff *handoff.Service
 
 	stopPipe context.CancelFunc // nil until the pipeline runs
 	pipeDone chan struct{}
@@ -320,7 +337,9 @@ func (g *instance) startPipeline(channels []webhook.Channel) {
 		Action:  answer(g.engine),
 		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,
 	}
+	o.Action = g.gateHandoff(o.Action)   // conversations people own: held for them
 	o.Action = g.canary.Action(o.Action) // canary round trips and leaks, before the rules
+	o.Action = g.noteReplies(o.Action)
 	if ls, ok := g.store.(leases); ok {
 		dl := ls.DispatchLease()
 		g.release = append(g.release, dl.Release)
@@ -359,6 +378,7 @@ func (g *instance) startJobs() {
 	}
 	g.bg.Go(func() { retention.RunSubjectIndex(ctx, g.store, 250*time.Millisecond, g.led.Busy, log) })
 	g.bg.Go(func() { g.ingress.RunRejectionSummaries(ctx) })
+	g.startHandoffJobs()
 }
 
 // newAdmin builds the metrics registry and the admin API, and starts its
@@ -374,6 +394,7 @@ func (g *instance) newAdmin(e *env, token []byte) {
 	g.reg.MustRegister(g.pipe.Collectors()...)
 	g.reg.MustRegister(g.sender.Collectors()...)
 	g.reg.MustRegister(g.tokens.Collectors()...)
+	g.reg.MustRegister(g.handoff.Collectors()...)
 	g.api = adminapi.New(adminapi.Options{
 		Ledger: g.led, Store: g.store, Pipeline: g.pipe, Switches: g.sender, Rules: g.engine, Keys: g.ring,
 		LoadRules: func() (*rules.Set, error) { return loadRules(e, cfg) },
@@ -388,8 +409,9 @@ func (g *instance) newAdmin(e *env, token []byte) {
 			return c.kekConfig(e.getenv)
 		},
 		Policies: cfg.policies(), Origin: cfg.Log.Origin, Replica: replicaName(), Token: token, Metrics: g.reg, Logger: g.log,
-		Channels: channelIDs(cfg),
-		Canary:   g.canary,
+		Channels:      channelIDs(cfg),
+		Canary:        g.canary,
+		Conversations: g.handoff,
 	})
 	g.reg.MustRegister(g.api.Collectors()...)
 	g.reg.MustRegister(g.sender.DryRunGauges()...)
@@ -479,6 +501,7 @@ func (g *instance) shutdown(ls *listeners) error {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	err := ls.pubSrv.Shutdown(ctx)
+	err = errors.Join(err, g.proxy.shutdown(ctx))
 	if ferr := g.ingress.FlushRejections(ctx); ferr != nil {
 		g.log.Warn("the last summary of rejected webhooks was not recorded", "err", ferr)
 	}
@@ -625,6 +648,7 @@ func newResponder(ctx context.Context, e *env, cfg *Config, secrets map[string]c
 		Clients: clients, Ledger: led, State: store, EnvKillSwitch: envKill,
 		DryRunChannels: dry, DryRunAll: cfg.DryRun, RateLimits: limits, Logger: log,
 		QuotaBudgets: quotaBudgets(cfg),
+		Annotate:     sentImages(cfg),
 	})
 	if err := sender.Refresh(ctx); err != nil {
 		return nil, nil, err

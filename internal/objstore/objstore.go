@@ -126,22 +126,27 @@ func (s *S3) CheckBucket(ctx context.Context) error {
 }
 
 // Put stores body under key, locked in compliance mode until retainUntil,
-// reads it back and checks its hash and its lock.
+// reads it back and checks its hash and its lock. A zero retainUntil (no
+// end to the retention) puts the object without a lock of its own: the
+// bucket's default retention, if it has one, applies.
 func (s *S3) Put(ctx context.Context, key string, body []byte, retainUntil time.Time) error {
-	if retainUntil.IsZero() || !retainUntil.After(time.Now()) {
+	if !retainUntil.IsZero() && !retainUntil.After(time.Now()) {
 		return fmt.Errorf("objstore: put %s: the retain-until date must be in the future", key)
 	}
 	sum := sha256.Sum256(body)
-	_, err := s.c.PutObject(ctx, &s3.PutObjectInput{
-		Bucket:                    aws.String(s.bucket),
-		Key:                       aws.String(s.key(key)),
-		Body:                      bytes.NewReader(body),
-		ContentLength:             aws.Int64(int64(len(body))),
-		ChecksumSHA256:            aws.String(base64.StdEncoding.EncodeToString(sum[:])),
-		IfNoneMatch:               aws.String("*"), // never a new version over an object
-		ObjectLockMode:            types.ObjectLockModeCompliance,
-		ObjectLockRetainUntilDate: aws.Time(retainUntil.UTC().Truncate(time.Second).Add(time.Second)),
-	})
+	in := &s3.PutObjectInput{
+		Bucket:         aws.String(s.bucket),
+		Key:            aws.String(s.key(key)),
+		Body:           bytes.NewReader(body),
+		ContentLength:  aws.Int64(int64(len(body))),
+		ChecksumSHA256: aws.String(base64.StdEncoding.EncodeToString(sum[:])),
+		IfNoneMatch:    aws.String("*"), // never a new version over an object
+	}
+	if !retainUntil.IsZero() {
+		in.ObjectLockMode = types.ObjectLockModeCompliance
+		in.ObjectLockRetainUntilDate = aws.Time(retainUntil.UTC().Truncate(time.Second).Add(time.Second))
+	}
+	_, err := s.c.PutObject(ctx, in)
 	if err != nil && !isCode(err, "PreconditionFailed", "ConditionalRequestConflict") {
 		return fmt.Errorf("objstore: put %s: %w", key, err)
 	}
@@ -155,6 +160,9 @@ func (s *S3) Put(ctx context.Context, key string, body []byte, retainUntil time.
 			return fmt.Errorf("objstore: put %s: %w", key, ErrExists)
 		}
 		return fmt.Errorf("objstore: put %s: %w", key, ErrMismatch)
+	}
+	if retainUntil.IsZero() {
+		return nil
 	}
 	until, err := s.RetainUntil(ctx, key)
 	if err != nil {

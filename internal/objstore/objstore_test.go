@@ -162,6 +162,17 @@ func TestObjectLock(t *testing.T) {
 		}
 		t.Logf("refused: %v", err)
 	})
+	t.Run("no retain-until: no lock of its own", func(t *testing.T) {
+		if err := b.Put(ctx, "media/x", []byte("content"), time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := b.Get(ctx, "media/x"); err != nil || string(got) != "content" {
+			t.Fatalf("Get = %q, %v", got, err)
+		}
+		if _, err := b.RetainUntil(ctx, "media/x"); !errors.Is(err, objstore.ErrNotLocked) {
+			t.Fatalf("RetainUntil of an object put without a date: %v; want ErrNotLocked", err)
+		}
+	})
 	t.Run("a retain-until in the past", func(t *testing.T) {
 		if err := b.Put(ctx, "past", []byte("x"), time.Now().Add(-time.Hour)); err == nil {
 			t.Fatal("Put with a past retain-until succeeded")
