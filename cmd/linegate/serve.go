@@ -19,6 +19,7 @@ import (
 
 	"github.com/linegate/linegate/examples"
 	adminapi "github.com/linegate/linegate/internal/admin"
+	"github.com/linegate/linegate/internal/archive"
 	"github.com/linegate/linegate/internal/canary"
 	"github.com/linegate/linegate/internal/chantoken"
 	"github.com/linegate/linegate/internal/handoff"
@@ -26,6 +27,7 @@ import (
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/media"
+	"github.com/linegate/linegate/internal/objstore"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/pipeline"
 	"github.com/linegate/linegate/internal/proxy"
@@ -132,6 +134,9 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	}
 	g := &instance{cfg: cfg, log: log}
 	defer g.close()
+	if err := g.openArchive(ctx, e); err != nil {
+		return err
+	}
 	if err := g.openStorage(ctx, e); err != nil {
 		return err
 	}
@@ -149,6 +154,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	g.startPipeline(channels)
 	g.startJobs()
 	g.newAdmin(e, adminToken)
+	g.startArchive()
 	if err := g.startMedia(ctx, secrets); err != nil {
 		return err
 	}
@@ -213,6 +219,10 @@ type instance struct {
 	stopBg context.CancelFunc
 	bg     sync.WaitGroup
 	hup    chan os.Signal
+
+	// The archive: object storage and witnesses (nil if not configured).
+	archive *archive.Publisher
+	bucket  *objstore.S3
 }
 
 // resolveChannels reads the channels' secrets and audiences: the ingress's
@@ -304,6 +314,9 @@ func (g *instance) openLedger(ctx context.Context) error {
 	})
 	if err != nil {
 		return withRollbackHint(cfg, err)
+	}
+	if err := g.holdToBucket(ctx, led); err != nil {
+		return err
 	}
 	led.Start()
 	g.led = led
@@ -431,6 +444,7 @@ func (g *instance) listen() (*listeners, error) {
 	if !cfg.Log.Public {
 		publicLog = nil
 	}
+	publicLog = g.cosignedRoute(publicLog)
 	ls := &listeners{
 		pubSrv:   withTimeouts(&http.Server{Handler: g.ingress.Routes(g.api.Health(), g.api.Ready(), publicLog)}, log),
 		adminSrv: withTimeouts(&http.Server{Handler: g.api.Handler()}, log),
