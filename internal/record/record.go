@@ -269,6 +269,13 @@ type Outbound struct {
 	Status    int     `json:"status,omitempty"`
 	Error     string  `json:"error,omitempty"`
 	LatencyMs float64 `json:"latency_ms,omitempty"`
+	// For a delivery to a fan-out destination (Endpoint "destination"):
+	// its name, whether it was a redelivery (replay), and the size and
+	// SHA-256 (hex) of its answer, never the answer itself.
+	Destination    string `json:"destination,omitempty"`
+	Redelivery     bool   `json:"redelivery,omitempty"`
+	ResponseBytes  int64  `json:"response_bytes,omitempty"`
+	ResponseSHA256 string `json:"response_sha256,omitempty"`
 	// Subj are the subjects the send concerns (not encoded).
 	Subj []string `json:"-"`
 }

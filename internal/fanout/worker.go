@@ -1,0 +1,351 @@
+package fanout
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/oplog"
+	"github.com/linegate/linegate/internal/record"
+	"github.com/linegate/linegate/internal/rules"
+)
+
+// The breaker's states, as the metric linegate_fanout_breaker_state
+// gives them.
+const (
+	breakerClosed   = 0
+	breakerHalfOpen = 1
+	breakerOpen     = 2
+)
+
+var breakerNames = []string{"closed", "half_open", "open"}
+
+// maxResponse bounds the answer read from a destination (its size and
+// hash are recorded; the rest is not read).
+const maxResponse = 1 << 20
+
+// headsPerRound bounds the conversations a worker looks at in one round.
+const headsPerRound = 256
+
+// worker delivers one destination's queue, one attempt at a time: the
+// first queued event of each conversation whose retry time has come.
+type worker struct {
+	f    *Fanout
+	d    *Destination
+	http *http.Client
+	wake chan struct{}
+
+	paused atomic.Bool
+
+	mu        sync.Mutex // the breaker and the last error, read by Status
+	state     int
+	failures  int // consecutive failed attempts
+	openUntil time.Time
+	lastError string
+	depth     int64
+}
+
+func newWorker(f *Fanout, d *Destination) *worker {
+	return &worker{f: f, d: d, http: rules.FencedClient(), wake: make(chan struct{}, 1)}
+}
+
+func (w *worker) kick() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *worker) run(ctx context.Context) {
+	f := w.f
+	t := time.NewTimer(0)
+	defer t.Stop()
+	var lastDepth time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.wake:
+		case <-t.C:
+		}
+		more := false
+		if f.o.Lease == nil || f.o.Lease.Held(ctx) {
+			if v, err := f.o.Store.Setting(ctx, pauseKey(w.d.Name)); err == nil {
+				w.paused.Store(v == "on")
+			}
+			if !w.paused.Load() {
+				more = w.round(ctx)
+			}
+		}
+		if now := f.o.Now(); now.Sub(lastDepth) > time.Second || more {
+			lastDepth = now
+			w.refreshDepth(ctx)
+		}
+		f.m.paused.WithLabelValues(w.d.Name).Set(b2f(w.paused.Load()))
+		if more {
+			t.Reset(0)
+		} else {
+			t.Reset(f.o.Poll)
+		}
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (w *worker) refreshDepth(ctx context.Context) {
+	depths, err := w.f.o.Store.QueueDepths(ctx)
+	if err != nil {
+		return
+	}
+	w.mu.Lock()
+	w.depth = depths[w.d.Name]
+	w.mu.Unlock()
+	w.f.m.depth.WithLabelValues(w.d.Name).Set(float64(depths[w.d.Name]))
+}
+
+// round attempts the heads whose time has come, and reports whether it
+// delivered any (more may be waiting behind them).
+func (w *worker) round(ctx context.Context) bool {
+	f := w.f
+	heads, err := f.o.Store.Heads(ctx, w.d.Name, headsPerRound)
+	if err != nil {
+		if ctx.Err() == nil {
+			f.log.Error("fanout: read queue", "destination", w.d.Name, "err", err)
+		}
+		return false
+	}
+	delivered := false
+	for _, e := range heads {
+		if ctx.Err() != nil {
+			return false
+		}
+		now := f.o.Now()
+		if e.NextMs > now.UnixMilli() {
+			continue
+		}
+		if !w.allow(now) {
+			return false
+		}
+		if w.attempt(ctx, e) {
+			delivered = true
+		}
+	}
+	return delivered
+}
+
+// allow reports whether the breaker lets an attempt through at now: always
+// when closed; when open, none until its cooldown has passed, then one
+// probe (half-open).
+func (w *worker) allow(now time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch w.state {
+	case breakerOpen:
+		if now.Before(w.openUntil) {
+			return false
+		}
+		w.setState(breakerHalfOpen)
+		return true
+	case breakerHalfOpen:
+		return true // the worker makes one attempt at a time: this is the probe
+	}
+	return true
+}
+
+// result feeds an attempt's result to the breaker.
+func (w *worker) result(ok bool, errText string, now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if ok {
+		w.failures = 0
+		w.setState(breakerClosed)
+		return
+	}
+	w.failures++
+	w.lastError = errText
+	if w.state == breakerHalfOpen || w.failures >= w.f.o.BreakerFailures {
+		if w.state != breakerOpen {
+			w.f.log.Warn("fanout: destination failing: breaker open", "destination", w.d.Name,
+				"failures", w.failures, "retry_in", w.f.o.BreakerCooldown.String(), "err", errText)
+		}
+		w.openUntil = now.Add(w.f.o.BreakerCooldown)
+		w.setState(breakerOpen)
+	}
+}
+
+// setState sets the breaker's state (w.mu held).
+func (w *worker) setState(s int) {
+	w.state = s
+	w.f.m.breaker.WithLabelValues(w.d.Name).Set(float64(s))
+}
+
+// backoff returns the wait before the next attempt of an entry that has
+// failed attempts times: BaseDelay doubled each time up to MaxDelay,
+// jittered between half and all of it.
+func (w *worker) backoff(attempts int) time.Duration {
+	o := w.f.o
+	d := o.BaseDelay
+	for i := 1; i < attempts && d < o.MaxDelay; i++ {
+		d *= 2
+	}
+	d = min(d, o.MaxDelay)
+	return d/2 + rand.N(d/2+1)
+}
+
+// attempt delivers one entry and records the attempt with its effect on
+// the queue, and reports whether it left the queue.
+func (w *worker) attempt(ctx context.Context, e *Entry) bool {
+	f := w.f
+	dest, event, err := w.load(ctx, e)
+	if errors.Is(err, ledger.ErrUnavailable) {
+		f.log.Warn("fanout: event not readable now: retried later", "destination", w.d.Name, "record", e.Record, "err", err)
+		return false
+	}
+	start := f.o.Now()
+	rec := &record.Outbound{EventKey: e.Key, Record: e.Record, Endpoint: Endpoint, Destination: w.d.Name,
+		URL: w.d.URL, SecretID: w.d.SecretID, Redelivery: e.Redelivery, Subj: e.Subjects,
+		Extra: map[string]string{"attempt": fmt.Sprint(e.Attempts + 1)}}
+	var effect ledger.Effect
+	ok := false
+	if err != nil {
+		// The record's payload is gone (retention, a destroyed key) or
+		// not an event: nothing can ever be delivered.
+		rec.Outcome, rec.Reason = "dropped", err.Error()
+		effect = Delivered{Seq: e.Seq}
+		f.m.attempts.WithLabelValues(w.d.Name, "dropped").Inc()
+	} else {
+		body, berr := buildBody(dest, event, w.d.OwnsReplyToken, e.Redelivery)
+		if berr != nil {
+			rec.Outcome, rec.Reason = "dropped", berr.Error()
+			effect = Delivered{Seq: e.Seq}
+			f.m.attempts.WithLabelValues(w.d.Name, "dropped").Inc()
+		} else {
+			rec.Request = json.RawMessage(body)
+			status, size, sum, errText := w.post(ctx, body)
+			lat := f.o.Now().Sub(start)
+			rec.Status, rec.Error, rec.LatencyMs = status, errText, float64(lat)/float64(time.Millisecond)
+			rec.ResponseBytes, rec.ResponseSHA256 = size, sum
+			f.m.latency.WithLabelValues(w.d.Name).Observe(lat.Seconds())
+			ok = errText == "" && status/100 == 2
+			if !ok && errText == "" {
+				errText = fmt.Sprintf("answered %d", status)
+			}
+			w.result(ok, errText, f.o.Now())
+			if ok {
+				rec.Outcome = "delivered"
+				effect = Delivered{Seq: e.Seq}
+				f.m.attempts.WithLabelValues(w.d.Name, "delivered").Inc()
+			} else {
+				next := f.o.Now().Add(w.backoff(e.Attempts + 1))
+				rec.Outcome, rec.Reason = "failed", errText
+				effect = Retry{Seq: e.Seq, Attempts: e.Attempts + 1, NextMs: next.UnixMilli()}
+				f.m.attempts.WithLabelValues(w.d.Name, "failed").Inc()
+			}
+		}
+	}
+	payload, err := record.Encode(&record.Meta{Channel: e.Channel, ReceivedMs: start.UnixMilli()}, rec)
+	if err != nil {
+		f.log.Error("fanout: encode attempt record", "destination", w.d.Name, "err", err)
+		return false
+	}
+	entry := ledger.Entry{Kind: ledger.KindOutbound, Time: start, Channel: e.Channel, Retention: e.Retention,
+		Payload: payload, Subjects: e.Subjects}
+	// Not tied to ctx: an attempt made is recorded, even at shutdown.
+	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := f.o.Log.Commit(cctx, []ledger.Entry{entry}, effect); err != nil {
+		// The event stays queued as it was and is delivered again: a
+		// destination sees an event at least once, and dedups by
+		// webhookEventId as it does LINE's redeliveries.
+		f.log.Error("fanout: attempt not recorded: the event is delivered again", "destination", w.d.Name,
+			"event", e.Key, "err", oplog.Truncate(err.Error(), 300))
+		return false
+	}
+	return rec.Outcome != "failed"
+}
+
+// load reads an entry's event back from its webhook record, with the
+// body's destination (the bot's user id).
+func (w *worker) load(ctx context.Context, e *Entry) (string, json.RawMessage, error) {
+	f := w.f
+	for rec, err := range f.o.Ledger.Records(ctx, e.Record, e.Record+1) {
+		if err != nil {
+			return "", nil, fmt.Errorf("%w: read record %d: %v", ledger.ErrUnavailable, e.Record, err)
+		}
+		if rec.Payload == nil {
+			return "", nil, fmt.Errorf("the payload of record %d is deleted", e.Record)
+		}
+		payload, err := ledger.OpenPayload(ctx, f.o.Sealer, rec)
+		if errors.Is(err, ledger.ErrUnavailable) {
+			return "", nil, err
+		}
+		if err != nil {
+			return "", nil, fmt.Errorf("the payload of record %d cannot be opened: %v", e.Record, err)
+		}
+		_, body, err := record.DecodePayload(payload)
+		if err != nil {
+			return "", nil, fmt.Errorf("record %d: %v", e.Record, err)
+		}
+		cb, err := line.ParseCallback(body)
+		if err != nil || e.Index >= len(cb.Events) {
+			return "", nil, fmt.Errorf("record %d has no event %d", e.Record, e.Index)
+		}
+		dest := cb.Destination
+		if dest == "" {
+			dest = f.o.BotUserIDs[e.Channel]
+		}
+		return dest, cb.Events[e.Index], nil
+	}
+	return "", nil, fmt.Errorf("record %d not found", e.Record)
+}
+
+// post sends a body and returns the answer's status, size and SHA-256, or
+// an error text (never the body, never the secret).
+func (w *worker) post(ctx context.Context, body []byte) (status int, size int64, sum, errText string) {
+	ctx, cancel := context.WithTimeout(rules.WithFence(ctx, w.d.u, w.d.loopback), w.d.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "POST", w.d.URL, bytes.NewReader(body))
+	if err != nil {
+		return 0, 0, "", "request not built"
+	}
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	req.Header.Set("User-Agent", "linegate-fanout")
+	req.Header.Set(line.SignatureHeader, line.Sign(w.d.Secret, body))
+	resp, err := w.http.Do(req)
+	if err != nil {
+		switch {
+		case rules.OutsideFence(err):
+			return 0, 0, "", "refused: outside the destination's fence"
+		case ctx.Err() != nil:
+			return 0, 0, "", fmt.Sprintf("timed out after %v", w.d.Timeout)
+		}
+		return 0, 0, "", "no answer: connection failed"
+	}
+	defer resp.Body.Close()
+	h := sha256.New()
+	n, _ := io.Copy(h, io.LimitReader(resp.Body, maxResponse))
+	return resp.StatusCode, n, hex.EncodeToString(h.Sum(nil)), ""
+}
+
+func isLoopbackIP(host string) bool {
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
