@@ -27,7 +27,7 @@ var _ ledger.Store = (*Store)(nil)
 
 // schemaVersion is the version of the schema this code writes. A database
 // of a newer version is refused.
-const schemaVersion = 2
+const schemaVersion = 3
 
 // migrations[i] brings a database from version i to version i+1.
 var migrations = []string{
@@ -131,6 +131,17 @@ var migrations = []string{
 		event    TEXT NOT NULL     -- the event that fired it (its retry may fire again)
 	);
 	CREATE INDEX cooldowns_until ON cooldowns (until_ms);`,
+
+	// Version 3: the fan-out destinations' queue.
+	`CREATE TABLE fanout_queue (
+		seq          BIGSERIAL PRIMARY KEY,
+		destination  TEXT NOT NULL,
+		conversation TEXT NOT NULL,            -- entries of one conversation are delivered in seq order
+		attempts     INT NOT NULL DEFAULT 0,
+		next_ms      BIGINT NOT NULL DEFAULT 0, -- not tried before
+		entry        BYTEA NOT NULL            -- fanout.Entry as JSON
+	);
+	CREATE INDEX fanout_queue_destination ON fanout_queue (destination, conversation, seq);`,
 }
 
 // The second keys of the advisory locks, by use (the first is lockID).

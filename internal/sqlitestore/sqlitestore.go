@@ -24,7 +24,7 @@ var _ ledger.Store = (*Store)(nil)
 
 // schemaVersion is the version of the schema this code writes, kept in
 // PRAGMA user_version. A database of a newer version is refused.
-const schemaVersion = 6
+const schemaVersion = 7
 
 // migrations[i] brings a database from version i to version i+1.
 var migrations = []string{
@@ -135,6 +135,17 @@ var migrations = []string{
 		event    TEXT NOT NULL     -- the event that fired it (its retry may fire again)
 	) WITHOUT ROWID;
 	CREATE INDEX cooldowns_until ON cooldowns (until_ms);`,
+
+	// Version 7: the fan-out destinations' queue.
+	`CREATE TABLE fanout_queue (
+		seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+		destination  TEXT NOT NULL,
+		conversation TEXT NOT NULL,             -- entries of one conversation are delivered in seq order
+		attempts     INTEGER NOT NULL DEFAULT 0,
+		next_ms      INTEGER NOT NULL DEFAULT 0, -- not tried before
+		entry        BLOB NOT NULL              -- fanout.Entry as JSON
+	);
+	CREATE INDEX fanout_queue_destination ON fanout_queue (destination, conversation, seq);`,
 }
 
 // Options tunes a Store.
