@@ -87,6 +87,9 @@ type Config struct {
 	Channels   []ChannelConfig  `yaml:"channels"`
 	// Monitor sets the polls of LINE's API (see MonitorConfig).
 	Monitor MonitorConfig `yaml:"monitor"`
+	// Fanout sets the delivery to the channels' destinations, and the
+	// single webhook URL (see FanoutConfig, docs/FANOUT.md).
+	Fanout FanoutConfig `yaml:"fanout"`
 
 	builtin bool   // the built-in example: rule files come from the binary
 	path    string // the file it was read from
@@ -315,6 +318,9 @@ type ChannelConfig struct {
 	RateLimit float64 `yaml:"rate_limit"`
 	// The channel's webhook_url and quota_budget (see ChannelLineConfig).
 	ChannelLineConfig `yaml:",inline"`
+	// Destinations receive the channel's events (see DestinationConfig,
+	// docs/FANOUT.md).
+	Destinations []DestinationConfig `yaml:"destinations"`
 
 	site *configSite // where it was read
 	path string      // channels[i]
@@ -504,6 +510,9 @@ func (c *Config) resolvePaths(dir string) {
 		for j := range ch.Audiences {
 			rel(&ch.Audiences[j].SubjectsFile)
 		}
+		for j := range ch.Destinations {
+			rel(&ch.Destinations[j].SecretFile)
+		}
 	}
 }
 
@@ -675,6 +684,7 @@ func (c *Config) check(p *configParser) {
 		seen[ch.ID] = ch.path
 	}
 	c.checkMonitor(p)
+	c.checkFanout(p)
 }
 
 // presetNames lists the preset retention classes.

@@ -140,6 +140,9 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		return err
 	}
 	g.canary = newCanary(cfg, g.led, g.store, g.sender, log)
+	if err := g.newFanout(e); err != nil {
+		return err
+	}
 	g.startPipeline(channels)
 	g.startJobs()
 	g.newAdmin(e, adminToken)
@@ -187,6 +190,7 @@ type instance struct {
 	api     *adminapi.API
 	reg     *prometheus.Registry
 	canary  *canary.Watch // the canary: round trips, leaks
+	fan     *fanoutRun    // the fan-out to the destinations (nil: none)
 
 	stopPipe context.CancelFunc // nil until the pipeline runs
 	pipeDone chan struct{}
@@ -307,6 +311,7 @@ func (g *instance) startPipeline(channels []webhook.Channel) {
 		Action:  answer(g.engine),
 		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,
 	}
+	g.fanoutPipeline(&o)
 	o.Action = g.canary.Action(o.Action) // canary round trips and leaks, before the rules
 	if ls, ok := g.store.(leases); ok {
 		dl := ls.DispatchLease()
@@ -320,7 +325,7 @@ func (g *instance) startPipeline(channels []webhook.Channel) {
 
 	g.ingress = webhook.New(webhook.Options{Channels: channels, Ledger: g.led, MaxBody: cfg.MaxBodyBytes, Logger: g.log, Appended: g.pipe.Kick,
 		Rejections: webhook.RejectionPolicy{Retention: cfg.Rejections.Retention, PerSecond: cfg.Rejections.PerSecond,
-			Burst: cfg.Rejections.Burst, SummaryEvery: cfg.Rejections.SummaryEvery}})
+			Burst: cfg.Rejections.Burst, SummaryEvery: cfg.Rejections.SummaryEvery}, ByBot: singleURLBots(cfg)})
 }
 
 // startJobs starts the background jobs, each of its owner's package:
@@ -361,6 +366,7 @@ func (g *instance) newAdmin(e *env, token []byte) {
 	g.reg.MustRegister(g.pipe.Collectors()...)
 	g.reg.MustRegister(g.sender.Collectors()...)
 	g.reg.MustRegister(g.tokens.Collectors()...)
+	g.reg.MustRegister(g.fanoutCollectors()...)
 	g.api = adminapi.New(adminapi.Options{
 		Ledger: g.led, Store: g.store, Pipeline: g.pipe, Switches: g.sender, Rules: g.engine, Keys: g.ring,
 		LoadRules: func() (*rules.Set, error) { return loadRules(e, cfg) },
@@ -377,6 +383,7 @@ func (g *instance) newAdmin(e *env, token []byte) {
 		Policies: cfg.policies(), Origin: cfg.Log.Origin, Replica: replicaName(), Token: token, Metrics: g.reg, Logger: g.log,
 		Channels: channelIDs(cfg),
 		Canary:   g.canary,
+		Routes:   g.fanoutRoutes,
 	})
 	g.reg.MustRegister(g.api.Collectors()...)
 	g.reg.MustRegister(g.sender.DryRunGauges()...)
@@ -469,6 +476,7 @@ func (g *instance) shutdown(ls *listeners) error {
 		g.log.Warn("the last summary of rejected webhooks was not recorded", "err", ferr)
 	}
 	g.stopPipeline()
+	g.stopFanout()
 	// The tokens linegate issued are revoked, and recorded, while the
 	// ledger still takes records.
 	if terr := g.tokens.Close(ctx); terr != nil {
@@ -489,6 +497,7 @@ func (g *instance) shutdown(ls *listeners) error {
 // it appended is durable, and the next start integrates it).
 func (g *instance) close() {
 	g.stopPipeline()
+	g.stopFanout()
 	if g.tokens != nil { // after a failed start: shutdown has not revoked them
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		g.tokens.Close(ctx)

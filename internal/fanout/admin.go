@@ -145,7 +145,7 @@ func (f *Fanout) Routes(mux *http.ServeMux) {
 				return
 			}
 			name := r.PathValue("name")
-			detail := map[string]any{}
+			detail := map[string]any{"remote": r.RemoteAddr}
 			if req.Reason != "" {
 				detail["reason"] = req.Reason
 			}
@@ -162,6 +162,7 @@ func (f *Fanout) Routes(mux *http.ServeMux) {
 			return
 		}
 		req.Destination = r.PathValue("name")
+		req.remote = r.RemoteAddr
 		res, err := f.Replay(r.Context(), req)
 		if err != nil {
 			httpError(w, err)

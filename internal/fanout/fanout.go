@@ -109,9 +109,6 @@ func (d *Destination) Check() error {
 	}
 	d.loopback = u.Scheme == "http"
 	d.u = u
-	if len(d.Secret) == 0 {
-		return fmt.Errorf("no signing secret: give one of secret, secret_env, secret_file (the destination's own, not the channel's)")
-	}
 	for _, t := range d.SourceTypes {
 		if !slices.Contains([]string{"user", "group", "room", "none"}, t) {
 			return fmt.Errorf("source_types: %q: want user, group, room or none", t)
@@ -297,7 +294,7 @@ type Options struct {
 	BreakerFailures int
 	BreakerCooldown time.Duration
 	// Poll is how often a worker looks at its queue when nothing wakes
-	// it (default 200ms).
+	// it (default 100ms).
 	Poll   time.Duration
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -331,7 +328,7 @@ func New(o Options) (*Fanout, error) {
 		o.BreakerCooldown = 30 * time.Second
 	}
 	if o.Poll <= 0 {
-		o.Poll = 200 * time.Millisecond
+		o.Poll = 100 * time.Millisecond
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -341,6 +338,9 @@ func New(o Options) (*Fanout, error) {
 	}
 	f := &Fanout{o: o, log: o.Logger, byName: map[string]*worker{}, owners: map[string]string{}, m: newMetrics()}
 	for _, d := range o.Destinations {
+		if len(d.Secret) == 0 {
+			return nil, fmt.Errorf("destination %q: no signing secret: give one of secret, secret_env, secret_file (the destination's own, not the channel's)", d.Name)
+		}
 		w := newWorker(f, d)
 		f.byName[d.Name] = w
 		f.order = append(f.order, w)

@@ -26,6 +26,8 @@ type ReplayRequest struct {
 	// Channel, if given, must be the destination's channel.
 	Channel string `json:"channel,omitempty"`
 	Reason  string `json:"reason,omitempty"`
+
+	remote string // who asked, recorded with the request
 }
 
 // ReplayResult says what a replay queued.
@@ -145,6 +147,9 @@ func (f *Fanout) Replay(ctx context.Context, req ReplayRequest) (ReplayResult, e
 		"webhooks": res.Webhooks, "events": res.Events, "skipped": res.Skipped, "unreadable": res.Unreadable}
 	if req.Reason != "" {
 		detail["reason"] = req.Reason
+	}
+	if req.remote != "" {
+		detail["remote"] = req.remote
 	}
 	var effects []ledger.Effect
 	if len(entries) > 0 {

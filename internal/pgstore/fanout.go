@@ -95,3 +95,12 @@ func (s *Store) QueueDepths(ctx context.Context) (map[string]int64, error) {
 	}
 	return out, rows.Err()
 }
+
+// lockFanout is the second key of the fan-out's advisory lock (see the
+// other uses beside lockID).
+const lockFanout = 4
+
+// FanoutLease returns the lease that the replica delivering to the fan-out
+// destinations holds: one replica delivers, so that each destination sees
+// each conversation in order.
+func (s *Store) FanoutLease() *Lease { return s.lease(lockFanout) }
