@@ -86,7 +86,7 @@ func (w *worker) run(ctx context.Context) {
 			if v, err := f.o.Store.Setting(ctx, pauseKey(w.d.Name)); err == nil {
 				w.paused.Store(v == "on")
 			}
-			if !w.paused.Load() {
+			if !w.paused.Load() && !w.waiting(f.o.Now()) {
 				more = w.round(ctx)
 			}
 		}
@@ -149,6 +149,14 @@ func (w *worker) round(ctx context.Context) bool {
 		}
 	}
 	return delivered
+}
+
+// waiting reports whether the breaker is open and its cooldown not over:
+// the queue need not even be read.
+func (w *worker) waiting(now time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.state == breakerOpen && now.Before(w.openUntil)
 }
 
 // allow reports whether the breaker lets an attempt through at now: always
