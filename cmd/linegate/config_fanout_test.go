@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -50,5 +51,21 @@ channels:
 				t.Errorf("the error holds a secret: %v", err)
 			}
 		})
+	}
+}
+
+// TestFanoutExample: examples/fanout.yaml is a config serve accepts.
+func TestFanoutExample(t *testing.T) {
+	b, err := os.ReadFile("../../examples/fanout.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := parseConfig("examples/fanout.yaml", "../../examples", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := c.Channels[0].Destinations
+	if len(ds) != 3 || ds[0].Role != "reply_owner" || !strings.HasSuffix(ds[1].SecretFile, "examples/secrets/crm-webhook-secret") {
+		t.Errorf("destinations: %+v", ds)
 	}
 }
