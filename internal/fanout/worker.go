@@ -342,6 +342,8 @@ func (w *worker) post(ctx context.Context, body []byte) (status int, size int64,
 		switch {
 		case rules.OutsideFence(err):
 			return 0, 0, "", "refused: outside the destination's fence"
+		case errors.Is(ctx.Err(), context.Canceled):
+			return 0, 0, "", "cut short: linegate is stopping"
 		case ctx.Err() != nil:
 			return 0, 0, "", fmt.Sprintf("timed out after %v", w.d.Timeout)
 		}
