@@ -425,6 +425,12 @@ rules:
 	if tokens == 0 || len(calls) != tokens || ok != tokens {
 		t.Errorf("the simulator got %d replies (%d ok) for %d events with reply tokens; want all of them ok, and no other", len(calls), ok, tokens)
 	}
+	// tail names each delivery.
+	if code, out := runCLI(t, "tail", "-config", g.cfgPath, "-n", "1000"); code != 0 ||
+		!strings.Contains(out, "to destination crm: delivered (redelivery), HTTP 200") ||
+		!strings.Contains(out, "to destination dead: failed, no answer: connection failed") {
+		t.Errorf("tail = %d, without its deliveries:\n%.3000s", code, out)
+	}
 	for _, s := range []string{ownerSecret, crmSecret, deadSecret} {
 		if strings.Contains(g.Logs(), s) {
 			t.Errorf("the log holds a destination's secret")

@@ -9,6 +9,7 @@ import (
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/pgstore"
 	"github.com/linegate/linegate/internal/pipeline"
+	"github.com/linegate/linegate/internal/record"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -119,4 +120,25 @@ func (g *instance) stopFanout() {
 		<-g.fan.done
 		g.fan.stop = nil
 	}
+}
+
+// summarizeDelivery is tail's line for a delivery to a fan-out destination.
+func summarizeDelivery(what string, b *record.Outbound) string {
+	s := fmt.Sprintf("%s to destination %s: %s", what, b.Destination, b.Outcome)
+	if b.Redelivery {
+		s += " (redelivery)"
+	}
+	if b.Status != 0 {
+		s += fmt.Sprintf(", HTTP %d in %.0f ms", b.Status, b.LatencyMs)
+	}
+	if b.Error != "" {
+		s += ", " + b.Error
+	}
+	if b.Outcome == "dropped" && b.Reason != "" {
+		s += " (" + b.Reason + ")"
+	}
+	if a := b.Extra["attempt"]; a != "" && a != "1" {
+		s += ", attempt " + a
+	}
+	return s
 }
