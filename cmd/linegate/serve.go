@@ -459,7 +459,8 @@ func (g *instance) listen() (*listeners, error) {
 //     finish their appends (answered 200 only once durable); the last
 //     summary of rejected webhooks is recorded.
 //  2. The pipeline finishes the events in hand and records their outcomes;
-//     what is still queued runs at the next start.
+//     what is still queued runs at the next start. Then the fan-out's
+//     workers record the delivery attempts in hand, and stop.
 //  3. The ledger commits what is queued, integrates it and publishes a
 //     final checkpoint.
 //  4. The background jobs stop (switch refreshes, anchors, purges, the

@@ -35,6 +35,115 @@ type Store interface {
 func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("QueueOrder", func(t *testing.T) { testQueueOrder(t, newStore(t)) })
 	t.Run("Deliver", func(t *testing.T) { testDeliver(t, newStore(t)) })
+	t.Run("SlowAndRedirect", func(t *testing.T) { testSlowAndRedirect(t, newStore(t)) })
+}
+
+// testSlowAndRedirect: a destination that hangs until its timeout does not
+// delay another, which gets every event meanwhile; a redirect is a failed
+// attempt, never followed.
+func testSlowAndRedirect(t *testing.T, s Store) {
+	defer s.Close()
+	ctx := context.Background()
+	w := ledger.NewWriter(s, nil, nil)
+	var mu sync.Mutex
+	fast, followed := 0, 0
+	release := make(chan struct{})
+	fastSrv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.URL.Path == "/moved" {
+			followed++
+			return
+		}
+		fast++
+	}))
+	defer fastSrv.Close()
+	slowSrv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer slowSrv.Close()
+	defer close(release)
+	movedSrv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		http.Redirect(rw, r, fastSrv.URL+"/moved", http.StatusFound)
+	}))
+	defer movedSrv.Close()
+	var items []*pipeline.Item
+	now := time.Now()
+	for i := range 20 {
+		body := fmt.Sprintf(`{"destination":"U0123456789abcdef0123456789abcdef","events":[{"type":"follow","mode":"active","timestamp":%d,"webhookEventId":"01SLOW%03d","source":{"type":"user","userId":"U%d"},"replyToken":"rt"}]}`, now.UnixMilli(), i, i)
+		payload, _ := record.EncodePayload(&record.Meta{Channel: "c", ReceivedMs: now.UnixMilli()}, []byte(body))
+		idx, err := w.Commit(ctx, []ledger.Entry{{Kind: ledger.KindWebhook, Time: now, Channel: "c", Payload: payload}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, &pipeline.Item{Record: idx, Channel: "c", Key: fmt.Sprintf("id:%d", idx),
+			Conversation: fmt.Sprintf("user:U%d", i), Type: "follow", Outcome: pipeline.OutcomeProcessed})
+	}
+	ds := []*fanout.Destination{
+		{Name: "fast", Channel: "c", URL: fastSrv.URL, AllowHTTP: true, Secret: []byte("a")},
+		{Name: "slow", Channel: "c", URL: slowSrv.URL, AllowHTTP: true, Secret: []byte("b"), Timeout: 3 * time.Second},
+		{Name: "moved", Channel: "c", URL: movedSrv.URL, AllowHTTP: true, Secret: []byte("c")},
+	}
+	f, err := fanout.New(fanout.Options{Destinations: ds, Store: s, Log: w, Ledger: s, Poll: 5 * time.Millisecond,
+		BaseDelay: time.Hour, BreakerFailures: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Commit(ctx, nil, f.Follow(items)...); err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { f.Run(rctx); close(done) }()
+	start := time.Now()
+	for {
+		depths, err := s.QueueDepths(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		heads, err := s.Heads(ctx, "moved", 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tried := 0
+		for _, h := range heads {
+			if h.Attempts > 0 {
+				tried++
+			}
+		}
+		if depths["fast"] == 0 && tried == 20 {
+			break
+		}
+		if time.Since(start) > 2*time.Second {
+			t.Fatalf("the fast and redirected destinations waited for the slow one: %v queued, %d tried, after 2s", depths, tried)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	<-done
+	depths, _ := s.QueueDepths(ctx)
+	mu.Lock()
+	defer mu.Unlock()
+	if fast != 20 || followed != 0 {
+		t.Errorf("fast got %d of 20; the redirect was followed %d times", fast, followed)
+	}
+	// The slow destination had one attempt in hand (cut short at the stop,
+	// and rescheduled); the redirected one failed each event once.
+	if depths["slow"] != 20 || depths["moved"] != 20 {
+		t.Errorf("queued after the stop: %v, want slow 20 and moved 20", depths)
+	}
+	heads, err := s.Heads(ctx, "moved", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range heads {
+		if h.Attempts != 1 {
+			t.Errorf("moved: entry %d has %d attempts, want 1 (a 302 is a failure, retried after BaseDelay)", h.Seq, h.Attempts)
+		}
+	}
 }
 
 func entry(dest, conv string, rec uint64) *fanout.Entry {
