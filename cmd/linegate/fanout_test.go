@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -300,6 +301,23 @@ rules:
 	waitUntil(t, "the CRM to get 40 redeliveries", func() bool { return crm.count(true) >= 40 })
 	replies.Wait()
 	time.Sleep(300 * time.Millisecond) // anything extra would arrive now
+	_, metrics := g.get(t, g.admin+"/metrics")
+	for _, want := range []string{
+		`linegate_fanout_attempts_total{destination="bot",result="delivered"} 50`,
+		`linegate_fanout_attempts_total{destination="crm",result="delivered"} 90`,
+		`linegate_fanout_attempts_total{destination="dead",result="delivered"} 50`,
+		`linegate_fanout_breaker_state{destination="dead"} 0`,
+		`linegate_fanout_queue_depth{destination="dead"} 0`,
+		`linegate_fanout_paused{destination="crm"} 0`,
+		`linegate_fanout_attempt_seconds_count{destination="crm"} 90`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if !regexp.MustCompile(`linegate_fanout_attempts_total\{destination="dead",result="failed"\} [1-9]`).Match(metrics) {
+		t.Error("/metrics counts no failed attempt to the dead destination")
+	}
 	g.stop()
 
 	// The ledger's order of each conversation's events, and the events of
