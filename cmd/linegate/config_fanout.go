@@ -144,3 +144,21 @@ func (c *Config) checkFanout(p *configParser) {
 		}
 	}
 }
+
+// checkDestinationSecrets resolves the channel's destinations' secrets, as
+// serve will: each error names the key, never the value.
+func (ch *ChannelConfig) checkDestinationSecrets(cfg *Config, getenv func(string) string) []error {
+	var errs []error
+	for j := range ch.Destinations {
+		if _, err := ch.Destinations[j].destination(ch.ID, getenv); err != nil {
+			path := ch.path + fmt.Sprintf(".destinations[%d]", j)
+			if cfg.site != nil {
+				err = cfg.site.locate(path, err)
+			} else {
+				err = fmt.Errorf("config: %s: %w", path, err)
+			}
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}

@@ -69,3 +69,26 @@ func TestFanoutExample(t *testing.T) {
 		t.Errorf("destinations: %+v", ds)
 	}
 }
+
+// TestDestinationSecretsChecked: config check resolves the destinations'
+// secrets as serve will, naming the key of one that does not resolve.
+func TestDestinationSecretsChecked(t *testing.T) {
+	c, err := parseConfig("test.yaml", "", []byte(`log: {origin: example.com/t}
+channels:
+  - id: demo
+    secret: s
+    destinations:
+      - {name: a, url: "https://a.example/", secret_env: DEST_A_SECRET}
+      - {name: b, url: "https://b.example/", secret: inline-secret}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := c.Channels[0].checkDestinationSecrets(c, func(string) string { return "" })
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "destinations[0]") || !strings.Contains(errs[0].Error(), "DEST_A_SECRET is not set") {
+		t.Fatalf("errors %v", errs)
+	}
+	if errs := c.Channels[0].checkDestinationSecrets(c, func(k string) string { return map[string]string{"DEST_A_SECRET": "x"}[k] }); len(errs) != 0 {
+		t.Fatalf("with the variable set: %v", errs)
+	}
+}

@@ -123,6 +123,11 @@ func (w *worker) refreshDepth(ctx context.Context) {
 
 // round attempts the heads whose time has come, and reports whether it
 // delivered any (more may be waiting behind them).
+//
+// BUG: Heads groups the destination's whole queue by conversation at
+// every round; with a large backlog (a destination down for days) each
+// round reads all of it. A table of the heads, kept by the effects, would
+// make a round cost what it delivers.
 func (w *worker) round(ctx context.Context) bool {
 	f := w.f
 	heads, err := f.o.Store.Heads(ctx, w.d.Name, headsPerRound)
