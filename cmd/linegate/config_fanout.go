@@ -31,6 +31,10 @@ type FanoutConfig struct {
 	// breaker_cooldown (default 30s) one probe is let through.
 	BreakerFailures int           `yaml:"breaker_failures"`
 	BreakerCooldown time.Duration `yaml:"breaker_cooldown"`
+	// Concurrency is how many conversations each destination receives
+	// events of at once (default 4); a conversation has one event in
+	// flight at most, so that its order holds.
+	Concurrency int `yaml:"concurrency"`
 }
 
 // DestinationConfig is one destination of a channel: a tool that receives
@@ -100,6 +104,9 @@ func (c *Config) checkFanout(p *configParser) {
 		if v < 0 {
 			p.fail(key, "%v: want a positive duration (0: the default)", v)
 		}
+	}
+	if c.Fanout.Concurrency < 0 || c.Fanout.Concurrency > 64 {
+		p.fail("fanout.concurrency", "%d: want 1 to 64 (0: the default, 4)", c.Fanout.Concurrency)
 	}
 	if c.Fanout.BreakerFailures < 0 {
 		p.fail("fanout.breaker_failures", "%d: want a positive number (0: the default)", c.Fanout.BreakerFailures)

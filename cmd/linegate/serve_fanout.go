@@ -56,7 +56,7 @@ func (g *instance) newFanout(e *env) error {
 	f, err := fanout.New(fanout.Options{
 		Destinations: ds, Store: store, Log: g.led, Ledger: g.store, Sealer: g.ring, BotUserIDs: bots, Lease: lease,
 		BaseDelay: cfg.Fanout.BaseDelay, MaxDelay: cfg.Fanout.MaxDelay,
-		BreakerFailures: cfg.Fanout.BreakerFailures, BreakerCooldown: cfg.Fanout.BreakerCooldown,
+		BreakerFailures: cfg.Fanout.BreakerFailures, BreakerCooldown: cfg.Fanout.BreakerCooldown, Concurrency: cfg.Fanout.Concurrency,
 		Logger: g.log,
 	})
 	if err != nil {

@@ -293,6 +293,10 @@ type Options struct {
 	// through (half-open).
 	BreakerFailures int
 	BreakerCooldown time.Duration
+	// Concurrency is how many conversations a destination's worker
+	// delivers to at once (default 4); each conversation has one event in
+	// flight at most.
+	Concurrency int
 	// Poll is how often a worker looks at its queue when nothing wakes
 	// it (default 100ms).
 	Poll   time.Duration
@@ -326,6 +330,9 @@ func New(o Options) (*Fanout, error) {
 	}
 	if o.BreakerCooldown <= 0 {
 		o.BreakerCooldown = 30 * time.Second
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 4
 	}
 	if o.Poll <= 0 {
 		o.Poll = 100 * time.Millisecond

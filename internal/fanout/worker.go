@@ -40,8 +40,9 @@ const maxResponse = 1 << 20
 // headsPerRound bounds the conversations a worker looks at in one round.
 const headsPerRound = 256
 
-// worker delivers one destination's queue, one attempt at a time: the
-// first queued event of each conversation whose retry time has come.
+// worker delivers one destination's queue: the first queued event of each
+// conversation whose retry time has come, up to Options.Concurrency of
+// them at once (one, the probe, while the breaker is half-open).
 type worker struct {
 	f    *Fanout
 	d    *Destination
@@ -137,23 +138,48 @@ func (w *worker) round(ctx context.Context) bool {
 		}
 		return false
 	}
-	delivered := false
+	var ready []*Entry
+	now := f.o.Now()
 	for _, e := range heads {
-		if ctx.Err() != nil {
-			return false
-		}
-		now := f.o.Now()
-		if e.NextMs > now.UnixMilli() {
-			continue
-		}
-		if !w.allow(now) {
-			return false
-		}
-		if w.attempt(ctx, e) {
-			delivered = true
+		if e.NextMs <= now.UnixMilli() {
+			ready = append(ready, e)
 		}
 	}
-	return delivered
+	var delivered atomic.Bool
+	sem := make(chan struct{}, f.o.Concurrency)
+	var wg sync.WaitGroup
+	for _, e := range ready {
+		if ctx.Err() != nil || !w.allow(f.o.Now()) {
+			break
+		}
+		if w.probing() {
+			// Half-open: the probe alone, and the next only once it
+			// has closed the breaker.
+			wg.Wait()
+			if w.attempt(ctx, e) {
+				delivered.Store(true)
+			}
+			continue
+		}
+		// Closed: the heads of several conversations at once; each
+		// conversation still has one event in flight at most.
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if w.attempt(ctx, e) {
+				delivered.Store(true)
+			}
+		})
+	}
+	wg.Wait()
+	return delivered.Load()
+}
+
+// probing reports whether the breaker is half-open.
+func (w *worker) probing() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.state == breakerHalfOpen
 }
 
 // waiting reports whether the breaker is open and its cooldown not over:
@@ -178,7 +204,7 @@ func (w *worker) allow(now time.Time) bool {
 		w.setState(breakerHalfOpen)
 		return true
 	case breakerHalfOpen:
-		return true // the worker makes one attempt at a time: this is the probe
+		return true // round makes the probe alone
 	}
 	return true
 }
