@@ -36,6 +36,7 @@ type sink struct {
 	mu     sync.Mutex
 	events []sinkEvent
 	errs   []string
+	bodies map[string]bool // SHA-256 (hex) of each body received
 }
 
 func (s *sink) add(body []byte) {
@@ -57,6 +58,10 @@ func (s *sink) add(body []byte) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.bodies == nil {
+		s.bodies = map[string]bool{}
+	}
+	s.bodies[fmt.Sprintf("%x", sha256.Sum256(body))] = true
 	for _, e := range cb.Events {
 		s.events = append(s.events, sinkEvent{e.WebhookEventID, e.Source.UserID, e.ReplyToken != "", e.DeliveryContext.IsRedelivery})
 	}
@@ -327,6 +332,7 @@ rules:
 	hasToken := map[string]bool{}  // event id -> LINE sent it with a reply token
 	var ranged []string
 	delivered := map[string]int{}
+	sinks := map[string]*sink{"bot": &owner, "crm": &crm, "dead": &dead}
 	redelivered, failedDead := 0, 0
 	admin := map[string]int{}
 	for _, r := range recs {
@@ -357,6 +363,9 @@ rules:
 				size := int64(11)
 				if o.Destination == "bot" {
 					want, size = sha256.Sum256(nil), 0
+				}
+				if s := sinks[o.Destination]; s == nil || !s.bodies[o.RequestSHA256] || o.RequestBytes == 0 {
+					t.Errorf("delivery record %s to %s: the body's SHA-256 %s is not of a body it received", o.EventKey, o.Destination, o.RequestSHA256)
 				}
 				if o.Status != 200 || o.ResponseBytes != size || o.ResponseSHA256 != fmt.Sprintf("%x", want) {
 					t.Errorf("delivery record %s to %s: status %d, answer of %d bytes, SHA-256 %s; want 200, %d, %x",

@@ -251,9 +251,9 @@ func (Retry) EffectName() string { return "schedule a retry" }
 //
 // Every method is a read of its own, safe for concurrent use.
 type Store interface {
-	// Heads returns the first queued entry (lowest Seq) of each
-	// conversation queued for destination, up to limit of them, in Seq
-	// order.
+	// Heads returns, in Seq order, up to limit entries that are each the
+	// first queued entry (lowest Seq) of its conversation, found among
+	// the HeadsWindow entries queued first for destination.
 	Heads(ctx context.Context, destination string, limit int) ([]*Entry, error)
 	// QueueDepths returns the number of entries queued, by destination
 	// (destinations with none are absent).
@@ -262,6 +262,15 @@ type Store interface {
 	// switches).
 	Setting(ctx context.Context, key string) (string, error)
 }
+
+// HeadsWindow is how many of a destination's queued entries, the first
+// in Seq order, Store.Heads looks among for the heads of conversations:
+// reading a bounded window costs the same however long the queue.
+//
+// BUG: a conversation whose head keeps failing while it has more than
+// HeadsWindow entries queued behind it hides the conversations queued
+// after them until it is delivered.
+const HeadsWindow = 2048
 
 // Committer commits records with the effects that take effect with them
 // (ledger.Ledger).

@@ -124,11 +124,6 @@ func (w *worker) refreshDepth(ctx context.Context) {
 
 // round attempts the heads whose time has come, and reports whether it
 // delivered any (more may be waiting behind them).
-//
-// BUG: Heads groups the destination's whole queue by conversation at
-// every round; with a large backlog (a destination down for days) each
-// round reads all of it. A table of the heads, kept by the effects, would
-// make a round cost what it delivers.
 func (w *worker) round(ctx context.Context) bool {
 	f := w.f
 	heads, err := f.o.Store.Heads(ctx, w.d.Name, headsPerRound)
@@ -277,7 +272,11 @@ func (w *worker) attempt(ctx context.Context, e *Entry) bool {
 			effect = Delivered{Seq: e.Seq}
 			f.m.attempts.WithLabelValues(w.d.Name, "dropped").Inc()
 		} else {
-			rec.Request = json.RawMessage(body)
+			// The body's size and hash, not the body: the webhook
+			// record holds the event, and buildBody rebuilds the body
+			// from it byte for byte.
+			bodySum := sha256.Sum256(body)
+			rec.RequestBytes, rec.RequestSHA256 = int64(len(body)), hex.EncodeToString(bodySum[:])
 			status, size, sum, errText := w.post(ctx, body)
 			lat := f.o.Now().Sub(start)
 			rec.Status, rec.Error, rec.LatencyMs = status, errText, float64(lat)/float64(time.Millisecond)

@@ -53,14 +53,14 @@ func applyFanout(ctx context.Context, tx pgx.Tx, e ledger.Effect) error {
 
 // Heads implements fanout.Store.
 func (s *Store) Heads(ctx context.Context, destination string, limit int) ([]*fanout.Entry, error) {
-	rows, err := s.pool.Query(ctx, `SELECT q.seq, q.conversation, q.attempts, q.next_ms, q.entry FROM fanout_queue q
-		JOIN (SELECT MIN(seq) AS seq FROM fanout_queue WHERE destination = $1 GROUP BY conversation) h ON q.seq = h.seq
-		ORDER BY q.seq LIMIT $2`, destination, limit)
+	rows, err := s.pool.Query(ctx, "SELECT seq, conversation, attempts, next_ms, entry FROM fanout_queue WHERE destination = $1 ORDER BY seq LIMIT $2",
+		destination, fanout.HeadsWindow)
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: read fan-out queue: %w", err)
 	}
 	defer rows.Close()
 	var out []*fanout.Entry
+	seen := map[string]bool{}
 	for rows.Next() {
 		var e fanout.Entry
 		var seq int64
@@ -72,6 +72,10 @@ func (s *Store) Heads(ctx context.Context, destination string, limit int) ([]*fa
 			return nil, fmt.Errorf("pgstore: fan-out entry %d: %w", seq, err)
 		}
 		e.Seq, e.Destination = uint64(seq), destination
+		if seen[e.Conversation] || len(out) >= limit {
+			continue
+		}
+		seen[e.Conversation] = true
 		out = append(out, &e)
 	}
 	return out, rows.Err()

@@ -141,7 +141,7 @@ var migrations = []string{
 		next_ms      BIGINT NOT NULL DEFAULT 0, -- not tried before
 		entry        BYTEA NOT NULL            -- fanout.Entry as JSON
 	);
-	CREATE INDEX fanout_queue_destination ON fanout_queue (destination, conversation, seq);`,
+	CREATE INDEX fanout_queue_destination ON fanout_queue (destination, seq);`,
 }
 
 // The second keys of the advisory locks, by use (the first is lockID).

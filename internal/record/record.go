@@ -270,10 +270,13 @@ type Outbound struct {
 	Error     string  `json:"error,omitempty"`
 	LatencyMs float64 `json:"latency_ms,omitempty"`
 	// For a delivery to a fan-out destination (Endpoint "destination"):
-	// its name, whether it was a redelivery (replay), and the size and
-	// SHA-256 (hex) of its answer, never the answer itself.
+	// its name, whether it was a redelivery (replay), the size and
+	// SHA-256 (hex) of the body sent (rebuilt from the webhook record,
+	// which holds the event), and of its answer, never the answer itself.
 	Destination    string `json:"destination,omitempty"`
 	Redelivery     bool   `json:"redelivery,omitempty"`
+	RequestBytes   int64  `json:"request_bytes,omitempty"`
+	RequestSHA256  string `json:"request_sha256,omitempty"`
 	ResponseBytes  int64  `json:"response_bytes,omitempty"`
 	ResponseSHA256 string `json:"response_sha256,omitempty"`
 	// Subj are the subjects the send concerns (not encoded).

@@ -57,14 +57,14 @@ func (s *Store) applyFanout(ctx context.Context, tx *sql.Tx, e ledger.Effect) er
 
 // Heads implements fanout.Store.
 func (s *Store) Heads(ctx context.Context, destination string, limit int) ([]*fanout.Entry, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT q.seq, q.conversation, q.attempts, q.next_ms, q.entry FROM fanout_queue q
-		JOIN (SELECT MIN(seq) AS seq FROM fanout_queue WHERE destination = ? GROUP BY conversation) h ON q.seq = h.seq
-		ORDER BY q.seq LIMIT ?`, destination, limit)
+	rows, err := s.r.QueryContext(ctx, "SELECT seq, conversation, attempts, next_ms, entry FROM fanout_queue WHERE destination = ? ORDER BY seq LIMIT ?",
+		destination, fanout.HeadsWindow)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: read fan-out queue: %w", err)
 	}
 	defer rows.Close()
 	var out []*fanout.Entry
+	seen := map[string]bool{}
 	for rows.Next() {
 		var e fanout.Entry
 		var b []byte
@@ -75,6 +75,10 @@ func (s *Store) Heads(ctx context.Context, destination string, limit int) ([]*fa
 			return nil, fmt.Errorf("sqlitestore: fan-out entry %d: %w", e.Seq, err)
 		}
 		e.Destination = destination
+		if seen[e.Conversation] || len(out) >= limit {
+			continue
+		}
+		seen[e.Conversation] = true
 		out = append(out, &e)
 	}
 	return out, rows.Err()

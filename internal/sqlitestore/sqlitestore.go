@@ -145,7 +145,7 @@ var migrations = []string{
 		next_ms      INTEGER NOT NULL DEFAULT 0, -- not tried before
 		entry        BLOB NOT NULL              -- fanout.Entry as JSON
 	);
-	CREATE INDEX fanout_queue_destination ON fanout_queue (destination, conversation, seq);`,
+	CREATE INDEX fanout_queue_destination ON fanout_queue (destination, seq);`,
 }
 
 // Options tunes a Store.
