@@ -68,14 +68,14 @@ func (s *Store) Heads(ctx context.Context, destination string, limit int) ([]*fa
 		if err := rows.Scan(&seq, &e.Conversation, &e.Attempts, &e.NextMs, &b); err != nil {
 			return nil, fmt.Errorf("pgstore: read fan-out queue: %w", err)
 		}
+		e.Seq, e.Destination = uint64(seq), destination
+		if seen[e.Conversation] || len(out) >= limit {
+			continue // decoded only for a head
+		}
+		seen[e.Conversation] = true
 		if err := json.Unmarshal(b, &e); err != nil {
 			return nil, fmt.Errorf("pgstore: fan-out entry %d: %w", seq, err)
 		}
-		e.Seq, e.Destination = uint64(seq), destination
-		if seen[e.Conversation] || len(out) >= limit {
-			continue
-		}
-		seen[e.Conversation] = true
 		out = append(out, &e)
 	}
 	return out, rows.Err()

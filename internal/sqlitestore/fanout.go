@@ -71,14 +71,14 @@ func (s *Store) Heads(ctx context.Context, destination string, limit int) ([]*fa
 		if err := rows.Scan(&e.Seq, &e.Conversation, &e.Attempts, &e.NextMs, &b); err != nil {
 			return nil, fmt.Errorf("sqlitestore: read fan-out queue: %w", err)
 		}
+		e.Destination = destination
+		if seen[e.Conversation] || len(out) >= limit {
+			continue // decoded only for a head
+		}
+		seen[e.Conversation] = true
 		if err := json.Unmarshal(b, &e); err != nil {
 			return nil, fmt.Errorf("sqlitestore: fan-out entry %d: %w", e.Seq, err)
 		}
-		e.Destination = destination
-		if seen[e.Conversation] || len(out) >= limit {
-			continue
-		}
-		seen[e.Conversation] = true
 		out = append(out, &e)
 	}
 	return out, rows.Err()
