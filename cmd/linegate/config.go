@@ -90,6 +90,11 @@ type Config struct {
 	// Fanout sets the delivery to the channels' destinations, and the
 	// single webhook URL (see FanoutConfig, docs/FANOUT.md).
 	Fanout FanoutConfig `yaml:"fanout"`
+	// Proxy, if set, runs the Messaging API proxy (ProxyConfig).
+	Proxy *ProxyConfig `yaml:"proxy"`
+	// Media keeps the content of image, video, audio and file messages
+	// (see MediaConfig, docs/MEDIA.md).
+	Media MediaConfig `yaml:"media"`
 
 	builtin bool   // the built-in example: rule files come from the binary
 	path    string // the file it was read from
@@ -308,6 +313,13 @@ type ChannelConfig struct {
 	CanaryGroup string `yaml:"canary_group"`
 	// LineAPIBase overrides the top-level line_api_base for this channel.
 	LineAPIBase string `yaml:"line_api_base"`
+	// LineDataAPIBase overrides the top-level line_data_api_base (where
+	// message content is fetched) for this channel.
+	LineDataAPIBase string `yaml:"line_data_api_base"`
+	// Unsend is what becomes of a message its user unsent: "keep" (the
+	// default: kept under its retention, shown as unsent) or "delete"
+	// (its payload and its media are deleted as on a deletion request).
+	Unsend string `yaml:"unsend"`
 	// DryRun makes this channel dry-run.
 	DryRun bool `yaml:"dry_run"`
 	// AllowDryRunHeader honours X-Line-Dry-Run: true on this channel's
@@ -498,6 +510,15 @@ func (c *Config) resolvePaths(dir string) {
 	rel(&c.Log.PublishDir)
 	rel(&c.Log.AnchorsDir)
 	rel(&c.Encryption.KEKFile)
+	if c.Proxy != nil {
+		for i := range c.Proxy.Tools {
+			rel(&c.Proxy.Tools[i].TokenFile)
+		}
+		if c.Proxy.TLS != nil {
+			rel(&c.Proxy.TLS.CertFile)
+			rel(&c.Proxy.TLS.KeyFile)
+		}
+	}
 	for i := range c.Encryption.PreviousKEKFiles {
 		rel(&c.Encryption.PreviousKEKFiles[i])
 	}
@@ -617,6 +638,7 @@ func (c *Config) check(p *configParser) {
 	if err := rules.CheckLookupHosts(c.LookupHosts); err != nil {
 		p.fail("lookup_hosts", "%v", err)
 	}
+	c.checkProxy(p)
 	for name, pc := range c.Retention.Policies {
 		if pc.Keep < 0 || pc.MinKeep < 0 {
 			p.fail("retention.policies."+name, "a period must be 0 or more")
@@ -634,6 +656,7 @@ func (c *Config) check(p *configParser) {
 	if c.Encryption.KEKFile != "" && c.Encryption.KEKEnv != "" {
 		p.fail("encryption", "give kek_file or kek_env, not both")
 	}
+	c.checkMedia(p)
 	if len(c.Channels) == 0 {
 		p.fail("channels", "no channels: give at least one, with an id and its secret (see examples/linegate.yaml)")
 	}

@@ -125,6 +125,10 @@ func (c *Config) checkFanout(p *configParser) {
 					p.fail(path+".role", "channel %q has a reply token owner already (%s): at most one destination owns the reply token", ch.ID, owner)
 				}
 				owner = path
+				if c.Proxy != nil && c.Proxy.ReplyOwners[ch.ID] != "" && c.Proxy.ReplyOwners[ch.ID] != d.Name {
+					p.fail(path+".role", "proxy.reply_owners names %q as the owner of channel %q's reply tokens, not this destination %q",
+						c.Proxy.ReplyOwners[ch.ID], ch.ID, d.Name)
+				}
 			default:
 				p.fail(path+".role", "%q: want observer or reply_owner", d.Role)
 			}

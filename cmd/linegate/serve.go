@@ -24,8 +24,10 @@ import (
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/media"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/pipeline"
+	"github.com/linegate/linegate/internal/proxy"
 	"github.com/linegate/linegate/internal/retention"
 	"github.com/linegate/linegate/internal/rules"
 	"github.com/linegate/linegate/internal/webhook"
@@ -146,7 +148,13 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	g.startPipeline(channels)
 	g.startJobs()
 	g.newAdmin(e, adminToken)
+	if err := g.startMedia(ctx, secrets); err != nil {
+		return err
+	}
 	g.startMonitor()
+	if err := g.startProxy(e); err != nil {
+		return err
+	}
 	ls, err := g.listen()
 	if err != nil {
 		return err
@@ -159,6 +167,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	eg, egCtx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return serveUntilClosed(ls.pubSrv, ls.pubLn) })
 	eg.Go(func() error { return serveUntilClosed(ls.adminSrv, ls.adminLn) })
+	eg.Go(g.proxy.serve)
 	eg.Go(func() error {
 		<-egCtx.Done()
 		return g.shutdown(ls)
@@ -189,8 +198,11 @@ type instance struct {
 	ingress *webhook.Handler
 	api     *adminapi.API
 	reg     *prometheus.Registry
-	canary  *canary.Watch // the canary: round trips, leaks
-	fan     *fanoutRun    // the fan-out to the destinations (nil: none)
+	canary  *canary.Watch     // the canary: round trips, leaks
+	fan     *fanoutRun        // the fan-out to the destinations (nil: none)
+	proxy   *proxyServer      // the Messaging API proxy (nil: none)
+	replies *proxy.ReplyIndex // reply tokens, for the proxy
+	blobs   media.Blobs       // object storage for large media (nil: the store only)
 
 	stopPipe context.CancelFunc // nil until the pipeline runs
 	pipeDone chan struct{}
@@ -313,6 +325,7 @@ func (g *instance) startPipeline(channels []webhook.Channel) {
 	}
 	g.fanoutPipeline(&o)
 	o.Action = g.canary.Action(o.Action) // canary round trips and leaks, before the rules
+	o.Action = g.noteReplies(o.Action)
 	if ls, ok := g.store.(leases); ok {
 		dl := ls.DispatchLease()
 		g.release = append(g.release, dl.Release)
@@ -473,6 +486,7 @@ func (g *instance) shutdown(ls *listeners) error {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	err := ls.pubSrv.Shutdown(ctx)
+	err = errors.Join(err, g.proxy.shutdown(ctx))
 	if ferr := g.ingress.FlushRejections(ctx); ferr != nil {
 		g.log.Warn("the last summary of rejected webhooks was not recorded", "err", ferr)
 	}
@@ -621,6 +635,7 @@ func newResponder(ctx context.Context, e *env, cfg *Config, secrets map[string]c
 		Clients: clients, Ledger: led, State: store, EnvKillSwitch: envKill,
 		DryRunChannels: dry, DryRunAll: cfg.DryRun, RateLimits: limits, Logger: log,
 		QuotaBudgets: quotaBudgets(cfg),
+		Annotate:     sentImages(cfg),
 	})
 	if err := sender.Refresh(ctx); err != nil {
 		return nil, nil, err

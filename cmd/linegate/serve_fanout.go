@@ -9,6 +9,7 @@ import (
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/pgstore"
 	"github.com/linegate/linegate/internal/pipeline"
+	"github.com/linegate/linegate/internal/proxy"
 	"github.com/linegate/linegate/internal/record"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -141,4 +142,26 @@ func summarizeDelivery(what string, b *record.Outbound) string {
 		s += ", attempt " + a
 	}
 	return s
+}
+
+// replyOwners is what the Messaging API proxy asks before a tool's reply:
+// the destination with role reply_owner of the channel, or else the one
+// proxy.reply_owners names (config check refuses the two disagreeing).
+func (g *instance) replyOwners(static map[string]string) proxy.ReplyOwners {
+	if g.fan == nil {
+		return proxy.StaticReplyOwners(static)
+	}
+	return fanoutOwners{f: g.fan.f, static: static}
+}
+
+type fanoutOwners struct {
+	f      *fanout.Fanout
+	static map[string]string
+}
+
+func (o fanoutOwners) ReplyOwner(channel string) string {
+	if name := o.f.ReplyOwner(channel); name != "" {
+		return name
+	}
+	return o.static[channel]
 }

@@ -146,6 +146,11 @@ type SenderOptions struct {
 	// QuotaBudgets, by channel, is the share of the monthly quota past
 	// which promotional pushes are held back (see UpdateQuota).
 	QuotaBudgets map[string]float64
+	// Annotate, if set, is given each request body before it is sent (or
+	// held back), and what it returns is recorded in the outbound
+	// record's Extra: the SHA-256 of the images a send shows, fetched at
+	// send time (media.SentImages). It must bound its own time.
+	Annotate func(ctx context.Context, channel string, body []byte) map[string]string
 }
 
 // Sender sends what the rules decide, through the kill switch, dry-run,
@@ -372,6 +377,14 @@ func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
 	}
 	if s.inspect != nil {
 		s.inspect(r, body)
+	}
+	if s.o.Annotate != nil {
+		for k, v := range s.o.Annotate(ctx, r.Channel, body) {
+			if rec.Extra == nil {
+				rec.Extra = map[string]string{}
+			}
+			rec.Extra[k] = v
+		}
 	}
 	if r.Canary {
 		// The canary goes to the canary group alone, whatever the

@@ -130,6 +130,8 @@ type API struct {
 	faults   Faults
 	msgID    atomic.Int64
 	issued   tokenStore // the channel access tokens issued (token.go)
+
+	contents map[string]*contentState // message content by id (content.go)
 }
 
 type channelState struct {
@@ -206,6 +208,8 @@ func NewAPI(opts Options) *API {
 	a.route("GET /v2/bot/message/quota/consumption", a.quotaConsumption)
 	a.routeControls()
 	a.routeTokens()
+	a.routeReads()
+	a.routeContent()
 	a.mux.HandleFunc("GET /_sim/calls", a.serveCalls)
 	a.mux.HandleFunc("DELETE /_sim/calls", func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
