@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,6 +170,7 @@ func TestFanoutEndToEnd(t *testing.T) {
 
 	var owner, crm, dead sink
 	var replies sync.WaitGroup
+	var proxyURL atomic.Value // the gateway's Messaging API proxy, once it runs
 	ownerSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
@@ -180,7 +182,10 @@ func TestFanoutEndToEnd(t *testing.T) {
 		}
 		owner.add(body)
 		w.WriteHeader(http.StatusOK)
-		client, err := messaging_api.NewMessagingApiAPI("test-access-token", messaging_api.WithEndpoint("http://"+apiAddr))
+		// Its replies go through linegate's proxy, with its own proxy
+		// token: the proxy lets it reply, as the destination that owns
+		// the reply token.
+		client, err := messaging_api.NewMessagingApiAPI("bot-proxy-token", messaging_api.WithEndpoint(proxyURL.Load().(string)))
 		if err != nil {
 			owner.fail("SDK client: " + err.Error())
 			return
@@ -218,6 +223,11 @@ fanout:
   max_delay: 400ms
   breaker_failures: 3
   breaker_cooldown: 300ms
+proxy:
+  listen: 127.0.0.1:0
+  tools:
+    - {name: botproxy, token: bot-proxy-token, channels: [demo], destination: bot}
+    - {name: crmproxy, token: crm-proxy-token, channels: [demo], destination: crm}
 rules:
   - name: linegate-echo
     when: {event: [message]}
@@ -240,6 +250,7 @@ rules:
 `, ownerSrv.URL, ownerSecret, crmSrv.URL, crmSecret, deadAddr, deadSecret),
 	})
 	api := startSimAPI(t, apiAddr, g.cfgPath)
+	proxyURL.Store(g.proxyAddr(t))
 
 	send := func(n int) {
 		t.Helper()
@@ -305,6 +316,15 @@ rules:
 	}
 	waitUntil(t, "the CRM to get 40 redeliveries", func() bool { return crm.count(true) >= 40 })
 	replies.Wait()
+	// A tool that is not the reply token's owner is refused a reply.
+	crmClient, err := messaging_api.NewMessagingApiAPI("crm-proxy-token", messaging_api.WithEndpoint(proxyURL.Load().(string)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, _, err := crmClient.ReplyMessageWithHttpInfo(&messaging_api.ReplyMessageRequest{ReplyToken: "any",
+		Messages: []messaging_api.MessageInterface{messaging_api.TextMessage{Text: "from the CRM"}}}); err == nil || resp == nil || resp.StatusCode != 403 {
+		t.Errorf("a reply by the CRM's tool through the proxy: %v, want 403", err)
+	}
 	time.Sleep(300 * time.Millisecond) // anything extra would arrive now
 	_, metrics := g.get(t, g.admin+"/metrics")
 	for _, want := range []string{
@@ -335,6 +355,7 @@ rules:
 	sinks := map[string]*sink{"bot": &owner, "crm": &crm, "dead": &dead}
 	redelivered, failedDead := 0, 0
 	admin := map[string]int{}
+	byTool := map[string]string{} // tool -> outcomes of its proxy records
 	for _, r := range recs {
 		switch r.leaf.Kind {
 		case ledger.KindWebhook:
@@ -349,6 +370,9 @@ rules:
 			var o record.Outbound
 			if err := json.Unmarshal(r.body, &o); err != nil {
 				t.Fatal(err)
+			}
+			if o.Tool != "" {
+				byTool[o.Tool] += o.Outcome + " "
 			}
 			if o.Endpoint != "destination" {
 				continue
@@ -448,6 +472,9 @@ rules:
 		if c.Status == 200 {
 			ok++
 		}
+	}
+	if strings.Count(byTool["botproxy"], "sent") != tokens || strings.TrimSpace(byTool["crmproxy"]) != "refused" {
+		t.Errorf("proxy records by tool: %q; want %d sent by botproxy, one refused of crmproxy", byTool, tokens)
 	}
 	if tokens == 0 || len(calls) != tokens || ok != tokens {
 		t.Errorf("the simulator got %d replies (%d ok) for %d events with reply tokens; want all of them ok, and no other", len(calls), ok, tokens)
