@@ -35,6 +35,10 @@ type FanoutConfig struct {
 	// events of at once (default 4); a conversation has one event in
 	// flight at most, so that its order holds.
 	Concurrency int `yaml:"concurrency"`
+	// Batch is how many events, each of another conversation, one request
+	// to a destination carries at most (default 20), as LINE's own
+	// webhooks carry several.
+	Batch int `yaml:"batch"`
 }
 
 // DestinationConfig is one destination of a channel: a tool that receives
@@ -107,6 +111,9 @@ func (c *Config) checkFanout(p *configParser) {
 	}
 	if c.Fanout.Concurrency < 0 || c.Fanout.Concurrency > 64 {
 		p.fail("fanout.concurrency", "%d: want 1 to 64 (0: the default, 4)", c.Fanout.Concurrency)
+	}
+	if c.Fanout.Batch < 0 || c.Fanout.Batch > 100 {
+		p.fail("fanout.batch", "%d: want 1 to 100 (0: the default, 20)", c.Fanout.Batch)
 	}
 	if c.Fanout.BreakerFailures < 0 {
 		p.fail("fanout.breaker_failures", "%d: want a positive number (0: the default)", c.Fanout.BreakerFailures)

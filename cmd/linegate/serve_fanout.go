@@ -58,6 +58,7 @@ func (g *instance) newFanout(e *env) error {
 		Destinations: ds, Store: store, Log: g.led, Ledger: g.store, Sealer: g.ring, BotUserIDs: bots, Lease: lease,
 		BaseDelay: cfg.Fanout.BaseDelay, MaxDelay: cfg.Fanout.MaxDelay,
 		BreakerFailures: cfg.Fanout.BreakerFailures, BreakerCooldown: cfg.Fanout.BreakerCooldown, Concurrency: cfg.Fanout.Concurrency,
+		Batch:  cfg.Fanout.Batch,
 		Logger: g.log,
 	})
 	if err != nil {
@@ -126,6 +127,9 @@ func (g *instance) stopFanout() {
 // summarizeDelivery is tail's line for a delivery to a fan-out destination.
 func summarizeDelivery(what string, b *record.Outbound) string {
 	s := fmt.Sprintf("%s to destination %s: %s", what, b.Destination, b.Outcome)
+	if len(b.Events) > 1 {
+		s = fmt.Sprintf("%s and %d more to destination %s: %s", what, len(b.Events)-1, b.Destination, b.Outcome)
+	}
 	if b.Redelivery {
 		s += " (redelivery)"
 	}

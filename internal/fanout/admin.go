@@ -28,11 +28,11 @@ func newMetrics() *metrics {
 		}, []string{"destination"}),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricPrefix + "fanout_attempts_total",
-			Help: "Delivery attempts by destination and result (delivered, failed, dropped).",
+			Help: "Events attempted, by destination and result (delivered, failed, dropped); a request carries one or several.",
 		}, []string{"destination", "result"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    metricPrefix + "fanout_attempt_seconds",
-			Help:    "Time of a delivery attempt, from the request to the end of the answer, by destination.",
+			Help:    "Time of a delivery request, from its start to the end of the answer, by destination.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}, []string{"destination"}),
 		breaker: prometheus.NewGaugeVec(prometheus.GaugeOpts{

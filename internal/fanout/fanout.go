@@ -302,10 +302,14 @@ type Options struct {
 	// through (half-open).
 	BreakerFailures int
 	BreakerCooldown time.Duration
-	// Concurrency is how many conversations a destination's worker
-	// delivers to at once (default 4); each conversation has one event in
+	// Concurrency is how many requests a destination's worker has in
+	// flight at once (default 4); each conversation has one event in
 	// flight at most.
 	Concurrency int
+	// Batch is how many events, each of another conversation, one
+	// request carries at most (default 20), as LINE's webhooks carry
+	// several.
+	Batch int
 	// Poll is how often a worker looks at its queue when nothing wakes
 	// it (default 100ms).
 	Poll   time.Duration
@@ -342,6 +346,9 @@ func New(o Options) (*Fanout, error) {
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 4
+	}
+	if o.Batch <= 0 {
+		o.Batch = 20
 	}
 	if o.Poll <= 0 {
 		o.Poll = 100 * time.Millisecond
@@ -474,10 +481,25 @@ func (f *Fanout) Collectors() []prometheus.Collector {
 	return f.m.collectors(f)
 }
 
-// body builds what a destination receives for one event: a body shaped
-// as LINE's, the replyToken removed unless the destination owns it, and
-// deliveryContext.isRedelivery set for a redelivery.
-func buildBody(destination string, event json.RawMessage, keepReplyToken, redelivery bool) ([]byte, error) {
+// buildBody builds what a destination receives for events: a body shaped
+// as LINE's, each replyToken removed unless the destination owns it, and
+// deliveryContext.isRedelivery set for redeliveries.
+func buildBody(destination string, events []json.RawMessage, keepReplyToken, redelivery bool) ([]byte, error) {
+	out := make([]json.RawMessage, len(events))
+	for i, event := range events {
+		e, err := buildEvent(event, keepReplyToken, redelivery)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = e
+	}
+	return json.Marshal(struct {
+		Destination string            `json:"destination"`
+		Events      []json.RawMessage `json:"events"`
+	}{destination, out})
+}
+
+func buildEvent(event json.RawMessage, keepReplyToken, redelivery bool) (json.RawMessage, error) {
 	var ev map[string]json.RawMessage
 	if err := json.Unmarshal(event, &ev); err != nil {
 		return nil, fmt.Errorf("event not a JSON object: %w", err)
@@ -500,14 +522,7 @@ func buildBody(destination string, event json.RawMessage, keepReplyToken, redeli
 		}
 		ev["deliveryContext"] = b
 	}
-	e, err := json.Marshal(ev)
-	if err != nil {
-		return nil, err
-	}
-	return json.Marshal(struct {
-		Destination string            `json:"destination"`
-		Events      []json.RawMessage `json:"events"`
-	}{destination, []json.RawMessage{e}})
+	return json.Marshal(ev)
 }
 
 // pauseKey is the setting that pauses a destination.

@@ -92,7 +92,7 @@ func TestBuildBody(t *testing.T) {
 	for _, tt := range []struct {
 		keep, redelivery bool
 	}{{false, false}, {true, false}, {false, true}, {true, true}} {
-		b, err := buildBody("U0123456789abcdef0123456789abcdef", ev, tt.keep, tt.redelivery)
+		b, err := buildBody("U0123456789abcdef0123456789abcdef", []json.RawMessage{ev, ev}, tt.keep, tt.redelivery)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -102,7 +102,7 @@ func TestBuildBody(t *testing.T) {
 			t.Fatal(err)
 		}
 		cb = *parsed
-		if cb.Destination != "U0123456789abcdef0123456789abcdef" || len(cb.Events) != 1 {
+		if cb.Destination != "U0123456789abcdef0123456789abcdef" || len(cb.Events) != 2 {
 			t.Fatalf("body %s", b)
 		}
 		e := line.DecodeEvent(cb.Events[0])
@@ -117,11 +117,11 @@ func TestBuildBody(t *testing.T) {
 		}
 	}
 	// An event without a delivery context gets one on redelivery.
-	b, err := buildBody("U", json.RawMessage(`{"type":"follow"}`), false, true)
+	b, err := buildBody("U", []json.RawMessage{json.RawMessage(`{"type":"follow"}`)}, false, true)
 	if err != nil || !strings.Contains(string(b), `"deliveryContext":{"isRedelivery":true}`) {
 		t.Errorf("redelivery of an event without deliveryContext: %s, %v", b, err)
 	}
-	if _, err := buildBody("U", json.RawMessage(`[1]`), false, false); err == nil {
+	if _, err := buildBody("U", []json.RawMessage{json.RawMessage(`{}`), json.RawMessage(`[1]`)}, false, false); err == nil {
 		t.Error("an event that is not an object was accepted")
 	}
 }

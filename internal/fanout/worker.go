@@ -140,10 +140,24 @@ func (w *worker) round(ctx context.Context) bool {
 			ready = append(ready, e)
 		}
 	}
+	// Batches of up to Batch heads (distinct conversations), each of one
+	// retention class (its record's) and all redeliveries or none.
+	var batches [][]*Entry
+	filling := map[string]int{}
+	for _, e := range ready {
+		k := fmt.Sprintf("%s\x00%v", e.Retention, e.Redelivery)
+		i, ok := filling[k]
+		if !ok || len(batches[i]) >= f.o.Batch {
+			batches = append(batches, nil)
+			i = len(batches) - 1
+			filling[k] = i
+		}
+		batches[i] = append(batches[i], e)
+	}
 	var delivered atomic.Bool
 	sem := make(chan struct{}, f.o.Concurrency)
 	var wg sync.WaitGroup
-	for _, e := range ready {
+	for _, b := range batches {
 		if ctx.Err() != nil || !w.allow(f.o.Now()) {
 			break
 		}
@@ -151,17 +165,17 @@ func (w *worker) round(ctx context.Context) bool {
 			// Half-open: the probe alone, and the next only once it
 			// has closed the breaker.
 			wg.Wait()
-			if w.attempt(ctx, e) {
+			if w.attempt(ctx, b) {
 				delivered.Store(true)
 			}
 			continue
 		}
-		// Closed: the heads of several conversations at once; each
-		// conversation still has one event in flight at most.
+		// Closed: several batches at once; each conversation still has
+		// one event in flight at most.
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			if w.attempt(ctx, e) {
+			if w.attempt(ctx, b) {
 				delivered.Store(true)
 			}
 		})
@@ -244,80 +258,158 @@ func (w *worker) backoff(attempts int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// attempt delivers one entry and records the attempt with its effect on
-// the queue, and reports whether it left the queue.
-func (w *worker) attempt(ctx context.Context, e *Entry) bool {
+// attempt delivers a batch of entries (the heads of distinct
+// conversations, of one retention class, all redeliveries or none) in one
+// request, records the attempt with its effects on the queue, and reports
+// whether any entry left the queue. An entry whose event cannot be read
+// any more is dropped with a record of its own.
+func (w *worker) attempt(ctx context.Context, batch []*Entry) bool {
 	f := w.f
-	dest, event, err := w.load(ctx, e)
-	if errors.Is(err, ledger.ErrUnavailable) {
-		f.log.Warn("fanout: event not readable now: retried later", "destination", w.d.Name, "record", e.Record, "err", err)
-		return false
+	type loaded struct {
+		e     *Entry
+		dest  string
+		event json.RawMessage
 	}
-	start := f.o.Now()
-	rec := &record.Outbound{EventKey: e.Key, Record: e.Record, Endpoint: Endpoint, Destination: w.d.Name,
-		URL: w.d.URL, SecretID: w.d.SecretID, Redelivery: e.Redelivery, Subj: e.Subjects,
-		Extra: map[string]string{"attempt": fmt.Sprint(e.Attempts + 1)}}
-	var effect ledger.Effect
-	ok := false
-	if err != nil {
-		// The record's payload is gone (retention, a destroyed key) or
-		// not an event: nothing can ever be delivered.
-		rec.Outcome, rec.Reason = "dropped", err.Error()
-		effect = Delivered{Seq: e.Seq}
-		f.m.attempts.WithLabelValues(w.d.Name, "dropped").Inc()
-	} else {
-		body, berr := buildBody(dest, event, w.d.OwnsReplyToken, e.Redelivery)
-		if berr != nil {
-			rec.Outcome, rec.Reason = "dropped", berr.Error()
-			effect = Delivered{Seq: e.Seq}
+	var ok []loaded
+	left := false
+	for _, e := range batch {
+		dest, event, err := w.load(ctx, e)
+		switch {
+		case errors.Is(err, ledger.ErrUnavailable):
+			f.log.Warn("fanout: event not readable now: retried later", "destination", w.d.Name, "record", e.Record, "err", err)
+		case err != nil:
+			// The record's payload is gone (retention, a destroyed key)
+			// or not an event: nothing can ever be delivered.
+			rec := w.newRecord([]*Entry{e}, f.o.Now())
+			rec.Outcome, rec.Reason = "dropped", err.Error()
 			f.m.attempts.WithLabelValues(w.d.Name, "dropped").Inc()
-		} else {
-			// The body's size and hash, not the body: the webhook
-			// record holds the event, and buildBody rebuilds the body
-			// from it byte for byte.
-			bodySum := sha256.Sum256(body)
-			rec.RequestBytes, rec.RequestSHA256 = int64(len(body)), hex.EncodeToString(bodySum[:])
-			status, size, sum, errText := w.post(ctx, body)
-			lat := f.o.Now().Sub(start)
-			rec.Status, rec.Error, rec.LatencyMs = status, errText, float64(lat)/float64(time.Millisecond)
-			rec.ResponseBytes, rec.ResponseSHA256 = size, sum
-			f.m.latency.WithLabelValues(w.d.Name).Observe(lat.Seconds())
-			ok = errText == "" && status/100 == 2
-			if !ok && errText == "" {
-				errText = fmt.Sprintf("answered %d", status)
+			if w.commit(rec, []*Entry{e}, Delivered{Seq: e.Seq}) {
+				left = true
 			}
-			w.result(ok, errText, f.o.Now())
-			if ok {
-				rec.Outcome = "delivered"
-				effect = Delivered{Seq: e.Seq}
-				f.m.attempts.WithLabelValues(w.d.Name, "delivered").Inc()
-			} else {
-				next := f.o.Now().Add(w.backoff(e.Attempts + 1))
-				rec.Outcome, rec.Reason = "failed", errText
-				effect = Retry{Seq: e.Seq, Attempts: e.Attempts + 1, NextMs: next.UnixMilli()}
-				f.m.attempts.WithLabelValues(w.d.Name, "failed").Inc()
-			}
+		default:
+			ok = append(ok, loaded{e, dest, event})
 		}
 	}
-	payload, err := record.Encode(&record.Meta{Channel: e.Channel, ReceivedMs: start.UnixMilli()}, rec)
+	// One request per body destination (the bot's user id: the same for
+	// every event of a channel but foreign ones).
+	for len(ok) > 0 {
+		dest := ok[0].dest
+		var es []*Entry
+		var events []json.RawMessage
+		rest := ok[:0]
+		for _, l := range ok {
+			if l.dest == dest {
+				es, events = append(es, l.e), append(events, l.event)
+			} else {
+				rest = append(rest, l)
+			}
+		}
+		ok = rest
+		if w.deliver(ctx, dest, es, events) {
+			left = true
+		}
+	}
+	return left
+}
+
+// newRecord starts the record of an attempt at entries.
+func (w *worker) newRecord(es []*Entry, start time.Time) *record.Outbound {
+	e := es[0]
+	var subj []string
+	for _, x := range es {
+		subj = append(subj, x.Subjects...)
+	}
+	rec := &record.Outbound{EventKey: e.Key, Record: e.Record, Endpoint: Endpoint, Destination: w.d.Name,
+		URL: w.d.URL, SecretID: w.d.SecretID, Redelivery: e.Redelivery, Subj: record.SortedSubjects(subj),
+		Extra: map[string]string{"attempt": fmt.Sprint(e.Attempts + 1)}}
+	if len(es) > 1 {
+		for _, x := range es {
+			rec.Events = append(rec.Events, record.DeliveredEvent{Key: x.Key, Record: x.Record, Index: x.Index, Attempt: x.Attempts + 1})
+		}
+	}
+	return rec
+}
+
+// deliver sends events (of entries es) in one request, and records it.
+func (w *worker) deliver(ctx context.Context, dest string, es []*Entry, events []json.RawMessage) bool {
+	f := w.f
+	start := f.o.Now()
+	rec := w.newRecord(es, start)
+	body, err := buildBody(dest, events, w.d.OwnsReplyToken, es[0].Redelivery)
+	if err != nil {
+		// An event that is not a JSON object: LINE's never are, but the
+		// ledger keeps what came; each is dropped alone.
+		if len(es) > 1 {
+			left := false
+			for i := range es {
+				if w.deliver(ctx, dest, es[i:i+1], events[i:i+1]) {
+					left = true
+				}
+			}
+			return left
+		}
+		rec.Outcome, rec.Reason = "dropped", err.Error()
+		f.m.attempts.WithLabelValues(w.d.Name, "dropped").Inc()
+		return w.commit(rec, es, Delivered{Seq: es[0].Seq})
+	}
+	// The body's size and hash, not the body: the webhook records hold
+	// the events, and buildBody rebuilds the body from them byte for
+	// byte.
+	bodySum := sha256.Sum256(body)
+	rec.RequestBytes, rec.RequestSHA256 = int64(len(body)), hex.EncodeToString(bodySum[:])
+	status, size, sum, errText := w.post(ctx, body)
+	lat := f.o.Now().Sub(start)
+	rec.Status, rec.Error, rec.LatencyMs = status, errText, float64(lat)/float64(time.Millisecond)
+	rec.ResponseBytes, rec.ResponseSHA256 = size, sum
+	f.m.latency.WithLabelValues(w.d.Name).Observe(lat.Seconds())
+	ok := errText == "" && status/100 == 2
+	if !ok && errText == "" {
+		errText = fmt.Sprintf("answered %d", status)
+	}
+	w.result(ok, errText, f.o.Now())
+	effects := make([]ledger.Effect, len(es))
+	if ok {
+		rec.Outcome = "delivered"
+		for i, e := range es {
+			effects[i] = Delivered{Seq: e.Seq}
+		}
+		f.m.attempts.WithLabelValues(w.d.Name, "delivered").Add(float64(len(es)))
+	} else {
+		rec.Outcome, rec.Reason = "failed", errText
+		for i, e := range es {
+			effects[i] = Retry{Seq: e.Seq, Attempts: e.Attempts + 1, NextMs: f.o.Now().Add(w.backoff(e.Attempts + 1)).UnixMilli()}
+		}
+		f.m.attempts.WithLabelValues(w.d.Name, "failed").Add(float64(len(es)))
+	}
+	return w.commit(rec, es, effects...) && ok
+}
+
+// commit records an attempt with its effects on the queue, and reports
+// whether it was recorded.
+func (w *worker) commit(rec *record.Outbound, es []*Entry, effects ...ledger.Effect) bool {
+	f := w.f
+	e := es[0]
+	at := f.o.Now()
+	payload, err := record.Encode(&record.Meta{Channel: e.Channel, ReceivedMs: at.UnixMilli()}, rec)
 	if err != nil {
 		f.log.Error("fanout: encode attempt record", "destination", w.d.Name, "err", err)
 		return false
 	}
-	entry := ledger.Entry{Kind: ledger.KindOutbound, Time: start, Channel: e.Channel, Retention: e.Retention,
-		Payload: payload, Subjects: e.Subjects}
-	// Not tied to ctx: an attempt made is recorded, even at shutdown.
+	entry := ledger.Entry{Kind: ledger.KindOutbound, Time: at, Channel: e.Channel, Retention: e.Retention,
+		Payload: payload, Subjects: rec.Subj}
+	// Not tied to the worker's context: an attempt made is recorded, even
+	// at shutdown.
 	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := f.o.Log.Commit(cctx, []ledger.Entry{entry}, effect); err != nil {
-		// The event stays queued as it was and is delivered again: a
+	if _, err := f.o.Log.Commit(cctx, []ledger.Entry{entry}, effects...); err != nil {
+		// The events stay queued as they were and are delivered again: a
 		// destination sees an event at least once, and dedups by
 		// webhookEventId as it does LINE's redeliveries.
-		f.log.Error("fanout: attempt not recorded: the event is delivered again", "destination", w.d.Name,
-			"event", e.Key, "err", oplog.Truncate(err.Error(), 300))
+		f.log.Error("fanout: attempt not recorded: its events are delivered again", "destination", w.d.Name,
+			"event", e.Key, "events", len(es), "err", oplog.Truncate(err.Error(), 300))
 		return false
 	}
-	return rec.Outcome != "failed"
+	return true
 }
 
 // load reads an entry's event back from its webhook record, with the

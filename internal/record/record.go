@@ -296,11 +296,25 @@ type Outbound struct {
 	RequestSHA256  string `json:"request_sha256,omitempty"`
 	ResponseBytes  int64  `json:"response_bytes,omitempty"`
 	ResponseSHA256 string `json:"response_sha256,omitempty"`
+	// Events are the events a delivery of several carried, in the
+	// body's order (EventKey and Record are the first's); nil when it
+	// carried one.
+	Events []DeliveredEvent `json:"events,omitempty"`
 	// Tool names the tool whose call linegate's Messaging API proxy
 	// carried; Endpoint is then the LINE path called.
 	Tool string `json:"tool,omitempty"`
 	// Subj are the subjects the send concerns (not encoded).
 	Subj []string `json:"-"`
+}
+
+// DeliveredEvent is one event of a delivery to a fan-out destination:
+// its key, where it is (its webhook record and position), and which
+// attempt at it this was.
+type DeliveredEvent struct {
+	Key     string `json:"event_key"`
+	Record  uint64 `json:"webhook_record"`
+	Index   int    `json:"index"`
+	Attempt int    `json:"attempt"`
 }
 
 func (*Outbound) Kind() Kind           { return KindOutbound }
