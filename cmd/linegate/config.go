@@ -333,6 +333,8 @@ type ChannelConfig struct {
 	// Destinations receive the channel's events (see DestinationConfig,
 	// docs/FANOUT.md).
 	Destinations []DestinationConfig `yaml:"destinations"`
+	// Handoff configures the handoff to people (serve_handoff.go).
+	Handoff *HandoffConfig `yaml:"handoff"`
 
 	site *configSite // where it was read
 	path string      // channels[i]
@@ -708,6 +710,7 @@ func (c *Config) check(p *configParser) {
 	}
 	c.checkMonitor(p)
 	c.checkFanout(p)
+	c.checkHandoff(p)
 }
 
 // presetNames lists the preset retention classes.

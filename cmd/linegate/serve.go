@@ -21,6 +21,7 @@ import (
 	adminapi "github.com/linegate/linegate/internal/admin"
 	"github.com/linegate/linegate/internal/canary"
 	"github.com/linegate/linegate/internal/chantoken"
+	"github.com/linegate/linegate/internal/handoff"
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
@@ -145,6 +146,9 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	if err := g.newFanout(e); err != nil {
 		return err
 	}
+	if err := g.newHandoff(e); err != nil {
+		return err
+	}
 	g.startPipeline(channels)
 	g.startJobs()
 	g.newAdmin(e, adminToken)
@@ -203,6 +207,7 @@ type instance struct {
 	proxy   *proxyServer      // the Messaging API proxy (nil: none)
 	replies *proxy.ReplyIndex // reply tokens, for the proxy
 	blobs   media.Blobs       // object storage for large media (nil: the store only)
+	handoff *handoff.Service
 
 	stopPipe context.CancelFunc // nil until the pipeline runs
 	pipeDone chan struct{}
@@ -324,6 +329,7 @@ func (g *instance) startPipeline(channels []webhook.Channel) {
 		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,
 	}
 	g.fanoutPipeline(&o)
+	o.Action = g.gateHandoff(o.Action)   // conversations people own: held for them
 	o.Action = g.canary.Action(o.Action) // canary round trips and leaks, before the rules
 	o.Action = g.noteReplies(o.Action)
 	if ls, ok := g.store.(leases); ok {
@@ -364,6 +370,7 @@ func (g *instance) startJobs() {
 	}
 	g.bg.Go(func() { retention.RunSubjectIndex(ctx, g.store, 250*time.Millisecond, g.led.Busy, log) })
 	g.bg.Go(func() { g.ingress.RunRejectionSummaries(ctx) })
+	g.startHandoffJobs()
 }
 
 // newAdmin builds the metrics registry and the admin API, and starts its
@@ -380,6 +387,7 @@ func (g *instance) newAdmin(e *env, token []byte) {
 	g.reg.MustRegister(g.sender.Collectors()...)
 	g.reg.MustRegister(g.tokens.Collectors()...)
 	g.reg.MustRegister(g.fanoutCollectors()...)
+	g.reg.MustRegister(g.handoff.Collectors()...)
 	g.api = adminapi.New(adminapi.Options{
 		Ledger: g.led, Store: g.store, Pipeline: g.pipe, Switches: g.sender, Rules: g.engine, Keys: g.ring,
 		LoadRules: func() (*rules.Set, error) { return loadRules(e, cfg) },
@@ -394,9 +402,10 @@ func (g *instance) newAdmin(e *env, token []byte) {
 			return c.kekConfig(e.getenv)
 		},
 		Policies: cfg.policies(), Origin: cfg.Log.Origin, Replica: replicaName(), Token: token, Metrics: g.reg, Logger: g.log,
-		Channels: channelIDs(cfg),
-		Canary:   g.canary,
-		Routes:   g.fanoutRoutes,
+		Channels:      channelIDs(cfg),
+		Canary:        g.canary,
+		Conversations: g.handoff,
+		Routes:        g.fanoutRoutes,
 	})
 	g.reg.MustRegister(g.api.Collectors()...)
 	g.reg.MustRegister(g.sender.DryRunGauges()...)

@@ -79,8 +79,9 @@ type Destination struct {
 
 // DefaultOutcomes are the pipeline outcomes delivered when a destination
 // names none: every event linegate acted on or recorded as new, but not
-// duplicates, the console's Verify dummies, events for another bot, or
-// malformed (quarantined) ones.
+// duplicates, the console's Verify dummies, events for another bot,
+// malformed (quarantined) ones, or those of conversations a person has
+// taken over (held_for_human: list it for a tool that should see them).
 var DefaultOutcomes = []string{
 	string(pipeline.OutcomeProcessed), string(pipeline.OutcomeFailed), string(pipeline.OutcomeUnknown),
 	string(pipeline.OutcomeStandby), string(pipeline.OutcomeHeld), string(pipeline.OutcomeUnknownMode),
@@ -132,7 +133,7 @@ var allOutcomes = []string{
 	string(pipeline.OutcomeProcessed), string(pipeline.OutcomeFailed), string(pipeline.OutcomeDuplicate),
 	string(pipeline.OutcomeQuarantined), string(pipeline.OutcomeUnknown), string(pipeline.OutcomeStandby),
 	string(pipeline.OutcomeUnknownMode), string(pipeline.OutcomeForeign), string(pipeline.OutcomeHeld),
-	string(pipeline.OutcomeDummy),
+	string(pipeline.OutcomeDummy), string(pipeline.OutcomeHeldForHuman),
 }
 
 func namePattern(s string) bool {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/linegate/linegate/internal/fanout"
+	"github.com/linegate/linegate/internal/handoff"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/pipeline"
@@ -44,6 +45,12 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, first uint64, e ledger.Eff
 		err = setConsent(ctx, tx, e)
 	case fanout.Enqueue, fanout.Delivered, fanout.Retry:
 		err = applyFanout(ctx, tx, e)
+	case handoff.SetState:
+		err = setConversation(ctx, tx, e)
+	case handoff.QueueNotification:
+		err = queueNotification(ctx, tx, e)
+	case handoff.NotificationAttempt:
+		err = notificationAttempt(ctx, tx, e)
 	default:
 		err = ledger.ErrUnsupportedEffect
 	}

@@ -300,6 +300,9 @@ type Outbound struct {
 	// body's order (EventKey and Record are the first's); nil when it
 	// carried one.
 	Events []DeliveredEvent `json:"events,omitempty"`
+	// Agent names the person who sent it (a human reply, or a chat call
+	// such as markAsRead made for them); empty for the bot's own sends.
+	Agent string `json:"agent,omitempty"`
 	// Tool names the tool whose call linegate's Messaging API proxy
 	// carried; Endpoint is then the LINE path called.
 	Tool string `json:"tool,omitempty"`

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/linegate/linegate/internal/fanout"
+	"github.com/linegate/linegate/internal/handoff"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/pipeline"
@@ -47,6 +48,12 @@ func (s *Store) apply(ctx context.Context, tx *sql.Tx, first uint64, e ledger.Ef
 		return setConsent(ctx, tx, e)
 	case fanout.Enqueue, fanout.Delivered, fanout.Retry:
 		return s.applyFanout(ctx, tx, e)
+	case handoff.SetState:
+		return setConversation(ctx, tx, e)
+	case handoff.QueueNotification:
+		return queueNotification(ctx, tx, e)
+	case handoff.NotificationAttempt:
+		return notificationAttempt(ctx, tx, e)
 	}
 	return fmt.Errorf("sqlitestore: %s: %w", e.EffectName(), ledger.ErrUnsupportedEffect)
 }
