@@ -92,6 +92,9 @@ type Config struct {
 	Archive *ArchiveConfig `yaml:"archive"`
 	// Witnesses cosign the checkpoints (see WitnessesConfig).
 	Witnesses *WitnessesConfig `yaml:"witnesses"`
+	// Fanout sets the delivery to the channels' destinations, and the
+	// single webhook URL (see FanoutConfig, docs/FANOUT.md).
+	Fanout FanoutConfig `yaml:"fanout"`
 	// Proxy, if set, runs the Messaging API proxy (ProxyConfig).
 	Proxy *ProxyConfig `yaml:"proxy"`
 	// Media keeps the content of image, video, audio and file messages
@@ -332,6 +335,9 @@ type ChannelConfig struct {
 	RateLimit float64 `yaml:"rate_limit"`
 	// The channel's webhook_url and quota_budget (see ChannelLineConfig).
 	ChannelLineConfig `yaml:",inline"`
+	// Destinations receive the channel's events (see DestinationConfig,
+	// docs/FANOUT.md).
+	Destinations []DestinationConfig `yaml:"destinations"`
 	// Handoff configures the handoff to people (serve_handoff.go).
 	Handoff *HandoffConfig `yaml:"handoff"`
 
@@ -532,6 +538,9 @@ func (c *Config) resolvePaths(dir string) {
 		for j := range ch.Audiences {
 			rel(&ch.Audiences[j].SubjectsFile)
 		}
+		for j := range ch.Destinations {
+			rel(&ch.Destinations[j].SecretFile)
+		}
 	}
 }
 
@@ -706,6 +715,7 @@ func (c *Config) check(p *configParser) {
 	}
 	c.checkMonitor(p)
 	c.checkArchive(p)
+	c.checkFanout(p)
 	c.checkHandoff(p)
 }
 

@@ -82,6 +82,7 @@ func checkConfigFiles(ctx context.Context, e *env, cfg *Config) error {
 				errs = append(errs, err)
 			}
 		}
+		errs = append(errs, ch.checkDestinationSecrets(cfg, e.getenv)...)
 	}
 	if _, err := cfg.adminToken(e.getenv); err != nil {
 		errs = append(errs, err)

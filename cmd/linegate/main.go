@@ -71,6 +71,7 @@ var commands = []command{
 	{"archive", "object storage under Object Lock: put-bundle (publish an evidence bundle, locked)", runArchive},
 	{"acknowledge-rollback", "record that the database was restored to an older tree: the lost records, and why", runAcknowledgeRollback},
 	{"token", "channel access tokens: keygen (an assertion signing key pair for tokens v2.1)", runToken},
+	{"replay", "deliver the recorded events of a time range again to a fan-out destination, as redeliveries", runReplay},
 	{"sim", "a LINE platform simulator: fake API, webhook sender, chat", runSim},
 	{"bench", "measure linegate beside its peers (run from the repository)", runBench},
 	{"version", "print the module version, VCS commit and time, and Go version", runVersion},

@@ -148,6 +148,9 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		return err
 	}
 	g.canary = newCanary(cfg, g.led, g.store, g.sender, log)
+	if err := g.newFanout(e); err != nil {
+		return err
+	}
 	if err := g.newHandoff(e); err != nil {
 		return err
 	}
@@ -206,6 +209,7 @@ type instance struct {
 	api     *adminapi.API
 	reg     *prometheus.Registry
 	canary  *canary.Watch     // the canary: round trips, leaks
+	fan     *fanoutRun        // the fan-out to the destinations (nil: none)
 	proxy   *proxyServer      // the Messaging API proxy (nil: none)
 	replies *proxy.ReplyIndex // reply tokens, for the proxy
 	blobs   media.Blobs       // object storage for large media (nil: the store only)
@@ -337,6 +341,7 @@ func (g *instance) startPipeline(channels []webhook.Channel) {
 		Action:  answer(g.engine),
 		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,
 	}
+	g.fanoutPipeline(&o)
 	o.Action = g.gateHandoff(o.Action)   // conversations people own: held for them
 	o.Action = g.canary.Action(o.Action) // canary round trips and leaks, before the rules
 	o.Action = g.noteReplies(o.Action)
@@ -352,7 +357,7 @@ func (g *instance) startPipeline(channels []webhook.Channel) {
 
 	g.ingress = webhook.New(webhook.Options{Channels: channels, Ledger: g.led, MaxBody: cfg.MaxBodyBytes, Logger: g.log, Appended: g.pipe.Kick,
 		Rejections: webhook.RejectionPolicy{Retention: cfg.Rejections.Retention, PerSecond: cfg.Rejections.PerSecond,
-			Burst: cfg.Rejections.Burst, SummaryEvery: cfg.Rejections.SummaryEvery}})
+			Burst: cfg.Rejections.Burst, SummaryEvery: cfg.Rejections.SummaryEvery}, ByBot: singleURLBots(cfg)})
 }
 
 // startJobs starts the background jobs, each of its owner's package:
@@ -394,6 +399,7 @@ func (g *instance) newAdmin(e *env, token []byte) {
 	g.reg.MustRegister(g.pipe.Collectors()...)
 	g.reg.MustRegister(g.sender.Collectors()...)
 	g.reg.MustRegister(g.tokens.Collectors()...)
+	g.reg.MustRegister(g.fanoutCollectors()...)
 	g.reg.MustRegister(g.handoff.Collectors()...)
 	g.api = adminapi.New(adminapi.Options{
 		Ledger: g.led, Store: g.store, Pipeline: g.pipe, Switches: g.sender, Rules: g.engine, Keys: g.ring,
@@ -412,6 +418,7 @@ func (g *instance) newAdmin(e *env, token []byte) {
 		Channels:      channelIDs(cfg),
 		Canary:        g.canary,
 		Conversations: g.handoff,
+		Routes:        g.fanoutRoutes,
 	})
 	g.reg.MustRegister(g.api.Collectors()...)
 	g.reg.MustRegister(g.sender.DryRunGauges()...)
@@ -488,7 +495,8 @@ func (g *instance) listen() (*listeners, error) {
 //     finish their appends (answered 200 only once durable); the last
 //     summary of rejected webhooks is recorded.
 //  2. The pipeline finishes the events in hand and records their outcomes;
-//     what is still queued runs at the next start.
+//     what is still queued runs at the next start. Then the fan-out's
+//     workers record the delivery attempts in hand, and stop.
 //  3. The ledger commits what is queued, integrates it and publishes a
 //     final checkpoint.
 //  4. The background jobs stop (switch refreshes, anchors, purges, the
@@ -506,6 +514,7 @@ func (g *instance) shutdown(ls *listeners) error {
 		g.log.Warn("the last summary of rejected webhooks was not recorded", "err", ferr)
 	}
 	g.stopPipeline()
+	g.stopFanout()
 	// The tokens linegate issued are revoked, and recorded, while the
 	// ledger still takes records.
 	if terr := g.tokens.Close(ctx); terr != nil {
@@ -526,6 +535,7 @@ func (g *instance) shutdown(ls *listeners) error {
 // it appended is durable, and the next start integrates it).
 func (g *instance) close() {
 	g.stopPipeline()
+	g.stopFanout()
 	if g.tokens != nil { // after a failed start: shutdown has not revoked them
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		g.tokens.Close(ctx)

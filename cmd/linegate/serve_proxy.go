@@ -60,7 +60,7 @@ func (g *instance) startProxy(e *env) error {
 		channels[ch.ID] = proxy.Channel{Client: g.sender.Client(ch.ID), DataBase: data, Retention: ch.Retention}
 	}
 	p, err := proxy.New(proxy.Options{Tools: tools, Channels: channels, Gate: g.sender, Consent: g.store, Ledger: g.led,
-		ReplyOwners: proxy.StaticReplyOwners(pc.ReplyOwners), Replies: g.replies, MaxBody: pc.MaxBodyBytes, Logger: g.log})
+		ReplyOwners: g.replyOwners(pc.ReplyOwners), Replies: g.replies, MaxBody: pc.MaxBodyBytes, Logger: g.log})
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}

@@ -517,6 +517,9 @@ func summarizeOutbound(b *record.Outbound) string {
 		what += " by rule " + b.Rule
 	}
 	what += fmt.Sprintf(" for #%d", b.Record)
+	if b.Endpoint == "destination" {
+		return summarizeDelivery(what, b)
+	}
 	if b.Endpoint == "forward" {
 		s := what + " to " + b.URL
 		if b.Status != 0 {

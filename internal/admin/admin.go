@@ -126,6 +126,9 @@ type Options struct {
 	// Token authenticates /admin/ and /debug/pprof/ calls as a bearer
 	// token; with none, every such call is refused.
 	Token []byte
+	// Routes, if set, adds other packages' endpoints (the fan-out
+	// destinations') under /admin/, behind the bearer token.
+	Routes func(mux *http.ServeMux)
 	// Metrics is served as /metrics (default: none).
 	Metrics prometheus.Gatherer
 	Logger  *slog.Logger
@@ -170,6 +173,9 @@ func (a *API) Handler() http.Handler {
 	a.holdRoutes(authed)
 	a.subjectRoutes(authed)
 	a.alertRoutes(authed)
+	if a.o.Routes != nil {
+		a.o.Routes(authed)
+	}
 	if a.o.Conversations != nil {
 		a.o.Conversations.Routes(authed)
 	}

@@ -77,7 +77,7 @@ type Options struct {
 }
 
 // Groups names the suite's groups of figures, in the order they run.
-var Groups = []string{"ingest", "postgres", "latency", "reply", "cpu", "idle", "flood", "appends", "verify", "pipeline"}
+var Groups = []string{"ingest", "postgres", "latency", "reply", "cpu", "idle", "flood", "appends", "verify", "pipeline", "fanout"}
 
 const (
 	benchSecret = "bench-channel-secret"
@@ -126,7 +126,7 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 		r.peers[p] = bin
 	}
 	for i, run := range []func(context.Context){r.ingest, r.ingestPostgres, r.latency, r.replyLatency, r.cpuPerWebhook,
-		r.idleConnections, r.rejectionFlood, r.appends, r.verifyAndStartup, r.pipelineRate} {
+		r.idleConnections, r.rejectionFlood, r.appends, r.verifyAndStartup, r.pipelineRate, r.fanoutAck} {
 		if len(opts.Only) == 0 || slices.Contains(opts.Only, Groups[i]) {
 			run(ctx)
 		}

@@ -28,6 +28,7 @@ var importTables = []struct {
 	{"consent", []string{"channel", "user", "opt_in", "at_ms", "source"}},
 	{"holds", []string{"id", "channel", "subject", "from_ms", "to_ms", "reason", "created_ms", "released_ms"}},
 	{"subject_keys", []string{"subject", "id", "kek", "wrapped", "created_ms"}},
+	{"fanout_queue", []string{"seq", "destination", "conversation", "attempts", "next_ms", "entry"}},
 }
 
 // ErrNotEmpty is returned by Import into a store that already holds a
@@ -56,7 +57,7 @@ func (s *Store) Import(ctx context.Context, src *sql.DB) (uint64, error) {
 		}
 		// The rows made by the empty store's first start (none yet, but
 		// a gateway may have been started on it) are replaced.
-		for _, t := range []string{"checkpoints", "settings", "queue", "dedup", "consent", "holds", "subject_keys"} {
+		for _, t := range []string{"checkpoints", "settings", "queue", "dedup", "consent", "holds", "subject_keys", "fanout_queue"} {
 			if _, err := tx.Exec(ctx, "DELETE FROM "+t); err != nil {
 				return err
 			}
@@ -100,6 +101,7 @@ func (s *Store) Import(ctx context.Context, src *sql.DB) (uint64, error) {
 			{"SELECT setval(pg_get_serial_sequence('checkpoints', 'seq'), COALESCE((SELECT MAX(seq) FROM checkpoints), 0) + 1, false)", nil},
 			{"SELECT setval(pg_get_serial_sequence('queue', 'seq'), COALESCE((SELECT MAX(seq) FROM queue), 0) + 1, false)", nil},
 			{"SELECT setval(pg_get_serial_sequence('holds', 'id'), COALESCE((SELECT MAX(id) FROM holds), 0) + 1, false)", nil},
+			{"SELECT setval(pg_get_serial_sequence('fanout_queue', 'seq'), COALESCE((SELECT MAX(seq) FROM fanout_queue), 0) + 1, false)", nil},
 		} {
 			if _, err := tx.Exec(ctx, q.sql, q.args...); err != nil {
 				return fmt.Errorf("pgstore: import: %w", err)

@@ -27,7 +27,7 @@ var _ ledger.Store = (*Store)(nil)
 
 // schemaVersion is the version of the schema this code writes. A database
 // of a newer version is refused.
-const schemaVersion = 4
+const schemaVersion = 5
 
 // migrations[i] brings a database from version i to version i+1.
 var migrations = []string{
@@ -165,6 +165,17 @@ var migrations = []string{
 		value      TEXT NOT NULL,
 		updated_ms BIGINT NOT NULL
 	);`,
+
+	// Version 5: the fan-out destinations' queue.
+	`CREATE TABLE fanout_queue (
+		seq          BIGSERIAL PRIMARY KEY,
+		destination  TEXT NOT NULL,
+		conversation TEXT NOT NULL,            -- entries of one conversation are delivered in seq order
+		attempts     INT NOT NULL DEFAULT 0,
+		next_ms      BIGINT NOT NULL DEFAULT 0, -- not tried before
+		entry        BYTEA NOT NULL            -- fanout.Entry as JSON
+	);
+	CREATE INDEX fanout_queue_destination ON fanout_queue (destination, seq);`,
 }
 
 // The second keys of the advisory locks, by use (the first is lockID).

@@ -111,8 +111,13 @@ type Options struct {
 	// ClaimFor is how long a claim holds without renewal (default 15s):
 	// the events of a process that died are taken over after it.
 	ClaimFor time.Duration
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// Follow, if set, returns effects that commit with the outcome records
+	// of completed items (the fan-out's queueing): they take effect if and
+	// only if the outcomes are recorded. It is called again, for each
+	// item alone, when a batch is split.
+	Follow func(items []*Item) []ledger.Effect
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Pipeline processes webhook events.
@@ -731,9 +736,9 @@ func (p *Pipeline) complete(ctx context.Context, batch []*Item) {
 		// data key another process destroyed meanwhile.
 		entries, err := p.outcomeEntries(batch, now)
 		if err == nil && p.o.Claimer != nil {
-			err = p.completeClaimed(context.Background(), seqs, entries)
+			err = p.completeClaimed(context.Background(), batch, seqs, entries)
 		} else if err == nil {
-			_, err = p.o.Log.Commit(context.Background(), entries, Dequeue{Seqs: seqs})
+			_, err = p.o.Log.Commit(context.Background(), entries, append([]ledger.Effect{Dequeue{Seqs: seqs}}, p.follow(batch)...)...)
 		}
 		if err == nil {
 			break
@@ -799,6 +804,14 @@ func (p *Pipeline) logOutcome(it *Item) {
 	}
 	p.fails.Log(level, oplog.Key{Class: "event_" + string(it.Outcome), Channel: it.Channel}, msg,
 		"type", it.Type, "record", it.Record, "index", it.Index, "event", it.Key, "reason", oplog.Truncate(it.Reason, 300))
+}
+
+// follow returns the effects Options.Follow adds to the outcomes of items.
+func (p *Pipeline) follow(items []*Item) []ledger.Effect {
+	if p.o.Follow == nil {
+		return nil
+	}
+	return p.o.Follow(items)
 }
 
 // outcomeEntries builds the outcome records of a batch.

@@ -80,8 +80,8 @@ func (p *Pipeline) renewer(ctx context.Context) {
 // completeClaimed records outcomes of claimed items. Items whose claim was
 // lost (this process stalled past ClaimFor and another took them over) are
 // dropped here: their new owner records them.
-func (p *Pipeline) completeClaimed(ctx context.Context, seqs []uint64, recs []ledger.Entry) error {
-	_, err := p.o.Log.Commit(ctx, recs, Dequeue{Seqs: seqs, Owner: p.o.Owner})
+func (p *Pipeline) completeClaimed(ctx context.Context, items []*Item, seqs []uint64, recs []ledger.Entry) error {
+	_, err := p.o.Log.Commit(ctx, recs, append([]ledger.Effect{Dequeue{Seqs: seqs, Owner: p.o.Owner}}, p.follow(items)...)...)
 	if !errors.Is(err, ledger.ErrConflict) || len(seqs) == 1 {
 		if errors.Is(err, ledger.ErrConflict) {
 			p.log.Warn("pipeline: an event's claim was lost to another process; it records the outcome", "seq", seqs[0])
@@ -90,7 +90,7 @@ func (p *Pipeline) completeClaimed(ctx context.Context, seqs []uint64, recs []le
 		return err
 	}
 	for i := range seqs {
-		if err := p.completeClaimed(ctx, seqs[i:i+1], recs[i:i+1]); err != nil {
+		if err := p.completeClaimed(ctx, items[i:i+1], seqs[i:i+1], recs[i:i+1]); err != nil {
 			return err
 		}
 	}

@@ -286,6 +286,20 @@ type Outbound struct {
 	Status    int     `json:"status,omitempty"`
 	Error     string  `json:"error,omitempty"`
 	LatencyMs float64 `json:"latency_ms,omitempty"`
+	// For a delivery to a fan-out destination (Endpoint "destination"):
+	// its name, whether it was a redelivery (replay), the size and
+	// SHA-256 (hex) of the body sent (rebuilt from the webhook record,
+	// which holds the event), and of its answer, never the answer itself.
+	Destination    string `json:"destination,omitempty"`
+	Redelivery     bool   `json:"redelivery,omitempty"`
+	RequestBytes   int64  `json:"request_bytes,omitempty"`
+	RequestSHA256  string `json:"request_sha256,omitempty"`
+	ResponseBytes  int64  `json:"response_bytes,omitempty"`
+	ResponseSHA256 string `json:"response_sha256,omitempty"`
+	// Events are the events a delivery of several carried, in the
+	// body's order (EventKey and Record are the first's); nil when it
+	// carried one.
+	Events []DeliveredEvent `json:"events,omitempty"`
 	// Agent names the person who sent it (a human reply, or a chat call
 	// such as markAsRead made for them); empty for the bot's own sends.
 	Agent string `json:"agent,omitempty"`
@@ -294,6 +308,16 @@ type Outbound struct {
 	Tool string `json:"tool,omitempty"`
 	// Subj are the subjects the send concerns (not encoded).
 	Subj []string `json:"-"`
+}
+
+// DeliveredEvent is one event of a delivery to a fan-out destination:
+// its key, where it is (its webhook record and position), and which
+// attempt at it this was.
+type DeliveredEvent struct {
+	Key     string `json:"event_key"`
+	Record  uint64 `json:"webhook_record"`
+	Index   int    `json:"index"`
+	Attempt int    `json:"attempt"`
 }
 
 func (*Outbound) Kind() Kind           { return KindOutbound }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 
+	"github.com/linegate/linegate/internal/fanout"
 	"github.com/linegate/linegate/internal/handoff"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/outbound"
@@ -45,6 +46,8 @@ func (s *Store) apply(ctx context.Context, tx *sql.Tx, first uint64, e ledger.Ef
 		return setSetting(ctx, tx, e.Key, e.Value)
 	case outbound.SetConsent:
 		return setConsent(ctx, tx, e)
+	case fanout.Enqueue, fanout.Delivered, fanout.Retry:
+		return s.applyFanout(ctx, tx, e)
 	case handoff.SetState:
 		return setConversation(ctx, tx, e)
 	case handoff.QueueNotification:

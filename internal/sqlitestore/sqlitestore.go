@@ -24,7 +24,7 @@ var _ ledger.Store = (*Store)(nil)
 
 // schemaVersion is the version of the schema this code writes, kept in
 // PRAGMA user_version. A database of a newer version is refused.
-const schemaVersion = 8
+const schemaVersion = 9
 
 // migrations[i] brings a database from version i to version i+1.
 var migrations = []string{
@@ -169,6 +169,17 @@ var migrations = []string{
 		value      TEXT NOT NULL,
 		updated_ms INTEGER NOT NULL
 	) WITHOUT ROWID;`,
+
+	// Version 9: the fan-out destinations' queue.
+	`CREATE TABLE fanout_queue (
+		seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+		destination  TEXT NOT NULL,
+		conversation TEXT NOT NULL,             -- entries of one conversation are delivered in seq order
+		attempts     INTEGER NOT NULL DEFAULT 0,
+		next_ms      INTEGER NOT NULL DEFAULT 0, -- not tried before
+		entry        BLOB NOT NULL              -- fanout.Entry as JSON
+	);
+	CREATE INDEX fanout_queue_destination ON fanout_queue (destination, seq);`,
 }
 
 // Options tunes a Store.

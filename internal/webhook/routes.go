@@ -9,6 +9,9 @@ import "net/http"
 func (h *Handler) Routes(health, ready, log http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST /webhook/{channel}", h)
+	if h.byBot != nil {
+		mux.Handle("POST /webhook", h)
+	}
 	mux.Handle("GET /healthz", health)
 	mux.Handle("GET /readyz", ready)
 	if log != nil {

@@ -88,6 +88,10 @@ type Options struct {
 	// Rejections bounds the records of requests that fail
 	// authentication.
 	Rejections RejectionPolicy
+	// ByBot, if set, also serves POST /webhook for every channel: the
+	// body's destination (a bot user id, a key of ByBot) names the
+	// channel (its value) whose secrets verify it (single.go).
+	ByBot map[string]string
 }
 
 // Handler serves POST /webhook/{channel}.
@@ -101,6 +105,7 @@ type Handler struct {
 	now      func() time.Time
 	appended func()
 	rejects  *rejections
+	byBot    map[string]string
 
 	requests   *prometheus.CounterVec
 	sigFails   *prometheus.CounterVec
@@ -168,6 +173,10 @@ func New(opts Options) *Handler {
 		h.requests.WithLabelValues(c.ID, OutcomeUnavailable)
 	}
 	h.mux.HandleFunc("POST /webhook/{channel}", h.serveWebhook)
+	if opts.ByBot != nil {
+		h.byBot = opts.ByBot
+		h.mux.HandleFunc("POST /webhook", h.serveSingle)
+	}
 	return h
 }
 
@@ -216,6 +225,13 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	h.accept(w, r, ch, body, received)
+}
+
+// accept verifies a webhook's body, read whole, for channel ch, and
+// acknowledges it once it is durable.
+func (h *Handler) accept(w http.ResponseWriter, r *http.Request, ch *Channel, body []byte, received time.Time) {
+	id := ch.ID
 	h.bodyBytes.Observe(float64(len(body)))
 	meta := &record.Meta{
 		Channel:    id,

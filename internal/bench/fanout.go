@@ -1,0 +1,91 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/sim"
+)
+
+// fanoutAck measures the acknowledgement's p99 in open loop with three
+// destinations on the channel (two that answer, checking the signature as
+// a destination must, and one dead: a closed port) beside the same
+// gateway without destinations, in the same run at the same load: the
+// fan-out must not slow the acknowledgement to LINE.
+func (r *runner) fanoutAck(ctx context.Context) {
+	const rate = 1200
+	name := fmt.Sprintf("ack latency p99 at %d/s, 3 destinations (1 dead)", rate)
+	d := r.dur(2*time.Second, 10*time.Second)
+	var got, requests atomic.Int64
+	var live []string
+	for i, secret := range []string{"bench-owner-secret", "bench-crm-secret"} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			r.fail(name, "ms", err)
+			return
+		}
+		srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			body, _ := io.ReadAll(io.LimitReader(req.Body, 1<<20))
+			if _, err := line.Check([]line.Verifier{line.NewHMACVerifier("s", []byte(secret))}, body, req.Header.Get(line.SignatureHeader)); err != nil {
+				http.Error(w, "bad signature", http.StatusUnauthorized)
+				return
+			}
+			var cb struct{ Events []json.RawMessage }
+			json.Unmarshal(body, &cb)
+			got.Add(int64(len(cb.Events)))
+			requests.Add(1)
+		})}
+		go srv.Serve(ln)
+		defer srv.Close()
+		live = append(live, fmt.Sprintf("http://%s/%d", ln.Addr(), i))
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		r.fail(name, "ms", err)
+		return
+	}
+	dead := ln.Addr().String()
+	ln.Close() // nothing listens there: every attempt fails at once
+	dests := fmt.Sprintf(`, destinations: [{name: owner, url: %q, allow_http: true, secret: bench-owner-secret, role: reply_owner},
+      {name: crm, url: %q, allow_http: true, secret: bench-crm-secret},
+      {name: dead, url: "http://%s/hook", allow_http: true, secret: bench-dead-secret}]`, live[0], live[1], dead)
+	load := sim.Load{Rate: rate, Concurrency: 64, Duration: d}
+	run := func(dir, channel string) (time.Duration, int, error) {
+		g, err := r.startGatewayChannel(ctx, filepath.Join(r.work, dir), "log: {origin: "+benchOrigin+", checkpoint_interval: 1s}\n", channel)
+		if err != nil {
+			return 0, 0, err
+		}
+		defer g.stop()
+		res, err := sim.Send(ctx, newClient(64), g.webhook+"/webhook/demo", []byte(benchSecret), source(1), load)
+		if err == nil && res.OK() != len(res.Latencies) {
+			err = fmt.Errorf("not all answered 200: %v", res.Statuses)
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+		return res.Percentile(0.99), res.OK(), nil
+	}
+	base, _, err := run("fanout-none", "")
+	if err != nil {
+		r.fail(name, "ms", fmt.Errorf("without destinations: %w", err))
+		return
+	}
+	p99, sent, err := run("fanout-three", dests)
+	if err != nil {
+		r.fail(name, "ms", err)
+		return
+	}
+	// Lower is better: the ratio is peer/value.
+	r.add(Result{Name: name, Value: ms(p99), Unit: "ms", Peer: "the same gateway without destinations, this run",
+		PeerValue: f64(ms(base)), Target: "<= 1.25x peer",
+		Note: fmt.Sprintf("%d webhooks; the two live destinations got %d events in %d requests during the run", sent, got.Load(), requests.Load())},
+		false, func(_, ratio float64) bool { return ratio >= 1/1.25 })
+}

@@ -1,0 +1,216 @@
+package fanout
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/linegate/linegate/internal/outbound"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	depth    *prometheus.GaugeVec
+	attempts *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	breaker  *prometheus.GaugeVec
+	paused   *prometheus.GaugeVec
+}
+
+func newMetrics() *metrics {
+	return &metrics{
+		depth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: metricPrefix + "fanout_queue_depth",
+			Help: "Events queued for a destination and not yet delivered, by destination.",
+		}, []string{"destination"}),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricPrefix + "fanout_attempts_total",
+			Help: "Events attempted, by destination and result (delivered, failed, dropped); a request carries one or several.",
+		}, []string{"destination", "result"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    metricPrefix + "fanout_attempt_seconds",
+			Help:    "Time of a delivery request, from its start to the end of the answer, by destination.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}, []string{"destination"}),
+		breaker: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: metricPrefix + "fanout_breaker_state",
+			Help: "A destination's circuit breaker: 0 closed, 1 half-open (probing), 2 open.",
+		}, []string{"destination"}),
+		paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: metricPrefix + "fanout_paused",
+			Help: "1 while a destination is paused from the admin API.",
+		}, []string{"destination"}),
+	}
+}
+
+func (m *metrics) collectors(f *Fanout) []prometheus.Collector {
+	for _, w := range f.order {
+		// Zeros from the start, so that dashboards and alerts see them.
+		n := w.d.Name
+		m.depth.WithLabelValues(n)
+		m.breaker.WithLabelValues(n)
+		m.paused.WithLabelValues(n)
+		m.latency.WithLabelValues(n)
+		for _, r := range []string{"delivered", "failed", "dropped"} {
+			m.attempts.WithLabelValues(n, r)
+		}
+	}
+	return []prometheus.Collector{m.depth, m.attempts, m.latency, m.breaker, m.paused}
+}
+
+// Status is a destination's state, as GET /admin/destinations lists it.
+type Status struct {
+	Name           string `json:"name"`
+	Channel        string `json:"channel"`
+	URL            string `json:"url"`
+	OwnsReplyToken bool   `json:"owns_reply_token"`
+	Paused         bool   `json:"paused"`
+	Breaker        string `json:"breaker"`
+	Failures       int    `json:"consecutive_failures"`
+	QueueDepth     int64  `json:"queue_depth"`
+	LastError      string `json:"last_error,omitempty"`
+}
+
+// Status returns the state of every destination, its queue depth read now.
+func (f *Fanout) Status(ctx context.Context) ([]Status, error) {
+	depths, err := f.o.Store.QueueDepths(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []Status{}
+	for _, w := range f.order {
+		v, err := f.o.Store.Setting(ctx, pauseKey(w.d.Name))
+		if err != nil {
+			return nil, err
+		}
+		w.mu.Lock()
+		out = append(out, Status{Name: w.d.Name, Channel: w.d.Channel, URL: w.d.URL, OwnsReplyToken: w.d.OwnsReplyToken,
+			Paused: v == "on", Breaker: breakerNames[w.state], Failures: w.failures, QueueDepth: depths[w.d.Name], LastError: w.lastError})
+		w.mu.Unlock()
+	}
+	return out, nil
+}
+
+// SetPaused pauses or resumes a destination: an admin record (action
+// "destination_pause" or "destination_resume", with detail) whose commit
+// sets the switch. While paused, its events stay queued.
+func (f *Fanout) SetPaused(ctx context.Context, name string, paused bool, detail map[string]any) error {
+	w := f.byName[name]
+	if w == nil {
+		return ErrUnknownDestination
+	}
+	action, value := "destination_resume", "off"
+	if paused {
+		action, value = "destination_pause", "on"
+	}
+	if detail == nil {
+		detail = map[string]any{}
+	}
+	detail["destination"], detail["channel"] = name, w.d.Channel
+	if _, err := outbound.RecordAdmin(ctx, f.o.Log, action, detail, nil, f.o.Now(),
+		outbound.SetSetting{Key: pauseKey(name), Value: value}); err != nil {
+		return err
+	}
+	w.paused.Store(paused)
+	f.m.paused.WithLabelValues(name).Set(b2f(paused))
+	w.kick()
+	return nil
+}
+
+// Routes adds the destinations' admin endpoints to mux (which the admin
+// API serves behind its bearer token):
+//
+//	GET  /admin/destinations                 every destination's state
+//	POST /admin/destinations/{name}/pause    {"reason": "..."} (optional)
+//	POST /admin/destinations/{name}/resume   {"reason": "..."} (optional)
+//	POST /admin/destinations/{name}/replay   {"from": RFC 3339, "to": RFC 3339, "channel": "...", "reason": "..."}
+func (f *Fanout) Routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /admin/destinations", func(w http.ResponseWriter, r *http.Request) {
+		st, err := f.Status(r.Context())
+		if err != nil {
+			httpError(w, err)
+			return
+		}
+		writeJSON(w, map[string]any{"destinations": st})
+	})
+	for _, op := range []string{"pause", "resume"} {
+		mux.HandleFunc("POST /admin/destinations/{name}/"+op, func(w http.ResponseWriter, r *http.Request) {
+			var req struct {
+				Reason string `json:"reason"`
+			}
+			if !decodeOptional(w, r, &req) {
+				return
+			}
+			name := r.PathValue("name")
+			detail := map[string]any{"remote": r.RemoteAddr}
+			if req.Reason != "" {
+				detail["reason"] = req.Reason
+			}
+			if err := f.SetPaused(r.Context(), name, op == "pause", detail); err != nil {
+				httpError(w, err)
+				return
+			}
+			writeJSON(w, map[string]any{"destination": name, "paused": op == "pause"})
+		})
+	}
+	mux.HandleFunc("POST /admin/destinations/{name}/replay", func(w http.ResponseWriter, r *http.Request) {
+		var req ReplayRequest
+		if !decodeOptional(w, r, &req) {
+			return
+		}
+		req.Destination = r.PathValue("name")
+		req.remote = r.RemoteAddr
+		res, err := f.Replay(r.Context(), req)
+		if err != nil {
+			httpError(w, err)
+			return
+		}
+		writeJSON(w, res)
+	})
+}
+
+// maxAdminBody bounds an admin request's body.
+const maxAdminBody = 64 << 10
+
+func decodeOptional(w http.ResponseWriter, r *http.Request, v any) bool {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAdminBody))
+	if err != nil {
+		http.Error(w, "body not read: over 64 KiB or cut\n", http.StatusRequestEntityTooLarge)
+		return false
+	}
+	if len(b) == 0 {
+		return true
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		http.Error(w, fmt.Sprintf("bad JSON body: %v\n", err), http.StatusBadRequest)
+		return false
+	}
+	return true
+}
+
+func httpError(w http.ResponseWriter, err error) {
+	var bad *BadRequestError
+	switch {
+	case errors.Is(err, ErrUnknownDestination):
+		http.Error(w, err.Error()+"\n", http.StatusNotFound)
+	case errors.As(err, &bad):
+		http.Error(w, err.Error()+"\n", http.StatusBadRequest)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		http.Error(w, "timed out\n", http.StatusServiceUnavailable)
+	default:
+		http.Error(w, "internal error: "+err.Error()+"\n", http.StatusInternalServerError)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+// BadRequestError is a request that cannot be done as asked.
+type BadRequestError struct{ Msg string }
+
+func (e *BadRequestError) Error() string { return e.Msg }

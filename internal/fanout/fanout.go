@@ -1,0 +1,530 @@
+// Package fanout delivers a channel's webhook events to the other tools an
+// operator runs (a CRM, a helpdesk, an existing bot): its destinations.
+//
+// Each destination gets a body shaped as LINE's ({"destination": the bot's
+// user id, "events": [one event]}), signed with its own secret as LINE
+// signs (x-line-signature = base64(HMAC-SHA256(secret, body))), so that a
+// tool built on LINE's SDKs verifies it unchanged. At most one destination
+// of a channel owns the reply token; the others get each event with its
+// replyToken removed.
+//
+// Delivery is durable and in order per conversation: the pipeline queues
+// an event for the destinations whose filters take it in the same commit
+// as the event's outcome record (Follow), and one worker per destination
+// delivers the first queued event of each conversation, retries with
+// exponential backoff and jitter, and stops calling a destination that
+// keeps failing (a circuit breaker, with a half-open probe). Each attempt
+// is an outbound ledger record (Endpoint "destination"), committed with
+// the change of the queue it causes. Nothing in the ingress path or the
+// rules waits for a destination.
+package fanout
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/pipeline"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metricPrefix begins the name of each of the package's metrics.
+const metricPrefix = "linegate_"
+
+// Endpoint is the Endpoint of the outbound records of deliveries.
+const Endpoint = "destination"
+
+// ErrUnknownDestination is returned for a destination name that is not
+// configured.
+var ErrUnknownDestination = errors.New("fanout: unknown destination")
+
+// Destination is one configured destination of a channel.
+type Destination struct {
+	// Name identifies the destination across channels (the admin API, the
+	// records, the metrics, replay).
+	Name    string
+	Channel string
+	// URL is https://, or http:// to a loopback IP address with
+	// AllowHTTP.
+	URL       string
+	AllowHTTP bool
+	// Secret signs the bodies; SecretID names it in the records (never
+	// the secret).
+	Secret   []byte
+	SecretID string
+	// The filters (empty: all): event types ("message", "follow"...),
+	// source types ("user", "group", "room"; "none" for events without a
+	// source), and pipeline outcomes (default DefaultOutcomes).
+	EventTypes  []string
+	SourceTypes []string
+	Outcomes    []string
+	// OwnsReplyToken: this destination receives replyToken; the others
+	// never do.
+	OwnsReplyToken bool
+	// Timeout bounds one attempt (default 5s).
+	Timeout time.Duration
+
+	u        *url.URL
+	loopback bool // the fence keeps the calls on loopback
+}
+
+// DefaultOutcomes are the pipeline outcomes delivered when a destination
+// names none: every event linegate acted on or recorded as new, but not
+// duplicates, the console's Verify dummies, events for another bot,
+// malformed (quarantined) ones, or those of conversations a person has
+// taken over (held_for_human: list it for a tool that should see them).
+var DefaultOutcomes = []string{
+	string(pipeline.OutcomeProcessed), string(pipeline.OutcomeFailed), string(pipeline.OutcomeUnknown),
+	string(pipeline.OutcomeStandby), string(pipeline.OutcomeHeld), string(pipeline.OutcomeUnknownMode),
+}
+
+// Check checks a destination's settings and completes its defaults.
+func (d *Destination) Check() error {
+	if !namePattern(d.Name) {
+		return fmt.Errorf("name %q: want 1 to 64 letters, digits, '.', '_' or '-'", d.Name)
+	}
+	u, err := url.Parse(d.URL)
+	if d.URL == "" || err != nil || u.Host == "" || u.Hostname() == "" {
+		return fmt.Errorf("url %q: want https://host/path", d.URL)
+	}
+	if u.User != nil {
+		return fmt.Errorf("url: no user or password in the URL")
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !d.AllowHTTP || !isLoopbackIP(u.Hostname()) {
+			return fmt.Errorf("url %s: http:// only to a loopback IP address (127.0.0.1, ::1) with allow_http: true; use https://", d.URL)
+		}
+	default:
+		return fmt.Errorf("url %s: want https://", d.URL)
+	}
+	d.loopback = u.Scheme == "http"
+	d.u = u
+	for _, t := range d.SourceTypes {
+		if !slices.Contains([]string{"user", "group", "room", "none"}, t) {
+			return fmt.Errorf("source_types: %q: want user, group, room or none", t)
+		}
+	}
+	if len(d.Outcomes) == 0 {
+		d.Outcomes = DefaultOutcomes
+	}
+	for _, o := range d.Outcomes {
+		if !slices.Contains(allOutcomes, o) {
+			return fmt.Errorf("outcomes: %q: want one of %s", o, strings.Join(allOutcomes, ", "))
+		}
+	}
+	if d.Timeout <= 0 {
+		d.Timeout = 5 * time.Second
+	}
+	return nil
+}
+
+var allOutcomes = []string{
+	string(pipeline.OutcomeProcessed), string(pipeline.OutcomeFailed), string(pipeline.OutcomeDuplicate),
+	string(pipeline.OutcomeQuarantined), string(pipeline.OutcomeUnknown), string(pipeline.OutcomeStandby),
+	string(pipeline.OutcomeUnknownMode), string(pipeline.OutcomeForeign), string(pipeline.OutcomeHeld),
+	string(pipeline.OutcomeDummy), string(pipeline.OutcomeHeldForHuman),
+}
+
+func namePattern(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// CheckAll checks a set of destinations: each on its own, names unique,
+// and at most one reply-token owner per channel.
+func CheckAll(ds []*Destination) error {
+	names := map[string]bool{}
+	owners := map[string]string{}
+	for _, d := range ds {
+		if err := d.Check(); err != nil {
+			return fmt.Errorf("destination %q: %w", d.Name, err)
+		}
+		if names[d.Name] {
+			return fmt.Errorf("destination %q: the name is used twice: names are unique across channels", d.Name)
+		}
+		names[d.Name] = true
+		if d.OwnsReplyToken {
+			if o, ok := owners[d.Channel]; ok {
+				return fmt.Errorf("destination %q: channel %q has a reply token owner already (%q): at most one destination owns the reply token", d.Name, d.Channel, o)
+			}
+			owners[d.Channel] = d.Name
+		}
+	}
+	return nil
+}
+
+// takes reports whether d's filters take an event.
+func (d *Destination) takes(typ, source, outcome string) bool {
+	if len(d.EventTypes) > 0 && !slices.Contains(d.EventTypes, typ) {
+		return false
+	}
+	if len(d.SourceTypes) > 0 && !slices.Contains(d.SourceTypes, source) {
+		return false
+	}
+	return slices.Contains(d.Outcomes, outcome)
+}
+
+// sourceType returns the source type of a conversation key
+// (line.Event.Conversation): "user", "group", "room", or "none".
+func sourceType(conversation string) string {
+	if t, _, ok := strings.Cut(conversation, ":"); ok {
+		return t
+	}
+	return "none"
+}
+
+// Entry is one event queued for one destination.
+type Entry struct {
+	Seq          uint64 `json:"-"` // queue order, assigned by the store
+	Destination  string `json:"-"`
+	Conversation string `json:"-"` // entries of one conversation are delivered in Seq order
+	Attempts     int    `json:"-"` // attempts made so far
+	NextMs       int64  `json:"-"` // not to be tried before (unix ms)
+
+	Channel    string   `json:"channel"`
+	Record     uint64   `json:"record"` // the webhook record
+	Index      int      `json:"index"`  // the event's position in it
+	Key        string   `json:"key"`    // the event's dedup key
+	Type       string   `json:"type"`
+	Retention  string   `json:"retention,omitempty"`
+	Subjects   []string `json:"subjects,omitempty"`
+	ReceivedMs int64    `json:"received_ms"`
+	// Redelivery: queued by a replay; delivered with
+	// deliveryContext.isRedelivery true.
+	Redelivery bool `json:"redelivery,omitempty"`
+}
+
+// Enqueue is the effect that queues entries, in the transaction of the
+// records that cause it (the events' outcomes, or a replay's admin
+// record). The store assigns each entry its Seq.
+type Enqueue struct {
+	Entries []*Entry
+}
+
+// EffectName implements ledger.Effect.
+func (Enqueue) EffectName() string { return "queue events for destinations" }
+
+// Delivered is the effect of a delivery's record: the entry Seq leaves the
+// queue. A store fails it with ledger.ErrConflict when the entry is no
+// longer queued (nothing is written).
+type Delivered struct {
+	Seq uint64
+}
+
+// EffectName implements ledger.Effect.
+func (Delivered) EffectName() string { return "dequeue a delivered event" }
+
+// Retry is the effect of a failed attempt's record: the entry Seq has had
+// Attempts attempts and waits until NextMs. A store fails it with
+// ledger.ErrConflict when the entry is no longer queued.
+type Retry struct {
+	Seq      uint64
+	Attempts int
+	NextMs   int64
+}
+
+// EffectName implements ledger.Effect.
+func (Retry) EffectName() string { return "schedule a retry" }
+
+// Store is the durable queue of the destinations, in the ledger's
+// database, so that queueing, dequeueing and the records that cause them
+// commit together (the effects Enqueue, Delivered and Retry, applied by
+// the store's Append). Declared here, by its consumer; the SQLite and
+// PostgreSQL stores implement it and pass fanouttest.
+//
+// Every method is a read of its own, safe for concurrent use.
+type Store interface {
+	// Heads returns, in Seq order, up to limit entries that are each the
+	// first queued entry (lowest Seq) of its conversation, found among
+	// the HeadsWindow entries queued first for destination.
+	Heads(ctx context.Context, destination string, limit int) ([]*Entry, error)
+	// QueueDepths returns the number of entries queued, by destination
+	// (destinations with none are absent).
+	QueueDepths(ctx context.Context) (map[string]int64, error)
+	// Setting returns a stored setting, "" when unset (the pause
+	// switches).
+	Setting(ctx context.Context, key string) (string, error)
+}
+
+// HeadsWindow is how many of a destination's queued entries, the first
+// in Seq order, Store.Heads looks among for the heads of conversations:
+// reading a bounded window costs the same however long the queue.
+//
+// BUG: a conversation whose head keeps failing while it has more than
+// HeadsWindow entries queued behind it hides the conversations queued
+// after them until it is delivered.
+const HeadsWindow = 2048
+
+// Committer commits records with the effects that take effect with them
+// (ledger.Ledger).
+type Committer interface {
+	Commit(ctx context.Context, entries []ledger.Entry, effects ...ledger.Effect) (uint64, error)
+}
+
+// Options configures a Fanout.
+type Options struct {
+	Destinations []*Destination // checked by CheckAll
+	Store        Store
+	Log          Committer
+	// Ledger reads the webhook records the events are delivered from,
+	// and replay's ranges.
+	Ledger ledger.Store
+	Sealer ledger.Sealer
+	// BotUserIDs are the channels' bot user ids, used as the body's
+	// destination when a record's own cannot be read.
+	BotUserIDs map[string]string
+	// Lease, if set, is held by the one process that delivers (replicas
+	// on one database); the others only queue.
+	Lease ledger.Lease
+	// Retry policy: the first retry waits about BaseDelay (default 1s),
+	// each next one twice as long, up to MaxDelay (default 5m), with
+	// jitter.
+	BaseDelay, MaxDelay time.Duration
+	// Breaker: open after BreakerFailures consecutive failed attempts
+	// (default 5); after BreakerCooldown (default 30s) one probe is let
+	// through (half-open).
+	BreakerFailures int
+	BreakerCooldown time.Duration
+	// Concurrency is how many requests a destination's worker has in
+	// flight at once (default 4); each conversation has one event in
+	// flight at most.
+	Concurrency int
+	// Batch is how many events, each of another conversation, one
+	// request carries at most (default 20), as LINE's webhooks carry
+	// several.
+	Batch int
+	// Poll is how often a worker looks at its queue when nothing wakes
+	// it (default 100ms).
+	Poll   time.Duration
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Fanout queues events for the destinations and delivers them.
+type Fanout struct {
+	o      Options
+	log    *slog.Logger
+	byName map[string]*worker
+	order  []*worker
+	owners map[string]string // channel -> destination owning the reply token
+	m      *metrics
+}
+
+// New returns a Fanout; Run delivers.
+func New(o Options) (*Fanout, error) {
+	if err := CheckAll(o.Destinations); err != nil {
+		return nil, err
+	}
+	if o.BaseDelay <= 0 {
+		o.BaseDelay = time.Second
+	}
+	if o.MaxDelay <= 0 {
+		o.MaxDelay = 5 * time.Minute
+	}
+	if o.BreakerFailures <= 0 {
+		o.BreakerFailures = 5
+	}
+	if o.BreakerCooldown <= 0 {
+		o.BreakerCooldown = 30 * time.Second
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 4
+	}
+	if o.Batch <= 0 {
+		o.Batch = 20
+	}
+	if o.Poll <= 0 {
+		o.Poll = 100 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	f := &Fanout{o: o, log: o.Logger, byName: map[string]*worker{}, owners: map[string]string{}, m: newMetrics()}
+	for _, d := range o.Destinations {
+		if len(d.Secret) == 0 {
+			return nil, fmt.Errorf("destination %q: no signing secret: give one of secret, secret_env, secret_file (the destination's own, not the channel's)", d.Name)
+		}
+		w := newWorker(f, d)
+		f.byName[d.Name] = w
+		f.order = append(f.order, w)
+		if d.OwnsReplyToken {
+			f.owners[d.Channel] = d.Name
+		}
+	}
+	return f, nil
+}
+
+// ReplyOwner returns the name of the destination that owns the reply
+// tokens of channel's events, or "" when linegate's own rules do.
+func (f *Fanout) ReplyOwner(channel string) string {
+	if f == nil {
+		return ""
+	}
+	return f.owners[channel]
+}
+
+// Destinations returns the names of the destinations, in config order.
+func (f *Fanout) Destinations() []string {
+	var names []string
+	for _, w := range f.order {
+		names = append(names, w.d.Name)
+	}
+	return names
+}
+
+// Follow returns the effect that queues the completed events items for
+// the destinations whose filters take them, for the pipeline to commit
+// with their outcome records; nil when none does.
+//
+// Queueing with the outcome, rather than with the webhook record at
+// ingress, keeps the acknowledgement to LINE free of any fan-out work
+// (no parsing, no extra rows in its commit), lets destinations filter on
+// what linegate made of an event (its outcome), and queues each event
+// exactly once: the outcome commit happens once per event (the pipeline
+// dequeues the event in it), and a crash before it re-runs the event and
+// queues it then.
+func (f *Fanout) Follow(items []*pipeline.Item) []ledger.Effect {
+	if f == nil || len(f.order) == 0 {
+		return nil
+	}
+	var entries []*Entry
+	for _, it := range items {
+		if it.Index < 0 {
+			continue // a body that was not JSON: no event to deliver
+		}
+		src := sourceType(it.Conversation)
+		for _, w := range f.order {
+			if w.d.Channel != it.Channel || !w.d.takes(it.Type, src, string(it.Outcome)) {
+				continue
+			}
+			entries = append(entries, &Entry{Destination: w.d.Name, Conversation: conversationKey(it.Conversation, it.Key),
+				Channel: it.Channel, Record: it.Record, Index: it.Index, Key: it.Key, Type: it.Type,
+				Retention: it.Retention, Subjects: it.Subjects, ReceivedMs: it.ReceivedMs})
+		}
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	return []ledger.Effect{Enqueue{Entries: entries}}
+}
+
+// Queued tells the workers that entries may have been queued.
+func (f *Fanout) Queued() {
+	for _, w := range f.order {
+		w.kick()
+	}
+}
+
+// conversationKey orders the events of one conversation; an event without
+// a source is a conversation of its own.
+func conversationKey(conv, key string) string {
+	if conv != "" {
+		return conv
+	}
+	return "event:" + key
+}
+
+// Action wraps the pipeline's action (linegate's rules) for the channels
+// whose reply token a destination owns: the rules never see the reply
+// token, so that they never spend it. With push, their messages go by
+// push; without, the rules do not run on those channels at all (the
+// events are still recorded, and delivered to the destinations).
+func (f *Fanout) Action(next pipeline.Action, push bool) pipeline.Action {
+	if f == nil || len(f.owners) == 0 {
+		return next
+	}
+	return pipeline.ActionFunc(func(ctx context.Context, it *pipeline.Item, e *line.Event) error {
+		if f.owners[it.Channel] == "" || e.ReplyToken == "" {
+			return next.Handle(ctx, it, e)
+		}
+		if !push {
+			return nil
+		}
+		c := *e
+		c.ReplyToken = ""
+		return next.Handle(ctx, it, &c)
+	})
+}
+
+// Run delivers until ctx ends: one worker per destination, each on its
+// own, so that one slow or dead destination never delays another.
+func (f *Fanout) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, w := range f.order {
+		wg.Go(func() { w.run(ctx) })
+	}
+	wg.Wait()
+}
+
+// Collectors returns the package's metrics.
+func (f *Fanout) Collectors() []prometheus.Collector {
+	return f.m.collectors(f)
+}
+
+// buildBody builds what a destination receives for events: a body shaped
+// as LINE's, each replyToken removed unless the destination owns it, and
+// deliveryContext.isRedelivery set for redeliveries.
+func buildBody(destination string, events []json.RawMessage, keepReplyToken, redelivery bool) ([]byte, error) {
+	out := make([]json.RawMessage, len(events))
+	for i, event := range events {
+		e, err := buildEvent(event, keepReplyToken, redelivery)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = e
+	}
+	return json.Marshal(struct {
+		Destination string            `json:"destination"`
+		Events      []json.RawMessage `json:"events"`
+	}{destination, out})
+}
+
+func buildEvent(event json.RawMessage, keepReplyToken, redelivery bool) (json.RawMessage, error) {
+	var ev map[string]json.RawMessage
+	if err := json.Unmarshal(event, &ev); err != nil {
+		return nil, fmt.Errorf("event not a JSON object: %w", err)
+	}
+	if !keepReplyToken {
+		delete(ev, "replyToken")
+	}
+	if redelivery {
+		dc := map[string]json.RawMessage{}
+		if raw, ok := ev["deliveryContext"]; ok {
+			json.Unmarshal(raw, &dc) // a malformed one is replaced
+			if dc == nil {
+				dc = map[string]json.RawMessage{}
+			}
+		}
+		dc["isRedelivery"] = json.RawMessage("true")
+		b, err := json.Marshal(dc)
+		if err != nil {
+			return nil, err
+		}
+		ev["deliveryContext"] = b
+	}
+	return json.Marshal(ev)
+}
+
+// pauseKey is the setting that pauses a destination.
+func pauseKey(name string) string { return "fanout.paused." + name }

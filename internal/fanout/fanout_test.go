@@ -1,0 +1,252 @@
+package fanout
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/pipeline"
+)
+
+func TestCheckAll(t *testing.T) {
+	ok := func() *Destination {
+		return &Destination{Name: "crm", Channel: "c", URL: "https://crm.example/hook", Secret: []byte("s")}
+	}
+	tests := []struct {
+		name string
+		ds   func() []*Destination
+		want string // "" ok, else a part of the error
+	}{
+		{"ok", func() []*Destination { return []*Destination{ok()} }, ""},
+		{"http to a host", func() []*Destination {
+			d := ok()
+			d.URL, d.AllowHTTP = "http://crm.example/hook", true
+			return []*Destination{d}
+		}, "loopback"},
+		{"http to loopback without allow_http", func() []*Destination {
+			d := ok()
+			d.URL = "http://127.0.0.1:9/hook"
+			return []*Destination{d}
+		}, "allow_http"},
+		{"http to loopback", func() []*Destination {
+			d := ok()
+			d.URL, d.AllowHTTP = "http://127.0.0.1:9/hook", true
+			return []*Destination{d}
+		}, ""},
+		{"user in URL", func() []*Destination {
+			d := ok()
+			d.URL = "https://u:p@crm.example/"
+			return []*Destination{d}
+		}, "no user"},
+		{"bad name", func() []*Destination {
+			d := ok()
+			d.Name = "a b"
+			return []*Destination{d}
+		}, "name"},
+		{"same name twice", func() []*Destination {
+			d := ok()
+			d.Channel = "other"
+			return []*Destination{ok(), d}
+		}, "twice"},
+		{"two reply token owners", func() []*Destination {
+			a, b := ok(), ok()
+			b.Name = "bot"
+			a.OwnsReplyToken, b.OwnsReplyToken = true, true
+			return []*Destination{a, b}
+		}, "at most one"},
+		{"owners of two channels", func() []*Destination {
+			a, b := ok(), ok()
+			b.Name, b.Channel = "bot", "other"
+			a.OwnsReplyToken, b.OwnsReplyToken = true, true
+			return []*Destination{a, b}
+		}, ""},
+		{"bad source type", func() []*Destination {
+			d := ok()
+			d.SourceTypes = []string{"channel"}
+			return []*Destination{d}
+		}, "source_types"},
+		{"bad outcome", func() []*Destination {
+			d := ok()
+			d.Outcomes = []string{"done"}
+			return []*Destination{d}
+		}, "outcomes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckAll(tt.ds())
+			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Errorf("CheckAll = %v, want %q", err, tt.want)
+			}
+		})
+	}
+	if _, err := New(Options{Destinations: []*Destination{{Name: "x", Channel: "c", URL: "https://x.example/"}}}); err == nil || !strings.Contains(err.Error(), "secret") {
+		t.Errorf("New without a secret = %v", err)
+	}
+}
+
+func TestBuildBody(t *testing.T) {
+	ev := json.RawMessage(`{"type":"message","replyToken":"rt","webhookEventId":"01X","deliveryContext":{"isRedelivery":false},"message":{"type":"text","text":"\uD83D\uDE00 hi"}}`)
+	for _, tt := range []struct {
+		keep, redelivery bool
+	}{{false, false}, {true, false}, {false, true}, {true, true}} {
+		b, err := buildBody("U0123456789abcdef0123456789abcdef", []json.RawMessage{ev, ev}, tt.keep, tt.redelivery)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cb line.Callback
+		parsed, err := line.ParseCallback(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cb = *parsed
+		if cb.Destination != "U0123456789abcdef0123456789abcdef" || len(cb.Events) != 2 {
+			t.Fatalf("body %s", b)
+		}
+		e := line.DecodeEvent(cb.Events[0])
+		if (e.ReplyToken != "") != tt.keep {
+			t.Errorf("keep=%v: replyToken %q", tt.keep, e.ReplyToken)
+		}
+		if e.Redelivery() != tt.redelivery {
+			t.Errorf("redelivery=%v: body %s", tt.redelivery, b)
+		}
+		if e.WebhookEventID != "01X" || e.Message == nil || e.Message.Text != "😀 hi" {
+			t.Errorf("the event changed beyond its reply token and delivery context: %s", b)
+		}
+	}
+	// An event without a delivery context gets one on redelivery.
+	b, err := buildBody("U", []json.RawMessage{json.RawMessage(`{"type":"follow"}`)}, false, true)
+	if err != nil || !strings.Contains(string(b), `"deliveryContext":{"isRedelivery":true}`) {
+		t.Errorf("redelivery of an event without deliveryContext: %s, %v", b, err)
+	}
+	if _, err := buildBody("U", []json.RawMessage{json.RawMessage(`{}`), json.RawMessage(`[1]`)}, false, false); err == nil {
+		t.Error("an event that is not an object was accepted")
+	}
+}
+
+func TestFollowFilters(t *testing.T) {
+	f, err := New(Options{Destinations: []*Destination{
+		{Name: "all", Channel: "c", URL: "https://a.example/", Secret: []byte("s")},
+		{Name: "groups", Channel: "c", URL: "https://b.example/", Secret: []byte("s"), SourceTypes: []string{"group"}, EventTypes: []string{"message"}},
+		{Name: "dups", Channel: "c", URL: "https://c.example/", Secret: []byte("s"), Outcomes: []string{"duplicate"}},
+		{Name: "other", Channel: "d", URL: "https://d.example/", Secret: []byte("s")},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := []*pipeline.Item{
+		{Channel: "c", Index: 0, Key: "k1", Type: "message", Conversation: "user:U1", Outcome: pipeline.OutcomeProcessed},
+		{Channel: "c", Index: 1, Key: "k2", Type: "message", Conversation: "group:C1", Outcome: pipeline.OutcomeProcessed},
+		{Channel: "c", Index: 2, Key: "k3", Type: "follow", Conversation: "group:C1", Outcome: pipeline.OutcomeFailed},
+		{Channel: "c", Index: 3, Key: "k4", Type: "message", Conversation: "user:U1", Outcome: pipeline.OutcomeDuplicate},
+		{Channel: "c", Index: 4, Key: "k5", Type: "botSuspended", Outcome: pipeline.OutcomeProcessed},
+		{Channel: "c", Index: -1, Key: "record:1", Type: "(body)", Outcome: pipeline.OutcomeQuarantined},
+	}
+	effects := f.Follow(items)
+	if len(effects) != 1 {
+		t.Fatalf("effects %v", effects)
+	}
+	got := map[string][]string{}
+	for _, e := range effects[0].(Enqueue).Entries {
+		got[e.Destination] = append(got[e.Destination], e.Key+"@"+e.Conversation)
+	}
+	want := map[string]string{
+		"all":    "k1@user:U1 k2@group:C1 k3@group:C1 k5@event:k5",
+		"groups": "k2@group:C1",
+		"dups":   "k4@user:U1",
+	}
+	for d, w := range want {
+		if g := strings.Join(got[d], " "); g != w {
+			t.Errorf("%s: %s, want %s", d, g, w)
+		}
+	}
+	if len(got["other"]) != 0 {
+		t.Errorf("another channel's destination got %v", got["other"])
+	}
+	if f.Follow([]*pipeline.Item{{Channel: "x", Type: "message", Outcome: pipeline.OutcomeProcessed}}) != nil {
+		t.Error("effects for events no destination takes")
+	}
+}
+
+type seen struct{ token string }
+
+func (s *seen) Handle(_ context.Context, _ *pipeline.Item, e *line.Event) error {
+	s.token = e.ReplyToken
+	return nil
+}
+
+func TestActionReplyOwner(t *testing.T) {
+	f, err := New(Options{Destinations: []*Destination{
+		{Name: "bot", Channel: "owned", URL: "https://a.example/", Secret: []byte("s"), OwnsReplyToken: true},
+		{Name: "crm", Channel: "free", URL: "https://b.example/", Secret: []byte("s")},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.ReplyOwner("owned") != "bot" || f.ReplyOwner("free") != "" || (*Fanout)(nil).ReplyOwner("owned") != "" {
+		t.Errorf("ReplyOwner wrong")
+	}
+	for _, tt := range []struct {
+		channel string
+		push    bool
+		ran     bool
+		token   string
+	}{
+		{"owned", true, true, ""},
+		{"owned", false, false, ""},
+		{"free", false, true, "rt"},
+	} {
+		var s seen
+		s.token = "unset"
+		ev := &line.Event{Type: "message", ReplyToken: "rt"}
+		if err := f.Action(&s, tt.push).Handle(context.Background(), &pipeline.Item{Channel: tt.channel}, ev); err != nil {
+			t.Fatal(err)
+		}
+		if ran := s.token != "unset"; ran != tt.ran || ran && s.token != tt.token {
+			t.Errorf("%s push=%v: rules ran %v with token %q; want %v, %q", tt.channel, tt.push, ran, s.token, tt.ran, tt.token)
+		}
+		if ev.ReplyToken != "rt" {
+			t.Error("the pipeline's event was changed")
+		}
+	}
+}
+
+func TestBreakerAndBackoff(t *testing.T) {
+	f, err := New(Options{Destinations: []*Destination{{Name: "x", Channel: "c", URL: "https://x.example/", Secret: []byte("s")}},
+		BreakerFailures: 3, BreakerCooldown: time.Minute, BaseDelay: time.Second, MaxDelay: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := f.byName["x"]
+	now := time.Unix(1000, 0)
+	for i := range 3 {
+		if !w.allow(now) {
+			t.Fatalf("closed breaker refused attempt %d", i)
+		}
+		w.result(false, "down", now)
+	}
+	if w.state != breakerOpen || w.allow(now.Add(59*time.Second)) {
+		t.Fatal("the breaker did not open after 3 failures")
+	}
+	if !w.allow(now.Add(61*time.Second)) || w.state != breakerHalfOpen {
+		t.Fatal("no half-open probe after the cooldown")
+	}
+	w.result(false, "down", now.Add(61*time.Second))
+	if w.state != breakerOpen || w.allow(now.Add(62*time.Second)) {
+		t.Fatal("a failed probe did not open the breaker again")
+	}
+	w.allow(now.Add(3 * time.Minute))
+	w.result(true, "", now.Add(3*time.Minute))
+	if w.state != breakerClosed || w.failures != 0 {
+		t.Fatal("a good probe did not close the breaker")
+	}
+	for attempts, max := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 5: 10 * time.Second, 40: 10 * time.Second} {
+		for range 50 {
+			if d := w.backoff(attempts); d < max/2 || d > max {
+				t.Fatalf("backoff(%d) = %v, want within [%v, %v]", attempts, d, max/2, max)
+			}
+		}
+	}
+}

@@ -1,0 +1,357 @@
+// Package fanouttest is the conformance suite of fanout.Store: every
+// store that keeps the destinations' queue passes it, on its own database.
+package fanouttest
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/linegate/linegate/internal/fanout"
+	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/pipeline"
+	"github.com/linegate/linegate/internal/record"
+)
+
+// Store is what the suite needs of a store: the ledger's and the
+// queue's sides.
+type Store interface {
+	ledger.Store
+	fanout.Store
+}
+
+// Run runs the suite; newStore returns a new, empty store, which the
+// suite closes.
+func Run(t *testing.T, newStore func(t *testing.T) Store) {
+	t.Run("QueueOrder", func(t *testing.T) { testQueueOrder(t, newStore(t)) })
+	t.Run("Deliver", func(t *testing.T) { testDeliver(t, newStore(t)) })
+	t.Run("SlowAndRedirect", func(t *testing.T) { testSlowAndRedirect(t, newStore(t)) })
+}
+
+// testSlowAndRedirect: a destination that hangs until its timeout does not
+// delay another, which gets every event meanwhile; a redirect is a failed
+// attempt, never followed.
+func testSlowAndRedirect(t *testing.T, s Store) {
+	defer s.Close()
+	ctx := context.Background()
+	w := ledger.NewWriter(s, nil, nil)
+	var mu sync.Mutex
+	fast, followed := 0, 0
+	release := make(chan struct{})
+	fastSrv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.URL.Path == "/moved" {
+			followed++
+			return
+		}
+		var cb struct{ Events []json.RawMessage }
+		body, _ := io.ReadAll(r.Body)
+		json.Unmarshal(body, &cb)
+		fast += len(cb.Events)
+	}))
+	defer fastSrv.Close()
+	slowSrv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer slowSrv.Close()
+	defer close(release)
+	movedSrv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		http.Redirect(rw, r, fastSrv.URL+"/moved", http.StatusFound)
+	}))
+	defer movedSrv.Close()
+	var items []*pipeline.Item
+	now := time.Now()
+	for i := range 20 {
+		body := fmt.Sprintf(`{"destination":"U0123456789abcdef0123456789abcdef","events":[{"type":"follow","mode":"active","timestamp":%d,"webhookEventId":"01SLOW%03d","source":{"type":"user","userId":"U%d"},"replyToken":"rt"}]}`, now.UnixMilli(), i, i)
+		payload, _ := record.EncodePayload(&record.Meta{Channel: "c", ReceivedMs: now.UnixMilli()}, []byte(body))
+		idx, err := w.Commit(ctx, []ledger.Entry{{Kind: ledger.KindWebhook, Time: now, Channel: "c", Payload: payload}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, &pipeline.Item{Record: idx, Channel: "c", Key: fmt.Sprintf("id:%d", idx),
+			Conversation: fmt.Sprintf("user:U%d", i), Type: "follow", Outcome: pipeline.OutcomeProcessed})
+	}
+	ds := []*fanout.Destination{
+		{Name: "fast", Channel: "c", URL: fastSrv.URL, AllowHTTP: true, Secret: []byte("a")},
+		{Name: "slow", Channel: "c", URL: slowSrv.URL, AllowHTTP: true, Secret: []byte("b"), Timeout: 3 * time.Second},
+		{Name: "moved", Channel: "c", URL: movedSrv.URL, AllowHTTP: true, Secret: []byte("c")},
+	}
+	f, err := fanout.New(fanout.Options{Destinations: ds, Store: s, Log: w, Ledger: s, Poll: 5 * time.Millisecond,
+		BaseDelay: time.Hour, BreakerFailures: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Commit(ctx, nil, f.Follow(items)...); err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { f.Run(rctx); close(done) }()
+	start := time.Now()
+	for {
+		depths, err := s.QueueDepths(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		heads, err := s.Heads(ctx, "moved", 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tried := 0
+		for _, h := range heads {
+			if h.Attempts > 0 {
+				tried++
+			}
+		}
+		if depths["fast"] == 0 && tried == 20 {
+			break
+		}
+		if time.Since(start) > 2*time.Second {
+			t.Fatalf("the fast and redirected destinations waited for the slow one: %v queued, %d tried, after 2s", depths, tried)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	<-done
+	depths, _ := s.QueueDepths(ctx)
+	mu.Lock()
+	defer mu.Unlock()
+	if fast != 20 || followed != 0 {
+		t.Errorf("fast got %d of 20; the redirect was followed %d times", fast, followed)
+	}
+	// The slow destination had one attempt in hand (cut short at the stop,
+	// and rescheduled); the redirected one failed each event once.
+	if depths["slow"] != 20 || depths["moved"] != 20 {
+		t.Errorf("queued after the stop: %v, want slow 20 and moved 20", depths)
+	}
+	heads, err := s.Heads(ctx, "moved", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range heads {
+		if h.Attempts != 1 {
+			t.Errorf("moved: entry %d has %d attempts, want 1 (a 302 is a failure, retried after BaseDelay)", h.Seq, h.Attempts)
+		}
+	}
+}
+
+func entry(dest, conv string, rec uint64) *fanout.Entry {
+	return &fanout.Entry{Destination: dest, Conversation: conv, Channel: "c", Record: rec, Key: fmt.Sprintf("id:%d", rec), Type: "message"}
+}
+
+// testQueueOrder: queued entries come back as the heads of their
+// conversations, in queue order; a retry changes an entry in place; a
+// delivered entry leaves; an effect on an entry no longer queued is a
+// conflict that writes nothing.
+func testQueueOrder(t *testing.T, s Store) {
+	defer s.Close()
+	ctx := context.Background()
+	w := ledger.NewWriter(s, nil, nil)
+	q := []*fanout.Entry{entry("a", "user:U1", 1), entry("a", "user:U2", 2), entry("a", "user:U1", 3), entry("b", "user:U1", 4)}
+	if _, err := w.Commit(ctx, nil, fanout.Enqueue{Entries: q}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < len(q); i++ {
+		if q[i].Seq <= q[i-1].Seq {
+			t.Fatalf("seqs not increasing: %d then %d", q[i-1].Seq, q[i].Seq)
+		}
+	}
+	depths, err := s.QueueDepths(ctx)
+	if err != nil || depths["a"] != 3 || depths["b"] != 1 || len(depths) != 2 {
+		t.Fatalf("depths = %v, %v; want a:3 b:1", depths, err)
+	}
+	heads, err := s.Heads(ctx, "a", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(heads) != 2 || heads[0].Record != 1 || heads[1].Record != 2 || heads[0].Conversation != "user:U1" || heads[0].Destination != "a" {
+		t.Fatalf("heads of a = %+v, want records 1 and 2", heads)
+	}
+	if _, err := w.Commit(ctx, nil, fanout.Retry{Seq: q[0].Seq, Attempts: 2, NextMs: 12345}); err != nil {
+		t.Fatal(err)
+	}
+	heads, _ = s.Heads(ctx, "a", 1)
+	if len(heads) != 1 || heads[0].Attempts != 2 || heads[0].NextMs != 12345 || heads[0].Seq != q[0].Seq {
+		t.Fatalf("after a retry, heads(limit 1) = %+v", heads)
+	}
+	if _, err := w.Commit(ctx, nil, fanout.Delivered{Seq: q[0].Seq}); err != nil {
+		t.Fatal(err)
+	}
+	heads, _ = s.Heads(ctx, "a", 10)
+	if len(heads) != 2 || heads[0].Record != 2 || heads[1].Record != 3 {
+		t.Fatalf("after delivery, heads = %+v, want records 2 and 3", heads)
+	}
+	n, _ := s.Count(ctx)
+	payload, _ := record.Encode(&record.Meta{Channel: "c"}, &record.Outbound{Endpoint: fanout.Endpoint})
+	_, err = w.Commit(ctx, []ledger.Entry{{Kind: ledger.KindOutbound, Time: time.Now(), Channel: "c", Payload: payload}}, fanout.Delivered{Seq: q[0].Seq})
+	if !errors.Is(err, ledger.ErrConflict) {
+		t.Fatalf("delivering an entry twice: %v, want ErrConflict", err)
+	}
+	if _, err := w.Commit(ctx, nil, fanout.Retry{Seq: q[0].Seq, Attempts: 1}); !errors.Is(err, ledger.ErrConflict) {
+		t.Fatalf("retrying a delivered entry: %v, want ErrConflict", err)
+	}
+	if n2, _ := s.Count(ctx); n2 != n {
+		t.Fatalf("a refused effect's record was stored: count %d -> %d", n, n2)
+	}
+}
+
+type hit struct {
+	conv  string
+	ts    int64
+	token bool
+}
+
+// testDeliver runs a Fanout on the store against a server that fails at
+// first: events queued with their outcomes reach it, signed, in order per
+// conversation, each attempt recorded; the queue empties.
+func testDeliver(t *testing.T, s Store) {
+	defer s.Close()
+	ctx := context.Background()
+	w := ledger.NewWriter(s, nil, nil)
+	secret := []byte("dest-secret")
+	var mu sync.Mutex
+	var hits []hit
+	fail := 3
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		m := hmac.New(sha256.New, secret)
+		m.Write(body)
+		if r.Header.Get("x-line-signature") != base64.StdEncoding.EncodeToString(m.Sum(nil)) {
+			http.Error(rw, "bad signature", 401)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if fail > 0 {
+			fail--
+			http.Error(rw, "not now", 503)
+			return
+		}
+		var cb struct {
+			Events []struct {
+				Timestamp  int64  `json:"timestamp"`
+				ReplyToken string `json:"replyToken"`
+				Source     struct {
+					UserID string `json:"userId"`
+				} `json:"source"`
+			} `json:"events"`
+		}
+		json.Unmarshal(body, &cb)
+		for _, e := range cb.Events {
+			hits = append(hits, hit{e.Source.UserID, e.Timestamp, e.ReplyToken != ""})
+		}
+		io.WriteString(rw, "ok")
+	}))
+	defer srv.Close()
+
+	// Webhook records: 3 users, 4 events each, one event per request.
+	var items []*pipeline.Item
+	now := time.Now()
+	for i := range 4 {
+		for u := range 3 {
+			ts := now.UnixMilli() + int64(i)
+			body := fmt.Sprintf(`{"destination":"U0123456789abcdef0123456789abcdef","events":[{"type":"message","mode":"active","timestamp":%d,"webhookEventId":"01FAN%03d%03d","source":{"type":"user","userId":"U%d"},"replyToken":"rt","message":{"id":"1","type":"text","text":"hi"}}]}`, ts, u, i, u)
+			payload, _ := record.EncodePayload(&record.Meta{Channel: "c", ReceivedMs: now.UnixMilli()}, []byte(body))
+			idx, err := w.Commit(ctx, []ledger.Entry{{Kind: ledger.KindWebhook, Time: now, Channel: "c", Payload: payload}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			items = append(items, &pipeline.Item{Record: idx, Index: 0, Channel: "c", Key: fmt.Sprintf("id:%d", idx),
+				Conversation: fmt.Sprintf("user:U%d", u), Type: "message", Outcome: pipeline.OutcomeProcessed})
+		}
+	}
+	// One more, a duplicate: not delivered by default.
+	items = append(items, &pipeline.Item{Record: items[0].Record, Channel: "c", Key: "dup", Conversation: "user:U0", Type: "message", Outcome: pipeline.OutcomeDuplicate})
+	d := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL + "/hook", AllowHTTP: true, Secret: secret, SecretID: "test"}
+	f, err := fanout.New(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s,
+		BaseDelay: 5 * time.Millisecond, MaxDelay: 20 * time.Millisecond, BreakerFailures: 2, BreakerCooldown: 30 * time.Millisecond, Poll: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Commit(ctx, nil, f.Follow(items)...); err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { f.Run(rctx); close(done) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		depths, err := s.QueueDepths(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if depths["crm"] == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue not drained: %v", depths)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if len(hits) != 12 {
+		t.Fatalf("%d events delivered, want 12", len(hits))
+	}
+	last := map[string]int64{}
+	for _, h := range hits {
+		if h.ts < last[h.conv] {
+			t.Errorf("conversation %s out of order", h.conv)
+		}
+		last[h.conv] = h.ts
+		if h.token {
+			t.Errorf("a destination that does not own the reply token got one")
+		}
+	}
+	// Every attempt is a record: 12 delivered and the 3 failed ones.
+	n, _ := s.Count(ctx)
+	delivered, failed := 0, 0
+	for rec, err := range s.Records(ctx, 0, n) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		var l ledger.Leaf
+		if l.UnmarshalBinary(rec.Leaf) != nil || l.Kind != ledger.KindOutbound {
+			continue
+		}
+		_, b, err := record.Decode(record.KindOutbound, rec.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := b.(*record.Outbound)
+		if o.Endpoint != fanout.Endpoint || o.Destination != "crm" {
+			t.Errorf("attempt record %+v", o)
+		}
+		switch o.Outcome {
+		case "delivered":
+			delivered += max(1, len(o.Events)) // events delivered
+			if o.Status != 200 || o.ResponseBytes != 2 || o.ResponseSHA256 == "" {
+				t.Errorf("delivered record without its answer's status, size and hash: %+v", o)
+			}
+		case "failed":
+			failed++ // requests failed: the server failed 3
+			if o.Status != 503 {
+				t.Errorf("failed record status %d", o.Status)
+			}
+		}
+	}
+	if delivered != 12 || failed != 3 {
+		t.Errorf("records: %d events delivered, %d requests failed; want 12 and 3", delivered, failed)
+	}
+}

@@ -1,0 +1,483 @@
+package fanout
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/oplog"
+	"github.com/linegate/linegate/internal/record"
+	"github.com/linegate/linegate/internal/rules"
+)
+
+// The breaker's states, as the metric linegate_fanout_breaker_state
+// gives them.
+const (
+	breakerClosed   = 0
+	breakerHalfOpen = 1
+	breakerOpen     = 2
+)
+
+var breakerNames = []string{"closed", "half_open", "open"}
+
+// maxResponse bounds the answer read from a destination (its size and
+// hash are recorded; the rest is not read).
+const maxResponse = 1 << 20
+
+// headsPerRound bounds the conversations a worker looks at in one round.
+const headsPerRound = 256
+
+// worker delivers one destination's queue: the first queued event of each
+// conversation whose retry time has come, up to Options.Concurrency of
+// them at once (one, the probe, while the breaker is half-open).
+type worker struct {
+	f    *Fanout
+	d    *Destination
+	http *http.Client
+	wake chan struct{}
+
+	paused atomic.Bool
+
+	mu        sync.Mutex // the breaker and the last error, read by Status
+	state     int
+	failures  int // consecutive failed attempts
+	openUntil time.Time
+	lastError string
+	depth     int64
+}
+
+func newWorker(f *Fanout, d *Destination) *worker {
+	return &worker{f: f, d: d, http: rules.FencedClient(), wake: make(chan struct{}, 1)}
+}
+
+func (w *worker) kick() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *worker) run(ctx context.Context) {
+	f := w.f
+	t := time.NewTimer(0)
+	defer t.Stop()
+	var lastDepth time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.wake:
+		case <-t.C:
+		}
+		more := false
+		if f.o.Lease == nil || f.o.Lease.Held(ctx) {
+			if v, err := f.o.Store.Setting(ctx, pauseKey(w.d.Name)); err == nil {
+				w.paused.Store(v == "on")
+			}
+			if !w.paused.Load() && !w.waiting(f.o.Now()) {
+				more = w.round(ctx)
+			}
+		}
+		if now := f.o.Now(); now.Sub(lastDepth) > time.Second || more {
+			lastDepth = now
+			w.refreshDepth(ctx)
+		}
+		f.m.paused.WithLabelValues(w.d.Name).Set(b2f(w.paused.Load()))
+		if more {
+			t.Reset(0)
+		} else {
+			t.Reset(f.o.Poll)
+		}
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (w *worker) refreshDepth(ctx context.Context) {
+	depths, err := w.f.o.Store.QueueDepths(ctx)
+	if err != nil {
+		return
+	}
+	w.mu.Lock()
+	w.depth = depths[w.d.Name]
+	w.mu.Unlock()
+	w.f.m.depth.WithLabelValues(w.d.Name).Set(float64(depths[w.d.Name]))
+}
+
+// round attempts the heads whose time has come, and reports whether it
+// delivered any (more may be waiting behind them).
+func (w *worker) round(ctx context.Context) bool {
+	f := w.f
+	heads, err := f.o.Store.Heads(ctx, w.d.Name, headsPerRound)
+	if err != nil {
+		if ctx.Err() == nil {
+			f.log.Error("fanout: read queue", "destination", w.d.Name, "err", err)
+		}
+		return false
+	}
+	var ready []*Entry
+	now := f.o.Now()
+	for _, e := range heads {
+		if e.NextMs <= now.UnixMilli() {
+			ready = append(ready, e)
+		}
+	}
+	// Batches of up to Batch heads (distinct conversations), each of one
+	// retention class (its record's) and all redeliveries or none.
+	var batches [][]*Entry
+	filling := map[string]int{}
+	for _, e := range ready {
+		k := fmt.Sprintf("%s\x00%v", e.Retention, e.Redelivery)
+		i, ok := filling[k]
+		if !ok || len(batches[i]) >= f.o.Batch {
+			batches = append(batches, nil)
+			i = len(batches) - 1
+			filling[k] = i
+		}
+		batches[i] = append(batches[i], e)
+	}
+	var delivered atomic.Bool
+	sem := make(chan struct{}, f.o.Concurrency)
+	var wg sync.WaitGroup
+	for _, b := range batches {
+		if ctx.Err() != nil || !w.allow(f.o.Now()) {
+			break
+		}
+		if w.probing() {
+			// Half-open: the probe alone, and the next only once it
+			// has closed the breaker.
+			wg.Wait()
+			if w.attempt(ctx, b) {
+				delivered.Store(true)
+			}
+			continue
+		}
+		// Closed: several batches at once; each conversation still has
+		// one event in flight at most.
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if w.attempt(ctx, b) {
+				delivered.Store(true)
+			}
+		})
+	}
+	wg.Wait()
+	return delivered.Load()
+}
+
+// probing reports whether the breaker is half-open.
+func (w *worker) probing() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.state == breakerHalfOpen
+}
+
+// waiting reports whether the breaker is open and its cooldown not over:
+// the queue need not even be read.
+func (w *worker) waiting(now time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.state == breakerOpen && now.Before(w.openUntil)
+}
+
+// allow reports whether the breaker lets an attempt through at now: always
+// when closed; when open, none until its cooldown has passed, then one
+// probe (half-open).
+func (w *worker) allow(now time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch w.state {
+	case breakerOpen:
+		if now.Before(w.openUntil) {
+			return false
+		}
+		w.setState(breakerHalfOpen)
+		return true
+	case breakerHalfOpen:
+		return true // round makes the probe alone
+	}
+	return true
+}
+
+// result feeds an attempt's result to the breaker.
+func (w *worker) result(ok bool, errText string, now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if ok {
+		w.failures = 0
+		w.setState(breakerClosed)
+		return
+	}
+	w.failures++
+	w.lastError = errText
+	if w.state == breakerHalfOpen || w.failures >= w.f.o.BreakerFailures {
+		if w.state != breakerOpen {
+			w.f.log.Warn("fanout: destination failing: breaker open", "destination", w.d.Name,
+				"failures", w.failures, "retry_in", w.f.o.BreakerCooldown.String(), "err", errText)
+		}
+		w.openUntil = now.Add(w.f.o.BreakerCooldown)
+		w.setState(breakerOpen)
+	}
+}
+
+// setState sets the breaker's state (w.mu held).
+func (w *worker) setState(s int) {
+	w.state = s
+	w.f.m.breaker.WithLabelValues(w.d.Name).Set(float64(s))
+}
+
+// backoff returns the wait before the next attempt of an entry that has
+// failed attempts times: BaseDelay doubled each time up to MaxDelay,
+// jittered between half and all of it.
+func (w *worker) backoff(attempts int) time.Duration {
+	o := w.f.o
+	d := o.BaseDelay
+	for i := 1; i < attempts && d < o.MaxDelay; i++ {
+		d *= 2
+	}
+	d = min(d, o.MaxDelay)
+	return d/2 + rand.N(d/2+1)
+}
+
+// attempt delivers a batch of entries (the heads of distinct
+// conversations, of one retention class, all redeliveries or none) in one
+// request, records the attempt with its effects on the queue, and reports
+// whether any entry left the queue. An entry whose event cannot be read
+// any more is dropped with a record of its own.
+func (w *worker) attempt(ctx context.Context, batch []*Entry) bool {
+	f := w.f
+	type loaded struct {
+		e     *Entry
+		dest  string
+		event json.RawMessage
+	}
+	var ok []loaded
+	left := false
+	for _, e := range batch {
+		dest, event, err := w.load(ctx, e)
+		switch {
+		case errors.Is(err, ledger.ErrUnavailable):
+			f.log.Warn("fanout: event not readable now: retried later", "destination", w.d.Name, "record", e.Record, "err", err)
+		case err != nil:
+			// The record's payload is gone (retention, a destroyed key)
+			// or not an event: nothing can ever be delivered.
+			rec := w.newRecord([]*Entry{e}, f.o.Now())
+			rec.Outcome, rec.Reason = "dropped", err.Error()
+			f.m.attempts.WithLabelValues(w.d.Name, "dropped").Inc()
+			if w.commit(rec, []*Entry{e}, Delivered{Seq: e.Seq}) {
+				left = true
+			}
+		default:
+			ok = append(ok, loaded{e, dest, event})
+		}
+	}
+	// One request per body destination (the bot's user id: the same for
+	// every event of a channel but foreign ones).
+	for len(ok) > 0 {
+		dest := ok[0].dest
+		var es []*Entry
+		var events []json.RawMessage
+		rest := ok[:0]
+		for _, l := range ok {
+			if l.dest == dest {
+				es, events = append(es, l.e), append(events, l.event)
+			} else {
+				rest = append(rest, l)
+			}
+		}
+		ok = rest
+		if w.deliver(ctx, dest, es, events) {
+			left = true
+		}
+	}
+	return left
+}
+
+// newRecord starts the record of an attempt at entries.
+func (w *worker) newRecord(es []*Entry, start time.Time) *record.Outbound {
+	e := es[0]
+	var subj []string
+	for _, x := range es {
+		subj = append(subj, x.Subjects...)
+	}
+	rec := &record.Outbound{EventKey: e.Key, Record: e.Record, Endpoint: Endpoint, Destination: w.d.Name,
+		URL: w.d.URL, SecretID: w.d.SecretID, Redelivery: e.Redelivery, Subj: record.SortedSubjects(subj),
+		Extra: map[string]string{"attempt": fmt.Sprint(e.Attempts + 1)}}
+	if len(es) > 1 {
+		for _, x := range es {
+			rec.Events = append(rec.Events, record.DeliveredEvent{Key: x.Key, Record: x.Record, Index: x.Index, Attempt: x.Attempts + 1})
+		}
+	}
+	return rec
+}
+
+// deliver sends events (of entries es) in one request, and records it.
+func (w *worker) deliver(ctx context.Context, dest string, es []*Entry, events []json.RawMessage) bool {
+	f := w.f
+	start := f.o.Now()
+	rec := w.newRecord(es, start)
+	body, err := buildBody(dest, events, w.d.OwnsReplyToken, es[0].Redelivery)
+	if err != nil {
+		// An event that is not a JSON object: LINE's never are, but the
+		// ledger keeps what came; each is dropped alone.
+		if len(es) > 1 {
+			left := false
+			for i := range es {
+				if w.deliver(ctx, dest, es[i:i+1], events[i:i+1]) {
+					left = true
+				}
+			}
+			return left
+		}
+		rec.Outcome, rec.Reason = "dropped", err.Error()
+		f.m.attempts.WithLabelValues(w.d.Name, "dropped").Inc()
+		return w.commit(rec, es, Delivered{Seq: es[0].Seq})
+	}
+	// The body's size and hash, not the body: the webhook records hold
+	// the events, and buildBody rebuilds the body from them byte for
+	// byte.
+	bodySum := sha256.Sum256(body)
+	rec.RequestBytes, rec.RequestSHA256 = int64(len(body)), hex.EncodeToString(bodySum[:])
+	status, size, sum, errText := w.post(ctx, body)
+	lat := f.o.Now().Sub(start)
+	rec.Status, rec.Error, rec.LatencyMs = status, errText, float64(lat)/float64(time.Millisecond)
+	rec.ResponseBytes, rec.ResponseSHA256 = size, sum
+	f.m.latency.WithLabelValues(w.d.Name).Observe(lat.Seconds())
+	ok := errText == "" && status/100 == 2
+	if !ok && errText == "" {
+		errText = fmt.Sprintf("answered %d", status)
+	}
+	w.result(ok, errText, f.o.Now())
+	effects := make([]ledger.Effect, len(es))
+	if ok {
+		rec.Outcome = "delivered"
+		for i, e := range es {
+			effects[i] = Delivered{Seq: e.Seq}
+		}
+		f.m.attempts.WithLabelValues(w.d.Name, "delivered").Add(float64(len(es)))
+	} else {
+		rec.Outcome, rec.Reason = "failed", errText
+		for i, e := range es {
+			effects[i] = Retry{Seq: e.Seq, Attempts: e.Attempts + 1, NextMs: f.o.Now().Add(w.backoff(e.Attempts + 1)).UnixMilli()}
+		}
+		f.m.attempts.WithLabelValues(w.d.Name, "failed").Add(float64(len(es)))
+	}
+	return w.commit(rec, es, effects...) && ok
+}
+
+// commit records an attempt with its effects on the queue, and reports
+// whether it was recorded.
+func (w *worker) commit(rec *record.Outbound, es []*Entry, effects ...ledger.Effect) bool {
+	f := w.f
+	e := es[0]
+	at := f.o.Now()
+	payload, err := record.Encode(&record.Meta{Channel: e.Channel, ReceivedMs: at.UnixMilli()}, rec)
+	if err != nil {
+		f.log.Error("fanout: encode attempt record", "destination", w.d.Name, "err", err)
+		return false
+	}
+	entry := ledger.Entry{Kind: ledger.KindOutbound, Time: at, Channel: e.Channel, Retention: e.Retention,
+		Payload: payload, Subjects: rec.Subj}
+	// Not tied to the worker's context: an attempt made is recorded, even
+	// at shutdown.
+	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := f.o.Log.Commit(cctx, []ledger.Entry{entry}, effects...); err != nil {
+		// The events stay queued as they were and are delivered again: a
+		// destination sees an event at least once, and dedups by
+		// webhookEventId as it does LINE's redeliveries.
+		f.log.Error("fanout: attempt not recorded: its events are delivered again", "destination", w.d.Name,
+			"event", e.Key, "events", len(es), "err", oplog.Truncate(err.Error(), 300))
+		return false
+	}
+	return true
+}
+
+// load reads an entry's event back from its webhook record, with the
+// body's destination (the bot's user id).
+func (w *worker) load(ctx context.Context, e *Entry) (string, json.RawMessage, error) {
+	f := w.f
+	for rec, err := range f.o.Ledger.Records(ctx, e.Record, e.Record+1) {
+		if err != nil {
+			return "", nil, fmt.Errorf("%w: read record %d: %v", ledger.ErrUnavailable, e.Record, err)
+		}
+		if rec.Payload == nil {
+			return "", nil, fmt.Errorf("the payload of record %d is deleted", e.Record)
+		}
+		payload, err := ledger.OpenPayload(ctx, f.o.Sealer, rec)
+		if errors.Is(err, ledger.ErrUnavailable) {
+			return "", nil, err
+		}
+		if err != nil {
+			return "", nil, fmt.Errorf("the payload of record %d cannot be opened: %v", e.Record, err)
+		}
+		_, body, err := record.DecodePayload(payload)
+		if err != nil {
+			return "", nil, fmt.Errorf("record %d: %v", e.Record, err)
+		}
+		cb, err := line.ParseCallback(body)
+		if err != nil || e.Index >= len(cb.Events) {
+			return "", nil, fmt.Errorf("record %d has no event %d", e.Record, e.Index)
+		}
+		dest := cb.Destination
+		if dest == "" {
+			dest = f.o.BotUserIDs[e.Channel]
+		}
+		return dest, cb.Events[e.Index], nil
+	}
+	return "", nil, fmt.Errorf("record %d not found", e.Record)
+}
+
+// post sends a body and returns the answer's status, size and SHA-256, or
+// an error text (never the body, never the secret).
+func (w *worker) post(ctx context.Context, body []byte) (status int, size int64, sum, errText string) {
+	ctx, cancel := context.WithTimeout(rules.WithFence(ctx, w.d.u, w.d.loopback), w.d.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "POST", w.d.URL, bytes.NewReader(body))
+	if err != nil {
+		return 0, 0, "", "request not built"
+	}
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	req.Header.Set("User-Agent", "linegate-fanout")
+	req.Header.Set(line.SignatureHeader, line.Sign(w.d.Secret, body))
+	resp, err := w.http.Do(req)
+	if err != nil {
+		switch {
+		case rules.OutsideFence(err):
+			return 0, 0, "", "refused: outside the destination's fence"
+		case errors.Is(ctx.Err(), context.Canceled):
+			return 0, 0, "", "cut short: linegate is stopping"
+		case ctx.Err() != nil:
+			return 0, 0, "", fmt.Sprintf("timed out after %v", w.d.Timeout)
+		}
+		return 0, 0, "", "no answer: connection failed"
+	}
+	defer resp.Body.Close()
+	h := sha256.New()
+	n, _ := io.Copy(h, io.LimitReader(resp.Body, maxResponse))
+	return resp.StatusCode, n, hex.EncodeToString(h.Sum(nil)), ""
+}
+
+func isLoopbackIP(host string) bool {
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}

@@ -1,0 +1,110 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/linegate/linegate/internal/fanout"
+	"github.com/linegate/linegate/internal/ledger"
+)
+
+var _ fanout.Store = (*Store)(nil)
+
+// applyFanout applies the fan-out queue's effects inside tx.
+func applyFanout(ctx context.Context, tx pgx.Tx, e ledger.Effect) error {
+	switch e := e.(type) {
+	case fanout.Enqueue:
+		for _, en := range e.Entries {
+			b, err := json.Marshal(en)
+			if err != nil {
+				return fmt.Errorf("encode fan-out entry: %w", err)
+			}
+			var seq int64
+			if err := tx.QueryRow(ctx, "INSERT INTO fanout_queue (destination, conversation, entry) VALUES ($1, $2, $3) RETURNING seq",
+				en.Destination, en.Conversation, b).Scan(&seq); err != nil {
+				return err
+			}
+			en.Seq = uint64(seq)
+		}
+		return nil
+	case fanout.Delivered:
+		tag, err := tx.Exec(ctx, "DELETE FROM fanout_queue WHERE seq = $1", int64(e.Seq))
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() != 1 {
+			return fmt.Errorf("fan-out entry %d is not queued: %w", e.Seq, ledger.ErrConflict)
+		}
+		return nil
+	case fanout.Retry:
+		tag, err := tx.Exec(ctx, "UPDATE fanout_queue SET attempts = $1, next_ms = $2 WHERE seq = $3", e.Attempts, e.NextMs, int64(e.Seq))
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() != 1 {
+			return fmt.Errorf("fan-out entry %d is not queued: %w", e.Seq, ledger.ErrConflict)
+		}
+		return nil
+	}
+	return ledger.ErrUnsupportedEffect
+}
+
+// Heads implements fanout.Store.
+func (s *Store) Heads(ctx context.Context, destination string, limit int) ([]*fanout.Entry, error) {
+	rows, err := s.pool.Query(ctx, "SELECT seq, conversation, attempts, next_ms, entry FROM fanout_queue WHERE destination = $1 ORDER BY seq LIMIT $2",
+		destination, fanout.HeadsWindow)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: read fan-out queue: %w", err)
+	}
+	defer rows.Close()
+	var out []*fanout.Entry
+	seen := map[string]bool{}
+	for rows.Next() {
+		var e fanout.Entry
+		var seq int64
+		var b []byte
+		if err := rows.Scan(&seq, &e.Conversation, &e.Attempts, &e.NextMs, &b); err != nil {
+			return nil, fmt.Errorf("pgstore: read fan-out queue: %w", err)
+		}
+		e.Seq, e.Destination = uint64(seq), destination
+		if seen[e.Conversation] || len(out) >= limit {
+			continue // decoded only for a head
+		}
+		seen[e.Conversation] = true
+		if err := json.Unmarshal(b, &e); err != nil {
+			return nil, fmt.Errorf("pgstore: fan-out entry %d: %w", seq, err)
+		}
+		out = append(out, &e)
+	}
+	return out, rows.Err()
+}
+
+// QueueDepths implements fanout.Store.
+func (s *Store) QueueDepths(ctx context.Context) (map[string]int64, error) {
+	rows, err := s.pool.Query(ctx, "SELECT destination, COUNT(*) FROM fanout_queue GROUP BY destination")
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: read fan-out queue depths: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var d string
+		var n int64
+		if err := rows.Scan(&d, &n); err != nil {
+			return nil, err
+		}
+		out[d] = n
+	}
+	return out, rows.Err()
+}
+
+// lockFanout is the second key of the fan-out's advisory lock (see the
+// other uses beside lockID).
+const lockFanout = 4
+
+// FanoutLease returns the lease that the replica delivering to the fan-out
+// destinations holds: one replica delivers, so that each destination sees
+// each conversation in order.
+func (s *Store) FanoutLease() *Lease { return s.lease(lockFanout) }
