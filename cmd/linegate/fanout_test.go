@@ -38,6 +38,15 @@ type sink struct {
 	events []sinkEvent
 	errs   []string
 	bodies map[string]bool // SHA-256 (hex) of each body received
+	// first and redelivered: a body received with its x-line-signature,
+	// for LINE's Node.js SDK to check after the run.
+	first, redelivered signedBody
+}
+
+// signedBody is a body as a destination received it, with its signature.
+type signedBody struct {
+	body      []byte
+	signature string
 }
 
 func (s *sink) add(body []byte) {
@@ -108,6 +117,15 @@ func crmHandler(secret string, s *sink) http.Handler {
 			return
 		}
 		s.add(body)
+		s.mu.Lock()
+		sb := signedBody{body, r.Header.Get("x-line-signature")}
+		if s.first.body == nil {
+			s.first = sb
+		}
+		if bytes.Contains(body, []byte(`"isRedelivery":true`)) && s.redelivered.body == nil {
+			s.redelivered = sb
+		}
+		s.mu.Unlock()
 		io.WriteString(w, `{"ok":true}`)
 	})
 }
@@ -346,6 +364,21 @@ rules:
 		t.Error("/metrics counts no failed attempt to the dead destination")
 	}
 	g.stop()
+
+	// LINE's Node.js SDK's webhook middleware verifies what the fan-out
+	// sent the CRM, a first delivery and a redelivery, with the CRM's own
+	// secret, and refuses them under another destination's.
+	for _, sb := range []signedBody{crm.first, crm.redelivered} {
+		if sb.body == nil {
+			t.Fatal("the CRM kept no body to check")
+		}
+		if !nodeVerifies(t, crmSecret, sb.body, sb.signature) {
+			t.Error("LINE's Node.js SDK refused a body the fan-out sent the CRM")
+		}
+		if nodeVerifies(t, ownerSecret, sb.body, sb.signature) {
+			t.Error("LINE's Node.js SDK accepted the CRM's body under the owner's secret")
+		}
+	}
 
 	// The ledger's order of each conversation's events, and the events of
 	// the replayed range.
