@@ -29,6 +29,10 @@ var importTables = []struct {
 	{"holds", []string{"id", "channel", "subject", "from_ms", "to_ms", "reason", "created_ms", "released_ms"}},
 	{"subject_keys", []string{"subject", "id", "kek", "wrapped", "created_ms"}},
 	{"fanout_queue", []string{"seq", "destination", "conversation", "attempts", "next_ms", "entry"}},
+	{"cooldowns", []string{"key", "until_ms", "event"}},
+	{"conversations", []string{"channel", "id", "state", "agent", "reason", "since_ms", "last_event_ms", "last_agent_ms", "waiting"}},
+	{"notifications", []string{"id", "channel", "target", "body", "attempts", "next_ms", "created_ms"}},
+	{"publications", []string{"name", "value", "updated_ms"}},
 }
 
 // ErrNotEmpty is returned by Import into a store that already holds a
@@ -57,7 +61,8 @@ func (s *Store) Import(ctx context.Context, src *sql.DB) (uint64, error) {
 		}
 		// The rows made by the empty store's first start (none yet, but
 		// a gateway may have been started on it) are replaced.
-		for _, t := range []string{"checkpoints", "settings", "queue", "dedup", "consent", "holds", "subject_keys", "fanout_queue"} {
+		for _, t := range []string{"checkpoints", "settings", "queue", "dedup", "consent", "holds", "subject_keys", "fanout_queue",
+			"cooldowns", "conversations", "notifications", "publications"} {
 			if _, err := tx.Exec(ctx, "DELETE FROM "+t); err != nil {
 				return err
 			}
@@ -102,6 +107,7 @@ func (s *Store) Import(ctx context.Context, src *sql.DB) (uint64, error) {
 			{"SELECT setval(pg_get_serial_sequence('queue', 'seq'), COALESCE((SELECT MAX(seq) FROM queue), 0) + 1, false)", nil},
 			{"SELECT setval(pg_get_serial_sequence('holds', 'id'), COALESCE((SELECT MAX(id) FROM holds), 0) + 1, false)", nil},
 			{"SELECT setval(pg_get_serial_sequence('fanout_queue', 'seq'), COALESCE((SELECT MAX(seq) FROM fanout_queue), 0) + 1, false)", nil},
+			{"SELECT setval(pg_get_serial_sequence('notifications', 'id'), COALESCE((SELECT MAX(id) FROM notifications), 0) + 1, false)", nil},
 		} {
 			if _, err := tx.Exec(ctx, q.sql, q.args...); err != nil {
 				return fmt.Errorf("pgstore: import: %w", err)
