@@ -67,6 +67,12 @@ var funcs = template.FuncMap{
 		}
 		return "off"
 	},
+	"ms": func(ms int64) string {
+		if ms == 0 {
+			return "—"
+		}
+		return time.UnixMilli(ms).UTC().Format("2006-01-02 15:04:05 UTC")
+	},
 	"num": func(f float64) string { return fmt.Sprintf("%.0f", f) },
 }
 
