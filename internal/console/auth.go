@@ -79,15 +79,17 @@ func (c *Console) authed(roles []Role, h func(http.ResponseWriter, *http.Request
 }
 
 // sameOrigin checks the headers browsers set on a request: Sec-Fetch-Site,
-// when there, must be same-origin, and Origin, when there, this site (or
-// the configured origin). A client that sends neither (not a browser)
-// still needs the CSRF token, which only the session's pages carry.
+// when there, must be same-origin, and Origin, when it names a site, this
+// one (or the configured origin). Under Referrer-Policy no-referrer a
+// browser sends "Origin: null" with a form, so null says nothing either
+// way. A client that sends neither (not a browser) still needs the CSRF
+// token, which only the session's pages carry.
 func (c *Console) sameOrigin(r *http.Request) bool {
 	if s := r.Header.Get("Sec-Fetch-Site"); s != "" && s != "same-origin" {
 		return false
 	}
 	o := r.Header.Get("Origin")
-	if o == "" {
+	if o == "" || o == "null" {
 		return true
 	}
 	if c.o.Origin != "" {

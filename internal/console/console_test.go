@@ -229,12 +229,12 @@ func TestCSRF(t *testing.T) {
 		csrf   string
 		header []string
 	}{
-		"no token":         {"", nil},
-		"wrong token":      {tok[:len(tok)-2] + "xx", nil},
-		"other origin":     {tok, []string{"Origin", "https://evil.example"}},
-		"null origin":      {tok, []string{"Origin", "null"}},
-		"cross-site fetch": {tok, []string{"Sec-Fetch-Site", "cross-site"}},
-		"same-site fetch":  {tok, []string{"Sec-Fetch-Site", "same-site"}},
+		"no token":                {"", nil},
+		"wrong token":             {tok[:len(tok)-2] + "xx", nil},
+		"other origin":            {tok, []string{"Origin", "https://evil.example"}},
+		"null origin, cross-site": {tok, []string{"Origin", "null", "Sec-Fetch-Site", "cross-site"}},
+		"cross-site fetch":        {tok, []string{"Sec-Fetch-Site", "cross-site"}},
+		"same-site fetch":         {tok, []string{"Sec-Fetch-Site", "same-site"}},
 	} {
 		f := url.Values{"on": form["on"], "reason": form["reason"]}
 		if tc.csrf != "" {

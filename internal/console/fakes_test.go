@@ -229,10 +229,10 @@ type clock struct {
 	now time.Time
 }
 
-func (c *clock) Now() time.Time        { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) add(d time.Duration)   { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
-func newClock() *clock                 { return &clock{now: time.Now()} }
-func (c *clock) set(t time.Time)       { c.mu.Lock(); c.now = t; c.mu.Unlock() }
+func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) add(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
+func newClock() *clock               { return &clock{now: time.Now()} }
+func (c *clock) set(t time.Time)     { c.mu.Lock(); c.now = t; c.mu.Unlock() }
 func mustHash(t testing.TB, p string) string {
 	t.Helper()
 	h, err := HashPassword(p)

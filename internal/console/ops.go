@@ -15,8 +15,8 @@ type opsChannel struct {
 	DryRun bool
 	// From the monitor's last poll (Known false: never polled).
 	WebhookKnown, WebhookActive, URLMatches, URLKnown bool
-	QuotaKnown                                     bool
-	QuotaLimit, QuotaConsumed                      float64
+	QuotaKnown                                        bool
+	QuotaLimit, QuotaConsumed                         float64
 }
 
 // opsData is the operator's page's.

@@ -71,7 +71,7 @@ func New(t testing.TB) *Browser {
 	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelTab := chromedp.NewContext(actx)
-	ctx, cancelTime := context.WithTimeout(ctx, 3*time.Minute)
+	ctx, cancelTime := context.WithTimeout(ctx, 90*time.Second)
 	t.Cleanup(func() { cancelTime(); cancelTab(); cancelAlloc() })
 	b := &Browser{Ctx: ctx, DownloadDir: t.TempDir()}
 	if err := chromedp.Do(ctx, chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
@@ -126,4 +126,55 @@ func (b *Browser) Screenshot(t testing.TB, dir, name string) {
 	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Click clicks the element sel (a button that submits a form, a link)
+// and waits for the page that follows; it returns that page's status.
+func (b *Browser) Click(t testing.TB, sel string) int64 {
+	t.Helper()
+	resp, err := chromedp.RunResponse(b.Ctx, chromedp.Click(chromedp.CSS(sel)))
+	if err != nil {
+		t.Fatalf("click %s: %v", sel, err)
+	}
+	return resp.Status
+}
+
+// Text returns the text of the element sel.
+func (b *Browser) Text(t testing.TB, sel string) string {
+	t.Helper()
+	s, err := chromedp.Run(b.Ctx, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		t.Fatalf("text of %s: %v", sel, err)
+	}
+	return s
+}
+
+// Type types v into the element sel.
+func (b *Browser) Type(t testing.TB, sel, v string) {
+	t.Helper()
+	if err := chromedp.Do(b.Ctx, chromedp.SendKeys(chromedp.CSS(sel), v)); err != nil {
+		t.Fatalf("type into %s: %v", sel, err)
+	}
+}
+
+// Open navigates to url and returns the page's status.
+func (b *Browser) Open(t testing.TB, url string) int64 {
+	t.Helper()
+	resp, err := chromedp.Run(b.Ctx, chromedp.NavigateResponse(url))
+	if err != nil {
+		t.Fatalf("open %s: %v", url, err)
+	}
+	return resp.Status
+}
+
+// Login logs in on the console at base and returns the status of the page
+// that follows.
+func (b *Browser) Login(t testing.TB, base, name, password string) int64 {
+	t.Helper()
+	if code := b.Open(t, base+"/console/login"); code != 200 {
+		t.Fatalf("login page: %d", code)
+	}
+	b.Type(t, "#name", name)
+	b.Type(t, "#password", password)
+	return b.Click(t, "#submit")
 }
