@@ -87,6 +87,9 @@ type Config struct {
 	Channels   []ChannelConfig  `yaml:"channels"`
 	// Monitor sets the polls of LINE's API (see MonitorConfig).
 	Monitor MonitorConfig `yaml:"monitor"`
+	// Console, if set, serves the web console on the admin listener under
+	// /console/ (see ConsoleConfig and docs/CONSOLE.md).
+	Console *ConsoleConfig `yaml:"console"`
 
 	builtin bool   // the built-in example: rule files come from the binary
 	path    string // the file it was read from
@@ -675,6 +678,7 @@ func (c *Config) check(p *configParser) {
 		seen[ch.ID] = ch.path
 	}
 	c.checkMonitor(p)
+	c.checkConsole(p)
 }
 
 // presetNames lists the preset retention classes.

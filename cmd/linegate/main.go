@@ -69,6 +69,7 @@ var commands = []command{
 	{"keys", "encryption at rest: new-kek, rotate (re-wrap data keys), shred (destroy a subject's key)", runKeys},
 	{"migrate-store", "move an embedded (SQLite) installation to PostgreSQL, log intact", runMigrateStore},
 	{"acknowledge-rollback", "record that the database was restored to an older tree: the lost records, and why", runAcknowledgeRollback},
+	{"console", "the web console: hash-password (a user's password hash, read from standard input)", runConsole},
 	{"token", "channel access tokens: keygen (an assertion signing key pair for tokens v2.1)", runToken},
 	{"sim", "a LINE platform simulator: fake API, webhook sender, chat", runSim},
 	{"bench", "measure linegate beside its peers (run from the repository)", runBench},

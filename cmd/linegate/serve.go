@@ -21,6 +21,7 @@ import (
 	adminapi "github.com/linegate/linegate/internal/admin"
 	"github.com/linegate/linegate/internal/canary"
 	"github.com/linegate/linegate/internal/chantoken"
+	"github.com/linegate/linegate/internal/console"
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
@@ -143,6 +144,9 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	g.startPipeline(channels)
 	g.startJobs()
 	g.newAdmin(e, adminToken)
+	if err := g.newConsole(e); err != nil {
+		return err
+	}
 	g.startMonitor()
 	ls, err := g.listen()
 	if err != nil {
@@ -187,6 +191,8 @@ type instance struct {
 	api     *adminapi.API
 	reg     *prometheus.Registry
 	canary  *canary.Watch // the canary: round trips, leaks
+
+	console *console.Console // the web console (nil: none configured)
 
 	stopPipe context.CancelFunc // nil until the pipeline runs
 	pipeDone chan struct{}
@@ -411,7 +417,7 @@ func (g *instance) listen() (*listeners, error) {
 	}
 	ls := &listeners{
 		pubSrv:   withTimeouts(&http.Server{Handler: g.ingress.Routes(g.api.Health(), g.api.Ready(), publicLog)}, log),
-		adminSrv: withTimeouts(&http.Server{Handler: g.api.Handler()}, log),
+		adminSrv: withTimeouts(&http.Server{Handler: g.adminHandler()}, log),
 		adminLn:  adminLn,
 	}
 	// The webhook listener is bounded (connections in total and per

@@ -133,6 +133,8 @@ func (c *Console) bundle(w http.ResponseWriter, r *http.Request, s *session) {
 		c.errorPage(w, r, s, http.StatusBadRequest, err.Error())
 		return
 	}
+	// A large bundle takes longer than the admin listener's write timeout.
+	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(30 * time.Minute))
 	tmp, err := os.MkdirTemp(c.o.TempDir, "console-bundle-")
 	if err != nil {
 		c.failAction(w, r, s, "console_bundle", err)
