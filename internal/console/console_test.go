@@ -1,13 +1,17 @@
 package console
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/linegate/linegate/internal/evidence"
+	"github.com/linegate/linegate/internal/retention"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -441,5 +445,121 @@ func TestInboxActions(t *testing.T) {
 	}
 	if code, _, _ := c.get("/console/inbox/demo/user:U99999999999999999999999999999999"); code != http.StatusNotFound {
 		t.Errorf("unknown conversation: %d", code)
+	}
+}
+
+func TestOpsActions(t *testing.T) {
+	var trigger string
+	w := newWorld(t, func(o *Options) {
+		o.Reload = func(ctx context.Context, tr string) (string, int, error) {
+			trigger = tr
+			if tr == "console (dave)" {
+				return "", 0, errors.New("rules.yaml:3: unknown key \"whn\"")
+			}
+			return "def456", 3, nil
+		}
+	})
+	c := w.client(t)
+	c.mustLogin("carol")
+	tok := c.csrf("/console/ops")
+	if code, _, _ := c.post("/console/ops/dry-run", url.Values{"csrf": {tok}, "channel": {"demo"}, "on": {"true"}, "reason": {"testing a new rule"}}); code != http.StatusSeeOther {
+		t.Fatalf("dry-run: %d", code)
+	}
+	recs := w.led.actions("dry_run")
+	if !w.sw.DryRunStatus()["demo"] || len(recs) != 1 || recs[0].Detail["by"] != "carol" || recs[0].Detail["reason"] != "testing a new rule" || recs[0].Detail["channel"] != "demo" {
+		t.Errorf("dry-run records: %+v", recs)
+	}
+	if code, _, _ := c.post("/console/ops/dry-run", url.Values{"csrf": {tok}, "channel": {"nope"}, "on": {"true"}, "reason": {"x"}}); code != http.StatusBadRequest {
+		t.Errorf("dry-run of an unknown channel: %d", code)
+	}
+	if _, body, _ := c.get("/console/ops"); !strings.Contains(body, `id="dry-demo">on<`) || !strings.Contains(body, "abc123") {
+		t.Error("the page does not show dry-run on for demo, or the rules hash")
+	}
+	if code, _, h := c.post("/console/ops/reload", url.Values{"csrf": {tok}}); code != http.StatusSeeOther || !strings.HasSuffix(h.Get("Location"), "done=reload") || trigger != "console (carol)" {
+		t.Errorf("reload: %d, trigger %q", code, trigger)
+	}
+	d := w.client(t)
+	d.mustLogin("dave")
+	code, body, _ := d.post("/console/ops/reload", url.Values{"csrf": {d.csrf("/console/ops")}})
+	if code != http.StatusConflict || !strings.Contains(body, "unknown key") {
+		t.Errorf("a bad rule file: %d", code)
+	}
+}
+
+func TestAuditPage(t *testing.T) {
+	verified := make(chan struct{})
+	w := newWorld(t, func(o *Options) {
+		o.Verify = func(ctx context.Context) (VerifyResult, error) {
+			<-verified
+			return VerifyResult{Summary: "FAIL record 7: commitment mismatch"}, nil
+		}
+		o.Holds = func(ctx context.Context) ([]retention.Hold, error) {
+			return []retention.Hold{{ID: 9, Channel: "demo", Reason: "case 2026-114", CreatedMs: 1}}, nil
+		}
+		o.Export = func(ctx context.Context, sel evidence.Selection, dir string) (*evidence.Manifest, error) {
+			t.Errorf("a bad form exported %+v", sel)
+			return nil, errors.New("no")
+		}
+		o.Requests = func(ctx context.Context) ([]Request, error) {
+			return []Request{{Record: 31, Subject: "user:U0123456789abcdef0123456789abcdef", Kind: "deletion", Changed: 4}}, nil
+		}
+	})
+	c := w.client(t)
+	c.mustLogin("bob")
+	_, body, _ := c.get("/console/audit")
+	for _, want := range []string{"case 2026-114", "deletion", "U0123456789abcdef0123456789abcdef", "Not run from the console"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the audit page lacks %q", want)
+		}
+	}
+	tok := c.csrf("/console/audit")
+	if code, _, _ := c.post("/console/audit/verify", url.Values{"csrf": {tok}}); code != http.StatusSeeOther {
+		t.Fatalf("verify: %d", code)
+	}
+	if _, body, _ = c.get("/console/audit"); !strings.Contains(body, "A verification is running") || !strings.Contains(body, `http-equiv="refresh"`) {
+		t.Error("the page does not say a verification runs")
+	}
+	// A second click while it runs starts nothing more.
+	c.post("/console/audit/verify", url.Values{"csrf": {tok}})
+	close(verified)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && !strings.Contains(body, "commitment mismatch") {
+		time.Sleep(20 * time.Millisecond)
+		_, body, _ = c.get("/console/audit")
+	}
+	if !strings.Contains(body, `class="bad">FAIL record 7: commitment mismatch`) {
+		t.Errorf("the finding is not shown as a failure")
+	}
+	if n := len(w.led.actions("console_verify")); n != 1 {
+		t.Errorf("%d verify runs recorded, want 1", n)
+	}
+	if r := w.led.actions("console_verify_result"); len(r) != 1 || r[0].Detail["ok"] != false || r[0].Detail["by"] != "bob" {
+		t.Errorf("verify result records: %+v", r)
+	}
+	// Bad bundle forms.
+	for name, f := range map[string]url.Values{
+		"no user":   {"from": {"2026-12-01"}, "to": {"2026-12-02"}},
+		"group":     {"user": {"C0123456789abcdef0123456789abcdef"}, "from": {"2026-12-01"}, "to": {"2026-12-02"}},
+		"bad date":  {"user": {"U0123456789abcdef0123456789abcdef"}, "from": {"yesterday"}, "to": {"2026-12-02"}},
+		"backwards": {"user": {"U0123456789abcdef0123456789abcdef"}, "from": {"2026-12-03"}, "to": {"2026-12-02"}},
+	} {
+		f.Set("csrf", tok)
+		if code, _, _ := c.post("/console/audit/bundle", f); code != http.StatusBadRequest {
+			t.Errorf("%s: %d, want 400", name, code)
+		}
+	}
+}
+
+func TestBundleSelection(t *testing.T) {
+	sel, err := bundleSelection(" U0123456789abcdef0123456789abcdef ", "2026-12-01", "2026-12-01", "demo", []string{"demo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sel.User != "user:U0123456789abcdef0123456789abcdef" || !sel.From.Equal(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)) ||
+		!sel.To.Equal(time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)) || sel.Channel != "demo" {
+		t.Errorf("selection %+v: want the whole of 2026-12-01 UTC", sel)
+	}
+	if _, err := bundleSelection("U0123456789abcdef0123456789abcdef", "2026-12-01", "2026-12-01", "other", []string{"demo"}); err == nil {
+		t.Error("an unknown channel passes")
 	}
 }
