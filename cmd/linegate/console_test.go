@@ -161,6 +161,14 @@ func TestConsoleBrowser(t *testing.T) {
 	w := startConsoleWorld(t, "")
 	base := w.g.admin
 	w.message(t, "Where is my parcel?")
+	// A legal hold and a deletion request (of another user) for the
+	// auditor's page.
+	if code, body := adminDo(t, w.g, "/admin/holds", `{"channel": "demo", "reason": "case 2026-114"}`); code != 200 {
+		t.Fatalf("hold: %d %s", code, body)
+	}
+	if code, body := adminDo(t, w.g, "/admin/subjects/user:Ud0d0000000000000000000000000d0d0/requests", `{"kind": "deletion", "channel": "demo"}`); code != 200 {
+		t.Fatalf("deletion request: %d %s", code, body)
+	}
 	waitIntegrated(t, w.g)
 
 	// The login page, a wrong password, the limit.
@@ -187,6 +195,9 @@ func TestConsoleBrowser(t *testing.T) {
 	}
 	if b.Text(t, "#tree-size") == "0" {
 		t.Error("the audit page shows an empty tree")
+	}
+	if page := b.Text(t, "main"); !strings.Contains(page, "case 2026-114") || !strings.Contains(page, "user:Ud0d0000000000000000000000000d0d0") {
+		t.Errorf("the audit page lacks the legal hold or the deletion request:\n%s", page)
 	}
 	b.Click(t, "#verify")
 	result := ""
