@@ -299,6 +299,14 @@ func TestConsoleBrowser(t *testing.T) {
 	if code, out := runCLI(t, "verify", "-config", w.g.cfgPath); code != 0 {
 		t.Errorf("verify = %d:\n%s", code, out)
 	}
+	// The incident timeline names who turned the kill switch on.
+	out := filepath.Join(t.TempDir(), "incident")
+	if code, o := runCLI(t, "incident", "export", "-config", w.g.cfgPath, "-from", time.Now().Add(-time.Hour).UTC().Format(time.RFC3339), "-out", out); code != 0 {
+		t.Fatalf("incident export = %d:\n%s", code, o)
+	}
+	if tl, err := os.ReadFile(filepath.Join(out, "timeline.md")); err != nil || !strings.Contains(string(tl), "kill switch ON (reason: INC-2041: a rule answers with the wrong prices), by carol") {
+		t.Errorf("the incident timeline does not name carol: %v", err)
+	}
 }
 
 // unzipBundle extracts the bundle of a downloaded zip and returns its
