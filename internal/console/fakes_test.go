@@ -233,6 +233,18 @@ func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return 
 func (c *clock) add(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
 func newClock() *clock               { return &clock{now: time.Now()} }
 func (c *clock) set(t time.Time)     { c.mu.Lock(); c.now = t; c.mu.Unlock() }
+// hashes are the test users' hashes, made once.
+var hashes sync.Map
+
+func userHash(t testing.TB, p string) string {
+	if h, ok := hashes.Load(p); ok {
+		return h.(string)
+	}
+	h := mustHash(t, p)
+	hashes.Store(p, h)
+	return h
+}
+
 func mustHash(t testing.TB, p string) string {
 	t.Helper()
 	h, err := HashPassword(p)
@@ -260,11 +272,11 @@ func newWorld(t testing.TB, mod func(*Options)) *world {
 	w.convs.kill = w.sw.KillSwitch
 	o := Options{
 		Users: []User{
-			{Name: "alice", Role: RoleAgent, Hash: mustHash(t, passwords["alice"]), Channels: []string{"demo"}},
-			{Name: "bob", Role: RoleAuditor, Hash: mustHash(t, passwords["bob"])},
-			{Name: "carol", Role: RoleOperator, Hash: mustHash(t, passwords["carol"])},
-			{Name: "dave", Role: RoleAdmin, Hash: mustHash(t, passwords["dave"])},
-			{Name: "erin", Role: RoleAgent, Hash: mustHash(t, passwords["erin"]), Channels: []string{"other"}},
+			{Name: "alice", Role: RoleAgent, Hash: userHash(t, passwords["alice"]), Channels: []string{"demo"}},
+			{Name: "bob", Role: RoleAuditor, Hash: userHash(t, passwords["bob"])},
+			{Name: "carol", Role: RoleOperator, Hash: userHash(t, passwords["carol"])},
+			{Name: "dave", Role: RoleAdmin, Hash: userHash(t, passwords["dave"])},
+			{Name: "erin", Role: RoleAgent, Hash: userHash(t, passwords["erin"]), Channels: []string{"other"}},
 		},
 		Channels: []string{"demo", "other"},
 		Ledger:   w.led, Switches: w.sw, Conversations: w.convs,
