@@ -87,6 +87,8 @@ type Config struct {
 	Channels   []ChannelConfig  `yaml:"channels"`
 	// Monitor sets the polls of LINE's API (see MonitorConfig).
 	Monitor MonitorConfig `yaml:"monitor"`
+	// Proxy, if set, runs the Messaging API proxy (ProxyConfig).
+	Proxy *ProxyConfig `yaml:"proxy"`
 	// Console, if set, serves the web console on the admin listener under
 	// /console/ (see ConsoleConfig and docs/CONSOLE.md).
 	Console *ConsoleConfig `yaml:"console"`
@@ -495,6 +497,15 @@ func (c *Config) resolvePaths(dir string) {
 	rel(&c.Log.PublishDir)
 	rel(&c.Log.AnchorsDir)
 	rel(&c.Encryption.KEKFile)
+	if c.Proxy != nil {
+		for i := range c.Proxy.Tools {
+			rel(&c.Proxy.Tools[i].TokenFile)
+		}
+		if c.Proxy.TLS != nil {
+			rel(&c.Proxy.TLS.CertFile)
+			rel(&c.Proxy.TLS.KeyFile)
+		}
+	}
 	for i := range c.Encryption.PreviousKEKFiles {
 		rel(&c.Encryption.PreviousKEKFiles[i])
 	}
@@ -611,6 +622,7 @@ func (c *Config) check(p *configParser) {
 	if err := rules.CheckLookupHosts(c.LookupHosts); err != nil {
 		p.fail("lookup_hosts", "%v", err)
 	}
+	c.checkProxy(p)
 	for name, pc := range c.Retention.Policies {
 		if pc.Keep < 0 || pc.MinKeep < 0 {
 			p.fail("retention.policies."+name, "a period must be 0 or more")

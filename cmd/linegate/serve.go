@@ -27,6 +27,7 @@ import (
 	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/pipeline"
+	"github.com/linegate/linegate/internal/proxy"
 	"github.com/linegate/linegate/internal/retention"
 	"github.com/linegate/linegate/internal/rules"
 	"github.com/linegate/linegate/internal/webhook"
@@ -148,6 +149,9 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		return err
 	}
 	g.startMonitor()
+	if err := g.startProxy(e); err != nil {
+		return err
+	}
 	ls, err := g.listen()
 	if err != nil {
 		return err
@@ -160,6 +164,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	eg, egCtx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return serveUntilClosed(ls.pubSrv, ls.pubLn) })
 	eg.Go(func() error { return serveUntilClosed(ls.adminSrv, ls.adminLn) })
+	eg.Go(g.proxy.serve)
 	eg.Go(func() error {
 		<-egCtx.Done()
 		return g.shutdown(ls)
@@ -190,7 +195,9 @@ type instance struct {
 	ingress *webhook.Handler
 	api     *adminapi.API
 	reg     *prometheus.Registry
-	canary  *canary.Watch // the canary: round trips, leaks
+	canary  *canary.Watch     // the canary: round trips, leaks
+	proxy   *proxyServer      // the Messaging API proxy (nil: none)
+	replies *proxy.ReplyIndex // reply tokens, for the proxy
 
 	console *console.Console // the web console (nil: none configured)
 
@@ -314,6 +321,7 @@ func (g *instance) startPipeline(channels []webhook.Channel) {
 		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,
 	}
 	o.Action = g.canary.Action(o.Action) // canary round trips and leaks, before the rules
+	o.Action = g.noteReplies(o.Action)
 	if ls, ok := g.store.(leases); ok {
 		dl := ls.DispatchLease()
 		g.release = append(g.release, dl.Release)
@@ -471,6 +479,7 @@ func (g *instance) shutdown(ls *listeners) error {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	err := ls.pubSrv.Shutdown(ctx)
+	err = errors.Join(err, g.proxy.shutdown(ctx))
 	if ferr := g.ingress.FlushRejections(ctx); ferr != nil {
 		g.log.Warn("the last summary of rejected webhooks was not recorded", "err", ferr)
 	}

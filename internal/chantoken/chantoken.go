@@ -336,6 +336,17 @@ func (s *Source) issueAndSwap(reason string, done chan struct{}) {
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	next, err := s.issue(ctx)
+	if err == nil {
+		// Recorded before anyone can use it: a send made with the token
+		// is never in the ledger ahead of the token's issue.
+		s.set.renewals.WithLabelValues(s.c.Channel, "ok").Inc()
+		s.set.expiry.WithLabelValues(s.c.Channel).Set(float64(next.expires.Unix()))
+		detail := s.describe(next)
+		detail["reason"] = reason
+		detail["expires_at"] = next.expires.UTC().Format(time.RFC3339)
+		s.log.Info("channel access token issued", logArgs(detail)...)
+		s.record(ctx, "token_issued", detail)
+	}
 	s.mu.Lock()
 	old := s.cur
 	s.lastErr = err
@@ -355,13 +366,6 @@ func (s *Source) issueAndSwap(reason string, done chan struct{}) {
 		s.log.Error("issuing a channel access token failed", "reason", reason, "err", err)
 		return
 	}
-	s.set.renewals.WithLabelValues(s.c.Channel, "ok").Inc()
-	s.set.expiry.WithLabelValues(s.c.Channel).Set(float64(next.expires.Unix()))
-	detail := s.describe(next)
-	detail["reason"] = reason
-	detail["expires_at"] = next.expires.UTC().Format(time.RFC3339)
-	s.log.Info("channel access token issued", logArgs(detail)...)
-	s.record(ctx, "token_issued", detail)
 	if old.token != nil && s.c.Method() == V21 {
 		if err := s.revoke(ctx, old, "replaced"); err != nil {
 			s.log.Warn("revoking the replaced channel access token failed: it stays valid until it expires",

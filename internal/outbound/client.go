@@ -37,6 +37,8 @@ type Call struct {
 	RetryKey string          `json:"retry_key,omitempty"`
 	// Attempts holds every try, in order.
 	Attempts []Attempt `json:"attempts"`
+	// Raw is the body of the last answer as it came (at most 1 MiB).
+	Raw []byte `json:"-"`
 }
 
 // Attempt is one HTTP exchange.
@@ -139,9 +141,30 @@ func (c *Client) Push(ctx context.Context, body []byte, retryKey string) *Call {
 }
 
 func (c *Client) do(ctx context.Context, endpoint, path string, body []byte, retryKey string) *Call {
+	return c.exchange(ctx, exchange{endpoint: endpoint, method: "POST", path: path, body: body, retryKey: retryKey,
+		contentType: "application/json"})
+}
+
+// exchange is one call to make, with its retries.
+type exchange struct {
+	endpoint, method string
+	base             string // default c.Base
+	path             string // with its query, if any
+	body             []byte
+	contentType      string
+	retryKey         string
+	// idempotent allows retries without a retry key (reads).
+	idempotent bool
+}
+
+func (c *Client) exchange(ctx context.Context, x exchange) *Call {
+	endpoint, path, body, retryKey := x.endpoint, x.path, x.body, x.retryKey
 	pol := c.Policy.withDefaults()
 	call := &Call{Endpoint: endpoint, Path: path, Body: body, RetryKey: retryKey}
-	base := c.Base
+	base := x.base
+	if base == "" {
+		base = c.Base
+	}
 	if base == "" {
 		base = DefaultAPIBase
 	}
@@ -162,7 +185,7 @@ func (c *Client) do(ctx context.Context, endpoint, path string, body []byte, ret
 			}
 		}
 		if a.Error == "" {
-			a, retryAfter, sent = c.once(ctx, hc, base+path, body, retryKey, token)
+			a, retryAfter, sent, call.Raw = c.once(ctx, hc, x, base+path, token)
 		}
 		call.Attempts = append(call.Attempts, a)
 		if c.Observe != nil {
@@ -175,7 +198,7 @@ func (c *Client) do(ctx context.Context, endpoint, path string, body []byte, ret
 			c.Tokens.Rejected(token)
 			continue
 		}
-		if call.OK() || attempt >= pol.MaxAttempts || !retryable(a, retryKey != "", sent) {
+		if call.OK() || attempt >= pol.MaxAttempts || !retryable(a, retryKey != "" || x.idempotent, sent) {
 			return call
 		}
 		d := min(pol.BaseDelay<<(attempt-1), pol.MaxDelay)
@@ -209,17 +232,23 @@ func retryable(a Attempt, hasKey, sent bool) bool {
 
 // once makes one HTTP exchange. sent reports whether the request may have
 // reached LINE.
-func (c *Client) once(ctx context.Context, hc *http.Client, url string, body []byte, retryKey string, token []byte) (Attempt, time.Duration, bool) {
+func (c *Client) once(ctx context.Context, hc *http.Client, x exchange, url string, token []byte) (Attempt, time.Duration, bool, []byte) {
 	a := Attempt{At: time.Now()}
-	req, err := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(body))
+	var rd io.Reader
+	if x.body != nil {
+		rd = bytes.NewReader(x.body)
+	}
+	req, err := http.NewRequestWithContext(ctx, x.method, url, rd)
 	if err != nil {
 		a.Error = "bad request URL"
-		return a, 0, false
+		return a, 0, false, nil
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if x.contentType != "" {
+		req.Header.Set("Content-Type", x.contentType)
+	}
 	req.Header.Set("Authorization", "Bearer "+string(token))
-	if retryKey != "" {
-		req.Header.Set("X-Line-Retry-Key", retryKey)
+	if x.retryKey != "" {
+		req.Header.Set("X-Line-Retry-Key", x.retryKey)
 	}
 	sent := false
 	start := time.Now()
@@ -230,7 +259,7 @@ func (c *Client) once(ctx context.Context, hc *http.Client, url string, body []b
 		// A dial failure means the request never left; anything later
 		// (a reset, a timeout waiting for the answer) may have been taken.
 		sent = !isDialError(err)
-		return a, 0, sent
+		return a, 0, sent, nil
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -254,7 +283,7 @@ func (c *Client) once(ctx context.Context, hc *http.Client, url string, body []b
 			retryAfter = time.Duration(n) * time.Second
 		}
 	}
-	return a, retryAfter, true
+	return a, retryAfter, true, b
 }
 
 // scrubError describes a transport error without the URL (which is ours)

@@ -269,6 +269,9 @@ type Outbound struct {
 	Status    int     `json:"status,omitempty"`
 	Error     string  `json:"error,omitempty"`
 	LatencyMs float64 `json:"latency_ms,omitempty"`
+	// Tool names the tool whose call linegate's Messaging API proxy
+	// carried; Endpoint is then the LINE path called.
+	Tool string `json:"tool,omitempty"`
 	// Subj are the subjects the send concerns (not encoded).
 	Subj []string `json:"-"`
 }

@@ -206,6 +206,7 @@ func NewAPI(opts Options) *API {
 	a.route("GET /v2/bot/message/quota/consumption", a.quotaConsumption)
 	a.routeControls()
 	a.routeTokens()
+	a.routeReads()
 	a.mux.HandleFunc("GET /_sim/calls", a.serveCalls)
 	a.mux.HandleFunc("DELETE /_sim/calls", func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
