@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/linegate/linegate/internal/console"
@@ -56,6 +57,7 @@ func (g *instance) newConsole(e *env) error {
 		Export:   g.export,
 		TempDir:  tmp,
 		Metrics:  g.reg,
+		Go:       g.consoleWork(),
 		Logger:   g.log,
 	})
 	if err != nil {
@@ -64,6 +66,30 @@ func (g *instance) newConsole(e *env) error {
 	g.reg.MustRegister(c.Collectors()...)
 	g.console = c
 	return nil
+}
+
+// consoleWork returns how the console runs background work (a
+// verification): with the gateway's background jobs, which wait for it
+// when they stop; once they are stopping, work is not started.
+func (g *instance) consoleWork() func(func(context.Context)) {
+	var mu sync.Mutex
+	var work sync.WaitGroup
+	closed := false
+	ctx := g.bgCtx
+	g.bg.Go(func() {
+		<-ctx.Done()
+		mu.Lock()
+		closed = true
+		mu.Unlock()
+		work.Wait()
+	})
+	return func(f func(context.Context)) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !closed {
+			work.Go(func() { f(ctx) })
+		}
+	}
 }
 
 // conversations is the handoff engine the console's inbox works with:

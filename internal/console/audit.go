@@ -97,8 +97,8 @@ func (c *Console) runVerify(w http.ResponseWriter, r *http.Request, s *session) 
 	}
 	run := &verifyRun{By: s.user.Name, Started: c.o.Now()}
 	detail := map[string]any{"by": s.user.Name, "role": string(s.user.Role), "via": "console", "remote": r.RemoteAddr}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	c.o.Go(func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, time.Hour)
 		defer cancel()
 		res, err := c.o.Verify(ctx)
 		run.Took, run.Result, run.Finished = c.o.Now().Sub(run.Started), res, true
@@ -116,7 +116,7 @@ func (c *Console) runVerify(w http.ResponseWriter, r *http.Request, s *session) 
 		c.verifyMu.Lock()
 		c.lastVerify, c.verifying = run, false
 		c.verifyMu.Unlock()
-	}()
+	})
 	redirect(w, r, "/console/audit", "verify_started")
 }
 

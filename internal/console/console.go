@@ -144,7 +144,11 @@ type Options struct {
 	// Metrics is the gateway's registry, where the operator's page reads
 	// what the monitor and the pipeline last saw.
 	Metrics prometheus.Gatherer
-	Logger  *slog.Logger
+	// Go runs background work (a verification), which must end when its
+	// context does; the gateway's background jobs, stopped before the
+	// store closes. Default: a goroutine that nothing stops.
+	Go     func(f func(ctx context.Context))
+	Logger *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -190,6 +194,9 @@ func New(o Options) (*Console, error) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Go == nil {
+		o.Go = func(f func(ctx context.Context)) { go f(context.Background()) }
 	}
 	if o.IdleTimeout == 0 {
 		o.IdleTimeout = 30 * time.Minute
