@@ -258,6 +258,7 @@ func (c *Console) Handler() http.Handler {
 
 	agents := []Role{RoleAgent, RoleAdmin}
 	mux.HandleFunc("GET /console/inbox", c.authed(agents, c.inbox))
+	mux.HandleFunc("GET /console/inbox/open", c.authed(agents, c.openConversation))
 	mux.HandleFunc("GET /console/inbox/{channel}/{id}", c.authed(agents, c.conversation))
 	mux.HandleFunc("POST /console/inbox/{channel}/{id}/{action}", c.authed(agents, c.conversationAction))
 

@@ -446,6 +446,17 @@ func TestInboxActions(t *testing.T) {
 	if code, _, _ := c.get("/console/inbox/demo/user:U99999999999999999999999999999999"); code != http.StatusNotFound {
 		t.Errorf("unknown conversation: %d", code)
 	}
+	// Opening a conversation by its LINE id.
+	if code, _, h := c.get("/console/inbox/open?channel=demo&id=U11111111111111111111111111111111"); code != http.StatusSeeOther ||
+		h.Get("Location") != "/console/inbox/demo/user:U11111111111111111111111111111111" {
+		t.Errorf("open: %d %q", code, h.Get("Location"))
+	}
+	if code, _, _ := c.get("/console/inbox/open?channel=other&id=U22222222222222222222222222222222"); code != http.StatusForbidden {
+		t.Errorf("open on another channel: %d, want 403", code)
+	}
+	if code, _, _ := c.get("/console/inbox/open?channel=demo&id=../../ops"); code != http.StatusBadRequest {
+		t.Errorf("open a bad id: %d, want 400", code)
+	}
 }
 
 func TestOpsActions(t *testing.T) {

@@ -76,4 +76,5 @@ var (
 	ErrNotFound = errors.New("conversation not found")
 	ErrNotHeld  = errors.New("the conversation is not held by a person")
 	ErrInvalid  = errors.New("invalid messages")
+	ErrConflict = errors.New("the conversation changed meanwhile")
 )

@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/linegate/linegate/internal/line"
 )
 
 // historyLimit is how many lines of a conversation's history its page
@@ -19,10 +22,11 @@ const historyLimit = 200
 type inboxData struct {
 	Waiting, Mine, Others, Bot []Conversation
 	Unavailable                string
+	Channels                   []string // the user's, for opening a conversation
 }
 
 func (c *Console) inbox(w http.ResponseWriter, r *http.Request, s *session) {
-	d := &inboxData{}
+	d := &inboxData{Channels: s.user.channels(c.o.Channels)}
 	if c.o.Conversations == nil {
 		d.Unavailable = "Human handoff is not running in this gateway."
 		c.render(w, r, http.StatusOK, "inbox", sessionPage(r, s, "Inbox", d))
@@ -51,6 +55,23 @@ func (c *Console) inbox(w http.ResponseWriter, r *http.Request, s *session) {
 	c.render(w, r, http.StatusOK, "inbox", sessionPage(r, s, "Inbox", d))
 }
 
+// openConversation sends the agent to a conversation named by channel and
+// LINE id (U..., C..., R..., or the subject), to take over one that was
+// never handed off.
+func (c *Console) openConversation(w http.ResponseWriter, r *http.Request, s *session) {
+	channel := r.FormValue("channel")
+	subj, ok := line.ParseSubject(strings.TrimSpace(r.FormValue("id")))
+	if !ok || !line.ValidSubject(subj) {
+		c.errorPage(w, r, s, http.StatusBadRequest, "Want a LINE user, group or room id (U..., C... or R...).")
+		return
+	}
+	if !s.user.may(channel) {
+		c.errorPage(w, r, s, http.StatusForbidden, "This conversation is not of your channels.")
+		return
+	}
+	http.Redirect(w, r, "/console/inbox/"+url.PathEscape(channel)+"/"+url.PathEscape(subj), http.StatusSeeOther)
+}
+
 // convData is a conversation page's.
 type convData struct {
 	Conv     Conversation
@@ -74,7 +95,9 @@ func (c *Console) conversation(w http.ResponseWriter, r *http.Request, s *sessio
 	}
 	d := &convData{Conv: cv, Held: cv.State == StateHuman && cv.Agent == s.user.Name}
 	if cv.State == StateHuman {
-		if err := c.o.Conversations.MarkRead(ctx, actor(s), channel, id); err != nil && ctx.Err() == nil {
+		// A conversation none of whose messages carries a token has
+		// nothing to mark (ErrInvalid).
+		if err := c.o.Conversations.MarkRead(ctx, actor(s), channel, id); err != nil && ctx.Err() == nil && !errors.Is(err, ErrInvalid) {
 			c.log.Warn("console: mark as read failed", "channel", channel, "err", err)
 			d.ReadNote = "Could not mark the messages read on LINE."
 		}
@@ -155,8 +178,10 @@ func (c *Console) failConv(w http.ResponseWriter, r *http.Request, s *session, e
 		c.errorPage(w, r, s, http.StatusNotFound, "No such conversation.")
 	case errors.Is(err, ErrNotHeld):
 		c.errorPage(w, r, s, http.StatusConflict, "The bot holds this conversation: take it over first.")
+	case errors.Is(err, ErrConflict):
+		c.errorPage(w, r, s, http.StatusConflict, "The conversation changed meanwhile (another agent, a rule, or its idle time): nothing was done. Reload it and try again.")
 	case errors.Is(err, ErrInvalid):
-		c.errorPage(w, r, s, http.StatusBadRequest, "LINE would refuse these messages: "+err.Error())
+		c.errorPage(w, r, s, http.StatusBadRequest, "Refused: "+strings.TrimPrefix(err.Error(), "handoff: invalid request: "))
 	default:
 		c.log.Error("console: conversation", "user", s.user.Name, "err", err)
 		c.errorPage(w, r, s, http.StatusServiceUnavailable, "The store or the ledger is unavailable: nothing was done. Try again in a moment.")
