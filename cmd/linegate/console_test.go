@@ -50,7 +50,16 @@ func startConsoleWorld(t *testing.T, extra string) *consoleWorld {
 	srv := httptest.NewServer(w.api)
 	t.Cleanup(srv.Close)
 	y := fmt.Sprintf("line_api_base: %s\nmonitor: {webhook_every: 200ms, quota_every: 200ms}\n", srv.URL)
-	y += "console:\n  login_failures: 3\n  login_window: 3s\n  users:\n"
+	y += consoleSection(t)
+	w.g = startGateway(t, w.dir, gwConfig{extra: y + extra, chanExtra: "    webhook_url: https://gw.example.com/webhook/demo\n"})
+	return w
+}
+
+// consoleSection is the config's console section: four users (agent
+// alice on demo, auditor bob, operator carol, admin dave), login limits
+// of 3 failures in 3 s.
+func consoleSection(t *testing.T) string {
+	y := "console:\n  login_failures: 3\n  login_window: 3s\n  users:\n"
 	roles := map[string]string{"alice": "agent", "bob": "auditor", "carol": "operator", "dave": "admin"}
 	for _, name := range []string{"alice", "bob", "carol", "dave"} {
 		h, err := console.HashPassword(consolePasswords[name])
@@ -63,8 +72,7 @@ func startConsoleWorld(t *testing.T, extra string) *consoleWorld {
 		}
 		y += "}\n"
 	}
-	w.g = startGateway(t, w.dir, gwConfig{extra: y + extra, chanExtra: "    webhook_url: https://gw.example.com/webhook/demo\n"})
-	return w
+	return y
 }
 
 // consoleUser is the LINE user whose messages the console tests send.
