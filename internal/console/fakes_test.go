@@ -192,6 +192,7 @@ func (f *fakeConvs) MarkRead(ctx context.Context, a Actor, ch, id string) error 
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.reads = append(f.reads, a.Name+" "+ch+" "+id)
+	f.history[ch+" "+id] = append(f.history[ch+" "+id], Message{Record: 15, At: time.Now(), From: "agent:" + a.Name, Type: "markAsRead", Text: "[marked read]", Outcome: "sent"})
 	return nil
 }
 func (f *fakeConvs) Typing(ctx context.Context, a Actor, ch, id string) error {

@@ -94,7 +94,11 @@ func (c *Console) conversation(w http.ResponseWriter, r *http.Request, s *sessio
 		return
 	}
 	d := &convData{Conv: cv, Held: cv.State == StateHuman && cv.Agent == s.user.Name}
-	if cv.State == StateHuman {
+	if d.History, err = c.o.Conversations.History(ctx, channel, id, historyLimit); err != nil {
+		c.failConv(w, r, s, err)
+		return
+	}
+	if cv.State == StateHuman && unread(d.History) {
 		// A conversation none of whose messages carries a token has
 		// nothing to mark (ErrInvalid).
 		if err := c.o.Conversations.MarkRead(ctx, actor(s), channel, id); err != nil && ctx.Err() == nil && !errors.Is(err, ErrInvalid) {
@@ -102,12 +106,25 @@ func (c *Console) conversation(w http.ResponseWriter, r *http.Request, s *sessio
 			d.ReadNote = "Could not mark the messages read on LINE."
 		}
 	}
-	if d.History, err = c.o.Conversations.History(ctx, channel, id, historyLimit); err != nil {
-		c.failConv(w, r, s, err)
-		return
-	}
 	c.render(w, r, http.StatusOK, "conversation", sessionPage(r, s, "Conversation", d))
 }
+
+// unread reports whether the user wrote since the conversation was last
+// marked read (a markAsRead in its history).
+func unread(h []Message) bool {
+	for i := len(h) - 1; i >= 0; i-- {
+		switch {
+		case h[i].Type == markAsRead:
+			return false
+		case h[i].From == "user":
+			return true
+		}
+	}
+	return false
+}
+
+// markAsRead is the type of a mark as read in a conversation's history.
+const markAsRead = "markAsRead"
 
 // convTarget reads the channel and conversation of the path, and refuses
 // (403) a channel the user may not see, before anything is read.

@@ -116,8 +116,20 @@ func (b *Browser) Screenshot(t testing.TB, dir, name string) {
 	if os.Getenv("LINEGATE_SCREENSHOTS") != "1" {
 		return
 	}
+	// The viewport is made as tall as the page, so that all of it is
+	// painted, then set back.
+	h, err := chromedp.Run(b.Ctx, chromedp.Evaluate[int64](`Math.max(900, document.documentElement.scrollHeight)`))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	if err := chromedp.Do(b.Ctx, chromedp.EmulateViewport(1280, h)); err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
 	png, err := chromedp.Run(b.Ctx, chromedp.FullScreenshot(100))
 	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	if err := chromedp.Do(b.Ctx, chromedp.EmulateViewport(1280, 900)); err != nil {
 		t.Fatalf("screenshot %s: %v", name, err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
