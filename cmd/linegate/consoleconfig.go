@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/linegate/linegate/internal/console"
@@ -19,11 +21,12 @@ type ConsoleConfig struct {
 	// the admin listener speaks plain HTTP: set it when TLS ends in a
 	// proxy in front of the console. A request over TLS gets it anyway.
 	SecureCookie bool `yaml:"secure_cookie"`
-	// Origin is the console's address as browsers see it, such as
-	// https://console.example.com, when a proxy's differs from the Host
-	// the console receives: state-changing requests must come from it.
-	// Default: the request's own host.
-	Origin string `yaml:"origin"`
+	// PublicURL is the console's address as browsers see it, such as
+	// https://console.example.com/console/, when a proxy's differs from
+	// the Host the console receives: state-changing requests must come
+	// from its origin (scheme, host and port). Default: the request's
+	// own host.
+	PublicURL string `yaml:"public_url"`
 	// IdleTimeout ends a session unused this long (default 30m); MaxAge
 	// ends any session this long after its login (default 12h).
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
@@ -61,12 +64,29 @@ func (c *Config) checkConsole(p *configParser) {
 	if cc.IdleTimeout < 0 || cc.MaxAge < 0 || cc.LoginWindow < 0 {
 		p.fail("console", "idle_timeout, max_age and login_window: want positive durations such as 30m")
 	}
+	if cc.PublicURL != "" {
+		if _, err := cc.origin(); err != nil {
+			p.fail("console.public_url", "%q: want an http(s) URL such as https://console.example.com/console/", cc.PublicURL)
+		}
+	}
 	if cc.LoginFailures < 0 {
 		p.fail("console.login_failures", "%d: want a positive number (default 5)", cc.LoginFailures)
 	}
 	if err := console.CheckUsers(cc.users(), channelIDs(c)); err != nil {
 		p.fail("console", "%v", err)
 	}
+}
+
+// origin is the origin of the public URL ("" when none is set).
+func (cc *ConsoleConfig) origin() (string, error) {
+	if cc.PublicURL == "" {
+		return "", nil
+	}
+	u, err := url.Parse(cc.PublicURL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return "", fmt.Errorf("not an http(s) URL")
+	}
+	return u.Scheme + "://" + u.Host, nil
 }
 
 // users returns the console's users.

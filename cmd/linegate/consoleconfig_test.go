@@ -54,6 +54,7 @@ func TestConsoleConfigErrors(t *testing.T) {
 		"agent":        {"  users: [{name: a, role: agent, password_hash: \"" + h + "\"}]\n", "channels"},
 		"channel":      {"  users: [{name: a, role: agent, channels: [shop], password_hash: \"" + h + "\"}]\n", "shop"},
 		"unknown key":  {"  users: [{name: a, role: admin, password: x}]\n", "password"},
+		"public_url":   {"  public_url: console.example.com\n  users: [{name: a, role: admin, password_hash: \"" + h + "\"}]\n", "public_url"},
 		"bad duration": {"  idle_timeout: -1m\n  users: [{name: a, role: admin, password_hash: \"" + h + "\"}]\n", "idle_timeout"},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -37,9 +37,10 @@ func (g *instance) newConsole(e *env) error {
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return err
 	}
+	origin, _ := cc.origin() // checked by parseConfig
 	c, err := console.New(console.Options{
 		Users: cc.users(), Channels: channelIDs(cfg),
-		SecureCookie: cc.SecureCookie, Origin: cc.Origin, IdleTimeout: cc.IdleTimeout, MaxAge: cc.MaxAge,
+		SecureCookie: cc.SecureCookie, Origin: origin, IdleTimeout: cc.IdleTimeout, MaxAge: cc.MaxAge,
 		LoginFailures: cc.LoginFailures, LoginWindow: cc.LoginWindow,
 		Ledger: g.led, Switches: g.sender, Conversations: g.conversations(),
 		RulesHash: func() string { return g.engine.Rules().Hash },

@@ -575,3 +575,17 @@ func TestBundleSelection(t *testing.T) {
 		t.Error("an unknown channel passes")
 	}
 }
+
+func TestConfiguredOrigin(t *testing.T) {
+	w := newWorld(t, func(o *Options) { o.Origin = "https://console.example.com" })
+	c := w.client(t)
+	c.mustLogin("carol")
+	tok := c.csrf("/console/ops")
+	f := url.Values{"csrf": {tok}, "on": {"true"}, "reason": {"x"}}
+	if code, _, _ := c.post("/console/ops/kill-switch", f, "Origin", w.srv.URL); code != http.StatusForbidden {
+		t.Errorf("the request's own host, with an origin configured: %d, want 403", code)
+	}
+	if code, _, _ := c.post("/console/ops/kill-switch", f, "Origin", "https://console.example.com"); code != http.StatusSeeOther {
+		t.Errorf("the configured origin: %d, want 303", code)
+	}
+}
