@@ -304,6 +304,9 @@ func TestConsoleBrowser(t *testing.T) {
 			t.Error("the log holds a password")
 		}
 	}
+	if strings.Contains(w.g.Logs(), "$argon2id$") {
+		t.Error("the log holds a password hash")
+	}
 	if code, out := runCLI(t, "verify", "-config", w.g.cfgPath); code != 0 {
 		t.Errorf("verify = %d:\n%s", code, out)
 	}
