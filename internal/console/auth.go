@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
-	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/outbound"
@@ -254,5 +253,3 @@ func (c *Console) who(r *http.Request, s *session, detail map[string]any) map[st
 
 // actor is the session's user as the handoff engine names it.
 func actor(s *session) Actor { return Actor{Name: s.user.Name, Role: string(s.user.Role)} }
-
-var _ = time.Second

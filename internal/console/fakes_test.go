@@ -3,8 +3,6 @@ package console
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -370,6 +368,3 @@ func (c *client) mustLogin(name string) {
 		c.t.Fatalf("login %s: %d", name, code)
 	}
 }
-
-var _ = errors.New
-var _ = fmt.Sprint
