@@ -589,3 +589,26 @@ func TestConfiguredOrigin(t *testing.T) {
 		t.Errorf("the configured origin: %d, want 303", code)
 	}
 }
+
+func TestUnread(t *testing.T) {
+	user := Message{From: "user", Type: "text"}
+	read := Message{From: "agent:a", Type: "markAsRead", Outcome: "sent"}
+	heldRead := Message{From: "agent:a", Type: "markAsRead", Outcome: "suppressed"}
+	bot := Message{From: "bot", Type: "text", Outcome: "sent"}
+	for name, tc := range map[string]struct {
+		h    []Message
+		want bool
+	}{
+		"empty":          {nil, false},
+		"user":           {[]Message{user}, true},
+		"read":           {[]Message{user, read}, false},
+		"read, bot":      {[]Message{user, read, bot}, false},
+		"read, user":     {[]Message{user, read, user}, true},
+		"held back read": {[]Message{user, heldRead}, true},
+		"bot only":       {[]Message{bot}, false},
+	} {
+		if got := unread(tc.h); got != tc.want {
+			t.Errorf("%s: unread = %v, want %v", name, got, tc.want)
+		}
+	}
+}

@@ -110,11 +110,12 @@ func (c *Console) conversation(w http.ResponseWriter, r *http.Request, s *sessio
 }
 
 // unread reports whether the user wrote since the conversation was last
-// marked read (a markAsRead in its history).
+// marked read (a markAsRead sent, in its history: one held back by the
+// kill switch marked nothing).
 func unread(h []Message) bool {
 	for i := len(h) - 1; i >= 0; i-- {
 		switch {
-		case h[i].Type == markAsRead:
+		case h[i].Type == markAsRead && h[i].Outcome == "sent":
 			return false
 		case h[i].From == "user":
 			return true
