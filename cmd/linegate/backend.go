@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/linegate/linegate/internal/handoff"
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/outbound"
@@ -31,6 +32,7 @@ type backend interface {
 	rules.Cooldowns
 	rules.CooldownForgetter
 	retention.SubjectIndexer
+	handoff.Store
 }
 
 // leases is what a store that replicas share has (PostgreSQL's): one

@@ -79,7 +79,7 @@ func TestHelpOfEveryCommand(t *testing.T) {
 		{args: []string{"tail"}, want: []string{"config", "channel", "user", "from", "n", "f", "json", "kek"}, exact: true},
 		{args: []string{"verify"}, want: []string{"config", "data", "vkey", "kek"}, notWant: []string{"out", "subject", "reason"}},
 		{args: []string{"keygen"}, want: []string{"out", "origin"}, exact: true},
-		{args: []string{"export"}, want: []string{"config", "out", "from", "to", "channel", "user", "message-id"}, exact: true},
+		{args: []string{"export"}, want: []string{"config", "out", "from", "to", "channel", "user", "message-id", "format"}, exact: true},
 		{args: []string{"verify-bundle"}, want: []string{"vkey"}, exact: true},
 		{args: []string{"purge"}, want: []string{"config", "dry-run"}, exact: true},
 		{args: []string{"hold"}},

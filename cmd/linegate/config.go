@@ -89,6 +89,9 @@ type Config struct {
 	Monitor MonitorConfig `yaml:"monitor"`
 	// Proxy, if set, runs the Messaging API proxy (ProxyConfig).
 	Proxy *ProxyConfig `yaml:"proxy"`
+	// Media keeps the content of image, video, audio and file messages
+	// (see MediaConfig, docs/MEDIA.md).
+	Media MediaConfig `yaml:"media"`
 	// Console, if set, serves the web console on the admin listener under
 	// /console/ (see ConsoleConfig and docs/CONSOLE.md).
 	Console *ConsoleConfig `yaml:"console"`
@@ -310,6 +313,13 @@ type ChannelConfig struct {
 	CanaryGroup string `yaml:"canary_group"`
 	// LineAPIBase overrides the top-level line_api_base for this channel.
 	LineAPIBase string `yaml:"line_api_base"`
+	// LineDataAPIBase overrides the top-level line_data_api_base (where
+	// message content is fetched) for this channel.
+	LineDataAPIBase string `yaml:"line_data_api_base"`
+	// Unsend is what becomes of a message its user unsent: "keep" (the
+	// default: kept under its retention, shown as unsent) or "delete"
+	// (its payload and its media are deleted as on a deletion request).
+	Unsend string `yaml:"unsend"`
 	// DryRun makes this channel dry-run.
 	DryRun bool `yaml:"dry_run"`
 	// AllowDryRunHeader honours X-Line-Dry-Run: true on this channel's
@@ -320,6 +330,8 @@ type ChannelConfig struct {
 	RateLimit float64 `yaml:"rate_limit"`
 	// The channel's webhook_url and quota_budget (see ChannelLineConfig).
 	ChannelLineConfig `yaml:",inline"`
+	// Handoff configures the handoff to people (serve_handoff.go).
+	Handoff *HandoffConfig `yaml:"handoff"`
 
 	site *configSite // where it was read
 	path string      // channels[i]
@@ -640,6 +652,7 @@ func (c *Config) check(p *configParser) {
 	if c.Encryption.KEKFile != "" && c.Encryption.KEKEnv != "" {
 		p.fail("encryption", "give kek_file or kek_env, not both")
 	}
+	c.checkMedia(p)
 	if len(c.Channels) == 0 {
 		p.fail("channels", "no channels: give at least one, with an id and its secret (see examples/linegate.yaml)")
 	}
@@ -690,6 +703,7 @@ func (c *Config) check(p *configParser) {
 		seen[ch.ID] = ch.path
 	}
 	c.checkMonitor(p)
+	c.checkHandoff(p)
 	c.checkConsole(p)
 }
 

@@ -13,7 +13,7 @@ import (
 )
 
 func runExport(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "export", "-out DIR [-config FILE] [-from T] [-to T] [-channel ID] [-user U...] [-message-id ID]")
+	fs := newFlagSet(e, "export", "-out DIR [-config FILE] [-format bundle|rsmf|eml|jsonl] [-from T] [-to T] [-channel ID] [-user U...] [-message-id ID]")
 	configPath := fs.String("config", "", "the serve config whose ledger to export from (default: the built-in example)")
 	out := fs.String("out", "", "the bundle directory to create (required; must not exist)")
 	from := fs.String("from", "", "records from this time: 2026-11-26 (UTC midnight) or RFC 3339 (default: the beginning)")
@@ -21,7 +21,11 @@ func runExport(ctx context.Context, e *env, args []string) error {
 	channel := fs.String("channel", "", "only this channel")
 	user := fs.String("user", "", "only this LINE user's webhooks, and what they caused: U... or user:U...")
 	messageID := fs.String("message-id", "", "only the webhook of this LINE message id, and what it caused")
+	format := fs.String("format", "bundle", "bundle (the evidence bundle alone), or rsmf, eml or jsonl for review platforms, written into the bundle under exports/ and listed in exports.json")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := checkExportFormat(*format); err != nil {
 		return err
 	}
 	if *out == "" {
@@ -56,7 +60,7 @@ func runExport(ctx context.Context, e *env, args []string) error {
 	if len(m.Records) == 0 {
 		fmt.Fprintln(e.stdout, "  no record matched: check the range (a date is UTC midnight), the channel and the ids")
 	}
-	return nil
+	return writeReviewExport(ctx, e, src.cfg, *out, src.vkey, *format)
 }
 
 // describeSelection says what an export selected, for people: times in

@@ -22,9 +22,11 @@ import (
 	"github.com/linegate/linegate/internal/canary"
 	"github.com/linegate/linegate/internal/chantoken"
 	"github.com/linegate/linegate/internal/console"
+	"github.com/linegate/linegate/internal/handoff"
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/media"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/pipeline"
 	"github.com/linegate/linegate/internal/proxy"
@@ -142,10 +144,16 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 		return err
 	}
 	g.canary = newCanary(cfg, g.led, g.store, g.sender, log)
+	if err := g.newHandoff(e); err != nil {
+		return err
+	}
 	g.startPipeline(channels)
 	g.startJobs()
 	g.newAdmin(e, adminToken)
 	if err := g.newConsole(e); err != nil {
+		return err
+	}
+	if err := g.startMedia(ctx, secrets); err != nil {
 		return err
 	}
 	g.startMonitor()
@@ -198,6 +206,8 @@ type instance struct {
 	canary  *canary.Watch     // the canary: round trips, leaks
 	proxy   *proxyServer      // the Messaging API proxy (nil: none)
 	replies *proxy.ReplyIndex // reply tokens, for the proxy
+	blobs   media.Blobs       // object storage for large media (nil: the store only)
+	handoff *handoff.Service
 
 	console *console.Console // the web console (nil: none configured)
 
@@ -320,6 +330,7 @@ func (g *instance) startPipeline(channels []webhook.Channel) {
 		Action:  answer(g.engine),
 		Workers: cfg.Pipeline.Workers, ClockThreshold: cfg.Pipeline.ClockThreshold, DedupHorizon: cfg.Pipeline.DedupHorizon,
 	}
+	o.Action = g.gateHandoff(o.Action)   // conversations people own: held for them
 	o.Action = g.canary.Action(o.Action) // canary round trips and leaks, before the rules
 	o.Action = g.noteReplies(o.Action)
 	if ls, ok := g.store.(leases); ok {
@@ -360,6 +371,7 @@ func (g *instance) startJobs() {
 	}
 	g.bg.Go(func() { retention.RunSubjectIndex(ctx, g.store, 250*time.Millisecond, g.led.Busy, log) })
 	g.bg.Go(func() { g.ingress.RunRejectionSummaries(ctx) })
+	g.startHandoffJobs()
 }
 
 // newAdmin builds the metrics registry and the admin API, and starts its
@@ -375,6 +387,7 @@ func (g *instance) newAdmin(e *env, token []byte) {
 	g.reg.MustRegister(g.pipe.Collectors()...)
 	g.reg.MustRegister(g.sender.Collectors()...)
 	g.reg.MustRegister(g.tokens.Collectors()...)
+	g.reg.MustRegister(g.handoff.Collectors()...)
 	g.api = adminapi.New(adminapi.Options{
 		Ledger: g.led, Store: g.store, Pipeline: g.pipe, Switches: g.sender, Rules: g.engine, Keys: g.ring,
 		LoadRules: func() (*rules.Set, error) { return loadRules(e, cfg) },
@@ -389,8 +402,9 @@ func (g *instance) newAdmin(e *env, token []byte) {
 			return c.kekConfig(e.getenv)
 		},
 		Policies: cfg.policies(), Origin: cfg.Log.Origin, Replica: replicaName(), Token: token, Metrics: g.reg, Logger: g.log,
-		Channels: channelIDs(cfg),
-		Canary:   g.canary,
+		Channels:      channelIDs(cfg),
+		Canary:        g.canary,
+		Conversations: g.handoff,
 	})
 	g.reg.MustRegister(g.api.Collectors()...)
 	g.reg.MustRegister(g.sender.DryRunGauges()...)
@@ -626,6 +640,7 @@ func newResponder(ctx context.Context, e *env, cfg *Config, secrets map[string]c
 		Clients: clients, Ledger: led, State: store, EnvKillSwitch: envKill,
 		DryRunChannels: dry, DryRunAll: cfg.DryRun, RateLimits: limits, Logger: log,
 		QuotaBudgets: quotaBudgets(cfg),
+		Annotate:     sentImages(cfg),
 	})
 	if err := sender.Refresh(ctx); err != nil {
 		return nil, nil, err

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -92,6 +93,9 @@ type tmux struct {
 
 func newTmux(t *testing.T, command string) *tmux {
 	if _, err := exec.LookPath("tmux"); err != nil {
+		if os.Getenv("LINEGATE_REQUIRE_TMUX") == "1" {
+			t.Fatal("tmux is not installed, and LINEGATE_REQUIRE_TMUX=1 (CI) requires it")
+		}
 		t.Skip("tmux is not installed")
 	}
 	tm := &tmux{t: t, session: fmt.Sprintf("linegate-test-%d", time.Now().UnixNano())}

@@ -410,6 +410,8 @@ func summarize(k ledger.Kind, meta *record.Meta, body record.Body) string {
 			}
 		}
 		return s
+	case *record.Media:
+		return summarizeMedia(b)
 	case *record.Deletion:
 		s := fmt.Sprintf("%d payloads deleted: %s", len(b.Deleted), b.Reason)
 		if b.Subject != "" {
@@ -450,6 +452,9 @@ func summarizeWebhook(meta *record.Meta, raw []byte) string {
 			Postback *struct {
 				Data string `json:"data"`
 			} `json:"postback"`
+			Unsend *struct {
+				MessageID string `json:"messageId"`
+			} `json:"unsend"`
 			DeliveryContext *struct {
 				IsRedelivery bool `json:"isRedelivery"`
 			} `json:"deliveryContext"`
@@ -486,6 +491,9 @@ func summarizeWebhook(meta *record.Meta, raw []byte) string {
 		}
 		if ev.Postback != nil {
 			s += " data " + strconv.Quote(truncate(ev.Postback.Data, 80))
+		}
+		if ev.Unsend != nil {
+			s += ": message " + ev.Unsend.MessageID + " unsent by the user"
 		}
 		if ev.Mode != "" && ev.Mode != "active" {
 			s += " (" + ev.Mode + ")"

@@ -112,6 +112,9 @@ type Options struct {
 	LoadKEKs func() (keys.Config, error)
 	// Canary runs the canary (nil: POST /admin/canary is refused).
 	Canary Canary
+	// Conversations serves /admin/conversations, the handoff to people
+	// (nil: not served). *handoff.Service implements it.
+	Conversations Conversations
 	// Policies are the retention classes, for purges and requests.
 	Policies map[string]retention.Policy
 	// Channels are the ids of the configured channels: a switch or a
@@ -126,6 +129,11 @@ type Options struct {
 	// Metrics is served as /metrics (default: none).
 	Metrics prometheus.Gatherer
 	Logger  *slog.Logger
+}
+
+// Conversations adds its routes to the bearer-authenticated mux.
+type Conversations interface {
+	Routes(mux *http.ServeMux)
 }
 
 // API is the admin listener's handler and the work that goes with it
@@ -162,6 +170,9 @@ func (a *API) Handler() http.Handler {
 	a.holdRoutes(authed)
 	a.subjectRoutes(authed)
 	a.alertRoutes(authed)
+	if a.o.Conversations != nil {
+		a.o.Conversations.Routes(authed)
+	}
 	authed.HandleFunc("GET /debug/pprof/", pprof.Index)
 	authed.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	authed.HandleFunc("GET /debug/pprof/trace", pprof.Trace)

@@ -289,6 +289,8 @@ func eventKey(k ledger.Kind, payload []byte) string {
 		return b.Key
 	case *record.Outbound:
 		return b.EventKey
+	case *record.Media:
+		return b.EventKey
 	}
 	return ""
 }
@@ -344,14 +346,20 @@ func writeRecord(ctx context.Context, tiles ledger.TileReader, dir string, rec l
 	if err := os.Mkdir(rd, 0o700); err != nil {
 		return err
 	}
-	for name, data := range map[string][]byte{
+	files := map[string][]byte{
 		"record.json":          append(sj, '\n'),
 		"leaf":                 rec.Leaf,
 		"nonce":                rec.Nonce,
 		"meta.json":            meta,
 		"body":                 body,
 		"inclusion.tlog-proof": ledger.FormatTlogProof(rec.Index, p, head.Checkpoint),
-	} {
+	}
+	if leaf.Kind == ledger.KindMedia {
+		if err := splitMediaFiles(files); err != nil {
+			return err
+		}
+	}
+	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(rd, name), data, 0o600); err != nil {
 			return err
 		}
@@ -450,6 +458,9 @@ func Verify(dir string, trustedVkey []byte) (*Manifest, error) {
 	if !slices.Equal(found, m.Records) {
 		return nil, errors.New("manifest.json: its record list differs from the records in the bundle")
 	}
+	if err := verifyExports(bfs, found); err != nil {
+		return nil, err
+	}
 	// The anchors directory must be a real one (a link in its place would
 	// have the anchors skipped); a bundle without one has no anchors.
 	var anchors []*ledger.Anchor
@@ -495,6 +506,15 @@ func verifyRecord(bfs fs.FS, rd string, cp ledger.Checkpoint, cpb []byte) (uint6
 	var leaf ledger.Leaf
 	if err := leaf.UnmarshalBinary(leafB); err != nil {
 		return 0, err
+	}
+	if leaf.Kind == ledger.KindMedia {
+		var err error
+		if body, err = joinMediaFiles(body, read("content")); err != nil {
+			return 0, err
+		}
+		if readErr != nil {
+			return 0, readErr
+		}
 	}
 	payload, err := rebuildPayload(meta, body)
 	if err != nil {

@@ -28,6 +28,16 @@ what is needed to check it without access to the system that produced it.
   - record.json: a summary for people (kind, time, channel, commitment, the
     x-line-signature of a webhook, the x-line-request-id of each call to
     LINE's API, which LINE support can trace).
+  - content, for a media record (the content of an image, video, audio or
+    file message): the content as LINE served it. The record's body is
+    then its JSON (message id, type, size, SHA-256 of the content, where
+    it was stored), and the payload is the body framed as the 4-byte
+    big-endian length of that JSON, the JSON, then the content (for
+    content kept in object storage, the content is not part of the
+    payload, and is checked against the SHA-256 alone).
+- exports.json and exports/, when the export was asked for a review
+  platform (RSMF, EML or JSON lines): each exported file with its SHA-256
+  and the records above it was made from.
 - anchors/: the daily anchors of the log (NAME.checkpoint) with the proofs
   that each extends the one before (NAME.consistency), and
   checkpoint.consistency, the proof that the bundle's checkpoint extends the
@@ -40,7 +50,9 @@ what is needed to check it without access to the system that produced it.
 checks the checkpoint's signature, then for every record that the payload
 and nonce match the leaf's commitment and that the inclusion proof leads to
 the checkpoint's root, and that the anchors are consistent up to the
-checkpoint. It names the first record or file that fails.
+checkpoint, that every media content has the SHA-256 its record states,
+and that every file exports.json lists has its SHA-256 and comes from
+records of the bundle. It names the first record or file that fails.
 
 Without linegate: for each record, compute SHA-256(nonce || len(meta.json)
 as 4 big-endian bytes || meta.json || body) and compare it with the last 32

@@ -23,6 +23,7 @@ const (
 	KindOutbound  = record.KindOutbound
 	KindAdmin     = record.KindAdmin
 	KindDeletion  = record.KindDeletion
+	KindMedia     = record.KindMedia
 )
 
 // leafVersion is the first byte of every leaf this code writes.

@@ -494,6 +494,16 @@ func checkRecord(ctx context.Context, s Sealer, rec Record) (recordCheck, error)
 		return c, verr(where, "payload does not match its commitment")
 	}
 	switch leaf.Kind {
+	case KindMedia:
+		_, b, err := record.Decode(leaf.Kind, payload)
+		if err != nil {
+			return c, verr(where, "malformed media record: %v", err)
+		}
+		if m := b.(*record.Media); m.Stored == "record" {
+			if err := m.CheckContent(m.Content); err != nil {
+				return c, verr(where, "media: %v", err)
+			}
+		}
 	case KindDeletion:
 		_, b, err := record.Decode(leaf.Kind, payload)
 		if err != nil {

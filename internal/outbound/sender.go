@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,6 +62,10 @@ type Request struct {
 	// group alone: the one send that the kill switch and dry-run let
 	// through, recorded as such (internal/canary sets it).
 	Canary bool
+	// Agent names the person who sends (a human reply): the record names
+	// them. Extra is added to the record's extra fields.
+	Agent string
+	Extra map[string]string
 }
 
 // Outcome is what became of a request.
@@ -146,6 +151,11 @@ type SenderOptions struct {
 	// QuotaBudgets, by channel, is the share of the monthly quota past
 	// which promotional pushes are held back (see UpdateQuota).
 	QuotaBudgets map[string]float64
+	// Annotate, if set, is given each request body before it is sent (or
+	// held back), and what it returns is recorded in the outbound
+	// record's Extra: the SHA-256 of the images a send shows, fetched at
+	// send time (media.SentImages). It must bound its own time.
+	Annotate func(ctx context.Context, channel string, body []byte) map[string]string
 }
 
 // Sender sends what the rules decide, through the kill switch, dry-run,
@@ -334,20 +344,37 @@ func onOff(b bool) string {
 // Send carries out a request and records it. The error is for the
 // pipeline's outcome: it says what failed, never with message text.
 func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
+	o, _, err := s.SendRecorded(ctx, r)
+	return o, err
+}
+
+// Recorded is the outbound record a send or chat call wrote, and its
+// index in the ledger.
+type Recorded struct {
+	*record.Outbound
+	Index uint64
+}
+
+// SendRecorded is Send that also returns the record it wrote (nil when it
+// wrote none): its endpoint, request ids and index.
+func (s *Sender) SendRecorded(ctx context.Context, r Request) (Outcome, *Recorded, error) {
 	if r.Class == "" {
 		r.Class = Transactional
 	}
 	now := s.o.Now()
 	endpoint, body, retryKey := s.plan(r, now)
 	rec := &record.Outbound{EventKey: r.EventKey, Record: r.Record, Rule: r.Rule, Endpoint: endpoint, Class: string(r.Class),
-		Request: body, RetryKey: retryKey, Subj: r.Subjects}
+		Request: body, RetryKey: retryKey, Subj: r.Subjects, Agent: r.Agent}
+	if len(r.Extra) > 0 {
+		rec.Extra = maps.Clone(r.Extra)
+	}
 	switch {
 	case r.Class == Promotional && r.UserID == "":
 		rec.Outcome, rec.Reason = string(Blocked), "promotional message without a user to have consent from"
 	case r.Class == Promotional:
 		ok, err := s.o.State.OptedIn(ctx, r.Channel, r.UserID)
 		if err != nil {
-			return Failed, fmt.Errorf("consent lookup: %w", err)
+			return Failed, nil, fmt.Errorf("consent lookup: %w", err)
 		}
 		if !ok {
 			rec.Outcome, rec.Reason = string(Blocked), "promotional message to a user with no opt-in on record"
@@ -373,10 +400,21 @@ func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
 	if s.inspect != nil {
 		s.inspect(r, body)
 	}
+	if s.o.Annotate != nil {
+		for k, v := range s.o.Annotate(ctx, r.Channel, body) {
+			if rec.Extra == nil {
+				rec.Extra = map[string]string{}
+			}
+			rec.Extra[k] = v
+		}
+	}
 	if r.Canary {
 		// The canary goes to the canary group alone, whatever the
 		// switches say: it tests the path before they are lifted.
-		rec.Extra = map[string]string{"canary": "to the canary group alone: the kill switch and dry-run let it through"}
+		if rec.Extra == nil {
+			rec.Extra = map[string]string{}
+		}
+		rec.Extra["canary"] = "to the canary group alone: the kill switch and dry-run let it through"
 		if rec.Outcome == string(Suppressed) || rec.Outcome == string(DryRun) {
 			rec.Outcome, rec.Reason = "", ""
 		}
@@ -424,28 +462,35 @@ func (s *Sender) Send(ctx context.Context, r Request) (Outcome, error) {
 		s.fails.Log(slog.LevelError, oplog.Key{Class: failure, Channel: r.Channel}, "send failed: the user got no answer",
 			append([]any{"endpoint", endpoint, "rule", r.Rule, "event", r.EventKey, "record", r.Record}, failArgs...)...)
 	}
+	rd := &Recorded{Outbound: rec}
 	payload, err := record.Encode(&record.Meta{Channel: r.Channel, ReceivedMs: now.UnixMilli()}, rec)
 	if err == nil {
-		err = AppendRetrying(s.o.Ledger, ledger.Entry{Kind: ledger.KindOutbound, Time: now, Channel: r.Channel, Retention: r.Retention, Payload: payload, Subjects: rec.Subjects()})
+		rd.Index, err = appendRetrying(s.o.Ledger, ledger.Entry{Kind: ledger.KindOutbound, Time: now, Channel: r.Channel, Retention: r.Retention, Payload: payload, Subjects: rec.Subjects()})
 	}
 	if err != nil {
-		return outcome, fmt.Errorf("record %s %s: %w", endpoint, outcome, err)
+		return outcome, rd, fmt.Errorf("record %s %s: %w", endpoint, outcome, err)
 	}
 	if outcome == Failed {
-		return Failed, fmt.Errorf("%s failed: %s", endpoint, rec.Reason)
+		return Failed, rd, fmt.Errorf("%s failed: %s", endpoint, rec.Reason)
 	}
-	return outcome, nil
+	return outcome, rd, nil
 }
 
 // AppendRetrying records an entry, waiting out the ledger's pushback: a
 // send that happened must not go unrecorded because the queue was full
 // for a moment.
 func AppendRetrying(l Appender, e ledger.Entry) error {
+	_, err := appendRetrying(l, e)
+	return err
+}
+
+// appendRetrying is AppendRetrying that returns the record's index.
+func appendRetrying(l Appender, e ledger.Entry) (uint64, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		_, err := l.Append(context.Background(), e)
+		i, err := l.Append(context.Background(), e)
 		if !errors.Is(err, ledger.ErrPushback) || time.Now().After(deadline) {
-			return err
+			return i, err
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/linegate/linegate/internal/handoff"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/pipeline"
@@ -41,6 +42,12 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, first uint64, e ledger.Eff
 		err = setSetting(ctx, tx, e.Key, e.Value)
 	case outbound.SetConsent:
 		err = setConsent(ctx, tx, e)
+	case handoff.SetState:
+		err = setConversation(ctx, tx, e)
+	case handoff.QueueNotification:
+		err = queueNotification(ctx, tx, e)
+	case handoff.NotificationAttempt:
+		err = notificationAttempt(ctx, tx, e)
 	default:
 		err = ledger.ErrUnsupportedEffect
 	}

@@ -27,7 +27,7 @@ var _ ledger.Store = (*Store)(nil)
 
 // schemaVersion is the version of the schema this code writes. A database
 // of a newer version is refused.
-const schemaVersion = 2
+const schemaVersion = 3
 
 // migrations[i] brings a database from version i to version i+1.
 var migrations = []string{
@@ -131,6 +131,32 @@ var migrations = []string{
 		event    TEXT NOT NULL     -- the event that fired it (its retry may fire again)
 	);
 	CREATE INDEX cooldowns_until ON cooldowns (until_ms);`,
+
+	// Version 3: conversations handed to people, and the notifications
+	// queued for them (internal/handoff).
+	`CREATE TABLE conversations (
+		channel       TEXT NOT NULL,
+		id            TEXT NOT NULL, -- "user:U...", "group:C...", "room:R..."
+		state         TEXT NOT NULL, -- bot, human, resolved
+		agent         TEXT NOT NULL DEFAULT '',
+		reason        TEXT NOT NULL DEFAULT '',
+		since_ms      BIGINT NOT NULL,
+		last_event_ms BIGINT NOT NULL DEFAULT 0,
+		last_agent_ms BIGINT NOT NULL DEFAULT 0,
+		waiting       INTEGER NOT NULL DEFAULT 0,
+		PRIMARY KEY (channel, id)
+	);
+	CREATE INDEX conversations_state ON conversations (state);
+	CREATE TABLE notifications (
+		id         BIGSERIAL PRIMARY KEY,
+		channel    TEXT NOT NULL,
+		target     TEXT NOT NULL,
+		body       BYTEA NOT NULL,
+		attempts   INTEGER NOT NULL,
+		next_ms    BIGINT NOT NULL,
+		created_ms BIGINT NOT NULL
+	);
+	CREATE INDEX notifications_next ON notifications (next_ms);`,
 }
 
 // The second keys of the advisory locks, by use (the first is lockID).

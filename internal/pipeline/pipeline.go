@@ -168,7 +168,7 @@ func New(o Options) *Pipeline {
 	p := &Pipeline{o: o, log: o.Logger, fails: oplog.NewLimiter(o.Logger, oplog.Every), kick: make(chan struct{}, 1), claimWake: make(chan struct{}, 1)}
 	p.events = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: metricPrefix + "pipeline_events_total",
-		Help: "Webhook events by channel, type and outcome (processed, failed, duplicate, quarantined, unknown, standby, unknown_mode, foreign, held, dummy).",
+		Help: "Webhook events by channel, type and outcome (processed, failed, duplicate, quarantined, unknown, standby, unknown_mode, foreign, held, dummy, held_for_human).",
 	}, []string{"channel", "type", "outcome"})
 	p.drift = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: metricPrefix + "pipeline_schema_drift_total",

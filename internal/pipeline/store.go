@@ -144,6 +144,9 @@ const (
 	OutcomeForeign     Outcome = "foreign"      // the destination names another bot: recorded, never answered
 	OutcomeHeld        Outcome = "held"         // older than the dedup horizon, or clock skew on a channel that holds it: not acted on
 	OutcomeDummy       Outcome = "dummy"        // the console's old Verify dummies: never answered
+	// OutcomeHeldForHuman is set by an action: a person owns the
+	// conversation, so no rule answered the event (internal/handoff).
+	OutcomeHeldForHuman Outcome = "held_for_human"
 )
 
 // Store is the pipeline's durable state: a cursor over the ledger, the

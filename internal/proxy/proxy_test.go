@@ -370,6 +370,7 @@ func TestReads(t *testing.T) {
 	if rec := w.led.last(t); rec.Outcome != "forwarded" || !slices.Equal(rec.Subj, []string{"user:" + userB}) || !strings.Contains(string(rec.Attempts[0].Response), userB) {
 		t.Errorf("profile record: %+v", rec)
 	}
+	w.api.AddContent("4711", sim.Content{Type: "image", Size: 65536})
 	req, _ := http.NewRequest("GET", w.url+"/channels/demo/v2/bot/message/4711/content", nil)
 	req.Header.Set("Authorization", "Bearer helpdesk-proxy-token")
 	resp, err := http.DefaultClient.Do(req)
@@ -378,7 +379,7 @@ func TestReads(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !bytes.Equal(b, sim.ContentBytes("4711")) || resp.Header.Get("X-Line-Request-Id") == "" {
+	if resp.StatusCode != 200 || !bytes.Equal(b, sim.ContentBytes("4711", "image", 65536)) || resp.Header.Get("X-Line-Request-Id") == "" {
 		t.Errorf("content: %d, %d bytes", resp.StatusCode, len(b))
 	}
 	// The download is recorded when it ends, after the last byte.

@@ -52,6 +52,9 @@ const (
 	KindAdmin Kind = 5
 	// KindDeletion records that payloads were deleted (body Deletion).
 	KindDeletion Kind = 6
+	// KindMedia is the content of an image, video, audio or file message,
+	// kept by linegate, or why it could not be (body Media).
+	KindMedia Kind = 7
 )
 
 var kindNames = map[Kind]string{
@@ -61,6 +64,7 @@ var kindNames = map[Kind]string{
 	KindOutbound:  "outbound",
 	KindAdmin:     "admin",
 	KindDeletion:  "deletion",
+	KindMedia:     "media",
 }
 
 func (k Kind) String() string {
@@ -156,6 +160,13 @@ func Encode(m *Meta, b Body) ([]byte, error) {
 	if w, ok := b.(*Webhook); ok {
 		return EncodePayload(m, w.Raw)
 	}
+	if md, ok := b.(*Media); ok {
+		body, err := md.encode()
+		if err != nil {
+			return nil, err
+		}
+		return EncodePayload(m, body)
+	}
 	j, err := json.Marshal(b)
 	if err != nil {
 		return nil, fmt.Errorf("record: encode %s: %w", b.Kind(), err)
@@ -176,6 +187,12 @@ func Decode(k Kind, payload []byte) (*Meta, Body, error) {
 		return m, &Webhook{Raw: body}, nil
 	case KindRejection:
 		return m, &Rejection{Meta: *m}, nil
+	case KindMedia:
+		md, err := decodeMedia(body)
+		if err != nil {
+			return nil, nil, err
+		}
+		return m, md, nil
 	case KindEvent:
 		b = &Outcome{}
 	case KindOutbound:
@@ -269,6 +286,9 @@ type Outbound struct {
 	Status    int     `json:"status,omitempty"`
 	Error     string  `json:"error,omitempty"`
 	LatencyMs float64 `json:"latency_ms,omitempty"`
+	// Agent names the person who sent it (a human reply, or a chat call
+	// such as markAsRead made for them); empty for the bot's own sends.
+	Agent string `json:"agent,omitempty"`
 	// Tool names the tool whose call linegate's Messaging API proxy
 	// carried; Endpoint is then the LINE path called.
 	Tool string `json:"tool,omitempty"`

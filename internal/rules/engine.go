@@ -67,6 +67,15 @@ type EngineOptions struct {
 	// Cooldowns, if set, keeps rule cooldowns durably and shared; without
 	// it they are kept in this process's memory.
 	Cooldowns Cooldowns
+	// Handoffs hands conversations to people for the rules' handoff
+	// action (nil: such a rule fails).
+	Handoffs Handoffs
+}
+
+// Handoffs hands a conversation ("user:U…", "group:C…", "room:R…") to a
+// person for a rule, recording it. *handoff.Service implements it.
+type Handoffs interface {
+	HandOff(ctx context.Context, channel, conversation, rule string) error
 }
 
 // Delivery is what the engine knows of an event besides the event itself:
@@ -123,6 +132,10 @@ func NewEngine(set *Set, o EngineOptions) *Engine {
 	e.set.Store(set)
 	return e
 }
+
+// SetHandoffs gives the engine its handoff action's service; call it
+// before the engine handles events.
+func (e *Engine) SetHandoffs(h Handoffs) { e.o.Handoffs = h }
 
 // Swap replaces the rule set (a reload) and returns the old one.
 func (e *Engine) Swap(set *Set) *Set { return e.set.Swap(set) }
@@ -202,6 +215,16 @@ func CooldownKey(channel, rule, user string) string {
 	return hex.EncodeToString(sum[:16])
 }
 
+// Consent applies the consent keywords alone to an event (the opt-out
+// and opt-in keywords): what still applies while a person owns the
+// conversation and no rule answers it.
+func (e *Engine) Consent(ctx context.Context, dv Delivery, ev *line.Event) error {
+	if ev.Type != "message" || ev.Message == nil || ev.Message.Type != "text" || ev.Source == nil || ev.Source.UserID == "" {
+		return nil
+	}
+	return e.consentKeywords(ctx, e.set.Load(), dv, ev.Source.UserID, ev.Message.Text, e.o.Now())
+}
+
 func (e *Engine) consentKeywords(ctx context.Context, set *Set, dv Delivery, user, text string, now time.Time) error {
 	n := Normalize(text)
 	var optIn *bool
@@ -237,8 +260,20 @@ func (e *Engine) fire(ctx context.Context, r *Rule, seq int, dv Delivery, ev *li
 			return err
 		}
 	}
+	if r.Handoff != nil {
+		// Handed off before the message is sent: no rule answers the
+		// conversation's next events, even while the message goes out.
+		conv := ev.Conversation()
+		if e.o.Handoffs == nil || conv == "" {
+			return fmt.Errorf("handoff: no handoff service, or an event of no conversation")
+		}
+		if err := e.o.Handoffs.HandOff(ctx, dv.Channel, conv, r.Name); err != nil {
+			return fmt.Errorf("handoff: %w", err)
+		}
+	}
 	msgs := r.messages
 	if r.Lookup != nil {
+		e.loading(ctx, r, dv, ev, d)
 		res, err := e.lookup(ctx, r.Lookup, d)
 		if err != nil {
 			e.fails.Log(slog.LevelWarn, oplog.Key{Class: "lookup_failed", Channel: dv.Channel}, "lookup failed: sending the rule's fallback",
@@ -272,6 +307,27 @@ func (e *Engine) fire(ctx context.Context, r *Rule, seq int, dv Delivery, ev *li
 		DryRun: ch.AllowDryRunHeader && strings.EqualFold(dv.Header["X-Line-Dry-Run"], "true"),
 	})
 	return err
+}
+
+// Chatter makes LINE's chat calls; *outbound.Sender implements it.
+type Chatter interface {
+	Chat(ctx context.Context, r outbound.ChatRequest) (outbound.Outcome, *outbound.Recorded, error)
+}
+
+// loading shows the loading animation in a user's one-on-one chat while
+// a lookup runs, if the rule asks for it and the sender makes chat calls.
+// It never fails the rule: the answer matters more than the animation.
+func (e *Engine) loading(ctx context.Context, r *Rule, dv Delivery, ev *line.Event, d *Data) {
+	c, ok := e.o.Sender.(Chatter)
+	if !ok || r.Lookup.Loading == 0 || ev.Source == nil || ev.Source.Type != "user" || d.UserID == "" {
+		return
+	}
+	if _, _, err := c.Chat(ctx, outbound.ChatRequest{Channel: dv.Channel, Retention: dv.Retention, Subjects: dv.Subjects,
+		Endpoint: outbound.EndpointLoading, UserID: d.UserID, Seconds: r.Lookup.Loading, EventKey: dv.Key, Record: dv.Record,
+		Extra: map[string]string{"rule": r.Name}}); err != nil {
+		e.fails.Log(slog.LevelWarn, oplog.Key{Class: "loading_failed", Channel: dv.Channel}, "loading animation not shown",
+			"rule", r.Name, "event", dv.Key, "err", oplog.Truncate(err.Error(), 300))
+	}
 }
 
 // lookup calls the data service and decodes its JSON.

@@ -59,6 +59,11 @@ type Rule struct {
 	Lookup *Lookup `yaml:"lookup"`
 	// Forward sends the event to the team's own bot.
 	Forward *Forward `yaml:"forward"`
+	// Handoff hands the conversation to a person (internal/handoff): its
+	// message is replied to the user, and from then on no rule answers
+	// the conversation until a person hands it back, resolves it, or it
+	// is idle for the channel's handoff idle time.
+	Handoff *Handoff `yaml:"handoff"`
 
 	re       *regexp.Regexp
 	messages []map[string]any
@@ -106,6 +111,10 @@ type Lookup struct {
 	Timeout time.Duration  `yaml:"timeout"`
 	// Fallback is replied when the lookup fails or is too slow.
 	Fallback []map[string]any `yaml:"fallback"`
+	// Loading, if set (5 to 60 seconds, a multiple of 5), shows LINE's
+	// loading animation in the user's chat while the lookup runs (one-on-
+	// one chats only; recorded like a send, held back like one).
+	Loading int `yaml:"loading_seconds"`
 }
 
 // Forward sends the event to an upstream bot in a webhook body signed as
@@ -133,6 +142,14 @@ type Forward struct {
 
 	secret   []byte
 	loopback bool // plain HTTP: the connection must stay on loopback
+}
+
+// Handoff is a rule's handoff action.
+type Handoff struct {
+	// Message is up to 5 message objects replied to the user as the
+	// conversation is handed off (templates, as in reply); none: nothing
+	// is said.
+	Message []map[string]any `yaml:"message"`
 }
 
 type hours struct {
@@ -290,18 +307,27 @@ func (r *Rule) compile(dir string, readFile func(string) ([]byte, error), getenv
 			return fmt.Errorf("%s: want a JSON array of message objects: %w", p, err)
 		}
 	}
+	if r.Handoff != nil {
+		if len(r.messages) > 0 || r.Lookup != nil || r.Forward != nil {
+			return fmt.Errorf("handoff: give its message in handoff.message, without reply, reply_file, lookup or forward")
+		}
+		r.messages = r.Handoff.Message
+	}
 	if len(r.messages) > 5 {
 		return fmt.Errorf("%d messages: a reply takes at most 5", len(r.messages))
 	}
 	if r.Lookup != nil && len(r.Lookup.Fallback) > 5 {
 		return fmt.Errorf("lookup fallback: at most 5 messages")
 	}
-	if len(r.messages) == 0 && r.Forward == nil && r.Lookup == nil {
-		return fmt.Errorf("a rule needs reply, reply_file, lookup or forward")
+	if len(r.messages) == 0 && r.Forward == nil && r.Lookup == nil && r.Handoff == nil {
+		return fmt.Errorf("a rule needs reply, reply_file, lookup, forward or handoff")
 	}
 	if r.Lookup != nil {
 		if r.Lookup.URL == "" {
 			return fmt.Errorf("lookup needs a url")
+		}
+		if l := r.Lookup.Loading; l != 0 && (l < 5 || l > 60 || l%5 != 0) {
+			return fmt.Errorf("lookup loading_seconds %d: want 5 to 60, a multiple of 5", l)
 		}
 		if _, err := parseURLTemplate(r.Lookup.URL); err != nil {
 			return fmt.Errorf("lookup: %w", err)

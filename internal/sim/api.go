@@ -130,6 +130,11 @@ type API struct {
 	faults   Faults
 	msgID    atomic.Int64
 	issued   tokenStore // the channel access tokens issued (token.go)
+
+	contents map[string]*contentState // message content by id (content.go)
+	// readTokens are the markAsReadTokens issued, with their channel
+	// ("" for any) (chatapi.go).
+	readTokens map[string]string
 }
 
 type channelState struct {
@@ -204,9 +209,12 @@ func NewAPI(opts Options) *API {
 	a.route("GET /v2/bot/info", a.botInfo)
 	a.route("GET /v2/bot/message/quota", a.quota)
 	a.route("GET /v2/bot/message/quota/consumption", a.quotaConsumption)
+	a.route("POST /v2/bot/chat/markAsRead", a.markAsRead)
+	a.route("POST /v2/bot/chat/loading/start", a.loadingStart)
 	a.routeControls()
 	a.routeTokens()
 	a.routeReads()
+	a.routeContent()
 	a.mux.HandleFunc("GET /_sim/calls", a.serveCalls)
 	a.mux.HandleFunc("DELETE /_sim/calls", func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
@@ -216,6 +224,9 @@ func NewAPI(opts Options) *API {
 	})
 	a.mux.HandleFunc("POST /_sim/reply-tokens", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"replyToken": a.IssueReplyToken(r.URL.Query().Get("channel"))})
+	})
+	a.mux.HandleFunc("POST /_sim/read-tokens", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"markAsReadToken": a.IssueReadToken(r.URL.Query().Get("channel"))})
 	})
 	a.mux.HandleFunc("GET /demo/orders/{user}", demoOrder)
 	a.mux.HandleFunc("PUT /_sim/faults", func(w http.ResponseWriter, r *http.Request) {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -29,9 +30,13 @@ type ChatOptions struct {
 }
 
 // Chat reads lines from in, sends each to the gateway as a signed text
-// message event from User (with a reply token the fake API honours), and
-// writes to out every message the gateway then sends to that user through
-// the fake API, by reply or by push. It returns at the end of in.
+// message event from User (with a reply token and a markAsReadToken the
+// fake API honours), and writes to out every message the gateway sends to
+// that user through the fake API, by reply or by push, whenever it comes:
+// the bot's answers, and a person's replies while the conversation is
+// handed off (shown alike, as LINE shows them). Mark-as-read and the
+// loading animation show as "(read)" and "(typing…)". It returns at the
+// end of in.
 func Chat(ctx context.Context, in io.Reader, out io.Writer, o ChatOptions) error {
 	if o.Wait <= 0 {
 		o.Wait = 5 * time.Second
@@ -41,33 +46,157 @@ func Chat(ctx context.Context, in io.Reader, out io.Writer, o ChatOptions) error
 	}
 	sc := bufio.NewScanner(in)
 	msgID := time.Now().UnixMilli() * 1000
+	w := &chatWatch{o: o, out: out, seq: lastSeq(o.API), tokens: map[string]bool{}, shown: make(chan struct{}, 1)}
 	fmt.Fprintf(out, "Chatting as %s with %s. Type a message; end with Ctrl-D.\n", o.User, o.WebhookURL)
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go w.run(wctx)
 	for {
-		fmt.Fprint(out, "you> ")
+		w.prompt()
 		if !sc.Scan() {
 			fmt.Fprintln(out)
 			return sc.Err()
 		}
+		w.mu.Lock()
+		w.prompted = false // the Enter ended the prompt's line
+		w.mu.Unlock()
 		line := strings.TrimSpace(sc.Text())
 		if line == "" {
 			continue
 		}
-		seq := lastSeq(o.API)
 		token := o.API.IssueReplyToken("")
+		w.addToken(token)
 		msgID++
-		body := TextEvent(o.Destination, o.User, line, token, msgID, time.Now())
+		body := TextEventRead(o.Destination, o.User, line, token, o.API.IssueReadToken(""), msgID, time.Now())
+		w.drain()
 		status, err := PostWebhook(ctx, o.Client, o.WebhookURL, o.Secret, body)
 		if err != nil {
-			fmt.Fprintf(out, "(the gateway could not be reached: %v)\n", err)
+			w.printf("(the gateway could not be reached: %v)\n", err)
 			continue
 		}
 		if status != 200 {
-			fmt.Fprintf(out, "(the gateway answered %d)\n", status)
+			w.printf("(the gateway answered %d)\n", status)
 			continue
 		}
-		n := waitMessages(ctx, o, seq, token, out)
-		if n == 0 {
-			fmt.Fprintf(out, "(no reply within %v)\n", o.Wait)
+		select {
+		case <-w.shown:
+			// More may follow: the watcher prints them as they come.
+			time.Sleep(300 * time.Millisecond)
+		case <-time.After(o.Wait):
+			w.printf("(no reply within %v)\n", o.Wait)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// chatWatch prints what the fake API receives for the chat's user.
+type chatWatch struct {
+	o        ChatOptions
+	out      io.Writer
+	mu       sync.Mutex
+	seq      int64
+	tokens   map[string]bool // the reply tokens of this chat
+	shown    chan struct{}   // a message was shown
+	prompted bool
+}
+
+func (w *chatWatch) addToken(t string) {
+	w.mu.Lock()
+	w.tokens[t] = true
+	w.mu.Unlock()
+}
+
+func (w *chatWatch) drain() {
+	select {
+	case <-w.shown:
+	default:
+	}
+}
+
+func (w *chatWatch) prompt() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.prompted {
+		fmt.Fprint(w.out, "you> ")
+		w.prompted = true
+	}
+}
+
+// printf prints a line, on a line of its own if the prompt is showing.
+func (w *chatWatch) printf(format string, args ...any) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.printLocked(format, args...)
+}
+
+func (w *chatWatch) printLocked(format string, args ...any) {
+	if w.prompted {
+		fmt.Fprintln(w.out)
+		w.prompted = false
+	}
+	fmt.Fprintf(w.out, format, args...)
+}
+
+func (w *chatWatch) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+		w.poll()
+	}
+}
+
+func (w *chatWatch) poll() {
+	calls := w.o.API.Calls()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, c := range calls {
+		if c.Seq <= w.seq {
+			continue
+		}
+		w.seq = c.Seq
+		if c.Status/100 != 2 {
+			continue
+		}
+		var req struct {
+			ReplyToken string            `json:"replyToken"`
+			To         json.RawMessage   `json:"to"`
+			ChatID     string            `json:"chatId"`
+			Messages   []json.RawMessage `json:"messages"`
+		}
+		if json.Unmarshal(c.Body, &req) != nil {
+			continue
+		}
+		switch {
+		case strings.HasSuffix(c.Path, "/chat/markAsRead"):
+			w.printLocked("(read)\n")
+			continue
+		case strings.HasSuffix(c.Path, "/chat/loading/start"):
+			if req.ChatID == w.o.User {
+				w.printLocked("(typing…)\n")
+			}
+			continue
+		}
+		if !w.tokens[req.ReplyToken] && !strings.Contains(string(req.To), w.o.User) {
+			continue
+		}
+		for _, m := range req.Messages {
+			w.printLocked("bot> %s\n", FormatMessage(m))
+			n++
+		}
+	}
+	if n > 0 {
+		select {
+		case w.shown <- struct{}{}:
+		default:
+		}
+		if !w.prompted {
+			fmt.Fprint(w.out, "you> ")
+			w.prompted = true
 		}
 	}
 }
@@ -78,50 +207,6 @@ func lastSeq(a *API) int64 {
 		return 0
 	}
 	return calls[len(calls)-1].Seq
-}
-
-// waitMessages prints the messages sent to the chat's user after seq,
-// until none has come for a short while after the first, or Wait passes.
-func waitMessages(ctx context.Context, o ChatOptions, seq int64, token string, out io.Writer) int {
-	deadline := time.Now().Add(o.Wait)
-	var lastAt time.Time
-	n := 0
-	for time.Now().Before(deadline) {
-		for _, c := range o.API.Calls() {
-			if c.Seq <= seq {
-				continue
-			}
-			seq = c.Seq
-			if c.Status/100 != 2 {
-				continue
-			}
-			var req struct {
-				ReplyToken string            `json:"replyToken"`
-				To         json.RawMessage   `json:"to"`
-				Messages   []json.RawMessage `json:"messages"`
-			}
-			if json.Unmarshal(c.Body, &req) != nil {
-				continue
-			}
-			if req.ReplyToken != token && !strings.Contains(string(req.To), o.User) {
-				continue
-			}
-			for _, m := range req.Messages {
-				fmt.Fprintf(out, "bot> %s\n", FormatMessage(m))
-				n++
-			}
-			lastAt = time.Now()
-		}
-		if n > 0 && time.Since(lastAt) > 300*time.Millisecond {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return n
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return n
 }
 
 // FormatMessage renders a Messaging API message object as one line of

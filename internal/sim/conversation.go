@@ -173,6 +173,18 @@ func (c *Conversation) event() map[string]any {
 // TextEvent returns a body with one text message event from user, as
 // `sim chat` sends when a line is typed.
 func TextEvent(destination, user, text, replyToken string, msgID int64, now time.Time) []byte {
+	return TextEventRead(destination, user, text, replyToken, "", msgID, now)
+}
+
+// TextEventRead is TextEvent whose message carries a markAsReadToken
+// (none when readToken is "").
+func TextEventRead(destination, user, text, replyToken, readToken string, msgID int64, now time.Time) []byte {
+	msg := map[string]any{
+		"type": "text", "id": strconv.FormatInt(msgID, 10), "quoteToken": randomHex(24), "text": text,
+	}
+	if readToken != "" {
+		msg["markAsReadToken"] = readToken
+	}
 	e := map[string]any{
 		"type":            "message",
 		"webhookEventId":  ulid.MustNew(uint64(now.UnixMilli()), rand.Reader).String(),
@@ -181,9 +193,7 @@ func TextEvent(destination, user, text, replyToken string, msgID int64, now time
 		"mode":            "active",
 		"source":          map[string]any{"type": "user", "userId": user},
 		"replyToken":      replyToken,
-		"message": map[string]any{
-			"type": "text", "id": strconv.FormatInt(msgID, 10), "quoteToken": randomHex(24), "text": text,
-		},
+		"message":         msg,
 	}
 	b, _ := json.Marshal(map[string]any{"destination": destination, "events": []any{e}})
 	return escapeNonASCII(b)

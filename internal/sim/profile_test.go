@@ -29,6 +29,7 @@ func TestReads(t *testing.T) {
 	if _, _, err := bot.GetProfileWithHttpInfo("nobody"); err == nil {
 		t.Error("profile of a malformed id: no error")
 	}
+	a.AddContent("4711", sim.Content{Type: "image", Size: 65536})
 	blob, err := messaging_api.NewMessagingApiBlobAPI("tok", messaging_api.WithBlobEndpoint(srv.URL))
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +40,7 @@ func TestReads(t *testing.T) {
 	}
 	b, _ := io.ReadAll(cr.Body)
 	cr.Body.Close()
-	if cr.StatusCode != http.StatusOK || !bytes.Equal(b, sim.ContentBytes("4711")) || cr.Header.Get("X-Line-Request-Id") == "" {
+	if cr.StatusCode != http.StatusOK || !bytes.Equal(b, sim.ContentBytes("4711", "image", 65536)) || cr.Header.Get("X-Line-Request-Id") == "" {
 		t.Errorf("content: %d, %d bytes", cr.StatusCode, len(b))
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 
+	"github.com/linegate/linegate/internal/handoff"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/pipeline"
@@ -44,6 +45,12 @@ func (s *Store) apply(ctx context.Context, tx *sql.Tx, first uint64, e ledger.Ef
 		return setSetting(ctx, tx, e.Key, e.Value)
 	case outbound.SetConsent:
 		return setConsent(ctx, tx, e)
+	case handoff.SetState:
+		return setConversation(ctx, tx, e)
+	case handoff.QueueNotification:
+		return queueNotification(ctx, tx, e)
+	case handoff.NotificationAttempt:
+		return notificationAttempt(ctx, tx, e)
 	}
 	return fmt.Errorf("sqlitestore: %s: %w", e.EffectName(), ledger.ErrUnsupportedEffect)
 }

@@ -24,7 +24,7 @@ var _ ledger.Store = (*Store)(nil)
 
 // schemaVersion is the version of the schema this code writes, kept in
 // PRAGMA user_version. A database of a newer version is refused.
-const schemaVersion = 6
+const schemaVersion = 7
 
 // migrations[i] brings a database from version i to version i+1.
 var migrations = []string{
@@ -135,6 +135,32 @@ var migrations = []string{
 		event    TEXT NOT NULL     -- the event that fired it (its retry may fire again)
 	) WITHOUT ROWID;
 	CREATE INDEX cooldowns_until ON cooldowns (until_ms);`,
+
+	// Version 7: conversations handed to people, and the notifications
+	// queued for them (internal/handoff).
+	`CREATE TABLE conversations (
+		channel       TEXT NOT NULL,
+		id            TEXT NOT NULL, -- "user:U...", "group:C...", "room:R..."
+		state         TEXT NOT NULL, -- bot, human, resolved
+		agent         TEXT NOT NULL DEFAULT '',
+		reason        TEXT NOT NULL DEFAULT '',
+		since_ms      INTEGER NOT NULL,
+		last_event_ms INTEGER NOT NULL DEFAULT 0,
+		last_agent_ms INTEGER NOT NULL DEFAULT 0,
+		waiting       INTEGER NOT NULL DEFAULT 0,
+		PRIMARY KEY (channel, id)
+	) WITHOUT ROWID;
+	CREATE INDEX conversations_state ON conversations (state);
+	CREATE TABLE notifications (
+		id         INTEGER PRIMARY KEY AUTOINCREMENT,
+		channel    TEXT NOT NULL,
+		target     TEXT NOT NULL,
+		body       BLOB NOT NULL,
+		attempts   INTEGER NOT NULL,
+		next_ms    INTEGER NOT NULL,
+		created_ms INTEGER NOT NULL
+	);
+	CREATE INDEX notifications_next ON notifications (next_ms);`,
 }
 
 // Options tunes a Store.
