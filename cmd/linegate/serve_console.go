@@ -93,9 +93,13 @@ func (g *instance) consoleWork() func(func(context.Context)) {
 	}
 }
 
-// conversations is the handoff engine the console's inbox works with:
-// none in this build (the inbox says so).
-func (g *instance) conversations() console.Conversations { return nil }
+// conversations is the handoff engine the console's inbox works with.
+func (g *instance) conversations() console.Conversations {
+	if g.handoff == nil {
+		return nil // the inbox says handoff is not running
+	}
+	return g.handoff
+}
 
 // adminHandler is the admin listener's handler: the admin API, and the
 // console under /console/ when there is one.

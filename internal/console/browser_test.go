@@ -8,10 +8,6 @@ import (
 	"github.com/linegate/linegate/internal/console/consoletest"
 )
 
-// screenshots is where the browser tests write the docs' pictures
-// (LINEGATE_SCREENSHOTS=1).
-const screenshots = "../../docs/console"
-
 // TestBrowserInbox drives the inbox in headless Chromium over the fake
 // handoff engine: a wrong password is refused, the agent logs in, sees
 // the conversation waiting (and not another channel's), opens it (marked
@@ -38,7 +34,6 @@ func TestBrowserInbox(t *testing.T) {
 	if strings.Contains(b.Text(t, "main"), "U22222222222222222222222222222222") {
 		t.Error("the inbox shows another channel's conversation")
 	}
-	b.Screenshot(t, screenshots, "inbox")
 	if code := b.Click(t, "a.conv"); code != 200 {
 		t.Fatalf("conversation: %d", code)
 	}
@@ -59,7 +54,6 @@ func TestBrowserInbox(t *testing.T) {
 	}
 	b.Type(t, "#reply-text", "Hello, this is Alice. Which contract?")
 	b.Type(t, "#quick-replies", "Home loan\nCar loan")
-	b.Screenshot(t, screenshots, "conversation")
 	if code := b.Click(t, "#send"); code != 200 {
 		t.Fatalf("reply: %d", code)
 	}
