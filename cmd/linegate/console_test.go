@@ -51,7 +51,8 @@ func startConsoleWorld(t *testing.T, extra string) *consoleWorld {
 	t.Cleanup(srv.Close)
 	y := fmt.Sprintf("line_api_base: %s\nmonitor: {webhook_every: 200ms, quota_every: 200ms}\n", srv.URL)
 	y += consoleSection(t)
-	w.g = startGateway(t, w.dir, gwConfig{extra: y + extra, chanExtra: "    webhook_url: https://gw.example.com/webhook/demo\n"})
+	w.g = startGateway(t, w.dir, gwConfig{extra: y + extra, chanExtra: "    webhook_url: https://gw.example.com/webhook/demo\n",
+		logExtra: "  anchor_every: 1s\n"})
 	return w
 }
 
@@ -178,6 +179,7 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Fatalf("deletion request: %d %s", code, body)
 	}
 	waitIntegrated(t, w.g)
+	waitUntil(t, "an anchor", func() bool { return countAnchors(t, w.dir) > 0 })
 
 	// The login page, a wrong password, the limit.
 	if code := b.Open(t, base+"/console/"); code != 200 {
@@ -204,8 +206,9 @@ func TestConsoleBrowser(t *testing.T) {
 	if b.Text(t, "#tree-size") == "0" {
 		t.Error("the audit page shows an empty tree")
 	}
-	if page := b.Text(t, "main"); !strings.Contains(page, "case 2026-114") || !strings.Contains(page, "user:Ud0d0000000000000000000000000d0d0") {
-		t.Errorf("the audit page lacks the legal hold or the deletion request:\n%s", page)
+	if page := b.Text(t, "main"); !strings.Contains(page, "case 2026-114") || !strings.Contains(page, "user:Ud0d0000000000000000000000000d0d0") ||
+		strings.Contains(page, "No anchor yet") {
+		t.Errorf("the audit page lacks the legal hold, the deletion request or the anchors:\n%s", page)
 	}
 	b.Click(t, "#verify")
 	result := ""
@@ -216,7 +219,7 @@ func TestConsoleBrowser(t *testing.T) {
 			result = r
 		}
 	}
-	if !strings.HasPrefix(result, "OK ") {
+	if !strings.HasPrefix(result, "OK ") || strings.Contains(result, " 0 anchors") {
 		t.Fatalf("verify from the console: %q", result)
 	}
 	b.Type(t, "#bundle-user", consoleUser)

@@ -426,7 +426,7 @@ func TestInboxActions(t *testing.T) {
 	if code, _, _ := c.post(conv+"/reply", url.Values{"csrf": {tok}, "text": {"hi"}}); code != http.StatusConflict {
 		t.Errorf("reply to a conversation not held: %d, want 409", code)
 	}
-	for _, a := range []string{"takeover", "reply", "handback"} {
+	for _, a := range []string{"takeover", "reply", "handback", "takeover", "resolve"} {
 		f := url.Values{"csrf": {tok}, "text": {"Hello, this is Alice"}}
 		if code, _, h := c.post(conv+"/"+a, f); code != http.StatusSeeOther || !strings.HasSuffix(h.Get("Location"), "done="+a) {
 			t.Errorf("%s: %d %s", a, code, h.Get("Location"))
@@ -435,8 +435,8 @@ func TestInboxActions(t *testing.T) {
 	if len(w.convs.replies) != 1 || !strings.Contains(string(w.convs.replies[0][0]), "Hello, this is Alice") {
 		t.Errorf("replies: %s", w.convs.replies)
 	}
-	if cv, _ := w.convs.Get(nil, "demo", "user:U0123456789abcdef0123456789abcdef"); cv.State != StateBot {
-		t.Errorf("after hand back: %s", cv.State)
+	if cv, _ := w.convs.Get(nil, "demo", "user:U0123456789abcdef0123456789abcdef"); cv.State != StateResolved {
+		t.Errorf("after hand back, take over, resolve: %s", cv.State)
 	}
 	if code, _, _ := c.post(conv+"/typing", url.Values{"csrf": {tok}}); code != http.StatusNoContent || w.convs.typing != 1 {
 		t.Errorf("typing: %d", code)
