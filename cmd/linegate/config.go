@@ -87,6 +87,11 @@ type Config struct {
 	Channels   []ChannelConfig  `yaml:"channels"`
 	// Monitor sets the polls of LINE's API (see MonitorConfig).
 	Monitor MonitorConfig `yaml:"monitor"`
+	// Archive publishes checkpoints, tiles, anchors and evidence bundles to
+	// object storage under Object Lock (see ArchiveConfig).
+	Archive *ArchiveConfig `yaml:"archive"`
+	// Witnesses cosign the checkpoints (see WitnessesConfig).
+	Witnesses *WitnessesConfig `yaml:"witnesses"`
 	// Proxy, if set, runs the Messaging API proxy (ProxyConfig).
 	Proxy *ProxyConfig `yaml:"proxy"`
 	// Media keeps the content of image, video, audio and file messages
@@ -703,6 +708,7 @@ func (c *Config) check(p *configParser) {
 		seen[ch.ID] = ch.path
 	}
 	c.checkMonitor(p)
+	c.checkArchive(p)
 	c.checkHandoff(p)
 	c.checkConsole(p)
 }

@@ -86,6 +86,11 @@ func checkConfigFiles(ctx context.Context, e *env, cfg *Config) error {
 	if _, err := cfg.adminToken(e.getenv); err != nil {
 		errs = append(errs, err)
 	}
+	if cfg.Archive != nil {
+		if _, err := cfg.openBucket(e.getenv); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if cfg.Proxy != nil {
 		if _, err := cfg.proxyTools(e.getenv); err != nil {
 			errs = append(errs, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -53,6 +54,9 @@ func runExport(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "exported %d records to %s (tree size %d)\n", len(m.Records), *out, m.TreeSize)
+	if err := addCosigned(ctx, e, src, *out); err != nil {
+		return err
+	}
 	fmt.Fprintf(e.stdout, "  selected: %s\n", describeSelection(sel))
 	if m.Skipped > 0 {
 		fmt.Fprintf(e.stdout, "  %d matching records not yet in a checkpoint were left out: export again in a few seconds\n", m.Skipped)
@@ -140,8 +144,9 @@ func parseSubject(s string) (string, error) {
 }
 
 func runVerifyBundle(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "verify-bundle", "[-vkey FILE] DIR")
+	fs := newFlagSet(e, "verify-bundle", "[-vkey FILE] [-witness-quorum K -witness-key VKEY...] DIR")
 	vkeyFile := fs.String("vkey", "", "the log's public key you hold; the bundle's own log.vkey must equal it")
+	wf := addWitnessFlags(fs, false)
 	if err := parseArgs(fs, args, 1, "the bundle directory"); err != nil {
 		return err
 	}
@@ -158,6 +163,15 @@ func runVerifyBundle(ctx context.Context, e *env, args []string) error {
 		return errVerifyFailed
 	}
 	fmt.Fprintf(e.stdout, "OK %d records verified against the checkpoint of %s at size %d\n", len(m.Records), m.Origin, m.TreeSize)
+	vkey := trusted
+	if vkey == nil {
+		if vkey, err = os.ReadFile(filepath.Join(fs.Arg(0), "log.vkey")); err != nil {
+			return err
+		}
+	}
+	if err := wf.verifyBundleWitnesses(e, fs.Arg(0), vkey); err != nil {
+		return err
+	}
 	if *vkeyFile == "" {
 		fmt.Fprintln(e.stdout, "note: checked with the bundle's own log.vkey; give -vkey with the key you hold")
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -71,5 +72,14 @@ func version() string {
 // larger than media.store_max_bytes, or nil when none is configured: then
 // every content is kept in the store.
 func openMediaBlobs(cfg *Config) (media.Blobs, error) {
-	return nil, nil
+	if cfg.Archive == nil {
+		return nil, nil
+	}
+	// The archive's bucket (objstore: Object Lock in compliance mode);
+	// media's keys start with media/.
+	b, err := cfg.openBucket(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
 }

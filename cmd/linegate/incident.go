@@ -63,6 +63,9 @@ func runIncidentExport(ctx context.Context, e *env, args []string) error {
 	if len(m.Records) != len(tl.Records()) {
 		return fmt.Errorf("the evidence bundle holds %d records of the timeline's %d", len(m.Records), len(tl.Records()))
 	}
+	if err := addCosigned(ctx, e, src, filepath.Join(*out, tl.Evidence)); err != nil {
+		return err
+	}
 	for name, write := range map[string]func(*os.File) error{
 		"timeline.json": func(f *os.File) error { return tl.WriteJSON(f) },
 		"timeline.md":   func(f *os.File) error { return tl.WriteMarkdown(f) },

@@ -68,6 +68,7 @@ var commands = []command{
 	{"webhook", "the channels' webhook URL on LINE: get, set (with a test and rollback), test", runWebhook},
 	{"keys", "encryption at rest: new-kek, rotate (re-wrap data keys), shred (destroy a subject's key)", runKeys},
 	{"migrate-store", "move an embedded (SQLite) installation to PostgreSQL, log intact", runMigrateStore},
+	{"archive", "object storage under Object Lock: put-bundle (publish an evidence bundle, locked)", runArchive},
 	{"acknowledge-rollback", "record that the database was restored to an older tree: the lost records, and why", runAcknowledgeRollback},
 	{"console", "the web console: hash-password (a user's password hash, read from standard input)", runConsole},
 	{"token", "channel access tokens: keygen (an assertion signing key pair for tokens v2.1)", runToken},

@@ -50,6 +50,11 @@ func runAcknowledgeRollback(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	inBucket, err := bucketCheckpoint(ctx, e, cfg)
+	if err != nil {
+		return err
+	}
+	published = append(published, inBucket...)
 	ack := ledger.RollbackAck{RestoredSize: head.Size, LostFrom: head.Size,
 		Reason: *reason, Time: time.Now().UTC().Format(time.RFC3339)}
 	var names []string

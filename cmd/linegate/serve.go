@@ -19,6 +19,7 @@ import (
 
 	"github.com/linegate/linegate/examples"
 	adminapi "github.com/linegate/linegate/internal/admin"
+	"github.com/linegate/linegate/internal/archive"
 	"github.com/linegate/linegate/internal/canary"
 	"github.com/linegate/linegate/internal/chantoken"
 	"github.com/linegate/linegate/internal/console"
@@ -27,6 +28,7 @@ import (
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/media"
+	"github.com/linegate/linegate/internal/objstore"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/pipeline"
 	"github.com/linegate/linegate/internal/proxy"
@@ -133,6 +135,9 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	}
 	g := &instance{cfg: cfg, log: log}
 	defer g.close()
+	if err := g.openArchive(ctx, e); err != nil {
+		return err
+	}
 	if err := g.openStorage(ctx, e); err != nil {
 		return err
 	}
@@ -150,6 +155,7 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	g.startPipeline(channels)
 	g.startJobs()
 	g.newAdmin(e, adminToken)
+	g.startArchive()
 	if err := g.newConsole(e); err != nil {
 		return err
 	}
@@ -219,6 +225,10 @@ type instance struct {
 	stopBg context.CancelFunc
 	bg     sync.WaitGroup
 	hup    chan os.Signal
+
+	// The archive: object storage and witnesses (nil if not configured).
+	archive *archive.Publisher
+	bucket  *objstore.S3
 }
 
 // resolveChannels reads the channels' secrets and audiences: the ingress's
@@ -310,6 +320,9 @@ func (g *instance) openLedger(ctx context.Context) error {
 	})
 	if err != nil {
 		return withRollbackHint(cfg, err)
+	}
+	if err := g.holdToBucket(ctx, led); err != nil {
+		return err
 	}
 	led.Start()
 	g.led = led
@@ -437,6 +450,7 @@ func (g *instance) listen() (*listeners, error) {
 	if !cfg.Log.Public {
 		publicLog = nil
 	}
+	publicLog = g.cosignedRoute(publicLog)
 	ls := &listeners{
 		pubSrv:   withTimeouts(&http.Server{Handler: g.ingress.Routes(g.api.Health(), g.api.Ready(), publicLog)}, log),
 		adminSrv: withTimeouts(&http.Server{Handler: g.adminHandler()}, log),

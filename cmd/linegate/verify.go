@@ -36,13 +36,14 @@ var errVerifyFailed = errors.New("the ledger does not verify")
 // that its user may only read. Everything it checks comes from one
 // snapshot, so that it can run beside a gateway under load.
 func runVerify(ctx context.Context, e *env, args []string) (err error) {
-	flags := newFlagSet(e, "verify", "[-config FILE | -data DIR] [-vkey FILE] [-kek FILE] [-metrics-file FILE]")
+	flags := newFlagSet(e, "verify", "[-config FILE | -data DIR] [-vkey FILE] [-kek FILE] [-metrics-file FILE] [-witness-quorum K [-witness-key VKEY...]]")
 	configPath := flags.String("config", "", "the serve config whose ledger to verify")
 	dataDir := flags.String("data", "", "a data directory to verify")
 	vkeyFlag := flags.String("vkey", "", "the checkpoint verifier key you hold (default: the data directory's own log.vkey, with a warning)")
 	noPublished := flags.Bool("no-published", false, "pass without the published checkpoint file (kept elsewhere): a database cut back is then caught by the anchors alone")
 	kekFile := flags.String("kek", "", "the key encryption key file, to open sealed payloads and check their commitments (default: the config's, or DIR/kek with -data; without one, the structure only)")
 	metricsFile := flags.String("metrics-file", "", "write the outcome to FILE for node_exporter's textfile collector (*.prom): linegate_verify_ok, linegate_verify_last_run_timestamp_seconds, linegate_verify_records")
+	wf := addWitnessFlags(flags, true)
 	if err := parseFlags(flags, args); err != nil {
 		return err
 	}
@@ -96,6 +97,11 @@ func runVerify(ctx context.Context, e *env, args []string) (err error) {
 	for _, a := range anchors {
 		external = append(external, ledger.External{Name: "anchor " + a.Name(), Signed: a.Signed()})
 	}
+	cosigned, err := wf.verifyWitnesses(e, cfg, publishDir, verifier)
+	if err != nil {
+		return err
+	}
+	external = append(external, cosigned...)
 	src, err := openReadOnly(ctx, e, cfg, dir)
 	if err != nil {
 		return err

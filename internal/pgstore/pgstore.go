@@ -27,7 +27,7 @@ var _ ledger.Store = (*Store)(nil)
 
 // schemaVersion is the version of the schema this code writes. A database
 // of a newer version is refused.
-const schemaVersion = 3
+const schemaVersion = 4
 
 // migrations[i] brings a database from version i to version i+1.
 var migrations = []string{
@@ -157,6 +157,14 @@ var migrations = []string{
 		created_ms BIGINT NOT NULL
 	);
 	CREATE INDEX notifications_next ON notifications (next_ms);`,
+
+	// Version 4: how far the archive has published (object storage,
+	// witnesses): a cursor by stream, rebuilt by publishing again if lost.
+	`CREATE TABLE publications (
+		name       TEXT PRIMARY KEY,
+		value      TEXT NOT NULL,
+		updated_ms BIGINT NOT NULL
+	);`,
 }
 
 // The second keys of the advisory locks, by use (the first is lockID).

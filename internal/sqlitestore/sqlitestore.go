@@ -24,7 +24,7 @@ var _ ledger.Store = (*Store)(nil)
 
 // schemaVersion is the version of the schema this code writes, kept in
 // PRAGMA user_version. A database of a newer version is refused.
-const schemaVersion = 7
+const schemaVersion = 8
 
 // migrations[i] brings a database from version i to version i+1.
 var migrations = []string{
@@ -161,6 +161,14 @@ var migrations = []string{
 		created_ms INTEGER NOT NULL
 	);
 	CREATE INDEX notifications_next ON notifications (next_ms);`,
+
+	// Version 8: how far the archive has published (object storage,
+	// witnesses): a cursor by stream, rebuilt by publishing again if lost.
+	`CREATE TABLE publications (
+		name       TEXT PRIMARY KEY,
+		value      TEXT NOT NULL,
+		updated_ms INTEGER NOT NULL
+	) WITHOUT ROWID;`,
 }
 
 // Options tunes a Store.
