@@ -104,6 +104,8 @@ func TestHelpOfEveryCommand(t *testing.T) {
 		{args: []string{"version"}, exact: true},
 		{args: []string{"canary"}},
 		{args: []string{"canary", "run"}, want: []string{"config", "admin", "channel", "timeout"}, exact: true},
+		{args: []string{"console"}},
+		{args: []string{"console", "hash-password"}, want: []string{"bcrypt"}, exact: true},
 		{args: []string{"incident"}},
 		{args: []string{"incident", "export"}, want: []string{"config", "from", "to", "out", "channel"}, exact: true},
 	} {

@@ -100,6 +100,9 @@ type Config struct {
 	// Media keeps the content of image, video, audio and file messages
 	// (see MediaConfig, docs/MEDIA.md).
 	Media MediaConfig `yaml:"media"`
+	// Console, if set, serves the web console on the admin listener under
+	// /console/ (see ConsoleConfig and docs/CONSOLE.md).
+	Console *ConsoleConfig `yaml:"console"`
 
 	builtin bool   // the built-in example: rule files come from the binary
 	path    string // the file it was read from
@@ -717,6 +720,7 @@ func (c *Config) check(p *configParser) {
 	c.checkArchive(p)
 	c.checkFanout(p)
 	c.checkHandoff(p)
+	c.checkConsole(p)
 }
 
 // presetNames lists the preset retention classes.

@@ -70,6 +70,7 @@ var commands = []command{
 	{"migrate-store", "move an embedded (SQLite) installation to PostgreSQL, log intact", runMigrateStore},
 	{"archive", "object storage under Object Lock: put-bundle (publish an evidence bundle, locked)", runArchive},
 	{"acknowledge-rollback", "record that the database was restored to an older tree: the lost records, and why", runAcknowledgeRollback},
+	{"console", "the web console: hash-password (a user's password hash, read from standard input)", runConsole},
 	{"token", "channel access tokens: keygen (an assertion signing key pair for tokens v2.1)", runToken},
 	{"replay", "deliver the recorded events of a time range again to a fan-out destination, as redeliveries", runReplay},
 	{"sim", "a LINE platform simulator: fake API, webhook sender, chat", runSim},

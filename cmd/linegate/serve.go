@@ -22,6 +22,7 @@ import (
 	"github.com/linegate/linegate/internal/archive"
 	"github.com/linegate/linegate/internal/canary"
 	"github.com/linegate/linegate/internal/chantoken"
+	"github.com/linegate/linegate/internal/console"
 	"github.com/linegate/linegate/internal/handoff"
 	"github.com/linegate/linegate/internal/keys"
 	"github.com/linegate/linegate/internal/ledger"
@@ -158,6 +159,9 @@ func serve(ctx context.Context, e *env, cfg *Config, log *slog.Logger) error {
 	g.startJobs()
 	g.newAdmin(e, adminToken)
 	g.startArchive()
+	if err := g.newConsole(e); err != nil {
+		return err
+	}
 	if err := g.startMedia(ctx, secrets); err != nil {
 		return err
 	}
@@ -214,6 +218,8 @@ type instance struct {
 	replies *proxy.ReplyIndex // reply tokens, for the proxy
 	blobs   media.Blobs       // object storage for large media (nil: the store only)
 	handoff *handoff.Service
+
+	console *console.Console // the web console (nil: none configured)
 
 	stopPipe context.CancelFunc // nil until the pipeline runs
 	pipeDone chan struct{}
@@ -454,7 +460,7 @@ func (g *instance) listen() (*listeners, error) {
 	publicLog = g.cosignedRoute(publicLog)
 	ls := &listeners{
 		pubSrv:   withTimeouts(&http.Server{Handler: g.ingress.Routes(g.api.Health(), g.api.Ready(), publicLog)}, log),
-		adminSrv: withTimeouts(&http.Server{Handler: g.api.Handler()}, log),
+		adminSrv: withTimeouts(&http.Server{Handler: g.adminHandler()}, log),
 		adminLn:  adminLn,
 	}
 	// The webhook listener is bounded (connections in total and per

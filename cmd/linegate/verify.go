@@ -139,27 +139,39 @@ func runVerify(ctx context.Context, e *env, args []string) (err error) {
 		fmt.Fprintf(e.stdout, "FAIL published checkpoint file: missing from %s, while the database holds a signed tree of size %d (give -no-published if it is kept elsewhere)\n", publishDir, rep.TreeSize)
 		return errVerifyFailed
 	}
-	d := time.Since(start)
 	verified = rep.Records
-	fmt.Fprintf(e.stdout, "OK %d records (%d in the tree, %d awaiting integration; %d payloads deleted by policy), %d checkpoints, %d tiles, %d anchors, %d payload bytes, in %v\n",
-		rep.Records, rep.TreeSize, rep.Records-rep.TreeSize, rep.Deleted, rep.Checkpoints, rep.Tiles, len(anchors), rep.PayloadBytes, d.Round(time.Millisecond))
-	for _, r := range rep.Rollbacks {
-		fmt.Fprintf(e.stdout, "ACKNOWLEDGED LOSS: %s\n", r)
-	}
-	if rep.DeletedUnsigned > 0 {
-		fmt.Fprintf(e.stdout, "PENDING: %d payloads deleted by deletion records appended after the signed tree head; they count once a checkpoint signs them (run verify again)\n", rep.DeletedUnsigned)
-	}
-	if rep.DueUnchecked > 0 {
-		fmt.Fprintf(e.stdout, "NOT CHECKED: %d deletions of records whose retention class verify has no policy for (give the config with -config)\n", rep.DueUnchecked)
-	}
-	if sealer == nil && rep.Unopened > 0 {
-		fmt.Fprintf(e.stdout, "NOT CHECKED: payload commitments: %d payloads sealed, not opened (no key encryption key; give -kek to check them)", rep.Unopened)
-		if rep.DeletedUnchecked > 0 {
-			fmt.Fprintf(e.stdout, "; %d payloads deleted before a sealed deletion record, not matched to it", rep.DeletedUnchecked)
-		}
-		fmt.Fprintln(e.stdout)
+	summary, notes := verifyReport(rep, len(anchors), sealer != nil, time.Since(start))
+	fmt.Fprintln(e.stdout, summary)
+	for _, n := range notes {
+		fmt.Fprintln(e.stdout, n)
 	}
 	return nil
+}
+
+// verifyReport is what verify says of a ledger that verified: the OK
+// line, and the notes of what it acknowledged, left pending, or could not
+// check. opened says whether payloads were opened (a key was given).
+func verifyReport(rep ledger.VerifyReport, anchors int, opened bool, d time.Duration) (string, []string) {
+	summary := fmt.Sprintf("OK %d records (%d in the tree, %d awaiting integration; %d payloads deleted by policy), %d checkpoints, %d tiles, %d anchors, %d payload bytes, in %v",
+		rep.Records, rep.TreeSize, rep.Records-rep.TreeSize, rep.Deleted, rep.Checkpoints, rep.Tiles, anchors, rep.PayloadBytes, d.Round(time.Millisecond))
+	var notes []string
+	for _, r := range rep.Rollbacks {
+		notes = append(notes, fmt.Sprintf("ACKNOWLEDGED LOSS: %s", r))
+	}
+	if rep.DeletedUnsigned > 0 {
+		notes = append(notes, fmt.Sprintf("PENDING: %d payloads deleted by deletion records appended after the signed tree head; they count once a checkpoint signs them (run verify again)", rep.DeletedUnsigned))
+	}
+	if rep.DueUnchecked > 0 {
+		notes = append(notes, fmt.Sprintf("NOT CHECKED: %d deletions of records whose retention class verify has no policy for (give the config with -config)", rep.DueUnchecked))
+	}
+	if !opened && rep.Unopened > 0 {
+		n := fmt.Sprintf("NOT CHECKED: payload commitments: %d payloads sealed, not opened (no key encryption key; give -kek to check them)", rep.Unopened)
+		if rep.DeletedUnchecked > 0 {
+			n += fmt.Sprintf("; %d payloads deleted before a sealed deletion record, not matched to it", rep.DeletedUnchecked)
+		}
+		notes = append(notes, n)
+	}
+	return summary, notes
 }
 
 // readOnlyStore is storage opened to be read and nothing else.

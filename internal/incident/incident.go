@@ -282,6 +282,15 @@ func minuteSummary(e *Entry) string {
 }
 
 // adminSummary says what an admin action did, for people.
+// byWhom names the person of an action taken in the console (", by
+// NAME"), or nothing.
+func byWhom(d map[string]any) string {
+	if by, ok := d["by"].(string); ok && by != "" {
+		return ", by " + by
+	}
+	return ""
+}
+
 func adminSummary(a *record.Admin) string {
 	d := a.Detail
 	s := func(k string) string {
@@ -298,13 +307,13 @@ func adminSummary(a *record.Admin) string {
 	}
 	switch a.Action {
 	case "kill_switch":
-		return fmt.Sprintf("kill switch %s (reason: %s)", onOff(), orNone(s("reason")))
+		return fmt.Sprintf("kill switch %s (reason: %s)", onOff(), orNone(s("reason"))) + byWhom(d)
 	case "dry_run":
 		ch := s("channel")
 		if ch == "" {
 			ch = "every channel"
 		}
-		return fmt.Sprintf("dry-run %s for %s", onOff(), ch)
+		return fmt.Sprintf("dry-run %s for %s", onOff(), ch) + byWhom(d)
 	case "rules_changed", "rules_reloaded":
 		return fmt.Sprintf("rule set %s: sha256 %s (was %s), by %s", strings.TrimPrefix(a.Action, "rules_"), s("sha256"), orNone(s("previous_sha256")), orNone(s("trigger")))
 	case "canary_start":
