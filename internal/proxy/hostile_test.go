@@ -102,7 +102,8 @@ func flex(to string, boxes int) string {
 }
 
 // TestBodyDepth: a body nesting deeper than proxy.MaxJSONDepth is refused
-// (400, not recorded); a Flex carousel of 20 nested boxes passes.
+// (400, not recorded); a Flex carousel of 28 nested boxes passes, of 29
+// not (the figure in PROXY.md).
 func TestBodyDepth(t *testing.T) {
 	w := newWorld(t)
 	deep := strings.Repeat(`{"a":`, 10000) + `1` + strings.Repeat(`}`, 10000)
@@ -119,11 +120,14 @@ func TestBodyDepth(t *testing.T) {
 			t.Errorf("%s: recorded", name)
 		}
 	}
-	if status, msg := w.do(t, "POST", "/v2/bot/message/push", "crm-proxy-token", flex(userA, 20)); status != 200 {
-		t.Errorf("a Flex message of 20 nested boxes: %d %q", status, msg)
+	if status, msg := w.do(t, "POST", "/v2/bot/message/push", "crm-proxy-token", flex(userA, 28)); status != 200 {
+		t.Errorf("a Flex message of 28 nested boxes: %d %q", status, msg)
 	}
 	if rec := w.led.last(t); rec.Outcome != "sent" {
 		t.Errorf("record: %+v", rec)
+	}
+	if status, _ := w.do(t, "POST", "/v2/bot/message/push", "crm-proxy-token", flex(userA, 29)); status != 400 {
+		t.Errorf("a Flex message of 29 nested boxes: %d, want 400", status)
 	}
 }
 
@@ -187,6 +191,11 @@ func TestPathsAsLINEReadsThem(t *testing.T) {
 	}
 	for _, c := range w.api.Calls() {
 		t.Errorf("LINE was called: %s %s", c.Method, c.Path)
+	}
+	// A malformed escape never reaches the proxy: Go's server answers it
+	// 400 in plain text (PROXY.md, known limits).
+	if status, _ := rawRequest(t, w.url, "/channels/demo/v2/bot/profile/%zz", "helpdesk-proxy-token"); status != 400 {
+		t.Errorf("a malformed escape: %d, want 400", status)
 	}
 	// The ids of their kinds pass, recorded under the user.
 	if status, body := rawRequest(t, w.url, "/channels/demo/v2/bot/profile/"+userA, "helpdesk-proxy-token"); status != 200 {

@@ -11,10 +11,10 @@ import (
 )
 
 // MaxJSONDepth bounds how deeply a request body's JSON nests. A Flex
-// message in a push is about 9 levels deep with one box in its bubble
+// carousel in a push is 9 levels deep with one box in its bubble
 // (request, messages, message, carousel, bubbles, bubble, box, contents,
-// component), and each box inside a box adds two: 64 leaves room for 27
-// boxes nested in one another, more than LINE renders.
+// component), and each box inside a box adds two: 64 leaves room for 28
+// boxes nested in one another (TestBodyDepth).
 const MaxJSONDepth = 64
 
 // readFields are the fields of LINE's message send requests, which the
