@@ -104,6 +104,7 @@ func TestHandoffHostileAdmin(t *testing.T) {
 		{base + "/takeover", `{"agent":"bob","reason":"` + strings.Repeat("r", 501) + `"}`, 400},
 		{base + "/takeover", `{"agent":"bob","reason":"` + strings.Repeat("r", 60000) + `"}`, 400},
 		{base + "/reply", `{"agent":"bob\u0007","messages":[{"type":"text","text":"x"}]}`, 400},
+		{base + "/reply", `{"agent":"alice","messages":[{"type":"text","text":"x","x":` + strings.Repeat("[", 9000) + strings.Repeat("]", 9000) + `}]}`, 400},
 	} {
 		if code, b := adminRaw(t, g, "POST", c.path, c.body); code != c.status {
 			t.Errorf("%s %.60s = %d %.200s, want %d", c.path, c.body, code, b, c.status)

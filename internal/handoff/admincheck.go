@@ -66,3 +66,35 @@ func (s *Service) seen(ctx context.Context, channel, id string) (bool, error) {
 
 // errUnseen is a takeover of a conversation the channel never saw.
 var errUnseen = fmt.Errorf("%w: the channel has no event of this conversation (set \"allow_unseen\": true to take it over all the same)", ErrNotFound)
+
+// maxMessageDepth bounds how deeply a person's message nests (a Flex
+// bubble of 26 boxes nested in one another fits), so that its outbound
+// record stays within what the record's JSON decoder reads.
+const maxMessageDepth = 56
+
+// jsonDepth returns how deeply the JSON text b nests its objects and
+// arrays (brackets inside strings do not count).
+func jsonDepth(b []byte) int {
+	depth, max, inString, escaped := 0, 0, false, false
+	for _, c := range b {
+		switch {
+		case inString && escaped:
+			escaped = false
+		case inString && c == '\\':
+			escaped = true
+		case inString && c == '"':
+			inString = false
+		case inString:
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			if depth > max {
+				max = depth
+			}
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return max
+}

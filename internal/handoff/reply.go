@@ -92,6 +92,9 @@ func checkMessages(ms []json.RawMessage) error {
 		return invalid("%d messages: want 1 to %d", len(ms), maxMessages)
 	}
 	for i, m := range ms {
+		if d := jsonDepth(m); d > maxMessageDepth {
+			return invalid("message %d nests %d levels deep: at most %d", i+1, d, maxMessageDepth)
+		}
 		var v map[string]any
 		if json.Unmarshal(m, &v) != nil {
 			return invalid("message %d is not a JSON object", i+1)
