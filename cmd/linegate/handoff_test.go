@@ -233,8 +233,8 @@ func TestHandoffEndToEnd(t *testing.T) {
 	if code := adminJSON(t, g, "POST", base+"/reply", `{"agent":"alice","messages":[]}`, nil); code != 400 {
 		t.Fatalf("reply without messages = %d, want 400", code)
 	}
-	if code := adminJSON(t, g, "POST", "/admin/conversations/demo/user:Unobody/takeover", `{"agent":"alice"}`, nil); code != 200 {
-		t.Fatalf("takeover of a new conversation = %d", code) // the console may take any conversation over
+	if code := adminJSON(t, g, "POST", "/admin/conversations/demo/user:U0000000000000000000000000000beef/takeover", `{"agent":"alice","allow_unseen":true}`, nil); code != 200 {
+		t.Fatalf("takeover of a new conversation = %d", code) // allowed, with allow_unseen
 	}
 	if code := adminJSON(t, g, "POST", "/admin/conversations/nochannel/"+conv+"/takeover", `{"agent":"alice"}`, nil); code != 404 {
 		t.Fatalf("takeover on an unknown channel = %d, want 404", code)

@@ -294,6 +294,8 @@ type Service struct {
 	o   Options
 	log *slog.Logger
 
+	claims replyClaims
+
 	held     *prometheus.CounterVec
 	changes  *prometheus.CounterVec
 	notifies *prometheus.CounterVec

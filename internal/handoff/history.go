@@ -144,7 +144,7 @@ func (s *Service) scan(ctx context.Context, channel, id string, limit int) ([]Me
 				var req struct {
 					ReplyToken string `json:"replyToken"`
 				}
-				if json.Unmarshal(b.Request, &req) == nil && req.ReplyToken != "" && b.Outcome == "sent" {
+				if json.Unmarshal(b.Request, &req) == nil && req.ReplyToken != "" && (b.Outcome == "sent" || b.Outcome == "failed" && len(b.Attempts) > 0) {
 					lt.usedReplies[req.ReplyToken] = true
 				}
 				msgs = append(msgs, m)

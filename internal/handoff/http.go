@@ -17,7 +17,7 @@ import (
 //
 //	GET  /admin/conversations?channel=C&state=human    the conversations
 //	GET  /admin/conversations/{channel}/{id}            one, with its history (?limit=N)
-//	POST /admin/conversations/{channel}/{id}/takeover   {"agent": NAME, "reason": TEXT}
+//	POST /admin/conversations/{channel}/{id}/takeover   {"agent": NAME, "reason": TEXT, "allow_unseen": false}
 //	POST /admin/conversations/{channel}/{id}/handback   {"agent": NAME}
 //	POST /admin/conversations/{channel}/{id}/resolve    {"agent": NAME}
 //	POST /admin/conversations/{channel}/{id}/read       {"agent": NAME}
@@ -45,6 +45,8 @@ func StatusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, ErrNotHeld), errors.Is(err, ErrConflict):
 		return http.StatusConflict
+	case errors.Is(err, ErrLINE):
+		return http.StatusBadGateway
 	case errors.Is(err, ledger.ErrPushback):
 		return http.StatusServiceUnavailable
 	default:
@@ -56,6 +58,10 @@ func (s *Service) fail(w http.ResponseWriter, r *http.Request, action string, er
 	code := StatusOf(err)
 	switch {
 	case code == 0:
+	case code == http.StatusBadGateway:
+		// Recorded: the error names LINE's answer, not a message.
+		s.log.Warn("handoff: LINE did not take an agent's send", "action", action, "err", err)
+		http.Error(w, action+": "+err.Error()+"\n", code)
 	case code >= 500:
 		s.log.Error("handoff: admin action failed", "action", action, "remote", r.RemoteAddr, "err", err)
 		http.Error(w, action+": unavailable\n", code)
@@ -94,6 +100,10 @@ func (s *Service) serveList(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) serveGet(w http.ResponseWriter, r *http.Request) {
 	ch, id := r.PathValue("channel"), r.PathValue("id")
+	if !ValidConversationID(id) {
+		http.Error(w, "get: no such conversation: the id is not user:U…, group:C… or room:R… with LINE's 32 hexadecimal digits\n", http.StatusNotFound)
+		return
+	}
 	c, err := s.Get(r.Context(), ch, id)
 	if err != nil {
 		s.fail(w, r, "get", err)
@@ -117,6 +127,9 @@ func (s *Service) serveAction(w http.ResponseWriter, r *http.Request, act string
 		Role     string            `json:"role"`
 		Reason   string            `json:"reason"`
 		Messages []json.RawMessage `json:"messages"`
+		// AllowUnseen lets a takeover start a conversation the channel
+		// never had an event of (to push to a user first).
+		AllowUnseen bool `json:"allow_unseen"`
 	}
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<16))
 	if err != nil {
@@ -134,8 +147,33 @@ func (s *Service) serveAction(w http.ResponseWriter, r *http.Request, act string
 	if body.Role == "" {
 		body.Role = "admin_api"
 	}
-	a := Actor{Name: body.Agent, Role: body.Role}
 	ctx, ch, id := r.Context(), r.PathValue("channel"), r.PathValue("id")
+	if !ValidConversationID(id) {
+		http.Error(w, act+": the conversation id is not user:U…, group:C… or room:R… with LINE's 32 hexadecimal digits\n", http.StatusBadRequest)
+		return
+	}
+	for _, c := range []struct {
+		what, s string
+		max     int
+	}{{"agent", body.Agent, MaxNameRunes}, {"role", body.Role, MaxNameRunes}, {"reason", body.Reason, MaxReasonRunes}} {
+		if err := checkText(c.what, c.s, c.max); err != nil {
+			s.fail(w, r, act, err)
+			return
+		}
+	}
+	if act == "takeover" && !body.AllowUnseen {
+		if _, ok := s.o.Channels[ch]; ok {
+			seen, err := s.seen(ctx, ch, id)
+			if err == nil && !seen {
+				err = errUnseen
+			}
+			if err != nil {
+				s.fail(w, r, act, err)
+				return
+			}
+		}
+	}
+	a := Actor{Name: body.Agent, Role: body.Role}
 	var res any = map[string]string{"done": act}
 	switch act {
 	case "takeover":

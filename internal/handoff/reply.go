@@ -58,10 +58,16 @@ func (s *Service) Reply(ctx context.Context, a Actor, channel, id string, messag
 	if strings.HasPrefix(id, "user:") {
 		req.UserID = target(id)
 	}
-	if lt.replyToken != "" {
+	// The token is claimed before the call: another reply at the same
+	// time pushes.
+	claimed := lt.replyToken != "" && s.claims.claim(channel, lt.replyToken, s.o.Now())
+	if claimed {
 		req.ReplyToken, req.ReceivedMs = lt.replyToken, lt.replyMs
 	}
 	outcome, rec, err := s.o.Sender.SendRecorded(ctx, req)
+	if claimed && (rec == nil || len(rec.Attempts) == 0) {
+		s.claims.release(channel, lt.replyToken)
+	}
 	res := ReplyResult{Outcome: string(outcome)}
 	if rec != nil {
 		res.Via, res.Record = rec.Endpoint, rec.Index
@@ -70,7 +76,7 @@ func (s *Service) Reply(ctx context.Context, a Actor, channel, id string, messag
 		}
 	}
 	if err != nil {
-		return res, err
+		return res, lineError(err, rec)
 	}
 	if nerr := s.o.Store.NoteAgent(ctx, channel, id, s.o.Now()); nerr != nil {
 		s.log.Warn("handoff: note a reply", "channel", channel, "err", nerr)
@@ -86,6 +92,9 @@ func checkMessages(ms []json.RawMessage) error {
 		return invalid("%d messages: want 1 to %d", len(ms), maxMessages)
 	}
 	for i, m := range ms {
+		if d := jsonDepth(m); d > maxMessageDepth {
+			return invalid("message %d nests %d levels deep: at most %d", i+1, d, maxMessageDepth)
+		}
 		var v map[string]any
 		if json.Unmarshal(m, &v) != nil {
 			return invalid("message %d is not a JSON object", i+1)
@@ -116,12 +125,12 @@ func (s *Service) MarkRead(ctx context.Context, a Actor, channel, id string) err
 	if lt.readToken == "" {
 		return invalid("no message of the conversation carries a markAsReadToken")
 	}
-	_, _, err = s.o.Sender.Chat(ctx, outbound.ChatRequest{
+	_, rec, err := s.o.Sender.Chat(ctx, outbound.ChatRequest{
 		Channel: channel, Retention: s.o.Channels[channel].Retention, Subjects: append(subjectsOf(id), lt.eventSubj...),
 		Endpoint: outbound.EndpointMarkAsRead, Token: lt.readToken, EventKey: lt.eventKey, Record: lt.record,
 		Agent: a.Name, Extra: map[string]string{"conversation": id},
 	})
-	return err
+	return lineError(err, rec)
 }
 
 // Typing shows the loading animation in a user's one-on-one chat while
@@ -133,12 +142,12 @@ func (s *Service) Typing(ctx context.Context, a Actor, channel, id string) error
 	if !strings.HasPrefix(id, "user:") {
 		return invalid("the loading animation is shown in one-on-one chats only")
 	}
-	_, _, err := s.o.Sender.Chat(ctx, outbound.ChatRequest{
+	_, rec, err := s.o.Sender.Chat(ctx, outbound.ChatRequest{
 		Channel: channel, Retention: s.o.Channels[channel].Retention, Subjects: subjectsOf(id),
 		Endpoint: outbound.EndpointLoading, UserID: target(id), Seconds: 10,
 		EventKey: "agent-typing:" + randomID(), Agent: a.Name, Extra: map[string]string{"conversation": id},
 	})
-	return err
+	return lineError(err, rec)
 }
 
 func randomID() string {

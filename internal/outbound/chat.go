@@ -122,7 +122,7 @@ func (s *Sender) Chat(ctx context.Context, r ChatRequest) (Outcome, *Recorded, e
 		return Outcome(rec.Outcome), rd, fmt.Errorf("record %s %s: %w", r.Endpoint, rec.Outcome, err)
 	}
 	if rec.Outcome == string(Failed) {
-		return Failed, rd, fmt.Errorf("%s failed: %s", r.Endpoint, rec.Reason)
+		return Failed, rd, &FailedError{Endpoint: r.Endpoint, Reason: rec.Reason}
 	}
 	return Outcome(rec.Outcome), rd, nil
 }

@@ -471,7 +471,7 @@ func (s *Sender) SendRecorded(ctx context.Context, r Request) (Outcome, *Recorde
 		return outcome, rd, fmt.Errorf("record %s %s: %w", endpoint, outcome, err)
 	}
 	if outcome == Failed {
-		return Failed, rd, fmt.Errorf("%s failed: %s", endpoint, rec.Reason)
+		return Failed, rd, &FailedError{Endpoint: endpoint, Reason: rec.Reason}
 	}
 	return outcome, rd, nil
 }

@@ -46,6 +46,9 @@ func (pt pattern) match(method, path string) bool {
 		if s != "*" && s != segs[i] {
 			return false
 		}
+		if s == "*" && !idOK(pt.segments, i, segs[i]) {
+			return false
+		}
 	}
 	return true
 }

@@ -58,6 +58,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		lineError(w, http.StatusNotFound, "Not found")
 		return
 	}
+	// The path LINE gets is the path matched: no escapes, only the
+	// characters of LINE's paths and ids (paths.go).
+	if strings.Contains(r.URL.EscapedPath(), "%") || !pathChars.MatchString(path) {
+		lineError(w, http.StatusBadRequest, "linegate: the path has characters that LINE's paths and ids do not use")
+		return
+	}
+	query, ok := checkQuery(r.Method, path, r.URL.RawQuery)
+	if !ok {
+		lineError(w, http.StatusBadRequest, "linegate: this call takes no such query string")
+		return
+	}
 	t := p.authenticate(r)
 	if t == nil {
 		lineError(w, http.StatusUnauthorized, "Authentication failed. Confirm that the access token in the authorization header is valid.")
@@ -83,7 +94,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		lineError(w, http.StatusBadRequest, "linegate: the request body could not be read")
 		return
 	}
-	x := &exchange{p: p, t: t, r: r, w: w, channel: channel, path: path, body: body, now: p.o.Now(),
+	x := &exchange{p: p, t: t, r: r, w: w, channel: channel, path: path, query: query, body: body, now: p.o.Now(),
 		kind: sendKind(r.Method, path)}
 	x.run()
 }
@@ -108,6 +119,7 @@ type exchange struct {
 	w       http.ResponseWriter
 	channel string
 	path    string
+	query   string // the checked query string sent to LINE
 	body    []byte
 	kind    string // sendKind
 	now     time.Time
@@ -130,8 +142,8 @@ type held struct {
 func (x *exchange) run() {
 	t, r := x.t, x.r
 	x.rec = record.Outbound{Tool: t.Name, Endpoint: x.path, Class: ""}
-	if r.URL.RawQuery != "" {
-		x.rec.Extra = map[string]string{"query": r.URL.RawQuery}
+	if x.query != "" {
+		x.rec.Extra = map[string]string{"query": x.query}
 	}
 	x.subjectsFromPath()
 	if x.label = t.allowed(r.Method, x.path); x.label == "" {
@@ -161,6 +173,12 @@ func (x *exchange) readBody() bool {
 		return true
 	}
 	if json.Valid(x.body) {
+		// Before anything reads it: the proxy must read the values LINE
+		// reads (see scanJSON).
+		if err := scanJSON(x.body); err != nil {
+			lineError(x.w, http.StatusBadRequest, "linegate: the request body is refused: "+err.Error())
+			return false
+		}
 		x.setRequest()
 	} else {
 		if x.kind != "" {
@@ -375,8 +393,8 @@ func (x *exchange) forward() {
 		}
 	}
 	fr := outbound.ForwardRequest{Endpoint: "proxy", Method: r.Method, Base: base, Path: x.path, Idempotent: r.Method == http.MethodGet}
-	if r.URL.RawQuery != "" {
-		fr.Path += "?" + r.URL.RawQuery
+	if x.query != "" {
+		fr.Path += "?" + x.query
 	}
 	if len(x.body) > 0 {
 		fr.Body, fr.ContentType = x.body, r.Header.Get("Content-Type")
@@ -528,8 +546,8 @@ func (x *exchange) stream(c *outbound.Client, base string) {
 		return
 	}
 	url := base + x.path
-	if x.r.URL.RawQuery != "" {
-		url += "?" + x.r.URL.RawQuery
+	if x.query != "" {
+		url += "?" + x.query
 	}
 	req, err := http.NewRequestWithContext(x.r.Context(), http.MethodGet, url, nil)
 	if err != nil {

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/linegate/linegate/internal/record"
+)
+
+// adminRaw calls the admin API with the admin token and returns the
+// status and the body.
+func adminRaw(t *testing.T, g *gateway, method, path, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, g.admin+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer test-admin-token")
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestHandoffHostileAdmin: two agents' replies at once on one
+// conversation spend its reply token once (the other pushes) and both
+// succeed; a send LINE refuses answers 502 naming LINE's answer, and is
+// recorded; the admin API refuses ids that are not LINE's, a takeover of a
+// conversation the channel never saw (unless allow_unseen), names with
+// control or bidi characters or too long, and reasons too long, recording
+// nothing.
+func TestHandoffHostileAdmin(t *testing.T) {
+	dir := t.TempDir()
+	w := newHandoffWorld(t)
+	g := startGateway(t, dir, w.config("1h"))
+	const user = "U3333333333333333333333333333cccc"
+	conv := "user:" + user
+	base := "/admin/conversations/demo/" + conv
+
+	tok, _ := w.say(t, g, user, "agent")
+	w.waitCall(t, "/v2/bot/message/reply", tok)
+	tok, _ = w.say(t, g, user, "anyone?")
+	waitIdle(t, g)
+	if code, b := adminRaw(t, g, "POST", base+"/takeover", `{"agent":"alice"}`); code != 200 {
+		t.Fatalf("takeover = %d %s", code, b)
+	}
+
+	// Two replies at once: one uses the token, the other pushes.
+	var wg sync.WaitGroup
+	codes := make([]int, 2)
+	bodies := make([]string, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i], bodies[i] = adminRaw(t, g, "POST", base+"/reply", `{"agent":"alice","messages":[{"type":"text","text":"at once"}]}`)
+		}()
+	}
+	wg.Wait()
+	for i := range 2 {
+		if codes[i] != 200 {
+			t.Errorf("reply %d at once = %d %s", i, codes[i], bodies[i])
+		}
+	}
+	var replies, refused int
+	for _, c := range w.api.Calls() {
+		if c.Path == "/v2/bot/message/reply" && strings.Contains(string(c.Body), tok) {
+			if c.Status == 200 {
+				replies++
+			} else {
+				refused++
+			}
+		}
+	}
+	if replies != 1 || refused != 0 || len(w.calls("/v2/bot/message/push")) != 1 {
+		t.Errorf("the token %s: %d replies, %d refused, %d pushes; want 1, 0, 1", tok, replies, refused, len(w.calls("/v2/bot/message/push")))
+	}
+
+	// A message LINE refuses: 502 naming LINE's answer, recorded.
+	code, b := adminRaw(t, g, "POST", base+"/reply", `{"agent":"alice","messages":[{"type":"no-such-type"}]}`)
+	if code != http.StatusBadGateway || !strings.Contains(b, "LINE answered 400") || !strings.Contains(b, "record ") {
+		t.Errorf("a send LINE refuses = %d %s, want 502 naming LINE's 400", code, b)
+	}
+
+	// Odd input: refused, nothing recorded.
+	n := len(readLedger(t, dir))
+	for _, c := range []struct {
+		path, body string
+		status     int
+	}{
+		{"/admin/conversations/demo/user:hello/takeover", `{"agent":"alice"}`, 400},
+		{"/admin/conversations/demo/user:U3333333333333333333333333333CCCC/takeover", `{"agent":"alice"}`, 400},
+		{"/admin/conversations/demo/group:C123/takeover", `{"agent":"alice"}`, 400},
+		{"/admin/conversations/demo/user:U4444444444444444444444444444dddd/takeover", `{"agent":"alice"}`, 404},
+		{base + "/takeover", `{"agent":"a\nb\u0000c\u202eevil"}`, 400},
+		{base + "/takeover", `{"agent":"a\u202eb"}`, 400},
+		{base + "/takeover", `{"agent":"` + strings.Repeat("a", 65) + `"}`, 400},
+		{base + "/takeover", `{"agent":"bob","reason":"` + strings.Repeat("r", 501) + `"}`, 400},
+		{base + "/takeover", `{"agent":"bob","reason":"` + strings.Repeat("r", 60000) + `"}`, 400},
+		{base + "/reply", `{"agent":"bob\u0007","messages":[{"type":"text","text":"x"}]}`, 400},
+		{base + "/reply", `{"agent":"alice","messages":[{"type":"text","text":"x","x":` + strings.Repeat("[", 9000) + strings.Repeat("]", 9000) + `}]}`, 400},
+	} {
+		if code, b := adminRaw(t, g, "POST", c.path, c.body); code != c.status {
+			t.Errorf("%s %.60s = %d %.200s, want %d", c.path, c.body, code, b, c.status)
+		}
+	}
+	if code, _ := adminRaw(t, g, "GET", "/admin/conversations/demo/user:hello", ""); code != 404 {
+		t.Errorf("GET of a conversation that is not LINE's = %d, want 404", code)
+	}
+	// Names and reasons within the bounds pass; an unseen conversation
+	// with allow_unseen.
+	if code, b := adminRaw(t, g, "POST", base+"/takeover", `{"agent":"Somchai ใจดี","reason":"`+strings.Repeat("r", 500)+`"}`); code != 200 {
+		t.Errorf("takeover by a Thai name = %d %s", code, b)
+	}
+	if code, b := adminRaw(t, g, "POST", "/admin/conversations/demo/user:U4444444444444444444444444444dddd/takeover", `{"agent":"alice","allow_unseen":true}`); code != 200 {
+		t.Errorf("takeover with allow_unseen = %d %s", code, b)
+	}
+	waitIdle(t, g)
+	g.stop()
+	recs := readLedger(t, dir)
+	if got := len(recs) - n; got != 2 {
+		t.Errorf("%d records after the refusals and two takeovers, want 2", got)
+	}
+	var failed int
+	for _, r := range recs {
+		if r.meta == nil {
+			continue
+		}
+		if _, body, err := record.Decode(r.leaf.Kind, storedPayload(t, r)); err == nil {
+			if o, ok := body.(*record.Outbound); ok && o.Agent == "alice" && o.Outcome == "failed" {
+				failed++
+			}
+		}
+	}
+	if failed != 1 {
+		t.Errorf("%d failed sends of alice recorded, want 1", failed)
+	}
+}
