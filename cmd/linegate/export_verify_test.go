@@ -19,7 +19,8 @@ import (
 // and rehashed in exports.json, an EML removed with its entry, the whole
 // export removed, a forged file added under exports/, and a content file
 // beside a record that is not media each fail verify-bundle; the export
-// as written passes, and exporting twice gives the same bytes.
+// as written passes, and exporting twice gives the same bytes. A
+// record.json that no longer describes its record fails too.
 func TestVerifyBundleRebuildsExports(t *testing.T) {
 	dir := t.TempDir()
 	w := newReplyWorld(t)
@@ -104,6 +105,15 @@ func TestVerifyBundleRebuildsExports(t *testing.T) {
 	fails("another file in a record", "jsonl", "not part of the record", func(b string) {
 		recs, _ := filepath.Glob(filepath.Join(b, "records", "*"))
 		os.WriteFile(filepath.Join(recs[0], "note.txt"), []byte("forged"), 0o600)
+	})
+	fails("a record.json whose time was changed", "eml", "record.json does not describe", func(b string) {
+		recs, _ := filepath.Glob(filepath.Join(b, "records", "*", "record.json"))
+		data, _ := os.ReadFile(recs[0])
+		var sum map[string]any
+		json.Unmarshal(data, &sum)
+		sum["time"] = "2020-01-01T00:00:00Z"
+		data, _ = json.MarshalIndent(sum, "", "  ")
+		os.WriteFile(recs[0], append(data, '\n'), 0o600)
 	})
 	fails("an export that names another generator", "eml", "it was changed", func(b string) {
 		ex := readEx(b)
