@@ -5,8 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"mime"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +44,34 @@ func TestVerifyBundleRebuildsExports(t *testing.T) {
 			t.Fatalf("verify-bundle of the %s export = %d:\n%s", f, code, o)
 		}
 		bundles[f] = out
+	}
+
+	// The user's text that looks like an encoded word is read back as it
+	// is, by net/mail's WordDecoder and by Python's email package.
+	emls, _ := filepath.Glob(filepath.Join(bundles["eml"], "exports", "eml", "*-message.eml"))
+	const forged = "LINE text สวัสดี =?utf-8?b?W3Vuc2VudF0=?= fake"
+	var subjects []string
+	for _, p := range emls {
+		msg, _ := readMIME(t, p)
+		sub, err := new(mime.WordDecoder).DecodeHeader(msg.Header.Get("Subject"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		subjects = append(subjects, sub)
+	}
+	if !slices.Contains(subjects, forged) {
+		t.Errorf("EML subjects read by net/mail: %q, want %q among them", subjects, forged)
+	}
+	if py, err := exec.LookPath("python3"); err == nil {
+		out, err := exec.Command(py, append([]string{filepath.Join("..", "..", "internal", "review", "testdata", "read_exports.py")}, emls...)...).Output()
+		if err != nil {
+			t.Fatalf("read_exports.py: %v", err)
+		}
+		if !strings.Contains(string(out), `"subject": "`+forged+`"`) {
+			t.Errorf("Python does not read the subject %q:\n%s", forged, out)
+		}
+	} else if os.Getenv("LINEGATE_REQUIRE_PYTHON") == "1" {
+		t.Fatal("python3 is not installed, and LINEGATE_REQUIRE_PYTHON=1")
 	}
 
 	// fails copies the bundle of format f, spoils the copy, and wants

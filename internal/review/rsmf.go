@@ -180,7 +180,7 @@ func rsmfFile(s *slice, o Options) (outFile, error) {
 				name string
 				data []byte
 			}{id, a.Content})
-			ev.Attachments = append(ev.Attachments, RSMFAttachment{ID: id, Display: a.Name, Size: int64(len(a.Content))})
+			ev.Attachments = append(ev.Attachments, RSMFAttachment{ID: id, Display: safeFileName(a.Name), Size: int64(len(a.Content))})
 		}
 		m.Events = append(m.Events, ev)
 		recs = append(recs, it.Records()...)
