@@ -163,6 +163,9 @@ func runVerifyBundle(ctx context.Context, e *env, args []string) error {
 		return errVerifyFailed
 	}
 	fmt.Fprintf(e.stdout, "OK %d records verified against the checkpoint of %s at size %d\n", len(m.Records), m.Origin, m.TreeSize)
+	if err := verifyBundleExports(e, fs.Arg(0), m); err != nil {
+		return err
+	}
 	vkey := trusted
 	if vkey == nil {
 		if vkey, err = os.ReadFile(filepath.Join(fs.Arg(0), "log.vkey")); err != nil {

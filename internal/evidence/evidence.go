@@ -137,6 +137,30 @@ type Manifest struct {
 	Records    []uint64  `json:"records"`
 	Skipped    int       `json:"skipped_not_yet_integrated,omitempty"`
 	ExportedAt time.Time `json:"exported_at"`
+	// ExportFormat is the format exported for review platforms beside the
+	// records (rsmf, eml, jsonl), or "" for the bundle alone: a bundle
+	// that names one must hold its exports.
+	ExportFormat string `json:"export_format,omitempty"`
+}
+
+// SetExportFormat records in the manifest.json of the bundle in dir that
+// it holds an export in format, before the export is written.
+func SetExportFormat(dir, format string) error {
+	p := filepath.Join(dir, "manifest.json")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return err
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("manifest.json: %w", err)
+	}
+	m.ExportFormat = format
+	mj, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(p, append(mj, '\n'), 0o600)
 }
 
 // Export writes a bundle of the selected records to dir, which must not
@@ -329,25 +353,13 @@ func writeRecord(ctx context.Context, tiles ledger.TileReader, dir string, rec l
 	if err != nil {
 		return err
 	}
-	s := Summary{Index: rec.Index, Kind: leaf.Kind.String(), Time: leaf.Time.UTC().Format(time.RFC3339Nano),
-		Channel: leaf.Channel, Retention: leaf.Retention, Commitment: hex.EncodeToString(leaf.Commitment[:])}
-	var m record.Meta
-	json.Unmarshal(meta, &m)
-	if sig := m.Headers["X-Line-Signature"]; len(sig) > 0 {
-		s.Signature = sig[0]
-	}
-	if leaf.Kind == ledger.KindOutbound {
-		if _, b, err := record.Decode(leaf.Kind, rec.Payload); err == nil {
-			s.RequestIDs = b.(*record.Outbound).RequestIDs()
-		}
-	}
-	sj, _ := json.MarshalIndent(s, "", "  ")
+	sj := summaryJSON(rec.Index, leaf, meta, rec.Payload)
 	rd := filepath.Join(dir, "records", fmt.Sprintf("%012d", rec.Index))
 	if err := os.Mkdir(rd, 0o700); err != nil {
 		return err
 	}
 	files := map[string][]byte{
-		"record.json":          append(sj, '\n'),
+		"record.json":          sj,
 		"leaf":                 rec.Leaf,
 		"nonce":                rec.Nonce,
 		"meta.json":            meta,
@@ -365,6 +377,26 @@ func writeRecord(ctx context.Context, tiles ledger.TileReader, dir string, rec l
 		}
 	}
 	return nil
+}
+
+// summaryJSON is a record's record.json: made from the leaf, the
+// metadata and the payload alone, so that Verify rebuilds it and requires
+// the bundle's to be the same.
+func summaryJSON(index uint64, leaf ledger.Leaf, meta, payload []byte) []byte {
+	s := Summary{Index: index, Kind: leaf.Kind.String(), Time: leaf.Time.UTC().Format(time.RFC3339Nano),
+		Channel: leaf.Channel, Retention: leaf.Retention, Commitment: hex.EncodeToString(leaf.Commitment[:])}
+	var m record.Meta
+	json.Unmarshal(meta, &m)
+	if sig := m.Headers["X-Line-Signature"]; len(sig) > 0 {
+		s.Signature = sig[0]
+	}
+	if leaf.Kind == ledger.KindOutbound {
+		if _, b, err := record.Decode(leaf.Kind, payload); err == nil {
+			s.RequestIDs = b.(*record.Outbound).RequestIDs()
+		}
+	}
+	sj, _ := json.MarshalIndent(s, "", "  ")
+	return append(sj, '\n')
 }
 
 // copyAnchors copies the anchors that the bundle's tree extends, with a
@@ -453,6 +485,9 @@ func Verify(dir string, trustedVkey []byte) (*Manifest, error) {
 		if err != nil {
 			return nil, fmt.Errorf("record %s: %w", strings.TrimLeft(ent.Name(), "0"), err)
 		}
+		if ent.Name() != fmt.Sprintf("%012d", idx) {
+			return nil, fmt.Errorf("records/%s: holds record %d, which is not the one its name says", ent.Name(), idx)
+		}
 		found = append(found, idx)
 	}
 	if !slices.Equal(found, m.Records) {
@@ -507,6 +542,27 @@ func verifyRecord(bfs fs.FS, rd string, cp ledger.Checkpoint, cpb []byte) (uint6
 	if err := leaf.UnmarshalBinary(leafB); err != nil {
 		return 0, err
 	}
+	// Nothing but the record's own files: a file the record does not
+	// account for (a content beside a record that is not media, say) is
+	// refused rather than left for a reader to take as part of it.
+	ents, err := fs.ReadDir(bfs, rd)
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range ents {
+		switch e.Name() {
+		case "record.json", "leaf", "nonce", "meta.json", "body", "inclusion.tlog-proof":
+		case "content":
+			if leaf.Kind != ledger.KindMedia {
+				return 0, errors.New("a content file beside a record that is not media")
+			}
+		default:
+			return 0, fmt.Errorf("%s: a file that is not part of the record", e.Name())
+		}
+		if !e.Type().IsRegular() {
+			return 0, fmt.Errorf("%s: %w", e.Name(), errNotRegular)
+		}
+	}
 	if leaf.Kind == ledger.KindMedia {
 		var err error
 		if body, err = joinMediaFiles(body, read("content")); err != nil {
@@ -536,16 +592,10 @@ func verifyRecord(bfs fs.FS, rd string, cp ledger.Checkpoint, cpb []byte) (uint6
 	if err := proof.VerifyInclusion(rfc6962.DefaultHasher, idx, cp.Size, rfc6962.DefaultHasher.HashLeaf(leafB), hashes, cp.Hash[:]); err != nil {
 		return 0, fmt.Errorf("the leaf is not in the checkpointed tree at index %d: %w", idx, err)
 	}
-	var s Summary
-	if err := json.Unmarshal(read("record.json"), &s); err != nil || readErr != nil || s.Index != idx ||
-		s.Commitment != hex.EncodeToString(leaf.Commitment[:]) || s.Kind != leaf.Kind.String() || s.Channel != leaf.Channel {
+	// record.json says nothing but what the record does: the bundle's
+	// must be the one the verified leaf, metadata and payload make.
+	if sj := read("record.json"); readErr != nil || !bytes.Equal(sj, summaryJSON(idx, leaf, meta, payload)) {
 		return 0, errors.Join(readErr, errors.New("record.json does not describe this record"))
-	}
-	if s.Signature != "" {
-		var m record.Meta
-		if json.Unmarshal(meta, &m) != nil || len(m.Headers["X-Line-Signature"]) == 0 || m.Headers["X-Line-Signature"][0] != s.Signature {
-			return 0, errors.New("record.json's x_line_signature is not the one received")
-		}
 	}
 	return idx, nil
 }
@@ -599,6 +649,17 @@ func (b bundleFS) Open(name string) (fs.File, error) {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fmt.Errorf("larger than %d bytes", maxBundleFile)}
 	}
 	return f, nil
+}
+
+// ReadBundle reads the bundle in dir as Verify does (regular files and
+// directories only, nothing outside it, bounded sizes), for the checks of
+// what Verify leaves to others (the exports). close releases it.
+func ReadBundle(dir string) (fsys fs.FS, close func() error, err error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	return bundleFS{root}, root.Close, nil
 }
 
 // rebuildPayload frames meta and body as record.EncodePayload does.

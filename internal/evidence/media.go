@@ -62,8 +62,11 @@ const ExportsFile = "exports.json"
 
 // Exports is exports.json.
 type Exports struct {
-	Format string         `json:"format"`
-	Files  []ExportedFile `json:"files"`
+	Format string `json:"format"`
+	// Generator is the program named in the files' headers, which
+	// verify-bundle uses again to rebuild them.
+	Generator string         `json:"generator,omitempty"`
+	Files     []ExportedFile `json:"files"`
 }
 
 // ExportedFile is one exported file: its path in the bundle, its size and

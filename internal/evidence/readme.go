@@ -37,7 +37,8 @@ what is needed to check it without access to the system that produced it.
     payload, and is checked against the SHA-256 alone).
 - exports.json and exports/, when the export was asked for a review
   platform (RSMF, EML or JSON lines): each exported file with its SHA-256
-  and the records above it was made from.
+  and the records above it was made from; exports/undecodable.txt lists
+  the records whose body could not be decoded.
 - anchors/: the daily anchors of the log (NAME.checkpoint) with the proofs
   that each extends the one before (NAME.consistency), and
   checkpoint.consistency, the proof that the bundle's checkpoint extends the
@@ -51,8 +52,11 @@ checks the checkpoint's signature, then for every record that the payload
 and nonce match the leaf's commitment and that the inclusion proof leads to
 the checkpoint's root, and that the anchors are consistent up to the
 checkpoint, that every media content has the SHA-256 its record states,
-and that every file exports.json lists has its SHA-256 and comes from
-records of the bundle. It names the first record or file that fails.
+and that a record's directory holds nothing but its own files. With an
+export, it rebuilds every exported file from the verified records and
+requires the bundle's to be the same byte for byte, refuses any other file
+under exports/, and fails when manifest.json names an export format that
+the bundle does not hold. It names the first record or file that fails.
 
 Without linegate: for each record, compute SHA-256(nonce || len(meta.json)
 as 4 big-endian bytes || meta.json || body) and compare it with the last 32

@@ -9,7 +9,10 @@
 package review
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -84,6 +87,19 @@ type Attachment struct {
 type Bundle struct {
 	Dir   string
 	Items []*Item // in time order
+	// Undecodable are the records the bundle holds and proves, but whose
+	// body does not decode (JSON nested too deep, say): every export lists
+	// them, by record and hash, rather than leave them out or fail.
+	Undecodable []Undecodable
+}
+
+// Undecodable is a record of the bundle whose body could not be decoded.
+type Undecodable struct {
+	Record     uint64 `json:"record"`
+	Kind       string `json:"kind"`
+	Commitment string `json:"commitment"`  // the leaf's, as record.json shows it
+	BodySHA256 string `json:"body_sha256"` // of records/N/body
+	Reason     string `json:"reason"`
 }
 
 // Load reads the records of the bundle in dir, which must have been
@@ -125,10 +141,16 @@ func Load(dir string) (*Bundle, error) {
 		if err != nil {
 			return nil, err
 		}
+		undecodable := func(err error) {
+			sum := sha256.Sum256(body)
+			b.Undecodable = append(b.Undecodable, Undecodable{Record: s.Index, Kind: s.Kind, Commitment: s.Commitment,
+				BodySHA256: hex.EncodeToString(sum[:]), Reason: reason(err)})
+		}
 		switch s.Kind {
 		case record.KindWebhook.String():
 			cb, err := line.ParseCallback(body)
 			if err != nil {
+				undecodable(err)
 				continue
 			}
 			for i, raw := range cb.Events {
@@ -155,7 +177,8 @@ func Load(dir string) (*Bundle, error) {
 		case record.KindMedia.String():
 			var m record.Media
 			if err := json.Unmarshal(body, &m); err != nil {
-				return nil, fmt.Errorf("record %d: %w", s.Index, err)
+				undecodable(err)
+				continue
 			}
 			content, _ := os.ReadFile(filepath.Join(rd, "content"))
 			medias = append(medias, struct {
@@ -167,7 +190,12 @@ func Load(dir string) (*Bundle, error) {
 		case record.KindOutbound.String():
 			var o record.Outbound
 			if err := json.Unmarshal(body, &o); err != nil {
-				return nil, fmt.Errorf("record %d: %w", s.Index, err)
+				undecodable(err)
+				continue
+			}
+			if len(o.Request) > 0 && !json.Valid(o.Request) {
+				undecodable(errors.New("the request sent is not JSON that decodes"))
+				continue
 			}
 			sends = append(sends, struct {
 				rec  uint64
@@ -208,6 +236,39 @@ func Load(dir string) (*Bundle, error) {
 		return x.Index - y.Index
 	})
 	return b, nil
+}
+
+// reason says why a record did not decode, without its content: the
+// JSON error's kind alone (a syntax error quotes no payload; a type error
+// names a field).
+func reason(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("not JSON that decodes, at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		return "a field of another type: " + typ.Field
+	case errors.Is(err, line.ErrNotCallback):
+		return "not a LINE webhook callback that decodes"
+	}
+	return "does not decode"
+}
+
+// undecodableList is exports/undecodable.txt: one line per record that
+// could not be decoded, so that a review sees it is there.
+func undecodableList(b *Bundle) (outFile, bool) {
+	if len(b.Undecodable) == 0 {
+		return outFile{}, false
+	}
+	var buf strings.Builder
+	var recs []uint64
+	for _, u := range b.Undecodable {
+		fmt.Fprintf(&buf, "record %d could not be decoded (%s record; leaf commitment %s; records/%012d/body SHA-256 %s): %s\n",
+			u.Record, u.Kind, u.Commitment, u.Record, u.BodySHA256, u.Reason)
+		recs = append(recs, u.Record)
+	}
+	return outFile{path: "exports/undecodable.txt", data: []byte(buf.String()), records: sortedUnique(recs)}, true
 }
 
 // sendItems returns the messages of an outbound record, one item each, in

@@ -79,7 +79,8 @@ type slice struct {
 
 // rsmfs writes one .rsmf file per conversation and UTC day
 // (exports/rsmf/...): an EML with the X-RSMF headers, a plain-text
-// transcript, and one attachment rsmf.zip holding rsmf_manifest.json and
+// transcript, and one attachment rsmf.zip (stored, not compressed, with
+// no times: the same records make the same bytes) holding rsmf_manifest.json and
 // the messages' content.
 func rsmfs(b *Bundle, o Options) ([]outFile, error) {
 	var all []*slice
@@ -179,7 +180,7 @@ func rsmfFile(s *slice, o Options) (outFile, error) {
 				name string
 				data []byte
 			}{id, a.Content})
-			ev.Attachments = append(ev.Attachments, RSMFAttachment{ID: id, Display: a.Name, Size: int64(len(a.Content))})
+			ev.Attachments = append(ev.Attachments, RSMFAttachment{ID: id, Display: safeFileName(a.Name), Size: int64(len(a.Content))})
 		}
 		m.Events = append(m.Events, ev)
 		recs = append(recs, it.Records()...)
@@ -198,7 +199,7 @@ func rsmfFile(s *slice, o Options) (outFile, error) {
 		return outFile{}, err
 	}
 	add := func(name string, data []byte) error {
-		w, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Deflate, Modified: time.Unix(0, 0).UTC()})
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Store, Modified: time.Unix(0, 0).UTC()})
 		if err != nil {
 			return err
 		}
@@ -217,8 +218,12 @@ func rsmfFile(s *slice, o Options) (outFile, error) {
 		return outFile{}, err
 	}
 
+	name := fmt.Sprintf("exports/rsmf/%s_%s.rsmf", asciiName(strings.NewReplacer(":", "-").Replace(s.conv)), s.day)
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
+	if err := mw.SetBoundary(boundary(name)); err != nil {
+		return outFile{}, err
+	}
 	var to []string
 	for _, p := range m.Participants {
 		to = append(to, mailbox(p.ID))
@@ -229,7 +234,7 @@ func rsmfFile(s *slice, o Options) (outFile, error) {
 		{"To", strings.Join(to, ", ")},
 		{"Subject", header(fmt.Sprintf("LINE conversation %s, %s (UTC)", s.conv, s.day))},
 		{"Date", first.Format(time.RFC1123Z)},
-		{"Message-ID", fmt.Sprintf("<%s.%s@linegate.invalid>", strings.NewReplacer(":", ".").Replace(s.conv), s.day)},
+		{"Message-ID", fmt.Sprintf("<%s.%s@linegate.invalid>", localPart(strings.NewReplacer(":", ".").Replace(s.conv)), s.day)},
 		{"MIME-Version", "1.0"},
 		{"X-RSMF-Version", RSMFVersion},
 		{"X-RSMF-Generator", o.Generator},
@@ -239,7 +244,7 @@ func rsmfFile(s *slice, o Options) (outFile, error) {
 		{"X-RSMF-EventCount", fmt.Sprint(len(m.Events))},
 		{"X-RSMF-AttachmentCount", fmt.Sprint(len(zipFiles))},
 		{"X-RSMF-Participants", header(strings.Join(conv.Participants, ", "))},
-		{"X-RSMF-EventCollectionID", s.conv},
+		{"X-RSMF-EventCollectionID", header(s.conv)},
 		{"Content-Type", mime.FormatMediaType("multipart/mixed", map[string]string{"boundary": mw.Boundary()})},
 	})
 	buf.WriteString("\r\n")
@@ -257,7 +262,6 @@ func rsmfFile(s *slice, o Options) (outFile, error) {
 	if err := mw.Close(); err != nil {
 		return outFile{}, err
 	}
-	name := fmt.Sprintf("exports/rsmf/%s_%s.rsmf", asciiName(strings.NewReplacer(":", "-").Replace(s.conv)), s.day)
 	slices.Sort(recs)
 	return outFile{path: name, data: buf.Bytes(), records: slices.Compact(recs)}, nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -16,6 +17,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/linegate/linegate/internal/evidence"
 )
@@ -33,8 +36,34 @@ type Options struct {
 // directory, and lists the files in exports.json with their SHA-256 and
 // the records each was made from. It returns that list.
 func Write(b *Bundle, format string, o Options) (*evidence.Exports, error) {
+	files, ex, listing, err := build(b, format, o)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range files {
+		p := filepath.Join(b.Dir, filepath.FromSlash(f.path))
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(p, f.data, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(b.Dir, evidence.ExportsFile), listing, 0o600); err != nil {
+		return nil, err
+	}
+	return ex, nil
+}
+
+// build makes the files of an export in memory, with nothing but the
+// bundle's items and o: the same bundle gives the same bytes, which is
+// what lets verify-bundle rebuild an export and compare it.
+func build(b *Bundle, format string, o Options) ([]outFile, *evidence.Exports, []byte, error) {
 	if o.Generator == "" {
 		o.Generator = "linegate"
+	}
+	if err := checkGenerator(o.Generator); err != nil {
+		return nil, nil, nil, err
 	}
 	var files []outFile
 	var err error
@@ -46,28 +75,46 @@ func Write(b *Bundle, format string, o Options) (*evidence.Exports, error) {
 	case "rsmf":
 		files, err = rsmfs(b, o)
 	default:
-		return nil, fmt.Errorf("unknown export format %q: want %s", format, strings.Join(Formats, ", "))
+		return nil, nil, nil, fmt.Errorf("unknown export format %q: want %s", format, strings.Join(Formats, ", "))
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
-	ex := &evidence.Exports{Format: format, Files: []evidence.ExportedFile{}}
+	if f, ok := undecodableList(b); ok {
+		files = append(files, f)
+	}
+	ex := &evidence.Exports{Format: format, Generator: o.Generator, Files: []evidence.ExportedFile{}}
 	for _, f := range files {
-		p := filepath.Join(b.Dir, filepath.FromSlash(f.path))
-		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(p, f.data, 0o600); err != nil {
-			return nil, err
-		}
 		sum := sha256.Sum256(f.data)
 		ex.Files = append(ex.Files, evidence.ExportedFile{Path: f.path, Size: int64(len(f.data)), SHA256: hex.EncodeToString(sum[:]), Records: f.records})
 	}
-	j, _ := json.MarshalIndent(ex, "", "  ")
-	if err := os.WriteFile(filepath.Join(b.Dir, evidence.ExportsFile), append(j, '\n'), 0o600); err != nil {
-		return nil, err
+	j, err := json.MarshalIndent(ex, "", "  ")
+	if err != nil {
+		return nil, nil, nil, err
 	}
-	return ex, nil
+	return files, ex, append(j, '\n'), nil
+}
+
+// checkGenerator accepts a generator name that can stand in a header as
+// it is: printable ASCII, at most 100 characters.
+func checkGenerator(g string) error {
+	if len(g) > 100 {
+		return errors.New("the generator name is longer than 100 characters")
+	}
+	for i := 0; i < len(g); i++ {
+		if g[i] < ' ' || g[i] > '~' {
+			return fmt.Errorf("the generator name %q holds a character other than printable ASCII", g)
+		}
+	}
+	return nil
+}
+
+// boundary is a MIME boundary made from the file's path: the same file
+// has the same boundary, and no line of a part (base64, or headers that
+// begin with a name) can begin with "--".
+func boundary(path string) string {
+	sum := sha256.Sum256([]byte(path))
+	return "linegate-" + hex.EncodeToString(sum[:16])
 }
 
 // outFile is one exported file: its path in the bundle, its bytes, and
@@ -91,14 +138,28 @@ func jsonLines(b *Bundle) ([]outFile, error) {
 		}
 		recs = append(recs, it.Records()...)
 	}
+	for _, u := range b.Undecodable {
+		line := struct {
+			Kind       string `json:"kind"`
+			Record     uint64 `json:"record"`
+			RecordKind string `json:"record_kind"`
+			Commitment string `json:"commitment"`
+			BodySHA256 string `json:"body_sha256"`
+			Reason     string `json:"reason"`
+			Note       string `json:"note"`
+		}{"undecodable", u.Record, u.Kind, u.Commitment, u.BodySHA256, u.Reason, fmt.Sprintf("record %d could not be decoded", u.Record)}
+		if err := enc.Encode(line); err != nil {
+			return nil, err
+		}
+		recs = append(recs, u.Record)
+	}
 	return []outFile{{path: "exports/linegate.jsonl", data: buf.Bytes(), records: sortedUnique(recs)}}, nil
 }
 
 // address is an RFC 5322 mailbox for a participant: LINE ids under the
 // reserved .invalid domain, so that no mail can ever reach them.
 func address(id string) string {
-	local := strings.NewReplacer(":", ".", "/", ".").Replace(id)
-	return "<" + local + "@line.invalid>"
+	return "<" + localPart(strings.NewReplacer(":", ".", "/", ".").Replace(id)) + "@line.invalid>"
 }
 
 // display names a participant for people.
@@ -112,10 +173,80 @@ func display(id string) string {
 	return "LINE user " + id
 }
 
-// header formats a header value: ASCII as it is, anything else as RFC 2047
-// encoded words in UTF-8.
+// header formats a header value from data a user or LINE sent: printable
+// ASCII that holds no "=?" as it is; anything else wholly as RFC 2047
+// encoded words in UTF-8 (base64), so that no text of a user can be read
+// as an encoded word of its own, or break the header.
 func header(s string) string {
-	return mime.BEncoding.Encode("utf-8", s)
+	plain := !strings.Contains(s, "=?")
+	for i := 0; plain && i < len(s); i++ {
+		plain = s[i] >= ' ' && s[i] <= '~'
+	}
+	if plain {
+		return s
+	}
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	// Words of at most 45 bytes (75 characters encoded, RFC 2047), split
+	// between characters.
+	var words []string
+	for len(s) > 0 {
+		n := 0
+		for _, r := range s {
+			l := utf8.RuneLen(r)
+			if l < 0 {
+				l = 3
+			}
+			if n > 0 && n+l > 45 {
+				break
+			}
+			n += l
+		}
+		words = append(words, "=?utf-8?b?"+base64.StdEncoding.EncodeToString([]byte(s[:n]))+"?=")
+		s = s[n:]
+	}
+	return strings.Join(words, " ")
+}
+
+// localPart makes an id the local part of an address: ASCII letters,
+// digits, dots, dashes and underscores; anything else becomes "_".
+func localPart(id string) string {
+	var b strings.Builder
+	for _, r := range id {
+		switch {
+		case r < 128 && (r == '.' || r == '-' || r == '_' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9'):
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	if b.Len() == 0 {
+		return "_"
+	}
+	return b.String()
+}
+
+// safeFileName is an attachment's file name as a mail reader may save it:
+// its base name alone (no directory of either slash), no control
+// characters, at most 100 characters, never "", "." or "..".
+func safeFileName(name string) string {
+	if i := strings.LastIndexAny(name, `/\`); i >= 0 {
+		name = name[i+1:]
+	}
+	name = strings.ToValidUTF8(name, "_")
+	name = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == 0x7f || unicode.Is(unicode.Cf, r) {
+			return '_'
+		}
+		return r
+	}, name)
+	name = strings.TrimSpace(name)
+	if r := []rune(name); len(r) > 100 {
+		name = string(r[:100])
+	}
+	if name == "" || strings.Trim(name, ".") == "" {
+		return "file"
+	}
+	return name
 }
 
 // mailbox formats a participant as a mailbox with a display name.
@@ -190,8 +321,12 @@ func emls(b *Bundle, o Options) ([]outFile, error) {
 		if it.Kind == "event" {
 			continue
 		}
+		name := fmt.Sprintf("exports/eml/%s_%012d-%d-%s.eml", it.Time.UTC().Format("20060102T150405.000Z"), it.Record, it.Index, it.Kind)
 		var buf bytes.Buffer
 		mw := multipart.NewWriter(&buf)
+		if err := mw.SetBoundary(boundary(name)); err != nil {
+			return nil, err
+		}
 		to := "bot:" + it.Channel
 		if it.Direction == "outgoing" {
 			to = it.Conversation
@@ -205,24 +340,24 @@ func emls(b *Bundle, o Options) ([]outFile, error) {
 			{"To", mailbox(to)},
 			{"Subject", header(subject)},
 			{"Date", it.Time.UTC().Format(time.RFC1123Z)},
-			{"Message-ID", fmt.Sprintf("<%d.%d.%s@linegate.invalid>", it.Record, it.Index, it.Kind)},
+			{"Message-ID", fmt.Sprintf("<%d.%d.%s@linegate.invalid>", it.Record, it.Index, localPart(it.Kind))},
 			{"MIME-Version", "1.0"},
 			{"X-Mailer", o.Generator},
-			{"X-Linegate-Channel", it.Channel},
-			{"X-Linegate-Conversation", it.Conversation},
+			{"X-Linegate-Channel", header(it.Channel)},
+			{"X-Linegate-Conversation", header(it.Conversation)},
 			{"X-Linegate-Record", fmt.Sprint(it.Record)},
 			{"X-Linegate-Kind", it.Kind},
 		}
 		if it.MessageID != "" {
-			hs = append(hs, [2]string{"X-Linegate-Message-Id", it.MessageID})
+			hs = append(hs, [2]string{"X-Linegate-Message-Id", header(it.MessageID)})
 		}
 		if it.Unsent {
 			hs = append(hs, [2]string{"X-Linegate-Unsent", it.UnsentAt.UTC().Format(time.RFC3339Nano)})
 		}
 		if it.Kind == "send" {
-			hs = append(hs, [2]string{"X-Linegate-Outcome", it.Outcome})
+			hs = append(hs, [2]string{"X-Linegate-Outcome", header(it.Outcome)})
 			if len(it.RequestIDs) > 0 {
-				hs = append(hs, [2]string{"X-Line-Request-Id", strings.Join(it.RequestIDs, ", ")})
+				hs = append(hs, [2]string{"X-Line-Request-Id", header(strings.Join(it.RequestIDs, ", "))})
 			}
 		}
 		hs = append(hs, [2]string{"Content-Type", mime.FormatMediaType("multipart/mixed", map[string]string{"boundary": mw.Boundary()})})
@@ -246,14 +381,13 @@ func emls(b *Bundle, o Options) ([]outFile, error) {
 			if ctype == "" {
 				ctype = "application/octet-stream"
 			}
-			if err := addPart(mw, ctype, mime.FormatMediaType("attachment", map[string]string{"filename": a.Name}), a.Content); err != nil {
+			if err := addPart(mw, ctype, mime.FormatMediaType("attachment", map[string]string{"filename": safeFileName(a.Name)}), a.Content); err != nil {
 				return nil, err
 			}
 		}
 		if err := mw.Close(); err != nil {
 			return nil, err
 		}
-		name := fmt.Sprintf("exports/eml/%s_%012d-%d-%s.eml", it.Time.UTC().Format("20060102T150405.000Z"), it.Record, it.Index, it.Kind)
 		out = append(out, outFile{path: name, data: buf.Bytes(), records: it.Records()})
 	}
 	return out, nil
