@@ -16,7 +16,7 @@ import (
 // TestConsoleHandoff runs the whole handoff through the real binary, the
 // simulator and headless Chromium: a user asks for a person and the rule
 // hands the conversation off; the bot is silent on the next message; the
-// agent logs into the console, sees it waiting, opens it (LINE's
+// notification reaches a test receiver; the agent logs into the console, sees it waiting, opens it (LINE's
 // markAsRead reaches the simulator with the latest message's token),
 // takes it over, types (the loading animation reaches the simulator) and
 // replies (the simulator gets the reply; the ledger records it with the
@@ -43,6 +43,8 @@ func TestConsoleHandoff(t *testing.T) {
 	_, readTok := hw.say(t, g, user, "My loan contract, please")
 	waitIdle(t, g)
 	sends := len(hw.calls("/v2/bot/message/reply")) + len(hw.calls("/v2/bot/message/push"))
+	// The test receiver gets the notification that a person is needed.
+	hw.waitNotified(t, conv, user, "My loan contract")
 
 	// The agent's inbox: the conversation waits.
 	if code := b.Login(t, g.admin, "alice", consolePasswords["alice"]); code != 200 {

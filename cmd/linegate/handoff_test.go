@@ -45,6 +45,34 @@ func newHandoffWorld(t *testing.T) *handoffWorld {
 	return w
 }
 
+// waitNotified waits for the notification that conv needs a person, and
+// checks it names the conversation by its pseudonym, the rule and the
+// console, and holds neither the user's id nor any of the texts.
+func (w *handoffWorld) waitNotified(t *testing.T, conv, user string, texts ...string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		w.mu.Lock()
+		n := len(w.notified)
+		w.mu.Unlock()
+		if n > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	w.mu.Lock()
+	notified := strings.Join(w.notified, "\n")
+	w.mu.Unlock()
+	bad := !strings.Contains(notified, record.Pseudonym(conv)) || !strings.Contains(notified, `"reason":"rule:ask-for-a-person"`) ||
+		!strings.Contains(notified, "https://ops.example/console") || strings.Contains(notified, user)
+	for _, text := range texts {
+		bad = bad || strings.Contains(notified, text)
+	}
+	if bad {
+		t.Fatalf("notification: %q", notified)
+	}
+}
+
 func (w *handoffWorld) config(idle string) gwConfig {
 	return gwConfig{
 		extra: "line_api_base: " + w.apiURL + `
@@ -179,23 +207,7 @@ func TestHandoffEndToEnd(t *testing.T) {
 	}
 
 	// The notification: the pseudonym, the reason, the console, no text.
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		w.mu.Lock()
-		n := len(w.notified)
-		w.mu.Unlock()
-		if n > 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	w.mu.Lock()
-	notified := strings.Join(w.notified, "\n")
-	w.mu.Unlock()
-	if !strings.Contains(notified, record.Pseudonym(conv)) || !strings.Contains(notified, `"reason":"rule:ask-for-a-person"`) ||
-		!strings.Contains(notified, "https://ops.example/console") || strings.Contains(notified, user) || strings.Contains(notified, "my order") || strings.Contains(notified, "are you there") {
-		t.Fatalf("notification: %q", notified)
-	}
+	w.waitNotified(t, conv, user, "my order", "are you there")
 
 	base := "/admin/conversations/demo/" + conv
 	if code := adminJSON(t, g, "POST", base+"/reply", `{"agent":"alice","messages":[{"type":"text","text":"x"}]}`, nil); code != 200 {
@@ -289,7 +301,7 @@ func TestHandoffEndToEnd(t *testing.T) {
 	if c := w.waitCall(t, "/v2/bot/message/reply", tok); !strings.Contains(string(c.Body), "A person will answer you here shortly.") {
 		t.Fatalf("人間 was answered with %s", c.Body)
 	}
-	deadline = time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	var c2 struct{ Conversation conversationJSON }
 	wasHuman := false
 	for time.Now().Before(deadline) {
