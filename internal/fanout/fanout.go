@@ -447,7 +447,8 @@ func conversationKey(conv, key string) string {
 
 // Action wraps the pipeline's action (linegate's rules) for the channels
 // whose reply token a destination owns: the rules never see the reply
-// token, so that they never spend it. With push, their messages go by
+// token (neither the decoded field nor the raw event their forwards
+// send), so that they never spend it nor pass it on. With push, their messages go by
 // push; without, the rules do not run on those channels at all (the
 // events are still recorded, and delivered to the destinations).
 func (f *Fanout) Action(next pipeline.Action, push bool) pipeline.Action {
@@ -461,8 +462,15 @@ func (f *Fanout) Action(next pipeline.Action, push bool) pipeline.Action {
 		if !push {
 			return nil
 		}
+		// The token goes from the raw event too: a rule's forward sends
+		// the raw event, and its target is not the owner.
+		raw, err := buildEvent(e.Raw, false, false)
+		if err != nil {
+			return fmt.Errorf("fanout: remove the reply token: %w", err)
+		}
 		c := *e
 		c.ReplyToken = ""
+		c.Raw = raw
 		return next.Handle(ctx, it, &c)
 	})
 }
