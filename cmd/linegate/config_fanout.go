@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/subtle"
 	"fmt"
 	"time"
 
@@ -119,6 +120,14 @@ func (c *Config) checkFanout(p *configParser) {
 		p.fail("fanout.breaker_failures", "%d: want a positive number (0: the default)", c.Fanout.BreakerFailures)
 	}
 	names := map[string]string{}
+	// A bot user id names one LINE channel, so two channels of the config
+	// never share one, with or without the single webhook URL. With it,
+	// POST /webhook would route both channels' webhooks to one of them,
+	// the other's refused as badly signed (401) and lost. Without it, each
+	// channel has its URL, but a bot user id copied onto the wrong channel
+	// makes that channel take every genuine webhook of its own for foreign
+	// (not answered): refusing it always costs no working config.
+	bots := map[string]string{}
 	for i := range c.Channels {
 		ch := &c.Channels[i]
 		owner := ""
@@ -157,6 +166,13 @@ func (c *Config) checkFanout(p *configParser) {
 			}
 			names[d.Name] = path
 		}
+		if ch.BotUserID != "" {
+			path := fmt.Sprintf("channels[%d].bot_user_id", i)
+			if first, ok := bots[ch.BotUserID]; ok {
+				p.fail(path, "%s is the bot user id of channel %q already: one LINE channel's bot, configured twice", ch.BotUserID, first)
+			}
+			bots[ch.BotUserID] = ch.ID
+		}
 		if c.Fanout.SingleWebhookURL && ch.BotUserID == "" {
 			p.fail(fmt.Sprintf("channels[%d].bot_user_id", i), "required with fanout.single_webhook_url: the destination of a webhook names its channel by it")
 		}
@@ -176,6 +192,56 @@ func (ch *ChannelConfig) checkDestinationSecrets(cfg *Config, getenv func(string
 				err = fmt.Errorf("config: %s: %w", path, err)
 			}
 			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// checkDestinationSecretReuse refuses a destination whose secret, resolved
+// as serve resolves it, is a channel's secret or next secret (its own
+// channel's or another's): that destination could sign webhooks linegate
+// takes for LINE's. The secrets are compared in constant time; errors name
+// the keys, never a value. Secrets that do not resolve are reported by the
+// other checks.
+func (cfg *Config) checkDestinationSecretReuse(getenv func(string) string) []error {
+	type chanSecret struct {
+		channel, key string
+		value       []byte
+	}
+	var secrets []chanSecret
+	for _, ch := range cfg.Channels {
+		s, err := ch.resolve(getenv)
+		if err != nil {
+			continue
+		}
+		for _, cs := range []chanSecret{{ch.ID, "secret", s.secret}, {ch.ID, "next_secret", s.next}} {
+			if len(cs.value) > 0 {
+				secrets = append(secrets, cs)
+			}
+		}
+	}
+	var errs []error
+	for _, ch := range cfg.Channels {
+		for j := range ch.Destinations {
+			d, err := ch.Destinations[j].destination(ch.ID, getenv)
+			if err != nil || len(d.Secret) == 0 {
+				continue
+			}
+			for _, cs := range secrets {
+				if subtle.ConstantTimeCompare(d.Secret, cs.value) != 1 {
+					continue
+				}
+				path := ch.path + fmt.Sprintf(".destinations[%d]", j)
+				err := fmt.Errorf("destination %q: its secret is channel %q's %s: a destination holding it could sign webhooks linegate takes for LINE's; give it a secret of its own",
+					d.Name, cs.channel, cs.key)
+				if cfg.site != nil {
+					err = cfg.site.locate(path, err)
+				} else {
+					err = fmt.Errorf("config: %s: %w", path, err)
+				}
+				errs = append(errs, err)
+				break
+			}
 		}
 	}
 	return errs
