@@ -206,7 +206,7 @@ func (ch *ChannelConfig) checkDestinationSecrets(cfg *Config, getenv func(string
 func (cfg *Config) checkDestinationSecretReuse(getenv func(string) string) []error {
 	type chanSecret struct {
 		channel, key string
-		value       []byte
+		value        []byte
 	}
 	var secrets []chanSecret
 	for _, ch := range cfg.Channels {
