@@ -32,6 +32,10 @@ type FanoutConfig struct {
 	// breaker_cooldown (default 30s) one probe is let through.
 	BreakerFailures int           `yaml:"breaker_failures"`
 	BreakerCooldown time.Duration `yaml:"breaker_cooldown"`
+	// Each failed probe since the last success doubles the cooldown, up
+	// to breaker_max_cooldown (default 1h): a destination that stays dead
+	// costs a bounded number of attempts, and records, a day.
+	BreakerMaxCooldown time.Duration `yaml:"breaker_max_cooldown"`
 	// Concurrency is how many conversations each destination receives
 	// events of at once (default 4); a conversation has one event in
 	// flight at most, so that its order holds.
@@ -105,10 +109,13 @@ func (c *Config) checkFanout(p *configParser) {
 		p.fail("fanout.rules_when_owned", "%q: want none or push", c.Fanout.RulesWhenOwned)
 	}
 	for key, v := range map[string]time.Duration{"fanout.base_delay": c.Fanout.BaseDelay, "fanout.max_delay": c.Fanout.MaxDelay,
-		"fanout.breaker_cooldown": c.Fanout.BreakerCooldown} {
+		"fanout.breaker_cooldown": c.Fanout.BreakerCooldown, "fanout.breaker_max_cooldown": c.Fanout.BreakerMaxCooldown} {
 		if v < 0 {
 			p.fail(key, "%v: want a positive duration (0: the default)", v)
 		}
+	}
+	if m := c.Fanout.BreakerMaxCooldown; m > 0 && m < max(c.Fanout.BreakerCooldown, 30*time.Second) {
+		p.fail("fanout.breaker_max_cooldown", "%v: want at least breaker_cooldown (%v)", m, max(c.Fanout.BreakerCooldown, 30*time.Second))
 	}
 	if c.Fanout.Concurrency < 0 || c.Fanout.Concurrency > 64 {
 		p.fail("fanout.concurrency", "%d: want 1 to 64 (0: the default, 4)", c.Fanout.Concurrency)

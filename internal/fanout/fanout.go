@@ -303,6 +303,9 @@ type Options struct {
 	// through (half-open).
 	BreakerFailures int
 	BreakerCooldown time.Duration
+	// BreakerMaxCooldown caps the cooldown, which doubles at each failed
+	// probe since the last success (default 1h).
+	BreakerMaxCooldown time.Duration
 	// Concurrency is how many requests a destination's worker has in
 	// flight at once (default 4); each conversation has one event in
 	// flight at most.
@@ -344,6 +347,9 @@ func New(o Options) (*Fanout, error) {
 	}
 	if o.BreakerCooldown <= 0 {
 		o.BreakerCooldown = 30 * time.Second
+	}
+	if o.BreakerMaxCooldown <= 0 {
+		o.BreakerMaxCooldown = time.Hour
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 4
