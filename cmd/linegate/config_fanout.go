@@ -204,10 +204,10 @@ func (ch *ChannelConfig) checkDestinationSecrets(cfg *Config, getenv func(string
 	return errs
 }
 
-// checkDestinationSecretReuse refuses a destination whose secret, resolved
-// as serve resolves it, is a channel's secret or next secret (its own
-// channel's or another's): that destination could sign webhooks linegate
-// takes for LINE's. The secrets are compared in constant time; errors name
+// checkDestinationSecretReuse refuses a destination, or a rule's forward,
+// whose secret, resolved as serve resolves it, is a channel's secret or
+// next secret (its own channel's or another's): its target could sign
+// webhooks linegate takes for LINE's. The secrets are compared in constant time; errors name
 // the keys, never a value. Secrets that do not resolve are reported by the
 // other checks.
 func (cfg *Config) checkDestinationSecretReuse(getenv func(string) string) []error {
@@ -228,6 +228,21 @@ func (cfg *Config) checkDestinationSecretReuse(getenv func(string) string) []err
 		}
 	}
 	var errs []error
+	// The rules' forwards sign with secrets of their own too.
+	if set, err := loadRules(&env{getenv: getenv}, cfg); err == nil {
+		for _, r := range set.Rules {
+			if r.Forward == nil {
+				continue
+			}
+			for _, cs := range secrets {
+				if r.Forward.SecretIs(cs.value) {
+					errs = append(errs, cfg.site.errorf("rules", "rule %q: its forward's secret is channel %q's %s: its target could sign webhooks linegate takes for LINE's; give it a secret of its own",
+						r.Name, cs.channel, cs.key))
+					break
+				}
+			}
+		}
+	}
 	for _, ch := range cfg.Channels {
 		for j := range ch.Destinations {
 			d, err := ch.Destinations[j].destination(ch.ID, getenv)

@@ -30,7 +30,8 @@ func configCheck(t *testing.T, dir, yaml string, env ...string) (int, string) {
 // TestDestinationSecretNotAChannels: config check refuses a destination
 // whose secret, once resolved (inline, env, file), equals a channel's
 // secret or next secret, its own channel's or another's: that destination
-// could sign webhooks linegate takes for LINE's. The output names the
+// could sign webhooks linegate takes for LINE's. A rule's forward secret
+// likewise. The output names the
 // keys, never a secret; distinct secrets pass.
 func TestDestinationSecretNotAChannels(t *testing.T) {
 	dir := t.TempDir()
@@ -40,9 +41,12 @@ func TestDestinationSecretNotAChannels(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cfg := func(dests0, dests1 string) string {
+	cfg := func(dests0, dests1 string, forwardEnv string) string {
 		return "data_dir: " + filepath.Join(dir, "data") + `
 log: {origin: example.com/t}
+rules:
+  - {name: ok-forward, when: {event: [message]}, forward: {url: "https://bot.example/cb", secret_env: OK_SECRET}}
+  - {name: to-bot, when: {event: [message]}, forward: {url: "https://bot.example/cb", secret_env: ` + forwardEnv + `}}
 channels:
   - id: a
     secret_env: CH_A_SECRET
@@ -55,23 +59,24 @@ channels:
     destinations:
 ` + dests1
 	}
-	env := []string{"CH_A_SECRET=" + aSecret, "D2_SECRET=" + aSecret, "OK_SECRET=dest-own-secret-0002"}
+	env := []string{"CH_A_SECRET=" + aSecret, "D2_SECRET=" + aSecret, "OK_SECRET=dest-own-secret-0002", "FWD_SECRET=" + bSecret,
+		"FWD_OWN_SECRET=forward-own-secret"}
 	bad := cfg(`      - {name: d1, url: "https://d1.example/", secret_file: d1.secret}
       - {name: ok1, url: "https://ok1.example/", secret_file: ok.secret}
 `, `      - {name: d2, url: "https://d2.example/", secret_env: D2_SECRET}
       - {name: d3, url: "https://d3.example/", secret: `+bSecret+`}
       - {name: ok2, url: "https://ok2.example/", secret_env: OK_SECRET}
-`)
+`, "FWD_SECRET")
 	code, out := configCheck(t, dir, bad, env...)
 	if code != 1 {
 		t.Fatalf("config check = %d, want 1:\n%s", code, out)
 	}
-	for _, want := range []string{"channels[0].destinations[0]", "channels[1].destinations[0]", "channels[1].destinations[1]"} {
+	for _, want := range []string{"channels[0].destinations[0]", "channels[1].destinations[0]", "channels[1].destinations[1]", `rule "to-bot"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	for _, okPath := range []string{"channels[0].destinations[1]", "channels[1].destinations[2]"} {
+	for _, okPath := range []string{"channels[0].destinations[1]", "channels[1].destinations[2]", "ok-forward"} {
 		if strings.Contains(out, okPath) {
 			t.Errorf("output names %s, whose secret is its own:\n%s", okPath, out)
 		}
@@ -83,7 +88,7 @@ channels:
 	}
 	good := cfg(`      - {name: ok1, url: "https://ok1.example/", secret_file: ok.secret}
 `, `      - {name: ok2, url: "https://ok2.example/", secret_env: OK_SECRET}
-`)
+`, "FWD_OWN_SECRET")
 	if code, out := configCheck(t, dir, good, env...); code != 0 {
 		t.Fatalf("distinct secrets: config check = %d:\n%s", code, out)
 	}
