@@ -470,13 +470,15 @@ func (f *Fanout) Action(next pipeline.Action, push bool) pipeline.Action {
 		}
 		// The token goes from the raw event too: a rule's forward sends
 		// the raw event, and its target is not the owner.
-		raw, err := buildEvent(e.Raw, false, false)
-		if err != nil {
-			return fmt.Errorf("fanout: remove the reply token: %w", err)
-		}
 		c := *e
 		c.ReplyToken = ""
-		c.Raw = raw
+		if len(e.Raw) > 0 {
+			raw, err := buildEvent(e.Raw, false, false)
+			if err != nil {
+				return fmt.Errorf("fanout: remove the reply token: %w", err)
+			}
+			c.Raw = raw
+		}
 		return next.Handle(ctx, it, &c)
 	})
 }
