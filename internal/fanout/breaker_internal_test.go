@@ -40,7 +40,7 @@ func deadDay(t *testing.T, o Options, days int) []time.Duration {
 // breaker_failures attempts open the breaker, then the probes come after
 // 30s, 60s, 120s... doubling up to the 1h cap. With the defaults that is
 // 5 + 29 = 34 attempts the first day, and 24 a day after (docs/FANOUT.md);
-// at the fixed 30s cooldown it was 2,885 a day. A success starts the
+// at the fixed 30s cooldown it was about 86,400 / 30 = 2,880 a day. A success starts the
 // cooldown over at 30s.
 func TestDeadDestinationBounded(t *testing.T) {
 	at := deadDay(t, Options{}, 2)
