@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/subtle"
 	"fmt"
 	"time"
 
@@ -31,6 +32,10 @@ type FanoutConfig struct {
 	// breaker_cooldown (default 30s) one probe is let through.
 	BreakerFailures int           `yaml:"breaker_failures"`
 	BreakerCooldown time.Duration `yaml:"breaker_cooldown"`
+	// Each failed probe since the last success doubles the cooldown, up
+	// to breaker_max_cooldown (default 1h): a destination that stays dead
+	// costs a bounded number of attempts, and records, a day.
+	BreakerMaxCooldown time.Duration `yaml:"breaker_max_cooldown"`
 	// Concurrency is how many conversations each destination receives
 	// events of at once (default 4); a conversation has one event in
 	// flight at most, so that its order holds.
@@ -104,10 +109,13 @@ func (c *Config) checkFanout(p *configParser) {
 		p.fail("fanout.rules_when_owned", "%q: want none or push", c.Fanout.RulesWhenOwned)
 	}
 	for key, v := range map[string]time.Duration{"fanout.base_delay": c.Fanout.BaseDelay, "fanout.max_delay": c.Fanout.MaxDelay,
-		"fanout.breaker_cooldown": c.Fanout.BreakerCooldown} {
+		"fanout.breaker_cooldown": c.Fanout.BreakerCooldown, "fanout.breaker_max_cooldown": c.Fanout.BreakerMaxCooldown} {
 		if v < 0 {
 			p.fail(key, "%v: want a positive duration (0: the default)", v)
 		}
+	}
+	if m := c.Fanout.BreakerMaxCooldown; m > 0 && m < max(c.Fanout.BreakerCooldown, 30*time.Second) {
+		p.fail("fanout.breaker_max_cooldown", "%v: want at least breaker_cooldown (%v)", m, max(c.Fanout.BreakerCooldown, 30*time.Second))
 	}
 	if c.Fanout.Concurrency < 0 || c.Fanout.Concurrency > 64 {
 		p.fail("fanout.concurrency", "%d: want 1 to 64 (0: the default, 4)", c.Fanout.Concurrency)
@@ -119,6 +127,14 @@ func (c *Config) checkFanout(p *configParser) {
 		p.fail("fanout.breaker_failures", "%d: want a positive number (0: the default)", c.Fanout.BreakerFailures)
 	}
 	names := map[string]string{}
+	// A bot user id names one LINE channel, so two channels of the config
+	// never share one, with or without the single webhook URL. With it,
+	// POST /webhook would route both channels' webhooks to one of them,
+	// the other's refused as badly signed (401) and lost. Without it, each
+	// channel has its URL, but a bot user id copied onto the wrong channel
+	// makes that channel take every genuine webhook of its own for foreign
+	// (not answered): refusing it always costs no working config.
+	bots := map[string]string{}
 	for i := range c.Channels {
 		ch := &c.Channels[i]
 		owner := ""
@@ -157,6 +173,13 @@ func (c *Config) checkFanout(p *configParser) {
 			}
 			names[d.Name] = path
 		}
+		if ch.BotUserID != "" {
+			path := fmt.Sprintf("channels[%d].bot_user_id", i)
+			if first, ok := bots[ch.BotUserID]; ok {
+				p.fail(path, "%s is the bot user id of channel %q already: one LINE channel's bot, configured twice", ch.BotUserID, first)
+			}
+			bots[ch.BotUserID] = ch.ID
+		}
 		if c.Fanout.SingleWebhookURL && ch.BotUserID == "" {
 			p.fail(fmt.Sprintf("channels[%d].bot_user_id", i), "required with fanout.single_webhook_url: the destination of a webhook names its channel by it")
 		}
@@ -176,6 +199,71 @@ func (ch *ChannelConfig) checkDestinationSecrets(cfg *Config, getenv func(string
 				err = fmt.Errorf("config: %s: %w", path, err)
 			}
 			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// checkDestinationSecretReuse refuses a destination, or a rule's forward,
+// whose secret, resolved as serve resolves it, is a channel's secret or
+// next secret (its own channel's or another's): its target could sign
+// webhooks linegate takes for LINE's. The secrets are compared in constant time; errors name
+// the keys, never a value. Secrets that do not resolve are reported by the
+// other checks.
+func (cfg *Config) checkDestinationSecretReuse(getenv func(string) string) []error {
+	type chanSecret struct {
+		channel, key string
+		value        []byte
+	}
+	var secrets []chanSecret
+	for _, ch := range cfg.Channels {
+		s, err := ch.resolve(getenv)
+		if err != nil {
+			continue
+		}
+		for _, cs := range []chanSecret{{ch.ID, "secret", s.secret}, {ch.ID, "next_secret", s.next}} {
+			if len(cs.value) > 0 {
+				secrets = append(secrets, cs)
+			}
+		}
+	}
+	var errs []error
+	// The rules' forwards sign with secrets of their own too.
+	if set, err := loadRules(&env{getenv: getenv}, cfg); err == nil {
+		for _, r := range set.Rules {
+			if r.Forward == nil {
+				continue
+			}
+			for _, cs := range secrets {
+				if r.Forward.SecretIs(cs.value) {
+					errs = append(errs, cfg.site.errorf("rules", "rule %q: its forward's secret is channel %q's %s: its target could sign webhooks linegate takes for LINE's; give it a secret of its own",
+						r.Name, cs.channel, cs.key))
+					break
+				}
+			}
+		}
+	}
+	for _, ch := range cfg.Channels {
+		for j := range ch.Destinations {
+			d, err := ch.Destinations[j].destination(ch.ID, getenv)
+			if err != nil || len(d.Secret) == 0 {
+				continue
+			}
+			for _, cs := range secrets {
+				if subtle.ConstantTimeCompare(d.Secret, cs.value) != 1 {
+					continue
+				}
+				path := ch.path + fmt.Sprintf(".destinations[%d]", j)
+				err := fmt.Errorf("destination %q: its secret is channel %q's %s: a destination holding it could sign webhooks linegate takes for LINE's; give it a secret of its own",
+					d.Name, cs.channel, cs.key)
+				if cfg.site != nil {
+					err = cfg.site.locate(path, err)
+				} else {
+					err = fmt.Errorf("config: %s: %w", path, err)
+				}
+				errs = append(errs, err)
+				break
+			}
 		}
 	}
 	return errs

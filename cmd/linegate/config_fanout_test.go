@@ -30,7 +30,12 @@ channels:
 		{"same name", base + "    destinations:\n" + dest("bot", "") + dest("bot", ""), "named twice"},
 		{"misspelled key", base + "    destinations:\n" + dest("bot", "        evnet_types: [message]\n"), "evnet_types"},
 		{"single url without bot ids", "fanout: {single_webhook_url: true}\n" + base, "bot_user_id"},
+		{"single url, one bot id twice", "fanout: {single_webhook_url: true}\n" + base + "    bot_user_id: U0123456789abcdef0123456789abcdef\n" +
+			"  - id: other\n    secret: other-secret\n    bot_user_id: U0123456789abcdef0123456789abcdef\n", "channels[1].bot_user_id"},
+		{"one bot id twice", base + "    bot_user_id: U0123456789abcdef0123456789abcdef\n" +
+			"  - id: other\n    secret: other-secret\n    bot_user_id: U0123456789abcdef0123456789abcdef\n", "channels[1].bot_user_id"},
 		{"rules_when_owned", "fanout: {rules_when_owned: reply}\n" + base, "want none or push"},
+		{"max cooldown below cooldown", "fanout: {breaker_cooldown: 2m, breaker_max_cooldown: 1m}\n" + base, "fanout.breaker_max_cooldown"},
 		{"proxy names another owner", "proxy:\n  listen: 127.0.0.1:8090\n  reply_owners: {demo: crm}\n  tools: [{name: t, token: x, channels: [demo]}]\n" +
 			base + "    destinations:\n" + dest("bot", "        role: reply_owner\n"), `proxy.reply_owners names "crm"`},
 	}

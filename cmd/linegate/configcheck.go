@@ -84,6 +84,7 @@ func checkConfigFiles(ctx context.Context, e *env, cfg *Config) error {
 		}
 		errs = append(errs, ch.checkDestinationSecrets(cfg, e.getenv)...)
 	}
+	errs = append(errs, cfg.checkDestinationSecretReuse(e.getenv)...)
 	if _, err := cfg.adminToken(e.getenv); err != nil {
 		errs = append(errs, err)
 	}

@@ -58,8 +58,9 @@ func (g *instance) newFanout(e *env) error {
 		Destinations: ds, Store: store, Log: g.led, Ledger: g.store, Sealer: g.ring, BotUserIDs: bots, Lease: lease,
 		BaseDelay: cfg.Fanout.BaseDelay, MaxDelay: cfg.Fanout.MaxDelay,
 		BreakerFailures: cfg.Fanout.BreakerFailures, BreakerCooldown: cfg.Fanout.BreakerCooldown, Concurrency: cfg.Fanout.Concurrency,
-		Batch:  cfg.Fanout.Batch,
-		Logger: g.log,
+		BreakerMaxCooldown: cfg.Fanout.BreakerMaxCooldown,
+		Batch:              cfg.Fanout.Batch,
+		Logger:             g.log,
 	})
 	if err != nil {
 		return fmt.Errorf("config: %w", err)

@@ -303,6 +303,9 @@ type Options struct {
 	// through (half-open).
 	BreakerFailures int
 	BreakerCooldown time.Duration
+	// BreakerMaxCooldown caps the cooldown, which doubles at each failed
+	// probe since the last success (default 1h).
+	BreakerMaxCooldown time.Duration
 	// Concurrency is how many requests a destination's worker has in
 	// flight at once (default 4); each conversation has one event in
 	// flight at most.
@@ -344,6 +347,9 @@ func New(o Options) (*Fanout, error) {
 	}
 	if o.BreakerCooldown <= 0 {
 		o.BreakerCooldown = 30 * time.Second
+	}
+	if o.BreakerMaxCooldown <= 0 {
+		o.BreakerMaxCooldown = time.Hour
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 4
@@ -447,7 +453,8 @@ func conversationKey(conv, key string) string {
 
 // Action wraps the pipeline's action (linegate's rules) for the channels
 // whose reply token a destination owns: the rules never see the reply
-// token, so that they never spend it. With push, their messages go by
+// token (neither the decoded field nor the raw event their forwards
+// send), so that they never spend it nor pass it on. With push, their messages go by
 // push; without, the rules do not run on those channels at all (the
 // events are still recorded, and delivered to the destinations).
 func (f *Fanout) Action(next pipeline.Action, push bool) pipeline.Action {
@@ -461,8 +468,17 @@ func (f *Fanout) Action(next pipeline.Action, push bool) pipeline.Action {
 		if !push {
 			return nil
 		}
+		// The token goes from the raw event too: a rule's forward sends
+		// the raw event, and its target is not the owner.
 		c := *e
 		c.ReplyToken = ""
+		if len(e.Raw) > 0 {
+			raw, err := buildEvent(e.Raw, false, false)
+			if err != nil {
+				return fmt.Errorf("fanout: remove the reply token: %w", err)
+			}
+			c.Raw = raw
+		}
 		return next.Handle(ctx, it, &c)
 	})
 }

@@ -1,6 +1,7 @@
 package fanout
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
@@ -170,10 +171,13 @@ func TestFollowFilters(t *testing.T) {
 	}
 }
 
-type seen struct{ token string }
+type seen struct {
+	token string
+	raw   json.RawMessage
+}
 
 func (s *seen) Handle(_ context.Context, _ *pipeline.Item, e *line.Event) error {
-	s.token = e.ReplyToken
+	s.token, s.raw = e.ReplyToken, e.Raw
 	return nil
 }
 
@@ -200,14 +204,20 @@ func TestActionReplyOwner(t *testing.T) {
 	} {
 		var s seen
 		s.token = "unset"
-		ev := &line.Event{Type: "message", ReplyToken: "rt"}
+		raw := json.RawMessage(`{"type":"message","replyToken":"rt","webhookEventId":"01X"}`)
+		ev := &line.Event{Type: "message", ReplyToken: "rt", Raw: raw}
 		if err := f.Action(&s, tt.push).Handle(context.Background(), &pipeline.Item{Channel: tt.channel}, ev); err != nil {
 			t.Fatal(err)
 		}
 		if ran := s.token != "unset"; ran != tt.ran || ran && s.token != tt.token {
 			t.Errorf("%s push=%v: rules ran %v with token %q; want %v, %q", tt.channel, tt.push, ran, s.token, tt.ran, tt.token)
 		}
-		if ev.ReplyToken != "rt" {
+		// The raw event (what a rule's forward sends) loses its token
+		// with the field.
+		if ran := s.token != "unset"; ran && bytes.Contains(s.raw, []byte(`"replyToken"`)) != (tt.token != "") {
+			t.Errorf("%s push=%v: the rules' raw event %s, want a replyToken only with the field's", tt.channel, tt.push, s.raw)
+		}
+		if ev.ReplyToken != "rt" || string(ev.Raw) != string(raw) {
 			t.Error("the pipeline's event was changed")
 		}
 	}

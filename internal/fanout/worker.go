@@ -54,6 +54,7 @@ type worker struct {
 	mu        sync.Mutex // the breaker and the last error, read by Status
 	state     int
 	failures  int // consecutive failed attempts
+	opens     int // times the breaker opened since the last success
 	openUntil time.Time
 	lastError string
 	depth     int64
@@ -223,7 +224,7 @@ func (w *worker) result(ok bool, errText string, now time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if ok {
-		w.failures = 0
+		w.failures, w.opens = 0, 0
 		w.setState(breakerClosed)
 		return
 	}
@@ -231,12 +232,30 @@ func (w *worker) result(ok bool, errText string, now time.Time) {
 	w.lastError = errText
 	if w.state == breakerHalfOpen || w.failures >= w.f.o.BreakerFailures {
 		if w.state != breakerOpen {
+			// Opened anew (a failed probe, or the first time): each
+			// opening since the last success waits twice as long as the
+			// one before, up to BreakerMaxCooldown, so that a dead
+			// destination costs a bounded number of attempts (and
+			// records) a day.
+			w.opens++
 			w.f.log.Warn("fanout: destination failing: breaker open", "destination", w.d.Name,
-				"failures", w.failures, "retry_in", w.f.o.BreakerCooldown.String(), "err", errText)
+				"failures", w.failures, "retry_in", w.cooldown().String(), "err", errText)
 		}
-		w.openUntil = now.Add(w.f.o.BreakerCooldown)
+		w.openUntil = now.Add(w.cooldown())
 		w.setState(breakerOpen)
 	}
+}
+
+// cooldown is how long the breaker stays open after its opens-th opening
+// since the last success: BreakerCooldown doubled at each one, up to
+// BreakerMaxCooldown (w.mu held).
+func (w *worker) cooldown() time.Duration {
+	o := w.f.o
+	d := o.BreakerCooldown
+	for i := 1; i < w.opens && d < o.BreakerMaxCooldown; i++ {
+		d *= 2
+	}
+	return min(d, max(o.BreakerMaxCooldown, o.BreakerCooldown))
 }
 
 // setState sets the breaker's state (w.mu held).

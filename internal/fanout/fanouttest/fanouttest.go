@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -36,6 +37,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("QueueOrder", func(t *testing.T) { testQueueOrder(t, newStore(t)) })
 	t.Run("Deliver", func(t *testing.T) { testDeliver(t, newStore(t)) })
 	t.Run("SlowAndRedirect", func(t *testing.T) { testSlowAndRedirect(t, newStore(t)) })
+	t.Run("DeadDestination", func(t *testing.T) { testDeadDestination(t, newStore(t)) })
 }
 
 // testSlowAndRedirect: a destination that hangs until its timeout does not
@@ -353,5 +355,92 @@ func testDeliver(t *testing.T, s Store) {
 	}
 	if delivered != 12 || failed != 3 {
 		t.Errorf("records: %d events delivered, %d requests failed; want 12 and 3", delivered, failed)
+	}
+}
+
+// testDeadDestination: a destination that never answers (a closed port),
+// its worker run through a day of a clock that moves a minute at a time,
+// is attempted a bounded number of times, each attempt one failed record:
+// the breaker's probes back off up to an hour. The queue keeps every
+// event. (At a fixed 30s cooldown, every minute of the day had one.)
+func testDeadDestination(t *testing.T, s Store) {
+	defer s.Close()
+	ctx := context.Background()
+	w := ledger.NewWriter(s, nil, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	var items []*pipeline.Item
+	for i := range 3 {
+		body := fmt.Sprintf(`{"destination":"U0123456789abcdef0123456789abcdef","events":[{"type":"follow","mode":"active","timestamp":%d,"webhookEventId":"01DEAD%03d","source":{"type":"user","userId":"U%d"}}]}`, now.UnixMilli(), i, i)
+		payload, _ := record.EncodePayload(&record.Meta{Channel: "c", ReceivedMs: now.UnixMilli()}, []byte(body))
+		idx, err := w.Commit(ctx, []ledger.Entry{{Kind: ledger.KindWebhook, Time: now, Channel: "c", Payload: payload}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, &pipeline.Item{Record: idx, Channel: "c", Key: fmt.Sprintf("id:%d", idx),
+			Conversation: fmt.Sprintf("user:U%d", i), Type: "follow", Outcome: pipeline.OutcomeProcessed})
+	}
+	d := &fanout.Destination{Name: "dead", Channel: "c", URL: "http://" + addr + "/hook", AllowHTTP: true, Secret: []byte("s"), Timeout: time.Second}
+	f, err := fanout.New(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s,
+		Poll: time.Millisecond, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Commit(ctx, nil, f.Follow(items)...); err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { f.Run(rctx); close(done) }()
+	for range 24 * 60 {
+		time.Sleep(2 * time.Millisecond)
+		mu.Lock()
+		now = now.Add(time.Minute)
+		mu.Unlock()
+	}
+	stop()
+	<-done
+	n, err := s.Count(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	attempts := 0
+	for rec, err := range s.Records(ctx, 0, n) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		var l ledger.Leaf
+		if l.UnmarshalBinary(rec.Leaf) != nil || l.Kind != ledger.KindOutbound {
+			continue
+		}
+		_, b, err := record.Decode(record.KindOutbound, rec.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o := b.(*record.Outbound); o.Outcome != "failed" || o.Destination != "dead" {
+			t.Errorf("attempt record: %+v", o)
+		}
+		attempts++
+	}
+	// 5 attempts open the breaker; then probes 30s, 1m ... 32m apart (a
+	// minute at least here), then hourly: 34 a day, give or take the
+	// clock's minute steps.
+	t.Logf("%d attempt records in a day", attempts)
+	if attempts < 25 || attempts > 40 {
+		t.Errorf("%d attempt records in a day of a dead destination, want about 34", attempts)
+	}
+	if depths, err := s.QueueDepths(ctx); err != nil || depths["dead"] != 3 {
+		t.Errorf("queue after a day: %v, %v; want the 3 events kept", depths, err)
 	}
 }
