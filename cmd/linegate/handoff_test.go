@@ -405,6 +405,7 @@ rules:
 	tm.waitFor("(no reply within 5s)")
 	base := "/admin/conversations/demo/user:U" + strings.Repeat("0", 31) + "1"
 	for _, step := range []struct{ path, body string }{
+		{"/takeover", `{"agent":"alice","reason":"console"}`},
 		{"/read", `{"agent":"alice"}`},
 		{"/typing", `{"agent":"alice"}`},
 		{"/reply", `{"agent":"alice","messages":[{"type":"text","text":"Hello, this is Alice from the shop."},{"type":"sticker","packageId":"446","stickerId":"1989"}]}`},
