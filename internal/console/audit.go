@@ -96,7 +96,7 @@ func (c *Console) runVerify(w http.ResponseWriter, r *http.Request, s *session) 
 		return
 	}
 	run := &verifyRun{By: s.user.Name, Started: c.o.Now()}
-	detail := map[string]any{"by": s.user.Name, "role": string(s.user.Role), "via": "console", "remote": r.RemoteAddr}
+	detail := c.who(r, s, map[string]any{})
 	c.o.Go(func(ctx context.Context) {
 		ctx, cancel := context.WithTimeout(ctx, time.Hour)
 		defer cancel()

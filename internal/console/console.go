@@ -38,6 +38,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -119,6 +120,12 @@ type Options struct {
 	// address wait (defaults 5 a minute).
 	LoginFailures int
 	LoginWindow   time.Duration
+	// TrustedProxies are the proxies in front of the console (TLS ends
+	// there): a request whose peer is one of them is taken to come from
+	// the right-most address of X-Forwarded-For that is not itself
+	// trusted, for the login limits and the records' remote. Without
+	// them, the header is never read.
+	TrustedProxies []netip.Prefix
 
 	Ledger        Ledger
 	Switches      Switches

@@ -85,3 +85,96 @@ func TestReplyLINEFailed(t *testing.T) {
 		t.Errorf("a reply LINE refused: %d\n%s", code, body)
 	}
 }
+
+// loginFrom logs in with a wrong password under a fresh name, with an
+// X-Forwarded-For header, and returns the status.
+func (c *client) loginFrom(name, xff string) int {
+	c.t.Helper()
+	tok := c.csrf("/console/login")
+	code, _, _ := c.post("/console/login", url.Values{"csrf": {tok}, "name": {name}, "password": {"wrong"}}, "X-Forwarded-For", xff)
+	return code
+}
+
+// Without trusted proxies, X-Forwarded-For is never read: a changing
+// header does not escape the address limit.
+func TestForwardedUntrusted(t *testing.T) {
+	w := newWorld(t, nil)
+	c := w.client(t)
+	for i := range 5 {
+		if code := c.loginFrom(fmt.Sprintf("x%d", i), fmt.Sprintf("203.0.113.%d", i)); code != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %d", i, code)
+		}
+	}
+	if code := c.loginFrom("x9", "203.0.113.99"); code != http.StatusTooManyRequests {
+		t.Errorf("a sixth failure with another X-Forwarded-For: %d, want 429", code)
+	}
+	for _, a := range w.led.actions("console_login_failed") {
+		if a.Detail["remote"] == "203.0.113.1" || a.Detail["proxy"] != nil {
+			t.Errorf("an untrusted header reached the record: %v", a.Detail)
+		}
+	}
+}
+
+// Behind a trusted proxy, each client has its own limit, and the records
+// name the client (the right-most address not itself a proxy).
+func TestForwardedTrusted(t *testing.T) {
+	w := newWorld(t, func(o *Options) {
+		var err error
+		if o.TrustedProxies, err = ParseTrustedProxies([]string{"127.0.0.1", "10.0.0.0/8"}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	c := w.client(t)
+	for i := range 5 {
+		// A forged left-most entry is ignored; 10.1.2.3 is a proxy.
+		if code := c.loginFrom(fmt.Sprintf("x%d", i), "198.51.100.1, 203.0.113.7, 10.1.2.3"); code != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %d", i, code)
+		}
+	}
+	if code := c.loginFrom("y", "203.0.113.7"); code != http.StatusTooManyRequests {
+		t.Errorf("203.0.113.7 after 5 failures: %d, want 429", code)
+	}
+	if code := c.loginFrom("z", "203.0.113.8"); code != http.StatusUnauthorized {
+		t.Errorf("another client behind the proxy: %d, want 401 (its own limit)", code)
+	}
+	recs := w.led.actions("console_login_failed")
+	if len(recs) == 0 || recs[0].Detail["remote"] != "203.0.113.7" || !strings.HasPrefix(recs[0].Detail["proxy"].(string), "127.0.0.1") {
+		t.Errorf("the record's remote: %v", recs)
+	}
+	// A successful login's record names the client too.
+	tok := c.csrf("/console/login")
+	code, _, _ := c.post("/console/login", url.Values{"csrf": {tok}, "name": {"carol"}, "password": {passwords["carol"]}}, "X-Forwarded-For", "203.0.113.9")
+	if l := w.led.actions("console_login"); code != http.StatusSeeOther || len(l) != 1 || l[0].Detail["remote"] != "203.0.113.9" {
+		t.Errorf("login: %d, records %v", code, l)
+	}
+}
+
+func TestClientAddr(t *testing.T) {
+	p, err := ParseTrustedProxies([]string{"10.0.0.0/8", "::1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Console{o: Options{TrustedProxies: p}}
+	for _, tc := range []struct{ peer, xff, want, proxy string }{
+		{"10.0.0.1:5", "203.0.113.1", "203.0.113.1", "10.0.0.1"},
+		{"10.0.0.1:5", "", "10.0.0.1", ""},
+		{"10.0.0.1:5", "203.0.113.1, 10.9.9.9", "203.0.113.1", "10.0.0.1"},
+		{"10.0.0.1:5", "10.2.2.2, 10.9.9.9", "10.2.2.2", "10.0.0.1"},
+		{"10.0.0.1:5", "garbage, 10.9.9.9", "10.9.9.9", "10.0.0.1"},
+		{"10.0.0.1:5", "garbage", "10.0.0.1", ""},
+		{"192.0.2.5:5", "203.0.113.1", "192.0.2.5", ""},
+		{"[::1]:5", "2001:db8::1", "2001:db8::1", "::1"},
+	} {
+		r, _ := http.NewRequest("GET", "/", nil)
+		r.RemoteAddr = tc.peer
+		if tc.xff != "" {
+			r.Header.Set("X-Forwarded-For", tc.xff)
+		}
+		if got, proxy := c.clientAddr(r); got != tc.want || proxy != tc.proxy {
+			t.Errorf("%s %q: %s %s, want %s %s", tc.peer, tc.xff, got, proxy, tc.want, tc.proxy)
+		}
+	}
+	if _, err := ParseTrustedProxies([]string{"10.0.0.0/33"}); err == nil {
+		t.Error("a bad CIDR was taken")
+	}
+}
