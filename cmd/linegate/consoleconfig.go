@@ -40,6 +40,9 @@ type ConsoleConfig struct {
 	// front of the console: only from them is X-Forwarded-For read, for
 	// the login limits and the records' remote address (docs/CONSOLE.md).
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// BundleMinFreeMB is the free space (MiB) the data directory's file
+	// system must keep for an evidence bundle to start (default 512).
+	BundleMinFreeMB int64 `yaml:"bundle_min_free_mb"`
 }
 
 // ConsoleUser is a person who may log into the console.
@@ -75,6 +78,9 @@ func (c *Config) checkConsole(p *configParser) {
 	}
 	if _, err := console.ParseTrustedProxies(cc.TrustedProxies); err != nil {
 		p.fail("console.trusted_proxies", "%v: want CIDRs such as 10.0.0.0/8 or addresses", err)
+	}
+	if cc.BundleMinFreeMB < 0 || cc.BundleMinFreeMB > 1<<30 {
+		p.fail("console.bundle_min_free_mb", "%d: want a number of MiB (default 512)", cc.BundleMinFreeMB)
 	}
 	if cc.LoginFailures < 0 {
 		p.fail("console.login_failures", "%d: want a positive number (default 5)", cc.LoginFailures)

@@ -57,10 +57,10 @@ func (g *instance) newConsole(e *env) error {
 		Holds:    g.store.Holds,
 		Requests: g.subjectRequests,
 		Export:   g.export,
-		TempDir:  tmp,
-		Metrics:  g.reg,
-		Go:       g.consoleWork(),
-		Logger:   g.log,
+		TempDir:  tmp, BundleMinFree: cc.BundleMinFreeMB << 20,
+		Metrics: g.reg,
+		Go:      g.consoleWork(),
+		Logger:  g.log,
 	})
 	if err != nil {
 		return fmt.Errorf("config: console: %w", err)

@@ -148,6 +148,10 @@ type Options struct {
 	// bundle holds decrypted payloads, and is removed once sent).
 	Export  func(ctx context.Context, sel evidence.Selection, dir string) (*evidence.Manifest, error)
 	TempDir string
+	// BundleMinFree is the free space (bytes) TempDir's file system must
+	// have for a bundle to start (default DefaultBundleMinFree; negative:
+	// not checked). One bundle is made at a time.
+	BundleMinFree int64
 	// Metrics is the gateway's registry, where the operator's page reads
 	// what the monitor and the pipeline last saw.
 	Metrics prometheus.Gatherer
@@ -171,6 +175,7 @@ type Console struct {
 	byAddr   *limiter
 	recorded *limiter // failed logins recorded in the ledger, in all
 	hashing  chan struct{}
+	bundling chan struct{} // one bundle export at a time
 	pages    map[string]*template.Template
 	static   http.Handler
 	logins   *prometheus.CounterVec
@@ -214,6 +219,9 @@ func New(o Options) (*Console, error) {
 	if o.LoginFailures == 0 {
 		o.LoginFailures = 5
 	}
+	if o.BundleMinFree == 0 {
+		o.BundleMinFree = DefaultBundleMinFree
+	}
 	if o.LoginWindow == 0 {
 		o.LoginWindow = time.Minute
 	}
@@ -227,6 +235,7 @@ func New(o Options) (*Console, error) {
 		byAddr:   newLimiter(o.LoginFailures, o.LoginWindow),
 		recorded: newLimiter(60, time.Minute),
 		hashing:  make(chan struct{}, 2),
+		bundling: make(chan struct{}, 1),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "linegate_console_logins_total",
 			Help: "Console logins by outcome: ok, failed (wrong name or password), limited (refused with 429 before checking), error (the ledger could not record it).",

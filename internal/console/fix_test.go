@@ -1,7 +1,14 @@
 package console
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+
+	"github.com/linegate/linegate/internal/evidence"
 	"net/http"
 	"net/url"
 	"strings"
@@ -176,5 +183,80 @@ func TestClientAddr(t *testing.T) {
 	}
 	if _, err := ParseTrustedProxies([]string{"10.0.0.0/33"}); err == nil {
 		t.Error("a bad CIDR was taken")
+	}
+}
+
+// One bundle at a time: another while one is made is refused, 429 with
+// Retry-After, exporting nothing.
+func TestBundleOneAtATime(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	w := newWorld(t, func(o *Options) {
+		o.BundleMinFree = 1 // the check runs, and passes
+		o.Export = func(ctx context.Context, sel evidence.Selection, dir string) (*evidence.Manifest, error) {
+			if calls.Add(1) == 1 {
+				close(entered)
+				<-release
+			}
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return nil, err
+			}
+			return &evidence.Manifest{}, os.WriteFile(filepath.Join(dir, "manifest.json"), []byte("{}"), 0o600)
+		}
+	})
+	c := w.client(t)
+	c.mustLogin("bob")
+	tok := c.csrf("/console/audit")
+	form := url.Values{"csrf": {tok}, "user": {"U0123456789abcdef0123456789abcdef"}, "from": {"2026-12-01"}, "to": {"2026-12-02"}}
+	first := make(chan int)
+	go func() {
+		code, _, _ := c.post("/console/audit/bundle", form)
+		first <- code
+	}()
+	<-entered
+	code, body, h := c.post("/console/audit/bundle", form)
+	if code != http.StatusTooManyRequests || h.Get("Retry-After") != "30" || !strings.Contains(body, "one at a time") {
+		t.Errorf("a second bundle meanwhile: %d %q", code, h.Get("Retry-After"))
+	}
+	close(release)
+	if code := <-first; code != http.StatusOK {
+		t.Errorf("the first bundle: %d", code)
+	}
+	if code, _, _ := c.post("/console/audit/bundle", form); code != http.StatusOK {
+		t.Errorf("a bundle after the first: %d", code)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("%d exports, want 2", n)
+	}
+	if n := len(w.led.actions("console_bundle")); n != 2 {
+		t.Errorf("%d bundles recorded, want 2", n)
+	}
+}
+
+// A bundle is refused (507) when the disk has less than the margin free;
+// a user id with a trailing newline is refused (400).
+func TestBundleRefusals(t *testing.T) {
+	w := newWorld(t, func(o *Options) {
+		o.BundleMinFree = 1 << 62
+		o.Export = func(ctx context.Context, sel evidence.Selection, dir string) (*evidence.Manifest, error) {
+			t.Errorf("exported %+v", sel)
+			return nil, errors.New("no")
+		}
+	})
+	c := w.client(t)
+	c.mustLogin("bob")
+	tok := c.csrf("/console/audit")
+	form := url.Values{"csrf": {tok}, "user": {"U0123456789abcdef0123456789abcdef"}, "from": {"2026-12-01"}, "to": {"2026-12-02"}}
+	if code, body, _ := c.post("/console/audit/bundle", form); code != http.StatusInsufficientStorage || !strings.Contains(body, "nearly full") {
+		t.Errorf("a bundle on a full disk: %d", code)
+	}
+	for _, u := range []string{"U0123456789abcdef0123456789abcdef\n", "U0123456789abcdef0123456789abcdef\r\n", "\tU0123456789abcdef0123456789abcdef"} {
+		form.Set("user", u)
+		if code, _, _ := c.post("/console/audit/bundle", form); code != http.StatusBadRequest {
+			t.Errorf("user %q: %d, want 400", u, code)
+		}
+	}
+	if len(w.led.actions("console_bundle")) != 0 {
+		t.Error("a refused bundle was recorded")
 	}
 }
