@@ -153,7 +153,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ck, err := r.Cookie(loginCookieName)
-	if !c.sameOrigin(r) || err != nil || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(r.PostFormValue("csrf"))) != 1 {
+	if !c.sameOrigin(r) || err != nil || !tokenEqual(ck.Value, r.PostFormValue("csrf")) {
 		c.renderLogin(w, r, http.StatusForbidden, "", "Refused: reload the login page and try again.")
 		return
 	}
@@ -168,6 +168,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		c.logins.WithLabelValues("limited").Inc()
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 		c.log.Warn("console login refused: too many failures", "user", knownName(u), "remote", addr)
+		c.noteLimited(r, u, now)
 		c.renderLogin(w, r, http.StatusTooManyRequests, "", fmt.Sprintf("Too many failed logins: wait %d seconds.", int(math.Ceil(wait.Seconds()))))
 		return
 	}

@@ -174,6 +174,7 @@ type Console struct {
 	byUser   *limiter
 	byAddr   *limiter
 	recorded *limiter // failed logins recorded in the ledger, in all
+	limited  limitedLogins
 	hashing  chan struct{}
 	bundling chan struct{} // one bundle export at a time
 	pages    map[string]*template.Template
@@ -256,7 +257,7 @@ func New(o Options) (*Console, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.static = http.StripPrefix("/console/static/", http.FileServerFS(sub))
+	c.static = http.StripPrefix("/console/static/", filesOnly(sub))
 	return c, nil
 }
 

@@ -260,3 +260,97 @@ func TestBundleRefusals(t *testing.T) {
 		t.Error("a refused bundle was recorded")
 	}
 }
+
+// The login form's token: an empty cookie with an empty field, or a
+// short one, is refused.
+func TestLoginCSRFEmpty(t *testing.T) {
+	w := newWorld(t, nil)
+	c := w.client(t)
+	for _, tok := range []string{"", "a"} {
+		req, _ := http.NewRequest("POST", w.srv.URL+"/console/login", strings.NewReader(url.Values{"csrf": {tok}, "name": {"alice"}, "password": {passwords["alice"]}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.AddCookie(&http.Cookie{Name: loginCookieName, Value: tok})
+		resp, err := c.hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("login with the token %q in cookie and form: %d, want 403", tok, resp.StatusCode)
+		}
+	}
+	if len(w.led.actions("console_login")) != 0 {
+		t.Error("a login with an empty token was let in")
+	}
+}
+
+// /console/static/ serves its files, and lists no directory.
+func TestStaticFilesOnly(t *testing.T) {
+	w := newWorld(t, nil)
+	c := w.client(t)
+	if code, body, _ := c.get("/console/static/console.css"); code != 200 || body == "" {
+		t.Errorf("console.css: %d", code)
+	}
+	for _, p := range []string{"/console/static/", "/console/static/nope.js", "/console/static/..%2f"} {
+		if code, body, _ := c.get(p); code != http.StatusNotFound || strings.Contains(body, "console.js") {
+			t.Errorf("%s: %d, want 404 without a listing", p, code)
+		}
+	}
+}
+
+// A switch form whose on is neither true nor false says so.
+func TestSwitchFormErrors(t *testing.T) {
+	w := newWorld(t, nil)
+	c := w.client(t)
+	c.mustLogin("carol")
+	tok := c.csrf("/console/ops")
+	for _, p := range []string{"/console/ops/kill-switch", "/console/ops/dry-run"} {
+		code, body, _ := c.post(p, url.Values{"csrf": {tok}, "on": {"maybe"}, "reason": {"a fine reason"}})
+		if code != http.StatusBadRequest || !strings.Contains(body, "want true or false") || strings.Contains(body, "Say why") {
+			t.Errorf("%s on=maybe: %d", p, code)
+		}
+		code, body, _ = c.post(p, url.Values{"csrf": {tok}, "on": {"true"}, "reason": {""}})
+		if code != http.StatusBadRequest || !strings.Contains(body, "Say why") {
+			t.Errorf("%s without a reason: %d", p, code)
+		}
+	}
+	if w.sw.KillSwitch() || len(w.led.records) != 1 { // the login alone
+		t.Errorf("refused forms changed something: %d records", len(w.led.records))
+	}
+}
+
+// Logins refused by the limits (429) are recorded, summed, at most one
+// record a minute, naming only known users.
+func TestLoginLimitedRecorded(t *testing.T) {
+	w := newWorld(t, nil)
+	c := w.client(t)
+	for i := range 5 {
+		if code, _ := c.login("alice", "wrong"); code != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %d", i, code)
+		}
+	}
+	for range 10 {
+		if code, _ := c.login("alice", "wrong"); code != http.StatusTooManyRequests {
+			t.Fatalf("past the limit: %d", code)
+		}
+	}
+	c.login("hunter2", "x") // an unknown name, limited by the address
+	recs := w.led.actions("console_login_limited")
+	if len(recs) != 1 || fmt.Sprint(recs[0].Detail["refused"]) != "1" || fmt.Sprint(recs[0].Detail["users"]) != "[alice]" {
+		t.Fatalf("records of refused logins: %+v", recs)
+	}
+	w.clock.add(time.Minute)
+	c.login("alice", "wrong") // the window has passed: a failure, not limited
+	for range 5 {
+		c.login("alice", "wrong")
+	}
+	recs = w.led.actions("console_login_limited")
+	if len(recs) != 2 || fmt.Sprint(recs[1].Detail["refused"]) == "1" {
+		t.Fatalf("the second summary: %+v", recs)
+	}
+	for _, r := range recs {
+		if strings.Contains(fmt.Sprint(r.Detail), "hunter2") {
+			t.Errorf("an unknown name was recorded: %v", r.Detail)
+		}
+	}
+}
