@@ -354,3 +354,23 @@ func TestLoginLimitedRecorded(t *testing.T) {
 		}
 	}
 }
+
+// The page of a conversation another person holds offers no reply box and
+// no hand back to an agent; an admin gets the hand back.
+func TestConversationPageOfAnother(t *testing.T) {
+	w := newWorld(t, nil)
+	conv := "/console/inbox/demo/user:U0123456789abcdef0123456789abcdef"
+	d := w.client(t)
+	d.mustLogin("dave")
+	d.post(conv+"/takeover", url.Values{"csrf": {d.csrf(conv)}})
+	a := w.client(t)
+	a.mustLogin("alice")
+	_, body, _ := a.get(conv)
+	if strings.Contains(body, `id="handback"`) || strings.Contains(body, `id="resolve"`) || strings.Contains(body, `id="send"`) {
+		t.Error("alice's page of dave's conversation offers a reply, hand back or resolve")
+	}
+	a.post(conv+"/takeover", url.Values{"csrf": {a.csrf(conv)}})
+	if _, body, _ := d.get(conv); !strings.Contains(body, `id="handback"`) {
+		t.Error("the admin's page of alice's conversation offers no hand back")
+	}
+}

@@ -74,10 +74,13 @@ func (c *Console) openConversation(w http.ResponseWriter, r *http.Request, s *se
 
 // convData is a conversation page's.
 type convData struct {
-	Conv     Conversation
-	History  []Message
-	Held     bool // held by this user
-	ReadNote string
+	Conv    Conversation
+	History []Message
+	Held    bool // held by this user
+	// MayRelease: this user may hand it back or resolve it (no one else
+	// holds it, or an admin).
+	MayRelease bool
+	ReadNote   string
 }
 
 // conversation shows a conversation and its history. Opening a
@@ -93,7 +96,8 @@ func (c *Console) conversation(w http.ResponseWriter, r *http.Request, s *sessio
 		c.failConv(w, r, s, err)
 		return
 	}
-	d := &convData{Conv: cv, Held: cv.State == StateHuman && cv.Agent == s.user.Name}
+	d := &convData{Conv: cv, Held: cv.State == StateHuman && cv.Agent == s.user.Name,
+		MayRelease: cv.Agent == "" || cv.Agent == s.user.Name || s.user.Role == RoleAdmin}
 	if d.History, err = c.o.Conversations.History(ctx, channel, id, historyLimit); err != nil {
 		c.failConv(w, r, s, err)
 		return
