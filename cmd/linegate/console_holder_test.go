@@ -64,6 +64,18 @@ func TestConsoleHolderOnly(t *testing.T) {
 	if n := len(hw.calls("/v2/bot/chat/loading/start")); n != 1 {
 		t.Errorf("5 typings made %d loading calls, want 1", n)
 	}
+	// The admin API enforces the same (the engine does): 403 for another
+	// agent, 429 for typing again within 20 s.
+	api := "/admin/conversations/demo/user:" + user
+	if code := adminJSON(t, g, "POST", api+"/reply", `{"agent":"alice","role":"agent","messages":[{"type":"text","text":"x"}]}`, nil); code != http.StatusForbidden {
+		t.Errorf("the admin API: alice's reply in dave's conversation = %d, want 403", code)
+	}
+	if code := adminJSON(t, g, "POST", api+"/handback", `{"agent":"alice","role":"agent"}`, nil); code != http.StatusForbidden {
+		t.Errorf("the admin API: alice's hand back of dave's conversation = %d, want 403", code)
+	}
+	if code := adminJSON(t, g, "POST", api+"/typing", `{"agent":"dave"}`, nil); code != http.StatusTooManyRequests {
+		t.Errorf("the admin API: typing again within 20 s = %d, want 429", code)
+	}
 	// alice takes it over, and the admin hands it back.
 	if r := amara.post(conv+"/takeover", url.Values{"csrf": {atok}}); r.StatusCode != http.StatusSeeOther {
 		t.Fatalf("alice's takeover: %d", r.StatusCode)
