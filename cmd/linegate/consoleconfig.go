@@ -36,6 +36,13 @@ type ConsoleConfig struct {
 	// Retry-After (defaults 5 and 1m).
 	LoginFailures int           `yaml:"login_failures"`
 	LoginWindow   time.Duration `yaml:"login_window"`
+	// TrustedProxies are the CIDRs (or addresses) of the proxies in
+	// front of the console: only from them is X-Forwarded-For read, for
+	// the login limits and the records' remote address (docs/CONSOLE.md).
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// BundleMinFreeMB is the free space (MiB) the data directory's file
+	// system must keep for an evidence bundle to start (default 512).
+	BundleMinFreeMB int64 `yaml:"bundle_min_free_mb"`
 }
 
 // ConsoleUser is a person who may log into the console.
@@ -68,6 +75,12 @@ func (c *Config) checkConsole(p *configParser) {
 		if _, err := cc.origin(); err != nil {
 			p.fail("console.public_url", "%q: want an http(s) URL such as https://console.example.com/console/", cc.PublicURL)
 		}
+	}
+	if _, err := console.ParseTrustedProxies(cc.TrustedProxies); err != nil {
+		p.fail("console.trusted_proxies", "%v: want CIDRs such as 10.0.0.0/8 or addresses", err)
+	}
+	if cc.BundleMinFreeMB < 0 || cc.BundleMinFreeMB > 1<<30 {
+		p.fail("console.bundle_min_free_mb", "%d: want a number of MiB (default 512)", cc.BundleMinFreeMB)
 	}
 	if cc.LoginFailures < 0 {
 		p.fail("console.login_failures", "%d: want a positive number (default 5)", cc.LoginFailures)

@@ -55,6 +55,9 @@ func TestConsoleConfigErrors(t *testing.T) {
 		"channel":      {"  users: [{name: a, role: agent, channels: [shop], password_hash: \"" + h + "\"}]\n", "shop"},
 		"unknown key":  {"  users: [{name: a, role: admin, password: x}]\n", "password"},
 		"public_url":   {"  public_url: console.example.com\n  users: [{name: a, role: admin, password_hash: \"" + h + "\"}]\n", "public_url"},
+		"proxies ok":   {"  trusted_proxies: [10.0.0.0/8, \"::1\", 192.0.2.7]\n  users: [{name: a, role: admin, password_hash: \"" + h + "\"}]\n", ""},
+		"bad proxy":    {"  trusted_proxies: [10.0.0.0/33]\n  users: [{name: a, role: admin, password_hash: \"" + h + "\"}]\n", "trusted_proxies"},
+		"min free":     {"  bundle_min_free_mb: -5\n  users: [{name: a, role: admin, password_hash: \"" + h + "\"}]\n", "bundle_min_free_mb"},
 		"bad duration": {"  idle_timeout: -1m\n  users: [{name: a, role: admin, password_hash: \"" + h + "\"}]\n", "idle_timeout"},
 	} {
 		t.Run(name, func(t *testing.T) {

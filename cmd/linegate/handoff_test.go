@@ -367,7 +367,9 @@ func TestHandoffEndToEnd(t *testing.T) {
 		t.Errorf("ledger: %d held for a human (want 3), alice's sends %d sent (want 2), %d held back (want 1), %d marked read (want 1), %d typing (want 1)",
 			held, agentSent, agentHeld, agentRead, agentTyping)
 	}
-	want := "rule:ask-for-a-person>human agent:alice>human agent:alice>human agent:alice>bot 2:rule:ask-for-a-person>human 2:idle>bot"
+	// alice's reply made it hers; her takeover after it changed nothing
+	// and recorded nothing.
+	want := "rule:ask-for-a-person>human agent:alice>human agent:alice>bot 2:rule:ask-for-a-person>human 2:idle>bot"
 	if got := strings.Join(changes, " "); got != want {
 		t.Errorf("changes of state:\n got %s\nwant %s", got, want)
 	}
@@ -405,6 +407,7 @@ rules:
 	tm.waitFor("(no reply within 5s)")
 	base := "/admin/conversations/demo/user:U" + strings.Repeat("0", 31) + "1"
 	for _, step := range []struct{ path, body string }{
+		{"/takeover", `{"agent":"alice","reason":"console"}`},
 		{"/read", `{"agent":"alice"}`},
 		{"/typing", `{"agent":"alice"}`},
 		{"/reply", `{"agent":"alice","messages":[{"type":"text","text":"Hello, this is Alice from the shop."},{"type":"sticker","packageId":"446","stickerId":"1989"}]}`},

@@ -38,10 +38,11 @@ func (g *instance) newConsole(e *env) error {
 		return err
 	}
 	origin, _ := cc.origin() // checked by parseConfig
+	proxies, _ := console.ParseTrustedProxies(cc.TrustedProxies)
 	c, err := console.New(console.Options{
 		Users: cc.users(), Channels: channelIDs(cfg),
 		SecureCookie: cc.SecureCookie, Origin: origin, IdleTimeout: cc.IdleTimeout, MaxAge: cc.MaxAge,
-		LoginFailures: cc.LoginFailures, LoginWindow: cc.LoginWindow,
+		LoginFailures: cc.LoginFailures, LoginWindow: cc.LoginWindow, TrustedProxies: proxies,
 		Ledger: g.led, Switches: g.sender, Conversations: g.conversations(),
 		RulesHash: func() string { return g.engine.Rules().Hash },
 		Reload: func(ctx context.Context, trigger string) (string, int, error) {
@@ -56,10 +57,10 @@ func (g *instance) newConsole(e *env) error {
 		Holds:    g.store.Holds,
 		Requests: g.subjectRequests,
 		Export:   g.export,
-		TempDir:  tmp,
-		Metrics:  g.reg,
-		Go:       g.consoleWork(),
-		Logger:   g.log,
+		TempDir:  tmp, BundleMinFree: cc.BundleMinFreeMB << 20,
+		Metrics: g.reg,
+		Go:      g.consoleWork(),
+		Logger:  g.log,
 	})
 	if err != nil {
 		return fmt.Errorf("config: console: %w", err)

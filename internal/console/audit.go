@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/linegate/linegate/internal/evidence"
 	"github.com/linegate/linegate/internal/ledger"
@@ -96,7 +97,7 @@ func (c *Console) runVerify(w http.ResponseWriter, r *http.Request, s *session) 
 		return
 	}
 	run := &verifyRun{By: s.user.Name, Started: c.o.Now()}
-	detail := map[string]any{"by": s.user.Name, "role": string(s.user.Role), "via": "console", "remote": r.RemoteAddr}
+	detail := c.who(r, s, map[string]any{})
 	c.o.Go(func(ctx context.Context) {
 		ctx, cancel := context.WithTimeout(ctx, time.Hour)
 		defer cancel()
@@ -133,6 +134,11 @@ func (c *Console) bundle(w http.ResponseWriter, r *http.Request, s *session) {
 		c.errorPage(w, r, s, http.StatusBadRequest, err.Error())
 		return
 	}
+	done, ok := c.startBundle(w, r, s)
+	if !ok {
+		return
+	}
+	defer done()
 	// A large bundle takes longer than the admin listener's write timeout.
 	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(30 * time.Minute))
 	tmp, err := os.MkdirTemp(c.o.TempDir, "console-bundle-")
@@ -172,8 +178,8 @@ func (c *Console) bundle(w http.ResponseWriter, r *http.Request, s *session) {
 // channel or all.
 func bundleSelection(user, from, to, channel string, channels []string) (evidence.Selection, error) {
 	var sel evidence.Selection
-	subj, ok := line.ParseSubject(strings.TrimSpace(user))
-	if !ok || !strings.HasPrefix(subj, "user:") || !line.ValidSubject(subj) {
+	subj, ok := line.ParseSubject(strings.Trim(user, " "))
+	if !ok || strings.ContainsFunc(user, unicode.IsControl) || !strings.HasPrefix(subj, "user:") || !line.ValidSubject(subj) {
 		return sel, fmt.Errorf("User: want a LINE user id (U and 32 hexadecimal digits).")
 	}
 	f, err1 := time.Parse(time.DateOnly, from)

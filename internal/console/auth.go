@@ -153,13 +153,13 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ck, err := r.Cookie(loginCookieName)
-	if !c.sameOrigin(r) || err != nil || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(r.PostFormValue("csrf"))) != 1 {
+	if !c.sameOrigin(r) || err != nil || !tokenEqual(ck.Value, r.PostFormValue("csrf")) {
 		c.renderLogin(w, r, http.StatusForbidden, "", "Refused: reload the login page and try again.")
 		return
 	}
 	name, password := r.PostFormValue("name"), r.PostFormValue("password")
 	now := c.o.Now()
-	addr := remoteHost(r)
+	addr, _ := c.clientAddr(r)
 	u := c.users[name]
 	if len(name) > 64 {
 		name = name[:64]
@@ -168,6 +168,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		c.logins.WithLabelValues("limited").Inc()
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 		c.log.Warn("console login refused: too many failures", "user", knownName(u), "remote", addr)
+		c.noteLimited(r, u, now)
 		c.renderLogin(w, r, http.StatusTooManyRequests, "", fmt.Sprintf("Too many failed logins: wait %d seconds.", int(math.Ceil(wait.Seconds()))))
 		return
 	}
@@ -179,7 +180,8 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		c.log.Warn("console login failed", "user", knownName(u), "unknown_user", u == nil, "remote", addr)
 		if c.recorded.wait("", now) == 0 {
 			c.recorded.fail("", now)
-			detail := map[string]any{"user": knownName(u), "unknown_user": u == nil, "remote": r.RemoteAddr, "via": "console"}
+			detail := map[string]any{"user": knownName(u), "unknown_user": u == nil, "via": "console"}
+			c.remote(r, detail)
 			if _, err := outbound.RecordAdmin(r.Context(), c.o.Ledger, "console_login_failed", detail, nil, now); err != nil {
 				c.log.Error("console: a failed login was not recorded", "err", err)
 			}
@@ -247,7 +249,8 @@ func (c *Console) record(ctx context.Context, r *http.Request, s *session, actio
 
 // who adds the acting person to an action's detail.
 func (c *Console) who(r *http.Request, s *session, detail map[string]any) map[string]any {
-	detail["by"], detail["role"], detail["via"], detail["remote"] = s.user.Name, string(s.user.Role), "console", r.RemoteAddr
+	detail["by"], detail["role"], detail["via"] = s.user.Name, string(s.user.Role), "console"
+	c.remote(r, detail)
 	return detail
 }
 

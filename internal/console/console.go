@@ -38,6 +38,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -119,6 +120,12 @@ type Options struct {
 	// address wait (defaults 5 a minute).
 	LoginFailures int
 	LoginWindow   time.Duration
+	// TrustedProxies are the proxies in front of the console (TLS ends
+	// there): a request whose peer is one of them is taken to come from
+	// the right-most address of X-Forwarded-For that is not itself
+	// trusted, for the login limits and the records' remote. Without
+	// them, the header is never read.
+	TrustedProxies []netip.Prefix
 
 	Ledger        Ledger
 	Switches      Switches
@@ -141,6 +148,10 @@ type Options struct {
 	// bundle holds decrypted payloads, and is removed once sent).
 	Export  func(ctx context.Context, sel evidence.Selection, dir string) (*evidence.Manifest, error)
 	TempDir string
+	// BundleMinFree is the free space (bytes) TempDir's file system must
+	// have for a bundle to start (default DefaultBundleMinFree; negative:
+	// not checked). One bundle is made at a time.
+	BundleMinFree int64
 	// Metrics is the gateway's registry, where the operator's page reads
 	// what the monitor and the pipeline last saw.
 	Metrics prometheus.Gatherer
@@ -163,7 +174,9 @@ type Console struct {
 	byUser   *limiter
 	byAddr   *limiter
 	recorded *limiter // failed logins recorded in the ledger, in all
+	limited  limitedLogins
 	hashing  chan struct{}
+	bundling chan struct{} // one bundle export at a time
 	pages    map[string]*template.Template
 	static   http.Handler
 	logins   *prometheus.CounterVec
@@ -207,6 +220,9 @@ func New(o Options) (*Console, error) {
 	if o.LoginFailures == 0 {
 		o.LoginFailures = 5
 	}
+	if o.BundleMinFree == 0 {
+		o.BundleMinFree = DefaultBundleMinFree
+	}
 	if o.LoginWindow == 0 {
 		o.LoginWindow = time.Minute
 	}
@@ -220,6 +236,7 @@ func New(o Options) (*Console, error) {
 		byAddr:   newLimiter(o.LoginFailures, o.LoginWindow),
 		recorded: newLimiter(60, time.Minute),
 		hashing:  make(chan struct{}, 2),
+		bundling: make(chan struct{}, 1),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "linegate_console_logins_total",
 			Help: "Console logins by outcome: ok, failed (wrong name or password), limited (refused with 429 before checking), error (the ledger could not record it).",
@@ -240,7 +257,7 @@ func New(o Options) (*Console, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.static = http.StripPrefix("/console/static/", http.FileServerFS(sub))
+	c.static = http.StripPrefix("/console/static/", filesOnly(sub))
 	return c, nil
 }
 

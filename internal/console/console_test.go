@@ -438,8 +438,9 @@ func TestInboxActions(t *testing.T) {
 	if cv, _ := w.convs.Get(nil, "demo", "user:U0123456789abcdef0123456789abcdef"); cv.State != StateResolved {
 		t.Errorf("after hand back, take over, resolve: %s", cv.State)
 	}
-	if code, _, _ := c.post(conv+"/typing", url.Values{"csrf": {tok}}); code != http.StatusNoContent || w.convs.typing != 1 {
-		t.Errorf("typing: %d", code)
+	// Typing in a conversation nobody holds: take it over first.
+	if code, _, _ := c.post(conv+"/typing", url.Values{"csrf": {tok}}); code != http.StatusConflict || w.convs.typing != 0 {
+		t.Errorf("typing in a resolved conversation: %d, %d calls", code, w.convs.typing)
 	}
 	if code, _, _ := c.post(conv+"/nonsense", url.Values{"csrf": {tok}}); code != http.StatusNotFound {
 		t.Errorf("unknown action: %d", code)

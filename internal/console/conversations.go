@@ -49,4 +49,10 @@ var (
 	ErrNotHeld  = handoff.ErrNotHeld
 	ErrInvalid  = handoff.ErrInvalid
 	ErrConflict = handoff.ErrConflict
+	ErrNotYours = handoff.ErrNotYours
+	// ErrTypingTooSoon: the loading animation started moments ago.
+	ErrTypingTooSoon = handoff.ErrTypingTooSoon
+	// ErrLINE: LINE refused a send, recorded as failed; the error names
+	// LINE's status.
+	ErrLINE = handoff.ErrLINE
 )

@@ -110,6 +110,9 @@ type fakeConvs struct {
 	replies [][]json.RawMessage
 	typing  int
 	kill    func() bool
+	lineErr error // Reply's error after a recorded failed send
+	lastTyp map[string]time.Time
+	now     func() time.Time
 }
 
 func newFakeConvs() *fakeConvs {
@@ -180,11 +183,28 @@ func (f *fakeConvs) set(ch, id string, a Actor, st State, agent string) error {
 func (f *fakeConvs) TakeOver(ctx context.Context, a Actor, ch, id, reason string) error {
 	return f.set(ch, id, a, StateHuman, a.Name)
 }
+
+// release mirrors the engine: another's conversation only for an admin.
+func (f *fakeConvs) release(a Actor, ch, id string, to State) error {
+	f.mu.Lock()
+	c, err := f.get(ch, id)
+	f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if c.State != StateHuman {
+		return ErrNotHeld
+	}
+	if c.Agent != "" && c.Agent != a.Name && a.Role != "admin" {
+		return ErrNotYours
+	}
+	return f.set(ch, id, a, to, "")
+}
 func (f *fakeConvs) HandBack(ctx context.Context, a Actor, ch, id string) error {
-	return f.set(ch, id, a, StateBot, "")
+	return f.release(a, ch, id, StateBot)
 }
 func (f *fakeConvs) Resolve(ctx context.Context, a Actor, ch, id string) error {
-	return f.set(ch, id, a, StateResolved, "")
+	return f.release(a, ch, id, StateResolved)
 }
 func (f *fakeConvs) MarkRead(ctx context.Context, a Actor, ch, id string) error {
 	f.mu.Lock()
@@ -196,6 +216,23 @@ func (f *fakeConvs) MarkRead(ctx context.Context, a Actor, ch, id string) error 
 func (f *fakeConvs) Typing(ctx context.Context, a Actor, ch, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	c, err := f.get(ch, id)
+	if err != nil {
+		return err
+	}
+	switch {
+	case c.State != StateHuman || c.Agent == "":
+		return ErrNotHeld
+	case c.Agent != a.Name:
+		return ErrNotYours
+	}
+	if f.lastTyp == nil {
+		f.lastTyp = map[string]time.Time{}
+	}
+	if t, ok := f.lastTyp[ch+" "+id]; ok && f.now().Sub(t) < 20*time.Second {
+		return ErrTypingTooSoon
+	}
+	f.lastTyp[ch+" "+id] = f.now()
 	f.typing++
 	return nil
 }
@@ -206,8 +243,17 @@ func (f *fakeConvs) Reply(ctx context.Context, a Actor, ch, id string, msgs []js
 	if err != nil {
 		return ReplyResult{}, err
 	}
-	if c.State != StateHuman || c.Agent != a.Name {
+	if c.State != StateHuman {
 		return ReplyResult{}, ErrNotHeld
+	}
+	if c.Agent != a.Name {
+		if c.Agent != "" {
+			return ReplyResult{}, ErrNotYours
+		}
+		return ReplyResult{}, ErrNotHeld
+	}
+	if f.lineErr != nil {
+		return ReplyResult{Outcome: "failed", Record: 21, Via: "push"}, f.lineErr
 	}
 	f.replies = append(f.replies, msgs)
 	outcome := "sent"
@@ -270,6 +316,7 @@ var passwords = map[string]string{"alice": "alice-pw-7Qe", "bob": "bob-pw-3Zr", 
 func newWorld(t testing.TB, mod func(*Options)) *world {
 	w := &world{led: &fakeLedger{}, sw: &fakeSwitches{}, convs: newFakeConvs(), clock: newClock()}
 	w.convs.kill = w.sw.KillSwitch
+	w.convs.now = w.clock.Now
 	o := Options{
 		Users: []User{
 			{Name: "alice", Role: RoleAgent, Hash: userHash(t, passwords["alice"]), Channels: []string{"demo"}},

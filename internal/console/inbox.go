@@ -74,10 +74,13 @@ func (c *Console) openConversation(w http.ResponseWriter, r *http.Request, s *se
 
 // convData is a conversation page's.
 type convData struct {
-	Conv     Conversation
-	History  []Message
-	Held     bool // held by this user
-	ReadNote string
+	Conv    Conversation
+	History []Message
+	Held    bool // held by this user
+	// MayRelease: this user may hand it back or resolve it (no one else
+	// holds it, or an admin).
+	MayRelease bool
+	ReadNote   string
 }
 
 // conversation shows a conversation and its history. Opening a
@@ -93,7 +96,8 @@ func (c *Console) conversation(w http.ResponseWriter, r *http.Request, s *sessio
 		c.failConv(w, r, s, err)
 		return
 	}
-	d := &convData{Conv: cv, Held: cv.State == StateHuman && cv.Agent == s.user.Name}
+	d := &convData{Conv: cv, Held: cv.State == StateHuman && cv.Agent == s.user.Name,
+		MayRelease: cv.Agent == "" || cv.Agent == s.user.Name || s.user.Role == RoleAdmin}
 	if d.History, err = c.o.Conversations.History(ctx, channel, id, historyLimit); err != nil {
 		c.failConv(w, r, s, err)
 		return
@@ -161,7 +165,8 @@ func (c *Console) conversationAction(w http.ResponseWriter, r *http.Request, s *
 	case "resolve":
 		err = c.o.Conversations.Resolve(ctx, a, channel, id)
 	case "typing":
-		if err = c.o.Conversations.Typing(ctx, a, channel, id); err != nil {
+		// Started moments ago: the animation still shows (no call).
+		if err = c.o.Conversations.Typing(ctx, a, channel, id); err != nil && !errors.Is(err, ErrTypingTooSoon) {
 			c.failConv(w, r, s, err)
 			return
 		}
@@ -194,6 +199,13 @@ func (c *Console) failConv(w http.ResponseWriter, r *http.Request, s *session, e
 	case errors.Is(err, context.Canceled):
 	case errors.Is(err, ErrNotFound):
 		c.errorPage(w, r, s, http.StatusNotFound, "No such conversation.")
+	case errors.Is(err, ErrNotYours):
+		c.errorPage(w, r, s, http.StatusForbidden, "Another person holds this conversation: only they reply to it, and only an admin hands it back or resolves it. Nothing was done.")
+	case errors.Is(err, ErrLINE):
+		// Recorded as failed; the error names LINE's status and words
+		// about the request, never the messages.
+		c.log.Warn("console: LINE did not take an agent's send", "user", s.user.Name, "err", err)
+		c.errorPage(w, r, s, http.StatusBadGateway, strings.TrimPrefix(err.Error(), "handoff: ")+".")
 	case errors.Is(err, ErrNotHeld):
 		c.errorPage(w, r, s, http.StatusConflict, "The bot holds this conversation: take it over first.")
 	case errors.Is(err, ErrConflict):

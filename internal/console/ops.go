@@ -106,8 +106,7 @@ func reason(r *http.Request) (string, bool) {
 func (c *Console) killSwitch(w http.ResponseWriter, r *http.Request, s *session) {
 	on := r.PostFormValue("on")
 	why, ok := reason(r)
-	if (on != "true" && on != "false") || !ok {
-		c.errorPage(w, r, s, http.StatusBadRequest, "Say why, in one line of at most 500 characters.")
+	if !c.switchForm(w, r, s, on, ok) {
 		return
 	}
 	detail := c.who(r, s, map[string]any{"reason": why})
@@ -126,8 +125,7 @@ func (c *Console) killSwitch(w http.ResponseWriter, r *http.Request, s *session)
 func (c *Console) dryRun(w http.ResponseWriter, r *http.Request, s *session) {
 	channel, on := r.PostFormValue("channel"), r.PostFormValue("on")
 	why, ok := reason(r)
-	if (on != "true" && on != "false") || !ok {
-		c.errorPage(w, r, s, http.StatusBadRequest, "Say why, in one line of at most 500 characters.")
+	if !c.switchForm(w, r, s, on, ok) {
 		return
 	}
 	if channel != "" && !slices.Contains(c.o.Channels, channel) {
@@ -158,4 +156,18 @@ func (c *Console) reload(w http.ResponseWriter, r *http.Request, s *session) {
 	}
 	c.log.Info("console: rules reloaded", "by", s.user.Name)
 	redirect(w, r, "/console/ops", "reload")
+}
+
+// switchForm checks a switch form's on (true or false) and reason,
+// answering 400 with what is wrong.
+func (c *Console) switchForm(w http.ResponseWriter, r *http.Request, s *session, on string, reasonOK bool) bool {
+	switch {
+	case on != "true" && on != "false":
+		c.errorPage(w, r, s, http.StatusBadRequest, "On: want true or false.")
+	case !reasonOK:
+		c.errorPage(w, r, s, http.StatusBadRequest, "Say why, in one line of at most 500 characters.")
+	default:
+		return true
+	}
+	return false
 }

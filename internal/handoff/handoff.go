@@ -295,6 +295,7 @@ type Service struct {
 	log *slog.Logger
 
 	claims replyClaims
+	typing typingLimit
 
 	held     *prometheus.CounterVec
 	changes  *prometheus.CounterVec
@@ -429,7 +430,8 @@ func (s *Service) HandOff(ctx context.Context, channel, id, rule string) error {
 	return err
 }
 
-// TakeOver gives a conversation to the actor, whoever held it.
+// TakeOver gives a conversation to the actor, whoever held it (one the
+// actor holds already stays so, and nothing is recorded).
 func (s *Service) TakeOver(ctx context.Context, a Actor, channel, id, reason string) error {
 	if err := s.check(channel, id); err != nil {
 		return err
@@ -444,11 +446,15 @@ func (s *Service) TakeOver(ctx context.Context, a Actor, channel, id, reason str
 	if err != nil {
 		return err
 	}
+	if cur.State == StateHuman && cur.Agent == a.Name {
+		return nil // theirs already: nothing changes, nothing is recorded
+	}
 	return s.change(ctx, "agent:"+a.Name, SetState{Channel: channel, ID: id, State: StateHuman, Agent: a.Name, Reason: reason,
 		From: []State{cur.State}}, map[string]any{"role": a.Role, "from": string(cur.State), "from_agent": cur.Agent})
 }
 
-// HandBack returns a conversation to the bot.
+// HandBack returns a conversation to the bot: one another person holds
+// only for an admin (ErrNotYours).
 func (s *Service) HandBack(ctx context.Context, a Actor, channel, id string) error {
 	return s.release(ctx, a, channel, id, StateBot, "handback")
 }
@@ -471,6 +477,9 @@ func (s *Service) release(ctx context.Context, a Actor, channel, id string, to S
 	}
 	if cur.State != StateHuman {
 		return ErrNotHeld
+	}
+	if cur.Agent != "" && cur.Agent != a.Name && !a.overrides() {
+		return ErrNotYours
 	}
 	return s.change(ctx, "agent:"+a.Name, SetState{Channel: channel, ID: id, State: to, Reason: reason, From: []State{StateHuman}},
 		map[string]any{"role": a.Role, "from": string(cur.State), "from_agent": cur.Agent})

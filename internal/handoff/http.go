@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
 )
@@ -43,6 +44,10 @@ func StatusOf(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, ErrNotFound):
 		return http.StatusNotFound
+	case errors.Is(err, ErrNotYours):
+		return http.StatusForbidden
+	case errors.Is(err, ErrTypingTooSoon):
+		return http.StatusTooManyRequests
 	case errors.Is(err, ErrNotHeld), errors.Is(err, ErrConflict):
 		return http.StatusConflict
 	case errors.Is(err, ErrLINE):
@@ -56,6 +61,9 @@ func StatusOf(err error) int {
 
 func (s *Service) fail(w http.ResponseWriter, r *http.Request, action string, err error) {
 	code := StatusOf(err)
+	if code == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", strconv.Itoa(int(TypingEvery/time.Second)))
+	}
 	switch {
 	case code == 0:
 	case code == http.StatusBadGateway:

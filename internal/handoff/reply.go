@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/linegate/linegate/internal/outbound"
 )
@@ -15,7 +16,8 @@ import (
 const maxMessages = 5
 
 // Reply sends a person's messages to a conversation they own (ErrNotHeld
-// otherwise; one waiting for a person becomes theirs, recorded first).
+// when no person does, ErrNotYours when another does; one waiting for a
+// person becomes theirs, recorded first).
 // It goes through the outbound sender like the bot's sends: the kill
 // switch, dry-run and consent hold it back and it is recorded all the
 // same, naming the person. It replies with the latest event's reply token
@@ -36,6 +38,9 @@ func (s *Service) Reply(ctx context.Context, a Actor, channel, id string, messag
 	}
 	if cur.State != StateHuman {
 		return ReplyResult{}, ErrNotHeld
+	}
+	if cur.Agent != "" && cur.Agent != a.Name {
+		return ReplyResult{}, ErrNotYours
 	}
 	if cur.Agent == "" {
 		err := s.change(ctx, "agent:"+a.Name, SetState{Channel: channel, ID: id, State: StateHuman, Agent: a.Name, Reason: cur.Reason,
@@ -134,7 +139,9 @@ func (s *Service) MarkRead(ctx context.Context, a Actor, channel, id string) err
 }
 
 // Typing shows the loading animation in a user's one-on-one chat while
-// the actor types (LINE shows it nowhere else).
+// the actor, who holds it, types (LINE shows it nowhere else): for
+// TypingEvery, started at most once per TypingEvery in a conversation
+// (ErrTypingTooSoon: no call, no record).
 func (s *Service) Typing(ctx context.Context, a Actor, channel, id string) error {
 	if err := s.check(channel, id); err != nil {
 		return err
@@ -142,9 +149,19 @@ func (s *Service) Typing(ctx context.Context, a Actor, channel, id string) error
 	if !strings.HasPrefix(id, "user:") {
 		return invalid("the loading animation is shown in one-on-one chats only")
 	}
+	cur, err := s.state(ctx, channel, id)
+	if err != nil {
+		return err
+	}
+	if err := a.holds(cur); err != nil {
+		return err
+	}
+	if !s.typing.take(channel, id, s.o.Now()) {
+		return ErrTypingTooSoon
+	}
 	_, rec, err := s.o.Sender.Chat(ctx, outbound.ChatRequest{
 		Channel: channel, Retention: s.o.Channels[channel].Retention, Subjects: subjectsOf(id),
-		Endpoint: outbound.EndpointLoading, UserID: target(id), Seconds: 10,
+		Endpoint: outbound.EndpointLoading, UserID: target(id), Seconds: int(TypingEvery / time.Second),
 		EventKey: "agent-typing:" + randomID(), Agent: a.Name, Extra: map[string]string{"conversation": id},
 	})
 	return lineError(err, rec)

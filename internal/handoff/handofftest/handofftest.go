@@ -83,6 +83,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("States", func(t *testing.T) { testStates(t, newStore(t)) })
 	t.Run("Idle", func(t *testing.T) { testIdle(t, newStore(t)) })
 	t.Run("Notifications", func(t *testing.T) { testNotifications(t, newStore(t)) })
+	t.Run("Holder", func(t *testing.T) { testHolder(t, newStore(t)) })
 }
 
 type fixture struct {
@@ -402,5 +403,81 @@ func testNotifications(t *testing.T, st Store) {
 	}
 	if attempts != 4 {
 		t.Fatalf("%d notification records, want 4", attempts)
+	}
+}
+
+// testHolder: only the person who holds a conversation replies to it or
+// shows typing in it; another agent may not hand it back or resolve it
+// (an admin may); a repeated takeover by its holder records nothing; the
+// loading animation is started at most once per TypingEvery.
+func testHolder(t *testing.T, st Store) {
+	ctx := context.Background()
+	f := newFixture(t, st, "")
+	const id = "user:U3333333333333333333333333333333"
+	mei := handoff.Actor{Name: "mei", Role: "admin"}
+	amara := handoff.Actor{Name: "amara", Role: "agent"}
+	if err := f.svc.HandOff(ctx, "c1", id, "agent"); err != nil {
+		t.Fatal(err)
+	}
+	// Typing in a conversation waiting for a person: take it over first.
+	if err := f.svc.Typing(ctx, amara, "c1", id); !errors.Is(err, handoff.ErrNotHeld) {
+		t.Fatalf("typing while waiting: %v, want ErrNotHeld", err)
+	}
+	if err := f.svc.TakeOver(ctx, mei, "c1", id, "console"); err != nil {
+		t.Fatal(err)
+	}
+	recs := len(f.admins(t))
+	// Taking it over again changes nothing and records nothing.
+	if err := f.svc.TakeOver(ctx, mei, "c1", id, "console"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.admins(t)); n != recs {
+		t.Fatalf("a repeated takeover wrote %d handoff records", n-recs)
+	}
+	before, _ := st.Count(ctx)
+	msg := []json.RawMessage{json.RawMessage(`{"type":"text","text":"not mine"}`)}
+	if _, err := f.svc.Reply(ctx, amara, "c1", id, msg); !errors.Is(err, handoff.ErrNotYours) {
+		t.Errorf("amara's reply to mei's conversation: %v, want ErrNotYours", err)
+	}
+	if err := f.svc.Typing(ctx, amara, "c1", id); !errors.Is(err, handoff.ErrNotYours) {
+		t.Errorf("amara's typing in mei's conversation: %v, want ErrNotYours", err)
+	}
+	if err := f.svc.HandBack(ctx, amara, "c1", id); !errors.Is(err, handoff.ErrNotYours) {
+		t.Errorf("amara hands back mei's conversation: %v, want ErrNotYours", err)
+	}
+	if err := f.svc.Resolve(ctx, amara, "c1", id); !errors.Is(err, handoff.ErrNotYours) {
+		t.Errorf("amara resolves mei's conversation: %v, want ErrNotYours", err)
+	}
+	if after, _ := st.Count(ctx); after != before || len(f.snd.sends) != 0 || len(f.snd.chats) != 0 {
+		t.Fatalf("refused actions left %d records, %d sends, %d chat calls", after-before, len(f.snd.sends), len(f.snd.chats))
+	}
+	if c, _ := f.svc.Get(ctx, "c1", id); c.State != handoff.StateHuman || c.Agent != "mei" {
+		t.Fatalf("after the refusals: %+v", c)
+	}
+	// The holder types: one loading call per TypingEvery, later ones
+	// answered ErrTypingTooSoon without a call or a record.
+	for i := range 5 {
+		err := f.svc.Typing(ctx, mei, "c1", id)
+		if i == 0 && err != nil || i > 0 && !errors.Is(err, handoff.ErrTypingTooSoon) {
+			t.Fatalf("typing %d: %v", i, err)
+		}
+	}
+	if len(f.snd.chats) != 1 || f.snd.chats[0].Agent != "mei" {
+		t.Fatalf("chat calls after 5 typings: %+v", f.snd.chats)
+	}
+	f.clock.add(handoff.TypingEvery)
+	if err := f.svc.Typing(ctx, mei, "c1", id); err != nil || len(f.snd.chats) != 2 {
+		t.Fatalf("typing after %s: %v, %d calls", handoff.TypingEvery, err, len(f.snd.chats))
+	}
+	// An admin may hand back a conversation another person holds.
+	bob := handoff.Actor{Name: "bob", Role: "agent"}
+	if err := f.svc.TakeOver(ctx, bob, "c1", id, "console"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.svc.HandBack(ctx, mei, "c1", id); err != nil {
+		t.Fatalf("an admin hands back bob's conversation: %v", err)
+	}
+	if c, _ := f.svc.Get(ctx, "c1", id); c.State != handoff.StateBot {
+		t.Fatalf("after the admin's handback: %+v", c)
 	}
 }
