@@ -160,14 +160,28 @@ func (e *BucketError) Unwrap() error { return e.Err }
 // only.
 
 // Newest returns the bucket's newest trusted checkpoint (NewestTrusted),
-// and the objects under checkpoint keys it did not trust; found is false
-// when the bucket holds none.
+// among the checkpoints and the cosigned checkpoints (each signed by the
+// log, so each one the database's tree must extend), and the objects
+// under checkpoint keys it did not trust; found is false when the bucket
+// holds none.
 func Newest(ctx context.Context, b Bucket, v note.Verifier, origin string) (t Trusted, found bool, ignored []Ignored, err error) {
 	vb, ok := b.(Versioned)
 	if !ok {
 		return Trusted{}, false, nil, errors.New("archive: the bucket cannot list object versions and their locks")
 	}
-	return NewestTrusted(ctx, vb, "", v, origin)
+	t, found, ignored, err = NewestTrusted(ctx, vb, "", v, origin)
+	if err != nil {
+		return t, found, ignored, err
+	}
+	ct, cfound, cignored, err := NewestTrusted(ctx, vb, ".cosigned", v, origin)
+	ignored = append(ignored, cignored...)
+	if err != nil {
+		return t, found, ignored, err
+	}
+	if cfound && (!found || ct.Size > t.Size) {
+		t, found = ct, true
+	}
+	return t, found, ignored, nil
 }
 
 // CheckBucket holds the local tree to the newest trusted checkpoint in the
@@ -437,8 +451,9 @@ func (p *Publisher) publishCosigned(ctx context.Context, head ledger.TreeHead) e
 			return err
 		}
 		// Cosigned before (a retry after a crash): the published one
-		// stands if it is this checkpoint's.
-		old, gerr := p.o.Bucket.Get(ctx, key)
+		// stands if it is this checkpoint's. The one published is the
+		// key's oldest locked version, not a version put over it.
+		old, gerr := p.published1(ctx, key)
 		if gerr != nil || !bytes.HasPrefix(old, head.Checkpoint) {
 			return err
 		}

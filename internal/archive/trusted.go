@@ -145,3 +145,46 @@ func ReportIgnored(log *slog.Logger, ignored []Ignored) {
 			"key", x.Key, "version", x.Version, "reason", x.Reason, "detail", x.Detail)
 	}
 }
+
+// OldestLocked returns the oldest version of key under a compliance-mode
+// lock: what was published under the key, whatever was put over it
+// since. found is false when no version of key is locked.
+func OldestLocked(ctx context.Context, b Versioned, key string) (data []byte, found bool, err error) {
+	vs, err := b.ListVersions(ctx, key)
+	if err != nil {
+		return nil, false, err
+	}
+	var mine []objstore.Version
+	for _, x := range vs {
+		if x.Key == key && !x.DeleteMarker {
+			mine = append(mine, x)
+		}
+	}
+	slices.Reverse(mine)
+	slices.SortStableFunc(mine, func(a, b objstore.Version) int { return a.Modified.Compare(b.Modified) })
+	for _, x := range mine {
+		if _, err := b.VersionRetainUntil(ctx, key, x.ID); err != nil {
+			if errors.Is(err, objstore.ErrNotLocked) {
+				continue
+			}
+			return nil, false, err
+		}
+		data, err := b.GetVersion(ctx, key, x.ID)
+		return data, err == nil, err
+	}
+	return nil, false, nil
+}
+
+// published1 returns what was published under key: its oldest locked
+// version when the bucket lists versions, else its current one.
+func (p *Publisher) published1(ctx context.Context, key string) ([]byte, error) {
+	vb, ok := p.o.Bucket.(Versioned)
+	if !ok {
+		return p.o.Bucket.Get(ctx, key)
+	}
+	data, found, err := OldestLocked(ctx, vb, key)
+	if err == nil && !found {
+		err = objstore.ErrNotFound
+	}
+	return data, err
+}
