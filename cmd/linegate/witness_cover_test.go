@@ -13,11 +13,12 @@ import (
 
 // TestWitnessQuorumCoversRecords: a cosignature of an older prefix of the
 // tree does not vouch for the records after it. The witness cosigns the
-// first records; then the gateway runs without witnesses (as a log the
-// witnesses refuse as a fork would get no new cosignature) and adds more.
-// verify-bundle -witness-quorum fails on a bundle holding them, export
-// says so, and verify -witness-quorum fails once they are older than
-// -witness-max-lag.
+// first records; a backup of that time is restored after the witness
+// cosigned more, and other records are added: the witness refuses the
+// fork, and the restored cosigned checkpoint is a prefix of the forked
+// tree. verify-bundle -witness-quorum fails on a bundle holding the
+// forked records, export says so, and verify -witness-quorum fails once
+// they are older than -witness-max-lag.
 func TestWitnessQuorumCoversRecords(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
@@ -55,15 +56,42 @@ func TestWitnessQuorumCoversRecords(t *testing.T) {
 		t.Fatalf("verify-bundle of cosigned records = %d:\n%s", code, out)
 	}
 
-	// More records, no witness round.
-	g = startGateway(t, dir, gwConfig{public: true})
+	// A backup, ten more records the witness cosigns, then the backup
+	// restored whole (its cosigned checkpoint file too) and ten other
+	// records: the witness refuses the fork, and the cosigned file, an
+	// honest prefix, stays.
+	backup := t.TempDir()
+	copyDir(t, filepath.Join(dir, "data"), backup)
+	g = startGateway(t, dir, gwConfig{public: true, extra: archiveConfig(t, nil, "", wit)})
 	for i := 20; i < 30; i++ {
 		g.post(t, testSecret, fmt.Appendf(nil, `{"events":[],"n":%d}`, i))
 	}
 	g.waitTreeSize(t, 30)
+	for deadline := time.Now().Add(20 * time.Second); fileSize(t, cosFile) < 30; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the witness did not cosign size 30")
+		}
+	}
+	g.stop()
+	os.RemoveAll(filepath.Join(dir, "data"))
+	copyDir(t, backup, filepath.Join(dir, "data"))
+	g = startGateway(t, dir, gwConfig{public: true, extra: archiveConfig(t, nil, "", wit)})
+	for i := 20; i < 30; i++ {
+		g.post(t, testSecret, fmt.Appendf(nil, `{"events":[],"forked":%d}`, i))
+	}
+	g.waitTreeSize(t, 30)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		_, m := g.get(t, g.admin+"/metrics")
+		if strings.Contains(string(m), `linegate_witness_forked{witness="example.com/witness-1"} 1`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the witness did not refuse the fork")
+		}
+	}
 	g.stop()
 	if fileSize(t, cosFile) != cosSize {
-		t.Fatal("the cosigned checkpoint changed without a witness")
+		t.Fatal("the cosigned checkpoint changed on a forked log")
 	}
 
 	bundle := filepath.Join(t.TempDir(), "bundle")
