@@ -142,8 +142,11 @@ func (wf *witnessFlags) checkWitnessLag(ctx context.Context, e *env, cfg *Config
 		return err
 	}
 	ls, err := leaves.ReadLeaves(ctx, c.Size, c.Size+1)
-	if err != nil || len(ls) == 0 {
+	if errors.Is(err, ledger.ErrNotFound) || (err == nil && len(ls) == 0) {
 		return nil // no record beyond the cosigned checkpoint
+	}
+	if err != nil {
+		return err
 	}
 	var l ledger.Leaf
 	if err := l.UnmarshalBinary(ls[0]); err != nil {
