@@ -18,7 +18,7 @@ import (
 
 // addCosigned adds the cosigned checkpoint of the config's publish
 // directory to the bundle at dir, if there is one. It says so on stdout.
-func addCosigned(ctx context.Context, e *env, src evidenceSource, dir string) error {
+func addCosigned(ctx context.Context, e *env, src evidenceSource, dir string, records []uint64) error {
 	cosigned, err := os.ReadFile(cosignedFile(src.cfg.Log.PublishDir))
 	if errors.Is(err, fs.ErrNotExist) {
 		if src.cfg.Witnesses != nil {
@@ -66,13 +66,21 @@ func addCosigned(ctx context.Context, e *env, src evidenceSource, dir string) er
 		return err
 	}
 	fmt.Fprintf(e.stdout, "  with the cosigned checkpoint of size %d (witness/)\n", cos.Size)
+	if n := beyondCosigned(records, cos.Size); n > 0 {
+		fmt.Fprintf(e.stdout, "  %d of the bundle's records (index %d and later) are not yet covered by the cosigned checkpoint: verify-bundle -witness-quorum fails on them; export again after the next witness round (witnesses.every), or if the witnesses refuse the log, look into it first\n", n, cos.Size)
+	}
 	return nil
 }
 
 // verifyBundleWitnesses checks, with -witness-quorum, the bundle's
 // cosigned checkpoint: the quorum of cosignatures, and its consistency
 // with the bundle's checkpoint.
-func (wf *witnessFlags) verifyBundleWitnesses(e *env, dir string, vkey []byte) error {
+//
+// Every record of the bundle must lie inside the cosigned checkpoint: a
+// cosignature of an older prefix of the tree says nothing of the records
+// after it (a log the witnesses refused as a fork still has an honest
+// prefix).
+func (wf *witnessFlags) verifyBundleWitnesses(e *env, dir string, vkey []byte, records []uint64) error {
 	if *wf.quorum <= 0 {
 		return nil
 	}
@@ -120,5 +128,20 @@ func (wf *witnessFlags) verifyBundleWitnesses(e *env, dir string, vkey []byte) e
 		fmt.Fprintf(e.stdout, "FAIL witnesses: the bundle's checkpoint (size %d) and the cosigned one (size %d): %v\n", bcp.Size, cos.Size, err)
 		return errVerifyFailed
 	}
+	if n := beyondCosigned(records, cos.Size); n > 0 {
+		fmt.Fprintf(e.stdout, "FAIL witnesses: %d of the bundle's records (index %d and later) lie beyond the cosigned checkpoint of size %d: no witness vouched for them\n", n, cos.Size, cos.Size)
+		return errVerifyFailed
+	}
 	return nil
+}
+
+// beyondCosigned counts the records (leaf indices) at or beyond size.
+func beyondCosigned(records []uint64, size uint64) int {
+	n := 0
+	for _, r := range records {
+		if r >= size {
+			n++
+		}
+	}
+	return n
 }

@@ -54,7 +54,7 @@ func runExport(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "exported %d records to %s (tree size %d)\n", len(m.Records), *out, m.TreeSize)
-	if err := addCosigned(ctx, e, src, *out); err != nil {
+	if err := addCosigned(ctx, e, src, *out, m.Records); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "  selected: %s\n", describeSelection(sel))
@@ -172,7 +172,7 @@ func runVerifyBundle(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
-	if err := wf.verifyBundleWitnesses(e, fs.Arg(0), vkey); err != nil {
+	if err := wf.verifyBundleWitnesses(e, fs.Arg(0), vkey, m.Records); err != nil {
 		return err
 	}
 	if *vkeyFile == "" {

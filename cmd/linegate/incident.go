@@ -63,7 +63,7 @@ func runIncidentExport(ctx context.Context, e *env, args []string) error {
 	if len(m.Records) != len(tl.Records()) {
 		return fmt.Errorf("the evidence bundle holds %d records of the timeline's %d", len(m.Records), len(tl.Records()))
 	}
-	if err := addCosigned(ctx, e, src, filepath.Join(*out, tl.Evidence)); err != nil {
+	if err := addCosigned(ctx, e, src, filepath.Join(*out, tl.Evidence), m.Records); err != nil {
 		return err
 	}
 	for name, write := range map[string]func(*os.File) error{

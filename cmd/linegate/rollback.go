@@ -50,7 +50,7 @@ func runAcknowledgeRollback(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	inBucket, err := bucketCheckpoint(ctx, e, cfg)
+	inBucket, err := bucketCheckpoint(ctx, e, cfg, verifier)
 	if err != nil {
 		return err
 	}

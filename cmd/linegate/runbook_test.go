@@ -21,7 +21,7 @@ var runbookAlerts = []string{
 	"LinegateKillSwitchLeftOn", "LinegateClockDrift", "LinegateQuotaBudgetNear", "LinegateQuotaNearEnd",
 	"LinegateTokenNearExpiry", "LinegateTokenRenewalFailing", "LinegateCanaryLeak", "LinegateAlertsNotRecorded",
 	"LinegateVerifyFailed", "LinegateVerifyNotRun",
-	"LinegateWitnessFork", "LinegateArchiveStale",
+	"LinegateWitnessFork", "LinegateArchiveStale", "LinegateArchiveUntrusted",
 }
 
 // runbookPositional are the commands that take positional arguments, and

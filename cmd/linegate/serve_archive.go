@@ -16,6 +16,7 @@ import (
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/objstore"
 	"github.com/linegate/linegate/internal/witness"
+	"golang.org/x/mod/sumdb/note"
 )
 
 // ArchiveConfig publishes the ledger to S3-compatible object storage with
@@ -327,9 +328,10 @@ func (g *instance) cosignedRoute(log http.Handler) http.Handler {
 	return mux
 }
 
-// bucketCheckpoint returns the archive's bucket's newest checkpoint, for
-// acknowledge-rollback to name when the restored tree does not extend it.
-func bucketCheckpoint(ctx context.Context, e *env, cfg *Config) ([]ledger.External, error) {
+// bucketCheckpoint returns the archive's bucket's newest trusted
+// checkpoint (archive.NewestTrusted), for acknowledge-rollback to name
+// when the restored tree does not extend it.
+func bucketCheckpoint(ctx context.Context, e *env, cfg *Config, v note.Verifier) ([]ledger.External, error) {
 	if cfg.Archive == nil {
 		return nil, nil
 	}
@@ -337,9 +339,12 @@ func bucketCheckpoint(ctx context.Context, e *env, cfg *Config) ([]ledger.Extern
 	if err != nil {
 		return nil, err
 	}
-	key, signed, found, err := archive.Newest(ctx, b)
+	t, found, ignored, err := archive.Newest(ctx, b, v, cfg.Log.Origin)
+	for _, x := range ignored {
+		fmt.Fprintf(e.stderr, "archive: ignored the bucket's %s version %s (%s) %s\n", x.Key, x.Version, x.Reason, x.Detail)
+	}
 	if err != nil || !found {
 		return nil, err
 	}
-	return []ledger.External{{Name: "bucket's " + key, Signed: signed}}, nil
+	return []ledger.External{{Name: "bucket's " + t.Key, Signed: t.Signed}}, nil
 }

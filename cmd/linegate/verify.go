@@ -36,7 +36,7 @@ var errVerifyFailed = errors.New("the ledger does not verify")
 // that its user may only read. Everything it checks comes from one
 // snapshot, so that it can run beside a gateway under load.
 func runVerify(ctx context.Context, e *env, args []string) (err error) {
-	flags := newFlagSet(e, "verify", "[-config FILE | -data DIR] [-vkey FILE] [-kek FILE] [-metrics-file FILE] [-witness-quorum K [-witness-key VKEY...]]")
+	flags := newFlagSet(e, "verify", "[-config FILE | -data DIR] [-vkey FILE] [-kek FILE] [-metrics-file FILE] [-witness-quorum K [-witness-key VKEY...] [-witness-max-lag D]]")
 	configPath := flags.String("config", "", "the serve config whose ledger to verify")
 	dataDir := flags.String("data", "", "a data directory to verify")
 	vkeyFlag := flags.String("vkey", "", "the checkpoint verifier key you hold (default: the data directory's own log.vkey, with a warning)")
@@ -123,6 +123,7 @@ func runVerify(ctx context.Context, e *env, args []string) (err error) {
 	if cfg != nil {
 		policies = retention.Policies(cfg.policies())
 	}
+	lagErr := wf.checkWitnessLag(ctx, e, cfg, cosigned, verifier, view, time.Now())
 	rep, err := ledger.Verify(ctx, view, verifier, origin, external, sealer, ledger.WithDeletionPolicy(policies))
 	// A view that was not what it seemed (an SQLite file written while
 	// it was read without locks) makes any finding void.
@@ -131,6 +132,9 @@ func runVerify(ctx context.Context, e *env, args []string) (err error) {
 	}
 	if err != nil {
 		return verifyFailure(e, err)
+	}
+	if lagErr != nil {
+		return lagErr
 	}
 	if missingPublished && rep.TreeSize > 0 && !*noPublished {
 		// The file is the one copy of the latest tree outside the

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/witness"
@@ -24,6 +26,7 @@ type witnessFlags struct {
 	quorum *int
 	keys   keyList
 	file   *string
+	maxLag *time.Duration
 }
 
 func addWitnessFlags(flags *flag.FlagSet, withFile bool) *witnessFlags {
@@ -33,6 +36,7 @@ func addWitnessFlags(flags *flag.FlagSet, withFile bool) *witnessFlags {
 	flags.Var(&wf.keys, "witness-key", "a witness's note verifier key (repeat for each; default: the config's witnesses)")
 	if withFile {
 		wf.file = flags.String("cosigned", "", "the cosigned checkpoint (default: checkpoint.cosigned in the publish directory)")
+		wf.maxLag = flags.Duration("witness-max-lag", 0, "with -witness-quorum, fail when a record older than this is not covered by the cosigned checkpoint (default: 10m, or 10 times witnesses.every if that is longer)")
 	}
 	return wf
 }
@@ -107,4 +111,53 @@ func (wf *witnessFlags) verifyWitnesses(e *env, cfg *Config, publishDir string, 
 		return nil, err
 	}
 	return []ledger.External{ext}, nil
+}
+
+// lagBound returns -witness-max-lag, or its default for cfg.
+func (wf *witnessFlags) lagBound(cfg *Config) time.Duration {
+	if wf.maxLag != nil && *wf.maxLag > 0 {
+		return *wf.maxLag
+	}
+	d := 10 * time.Minute
+	if cfg != nil && cfg.Witnesses != nil {
+		d = max(d, 10*cfg.Witnesses.Every)
+	}
+	return d
+}
+
+// checkWitnessLag fails when the record just after the cosigned
+// checkpoint (the first no witness vouched for) is older than the bound:
+// the witnesses cosign each new checkpoint within a round, so a record
+// left uncovered longer is one they refused, or never saw.
+func (wf *witnessFlags) checkWitnessLag(ctx context.Context, e *env, cfg *Config, cosigned []ledger.External, logV note.Verifier, leaves ledger.LeafReader, now time.Time) error {
+	if *wf.quorum <= 0 || len(cosigned) == 0 {
+		return nil
+	}
+	n, err := note.Open(cosigned[0].Signed, note.VerifierList(logV))
+	if err != nil {
+		return err
+	}
+	c, err := ledger.ParseCheckpoint(n.Text)
+	if err != nil {
+		return err
+	}
+	ls, err := leaves.ReadLeaves(ctx, c.Size, c.Size+1)
+	if errors.Is(err, ledger.ErrNotFound) || (err == nil && len(ls) == 0) {
+		return nil // no record beyond the cosigned checkpoint
+	}
+	if err != nil {
+		return err
+	}
+	var l ledger.Leaf
+	if err := l.UnmarshalBinary(ls[0]); err != nil {
+		fmt.Fprintf(e.stdout, "FAIL witnesses: record %d: %v\n", c.Size, err)
+		return errVerifyFailed
+	}
+	bound := wf.lagBound(cfg)
+	if age := now.Sub(l.Time); age > bound {
+		fmt.Fprintf(e.stdout, "FAIL witnesses: record %d and later are not covered by the cosigned checkpoint (size %d), and record %d is %s old, more than -witness-max-lag %s: the witnesses refused the log or were not reached\n",
+			c.Size, c.Size, c.Size, age.Truncate(time.Second), bound)
+		return errVerifyFailed
+	}
+	return nil
 }

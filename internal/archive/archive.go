@@ -99,6 +99,7 @@ type Publisher struct {
 	failures  *prometheus.CounterVec
 	lag       prometheus.Gauge
 	lastOK    prometheus.Gauge
+	untrusted *prometheus.GaugeVec
 }
 
 // New returns a Publisher.
@@ -115,12 +116,14 @@ func New(o Options) *Publisher {
 			Help: "Records signed by the ledger whose checkpoint is not yet published to object storage."}),
 		lastOK: prometheus.NewGauge(prometheus.GaugeOpts{Name: "linegate_archive_last_success_timestamp_seconds",
 			Help: "When a publication pass last completed without error."}),
+		untrusted: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "linegate_archive_untrusted_objects",
+			Help: "Objects under checkpoint keys of the bucket that the start-up check ignored, by reason (delete_marker, unlocked, newer_version, mismatch): written by another than linegate."}, []string{"reason"}),
 	}
 }
 
 // Collectors returns the Publisher's metrics, and its Cosigner's.
 func (p *Publisher) Collectors() []prometheus.Collector {
-	cs := []prometheus.Collector{p.published, p.failures, p.lag, p.lastOK}
+	cs := []prometheus.Collector{p.published, p.failures, p.lag, p.lastOK, p.untrusted}
 	if p.o.Cosigner != nil {
 		cs = append(cs, p.o.Cosigner.Collectors()...)
 	}
@@ -151,48 +154,54 @@ func (e *BucketError) Error() string {
 
 func (e *BucketError) Unwrap() error { return e.Err }
 
-// BUG: Newest lists every checkpoint key to find the newest (the
-// keys are not zero-padded, so their order is not their sizes'): about a
-// request per thousand checkpoints published, at start only.
+// BUG: NewestTrusted lists every version of every checkpoint key to find
+// the newest (the keys are not zero-padded, so their order is not their
+// sizes'): about a request per thousand checkpoints published, at start
+// only.
 
-// Newest returns the bucket's newest checkpoint (by size) and its key;
-// found is false when the bucket holds none.
-func Newest(ctx context.Context, b Bucket) (key string, signed []byte, found bool, err error) {
-	keys, err := b.List(ctx, "checkpoint-")
+// Newest returns the bucket's newest trusted checkpoint (NewestTrusted),
+// among the checkpoints and the cosigned checkpoints (each signed by the
+// log, so each one the database's tree must extend), and the objects
+// under checkpoint keys it did not trust; found is false when the bucket
+// holds none.
+func Newest(ctx context.Context, b Bucket, v note.Verifier, origin string) (t Trusted, found bool, ignored []Ignored, err error) {
+	vb, ok := b.(Versioned)
+	if !ok {
+		return Trusted{}, false, nil, errors.New("archive: the bucket cannot list object versions and their locks")
+	}
+	t, found, ignored, err = NewestTrusted(ctx, vb, "", v, origin)
 	if err != nil {
-		return "", nil, false, fmt.Errorf("archive: list the bucket's checkpoints: %w", err)
+		return t, found, ignored, err
 	}
-	var newest uint64
-	for _, k := range keys {
-		n, err := strconv.ParseUint(strings.TrimPrefix(k, "checkpoint-"), 10, 64)
-		if err != nil {
-			continue // checkpoint-<size>.cosigned
-		}
-		if !found || n > newest {
-			newest, found = n, true
-		}
+	ct, cfound, cignored, err := NewestTrusted(ctx, vb, ".cosigned", v, origin)
+	ignored = append(ignored, cignored...)
+	if err != nil {
+		return t, found, ignored, err
 	}
-	if !found {
-		return "", nil, false, nil
+	if cfound && (!found || ct.Size > t.Size) {
+		t, found = ct, true
 	}
-	key = CheckpointKey(newest)
-	if signed, err = b.Get(ctx, key); err != nil {
-		return key, nil, false, fmt.Errorf("archive: read the bucket's %s: %w", key, err)
-	}
-	return key, signed, true, nil
+	return t, found, ignored, nil
 }
 
-// CheckBucket holds the local tree to the newest checkpoint in the bucket,
-// as the ledger holds it to the checkpoint file and the anchors: the tree
-// of head, whose tiles store holds, must extend it. A checkpoint that a
-// rollback acknowledgement names as lost (acked reports it) is let
-// through, with a warning. It returns the size of the bucket's newest
-// checkpoint.
+// CheckBucket holds the local tree to the newest trusted checkpoint in the
+// bucket (NewestTrusted), as the ledger holds it to the checkpoint file
+// and the anchors: the tree of head, whose tiles store holds, must extend
+// it. A checkpoint that a rollback acknowledgement names as lost (acked
+// reports it) is let through, with a warning. Objects under checkpoint
+// keys that are not trusted (a version put over a locked one, a delete
+// marker, an unlocked object, one whose content is not the checkpoint its
+// key names) are ignored, logged at error level and counted in
+// linegate_archive_untrusted_objects. It returns the size of the bucket's
+// newest trusted checkpoint.
 func (p *Publisher) CheckBucket(ctx context.Context, head ledger.TreeHead, acked func(signed []byte) (bool, error)) (uint64, error) {
-	key, signed, found, err := Newest(ctx, p.o.Bucket)
+	t, found, ignored, err := Newest(ctx, p.o.Bucket, p.o.Verifier, p.o.Origin)
+	p.reportIgnored(ignored)
 	if err != nil || !found {
 		return 0, err
 	}
+	key := t.Key
+	signed := t.Signed
 	c, err := ledger.CheckPublished(ctx, p.o.Store, head, ledger.External{Name: "bucket's " + key, Signed: signed}, p.o.Verifier, p.o.Origin)
 	var ie *ledger.InconsistentError
 	if errors.As(err, &ie) && acked != nil {
@@ -210,6 +219,17 @@ func (p *Publisher) CheckBucket(ctx context.Context, head ledger.TreeHead, acked
 		return c.Size, &BucketError{Key: key, Err: err}
 	}
 	return c.Size, nil
+}
+
+func (p *Publisher) reportIgnored(ignored []Ignored) {
+	ReportIgnored(p.o.Logger, ignored)
+	counts := map[string]int{IgnoredDeleteMarker: 0, IgnoredUnlocked: 0, IgnoredNewer: 0, IgnoredMismatch: 0}
+	for _, x := range ignored {
+		counts[x.Reason]++
+	}
+	for r, n := range counts {
+		p.untrusted.WithLabelValues(r).Set(float64(n))
+	}
 }
 
 // Run publishes every interval until ctx ends.
@@ -431,8 +451,9 @@ func (p *Publisher) publishCosigned(ctx context.Context, head ledger.TreeHead) e
 			return err
 		}
 		// Cosigned before (a retry after a crash): the published one
-		// stands if it is this checkpoint's.
-		old, gerr := p.o.Bucket.Get(ctx, key)
+		// stands if it is this checkpoint's. The one published is the
+		// key's oldest locked version, not a version put over it.
+		old, gerr := p.published1(ctx, key)
 		if gerr != nil || !bytes.HasPrefix(old, head.Checkpoint) {
 			return err
 		}

@@ -42,6 +42,9 @@ type Cosigner struct {
 	sizes  map[string]uint64 // the size each witness last cosigned
 	known  map[string]bool   // sizes[w] is known (from the state or an answer)
 	forked map[string]error
+	busy   map[string]bool // a request to the witness is in flight
+
+	timeout, straggle time.Duration
 
 	cosigned  *prometheus.GaugeVec
 	refusals  *prometheus.CounterVec
@@ -56,7 +59,8 @@ func NewCosigner(ws []Witness, quorum int, hc *http.Client, proofs Proofs, state
 		hc = &http.Client{Timeout: 30 * time.Second}
 	}
 	c := &Cosigner{witnesses: ws, quorum: quorum, hc: hc, proofs: proofs, state: state, log: log,
-		sizes: map[string]uint64{}, known: map[string]bool{}, forked: map[string]error{},
+		sizes: map[string]uint64{}, known: map[string]bool{}, forked: map[string]error{}, busy: map[string]bool{},
+		timeout: WitnessTimeout, straggle: Straggle,
 		cosigned: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "linegate_witness_cosigned_size",
 			Help: "The tree size of the last checkpoint each witness cosigned."}, []string{"witness"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "linegate_witness_failures_total",
@@ -93,34 +97,91 @@ func (c *Cosigner) Forked() map[string]error {
 
 func stateKey(w Witness) string { return "witness:" + w.Name }
 
-// Cosign asks every witness to cosign checkpoint, of tree size size. It
-// returns the checkpoint with the cosignatures gathered, and an error
-// (a *QuorumError, joined with the witnesses' errors) when fewer than the
-// quorum cosigned.
+// ErrBusy: the witness is still answering an earlier checkpoint; it is
+// not sent another until it answered or its timeout passed.
+var ErrBusy = errors.New("witness: still answering an earlier checkpoint")
+
+// Timeouts of a round: each witness's request ends after WitnessTimeout;
+// once the quorum has cosigned, the witnesses yet to answer are waited
+// for at most Straggle more (their requests go on in the background,
+// and they are skipped by later rounds until they end).
+const (
+	WitnessTimeout = 30 * time.Second
+	Straggle       = time.Second
+)
+
+// Cosign asks every witness, concurrently, to cosign checkpoint, of tree
+// size size. It returns the checkpoint with the cosignatures gathered,
+// and an error (a *QuorumError, joined with the witnesses' errors) when
+// fewer than the quorum cosigned. A slow witness does not hold up the
+// others: Cosign returns at most Straggle after the quorum is in.
 func (c *Cosigner) Cosign(ctx context.Context, checkpoint []byte, size uint64) ([]byte, error) {
 	type result struct {
+		i    int
 		sigs []byte
 		err  error
 	}
-	res := make([]result, len(c.witnesses))
-	var wg sync.WaitGroup
-	for i, w := range c.witnesses {
-		wg.Go(func() {
-			sigs, err := c.cosignOne(ctx, w, checkpoint, size)
-			res[i] = result{sigs, err}
-		})
-	}
-	wg.Wait()
-	var sigs [][]byte
+	ch := make(chan result, len(c.witnesses)) // never blocks a late answer
+	got := make([][]byte, len(c.witnesses))
+	answered := make([]bool, len(c.witnesses))
 	var errs []error
-	var names []string
-	for i, r := range res {
-		if r.err != nil {
-			errs = append(errs, r.err)
+	pending := 0
+	for i, w := range c.witnesses {
+		c.mu.Lock()
+		busy := c.busy[w.Name]
+		c.busy[w.Name] = true
+		c.mu.Unlock()
+		if busy {
+			answered[i] = true
+			errs = append(errs, fmt.Errorf("witness %s: %w", w.Name, ErrBusy))
 			continue
 		}
-		sigs = append(sigs, r.sigs)
-		names = append(names, c.witnesses[i].Name)
+		pending++
+		go func() {
+			wctx, cancel := context.WithTimeout(ctx, c.timeout)
+			sigs, err := c.cosignOne(wctx, w, checkpoint, size)
+			cancel()
+			c.mu.Lock()
+			delete(c.busy, w.Name)
+			c.mu.Unlock()
+			ch <- result{i, sigs, err}
+		}()
+	}
+	n := 0
+	var grace <-chan time.Time
+wait:
+	for pending > 0 {
+		select {
+		case r := <-ch:
+			pending--
+			answered[r.i] = true
+			if r.err != nil {
+				errs = append(errs, r.err)
+				break
+			}
+			got[r.i] = r.sigs
+			n++
+			if n >= c.quorum && grace == nil {
+				t := time.NewTimer(c.straggle)
+				defer t.Stop()
+				grace = t.C
+			}
+		case <-grace:
+			for i, w := range c.witnesses {
+				if !answered[i] {
+					errs = append(errs, fmt.Errorf("witness %s: no answer %v after the quorum cosigned; still asked in the background", w.Name, c.straggle))
+				}
+			}
+			break wait
+		}
+	}
+	var sigs [][]byte
+	var names []string
+	for i, g := range got {
+		if g != nil {
+			sigs = append(sigs, g)
+			names = append(names, c.witnesses[i].Name)
+		}
 	}
 	out := Cosigned(checkpoint, sigs...)
 	if len(sigs) < c.quorum {
