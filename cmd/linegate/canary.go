@@ -1,17 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/linegate/linegate/internal/canary"
@@ -58,44 +52,15 @@ func runCanaryRun(ctx context.Context, e *env, args []string) error {
 	if *timeout <= 0 || *timeout > 5*time.Minute {
 		return fmt.Errorf("%w: -timeout %s: want more than 0 and at most 5m", errUsage, *timeout)
 	}
-	cfg, err := loadConfig(*configPath)
+	admin, err := newAdminClient(e, *configPath, *adminURL)
 	if err != nil {
 		return err
 	}
-	token, err := cfg.adminToken(e.getenv)
-	if err != nil {
-		return err
-	}
-	base := *adminURL
-	if base == "" {
-		base = adminBase(cfg.AdminListen)
-	}
-	base = strings.TrimSuffix(base, "/")
-	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
-		return fmt.Errorf("%w: -admin %q: want http:// or https://", errUsage, base)
-	}
-	body, _ := json.Marshal(map[string]string{"channel": *channel, "timeout": timeout.String()})
 	ctx, cancel := context.WithTimeout(ctx, *timeout+30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "POST", base+"/admin/canary", bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("%w: -admin: %v", errUsage, err)
-	}
-	req.Header.Set("Authorization", "Bearer "+string(token))
-	req.Header.Set("Content-Type", "application/json")
-	c := &http.Client{Transport: &http.Transport{Proxy: nil}}
-	resp, err := c.Do(req)
-	if err != nil {
-		return fmt.Errorf("the gateway's admin listener: %w", err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s/admin/canary answered %s: %s", base, resp.Status, strings.TrimSpace(string(b)))
-	}
 	var res canary.Result
-	if err := json.Unmarshal(b, &res); err != nil {
-		return fmt.Errorf("%s/admin/canary: %w", base, err)
+	if err := admin.post(ctx, "/admin/canary", map[string]string{"channel": *channel, "timeout": timeout.String()}, &res); err != nil {
+		return err
 	}
 	switch res.Outcome {
 	case canary.OK:
@@ -115,19 +80,6 @@ func runCanaryRun(ctx context.Context, e *env, args []string) error {
 // errCanaryFailed is the exit status 1 of a canary that did not come back;
 // the command has said why.
 var errCanaryFailed = errors.New("the canary did not complete its round trip")
-
-// adminBase is the URL of an admin listener address: a wildcard host is
-// this machine.
-func adminBase(listen string) string {
-	host, port, err := net.SplitHostPort(listen)
-	if err != nil {
-		return "http://" + listen
-	}
-	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
-		host = "127.0.0.1"
-	}
-	return "http://" + net.JoinHostPort(host, port)
-}
 
 // canaryGroupPattern is a LINE group id, as a canary_group.
 var canaryGroupPattern = regexp.MustCompile(`^C[0-9a-f]{32}$`)

@@ -1,13 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"strings"
+	"net/url"
 	"time"
 
 	"github.com/linegate/linegate/internal/fanout"
@@ -43,45 +39,16 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 	if !tf.Before(tt) {
 		return fmt.Errorf("%w: -from must be before -to", errUsage)
 	}
-	cfg, err := loadConfig(*configPath)
+	admin, err := newAdminClient(e, *configPath, *adminURL)
 	if err != nil {
 		return err
 	}
-	token, err := cfg.adminToken(e.getenv)
-	if err != nil {
-		return err
-	}
-	base := *adminURL
-	if base == "" {
-		base = adminBase(cfg.AdminListen)
-	}
-	base = strings.TrimSuffix(base, "/")
-	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
-		return fmt.Errorf("%w: -admin %q: want http:// or https://", errUsage, base)
-	}
-	body, _ := json.Marshal(fanout.ReplayRequest{From: tf, To: tt, Channel: *channel, Reason: *reason})
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	u := base + "/admin/destinations/" + *dest + "/replay"
-	req, err := http.NewRequestWithContext(ctx, "POST", u, bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("%w: -admin or -destination: %v", errUsage, err)
-	}
-	req.Header.Set("Authorization", "Bearer "+string(token))
-	req.Header.Set("Content-Type", "application/json")
-	c := &http.Client{Transport: &http.Transport{Proxy: nil}}
-	resp, err := c.Do(req)
-	if err != nil {
-		return fmt.Errorf("the gateway's admin listener: %w", err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s answered %s: %s", u, resp.Status, strings.TrimSpace(string(b)))
-	}
 	var res fanout.ReplayResult
-	if err := json.Unmarshal(b, &res); err != nil {
-		return fmt.Errorf("%s: %w", u, err)
+	if err := admin.post(ctx, "/admin/destinations/"+url.PathEscape(*dest)+"/replay",
+		fanout.ReplayRequest{From: tf, To: tt, Channel: *channel, Reason: *reason}, &res); err != nil {
+		return err
 	}
 	fmt.Fprintf(e.stdout, "replay queued: %d events of %d webhooks of channel %s for destination %s, marked as redeliveries (%d left out by its filters, %d unreadable; admin record %d)\n",
 		res.Events, res.Webhooks, res.Channel, res.Destination, res.Skipped, res.Unreadable, res.Admin)
