@@ -36,14 +36,18 @@ type FanoutConfig struct {
 	// to breaker_max_cooldown (default 1h): a destination that stays dead
 	// costs a bounded number of attempts, and records, a day.
 	BreakerMaxCooldown time.Duration `yaml:"breaker_max_cooldown"`
-	// Concurrency is how many conversations each destination receives
-	// events of at once (default 4); a conversation has one event in
-	// flight at most, so that its order holds.
+	// Concurrency is how many requests each destination has in flight
+	// at once (default 4); a conversation's events are in one of them at
+	// most, so that its order holds.
 	Concurrency int `yaml:"concurrency"`
-	// Batch is how many events, each of another conversation, one request
-	// to a destination carries at most (default 20), as LINE's own
-	// webhooks carry several.
+	// Batch is how many events one request to a destination carries at
+	// most (default 20), as LINE's own webhooks carry several: a
+	// conversation's next ones, in order, and other conversations'.
 	Batch int `yaml:"batch"`
+	// Linger is how long a destination's worker waits, after it has sent
+	// everything that was ready, before it looks again (default 10ms):
+	// what arrives meanwhile goes in fewer, fuller requests.
+	Linger time.Duration `yaml:"linger"`
 }
 
 // DestinationConfig is one destination of a channel: a tool that receives
@@ -119,6 +123,9 @@ func (c *Config) checkFanout(p *configParser) {
 	}
 	if c.Fanout.Concurrency < 0 || c.Fanout.Concurrency > 64 {
 		p.fail("fanout.concurrency", "%d: want 1 to 64 (0: the default, 4)", c.Fanout.Concurrency)
+	}
+	if c.Fanout.Linger < 0 || c.Fanout.Linger > time.Second {
+		p.fail("fanout.linger", "%v: want 0 to 1s (0: the default, 10ms)", c.Fanout.Linger)
 	}
 	if c.Fanout.Batch < 0 || c.Fanout.Batch > 100 {
 		p.fail("fanout.batch", "%d: want 1 to 100 (0: the default, 20)", c.Fanout.Batch)

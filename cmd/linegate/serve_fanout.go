@@ -60,6 +60,7 @@ func (g *instance) newFanout(e *env) error {
 		BreakerFailures: cfg.Fanout.BreakerFailures, BreakerCooldown: cfg.Fanout.BreakerCooldown, Concurrency: cfg.Fanout.Concurrency,
 		BreakerMaxCooldown: cfg.Fanout.BreakerMaxCooldown,
 		Batch:              cfg.Fanout.Batch,
+		Linger:             cfg.Fanout.Linger,
 		Logger:             g.log,
 	})
 	if err != nil {

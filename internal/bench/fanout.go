@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -73,19 +75,50 @@ func (r *runner) fanoutAck(ctx context.Context) {
 		}
 		return res.Percentile(0.99), res.OK(), nil
 	}
-	base, _, err := run("fanout-none", "")
-	if err != nil {
-		r.fail(name, "ms", fmt.Errorf("without destinations: %w", err))
-		return
+	// Alternate rounds, each on a fresh data directory, and take each
+	// side's median p99: a stall of the disk or a neighbour on the
+	// machine hits one round of one side, not the figure.
+	rounds := 3
+	if r.opts.Quick {
+		rounds = 1
 	}
-	p99, sent, err := run("fanout-three", dests)
-	if err != nil {
-		r.fail(name, "ms", err)
-		return
+	var bases, withs []time.Duration
+	sent := 0
+	for i := range rounds {
+		base, _, err := run(fmt.Sprintf("fanout-none-%d", i), "")
+		if err != nil {
+			r.fail(name, "ms", fmt.Errorf("without destinations: %w", err))
+			return
+		}
+		p99, n, err := run(fmt.Sprintf("fanout-three-%d", i), dests)
+		if err != nil {
+			r.fail(name, "ms", err)
+			return
+		}
+		bases, withs = append(bases, base), append(withs, p99)
+		sent += n
 	}
 	// Lower is better: the ratio is peer/value.
-	r.add(Result{Name: name, Value: ms(p99), Unit: "ms", Peer: "the same gateway without destinations, this run",
-		PeerValue: f64(ms(base)), Target: "<= 1.25x peer",
-		Note: fmt.Sprintf("%d webhooks; the two live destinations got %d events in %d requests during the run", sent, got.Load(), requests.Load())},
+	r.add(Result{Name: name, Value: ms(median(withs)), Unit: "ms", Peer: "the same gateway without destinations, this run",
+		PeerValue: f64(ms(median(bases))), Target: "<= 1.25x peer",
+		Note: fmt.Sprintf("median of %d alternating rounds of %v (p99 with: %s; without: %s); %d webhooks; the two live destinations got %d events in %d requests",
+			rounds, d, msList(withs), msList(bases), sent, got.Load(), requests.Load())},
 		false, func(_, ratio float64) bool { return ratio >= 1/1.25 })
+}
+
+// median returns the median of durations (the lower middle of an even
+// count).
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[(len(s)-1)/2]
+}
+
+// msList formats durations in milliseconds, in their order.
+func msList(ds []time.Duration) string {
+	parts := make([]string, len(ds))
+	for i, d := range ds {
+		parts[i] = fmt.Sprintf("%.2f", ms(d))
+	}
+	return strings.Join(parts, ", ") + " ms"
 }

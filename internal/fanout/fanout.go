@@ -20,6 +20,7 @@
 package fanout
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -222,11 +223,11 @@ type Enqueue struct {
 // EffectName implements ledger.Effect.
 func (Enqueue) EffectName() string { return "queue events for destinations" }
 
-// Delivered is the effect of a delivery's record: the entry Seq leaves the
-// queue. A store fails it with ledger.ErrConflict when the entry is no
-// longer queued (nothing is written).
+// Delivered is the effect of a delivery's record: the entries Seqs leave
+// the queue, all or none. A store fails it with ledger.ErrConflict when
+// one of them is no longer queued (nothing is written).
 type Delivered struct {
-	Seq uint64
+	Seqs []uint64
 }
 
 // EffectName implements ledger.Effect.
@@ -252,10 +253,10 @@ func (Retry) EffectName() string { return "schedule a retry" }
 //
 // Every method is a read of its own, safe for concurrent use.
 type Store interface {
-	// Heads returns, in Seq order, up to limit entries that are each the
-	// first queued entry (lowest Seq) of its conversation, found among
-	// the HeadsWindow entries queued first for destination.
-	Heads(ctx context.Context, destination string, limit int) ([]*Entry, error)
+	// Heads returns, in Seq order, the first perConversation queued
+	// entries (lowest Seqs) of each of up to conversations conversations,
+	// found among the HeadsWindow entries queued first for destination.
+	Heads(ctx context.Context, destination string, conversations, perConversation int) ([]*Entry, error)
 	// QueueDepths returns the number of entries queued, by destination
 	// (destinations with none are absent).
 	QueueDepths(ctx context.Context) (map[string]int64, error)
@@ -272,6 +273,29 @@ type Store interface {
 // HeadsWindow entries queued behind it hides the conversations queued
 // after them until it is delivered.
 const HeadsWindow = 2048
+
+// HeadsPicker picks, from a destination's queued entries read in Seq
+// order, the ones Store.Heads returns, for the stores to share.
+type HeadsPicker struct {
+	conversations, per int
+	count              map[string]int
+}
+
+// NewHeadsPicker returns a picker for Store.Heads's limits.
+func NewHeadsPicker(conversations, perConversation int) *HeadsPicker {
+	return &HeadsPicker{conversations: conversations, per: perConversation, count: map[string]int{}}
+}
+
+// Want reports whether the next entry in Seq order, of conversation, is
+// returned (only those are decoded).
+func (p *HeadsPicker) Want(conversation string) bool {
+	n, ok := p.count[conversation]
+	if !ok && len(p.count) >= p.conversations || n >= p.per {
+		return false
+	}
+	p.count[conversation] = n + 1
+	return true
+}
 
 // Committer commits records with the effects that take effect with them
 // (ledger.Ledger).
@@ -310,13 +334,19 @@ type Options struct {
 	// flight at once (default 4); each conversation has one event in
 	// flight at most.
 	Concurrency int
-	// Batch is how many events, each of another conversation, one
-	// request carries at most (default 20), as LINE's webhooks carry
-	// several.
+	// Batch is how many events one request carries at most (default
+	// 20), as LINE's webhooks carry several: the next ones of one
+	// conversation, in order, or those of several.
 	Batch int
 	// Poll is how often a worker looks at its queue when nothing wakes
 	// it (default 100ms).
-	Poll   time.Duration
+	Poll time.Duration
+	// Linger is how long a worker waits after a round that emptied what
+	// was ready before it looks again (default 10ms), so that what
+	// arrives meanwhile goes in fewer, fuller requests: fewer records,
+	// reads and commits for the same events. A round that filled its
+	// requests is followed at once.
+	Linger time.Duration
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -329,6 +359,7 @@ type Fanout struct {
 	order  []*worker
 	owners map[string]string // channel -> destination owning the reply token
 	m      *metrics
+	hand   *handover
 }
 
 // New returns a Fanout; Run delivers.
@@ -360,13 +391,19 @@ func New(o Options) (*Fanout, error) {
 	if o.Poll <= 0 {
 		o.Poll = 100 * time.Millisecond
 	}
+	if o.Linger < 0 {
+		o.Linger = 0
+	} else if o.Linger == 0 {
+		o.Linger = 10 * time.Millisecond
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	f := &Fanout{o: o, log: o.Logger, byName: map[string]*worker{}, owners: map[string]string{}, m: newMetrics()}
+	f := &Fanout{o: o, log: o.Logger, byName: map[string]*worker{}, owners: map[string]string{}, m: newMetrics(),
+		hand: newHandover(o.Now)}
 	for _, d := range o.Destinations {
 		if len(d.Secret) == 0 {
 			return nil, fmt.Errorf("destination %q: no signing secret: give one of secret, secret_env, secret_file (the destination's own, not the channel's)", d.Name)
@@ -420,6 +457,7 @@ func (f *Fanout) Follow(items []*pipeline.Item) []ledger.Effect {
 			continue // a body that was not JSON: no event to deliver
 		}
 		src := sourceType(it.Conversation)
+		n := 0
 		for _, w := range f.order {
 			if w.d.Channel != it.Channel || !w.d.takes(it.Type, src, string(it.Outcome)) {
 				continue
@@ -427,7 +465,11 @@ func (f *Fanout) Follow(items []*pipeline.Item) []ledger.Effect {
 			entries = append(entries, &Entry{Destination: w.d.Name, Conversation: conversationKey(it.Conversation, it.Key),
 				Channel: it.Channel, Record: it.Record, Index: it.Index, Key: it.Key, Type: it.Type,
 				Retention: it.Retention, Subjects: it.Subjects, ReceivedMs: it.ReceivedMs})
+			n++
 		}
+		// it.Event is the event as the webhook record holds it (from the
+		// request, or read back from the record after a restart).
+		f.hand.put(it.Record, it.Index, it.Destination, it.Event, n)
 	}
 	if len(entries) == 0 {
 		return nil
@@ -490,7 +532,31 @@ func (f *Fanout) Run(ctx context.Context) {
 	for _, w := range f.order {
 		wg.Go(func() { w.run(ctx) })
 	}
+	wg.Go(func() { f.depths(ctx) })
 	wg.Wait()
+}
+
+// depths reads the queues' depths for the metric and Status once a
+// second: one count of the whole queue for every destination, off the
+// delivery path, whose cost grows with a dead destination's backlog.
+func (f *Fanout) depths(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		if depths, err := f.o.Store.QueueDepths(ctx); err == nil {
+			for _, w := range f.order {
+				w.mu.Lock()
+				w.depth = depths[w.d.Name]
+				w.mu.Unlock()
+				f.m.depth.WithLabelValues(w.d.Name).Set(float64(depths[w.d.Name]))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Collectors returns the package's metrics.
@@ -510,13 +576,39 @@ func buildBody(destination string, events []json.RawMessage, keepReplyToken, red
 		}
 		out[i] = e
 	}
-	return json.Marshal(struct {
-		Destination string            `json:"destination"`
-		Events      []json.RawMessage `json:"events"`
-	}{destination, out})
+	// Assembled rather than marshalled: json.Marshal would parse and
+	// compact every event once more; each is a JSON object already.
+	dest, err := json.Marshal(destination)
+	if err != nil {
+		return nil, err
+	}
+	n := len(`{"destination":,"events":[]}`) + len(dest) + len(out)
+	for _, e := range out {
+		n += len(e)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, `{"destination":`...)
+	b = append(b, dest...)
+	b = append(b, `,"events":[`...)
+	for i, e := range out {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, e...)
+	}
+	return append(b, "]}"...), nil
 }
 
 func buildEvent(event json.RawMessage, keepReplyToken, redelivery bool) (json.RawMessage, error) {
+	// What has nothing to change goes as the ledger holds it: an object
+	// (LINE's events are; the record's body was parsed as JSON), for the
+	// owner of the reply token, or without the key replyToken written
+	// plainly or with an escape (a \u in a key such as "reply\u0054oken"
+	// is read as replyToken by every JSON parser).
+	if !redelivery && isObject(event) &&
+		(keepReplyToken || !bytes.Contains(event, []byte(`"replyToken"`)) && !bytes.Contains(event, []byte(`\u`))) {
+		return event, nil
+	}
 	var ev map[string]json.RawMessage
 	if err := json.Unmarshal(event, &ev); err != nil {
 		return nil, fmt.Errorf("event not a JSON object: %w", err)
@@ -540,6 +632,12 @@ func buildEvent(event json.RawMessage, keepReplyToken, redelivery bool) (json.Ra
 		ev["deliveryContext"] = b
 	}
 	return json.Marshal(ev)
+}
+
+// isObject reports whether a valid JSON value is an object.
+func isObject(v json.RawMessage) bool {
+	v = bytes.TrimLeft(v, " \t\r\n")
+	return len(v) > 0 && v[0] == '{'
 }
 
 // pauseKey is the setting that pauses a destination.

@@ -125,6 +125,83 @@ func TestBuildBody(t *testing.T) {
 	if _, err := buildBody("U", []json.RawMessage{json.RawMessage(`{}`), json.RawMessage(`[1]`)}, false, false); err == nil {
 		t.Error("an event that is not an object was accepted")
 	}
+	// What has nothing to change goes byte for byte as recorded: to the
+	// owner, and to the others when it has no reply token.
+	follow := json.RawMessage(`{"type":"follow",  "webhookEventId":"01Y"}`)
+	for _, tt := range []struct {
+		ev   json.RawMessage
+		keep bool
+	}{{ev, true}, {follow, false}, {follow, true}} {
+		b, err := buildBody("U1", []json.RawMessage{tt.ev}, tt.keep, false)
+		if want := `{"destination":"U1","events":[` + string(tt.ev) + `]}`; err != nil || string(b) != want {
+			t.Errorf("keep=%v: body %s, %v; want %s", tt.keep, b, err, want)
+		}
+	}
+	// A reply token under an escaped key is a reply token: every JSON
+	// parser reads "reply\u0054oken" as replyToken.
+	escaped := json.RawMessage(`{"type":"message","reply\u0054oken":"rt","message":{"type":"text","text":"x"}}`)
+	b, err = buildBody("U1", []json.RawMessage{escaped}, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := line.ParseCallback(b)
+	if err != nil || len(parsed.Events) != 1 || line.DecodeEvent(parsed.Events[0]).ReplyToken != "" {
+		t.Errorf("an escaped replyToken reached a destination that does not own it: %s", b)
+	}
+	if !json.Valid(b) {
+		t.Errorf("body not JSON: %s", b)
+	}
+}
+
+func TestHandover(t *testing.T) {
+	now := time.Unix(1000, 0)
+	h := newHandover(func() time.Time { return now })
+	ev := json.RawMessage(`{"type":"follow"}`)
+	h.put(7, 0, "Ubot", ev, 2)
+	for i := range 2 {
+		dest, got, ok := h.take(7, 0)
+		if !ok || dest != "Ubot" || string(got) != string(ev) {
+			t.Fatalf("take %d: %q %s %v", i, dest, got, ok)
+		}
+	}
+	if _, _, ok := h.take(7, 0); ok || h.held() != 0 {
+		t.Fatalf("an event taken by each destination that queued it is still held (%d)", h.held())
+	}
+	// Older than handoverAge: read from the ledger instead.
+	h.put(8, 1, "Ubot", ev, 1)
+	now = now.Add(handoverAge + time.Millisecond)
+	if _, _, ok := h.take(8, 1); ok {
+		t.Fatal("an event older than handoverAge was handed over")
+	}
+	// The bounds: the oldest go first.
+	for i := range handoverEvents + 10 {
+		h.put(uint64(100+i), 0, "", ev, 1)
+	}
+	if n := h.held(); n != handoverEvents {
+		t.Fatalf("held %d events, bound %d", n, handoverEvents)
+	}
+	if _, _, ok := h.take(100, 0); ok {
+		t.Fatal("the oldest event was kept beyond the bound")
+	}
+	if _, _, ok := h.take(uint64(100+handoverEvents+9), 0); !ok {
+		t.Fatal("the newest event was not kept")
+	}
+	big := json.RawMessage(`{"t":"` + strings.Repeat("x", handoverBytes/64) + `"}`)
+	h.put(1, 0, "", big, 1)
+	if _, _, ok := h.take(1, 0); ok {
+		t.Fatal("an event over the size bound was held")
+	}
+	// Events expire by age as new ones come, whatever their count.
+	now = now.Add(handoverAge + time.Millisecond)
+	h.put(2, 0, "", ev, 1)
+	if n := h.held(); n != 1 {
+		t.Fatalf("held %d events after they aged out, want 1", n)
+	}
+	var nilH *handover
+	nilH.put(1, 0, "", ev, 1)
+	if _, _, ok := nilH.take(1, 0); ok {
+		t.Fatal("a nil hand-over handed over")
+	}
 }
 
 func TestFollowFilters(t *testing.T) {

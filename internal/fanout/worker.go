@@ -75,31 +75,36 @@ func (w *worker) run(ctx context.Context) {
 	f := w.f
 	t := time.NewTimer(0)
 	defer t.Stop()
-	var lastDepth time.Time
+	var pauseRead time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-w.wake:
+			pauseRead = time.Time{} // SetPaused kicks: read the switch now
 		case <-t.C:
 		}
-		more := false
+		full, emptied := false, false
 		if f.o.Lease == nil || f.o.Lease.Held(ctx) {
-			if v, err := f.o.Store.Setting(ctx, pauseKey(w.d.Name)); err == nil {
-				w.paused.Store(v == "on")
+			// The switch is set by SetPaused in this process; another
+			// replica's is seen within a second.
+			if now := f.o.Now(); now.Sub(pauseRead) >= time.Second {
+				if v, err := f.o.Store.Setting(ctx, pauseKey(w.d.Name)); err == nil {
+					w.paused.Store(v == "on")
+					pauseRead = now
+				}
 			}
 			if !w.paused.Load() && !w.waiting(f.o.Now()) {
-				more = w.round(ctx)
+				full, emptied = w.round(ctx)
 			}
 		}
-		if now := f.o.Now(); now.Sub(lastDepth) > time.Second || more {
-			lastDepth = now
-			w.refreshDepth(ctx)
-		}
 		f.m.paused.WithLabelValues(w.d.Name).Set(b2f(w.paused.Load()))
-		if more {
-			t.Reset(0)
-		} else {
+		switch {
+		case full:
+			t.Reset(0) // more is ready behind what went
+		case emptied:
+			t.Reset(f.o.Linger) // what arrives meanwhile goes together
+		default:
 			t.Reset(f.o.Poll)
 		}
 	}
@@ -112,48 +117,68 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-func (w *worker) refreshDepth(ctx context.Context) {
-	depths, err := w.f.o.Store.QueueDepths(ctx)
-	if err != nil {
-		return
-	}
-	w.mu.Lock()
-	w.depth = depths[w.d.Name]
-	w.mu.Unlock()
-	w.f.m.depth.WithLabelValues(w.d.Name).Set(float64(depths[w.d.Name]))
-}
-
-// round attempts the heads whose time has come, and reports whether it
-// delivered any (more may be waiting behind them).
-func (w *worker) round(ctx context.Context) bool {
+// round attempts what is ready: for each conversation whose first queued
+// entry's time has come, that entry and the ones queued after it (up to
+// Batch, in order, of its retention class and redelivery or not), in
+// requests of up to Batch events. It reports whether the requests were
+// full (more may be ready behind them), and whether any entry left the
+// queue.
+func (w *worker) round(ctx context.Context) (full, left bool) {
 	f := w.f
-	heads, err := f.o.Store.Heads(ctx, w.d.Name, headsPerRound)
+	heads, err := f.o.Store.Heads(ctx, w.d.Name, headsPerRound, f.o.Batch)
 	if err != nil {
 		if ctx.Err() == nil {
 			f.log.Error("fanout: read queue", "destination", w.d.Name, "err", err)
 		}
-		return false
+		return false, false
 	}
-	var ready []*Entry
-	now := f.o.Now()
+	// The runs: each conversation's entries, in Seq order, up to the
+	// first of another class than its head's.
+	type run struct {
+		key     string
+		entries []*Entry
+		stopped bool
+	}
+	var runs []*run
+	byConv := map[string]*run{}
+	now := f.o.Now().UnixMilli()
 	for _, e := range heads {
-		if e.NextMs <= now.UnixMilli() {
-			ready = append(ready, e)
+		k := fmt.Sprintf("%s\x00%v", e.Retention, e.Redelivery)
+		r, ok := byConv[e.Conversation]
+		if !ok {
+			r = &run{key: k, stopped: e.NextMs > now} // not ready: none of it
+			byConv[e.Conversation] = r
+			if !r.stopped {
+				runs = append(runs, r)
+			}
 		}
+		if r.stopped || k != r.key {
+			r.stopped = true
+			continue
+		}
+		r.entries = append(r.entries, e)
 	}
-	// Batches of up to Batch heads (distinct conversations), each of one
-	// retention class (its record's) and all redeliveries or none.
+	// Requests of up to Batch events, each of one class; a conversation's
+	// run is never split, so that its order holds whatever the outcome
+	// of each request.
 	var batches [][]*Entry
 	filling := map[string]int{}
-	for _, e := range ready {
-		k := fmt.Sprintf("%s\x00%v", e.Retention, e.Redelivery)
-		i, ok := filling[k]
-		if !ok || len(batches[i]) >= f.o.Batch {
+	for _, r := range runs {
+		i, ok := filling[r.key]
+		if !ok || len(batches[i])+len(r.entries) > f.o.Batch {
 			batches = append(batches, nil)
 			i = len(batches) - 1
-			filling[k] = i
+			filling[r.key] = i
 		}
-		batches[i] = append(batches[i], e)
+		batches[i] = append(batches[i], r.entries...)
+	}
+	if len(batches) > f.o.Concurrency {
+		full = true
+	}
+	for _, b := range batches {
+		if len(b) >= f.o.Batch {
+			full = true
+		}
 	}
 	var delivered atomic.Bool
 	sem := make(chan struct{}, f.o.Concurrency)
@@ -172,7 +197,7 @@ func (w *worker) round(ctx context.Context) bool {
 			continue
 		}
 		// Closed: several batches at once; each conversation still has
-		// one event in flight at most.
+		// its entries in one request in flight at most.
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
@@ -182,7 +207,8 @@ func (w *worker) round(ctx context.Context) bool {
 		})
 	}
 	wg.Wait()
-	return delivered.Load()
+	left = delivered.Load()
+	return full && left, left
 }
 
 // probing reports whether the breaker is half-open.
@@ -291,40 +317,54 @@ func (w *worker) attempt(ctx context.Context, batch []*Entry) bool {
 	}
 	var ok []loaded
 	left := false
+	// Conversations whose entry stays queued in this attempt: their later
+	// entries in the batch stay too, so that none overtakes it.
+	held := map[string]bool{}
 	for _, e := range batch {
+		if held[e.Conversation] {
+			continue
+		}
 		dest, event, err := w.load(ctx, e)
 		switch {
 		case errors.Is(err, ledger.ErrUnavailable):
 			f.log.Warn("fanout: event not readable now: retried later", "destination", w.d.Name, "record", e.Record, "err", err)
+			held[e.Conversation] = true
 		case err != nil:
 			// The record's payload is gone (retention, a destroyed key)
 			// or not an event: nothing can ever be delivered.
 			rec := w.newRecord([]*Entry{e}, f.o.Now())
 			rec.Outcome, rec.Reason = "dropped", err.Error()
 			f.m.attempts.WithLabelValues(w.d.Name, "dropped").Inc()
-			if w.commit(rec, []*Entry{e}, Delivered{Seq: e.Seq}) {
+			if w.commit(rec, []*Entry{e}, Delivered{Seqs: []uint64{e.Seq}}) {
 				left = true
+			} else {
+				held[e.Conversation] = true
 			}
 		default:
 			ok = append(ok, loaded{e, dest, event})
 		}
 	}
 	// One request per body destination (the bot's user id: the same for
-	// every event of a channel but foreign ones).
+	// every event of a channel but foreign ones), one after the other.
 	for len(ok) > 0 {
 		dest := ok[0].dest
 		var es []*Entry
 		var events []json.RawMessage
 		rest := ok[:0]
 		for _, l := range ok {
-			if l.dest == dest {
+			switch {
+			case held[l.e.Conversation]:
+			case l.dest == dest:
 				es, events = append(es, l.e), append(events, l.event)
-			} else {
+			default:
 				rest = append(rest, l)
 			}
 		}
 		ok = rest
-		if w.deliver(ctx, dest, es, events) {
+		if len(es) == 0 {
+			continue
+		}
+		if w.deliver(ctx, dest, es, events, held) {
 			left = true
 		}
 	}
@@ -349,8 +389,10 @@ func (w *worker) newRecord(es []*Entry, start time.Time) *record.Outbound {
 	return rec
 }
 
-// deliver sends events (of entries es) in one request, and records it.
-func (w *worker) deliver(ctx context.Context, dest string, es []*Entry, events []json.RawMessage) bool {
+// deliver sends events (of entries es) in one request, and records it. It
+// reports whether any entry left the queue, and adds to held the
+// conversations of the entries that stay queued.
+func (w *worker) deliver(ctx context.Context, dest string, es []*Entry, events []json.RawMessage, held map[string]bool) bool {
 	f := w.f
 	start := f.o.Now()
 	rec := w.newRecord(es, start)
@@ -361,7 +403,7 @@ func (w *worker) deliver(ctx context.Context, dest string, es []*Entry, events [
 		if len(es) > 1 {
 			left := false
 			for i := range es {
-				if w.deliver(ctx, dest, es[i:i+1], events[i:i+1]) {
+				if !held[es[i].Conversation] && w.deliver(ctx, dest, es[i:i+1], events[i:i+1], held) {
 					left = true
 				}
 			}
@@ -369,7 +411,11 @@ func (w *worker) deliver(ctx context.Context, dest string, es []*Entry, events [
 		}
 		rec.Outcome, rec.Reason = "dropped", err.Error()
 		f.m.attempts.WithLabelValues(w.d.Name, "dropped").Inc()
-		return w.commit(rec, es, Delivered{Seq: es[0].Seq})
+		if w.commit(rec, es, Delivered{Seqs: []uint64{es[0].Seq}}) {
+			return true
+		}
+		held[es[0].Conversation] = true
+		return false
 	}
 	// The body's size and hash, not the body: the webhook records hold
 	// the events, and buildBody rebuilds the body from them byte for
@@ -386,21 +432,29 @@ func (w *worker) deliver(ctx context.Context, dest string, es []*Entry, events [
 		errText = fmt.Sprintf("answered %d", status)
 	}
 	w.result(ok, errText, f.o.Now())
-	effects := make([]ledger.Effect, len(es))
+	var effects []ledger.Effect
 	if ok {
 		rec.Outcome = "delivered"
+		seqs := make([]uint64, len(es))
 		for i, e := range es {
-			effects[i] = Delivered{Seq: e.Seq}
+			seqs[i] = e.Seq
 		}
+		effects = []ledger.Effect{Delivered{Seqs: seqs}}
 		f.m.attempts.WithLabelValues(w.d.Name, "delivered").Add(float64(len(es)))
 	} else {
 		rec.Outcome, rec.Reason = "failed", errText
-		for i, e := range es {
-			effects[i] = Retry{Seq: e.Seq, Attempts: e.Attempts + 1, NextMs: f.o.Now().Add(w.backoff(e.Attempts + 1)).UnixMilli()}
+		for _, e := range es {
+			effects = append(effects, Retry{Seq: e.Seq, Attempts: e.Attempts + 1, NextMs: f.o.Now().Add(w.backoff(e.Attempts + 1)).UnixMilli()})
 		}
 		f.m.attempts.WithLabelValues(w.d.Name, "failed").Add(float64(len(es)))
 	}
-	return w.commit(rec, es, effects...) && ok
+	if w.commit(rec, es, effects...) && ok {
+		return true
+	}
+	for _, e := range es {
+		held[e.Conversation] = true
+	}
+	return false
 }
 
 // commit records an attempt with its effects on the queue, and reports
@@ -431,10 +485,17 @@ func (w *worker) commit(rec *record.Outbound, es []*Entry, effects ...ledger.Eff
 	return true
 }
 
-// load reads an entry's event back from its webhook record, with the
-// body's destination (the bot's user id).
+// load returns an entry's event, with the body's destination (the bot's
+// user id): as the pipeline handed it over, or read back from its webhook
+// record.
 func (w *worker) load(ctx context.Context, e *Entry) (string, json.RawMessage, error) {
 	f := w.f
+	if dest, event, ok := f.hand.take(e.Record, e.Index); ok {
+		if dest == "" {
+			dest = f.o.BotUserIDs[e.Channel]
+		}
+		return dest, event, nil
+	}
 	for rec, err := range f.o.Ledger.Records(ctx, e.Record, e.Record+1) {
 		if err != nil {
 			return "", nil, fmt.Errorf("%w: read record %d: %v", ledger.ErrUnavailable, e.Record, err)

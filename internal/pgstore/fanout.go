@@ -30,12 +30,16 @@ func applyFanout(ctx context.Context, tx pgx.Tx, e ledger.Effect) error {
 		}
 		return nil
 	case fanout.Delivered:
-		tag, err := tx.Exec(ctx, "DELETE FROM fanout_queue WHERE seq = $1", int64(e.Seq))
+		seqs := make([]int64, len(e.Seqs))
+		for i, seq := range e.Seqs {
+			seqs[i] = int64(seq)
+		}
+		tag, err := tx.Exec(ctx, "DELETE FROM fanout_queue WHERE seq = ANY($1)", seqs)
 		if err != nil {
 			return err
 		}
-		if tag.RowsAffected() != 1 {
-			return fmt.Errorf("fan-out entry %d is not queued: %w", e.Seq, ledger.ErrConflict)
+		if tag.RowsAffected() != int64(len(seqs)) {
+			return fmt.Errorf("%d of %d fan-out entries are not queued: %w", int64(len(seqs))-tag.RowsAffected(), len(seqs), ledger.ErrConflict)
 		}
 		return nil
 	case fanout.Retry:
@@ -52,7 +56,7 @@ func applyFanout(ctx context.Context, tx pgx.Tx, e ledger.Effect) error {
 }
 
 // Heads implements fanout.Store.
-func (s *Store) Heads(ctx context.Context, destination string, limit int) ([]*fanout.Entry, error) {
+func (s *Store) Heads(ctx context.Context, destination string, conversations, perConversation int) ([]*fanout.Entry, error) {
 	rows, err := s.pool.Query(ctx, "SELECT seq, conversation, attempts, next_ms, entry FROM fanout_queue WHERE destination = $1 ORDER BY seq LIMIT $2",
 		destination, fanout.HeadsWindow)
 	if err != nil {
@@ -60,7 +64,7 @@ func (s *Store) Heads(ctx context.Context, destination string, limit int) ([]*fa
 	}
 	defer rows.Close()
 	var out []*fanout.Entry
-	seen := map[string]bool{}
+	pick := fanout.NewHeadsPicker(conversations, perConversation)
 	for rows.Next() {
 		var e fanout.Entry
 		var seq int64
@@ -69,10 +73,9 @@ func (s *Store) Heads(ctx context.Context, destination string, limit int) ([]*fa
 			return nil, fmt.Errorf("pgstore: read fan-out queue: %w", err)
 		}
 		e.Seq, e.Destination = uint64(seq), destination
-		if seen[e.Conversation] || len(out) >= limit {
-			continue // decoded only for a head
+		if !pick.Want(e.Conversation) {
+			continue // decoded only when returned
 		}
-		seen[e.Conversation] = true
 		if err := json.Unmarshal(b, &e); err != nil {
 			return nil, fmt.Errorf("pgstore: fan-out entry %d: %w", seq, err)
 		}

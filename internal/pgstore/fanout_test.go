@@ -50,7 +50,7 @@ func TestImportFanoutQueue(t *testing.T) {
 	if _, err := dst.Import(ctx, src.ReadDB()); err != nil {
 		t.Fatal(err)
 	}
-	heads, err := dst.Heads(ctx, "crm", 10)
+	heads, err := dst.Heads(ctx, "crm", 10, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/linegate/linegate/internal/fanout"
 	"github.com/linegate/linegate/internal/ledger"
@@ -16,30 +18,29 @@ var _ fanout.Store = (*Store)(nil)
 func (s *Store) applyFanout(ctx context.Context, tx *sql.Tx, e ledger.Effect) error {
 	switch e := e.(type) {
 	case fanout.Enqueue:
-		for _, en := range e.Entries {
-			b, err := json.Marshal(en)
-			if err != nil {
-				return fmt.Errorf("sqlitestore: encode fan-out entry: %w", err)
-			}
-			res, err := s.exec(ctx, tx, "INSERT INTO fanout_queue (destination, conversation, attempts, next_ms, entry) VALUES (?, ?, 0, 0, ?)",
-				en.Destination, en.Conversation, b)
-			if err != nil {
-				return fmt.Errorf("sqlitestore: queue for destination: %w", err)
-			}
-			id, err := res.LastInsertId()
-			if err != nil {
+		// One statement per chunk of entries: an outcome commit queues
+		// each of its events for each destination that takes it.
+		for start := 0; start < len(e.Entries); start += enqueueChunk {
+			if err := s.enqueueFanout(ctx, tx, e.Entries[start:min(len(e.Entries), start+enqueueChunk)]); err != nil {
 				return err
 			}
-			en.Seq = uint64(id)
 		}
 		return nil
 	case fanout.Delivered:
-		res, err := s.exec(ctx, tx, "DELETE FROM fanout_queue WHERE seq = ?", e.Seq)
-		if err != nil {
-			return fmt.Errorf("sqlitestore: dequeue delivered event: %w", err)
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return fmt.Errorf("sqlitestore: fan-out entry %d is not queued: %w", e.Seq, ledger.ErrConflict)
+		// One statement per 500 entries: a request's entries leave in one.
+		for start := 0; start < len(e.Seqs); start += 500 {
+			chunk := e.Seqs[start:min(len(e.Seqs), start+500)]
+			args := make([]any, len(chunk))
+			for i, seq := range chunk {
+				args[i] = seq
+			}
+			res, err := s.exec(ctx, tx, "DELETE FROM fanout_queue WHERE seq IN (?"+strings.Repeat(", ?", len(chunk)-1)+")", args...)
+			if err != nil {
+				return fmt.Errorf("sqlitestore: dequeue delivered events: %w", err)
+			}
+			if n, _ := res.RowsAffected(); n != int64(len(chunk)) {
+				return fmt.Errorf("sqlitestore: %d of %d fan-out entries are not queued: %w", int64(len(chunk))-n, len(chunk), ledger.ErrConflict)
+			}
 		}
 		return nil
 	case fanout.Retry:
@@ -55,8 +56,56 @@ func (s *Store) applyFanout(ctx context.Context, tx *sql.Tx, e ledger.Effect) er
 	return fmt.Errorf("sqlitestore: %s: %w", e.EffectName(), ledger.ErrUnsupportedEffect)
 }
 
+// enqueueChunk bounds the entries one INSERT statement queues (at most
+// enqueueChunk statements are kept prepared, one per size).
+const enqueueChunk = 32
+
+// enqueueFanout queues entries in one statement and gives each its Seq.
+func (s *Store) enqueueFanout(ctx context.Context, tx *sql.Tx, entries []*fanout.Entry) error {
+	args := make([]any, 0, 3*len(entries))
+	for _, en := range entries {
+		b, err := json.Marshal(en)
+		if err != nil {
+			return fmt.Errorf("sqlitestore: encode fan-out entry: %w", err)
+		}
+		args = append(args, en.Destination, en.Conversation, b)
+	}
+	st, err := s.stmt(ctx, tx, "INSERT INTO fanout_queue (destination, conversation, attempts, next_ms, entry) VALUES (?, ?, 0, 0, ?)"+
+		strings.Repeat(", (?, ?, 0, 0, ?)", len(entries)-1)+" RETURNING seq")
+	if err != nil {
+		return err
+	}
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: queue for destinations: %w", err)
+	}
+	defer rows.Close()
+	var seqs []uint64
+	for rows.Next() {
+		var seq uint64
+		if err := rows.Scan(&seq); err != nil {
+			return fmt.Errorf("sqlitestore: queue for destinations: %w", err)
+		}
+		seqs = append(seqs, seq)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("sqlitestore: queue for destinations: %w", err)
+	}
+	if len(seqs) != len(entries) {
+		return fmt.Errorf("sqlitestore: queue for destinations: %d seqs for %d entries", len(seqs), len(entries))
+	}
+	// The rows are inserted in the order of VALUES, each with a larger
+	// seq (AUTOINCREMENT); RETURNING gives them in an order SQLite does
+	// not promise.
+	slices.Sort(seqs)
+	for i, en := range entries {
+		en.Seq = seqs[i]
+	}
+	return nil
+}
+
 // Heads implements fanout.Store.
-func (s *Store) Heads(ctx context.Context, destination string, limit int) ([]*fanout.Entry, error) {
+func (s *Store) Heads(ctx context.Context, destination string, conversations, perConversation int) ([]*fanout.Entry, error) {
 	rows, err := s.r.QueryContext(ctx, "SELECT seq, conversation, attempts, next_ms, entry FROM fanout_queue WHERE destination = ? ORDER BY seq LIMIT ?",
 		destination, fanout.HeadsWindow)
 	if err != nil {
@@ -64,7 +113,7 @@ func (s *Store) Heads(ctx context.Context, destination string, limit int) ([]*fa
 	}
 	defer rows.Close()
 	var out []*fanout.Entry
-	seen := map[string]bool{}
+	pick := fanout.NewHeadsPicker(conversations, perConversation)
 	for rows.Next() {
 		var e fanout.Entry
 		var b []byte
@@ -72,10 +121,9 @@ func (s *Store) Heads(ctx context.Context, destination string, limit int) ([]*fa
 			return nil, fmt.Errorf("sqlitestore: read fan-out queue: %w", err)
 		}
 		e.Destination = destination
-		if seen[e.Conversation] || len(out) >= limit {
-			continue // decoded only for a head
+		if !pick.Want(e.Conversation) {
+			continue // decoded only when returned
 		}
-		seen[e.Conversation] = true
 		if err := json.Unmarshal(b, &e); err != nil {
 			return nil, fmt.Errorf("sqlitestore: fan-out entry %d: %w", e.Seq, err)
 		}

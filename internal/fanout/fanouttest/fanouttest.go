@@ -20,6 +20,7 @@ import (
 
 	"github.com/linegate/linegate/internal/fanout"
 	"github.com/linegate/linegate/internal/ledger"
+	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/pipeline"
 	"github.com/linegate/linegate/internal/record"
 )
@@ -109,7 +110,7 @@ func testSlowAndRedirect(t *testing.T, s Store) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		heads, err := s.Heads(ctx, "moved", 100)
+		heads, err := s.Heads(ctx, "moved", 100, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -140,7 +141,7 @@ func testSlowAndRedirect(t *testing.T, s Store) {
 	if depths["slow"] != 20 || depths["moved"] != 20 {
 		t.Errorf("queued after the stop: %v, want slow 20 and moved 20", depths)
 	}
-	heads, err := s.Heads(ctx, "moved", 100)
+	heads, err := s.Heads(ctx, "moved", 100, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,30 +177,51 @@ func testQueueOrder(t *testing.T, s Store) {
 	if err != nil || depths["a"] != 3 || depths["b"] != 1 || len(depths) != 2 {
 		t.Fatalf("depths = %v, %v; want a:3 b:1", depths, err)
 	}
-	heads, err := s.Heads(ctx, "a", 10)
+	heads, err := s.Heads(ctx, "a", 10, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(heads) != 2 || heads[0].Record != 1 || heads[1].Record != 2 || heads[0].Conversation != "user:U1" || heads[0].Destination != "a" {
 		t.Fatalf("heads of a = %+v, want records 1 and 2", heads)
 	}
+	// Two per conversation: U1's two, in order, and U2's one.
+	heads, _ = s.Heads(ctx, "a", 10, 2)
+	if len(heads) != 3 || heads[0].Record != 1 || heads[1].Record != 2 || heads[2].Record != 3 {
+		t.Fatalf("heads of a, two per conversation = %+v, want records 1, 2, 3", heads)
+	}
+	// One conversation: U1's first two only.
+	heads, _ = s.Heads(ctx, "a", 1, 5)
+	if len(heads) != 2 || heads[0].Record != 1 || heads[1].Record != 3 {
+		t.Fatalf("heads of a, one conversation = %+v, want records 1 and 3", heads)
+	}
 	if _, err := w.Commit(ctx, nil, fanout.Retry{Seq: q[0].Seq, Attempts: 2, NextMs: 12345}); err != nil {
 		t.Fatal(err)
 	}
-	heads, _ = s.Heads(ctx, "a", 1)
+	heads, _ = s.Heads(ctx, "a", 1, 1)
 	if len(heads) != 1 || heads[0].Attempts != 2 || heads[0].NextMs != 12345 || heads[0].Seq != q[0].Seq {
 		t.Fatalf("after a retry, heads(limit 1) = %+v", heads)
 	}
-	if _, err := w.Commit(ctx, nil, fanout.Delivered{Seq: q[0].Seq}); err != nil {
+	// All or none: one entry no longer queued (b's, delivered here) takes
+	// the whole effect back.
+	if _, err := w.Commit(ctx, nil, fanout.Delivered{Seqs: []uint64{q[3].Seq}}); err != nil {
 		t.Fatal(err)
 	}
-	heads, _ = s.Heads(ctx, "a", 10)
+	if _, err := w.Commit(ctx, nil, fanout.Delivered{Seqs: []uint64{q[0].Seq, q[3].Seq}}); !errors.Is(err, ledger.ErrConflict) {
+		t.Fatalf("delivering a queued entry with one that is not: %v, want ErrConflict", err)
+	}
+	if heads, _ = s.Heads(ctx, "a", 10, 1); len(heads) != 2 || heads[0].Record != 1 {
+		t.Fatalf("a refused delivery took an entry out: heads = %+v", heads)
+	}
+	if _, err := w.Commit(ctx, nil, fanout.Delivered{Seqs: []uint64{q[0].Seq}}); err != nil {
+		t.Fatal(err)
+	}
+	heads, _ = s.Heads(ctx, "a", 10, 1)
 	if len(heads) != 2 || heads[0].Record != 2 || heads[1].Record != 3 {
 		t.Fatalf("after delivery, heads = %+v, want records 2 and 3", heads)
 	}
 	n, _ := s.Count(ctx)
 	payload, _ := record.Encode(&record.Meta{Channel: "c"}, &record.Outbound{Endpoint: fanout.Endpoint})
-	_, err = w.Commit(ctx, []ledger.Entry{{Kind: ledger.KindOutbound, Time: time.Now(), Channel: "c", Payload: payload}}, fanout.Delivered{Seq: q[0].Seq})
+	_, err = w.Commit(ctx, []ledger.Entry{{Kind: ledger.KindOutbound, Time: time.Now(), Channel: "c", Payload: payload}}, fanout.Delivered{Seqs: []uint64{q[0].Seq}})
 	if !errors.Is(err, ledger.ErrConflict) {
 		t.Fatalf("delivering an entry twice: %v, want ErrConflict", err)
 	}
@@ -272,8 +294,19 @@ func testDeliver(t *testing.T, s Store) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			items = append(items, &pipeline.Item{Record: idx, Index: 0, Channel: "c", Key: fmt.Sprintf("id:%d", idx),
-				Conversation: fmt.Sprintf("user:U%d", u), Type: "message", Outcome: pipeline.OutcomeProcessed})
+			it := &pipeline.Item{Record: idx, Index: 0, Channel: "c", Key: fmt.Sprintf("id:%d", idx),
+				Conversation: fmt.Sprintf("user:U%d", u), Type: "message", Outcome: pipeline.OutcomeProcessed}
+			if u == 1 {
+				// In hand, as the pipeline has a live event: U1's are
+				// handed over; the others' are read back from their
+				// records, as after a restart.
+				cb, err := line.ParseCallback([]byte(body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				it.Event, it.Destination = cb.Events[0], cb.Destination
+			}
+			items = append(items, it)
 		}
 	}
 	// One more, a duplicate: not delivered by default.
