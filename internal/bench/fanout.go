@@ -78,7 +78,7 @@ func (r *runner) fanoutAck(ctx context.Context) {
 	// Alternate rounds, each on a fresh data directory, and take each
 	// side's median p99: a stall of the disk or a neighbour on the
 	// machine hits one round of one side, not the figure.
-	rounds := 3
+	rounds := 5
 	if r.opts.Quick {
 		rounds = 1
 	}
