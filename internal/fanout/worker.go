@@ -138,6 +138,7 @@ func (w *worker) round(ctx context.Context) (full, left bool) {
 		key     string
 		entries []*Entry
 		stopped bool
+		split   bool // stopped at an entry of another class
 	}
 	var runs []*run
 	byConv := map[string]*run{}
@@ -153,6 +154,7 @@ func (w *worker) round(ctx context.Context) (full, left bool) {
 			}
 		}
 		if r.stopped || k != r.key {
+			r.split = r.split || !r.stopped
 			r.stopped = true
 			continue
 		}
@@ -172,11 +174,12 @@ func (w *worker) round(ctx context.Context) (full, left bool) {
 		}
 		batches[i] = append(batches[i], r.entries...)
 	}
-	if len(batches) > f.o.Concurrency {
-		full = true
-	}
-	for _, b := range batches {
-		if len(b) >= f.o.Batch {
+	// More may be ready than this round saw: as many conversations as
+	// it reads, a conversation with as many entries as it takes, or one
+	// whose next entries are of another class.
+	full = len(byConv) >= headsPerRound
+	for _, r := range byConv {
+		if len(r.entries) >= f.o.Batch || r.split {
 			full = true
 		}
 	}

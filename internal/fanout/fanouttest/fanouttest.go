@@ -39,6 +39,143 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("Deliver", func(t *testing.T) { testDeliver(t, newStore(t)) })
 	t.Run("SlowAndRedirect", func(t *testing.T) { testSlowAndRedirect(t, newStore(t)) })
 	t.Run("DeadDestination", func(t *testing.T) { testDeadDestination(t, newStore(t)) })
+	t.Run("Runs", func(t *testing.T) { testRuns(t, newStore(t)) })
+}
+
+// testRuns: a conversation's queued events go together, in order, in one
+// request (up to Batch); a failed request keeps them all back, and none
+// overtakes another; redeliveries and first deliveries of one
+// conversation never share a request.
+func testRuns(t *testing.T, s Store) {
+	defer s.Close()
+	ctx := context.Background()
+	w := ledger.NewWriter(s, nil, nil)
+	type got struct {
+		user  string
+		ts    int64
+		redel bool
+	}
+	var mu sync.Mutex
+	var bodies [][]got
+	fail := 2
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		if fail > 0 {
+			fail--
+			http.Error(rw, "not now", 503)
+			return
+		}
+		var cb struct {
+			Events []struct {
+				Timestamp       int64 `json:"timestamp"`
+				Source          struct{ UserID string } `json:"source"`
+				DeliveryContext struct {
+					IsRedelivery bool `json:"isRedelivery"`
+				} `json:"deliveryContext"`
+			} `json:"events"`
+		}
+		if err := json.Unmarshal(body, &cb); err != nil {
+			http.Error(rw, "bad body", 400)
+			return
+		}
+		var b []got
+		for _, e := range cb.Events {
+			b = append(b, got{e.Source.UserID, e.Timestamp, e.DeliveryContext.IsRedelivery})
+		}
+		bodies = append(bodies, b)
+	}))
+	defer srv.Close()
+	// U1 writes 45 times, U2 3 times; then 2 of U1's are queued again as
+	// redeliveries (as a replay does).
+	var items []*pipeline.Item
+	now := time.Now()
+	for i := range 48 {
+		user := "U1"
+		if i%16 == 15 {
+			user = "U2"
+		}
+		body := fmt.Sprintf(`{"destination":"U0123456789abcdef0123456789abcdef","events":[{"type":"message","mode":"active","timestamp":%d,"webhookEventId":"01RUN%03d","source":{"type":"user","userId":%q},"message":{"id":"%d","type":"text","text":"hi"}}]}`, 1000+i, i, user, i)
+		payload, _ := record.EncodePayload(&record.Meta{Channel: "c", ReceivedMs: now.UnixMilli()}, []byte(body))
+		idx, err := w.Commit(ctx, []ledger.Entry{{Kind: ledger.KindWebhook, Time: now, Channel: "c", Payload: payload}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, &pipeline.Item{Record: idx, Channel: "c", Key: fmt.Sprintf("id:%d", idx),
+			Conversation: "user:" + user, Type: "message", Outcome: pipeline.OutcomeProcessed})
+	}
+	d := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL, AllowHTTP: true, Secret: []byte("s")}
+	f, err := fanout.New(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s,
+		BaseDelay: 5 * time.Millisecond, MaxDelay: 10 * time.Millisecond, BreakerFailures: 100, Poll: 5 * time.Millisecond, Batch: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Commit(ctx, nil, f.Follow(items)...); err != nil {
+		t.Fatal(err)
+	}
+	var again []*fanout.Entry
+	for _, it := range items[:2] {
+		again = append(again, &fanout.Entry{Destination: "crm", Conversation: it.Conversation, Channel: "c", Record: it.Record,
+			Key: it.Key, Type: "message", Redelivery: true})
+	}
+	if _, err := w.Commit(ctx, nil, fanout.Enqueue{Entries: again}); err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { f.Run(rctx); close(done) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		depths, err := s.QueueDepths(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if depths["crm"] == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue not drained: %v", depths)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	// In order per conversation across all bodies: U1's 45 first
+	// deliveries then its 2 redeliveries; U2's 3.
+	seq := map[string][]got{}
+	longest := 0
+	for _, b := range bodies {
+		if len(b) > 20 {
+			t.Errorf("a request carried %d events, over the batch of 20", len(b))
+		}
+		n := 0
+		for i, g := range b {
+			seq[g.user] = append(seq[g.user], g)
+			if g.user == "U1" {
+				n++
+			}
+			if i > 0 && b[i-1].redel != g.redel && b[i-1].user == g.user {
+				t.Errorf("a redelivery and a first delivery of %s in one request", g.user)
+			}
+		}
+		longest = max(longest, n)
+	}
+	if len(seq["U1"]) != 47 || len(seq["U2"]) != 3 {
+		t.Fatalf("delivered U1 %d (want 47), U2 %d (want 3)", len(seq["U1"]), len(seq["U2"]))
+	}
+	for user, gs := range seq {
+		for i := 1; i < len(gs); i++ {
+			if gs[i].redel == gs[i-1].redel && gs[i].ts < gs[i-1].ts || gs[i-1].redel && !gs[i].redel {
+				t.Errorf("%s out of order at %d: %+v then %+v", user, i, gs[i-1], gs[i])
+			}
+		}
+	}
+	if longest < 2 {
+		t.Errorf("no request carried more than one event of U1 (longest %d): a conversation's queued events go together", longest)
+	}
 }
 
 // testSlowAndRedirect: a destination that hangs until its timeout does not
