@@ -69,7 +69,7 @@ func testRuns(t *testing.T, s Store) {
 		}
 		var cb struct {
 			Events []struct {
-				Timestamp       int64 `json:"timestamp"`
+				Timestamp       int64                   `json:"timestamp"`
 				Source          struct{ UserID string } `json:"source"`
 				DeliveryContext struct {
 					IsRedelivery bool `json:"isRedelivery"`
