@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/linegate/linegate/internal/fanout"
@@ -16,17 +17,40 @@ var _ fanout.Store = (*Store)(nil)
 func applyFanout(ctx context.Context, tx pgx.Tx, e ledger.Effect) error {
 	switch e := e.(type) {
 	case fanout.Enqueue:
-		for _, en := range e.Entries {
+		if len(e.Entries) == 0 {
+			return nil
+		}
+		// One statement for the outcome commit's entries: one round trip,
+		// not one per event and destination.
+		dests := make([]string, len(e.Entries))
+		convs := make([]string, len(e.Entries))
+		blobs := make([][]byte, len(e.Entries))
+		for i, en := range e.Entries {
 			b, err := json.Marshal(en)
 			if err != nil {
 				return fmt.Errorf("encode fan-out entry: %w", err)
 			}
-			var seq int64
-			if err := tx.QueryRow(ctx, "INSERT INTO fanout_queue (destination, conversation, entry) VALUES ($1, $2, $3) RETURNING seq",
-				en.Destination, en.Conversation, b).Scan(&seq); err != nil {
-				return err
-			}
-			en.Seq = uint64(seq)
+			dests[i], convs[i], blobs[i] = en.Destination, en.Conversation, b
+		}
+		rows, err := tx.Query(ctx, `INSERT INTO fanout_queue (destination, conversation, entry)
+			SELECT d, c, b FROM unnest($1::text[], $2::text[], $3::bytea[]) WITH ORDINALITY AS t(d, c, b, n) ORDER BY n
+			RETURNING seq`, dests, convs, blobs)
+		if err != nil {
+			return err
+		}
+		seqs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return err
+		}
+		if len(seqs) != len(e.Entries) {
+			return fmt.Errorf("queue for destinations: %d seqs for %d entries", len(seqs), len(e.Entries))
+		}
+		// Inserted in the order of n, each taking the sequence's next
+		// value; RETURNING gives them in an order PostgreSQL does not
+		// promise.
+		slices.Sort(seqs)
+		for i, en := range e.Entries {
+			en.Seq = uint64(seqs[i])
 		}
 		return nil
 	case fanout.Delivered:
