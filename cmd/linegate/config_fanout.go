@@ -119,7 +119,7 @@ func (c *Config) checkFanout(p *configParser) {
 		}
 	}
 	if m := c.Fanout.BreakerMaxCooldown; m > 0 && m < max(c.Fanout.BreakerCooldown, 30*time.Second) {
-		p.fail("fanout.breaker_max_cooldown", "%v: want at least breaker_cooldown (%v)", m, max(c.Fanout.BreakerCooldown, 30*time.Second))
+		p.fail("fanout.breaker_max_cooldown", "%v: want at least %v (the larger of breaker_cooldown and 30s)", m, max(c.Fanout.BreakerCooldown, 30*time.Second))
 	}
 	if c.Fanout.Concurrency < 0 || c.Fanout.Concurrency > 64 {
 		p.fail("fanout.concurrency", "%d: want 1 to 64 (0: the default, 4)", c.Fanout.Concurrency)

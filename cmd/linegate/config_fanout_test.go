@@ -36,6 +36,8 @@ channels:
 			"  - id: other\n    secret: other-secret\n    bot_user_id: U0123456789abcdef0123456789abcdef\n", "channels[1].bot_user_id"},
 		{"rules_when_owned", "fanout: {rules_when_owned: reply}\n" + base, "want none or push"},
 		{"max cooldown below cooldown", "fanout: {breaker_cooldown: 2m, breaker_max_cooldown: 1m}\n" + base, "fanout.breaker_max_cooldown"},
+		{"max cooldown below 30s", "fanout: {breaker_cooldown: 2s, breaker_max_cooldown: 8s}\n" + base, "want at least 30s (the larger of breaker_cooldown and 30s)"},
+		{"linger over a second", "fanout: {linger: 2s}\n" + base, "fanout.linger"},
 		{"proxy names another owner", "proxy:\n  listen: 127.0.0.1:8090\n  reply_owners: {demo: crm}\n  tools: [{name: t, token: x, channels: [demo]}]\n" +
 			base + "    destinations:\n" + dest("bot", "        role: reply_owner\n"), `proxy.reply_owners names "crm"`},
 	}

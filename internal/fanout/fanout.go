@@ -469,7 +469,7 @@ func (f *Fanout) Follow(items []*pipeline.Item) []ledger.Effect {
 		}
 		// it.Event is the event as the webhook record holds it (from the
 		// request, or read back from the record after a restart).
-		f.hand.put(it.Record, it.Index, it.Destination, it.Event, n)
+		f.hand.put(it.Record, it.Index, it.Destination, it.Event, n, time.UnixMilli(it.ReceivedMs))
 	}
 	if len(entries) == 0 {
 		return nil
@@ -600,21 +600,28 @@ func buildBody(destination string, events []json.RawMessage, keepReplyToken, red
 }
 
 func buildEvent(event json.RawMessage, keepReplyToken, redelivery bool) (json.RawMessage, error) {
-	// What has nothing to change goes as the ledger holds it: an object
-	// (LINE's events are; the record's body was parsed as JSON), for the
-	// owner of the reply token, or without the key replyToken written
-	// plainly or with an escape (a \u in a key such as "reply\u0054oken"
-	// is read as replyToken by every JSON parser).
-	if !redelivery && isObject(event) &&
-		(keepReplyToken || !bytes.Contains(event, []byte(`"replyToken"`)) && !bytes.Contains(event, []byte(`\u`))) {
+	if !isObject(event) {
+		// null, a number, a string, an array: LINE's events are objects;
+		// the ledger keeps what came, and it is not delivered.
+		return nil, errors.New("event not a JSON object")
+	}
+	// What has nothing to change goes as the ledger holds it: for the
+	// owner of the reply token, or without a key that a JSON reader
+	// could take for replyToken (see isReplyTokenKey) written plainly,
+	// in any case, or with an escape.
+	if !redelivery && (keepReplyToken || !mayHoldReplyToken(event)) {
 		return event, nil
 	}
 	var ev map[string]json.RawMessage
-	if err := json.Unmarshal(event, &ev); err != nil {
-		return nil, fmt.Errorf("event not a JSON object: %w", err)
+	if err := json.Unmarshal(event, &ev); err != nil || ev == nil {
+		return nil, fmt.Errorf("event not a JSON object: %v", err)
 	}
 	if !keepReplyToken {
-		delete(ev, "replyToken")
+		for k := range ev {
+			if isReplyTokenKey(k) {
+				delete(ev, k)
+			}
+		}
 	}
 	if redelivery {
 		dc := map[string]json.RawMessage{}
@@ -632,6 +639,23 @@ func buildEvent(event json.RawMessage, keepReplyToken, redelivery bool) (json.Ra
 		ev["deliveryContext"] = b
 	}
 	return json.Marshal(ev)
+}
+
+// isReplyTokenKey reports whether a key of an event would be read as its
+// replyToken: Go's encoding/json (LINE's Go SDK, and linegate's own
+// reading) matches a field's name without regard to case, with Unicode
+// folding ("REPLYTOKEN", "replyTo\u212Aen" with a Kelvin sign).
+func isReplyTokenKey(k string) bool {
+	return strings.EqualFold(k, "replyToken")
+}
+
+// mayHoldReplyToken reports whether an event may have a key that
+// isReplyTokenKey takes: "replytoken" in any ASCII case, a \u escape, or
+// a character that folds to an ASCII letter of the name (the Kelvin sign
+// U+212A folds to k; U+017F, long s, folds to s, which the name has not).
+func mayHoldReplyToken(event json.RawMessage) bool {
+	return bytes.Contains(bytes.ToLower(event), []byte("replytoken")) ||
+		bytes.Contains(event, []byte(`\u`)) || bytes.Contains(event, []byte("\u212A"))
 }
 
 // isObject reports whether a valid JSON value is an object.

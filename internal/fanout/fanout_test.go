@@ -137,6 +137,48 @@ func TestBuildBody(t *testing.T) {
 			t.Errorf("keep=%v: body %s, %v; want %s", tt.keep, b, err, want)
 		}
 	}
+	// Events that are not objects are refused, redelivered or not (null
+	// once made a nil map that a redelivery wrote into).
+	for _, bad := range []string{`null`, ` null `, `1`, `"s"`, `[]`, `true`} {
+		for _, redelivery := range []bool{false, true} {
+			for _, keep := range []bool{false, true} {
+				if b, err := buildBody("U", []json.RawMessage{json.RawMessage(bad)}, keep, redelivery); err == nil {
+					t.Errorf("event %s (keep=%v redelivery=%v) accepted: %s", bad, keep, redelivery, b)
+				}
+			}
+		}
+	}
+	// Keys Go's encoding/json (LINE's Go SDK) reads as replyToken, in any
+	// case or with a Kelvin sign for the k, go too; the owner keeps them.
+	for _, key := range []string{"REPLYTOKEN", "replytoken", "ReplyToken", "replyTo\u212Aen", "reply\u0054oken", "replyToKen"} {
+		ev := json.RawMessage(`{"type":"message","` + key + `":"rt","message":{"type":"text","text":"x","replyToken":"nested"}}`)
+		for _, redelivery := range []bool{false, true} {
+			b, err := buildBody("U1", []json.RawMessage{ev}, false, redelivery)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got struct {
+				Events []struct {
+					ReplyToken string `json:"replyToken"`
+					Message    struct {
+						ReplyToken string `json:"replyToken"`
+					} `json:"message"`
+				} `json:"events"`
+			}
+			if err := json.Unmarshal(b, &got); err != nil || len(got.Events) != 1 {
+				t.Fatalf("key %q: body %s: %v", key, b, err)
+			}
+			if got.Events[0].ReplyToken != "" {
+				t.Errorf("key %q (redelivery=%v): a destination that does not own the reply token reads one: %s", key, redelivery, b)
+			}
+			if got.Events[0].Message.ReplyToken != "nested" {
+				t.Errorf("key %q: a nested field of the same name was taken out: %s", key, b)
+			}
+		}
+		if b, _ := buildBody("U1", []json.RawMessage{ev}, true, false); !strings.Contains(string(b), `"rt"`) {
+			t.Errorf("key %q: the owner lost its reply token: %s", key, b)
+		}
+	}
 	// A reply token under an escaped key is a reply token: every JSON
 	// parser reads "reply\u0054oken" as replyToken.
 	escaped := json.RawMessage(`{"type":"message","reply\u0054oken":"rt","message":{"type":"text","text":"x"}}`)
@@ -157,7 +199,7 @@ func TestHandover(t *testing.T) {
 	now := time.Unix(1000, 0)
 	h := newHandover(func() time.Time { return now })
 	ev := json.RawMessage(`{"type":"follow"}`)
-	h.put(7, 0, "Ubot", ev, 2)
+	h.put(7, 0, "Ubot", ev, 2, now)
 	for i := range 2 {
 		dest, got, ok := h.take(7, 0)
 		if !ok || dest != "Ubot" || string(got) != string(ev) {
@@ -168,14 +210,14 @@ func TestHandover(t *testing.T) {
 		t.Fatalf("an event taken by each destination that queued it is still held (%d)", h.held())
 	}
 	// Older than handoverAge: read from the ledger instead.
-	h.put(8, 1, "Ubot", ev, 1)
+	h.put(8, 1, "Ubot", ev, 1, now)
 	now = now.Add(handoverAge + time.Millisecond)
 	if _, _, ok := h.take(8, 1); ok {
 		t.Fatal("an event older than handoverAge was handed over")
 	}
 	// The bounds: the oldest go first.
 	for i := range handoverEvents + 10 {
-		h.put(uint64(100+i), 0, "", ev, 1)
+		h.put(uint64(100+i), 0, "", ev, 1, now)
 	}
 	if n := h.held(); n != handoverEvents {
 		t.Fatalf("held %d events, bound %d", n, handoverEvents)
@@ -187,18 +229,30 @@ func TestHandover(t *testing.T) {
 		t.Fatal("the newest event was not kept")
 	}
 	big := json.RawMessage(`{"t":"` + strings.Repeat("x", handoverBytes/64) + `"}`)
-	h.put(1, 0, "", big, 1)
+	h.put(1, 0, "", big, 1, now)
 	if _, _, ok := h.take(1, 0); ok {
 		t.Fatal("an event over the size bound was held")
 	}
 	// Events expire by age as new ones come, whatever their count.
 	now = now.Add(handoverAge + time.Millisecond)
-	h.put(2, 0, "", ev, 1)
+	h.put(2, 0, "", ev, 1, now)
 	if n := h.held(); n != 1 {
 		t.Fatalf("held %d events after they aged out, want 1", n)
 	}
+	// The age runs from the webhook's receipt, not from the hand-over: an
+	// event whose rules took longer than handoverAge is read from the
+	// ledger (where a deletion meanwhile shows).
+	h.put(3, 0, "", ev, 1, now.Add(-handoverAge-time.Millisecond))
+	if _, _, ok := h.take(3, 0); ok {
+		t.Fatal("an event received longer than handoverAge ago was handed over")
+	}
+	h.put(4, 0, "", ev, 1, now.Add(-handoverAge+time.Second))
+	now = now.Add(time.Second + time.Millisecond)
+	if _, _, ok := h.take(4, 0); ok {
+		t.Fatal("an event was handed over past handoverAge after its receipt")
+	}
 	var nilH *handover
-	nilH.put(1, 0, "", ev, 1)
+	nilH.put(1, 0, "", ev, 1, now)
 	if _, _, ok := nilH.take(1, 0); ok {
 		t.Fatal("a nil hand-over handed over")
 	}

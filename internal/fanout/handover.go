@@ -22,11 +22,12 @@ const (
 // record back from the store and opening it (a read, a decryption and a
 // parse per event, on the cores the acknowledgements to LINE need).
 //
-// It holds only what the ledger holds, for at most handoverAge: an event
-// whose payload is deleted or shredded later than that is dropped at
-// delivery as before (worker.load); within it, it is delivered as it
-// would have been a moment earlier. Memory is bounded by handoverEvents
-// and handoverBytes; the oldest go first.
+// It holds only what the ledger holds, until handoverAge after the event's
+// webhook was received (not after the pipeline completed it: its rules may
+// have taken long): an event whose payload is deleted or shredded later
+// than that is dropped at delivery as before (worker.load); within it, it
+// is delivered as it would have been a moment earlier. Memory is bounded
+// by handoverEvents and handoverBytes; the oldest go first.
 type handover struct {
 	mu    sync.Mutex
 	m     map[eventRef]*handed
@@ -44,17 +45,18 @@ type eventRef struct {
 type handed struct {
 	dest  string // the body's destination: the bot's user id
 	event json.RawMessage
-	at    time.Time
-	left  int // destinations that queued it and have not taken it
+	at    time.Time // when its webhook was received
+	left  int       // destinations that queued it and have not taken it
 }
 
 func newHandover(now func() time.Time) *handover {
 	return &handover{m: map[eventRef]*handed{}, now: now}
 }
 
-// put hands over an event queued for n destinations.
-func (h *handover) put(record uint64, index int, dest string, event json.RawMessage, n int) {
-	if h == nil || n <= 0 || len(event) == 0 || len(event) > handoverBytes/64 {
+// put hands over an event received at received and queued for n
+// destinations.
+func (h *handover) put(record uint64, index int, dest string, event json.RawMessage, n int, received time.Time) {
+	if h == nil || n <= 0 || len(event) == 0 || len(event) > handoverBytes/64 || h.now().Sub(received) > handoverAge {
 		return
 	}
 	ref := eventRef{record, index}
@@ -65,7 +67,7 @@ func (h *handover) put(record uint64, index int, dest string, event json.RawMess
 	} else {
 		h.fifo = append(h.fifo, ref)
 	}
-	h.m[ref] = &handed{dest: dest, event: event, at: h.now(), left: n}
+	h.m[ref] = &handed{dest: dest, event: event, at: received, left: n}
 	h.bytes += len(event)
 	h.evict()
 }

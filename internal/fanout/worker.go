@@ -320,18 +320,20 @@ func (w *worker) attempt(ctx context.Context, batch []*Entry) bool {
 	}
 	var ok []loaded
 	left := false
-	// Conversations whose entry stays queued in this attempt: their later
-	// entries in the batch stay too, so that none overtakes it.
-	held := map[string]bool{}
+	// Conversations with an entry that stays queued in this attempt:
+	// their later entries in the batch stay too, so that none overtakes
+	// it (the ones before it go).
+	stopped := map[string]bool{}
+	convDest := map[string]string{}
 	for _, e := range batch {
-		if held[e.Conversation] {
+		if stopped[e.Conversation] {
 			continue
 		}
 		dest, event, err := w.load(ctx, e)
 		switch {
 		case errors.Is(err, ledger.ErrUnavailable):
 			f.log.Warn("fanout: event not readable now: retried later", "destination", w.d.Name, "record", e.Record, "err", err)
-			held[e.Conversation] = true
+			stopped[e.Conversation] = true
 		case err != nil:
 			// The record's payload is gone (retention, a destroyed key)
 			// or not an event: nothing can ever be delivered.
@@ -341,12 +343,22 @@ func (w *worker) attempt(ctx context.Context, batch []*Entry) bool {
 			if w.commit(rec, []*Entry{e}, Delivered{Seqs: []uint64{e.Seq}}) {
 				left = true
 			} else {
-				held[e.Conversation] = true
+				stopped[e.Conversation] = true
 			}
+		case differs(convDest, e.Conversation, dest):
+			// Another body destination than the conversation's entries
+			// before it in this batch (foreign events): it waits for the
+			// next round, and the ones after it too, rather than go in a
+			// request of its own that could arrive first.
+			stopped[e.Conversation] = true
 		default:
+			convDest[e.Conversation] = dest
 			ok = append(ok, loaded{e, dest, event})
 		}
 	}
+	// Conversations whose request failed in this attempt: their entries
+	// in a later request of it stay queued.
+	held := map[string]bool{}
 	// One request per body destination (the bot's user id: the same for
 	// every event of a channel but foreign ones), one after the other.
 	for len(ok) > 0 {
@@ -372,6 +384,13 @@ func (w *worker) attempt(ctx context.Context, batch []*Entry) bool {
 		}
 	}
 	return left
+}
+
+// differs reports whether conversation has a destination in m other than
+// dest.
+func differs(m map[string]string, conversation, dest string) bool {
+	d, ok := m[conversation]
+	return ok && d != dest
 }
 
 // newRecord starts the record of an attempt at entries.

@@ -40,6 +40,77 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("SlowAndRedirect", func(t *testing.T) { testSlowAndRedirect(t, newStore(t)) })
 	t.Run("DeadDestination", func(t *testing.T) { testDeadDestination(t, newStore(t)) })
 	t.Run("Runs", func(t *testing.T) { testRuns(t, newStore(t)) })
+	t.Run("BodyDestinations", func(t *testing.T) { testBodyDestinations(t, newStore(t)) })
+}
+
+// testBodyDestinations: a conversation's events whose webhooks named
+// different bot user ids (foreign events) go in separate requests, one
+// after the other, in the conversation's order.
+func testBodyDestinations(t *testing.T, s Store) {
+	defer s.Close()
+	ctx := context.Background()
+	w := ledger.NewWriter(s, nil, nil)
+	var mu sync.Mutex
+	var order []int64
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		var cb struct {
+			Events []struct {
+				Timestamp int64 `json:"timestamp"`
+			} `json:"events"`
+		}
+		body, _ := io.ReadAll(r.Body)
+		json.Unmarshal(body, &cb)
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range cb.Events {
+			order = append(order, e.Timestamp)
+		}
+	}))
+	defer srv.Close()
+	var items []*pipeline.Item
+	now := time.Now()
+	for i, bot := range []string{"U0123456789abcdef0123456789abcdef", "Uffffffffffffffffffffffffffffffff", "U0123456789abcdef0123456789abcdef", "U0123456789abcdef0123456789abcdef", "Uffffffffffffffffffffffffffffffff"} {
+		body := fmt.Sprintf(`{"destination":%q,"events":[{"type":"message","mode":"active","timestamp":%d,"webhookEventId":"01BOT%03d","source":{"type":"user","userId":"U1"},"message":{"id":"%d","type":"text","text":"hi"}}]}`, bot, i+1, i, i)
+		payload, _ := record.EncodePayload(&record.Meta{Channel: "c", ReceivedMs: now.UnixMilli()}, []byte(body))
+		idx, err := w.Commit(ctx, []ledger.Entry{{Kind: ledger.KindWebhook, Time: now, Channel: "c", Payload: payload}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, &pipeline.Item{Record: idx, Channel: "c", Key: fmt.Sprintf("id:%d", idx),
+			Conversation: "user:U1", Type: "message", Outcome: pipeline.OutcomeProcessed})
+	}
+	d := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL, AllowHTTP: true, Secret: []byte("s")}
+	f, err := fanout.New(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s, Poll: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Commit(ctx, nil, f.Follow(items)...); err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { f.Run(rctx); close(done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		depths, err := s.QueueDepths(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if depths["crm"] == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue not drained: %v", depths)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(order) != "[1 2 3 4 5]" {
+		t.Errorf("delivered in the order %v, want [1 2 3 4 5]", order)
+	}
 }
 
 // testRuns: a conversation's queued events go together, in order, in one
