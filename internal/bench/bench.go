@@ -277,6 +277,32 @@ func peakRSS(pid int) (float64, error) {
 	return 0, errors.New("no VmHWM")
 }
 
+// metrics reads the gateway's metrics: each sample's value by its name
+// and labels, as the exposition writes them.
+func (g *gateway) metrics() (map[string]float64, error) {
+	resp, err := http.Get(g.admin + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]float64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "#") {
+			continue
+		}
+		if i := strings.LastIndexByte(l, ' '); i > 0 {
+			if v, err := strconv.ParseFloat(l[i+1:], 64); err == nil {
+				m[l[:i]] = v
+			}
+		}
+	}
+	return m, nil
+}
+
 // waitPipeline waits until the gateway's pipeline has recorded the outcomes
 // of at least events events (its linegate_pipeline_events_total), so that
 // what is measured after includes them.
