@@ -46,6 +46,10 @@ func (r *runner) fanoutAck(ctx context.Context) {
       {name: dead, url: "http://%s/hook", allow_http: true, secret: bench-dead-secret}]`, live[0], live[1], dead)
 	load := sim.Load{Rate: rate, Concurrency: 64, Duration: d}
 	var delivered, failed float64
+	// The mean time of the writer's group commits on each side
+	// (linegate_ledger_append_seconds), where the fan-out's queue rows
+	// show.
+	var commitWith, commitWithout []time.Duration
 	run := func(dir, channel string) (time.Duration, int, error) {
 		g, err := r.startGatewayChannel(ctx, filepath.Join(r.work, dir), "log: {origin: "+benchOrigin+", checkpoint_interval: 1s}\n", channel)
 		if err != nil {
@@ -59,13 +63,21 @@ func (r *runner) fanoutAck(ctx context.Context) {
 		if err != nil {
 			return 0, 0, err
 		}
+		m, err := g.metrics()
+		if err != nil {
+			return 0, 0, err
+		}
+		if n := m["linegate_ledger_append_seconds_count"]; n > 0 {
+			mean := time.Duration(m["linegate_ledger_append_seconds_sum"] / n * float64(time.Second))
+			if channel != "" {
+				commitWith = append(commitWith, mean)
+			} else {
+				commitWithout = append(commitWithout, mean)
+			}
+		}
 		if channel != "" {
 			// What the live destinations took by the end of the run, as
 			// the gateway counted their answers.
-			m, err := g.metrics()
-			if err != nil {
-				return 0, 0, err
-			}
 			for _, dest := range []string{"owner", "crm"} {
 				delivered += m[`linegate_fanout_attempts_total{destination="`+dest+`",result="delivered"}`]
 				failed += m[`linegate_fanout_attempts_total{destination="`+dest+`",result="failed"}`]
@@ -99,14 +111,17 @@ func (r *runner) fanoutAck(ctx context.Context) {
 	// Lower is better: the ratio is peer/value.
 	r.add(Result{Name: name, Value: ms(median(withs)), Unit: "ms", Peer: "the same gateway without destinations, this run",
 		PeerValue: f64(ms(median(bases))), Target: "<= 1.25x peer",
-		Note: fmt.Sprintf("median of %d alternating rounds of %v (p99 with: %s; without: %s); %d webhooks with destinations; the two live destinations (LINE's Go SDK) took %.0f events by the end of the rounds, %.0f attempts failed",
-			rounds, d, msList(withs), msList(bases), sent, delivered, failed)},
+		Note: fmt.Sprintf("median of %d alternating rounds of %v (p99 with: %s; without: %s); %d webhooks with destinations; the two live destinations (LINE's Go SDK) took %.0f events by the end of the rounds, %.0f attempts failed; the writer's mean group commit, median of the rounds: %.2f ms with, %.2f ms without",
+			rounds, d, msList(withs), msList(bases), sent, delivered, failed, ms(median(commitWith)), ms(median(commitWithout)))},
 		false, func(_, ratio float64) bool { return ratio >= 1/1.25 })
 }
 
 // median returns the median of durations (the lower middle of an even
-// count).
+// count; 0 for none).
 func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[(len(s)-1)/2]
