@@ -13,15 +13,20 @@ import (
 )
 
 type metrics struct {
-	depth    *prometheus.GaugeVec
-	attempts *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
-	breaker  *prometheus.GaugeVec
-	paused   *prometheus.GaugeVec
+	internalErrors *prometheus.CounterVec
+	depth          *prometheus.GaugeVec
+	attempts       *prometheus.CounterVec
+	latency        *prometheus.HistogramVec
+	breaker        *prometheus.GaugeVec
+	paused         *prometheus.GaugeVec
 }
 
 func newMetrics() *metrics {
 	return &metrics{
+		internalErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricPrefix + "fanout_internal_errors_total",
+			Help: "Delivery attempts cut short by a fault of linegate's (a panic, logged with its stack), by destination: the events stay queued and the destination backs off.",
+		}, []string{"destination"}),
 		depth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: metricPrefix + "fanout_queue_depth",
 			Help: "Events queued for a destination and not yet delivered, by destination.",
@@ -54,11 +59,12 @@ func (m *metrics) collectors(f *Fanout) []prometheus.Collector {
 		m.breaker.WithLabelValues(n)
 		m.paused.WithLabelValues(n)
 		m.latency.WithLabelValues(n)
+		m.internalErrors.WithLabelValues(n)
 		for _, r := range []string{"delivered", "failed", "dropped"} {
 			m.attempts.WithLabelValues(n, r)
 		}
 	}
-	return []prometheus.Collector{m.depth, m.attempts, m.latency, m.breaker, m.paused}
+	return []prometheus.Collector{m.depth, m.attempts, m.latency, m.breaker, m.paused, m.internalErrors}
 }
 
 // Status is a destination's state, as GET /admin/destinations lists it.

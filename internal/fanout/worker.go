@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -194,7 +195,7 @@ func (w *worker) round(ctx context.Context) (full, left bool) {
 			// Half-open: the probe alone, and the next only once it
 			// has closed the breaker.
 			wg.Wait()
-			if w.attempt(ctx, b) {
+			if w.safeAttempt(ctx, b) {
 				delivered.Store(true)
 			}
 			continue
@@ -204,7 +205,7 @@ func (w *worker) round(ctx context.Context) (full, left bool) {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			if w.attempt(ctx, b) {
+			if w.safeAttempt(ctx, b) {
 				delivered.Store(true)
 			}
 		})
@@ -304,6 +305,27 @@ func (w *worker) backoff(attempts int) time.Duration {
 	}
 	d = min(d, o.MaxDelay)
 	return d/2 + rand.N(d/2+1)
+}
+
+// safeAttempt is attempt, with a panic (a fault of linegate's in reading
+// or building what the batch carries) kept to this destination: it is
+// logged and counted, the batch's entries stay queued as they were, and
+// it counts as a failed attempt for the breaker, so that the destination
+// backs off. Ingress, the other destinations and linegate's own rules go
+// on; nothing is dropped, for the fault to be fixed and the events
+// delivered after.
+func (w *worker) safeAttempt(ctx context.Context, batch []*Entry) (left bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			f := w.f
+			f.m.internalErrors.WithLabelValues(w.d.Name).Inc()
+			f.log.Error("fanout: internal error delivering to a destination: its events stay queued", "destination", w.d.Name,
+				"record", batch[0].Record, "events", len(batch), "panic", oplog.Truncate(fmt.Sprint(v), 200), "stack", oplog.Truncate(string(debug.Stack()), 2000))
+			w.result(false, "internal error", f.o.Now())
+			left = false
+		}
+	}()
+	return w.attempt(ctx, batch)
 }
 
 // attempt delivers a batch of entries (the heads of distinct
