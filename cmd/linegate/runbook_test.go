@@ -22,6 +22,7 @@ var runbookAlerts = []string{
 	"LinegateTokenNearExpiry", "LinegateTokenRenewalFailing", "LinegateCanaryLeak", "LinegateAlertsNotRecorded",
 	"LinegateVerifyFailed", "LinegateVerifyNotRun",
 	"LinegateWitnessFork", "LinegateArchiveStale", "LinegateArchiveUntrusted",
+	"LinegateDestinationFailing", "LinegateFanoutInternalError",
 }
 
 // runbookPositional are the commands that take positional arguments, and
