@@ -505,7 +505,9 @@ func (s *Store) AppendGroups(ctx context.Context, groups []ledger.Group) ([]uint
 			continue
 		}
 		g := groups[i]
-		if _, err := tx.ExecContext(ctx, "SAVEPOINT grp"); err != nil {
+		// The savepoints' statements are kept prepared as the others
+		// (stmt): a group with effects is most groups.
+		if _, err := s.exec(ctx, tx, "SAVEPOINT grp"); err != nil {
 			return nil, nil, fmt.Errorf("sqlitestore: savepoint: %w", err)
 		}
 		ids := map[string]bool{}
@@ -530,7 +532,7 @@ func (s *Store) AppendGroups(ctx context.Context, groups []ledger.Group) ([]uint
 			return nil
 		}()
 		if errs[i] != nil {
-			if _, err := tx.ExecContext(ctx, "ROLLBACK TO grp"); err != nil {
+			if _, err := s.exec(ctx, tx, "ROLLBACK TO grp"); err != nil {
 				return nil, nil, fmt.Errorf("sqlitestore: rollback to savepoint: %w", err)
 			}
 		} else {
@@ -542,7 +544,7 @@ func (s *Store) AppendGroups(ctx context.Context, groups []ledger.Group) ([]uint
 				purged = purged || isPurge
 			}
 		}
-		if _, err := tx.ExecContext(ctx, "RELEASE grp"); err != nil {
+		if _, err := s.exec(ctx, tx, "RELEASE grp"); err != nil {
 			return nil, nil, fmt.Errorf("sqlitestore: release savepoint: %w", err)
 		}
 		i++
@@ -575,7 +577,11 @@ func (s *Store) AppendGroups(ctx context.Context, groups []ledger.Group) ([]uint
 // checkKeysExist before the commit.
 func (s *Store) appendRecords(ctx context.Context, tx *sql.Tx, recs []ledger.Record, keyIDs map[string]bool) (uint64, error) {
 	var first uint64
-	if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(idx)+1, 0) FROM records").Scan(&first); err != nil {
+	row, err := s.queryRow(ctx, tx, "SELECT COALESCE(MAX(idx)+1, 0) FROM records")
+	if err != nil {
+		return 0, err
+	}
+	if err := row.Scan(&first); err != nil {
 		return 0, fmt.Errorf("sqlitestore: next index: %w", err)
 	}
 	// Many rows per statement: the per-statement cost of the driver, not
