@@ -344,6 +344,11 @@ rules:
 		t.Errorf("a reply by the CRM's tool through the proxy: %v, want 403", err)
 	}
 	time.Sleep(300 * time.Millisecond) // anything extra would arrive now
+	// The depths are counted once a second.
+	waitUntil(t, "the dead destination's queue depth to read 0", func() bool {
+		_, m := g.get(t, g.admin+"/metrics")
+		return strings.Contains(string(m), `linegate_fanout_queue_depth{destination="dead"} 0`)
+	})
 	_, metrics := g.get(t, g.admin+"/metrics")
 	for _, want := range []string{
 		`linegate_fanout_attempts_total{destination="bot",result="delivered"} 50`,
