@@ -309,22 +309,14 @@ func (g *gateway) metrics() (map[string]float64, error) {
 func (g *gateway) waitPipeline(ctx context.Context, events int) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		resp, err := http.Get(g.admin + "/metrics")
-		if err != nil {
-			return err
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		m, err := g.metrics()
 		if err != nil {
 			return err
 		}
 		done := 0.0
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "linegate_pipeline_events_total{") {
-				if f := strings.Fields(l); len(f) == 2 {
-					v, _ := strconv.ParseFloat(f[1], 64)
-					done += v
-				}
+		for k, v := range m {
+			if strings.HasPrefix(k, "linegate_pipeline_events_total{") {
+				done += v
 			}
 		}
 		if done >= float64(events) {

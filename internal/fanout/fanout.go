@@ -477,13 +477,6 @@ func (f *Fanout) Follow(items []*pipeline.Item) []ledger.Effect {
 	return []ledger.Effect{Enqueue{Entries: entries}}
 }
 
-// Queued tells the workers that entries may have been queued.
-func (f *Fanout) Queued() {
-	for _, w := range f.order {
-		w.kick()
-	}
-}
-
 // conversationKey orders the events of one conversation; an event without
 // a source is a conversation of its own.
 func conversationKey(conv, key string) string {
@@ -613,8 +606,8 @@ func buildEvent(event json.RawMessage, keepReplyToken, redelivery bool) (json.Ra
 		return event, nil
 	}
 	var ev map[string]json.RawMessage
-	if err := json.Unmarshal(event, &ev); err != nil || ev == nil {
-		return nil, fmt.Errorf("event not a JSON object: %v", err)
+	if err := json.Unmarshal(event, &ev); err != nil {
+		return nil, fmt.Errorf("event not a JSON object: %w", err)
 	}
 	if !keepReplyToken {
 		for k := range ev {
@@ -650,12 +643,10 @@ func isReplyTokenKey(k string) bool {
 }
 
 // mayHoldReplyToken reports whether an event may have a key that
-// isReplyTokenKey takes: "replytoken" in any ASCII case, a \u escape, or
-// a character that folds to an ASCII letter of the name (the Kelvin sign
-// U+212A folds to k; U+017F, long s, folds to s, which the name has not).
+// isReplyTokenKey takes: "replytoken" once lowered (bytes.ToLower lowers
+// the Kelvin sign U+212A to k too), or a \u escape.
 func mayHoldReplyToken(event json.RawMessage) bool {
-	return bytes.Contains(bytes.ToLower(event), []byte("replytoken")) ||
-		bytes.Contains(event, []byte(`\u`)) || bytes.Contains(event, []byte("\u212A"))
+	return bytes.Contains(bytes.ToLower(event), []byte("replytoken")) || bytes.Contains(event, []byte(`\u`))
 }
 
 // isObject reports whether a valid JSON value is an object.

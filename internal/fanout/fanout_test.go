@@ -195,6 +195,13 @@ func TestBuildBody(t *testing.T) {
 	}
 }
 
+// held returns the number of events h holds.
+func (h *handover) held() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.m)
+}
+
 func TestHandover(t *testing.T) {
 	now := time.Unix(1000, 0)
 	h := newHandover(func() time.Time { return now })

@@ -121,10 +121,3 @@ func (h *handover) evict() {
 		h.head = 0
 	}
 }
-
-// held returns the number of events held (for tests).
-func (h *handover) held() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.m)
-}

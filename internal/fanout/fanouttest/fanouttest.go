@@ -71,11 +71,7 @@ func testBodyDestinations(t *testing.T, s Store) {
 	now := time.Now()
 	for i, bot := range []string{"U0123456789abcdef0123456789abcdef", "Uffffffffffffffffffffffffffffffff", "U0123456789abcdef0123456789abcdef", "U0123456789abcdef0123456789abcdef", "Uffffffffffffffffffffffffffffffff"} {
 		body := fmt.Sprintf(`{"destination":%q,"events":[{"type":"message","mode":"active","timestamp":%d,"webhookEventId":"01BOT%03d","source":{"type":"user","userId":"U1"},"message":{"id":"%d","type":"text","text":"hi"}}]}`, bot, i+1, i, i)
-		payload, _ := record.EncodePayload(&record.Meta{Channel: "c", ReceivedMs: now.UnixMilli()}, []byte(body))
-		idx, err := w.Commit(ctx, []ledger.Entry{{Kind: ledger.KindWebhook, Time: now, Channel: "c", Payload: payload}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		idx := webhookRecord(t, w, body, now)
 		items = append(items, &pipeline.Item{Record: idx, Channel: "c", Key: fmt.Sprintf("id:%d", idx),
 			Conversation: "user:U1", Type: "message", Outcome: pipeline.OutcomeProcessed})
 	}
@@ -87,25 +83,7 @@ func testBodyDestinations(t *testing.T, s Store) {
 	if _, err := w.Commit(ctx, nil, f.Follow(items)...); err != nil {
 		t.Fatal(err)
 	}
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { f.Run(rctx); close(done) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		depths, err := s.QueueDepths(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if depths["crm"] == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("queue not drained: %v", depths)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	stop()
-	<-done
+	runUntilDrained(t, s, f, "crm", 10*time.Second)
 	mu.Lock()
 	defer mu.Unlock()
 	if fmt.Sprint(order) != "[1 2 3 4 5]" {
@@ -168,11 +146,7 @@ func testRuns(t *testing.T, s Store) {
 			user = "U2"
 		}
 		body := fmt.Sprintf(`{"destination":"U0123456789abcdef0123456789abcdef","events":[{"type":"message","mode":"active","timestamp":%d,"webhookEventId":"01RUN%03d","source":{"type":"user","userId":%q},"message":{"id":"%d","type":"text","text":"hi"}}]}`, 1000+i, i, user, i)
-		payload, _ := record.EncodePayload(&record.Meta{Channel: "c", ReceivedMs: now.UnixMilli()}, []byte(body))
-		idx, err := w.Commit(ctx, []ledger.Entry{{Kind: ledger.KindWebhook, Time: now, Channel: "c", Payload: payload}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		idx := webhookRecord(t, w, body, now)
 		items = append(items, &pipeline.Item{Record: idx, Channel: "c", Key: fmt.Sprintf("id:%d", idx),
 			Conversation: "user:" + user, Type: "message", Outcome: pipeline.OutcomeProcessed})
 	}
@@ -193,25 +167,7 @@ func testRuns(t *testing.T, s Store) {
 	if _, err := w.Commit(ctx, nil, fanout.Enqueue{Entries: again}); err != nil {
 		t.Fatal(err)
 	}
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { f.Run(rctx); close(done) }()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		depths, err := s.QueueDepths(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if depths["crm"] == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("queue not drained: %v", depths)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	stop()
-	<-done
+	runUntilDrained(t, s, f, "crm", 20*time.Second)
 	mu.Lock()
 	defer mu.Unlock()
 	// In order per conversation across all bodies: U1's 45 first
@@ -288,11 +244,7 @@ func testSlowAndRedirect(t *testing.T, s Store) {
 	now := time.Now()
 	for i := range 20 {
 		body := fmt.Sprintf(`{"destination":"U0123456789abcdef0123456789abcdef","events":[{"type":"follow","mode":"active","timestamp":%d,"webhookEventId":"01SLOW%03d","source":{"type":"user","userId":"U%d"},"replyToken":"rt"}]}`, now.UnixMilli(), i, i)
-		payload, _ := record.EncodePayload(&record.Meta{Channel: "c", ReceivedMs: now.UnixMilli()}, []byte(body))
-		idx, err := w.Commit(ctx, []ledger.Entry{{Kind: ledger.KindWebhook, Time: now, Channel: "c", Payload: payload}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		idx := webhookRecord(t, w, body, now)
 		items = append(items, &pipeline.Item{Record: idx, Channel: "c", Key: fmt.Sprintf("id:%d", idx),
 			Conversation: fmt.Sprintf("user:U%d", i), Type: "follow", Outcome: pipeline.OutcomeProcessed})
 	}
@@ -356,6 +308,40 @@ func testSlowAndRedirect(t *testing.T, s Store) {
 	for _, h := range heads {
 		if h.Attempts != 1 {
 			t.Errorf("moved: entry %d has %d attempts, want 1 (a 302 is a failure, retried after BaseDelay)", h.Seq, h.Attempts)
+		}
+	}
+}
+
+// webhookRecord commits a webhook record of channel c holding body, and
+// returns its index.
+func webhookRecord(t *testing.T, w *ledger.Writer, body string, now time.Time) uint64 {
+	t.Helper()
+	payload, _ := record.EncodePayload(&record.Meta{Channel: "c", ReceivedMs: now.UnixMilli()}, []byte(body))
+	idx, err := w.Commit(context.Background(), []ledger.Entry{{Kind: ledger.KindWebhook, Time: now, Channel: "c", Payload: payload}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return idx
+}
+
+// runUntilDrained runs f until destination's queue in s is empty, and
+// stops it; it fails the test if that takes longer than within.
+func runUntilDrained(t *testing.T, s Store, f *fanout.Fanout, destination string, within time.Duration) {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { f.Run(ctx); close(done) }()
+	defer func() { stop(); <-done }()
+	for deadline := time.Now().Add(within); ; time.Sleep(5 * time.Millisecond) {
+		depths, err := s.QueueDepths(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if depths[destination] == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue not drained: %v", depths)
 		}
 	}
 }
@@ -497,11 +483,7 @@ func testDeliver(t *testing.T, s Store) {
 		for u := range 3 {
 			ts := now.UnixMilli() + int64(i)
 			body := fmt.Sprintf(`{"destination":"U0123456789abcdef0123456789abcdef","events":[{"type":"message","mode":"active","timestamp":%d,"webhookEventId":"01FAN%03d%03d","source":{"type":"user","userId":"U%d"},"replyToken":"rt","message":{"id":"1","type":"text","text":"hi"}}]}`, ts, u, i, u)
-			payload, _ := record.EncodePayload(&record.Meta{Channel: "c", ReceivedMs: now.UnixMilli()}, []byte(body))
-			idx, err := w.Commit(ctx, []ledger.Entry{{Kind: ledger.KindWebhook, Time: now, Channel: "c", Payload: payload}})
-			if err != nil {
-				t.Fatal(err)
-			}
+			idx := webhookRecord(t, w, body, now)
 			it := &pipeline.Item{Record: idx, Index: 0, Channel: "c", Key: fmt.Sprintf("id:%d", idx),
 				Conversation: fmt.Sprintf("user:U%d", u), Type: "message", Outcome: pipeline.OutcomeProcessed}
 			if u == 1 {
@@ -528,25 +510,7 @@ func testDeliver(t *testing.T, s Store) {
 	if _, err := w.Commit(ctx, nil, f.Follow(items)...); err != nil {
 		t.Fatal(err)
 	}
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { f.Run(rctx); close(done) }()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		depths, err := s.QueueDepths(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if depths["crm"] == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("queue not drained: %v", depths)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	stop()
-	<-done
+	runUntilDrained(t, s, f, "crm", 20*time.Second)
 	mu.Lock()
 	defer mu.Unlock()
 	if len(hits) != 12 {
@@ -624,11 +588,7 @@ func testDeadDestination(t *testing.T, s Store) {
 	var items []*pipeline.Item
 	for i := range 3 {
 		body := fmt.Sprintf(`{"destination":"U0123456789abcdef0123456789abcdef","events":[{"type":"follow","mode":"active","timestamp":%d,"webhookEventId":"01DEAD%03d","source":{"type":"user","userId":"U%d"}}]}`, now.UnixMilli(), i, i)
-		payload, _ := record.EncodePayload(&record.Meta{Channel: "c", ReceivedMs: now.UnixMilli()}, []byte(body))
-		idx, err := w.Commit(ctx, []ledger.Entry{{Kind: ledger.KindWebhook, Time: now, Channel: "c", Payload: payload}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		idx := webhookRecord(t, w, body, now)
 		items = append(items, &pipeline.Item{Record: idx, Channel: "c", Key: fmt.Sprintf("id:%d", idx),
 			Conversation: fmt.Sprintf("user:U%d", i), Type: "follow", Outcome: pipeline.OutcomeProcessed})
 	}
