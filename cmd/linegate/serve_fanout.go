@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/linegate/linegate/internal/fanout"
 	"github.com/linegate/linegate/internal/ledger"
@@ -55,7 +56,7 @@ func (g *instance) newFanout(e *env) error {
 		lease = l
 	}
 	f, err := fanout.New(fanout.Options{
-		Destinations: ds, Store: store, Log: g.led, Ledger: g.store, Sealer: g.ring, BotUserIDs: bots, Lease: lease,
+		Destinations: ds, Store: store, Log: g.led, Ledger: g.store, Sealer: g.ring, BotUserIDs: bots, Lease: lease, Table: lease != nil,
 		BaseDelay: cfg.Fanout.BaseDelay, MaxDelay: cfg.Fanout.MaxDelay,
 		BreakerFailures: cfg.Fanout.BreakerFailures, BreakerCooldown: cfg.Fanout.BreakerCooldown, Concurrency: cfg.Fanout.Concurrency,
 		BreakerMaxCooldown: cfg.Fanout.BreakerMaxCooldown,
@@ -65,6 +66,13 @@ func (g *instance) newFanout(e *env) error {
 	})
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
+	}
+	// The cursors are read, and started for new destinations, before the
+	// pipeline completes anything.
+	ictx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := f.Init(ictx); err != nil {
+		return err
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	g.fan = &fanoutRun{f: f, push: cfg.Fanout.RulesWhenOwned == "push", stop: stop, done: make(chan struct{})}
@@ -81,6 +89,7 @@ func (g *instance) fanoutPipeline(o *pipeline.Options) {
 		return
 	}
 	o.Follow = g.fan.f.Follow
+	o.Completed = g.fan.f.Completed // without Table (replicas), none
 	o.Action = g.fan.f.Action(o.Action, g.fan.push)
 }
 

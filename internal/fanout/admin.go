@@ -15,6 +15,7 @@ import (
 type metrics struct {
 	internalErrors *prometheus.CounterVec
 	depth          *prometheus.GaugeVec
+	backlog        *prometheus.GaugeVec
 	attempts       *prometheus.CounterVec
 	latency        *prometheus.HistogramVec
 	breaker        *prometheus.GaugeVec
@@ -30,6 +31,10 @@ func newMetrics() *metrics {
 		depth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: metricPrefix + "fanout_queue_depth",
 			Help: "Events queued for a destination and not yet delivered, by destination.",
+		}, []string{"destination"}),
+		backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: metricPrefix + "fanout_backlog_records",
+			Help: "Ledger records a destination has still to read its events from (after a restart, or after more came than it holds in memory while it was slow, paused or down), by destination; 0 when it reads none.",
 		}, []string{"destination"}),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricPrefix + "fanout_attempts_total",
@@ -58,13 +63,14 @@ func (m *metrics) collectors(f *Fanout) []prometheus.Collector {
 		m.depth.WithLabelValues(n)
 		m.breaker.WithLabelValues(n)
 		m.paused.WithLabelValues(n)
+		m.backlog.WithLabelValues(n)
 		m.latency.WithLabelValues(n)
 		m.internalErrors.WithLabelValues(n)
 		for _, r := range []string{"delivered", "failed", "dropped"} {
 			m.attempts.WithLabelValues(n, r)
 		}
 	}
-	return []prometheus.Collector{m.depth, m.attempts, m.latency, m.breaker, m.paused, m.internalErrors}
+	return []prometheus.Collector{m.depth, m.backlog, m.attempts, m.latency, m.breaker, m.paused, m.internalErrors}
 }
 
 // Status is a destination's state, as GET /admin/destinations lists it.
@@ -77,7 +83,12 @@ type Status struct {
 	Breaker        string `json:"breaker"`
 	Failures       int    `json:"consecutive_failures"`
 	QueueDepth     int64  `json:"queue_depth"`
-	LastError      string `json:"last_error,omitempty"`
+	// Backlog: the destination is reading its events from the ledger,
+	// from this index on (after a restart, or after more than it holds in
+	// memory came while it was slow, paused or down); QueueDepth counts
+	// only those read so far.
+	Backlog   *uint64 `json:"backlog_from,omitempty"`
+	LastError string  `json:"last_error,omitempty"`
 }
 
 // Status returns the state of every destination, its queue depth read now.
@@ -92,9 +103,15 @@ func (f *Fanout) Status(ctx context.Context) ([]Status, error) {
 		if err != nil {
 			return nil, err
 		}
+		held, behind, next := w.s.held()
+		var backlog *uint64
+		if behind && !f.o.Table {
+			backlog = &next
+		}
 		w.mu.Lock()
 		out = append(out, Status{Name: w.d.Name, Channel: w.d.Channel, URL: w.d.URL, OwnsReplyToken: w.d.OwnsReplyToken,
-			Paused: v == "on", Breaker: breakerNames[w.state], Failures: w.failures, QueueDepth: depths[w.d.Name], LastError: w.lastError})
+			Paused: v == "on", Breaker: breakerNames[w.state], Failures: w.failures, QueueDepth: depths[w.d.Name] + int64(held),
+			Backlog: backlog, LastError: w.lastError})
 		w.mu.Unlock()
 	}
 	return out, nil
@@ -204,6 +221,8 @@ func httpError(w http.ResponseWriter, err error) {
 		http.Error(w, err.Error()+"\n", http.StatusNotFound)
 	case errors.As(err, &bad):
 		http.Error(w, err.Error()+"\n", http.StatusBadRequest)
+	case errors.Is(err, ErrBacklog):
+		http.Error(w, err.Error()+"\n", http.StatusConflict)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		http.Error(w, "timed out\n", http.StatusServiceUnavailable)
 	default:

@@ -8,10 +8,12 @@
 // of a channel owns the reply token; the others get each event with its
 // replyToken removed.
 //
-// Delivery is durable and in order per conversation: the pipeline queues
-// an event for the destinations whose filters take it in the same commit
-// as the event's outcome record (Follow), and one worker per destination
-// delivers the first queued event of each conversation, retries with
+// Delivery is durable and in order per conversation: an event is queued
+// for the destinations whose filters take it by the commit of its outcome
+// record (the ledger is the queue, read from each destination's cursor:
+// stream.go; or, with Options.Table, a row committed with the record:
+// Follow), and one worker per destination delivers the first queued
+// events of each conversation, retries with
 // exponential backoff and jitter, and stops calling a destination that
 // keeps failing (a circuit breaker, with a half-open probe). Each attempt
 // is an outbound ledger record (Endpoint "destination"), committed with
@@ -30,6 +32,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
@@ -47,6 +50,11 @@ const Endpoint = "destination"
 // ErrUnknownDestination is returned for a destination name that is not
 // configured.
 var ErrUnknownDestination = errors.New("fanout: unknown destination")
+
+// ErrBacklog refuses a replay for a destination still reading a backlog
+// larger than it holds: its replayed events would come before the
+// backlog's in their conversations.
+var ErrBacklog = errors.New("fanout: the destination has a backlog to read")
 
 // Destination is one configured destination of a channel.
 type Destination struct {
@@ -211,6 +219,11 @@ type Entry struct {
 	// Redelivery: queued by a replay; delivered with
 	// deliveryContext.isRedelivery true.
 	Redelivery bool `json:"redelivery,omitempty"`
+	// At is the index of the event's outcome record (0 for a replay's):
+	// the event's place in the ledger-as-queue (see stream.go).
+	At uint64 `json:"at,omitempty"`
+
+	mem bool // held in memory, not in the table
 }
 
 // Enqueue is the effect that queues entries, in the transaction of the
@@ -261,8 +274,11 @@ type Store interface {
 	// (destinations with none are absent).
 	QueueDepths(ctx context.Context) (map[string]int64, error)
 	// Setting returns a stored setting, "" when unset (the pause
-	// switches).
+	// switches, the cursors).
 	Setting(ctx context.Context, key string) (string, error)
+	// QueuedConversations returns the conversations with entries queued
+	// for destination, each with the largest At among them.
+	QueuedConversations(ctx context.Context, destination string) (map[string]uint64, error)
 }
 
 // HeadsWindow is how many of a destination's queued entries, the first
@@ -347,6 +363,15 @@ type Options struct {
 	// reads and commits for the same events. A round that filled its
 	// requests is followed at once.
 	Linger time.Duration
+	// Table queues every event in the store's table, in the commit of its
+	// outcome (Follow), rather than reading it from the ledger after its
+	// outcome commit (Completed): for replicas sharing a database, whose
+	// one holder of Lease delivers what all of them complete.
+	Table bool
+	// Hold is how many events a destination holds in memory without
+	// Table (default 4096); beyond it, it reads its backlog from the
+	// ledger once it has room again.
+	Hold   int
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -360,6 +385,8 @@ type Fanout struct {
 	owners map[string]string // channel -> destination owning the reply token
 	m      *metrics
 	hand   *handover
+	inited atomic.Bool
+	initMu sync.Mutex
 }
 
 // New returns a Fanout; Run delivers.
@@ -396,6 +423,9 @@ func New(o Options) (*Fanout, error) {
 	} else if o.Linger == 0 {
 		o.Linger = 10 * time.Millisecond
 	}
+	if o.Hold <= 0 {
+		o.Hold = defaultHold
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -409,6 +439,7 @@ func New(o Options) (*Fanout, error) {
 			return nil, fmt.Errorf("destination %q: no signing secret: give one of secret, secret_env, secret_file (the destination's own, not the channel's)", d.Name)
 		}
 		w := newWorker(f, d)
+		w.s.bound = o.Hold
 		f.byName[d.Name] = w
 		f.order = append(f.order, w)
 		if d.OwnsReplyToken {
@@ -436,9 +467,11 @@ func (f *Fanout) Destinations() []string {
 	return names
 }
 
-// Follow returns the effect that queues the completed events items for
-// the destinations whose filters take them, for the pipeline to commit
-// with their outcome records; nil when none does.
+// Follow returns, with Options.Table, the effect that queues the
+// completed events items for the destinations whose filters take them,
+// for the pipeline to commit with their outcome records; nil when none
+// does, and always without Table (the outcome records are the queue:
+// Completed).
 //
 // Queueing with the outcome, rather than with the webhook record at
 // ingress, keeps the acknowledgement to LINE free of any fan-out work
@@ -456,15 +489,16 @@ func (f *Fanout) Follow(items []*pipeline.Item) []ledger.Effect {
 		if it.Index < 0 {
 			continue // a body that was not JSON: no event to deliver
 		}
-		src := sourceType(it.Conversation)
 		n := 0
 		for _, w := range f.order {
-			if w.d.Channel != it.Channel || !w.d.takes(it.Type, src, string(it.Outcome)) {
+			e := w.entryOf(it.Index, it.Channel, it.Conversation, it.Key, it.Type, string(it.Outcome))
+			if e == nil {
 				continue
 			}
-			entries = append(entries, &Entry{Destination: w.d.Name, Conversation: conversationKey(it.Conversation, it.Key),
-				Channel: it.Channel, Record: it.Record, Index: it.Index, Key: it.Key, Type: it.Type,
-				Retention: it.Retention, Subjects: it.Subjects, ReceivedMs: it.ReceivedMs})
+			e.Record, e.Retention, e.Subjects, e.ReceivedMs = it.Record, it.Retention, it.Subjects, it.ReceivedMs
+			if f.o.Table {
+				entries = append(entries, e)
+			}
 			n++
 		}
 		// it.Event is the event as the webhook record holds it (from the
@@ -521,6 +555,18 @@ func (f *Fanout) Action(next pipeline.Action, push bool) pipeline.Action {
 // Run delivers until ctx ends: one worker per destination, each on its
 // own, so that one slow or dead destination never delays another.
 func (f *Fanout) Run(ctx context.Context) {
+	for !f.o.Table && !f.inited.Load() {
+		err := f.Init(ctx)
+		if err == nil {
+			break
+		}
+		f.log.Error("fanout: start", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
 	var wg sync.WaitGroup
 	for _, w := range f.order {
 		wg.Go(func() { w.run(ctx) })
@@ -536,12 +582,23 @@ func (f *Fanout) depths(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
+		if !f.o.Table {
+			count, cerr := f.o.Ledger.Count(ctx)
+			for _, w := range f.order {
+				if _, behind, next := w.s.held(); behind && cerr == nil && count > next {
+					f.m.backlog.WithLabelValues(w.d.Name).Set(float64(count - next))
+				} else {
+					f.m.backlog.WithLabelValues(w.d.Name).Set(0)
+				}
+			}
+		}
 		if depths, err := f.o.Store.QueueDepths(ctx); err == nil {
 			for _, w := range f.order {
 				w.mu.Lock()
-				w.depth = depths[w.d.Name]
+				n, _, _ := w.s.held()
+				w.depth = depths[w.d.Name] + int64(n)
 				w.mu.Unlock()
-				f.m.depth.WithLabelValues(w.d.Name).Set(float64(depths[w.d.Name]))
+				f.m.depth.WithLabelValues(w.d.Name).Set(float64(depths[w.d.Name] + int64(n)))
 			}
 		}
 		select {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -265,47 +266,78 @@ func TestHandover(t *testing.T) {
 	}
 }
 
+// TestFollowFilters: the destinations' filters choose the events queued
+// for them, in both ways of queueing: rows in the outcome's commit
+// (Table), and entries held after it (Completed), each with its outcome
+// record's index.
 func TestFollowFilters(t *testing.T) {
-	f, err := New(Options{Destinations: []*Destination{
-		{Name: "all", Channel: "c", URL: "https://a.example/", Secret: []byte("s")},
-		{Name: "groups", Channel: "c", URL: "https://b.example/", Secret: []byte("s"), SourceTypes: []string{"group"}, EventTypes: []string{"message"}},
-		{Name: "dups", Channel: "c", URL: "https://c.example/", Secret: []byte("s"), Outcomes: []string{"duplicate"}},
-		{Name: "other", Channel: "d", URL: "https://d.example/", Secret: []byte("s")},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	items := []*pipeline.Item{
-		{Channel: "c", Index: 0, Key: "k1", Type: "message", Conversation: "user:U1", Outcome: pipeline.OutcomeProcessed},
-		{Channel: "c", Index: 1, Key: "k2", Type: "message", Conversation: "group:C1", Outcome: pipeline.OutcomeProcessed},
-		{Channel: "c", Index: 2, Key: "k3", Type: "follow", Conversation: "group:C1", Outcome: pipeline.OutcomeFailed},
-		{Channel: "c", Index: 3, Key: "k4", Type: "message", Conversation: "user:U1", Outcome: pipeline.OutcomeDuplicate},
-		{Channel: "c", Index: 4, Key: "k5", Type: "botSuspended", Outcome: pipeline.OutcomeProcessed},
-		{Channel: "c", Index: -1, Key: "record:1", Type: "(body)", Outcome: pipeline.OutcomeQuarantined},
-	}
-	effects := f.Follow(items)
-	if len(effects) != 1 {
-		t.Fatalf("effects %v", effects)
-	}
-	got := map[string][]string{}
-	for _, e := range effects[0].(Enqueue).Entries {
-		got[e.Destination] = append(got[e.Destination], e.Key+"@"+e.Conversation)
-	}
-	want := map[string]string{
-		"all":    "k1@user:U1 k2@group:C1 k3@group:C1 k5@event:k5",
-		"groups": "k2@group:C1",
-		"dups":   "k4@user:U1",
-	}
-	for d, w := range want {
-		if g := strings.Join(got[d], " "); g != w {
-			t.Errorf("%s: %s, want %s", d, g, w)
+	for _, table := range []bool{true, false} {
+		f, err := New(Options{Table: table, Destinations: []*Destination{
+			{Name: "all", Channel: "c", URL: "https://a.example/", Secret: []byte("s")},
+			{Name: "groups", Channel: "c", URL: "https://b.example/", Secret: []byte("s"), SourceTypes: []string{"group"}, EventTypes: []string{"message"}},
+			{Name: "dups", Channel: "c", URL: "https://c.example/", Secret: []byte("s"), Outcomes: []string{"duplicate"}},
+			{Name: "other", Channel: "d", URL: "https://d.example/", Secret: []byte("s")},
+		}})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if len(got["other"]) != 0 {
-		t.Errorf("another channel's destination got %v", got["other"])
-	}
-	if f.Follow([]*pipeline.Item{{Channel: "x", Type: "message", Outcome: pipeline.OutcomeProcessed}}) != nil {
-		t.Error("effects for events no destination takes")
+		items := []*pipeline.Item{
+			{Channel: "c", Index: 0, Key: "k1", Type: "message", Conversation: "user:U1", Outcome: pipeline.OutcomeProcessed},
+			{Channel: "c", Index: 1, Key: "k2", Type: "message", Conversation: "group:C1", Outcome: pipeline.OutcomeProcessed},
+			{Channel: "c", Index: 2, Key: "k3", Type: "follow", Conversation: "group:C1", Outcome: pipeline.OutcomeFailed},
+			{Channel: "c", Index: 3, Key: "k4", Type: "message", Conversation: "user:U1", Outcome: pipeline.OutcomeDuplicate},
+			{Channel: "c", Index: 4, Key: "k5", Type: "botSuspended", Outcome: pipeline.OutcomeProcessed},
+			{Channel: "c", Index: -1, Key: "record:1", Type: "(body)", Outcome: pipeline.OutcomeQuarantined},
+		}
+		got := map[string][]string{}
+		effects := f.Follow(items)
+		if table {
+			if len(effects) != 1 {
+				t.Fatalf("effects %v", effects)
+			}
+			for _, e := range effects[0].(Enqueue).Entries {
+				got[e.Destination] = append(got[e.Destination], e.Key+"@"+e.Conversation)
+			}
+		} else {
+			if len(effects) != 0 {
+				t.Fatalf("effects %v without Table: the outcome records are the queue", effects)
+			}
+			for _, w := range f.order {
+				w.s.ready, w.s.queued = true, map[string]uint64{}
+			}
+			f.Completed(items, 100)
+			for _, w := range f.order {
+				for _, e := range w.s.mem {
+					got[e.Destination] = append(got[e.Destination], fmt.Sprintf("%s@%s@%d", e.Key, e.Conversation, e.At))
+				}
+				if w.s.next != 106 {
+					t.Errorf("%s: next %d after the outcome records [100, 106), want 106", w.d.Name, w.s.next)
+				}
+			}
+		}
+		want := map[string]string{
+			"all":    "k1@user:U1 k2@group:C1 k3@group:C1 k5@event:k5",
+			"groups": "k2@group:C1",
+			"dups":   "k4@user:U1",
+		}
+		if !table {
+			want = map[string]string{
+				"all":    "k1@user:U1@100 k2@group:C1@101 k3@group:C1@102 k5@event:k5@104",
+				"groups": "k2@group:C1@101",
+				"dups":   "k4@user:U1@103",
+			}
+		}
+		for d, w := range want {
+			if g := strings.Join(got[d], " "); g != w {
+				t.Errorf("table %v: %s: %s, want %s", table, d, g, w)
+			}
+		}
+		if len(got["other"]) != 0 {
+			t.Errorf("another channel's destination got %v", got["other"])
+		}
+		if f.Follow([]*pipeline.Item{{Channel: "x", Type: "message", Outcome: pipeline.OutcomeProcessed}}) != nil {
+			t.Error("effects for events no destination takes")
+		}
 	}
 }
 

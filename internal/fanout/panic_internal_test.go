@@ -19,6 +19,9 @@ func (q queueOf) QueueDepths(context.Context) (map[string]int64, error) {
 	return map[string]int64{"d": int64(len(q.entries))}, nil
 }
 func (q queueOf) Setting(context.Context, string) (string, error) { return "", nil }
+func (q queueOf) QueuedConversations(context.Context, string) (map[string]uint64, error) {
+	return map[string]uint64{"user:U1": 0}, nil
+}
 
 // panicking is a ledger store whose reads panic, as a fault in reading a
 // record would.
@@ -46,7 +49,7 @@ func TestWorkerPanicIsolated(t *testing.T) {
 		Destinations: []*Destination{{Name: "d", Channel: "c", URL: "https://d.example/hook", Secret: []byte("s")}},
 		Store:        queueOf{[]*Entry{{Seq: 1, Destination: "d", Conversation: "user:U1", Channel: "c", Record: 7, Key: "k", Type: "message"}}},
 		Log:          &c, Ledger: panicking{}, Poll: time.Millisecond, Linger: time.Millisecond,
-		BreakerFailures: 3, BreakerCooldown: time.Hour,
+		BreakerFailures: 3, BreakerCooldown: time.Hour, Table: true,
 	})
 	if err != nil {
 		t.Fatal(err)

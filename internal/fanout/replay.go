@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
@@ -152,14 +153,83 @@ func (f *Fanout) Replay(ctx context.Context, req ReplayRequest) (ReplayResult, e
 		detail["remote"] = req.remote
 	}
 	var effects []ledger.Effect
+	done := func() {}
 	if len(entries) > 0 {
-		effects = append(effects, Enqueue{Entries: entries})
+		if !f.o.Table {
+			// The events held in memory of the replay's conversations go
+			// into the table first, in the same commit: the replay comes
+			// after what was queued before it, in each conversation. The
+			// round waits meanwhile, so that none of them is in flight.
+			w.roundMu.Lock()
+			defer w.roundMu.Unlock()
+			if err := w.catchUp(ctx); err != nil {
+				return res, err
+			}
+			var moved []*Entry
+			moved, effects, done = w.moveForReplay(entries)
+			entries = append(moved, entries...)
+		}
+		effects = append([]ledger.Effect{Enqueue{Entries: entries}}, effects...)
 	}
 	if res.Admin, err = outbound.RecordAdmin(ctx, f.o.Log, "destination_replay", detail, nil, f.o.Now(), effects...); err != nil {
 		return res, err
 	}
+	done()
 	w.kick()
 	return res, nil
+}
+
+// catchUp reads the destination's backlog into memory, for a replay to
+// come after it: ErrBacklog when it does not fit (roundMu held).
+func (w *worker) catchUp(ctx context.Context) error {
+	for {
+		n, behind, next := w.s.held()
+		if !behind {
+			return nil
+		}
+		if n > w.s.bound/2 {
+			return fmt.Errorf("%w: destination %q reads its events from ledger index %d on, more than it holds; replay once it has caught up (GET /admin/destinations: no backlog_from)",
+				ErrBacklog, w.d.Name, next)
+		}
+		if _, err := w.scan(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// moveForReplay returns the held entries of the conversations of a
+// replay's entries, to be queued in the table before them, with the cursor
+// past them; done records that they and the replay's are in the table
+// (roundMu held).
+func (w *worker) moveForReplay(replay []*Entry) (moved []*Entry, effects []ledger.Effect, done func()) {
+	s := &w.s
+	convs := map[string]bool{}
+	for _, e := range replay {
+		convs[e.Conversation] = true
+	}
+	s.mu.Lock()
+	ats := map[uint64]bool{}
+	for _, e := range s.mem {
+		if convs[e.Conversation] {
+			moved = append(moved, e)
+			ats[e.At] = true
+		}
+	}
+	cur := s.cursor(ats)
+	s.mu.Unlock()
+	effects = []ledger.Effect{outbound.SetSetting{Key: cursorKey(w.d.Name), Value: strconv.FormatUint(cur, 10)}}
+	return moved, effects, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.remove(ats)
+		for c := range convs {
+			s.queued[c] = max(s.queued[c], 0)
+		}
+		for _, e := range moved {
+			s.queued[e.Conversation] = max(s.queued[e.Conversation], e.At)
+		}
+		s.saved = max(s.saved, cur)
+	}
 }
 
 func contains(list []string, s string) bool {

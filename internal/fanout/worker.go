@@ -52,6 +52,10 @@ type worker struct {
 
 	paused atomic.Bool
 
+	// roundMu is held by a round, and by a replay while it queues.
+	roundMu sync.Mutex
+	s       stream // the events after the cursor (without Options.Table)
+
 	mu        sync.Mutex // the breaker and the last error, read by Status
 	state     int
 	failures  int // consecutive failed attempts
@@ -76,13 +80,26 @@ func (w *worker) run(ctx context.Context) {
 	f := w.f
 	t := time.NewTimer(0)
 	defer t.Stop()
-	var pauseRead time.Time
+	var pauseRead, cursorSaved time.Time
+	var lingerUntil time.Time // real time, as the timer's
 	for {
 		select {
 		case <-ctx.Done():
+			if !f.o.Table {
+				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				w.saveCursor(sctx)
+				cancel()
+			}
 			return
 		case <-w.wake:
-			pauseRead = time.Time{} // SetPaused kicks: read the switch now
+			// New events, a replay, or SetPaused (which sets w.paused
+			// itself: the switch need not be read for it). While the
+			// worker lingers, they wait for its timer: the pipeline
+			// hands events over at every one of its commits, and each
+			// would otherwise go in a request of its own.
+			if time.Now().Before(lingerUntil) {
+				continue
+			}
 		case <-t.C:
 		}
 		full, emptied := false, false
@@ -96,7 +113,13 @@ func (w *worker) run(ctx context.Context) {
 				}
 			}
 			if !w.paused.Load() && !w.waiting(f.o.Now()) {
+				w.roundMu.Lock()
 				full, emptied = w.round(ctx)
+				w.roundMu.Unlock()
+			}
+			if !f.o.Table && f.o.Now().Sub(cursorSaved) >= time.Second {
+				w.saveCursor(ctx)
+				cursorSaved = f.o.Now()
 			}
 		}
 		f.m.paused.WithLabelValues(w.d.Name).Set(b2f(w.paused.Load()))
@@ -105,6 +128,7 @@ func (w *worker) run(ctx context.Context) {
 			t.Reset(0) // more is ready behind what went
 		case emptied:
 			t.Reset(f.o.Linger) // what arrives meanwhile goes together
+			lingerUntil = time.Now().Add(f.o.Linger)
 		default:
 			t.Reset(f.o.Poll)
 		}
@@ -126,7 +150,7 @@ func b2f(b bool) float64 {
 // queue.
 func (w *worker) round(ctx context.Context) (full, left bool) {
 	f := w.f
-	heads, err := f.o.Store.Heads(ctx, w.d.Name, headsPerRound, f.o.Batch)
+	heads, more, err := w.heads(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
 			f.log.Error("fanout: read queue", "destination", w.d.Name, "err", err)
@@ -178,7 +202,7 @@ func (w *worker) round(ctx context.Context) (full, left bool) {
 	// More may be ready than this round saw: as many conversations as
 	// it reads, a conversation with as many entries as it takes, or one
 	// whose next entries are of another class.
-	full = len(byConv) >= headsPerRound
+	full = len(byConv) >= headsPerRound || more
 	for _, r := range byConv {
 		if len(r.entries) >= f.o.Batch || r.split {
 			full = true
@@ -212,7 +236,50 @@ func (w *worker) round(ctx context.Context) (full, left bool) {
 	}
 	wg.Wait()
 	left = delivered.Load()
-	return full && left, left
+	return full && (left || more), left
+}
+
+// heads returns the entries a round looks at: the table's (Store.Heads)
+// and, without Options.Table, the held ones of the conversations that
+// have none there, after reading the next chunk of a backlog and moving
+// into the table the held entries that must follow what is there; more
+// reports that more of a backlog is to be read.
+func (w *worker) heads(ctx context.Context) (heads []*Entry, more bool, err error) {
+	f, s := w.f, &w.s
+	if f.o.Table {
+		heads, err = f.o.Store.Heads(ctx, w.d.Name, headsPerRound, f.o.Batch)
+		return heads, false, err
+	}
+	if _, behind, _ := s.held(); behind {
+		if more, err = w.scan(ctx); err != nil {
+			return nil, false, fmt.Errorf("read the backlog from the ledger: %w", err)
+		}
+	}
+	if err := w.spill(ctx); err != nil {
+		return nil, false, fmt.Errorf("move events into the queue table: %w", err)
+	}
+	s.mu.Lock()
+	inTable := len(s.queued) > 0
+	s.mu.Unlock()
+	var skip map[string]bool
+	if inTable {
+		if heads, err = f.o.Store.Heads(ctx, w.d.Name, headsPerRound, f.o.Batch); err != nil {
+			return nil, false, err
+		}
+		if len(heads) == 0 {
+			// The table is empty: every conversation's events are held
+			// in order again (spill and replay run under roundMu, as
+			// this does).
+			s.mu.Lock()
+			clear(s.queued)
+			s.mu.Unlock()
+		}
+		skip = map[string]bool{}
+		for _, e := range heads {
+			skip[e.Conversation] = true
+		}
+	}
+	return append(heads, s.memHeads(max(0, headsPerRound-len(skip)), f.o.Batch, skip)...), more, nil
 }
 
 // probing reports whether the breaker is half-open.
@@ -362,7 +429,7 @@ func (w *worker) attempt(ctx context.Context, batch []*Entry) bool {
 			rec := w.newRecord([]*Entry{e}, f.o.Now())
 			rec.Outcome, rec.Reason = "dropped", err.Error()
 			f.m.attempts.WithLabelValues(w.d.Name, "dropped").Inc()
-			if w.commit(rec, []*Entry{e}, Delivered{Seqs: []uint64{e.Seq}}) {
+			if w.commitDone(rec, []*Entry{e}) {
 				left = true
 			} else {
 				stopped[e.Conversation] = true
@@ -374,6 +441,11 @@ func (w *worker) attempt(ctx context.Context, batch []*Entry) bool {
 			// request of its own that could arrive first.
 			stopped[e.Conversation] = true
 		default:
+			if len(e.Subjects) == 0 && e.At > 0 {
+				// Read back from an outcome record stored as it is
+				// (without sealing, whose keys name the subjects).
+				e.Subjects = line.DecodeEvent(event).Subjects()
+			}
 			convDest[e.Conversation] = dest
 			ok = append(ok, loaded{e, dest, event})
 		}
@@ -455,7 +527,7 @@ func (w *worker) deliver(ctx context.Context, dest string, es []*Entry, events [
 		}
 		rec.Outcome, rec.Reason = "dropped", err.Error()
 		f.m.attempts.WithLabelValues(w.d.Name, "dropped").Inc()
-		if w.commit(rec, es, Delivered{Seqs: []uint64{es[0].Seq}}) {
+		if w.commitDone(rec, es) {
 			return true
 		}
 		held[es[0].Conversation] = true
@@ -476,29 +548,60 @@ func (w *worker) deliver(ctx context.Context, dest string, es []*Entry, events [
 		errText = fmt.Sprintf("answered %d", status)
 	}
 	w.result(ok, errText, f.o.Now())
-	var effects []ledger.Effect
 	if ok {
 		rec.Outcome = "delivered"
-		seqs := make([]uint64, len(es))
-		for i, e := range es {
-			seqs[i] = e.Seq
-		}
-		effects = []ledger.Effect{Delivered{Seqs: seqs}}
 		f.m.attempts.WithLabelValues(w.d.Name, "delivered").Add(float64(len(es)))
+		if w.commitDone(rec, es) {
+			return true
+		}
 	} else {
 		rec.Outcome, rec.Reason = "failed", errText
+		// Table entries wait for their next try where they are; held
+		// ones move into the table with it, and their conversations'
+		// later events follow them there.
+		var effects []ledger.Effect
+		var retry []*Entry
 		for _, e := range es {
-			effects = append(effects, Retry{Seq: e.Seq, Attempts: e.Attempts + 1, NextMs: f.o.Now().Add(w.backoff(e.Attempts + 1)).UnixMilli()})
+			next := f.o.Now().Add(w.backoff(e.Attempts + 1)).UnixMilli()
+			if e.mem {
+				c := *e
+				c.Attempts, c.NextMs, c.mem = e.Attempts+1, next, false
+				retry = append(retry, &c)
+				continue
+			}
+			effects = append(effects, Retry{Seq: e.Seq, Attempts: e.Attempts + 1, NextMs: next})
 		}
 		f.m.attempts.WithLabelValues(w.d.Name, "failed").Add(float64(len(es)))
-	}
-	if w.commit(rec, es, effects...) && ok {
-		return true
+		more, done := w.queueEffects(es, retry)
+		if w.commit(rec, es, append(effects, more...)...) {
+			done()
+		}
 	}
 	for _, e := range es {
 		held[e.Conversation] = true
 	}
 	return false
+}
+
+// commitDone records an attempt after which the entries es leave the
+// queue (delivered, or dropped), and reports whether it was recorded.
+func (w *worker) commitDone(rec *record.Outbound, es []*Entry) bool {
+	var seqs []uint64
+	for _, e := range es {
+		if !e.mem {
+			seqs = append(seqs, e.Seq)
+		}
+	}
+	var effects []ledger.Effect
+	if len(seqs) > 0 {
+		effects = append(effects, Delivered{Seqs: seqs})
+	}
+	more, done := w.queueEffects(es, nil)
+	if !w.commit(rec, es, append(effects, more...)...) {
+		return false
+	}
+	done()
+	return true
 }
 
 // commit records an attempt with its effects on the queue, and reports

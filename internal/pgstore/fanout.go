@@ -25,16 +25,19 @@ func applyFanout(ctx context.Context, tx pgx.Tx, e ledger.Effect) error {
 		dests := make([]string, len(e.Entries))
 		convs := make([]string, len(e.Entries))
 		blobs := make([][]byte, len(e.Entries))
+		attempts := make([]int64, len(e.Entries))
+		nexts := make([]int64, len(e.Entries))
 		for i, en := range e.Entries {
+			attempts[i], nexts[i] = int64(en.Attempts), en.NextMs
 			b, err := json.Marshal(en)
 			if err != nil {
 				return fmt.Errorf("encode fan-out entry: %w", err)
 			}
 			dests[i], convs[i], blobs[i] = en.Destination, en.Conversation, b
 		}
-		rows, err := tx.Query(ctx, `INSERT INTO fanout_queue (destination, conversation, entry)
-			SELECT d, c, b FROM unnest($1::text[], $2::text[], $3::bytea[]) WITH ORDINALITY AS t(d, c, b, n) ORDER BY n
-			RETURNING seq`, dests, convs, blobs)
+		rows, err := tx.Query(ctx, `INSERT INTO fanout_queue (destination, conversation, attempts, next_ms, entry)
+			SELECT d, c, a, x, b FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bytea[]) WITH ORDINALITY AS t(d, c, a, x, b, n) ORDER BY n
+			RETURNING seq`, dests, convs, attempts, nexts, blobs)
 		if err != nil {
 			return err
 		}
@@ -106,6 +109,27 @@ func (s *Store) Heads(ctx context.Context, destination string, conversations, pe
 		out = append(out, &e)
 	}
 	return out, rows.Err()
+}
+
+// QueuedConversations implements fanout.Store.
+func (s *Store) QueuedConversations(ctx context.Context, destination string) (map[string]uint64, error) {
+	rows, err := s.pool.Query(ctx, "SELECT conversation, entry FROM fanout_queue WHERE destination = $1", destination)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: read fan-out queue: %w", err)
+	}
+	defer rows.Close()
+	q := fanout.NewQueuedSet()
+	for rows.Next() {
+		var conv string
+		var b []byte
+		if err := rows.Scan(&conv, &b); err != nil {
+			return nil, fmt.Errorf("pgstore: read fan-out queue: %w", err)
+		}
+		if err := q.Add(conv, b); err != nil {
+			return nil, fmt.Errorf("pgstore: %w", err)
+		}
+	}
+	return q.Map(), rows.Err()
 }
 
 // QueueDepths implements fanout.Store.

@@ -116,8 +116,12 @@ type Options struct {
 	// only if the outcomes are recorded. It is called again, for each
 	// item alone, when a batch is split.
 	Follow func(items []*Item) []ledger.Effect
-	Logger *slog.Logger
-	Now    func() time.Time
+	// Completed, if set, is called after the outcome records of items
+	// are committed, items[i]'s at index first+i, in the order of their
+	// commits (the fan-out reads its queue from them). Not with a Claimer.
+	Completed func(items []*Item, first uint64)
+	Logger    *slog.Logger
+	Now       func() time.Time
 }
 
 // Pipeline processes webhook events.
@@ -738,7 +742,11 @@ func (p *Pipeline) complete(ctx context.Context, batch []*Item) {
 		if err == nil && p.o.Claimer != nil {
 			err = p.completeClaimed(context.Background(), batch, seqs, entries)
 		} else if err == nil {
-			_, err = p.o.Log.Commit(context.Background(), entries, append([]ledger.Effect{Dequeue{Seqs: seqs}}, p.follow(batch)...)...)
+			var first uint64
+			first, err = p.o.Log.Commit(context.Background(), entries, append([]ledger.Effect{Dequeue{Seqs: seqs}}, p.follow(batch)...)...)
+			if err == nil && p.o.Completed != nil {
+				p.o.Completed(batch, first)
+			}
 		}
 		if err == nil {
 			break

@@ -43,7 +43,7 @@ func (s *Store) apply(ctx context.Context, tx *sql.Tx, first uint64, e ledger.Ef
 	case retention.ReleaseHold:
 		return releaseHold(ctx, tx, e.ID, e.At)
 	case outbound.SetSetting:
-		return setSetting(ctx, tx, e.Key, e.Value)
+		return s.setSetting(ctx, tx, e.Key, e.Value)
 	case outbound.SetConsent:
 		return setConsent(ctx, tx, e)
 	case fanout.Enqueue, fanout.Delivered, fanout.Retry:

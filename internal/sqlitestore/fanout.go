@@ -62,16 +62,16 @@ const enqueueChunk = 32
 
 // enqueueFanout queues entries in one statement and gives each its Seq.
 func (s *Store) enqueueFanout(ctx context.Context, tx *sql.Tx, entries []*fanout.Entry) error {
-	args := make([]any, 0, 3*len(entries))
+	args := make([]any, 0, 5*len(entries))
 	for _, en := range entries {
 		b, err := json.Marshal(en)
 		if err != nil {
 			return fmt.Errorf("sqlitestore: encode fan-out entry: %w", err)
 		}
-		args = append(args, en.Destination, en.Conversation, b)
+		args = append(args, en.Destination, en.Conversation, en.Attempts, en.NextMs, b)
 	}
-	st, err := s.stmt(ctx, tx, "INSERT INTO fanout_queue (destination, conversation, attempts, next_ms, entry) VALUES (?, ?, 0, 0, ?)"+
-		strings.Repeat(", (?, ?, 0, 0, ?)", len(entries)-1)+" RETURNING seq")
+	st, err := s.stmt(ctx, tx, "INSERT INTO fanout_queue (destination, conversation, attempts, next_ms, entry) VALUES (?, ?, ?, ?, ?)"+
+		strings.Repeat(", (?, ?, ?, ?, ?)", len(entries)-1)+" RETURNING seq")
 	if err != nil {
 		return err
 	}
@@ -130,6 +130,27 @@ func (s *Store) Heads(ctx context.Context, destination string, conversations, pe
 		out = append(out, &e)
 	}
 	return out, rows.Err()
+}
+
+// QueuedConversations implements fanout.Store.
+func (s *Store) QueuedConversations(ctx context.Context, destination string) (map[string]uint64, error) {
+	rows, err := s.r.QueryContext(ctx, "SELECT conversation, entry FROM fanout_queue WHERE destination = ?", destination)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: read fan-out queue: %w", err)
+	}
+	defer rows.Close()
+	q := fanout.NewQueuedSet()
+	for rows.Next() {
+		var conv string
+		var b []byte
+		if err := rows.Scan(&conv, &b); err != nil {
+			return nil, fmt.Errorf("sqlitestore: read fan-out queue: %w", err)
+		}
+		if err := q.Add(conv, b); err != nil {
+			return nil, fmt.Errorf("sqlitestore: %w", err)
+		}
+	}
+	return q.Map(), rows.Err()
 }
 
 // QueueDepths implements fanout.Store.

@@ -26,8 +26,9 @@ func (s *Store) Setting(ctx context.Context, key string) (string, error) {
 }
 
 // setSetting applies outbound.SetSetting inside tx.
-func setSetting(ctx context.Context, tx *sql.Tx, key, value string) error {
-	_, err := tx.ExecContext(ctx, "INSERT INTO settings (key, value, updated_ms) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
+func (s *Store) setSetting(ctx context.Context, tx *sql.Tx, key, value string) error {
+	// Kept prepared: the fan-out's cursors are set with most deliveries.
+	_, err := s.exec(ctx, tx, "INSERT INTO settings (key, value, updated_ms) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
 		key, value, time.Now().UnixMilli())
 	if err != nil {
 		return fmt.Errorf("sqlitestore: write setting: %w", err)

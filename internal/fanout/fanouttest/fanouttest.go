@@ -36,19 +36,86 @@ type Store interface {
 // suite closes.
 func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("QueueOrder", func(t *testing.T) { testQueueOrder(t, newStore(t)) })
-	t.Run("Deliver", func(t *testing.T) { testDeliver(t, newStore(t)) })
-	t.Run("SlowAndRedirect", func(t *testing.T) { testSlowAndRedirect(t, newStore(t)) })
-	t.Run("DeadDestination", func(t *testing.T) { testDeadDestination(t, newStore(t)) })
-	t.Run("Runs", func(t *testing.T) { testRuns(t, newStore(t)) })
-	t.Run("BodyDestinations", func(t *testing.T) { testBodyDestinations(t, newStore(t)) })
+	// Each way of queueing: every event in the table with its outcome
+	// (replicas), and the ledger as the queue (the table for failures).
+	for _, m := range []mode{{table: true}, {table: false}} {
+		t.Run(m.String(), func(t *testing.T) {
+			t.Run("Deliver", func(t *testing.T) { m.testDeliver(t, newStore(t)) })
+			t.Run("SlowAndRedirect", func(t *testing.T) { m.testSlowAndRedirect(t, newStore(t)) })
+			t.Run("DeadDestination", func(t *testing.T) { m.testDeadDestination(t, newStore(t)) })
+			t.Run("Runs", func(t *testing.T) { m.testRuns(t, newStore(t)) })
+			t.Run("BodyDestinations", func(t *testing.T) { m.testBodyDestinations(t, newStore(t)) })
+		})
+	}
+	t.Run("Ledger/Restart", func(t *testing.T) { testRestart(t, newStore(t)) })
+	t.Run("Ledger/Backlog", func(t *testing.T) { testBacklog(t, newStore(t)) })
+}
+
+// mode is a way of queueing (fanout.Options.Table).
+type mode struct{ table bool }
+
+func (m mode) String() string {
+	if m.table {
+		return "Table"
+	}
+	return "Ledger"
+}
+
+// options returns o for the mode.
+func (m mode) options(o fanout.Options) fanout.Options {
+	o.Table = m.table
+	return o
+}
+
+// complete records the outcomes of items as the pipeline does, with the
+// effects f.Follow gives, and hands them to f (Completed); f is started
+// (Init) first, as a gateway starts it before its pipeline.
+func complete(t *testing.T, w *ledger.Writer, f *fanout.Fanout, items []*pipeline.Item) {
+	t.Helper()
+	ctx := context.Background()
+	if err := f.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	entries := make([]ledger.Entry, len(items))
+	for i, it := range items {
+		payload, err := record.Encode(&record.Meta{Channel: it.Channel, ReceivedMs: it.ReceivedMs}, &record.Outcome{
+			Record: it.Record, Index: it.Index, Key: it.Key, Type: it.Type, Outcome: string(it.Outcome),
+			Conversation: it.Conversation, ReceivedMs: it.ReceivedMs, DoneMs: now.UnixMilli()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries[i] = ledger.Entry{Kind: ledger.KindEvent, Time: now, Channel: it.Channel, Retention: it.Retention,
+			Payload: payload, Subjects: it.Subjects}
+	}
+	first, err := w.Commit(ctx, entries, f.Follow(items)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Completed(items, first)
+}
+
+// depths returns f's queue depths (held and in the table), and whether
+// any destination has a backlog to read.
+func depths(t *testing.T, f *fanout.Fanout) (map[string]int64, bool) {
+	t.Helper()
+	st, err := f.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, backlog := map[string]int64{}, false
+	for _, s := range st {
+		m[s.Name] = s.QueueDepth
+		backlog = backlog || s.Backlog != nil
+	}
+	return m, backlog
 }
 
 // testBodyDestinations: a conversation's events whose webhooks named
 // different bot user ids (foreign events) go in separate requests, one
 // after the other, in the conversation's order.
-func testBodyDestinations(t *testing.T, s Store) {
+func (m mode) testBodyDestinations(t *testing.T, s Store) {
 	defer s.Close()
-	ctx := context.Background()
 	w := ledger.NewWriter(s, nil, nil)
 	var mu sync.Mutex
 	var order []int64
@@ -76,14 +143,12 @@ func testBodyDestinations(t *testing.T, s Store) {
 			Conversation: "user:U1", Type: "message", Outcome: pipeline.OutcomeProcessed})
 	}
 	d := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL, AllowHTTP: true, Secret: []byte("s")}
-	f, err := fanout.New(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s, Poll: 5 * time.Millisecond})
+	f, err := fanout.New(m.options(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s, Poll: 5 * time.Millisecond}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Commit(ctx, nil, f.Follow(items)...); err != nil {
-		t.Fatal(err)
-	}
-	runUntilDrained(t, s, f, "crm", 10*time.Second)
+	complete(t, w, f, items)
+	runUntilDrained(t, f, "crm", 10*time.Second)
 	mu.Lock()
 	defer mu.Unlock()
 	if fmt.Sprint(order) != "[1 2 3 4 5]" {
@@ -95,7 +160,7 @@ func testBodyDestinations(t *testing.T, s Store) {
 // request (up to Batch); a failed request keeps them all back, and none
 // overtakes another; redeliveries and first deliveries of one
 // conversation never share a request.
-func testRuns(t *testing.T, s Store) {
+func (m mode) testRuns(t *testing.T, s Store) {
 	defer s.Close()
 	ctx := context.Background()
 	w := ledger.NewWriter(s, nil, nil)
@@ -146,28 +211,26 @@ func testRuns(t *testing.T, s Store) {
 			user = "U2"
 		}
 		body := fmt.Sprintf(`{"destination":"U0123456789abcdef0123456789abcdef","events":[{"type":"message","mode":"active","timestamp":%d,"webhookEventId":"01RUN%03d","source":{"type":"user","userId":%q},"message":{"id":"%d","type":"text","text":"hi"}}]}`, 1000+i, i, user, i)
-		idx := webhookRecord(t, w, body, now)
+		at := now
+		if i < 2 {
+			at = now.Add(-time.Minute) // replayed below
+		}
+		idx := webhookRecord(t, w, body, at)
 		items = append(items, &pipeline.Item{Record: idx, Channel: "c", Key: fmt.Sprintf("id:%d", idx),
 			Conversation: "user:" + user, Type: "message", Outcome: pipeline.OutcomeProcessed})
 	}
 	d := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL, AllowHTTP: true, Secret: []byte("s")}
-	f, err := fanout.New(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s,
-		BaseDelay: 5 * time.Millisecond, MaxDelay: 10 * time.Millisecond, BreakerFailures: 100, Poll: 5 * time.Millisecond, Batch: 20})
+	f, err := fanout.New(m.options(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s,
+		BaseDelay: 5 * time.Millisecond, MaxDelay: 10 * time.Millisecond, BreakerFailures: 100, Poll: 5 * time.Millisecond, Batch: 20}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Commit(ctx, nil, f.Follow(items)...); err != nil {
-		t.Fatal(err)
+	complete(t, w, f, items)
+	res, err := f.Replay(ctx, fanout.ReplayRequest{Destination: "crm", From: now.Add(-2 * time.Minute), To: now.Add(-30 * time.Second)})
+	if err != nil || res.Events != 2 {
+		t.Fatalf("replay: %+v, %v; want 2 events", res, err)
 	}
-	var again []*fanout.Entry
-	for _, it := range items[:2] {
-		again = append(again, &fanout.Entry{Destination: "crm", Conversation: it.Conversation, Channel: "c", Record: it.Record,
-			Key: it.Key, Type: "message", Redelivery: true})
-	}
-	if _, err := w.Commit(ctx, nil, fanout.Enqueue{Entries: again}); err != nil {
-		t.Fatal(err)
-	}
-	runUntilDrained(t, s, f, "crm", 20*time.Second)
+	runUntilDrained(t, f, "crm", 20*time.Second)
 	mu.Lock()
 	defer mu.Unlock()
 	// In order per conversation across all bodies: U1's 45 first
@@ -208,7 +271,7 @@ func testRuns(t *testing.T, s Store) {
 // testSlowAndRedirect: a destination that hangs until its timeout does not
 // delay another, which gets every event meanwhile; a redirect is a failed
 // attempt, never followed.
-func testSlowAndRedirect(t *testing.T, s Store) {
+func (m mode) testSlowAndRedirect(t *testing.T, s Store) {
 	defer s.Close()
 	ctx := context.Background()
 	w := ledger.NewWriter(s, nil, nil)
@@ -253,23 +316,18 @@ func testSlowAndRedirect(t *testing.T, s Store) {
 		{Name: "slow", Channel: "c", URL: slowSrv.URL, AllowHTTP: true, Secret: []byte("b"), Timeout: 3 * time.Second},
 		{Name: "moved", Channel: "c", URL: movedSrv.URL, AllowHTTP: true, Secret: []byte("c")},
 	}
-	f, err := fanout.New(fanout.Options{Destinations: ds, Store: s, Log: w, Ledger: s, Poll: 5 * time.Millisecond,
-		BaseDelay: time.Hour, BreakerFailures: 100})
+	f, err := fanout.New(m.options(fanout.Options{Destinations: ds, Store: s, Log: w, Ledger: s, Poll: 5 * time.Millisecond,
+		BaseDelay: time.Hour, BreakerFailures: 100}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Commit(ctx, nil, f.Follow(items)...); err != nil {
-		t.Fatal(err)
-	}
+	complete(t, w, f, items)
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { f.Run(rctx); close(done) }()
 	start := time.Now()
 	for {
-		depths, err := s.QueueDepths(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		depths, _ := depths(t, f)
 		heads, err := s.Heads(ctx, "moved", 100, 1)
 		if err != nil {
 			t.Fatal(err)
@@ -324,20 +382,18 @@ func webhookRecord(t *testing.T, w *ledger.Writer, body string, now time.Time) u
 	return idx
 }
 
-// runUntilDrained runs f until destination's queue in s is empty, and
-// stops it; it fails the test if that takes longer than within.
-func runUntilDrained(t *testing.T, s Store, f *fanout.Fanout, destination string, within time.Duration) {
+// runUntilDrained runs f until destination's queue is empty (nothing held,
+// nothing in the table, no backlog to read), and stops it; it fails the
+// test if that takes longer than within.
+func runUntilDrained(t *testing.T, f *fanout.Fanout, destination string, within time.Duration) {
 	t.Helper()
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { f.Run(ctx); close(done) }()
 	defer func() { stop(); <-done }()
 	for deadline := time.Now().Add(within); ; time.Sleep(5 * time.Millisecond) {
-		depths, err := s.QueueDepths(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if depths[destination] == 0 {
+		depths, backlog := depths(t, f)
+		if depths[destination] == 0 && !backlog {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -436,7 +492,7 @@ type hit struct {
 // testDeliver runs a Fanout on the store against a server that fails at
 // first: events queued with their outcomes reach it, signed, in order per
 // conversation, each attempt recorded; the queue empties.
-func testDeliver(t *testing.T, s Store) {
+func (m mode) testDeliver(t *testing.T, s Store) {
 	defer s.Close()
 	ctx := context.Background()
 	w := ledger.NewWriter(s, nil, nil)
@@ -502,15 +558,13 @@ func testDeliver(t *testing.T, s Store) {
 	// One more, a duplicate: not delivered by default.
 	items = append(items, &pipeline.Item{Record: items[0].Record, Channel: "c", Key: "dup", Conversation: "user:U0", Type: "message", Outcome: pipeline.OutcomeDuplicate})
 	d := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL + "/hook", AllowHTTP: true, Secret: secret, SecretID: "test"}
-	f, err := fanout.New(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s,
-		BaseDelay: 5 * time.Millisecond, MaxDelay: 20 * time.Millisecond, BreakerFailures: 2, BreakerCooldown: 30 * time.Millisecond, Poll: 5 * time.Millisecond})
+	f, err := fanout.New(m.options(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s,
+		BaseDelay: 5 * time.Millisecond, MaxDelay: 20 * time.Millisecond, BreakerFailures: 2, BreakerCooldown: 30 * time.Millisecond, Poll: 5 * time.Millisecond}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Commit(ctx, nil, f.Follow(items)...); err != nil {
-		t.Fatal(err)
-	}
-	runUntilDrained(t, s, f, "crm", 20*time.Second)
+	complete(t, w, f, items)
+	runUntilDrained(t, f, "crm", 20*time.Second)
 	mu.Lock()
 	defer mu.Unlock()
 	if len(hits) != 12 {
@@ -568,7 +622,7 @@ func testDeliver(t *testing.T, s Store) {
 // is attempted a bounded number of times, each attempt one failed record:
 // the breaker's probes back off up to an hour. The queue keeps every
 // event. (At a fixed 30s cooldown, every minute of the day had one.)
-func testDeadDestination(t *testing.T, s Store) {
+func (m mode) testDeadDestination(t *testing.T, s Store) {
 	defer s.Close()
 	ctx := context.Background()
 	w := ledger.NewWriter(s, nil, nil)
@@ -593,14 +647,12 @@ func testDeadDestination(t *testing.T, s Store) {
 			Conversation: fmt.Sprintf("user:U%d", i), Type: "follow", Outcome: pipeline.OutcomeProcessed})
 	}
 	d := &fanout.Destination{Name: "dead", Channel: "c", URL: "http://" + addr + "/hook", AllowHTTP: true, Secret: []byte("s"), Timeout: time.Second}
-	f, err := fanout.New(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s,
-		Poll: time.Millisecond, Now: clock})
+	f, err := fanout.New(m.options(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s,
+		Poll: time.Millisecond, Now: clock}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Commit(ctx, nil, f.Follow(items)...); err != nil {
-		t.Fatal(err)
-	}
+	complete(t, w, f, items)
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { f.Run(rctx); close(done) }()
@@ -644,4 +696,152 @@ func testDeadDestination(t *testing.T, s Store) {
 	if depths, err := s.QueueDepths(ctx); err != nil || depths["dead"] != 3 {
 		t.Errorf("queue after a day: %v, %v; want the 3 events kept", depths, err)
 	}
+}
+
+// counter is a destination that records the events it receives, by
+// webhookEventId, in order.
+type counter struct {
+	mu   sync.Mutex
+	ids  []string
+	fail int // requests to fail first
+}
+
+func (c *counter) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fail > 0 {
+		c.fail--
+		http.Error(rw, "not now", 503)
+		return
+	}
+	var cb struct {
+		Events []struct{ WebhookEventID string } `json:"events"`
+	}
+	if err := json.Unmarshal(body, &cb); err != nil {
+		http.Error(rw, "bad body", 400)
+		return
+	}
+	for _, e := range cb.Events {
+		c.ids = append(c.ids, e.WebhookEventID)
+	}
+}
+
+// check fails the test unless c received each of want once, and each
+// conversation's in the order of want (ids "<conversation>-<n>").
+func (c *counter) check(t *testing.T, want []string) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen := map[string]int{}
+	last := map[string]int{}
+	for _, id := range c.ids {
+		seen[id]++
+		var conv string
+		var n int
+		fmt.Sscanf(id, "%1s-%d", &conv, &n)
+		if n < last[conv] {
+			t.Errorf("conversation %s out of order: %s after %d", conv, id, last[conv])
+		}
+		last[conv] = n
+	}
+	for _, id := range want {
+		if seen[id] != 1 {
+			t.Errorf("event %s received %d times, want once", id, seen[id])
+		}
+	}
+	if len(c.ids) != len(want) {
+		t.Errorf("%d events received, want %d", len(c.ids), len(want))
+	}
+}
+
+// events records n webhooks of one event each, from first on, spread over
+// conversations a, b and c, and returns their items and ids.
+func events(t *testing.T, w *ledger.Writer, first, n int) ([]*pipeline.Item, []string) {
+	t.Helper()
+	var items []*pipeline.Item
+	var ids []string
+	now := time.Now()
+	for i := first; i < first+n; i++ {
+		conv := string(rune('a' + i%3))
+		id := fmt.Sprintf("%s-%04d", conv, i)
+		body := fmt.Sprintf(`{"destination":"U0123456789abcdef0123456789abcdef","events":[{"type":"message","mode":"active","timestamp":%d,"webhookEventId":%q,"source":{"type":"user","userId":"U%s"},"message":{"id":"%d","type":"text","text":"hi"}}]}`, now.UnixMilli(), id, conv, i)
+		idx := webhookRecord(t, w, body, now)
+		items = append(items, &pipeline.Item{Record: idx, Channel: "c", Key: id, Conversation: "user:U" + conv, Type: "message",
+			Outcome: pipeline.OutcomeProcessed, ReceivedMs: now.UnixMilli()})
+		ids = append(ids, id)
+	}
+	return items, ids
+}
+
+// testRestart: with the ledger as the queue, the events whose outcomes
+// were recorded and not delivered when the process stopped (here, a
+// Fanout that never ran) are read from the destination's cursor at the
+// next start and delivered once, in order; those delivered before are
+// not delivered again.
+func testRestart(t *testing.T, s Store) {
+	defer s.Close()
+	w := ledger.NewWriter(s, nil, nil)
+	c := &counter{}
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	d := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL, AllowHTTP: true, Secret: []byte("s")}
+	start := func() *fanout.Fanout {
+		f, err := fanout.New(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s, Poll: 5 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	f1 := start()
+	items, want := events(t, w, 0, 10)
+	complete(t, w, f1, items) // f1 stops before delivering any
+	f2 := start()
+	runUntilDrained(t, f2, "crm", 10*time.Second)
+	c.check(t, want)
+	items, more := events(t, w, 10, 10)
+	complete(t, w, f2, items) // held by f2, which has stopped
+	f3 := start()
+	runUntilDrained(t, f3, "crm", 10*time.Second)
+	c.check(t, append(want, more...))
+}
+
+// testBacklog: a destination that holds few events in memory (Hold) takes
+// more than it holds, while it is stopped and while it delivers, and
+// fails at first: it reads what it could not hold from the ledger, and
+// delivers every event once, in order per conversation.
+func testBacklog(t *testing.T, s Store) {
+	defer s.Close()
+	w := ledger.NewWriter(s, nil, nil)
+	c := &counter{fail: 2}
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	d := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL, AllowHTTP: true, Secret: []byte("s")}
+	f, err := fanout.New(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s, Poll: 5 * time.Millisecond,
+		Hold: 4, Batch: 3, BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond, BreakerFailures: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range 5 {
+		items, ids := events(t, w, i*6, 6)
+		complete(t, w, f, items)
+		want = append(want, ids...)
+	}
+	if _, backlog := depths(t, f); !backlog {
+		t.Fatal("30 events for a destination holding 4: no backlog to read")
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { f.Run(ctx); close(done) }()
+	for i := range 20 {
+		items, ids := events(t, w, 30+i*3, 3)
+		complete(t, w, f, items)
+		want = append(want, ids...)
+		time.Sleep(time.Millisecond)
+	}
+	stop()
+	<-done
+	runUntilDrained(t, f, "crm", 20*time.Second)
+	c.check(t, want)
 }
