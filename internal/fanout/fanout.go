@@ -479,7 +479,8 @@ func (f *Fanout) Destinations() []string {
 // what linegate made of an event (its outcome), and queues each event
 // exactly once: the outcome commit happens once per event (the pipeline
 // dequeues the event in it), and a crash before it re-runs the event and
-// queues it then.
+// queues it then. In both ways, Follow hands the events' content over to
+// the workers (handover).
 func (f *Fanout) Follow(items []*pipeline.Item) []ledger.Effect {
 	if f == nil || len(f.order) == 0 {
 		return nil

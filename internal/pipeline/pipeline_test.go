@@ -63,6 +63,8 @@ type fixture struct {
 	channels map[string]pipeline.ChannelPolicy
 	// metrics of the last run
 	metrics *prometheus.Registry
+	// completed, if set, is the pipeline's Completed hook
+	completed func(items []*pipeline.Item, first uint64)
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -107,7 +109,7 @@ func (f *fixture) run() {
 		channels[ch] = pol
 	}
 	p := pipeline.New(pipeline.Options{Ledger: f.store, Sealer: f.sealer, Store: f.store, Action: f.action, Poll: 5 * time.Millisecond, DedupHorizon: f.horizon,
-		Channels: channels, Now: func() time.Time { return f.now }})
+		Channels: channels, Now: func() time.Time { return f.now }, Completed: f.completed})
 	f.metrics = prometheus.NewRegistry()
 	f.metrics.MustRegister(p.Collectors()...)
 	done := make(chan struct{})
@@ -669,5 +671,60 @@ func TestKeysUnavailableAtDispatch(t *testing.T) {
 	f.run()
 	if n := f.action.count("id:01MFLAKY"); n != 1 {
 		t.Errorf("the event was handled %d times, want once", n)
+	}
+}
+
+// TestCompletedIndices: Completed gets each completed event with the
+// index of its outcome record (first+i), once, in the order of the
+// commits: what the fan-out reads its queue from.
+func TestCompletedIndices(t *testing.T) {
+	f := newFixture(t)
+	ts := f.now.UnixMilli()
+	for i := range 20 {
+		f.webhook(body(text(fmt.Sprintf("01C%03da", i), fmt.Sprint(2*i), "hi", ts), text(fmt.Sprintf("01C%03db", i), fmt.Sprint(2*i+1), "hi", ts)), 0)
+	}
+	f.webhook(`not json`, 0)
+	got := map[uint64]string{}
+	var last uint64
+	var calls int
+	f.completed = func(items []*pipeline.Item, first uint64) {
+		calls++
+		if first < last {
+			t.Errorf("Completed at %d after %d: out of commit order", first, last)
+		}
+		for i, it := range items {
+			if _, dup := got[first+uint64(i)]; dup {
+				t.Errorf("index %d completed twice", first+uint64(i))
+			}
+			got[first+uint64(i)] = it.Key
+		}
+		last = first + uint64(len(items))
+	}
+	f.run()
+	ctx := context.Background()
+	n, err := f.store.Count(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outcomes := 0
+	for r, err := range f.store.Records(ctx, 0, n) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		var leaf ledger.Leaf
+		if err := leaf.UnmarshalBinary(r.Leaf); err != nil || leaf.Kind != ledger.KindEvent {
+			continue
+		}
+		_, b, err := record.Decode(record.KindEvent, r.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outcomes++
+		if key := b.(*record.Outcome).Key; got[r.Index] != key {
+			t.Errorf("outcome record %d is event %q; Completed named %q", r.Index, key, got[r.Index])
+		}
+	}
+	if outcomes != 41 || len(got) != 41 || calls == 0 {
+		t.Errorf("%d outcome records, %d completed in %d calls; want 41 (40 events and a body that is not JSON)", outcomes, len(got), calls)
 	}
 }

@@ -831,6 +831,12 @@ func testBacklog(t *testing.T, s Store) {
 	if _, backlog := depths(t, f); !backlog {
 		t.Fatal("30 events for a destination holding 4: no backlog to read")
 	}
+	// A replay now would come before the backlog's events of its
+	// conversations: refused until the destination has caught up.
+	replay := fanout.ReplayRequest{Destination: "crm", From: time.Now().Add(-time.Hour), To: time.Now().Add(time.Hour)}
+	if res, err := f.Replay(context.Background(), replay); !errors.Is(err, fanout.ErrBacklog) {
+		t.Fatalf("replay during a backlog larger than the destination holds: %+v, %v; want ErrBacklog", res, err)
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { f.Run(ctx); close(done) }()
@@ -844,4 +850,7 @@ func testBacklog(t *testing.T, s Store) {
 	<-done
 	runUntilDrained(t, f, "crm", 20*time.Second)
 	c.check(t, want)
+	if res, err := f.Replay(context.Background(), replay); err != nil || res.Events != len(want) {
+		t.Fatalf("replay once caught up: %+v, %v; want %d events", res, err, len(want))
+	}
 }
