@@ -545,3 +545,80 @@ func bodyEvents(t *testing.T, body []byte) []sinkEvent {
 	}
 	return s.events
 }
+
+// TestFanoutRestart: with the ledger as the queue, the events a
+// destination had not received when linegate was killed (SIGKILL; held in
+// memory behind a pause) are read back from the ledger after the restart
+// and delivered once, in the ledger's order of each conversation; a clean
+// stop and start delivers nothing again.
+func TestFanoutRestart(t *testing.T) {
+	dir := t.TempDir()
+	const crmSecret = "crm-secret-2"
+	var crm sink
+	crmSrv := httptest.NewServer(crmHandler(crmSecret, &crm))
+	defer crmSrv.Close()
+	cfg := gwConfig{extra: "fanout: {base_delay: 50ms}\n", chanExtra: fmt.Sprintf(`    destinations:
+      - name: crm
+        url: %s/hook
+        allow_http: true
+        secret: %s
+`, crmSrv.URL, crmSecret)}
+	send := func(g *gateway, n int) {
+		t.Helper()
+		if code, out := runCLI(t, "sim", "send", "-url", g.webhook+"/webhook/demo", "-secret", testSecret, "-count", fmt.Sprint(n),
+			"-users", "5", "-concurrency", "4"); code != 0 {
+			t.Fatalf("sim send = %d:\n%s", code, out)
+		}
+	}
+	g := startGateway(t, dir, cfg)
+	send(g, 10)
+	waitUntil(t, "the CRM to get 10 events", func() bool { return crm.count(false) >= 10 })
+	if code := adminCall(t, g, "POST", "/admin/destinations/crm/pause", nil); code != 200 {
+		t.Fatalf("pause = %d", code)
+	}
+	send(g, 30)
+	waitUntil(t, "the paused CRM to hold 30", func() bool { return destinations(t, g)["crm"].QueueDepth == 30 })
+	g.kill()
+
+	g = startGateway(t, dir, cfg)
+	if st := destinations(t, g)["crm"]; !st.Paused {
+		t.Errorf("after the restart: %+v, want still paused", st)
+	}
+	if code := adminCall(t, g, "POST", "/admin/destinations/crm/resume", nil); code != 200 {
+		t.Fatalf("resume = %d", code)
+	}
+	waitUntil(t, "the CRM to get 40 events", func() bool { return crm.count(false) >= 40 })
+	g.stop()
+
+	g = startGateway(t, dir, cfg)
+	send(g, 5)
+	waitUntil(t, "the CRM to get 45 events", func() bool { return crm.count(false) >= 45 })
+	time.Sleep(300 * time.Millisecond) // anything extra would arrive now
+	g.stop()
+
+	order := map[string][]string{} // user -> event ids, as recorded
+	for _, r := range readLedger(t, dir) {
+		if r.leaf.Kind == ledger.KindWebhook {
+			for _, e := range bodyEvents(t, r.body) {
+				order[e.User] = append(order[e.User], e.ID)
+			}
+		}
+	}
+	got := map[string][]string{}
+	for _, e := range crm.snapshot() {
+		got[e.User] = append(got[e.User], e.ID)
+	}
+	if len(crm.errs) > 0 {
+		t.Errorf("CRM: %v", crm.errs)
+	}
+	total := 0
+	for user, ids := range order {
+		total += len(ids)
+		if !slices.Equal(got[user], ids) {
+			t.Errorf("user %s: the CRM got %v, want each event once in the ledger's order %v", user, got[user], ids)
+		}
+	}
+	if total != 45 || len(crm.snapshot()) != 45 {
+		t.Errorf("%d events recorded, %d received; want 45 and 45", total, len(crm.snapshot()))
+	}
+}
