@@ -191,6 +191,28 @@ func (d *Destination) takes(typ, source, outcome string) bool {
 	return slices.Contains(d.Outcomes, outcome)
 }
 
+// stillTakes reports whether the destination, as configured now, takes a
+// queued entry: its channel, and its filters (a replay's entries, and
+// entries queued before they named their outcome, by type and source
+// only, as a replay filters). An entry queued under an earlier
+// configuration (the destination moved to another channel, or its filters
+// narrowed) is dropped with a record rather than delivered, as the events
+// of its backlog are left out.
+func (d *Destination) stillTakes(e *Entry) bool {
+	if e.Channel != d.Channel {
+		return false
+	}
+	src := "none" // an event without a source: a conversation of its own
+	if !strings.HasPrefix(e.Conversation, "event:") {
+		src = sourceType(e.Conversation)
+	}
+	if len(d.EventTypes) > 0 && !slices.Contains(d.EventTypes, e.Type) ||
+		len(d.SourceTypes) > 0 && !slices.Contains(d.SourceTypes, src) {
+		return false
+	}
+	return e.Redelivery || e.Outcome == "" || slices.Contains(d.Outcomes, e.Outcome)
+}
+
 // sourceType returns the source type of a conversation key
 // (line.Event.Conversation): "user", "group", "room", or "none".
 func sourceType(conversation string) string {
@@ -213,6 +235,7 @@ type Entry struct {
 	Index      int      `json:"index"`  // the event's position in it
 	Key        string   `json:"key"`    // the event's dedup key
 	Type       string   `json:"type"`
+	Outcome    string   `json:"outcome,omitempty"` // the pipeline's (none for a replay's)
 	Retention  string   `json:"retention,omitempty"`
 	Subjects   []string `json:"subjects,omitempty"`
 	ReceivedMs int64    `json:"received_ms"`

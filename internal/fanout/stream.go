@@ -201,7 +201,7 @@ func (w *worker) entryOf(index int, channel, conversation, key, typ, outcome str
 		return nil
 	}
 	return &Entry{Destination: w.d.Name, Conversation: conversationKey(conversation, key),
-		Channel: channel, Index: index, Key: key, Type: typ}
+		Channel: channel, Index: index, Key: key, Type: typ, Outcome: outcome}
 }
 
 // scan reads the next chunk of the destination's backlog from the ledger
@@ -283,14 +283,15 @@ func (w *worker) outcomeEntry(ctx context.Context, rec ledger.Record) (*Entry, e
 }
 
 // spill moves into the table the held entries of conversations that have
-// entries there (s.queued), in order, with the cursor past them.
-func (w *worker) spill(ctx context.Context) error {
+// entries there (s.queued), or all of them, in order, with the cursor past
+// them.
+func (w *worker) spill(ctx context.Context, all bool) error {
 	s := &w.s
 	s.mu.Lock()
 	var es []*Entry
 	ats := map[uint64]bool{}
 	for _, e := range s.mem {
-		if _, ok := s.queued[e.Conversation]; ok {
+		if _, ok := s.queued[e.Conversation]; ok || all {
 			es = append(es, e)
 			ats[e.At] = true
 		}

@@ -86,9 +86,7 @@ func (w *worker) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			if !f.o.Table {
-				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				w.saveCursor(sctx)
-				cancel()
+				w.stop()
 			}
 			return
 		case <-w.wake:
@@ -135,12 +133,37 @@ func (w *worker) run(ctx context.Context) {
 	}
 }
 
+// stop keeps what the destination holds for the next start: its held
+// entries go into the table, in order, with the cursor past them, so that
+// the next start reads nothing twice. A concurrent request may each
+// finish first, so that the cursor alone (the first event not delivered)
+// would stand behind events already delivered, and send them again.
+// Failing that, the cursor as it is.
+func (w *worker) stop() {
+	w.roundMu.Lock()
+	defer w.roundMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.spill(ctx, true); err != nil {
+		w.f.log.Error("fanout: keep the held events for the next start: they are read again from the ledger then, and some may be delivered twice",
+			"destination", w.d.Name, "err", oplog.Truncate(err.Error(), 300))
+		w.saveCursor(ctx)
+		return
+	}
+	w.saveCursor(ctx)
+}
+
 func b2f(b bool) float64 {
 	if b {
 		return 1
 	}
 	return 0
 }
+
+// BUG: a round waits for all its requests, so that a conversation whose
+// requests hang until the timeout holds the others' next events up to as
+// long each time it is tried; the next round could start beside the
+// requests still in flight, leaving their conversations out.
 
 // round attempts what is ready: for each conversation whose first queued
 // entry's time has come, that entry and the ones queued after it (up to
@@ -172,7 +195,9 @@ func (w *worker) round(ctx context.Context) (full, left bool) {
 		k := fmt.Sprintf("%s\x00%v", e.Retention, e.Redelivery)
 		r, ok := byConv[e.Conversation]
 		if !ok {
-			r = &run{key: k, stopped: e.NextMs > now} // not ready: none of it
+			// Not ready: none of it; but an entry its destination no
+			// longer takes is dropped at once.
+			r = &run{key: k, stopped: e.NextMs > now && w.d.stillTakes(e)}
 			byConv[e.Conversation] = r
 			if !r.stopped {
 				runs = append(runs, r)
@@ -255,7 +280,7 @@ func (w *worker) heads(ctx context.Context) (heads []*Entry, more bool, err erro
 			return nil, false, fmt.Errorf("read the backlog from the ledger: %w", err)
 		}
 	}
-	if err := w.spill(ctx); err != nil {
+	if err := w.spill(ctx, false); err != nil {
 		return nil, false, fmt.Errorf("move events into the queue table: %w", err)
 	}
 	s.mu.Lock()
@@ -418,14 +443,22 @@ func (w *worker) attempt(ctx context.Context, batch []*Entry) bool {
 		if stopped[e.Conversation] {
 			continue
 		}
-		dest, event, err := w.load(ctx, e)
+		var dest string
+		var event json.RawMessage
+		var err error
+		if w.d.stillTakes(e) {
+			dest, event, err = w.load(ctx, e)
+		} else {
+			err = errNotTaken
+		}
 		switch {
 		case errors.Is(err, ledger.ErrUnavailable):
 			f.log.Warn("fanout: event not readable now: retried later", "destination", w.d.Name, "record", e.Record, "err", err)
 			stopped[e.Conversation] = true
 		case err != nil:
 			// The record's payload is gone (retention, a destroyed key)
-			// or not an event: nothing can ever be delivered.
+			// or not an event: nothing can ever be delivered; or the
+			// destination, as configured now, no longer takes it.
 			rec := w.newRecord([]*Entry{e}, f.o.Now())
 			rec.Outcome, rec.Reason = "dropped", err.Error()
 			f.m.attempts.WithLabelValues(w.d.Name, "dropped").Inc()
@@ -479,6 +512,10 @@ func (w *worker) attempt(ctx context.Context, batch []*Entry) bool {
 	}
 	return left
 }
+
+// errNotTaken drops an entry queued under an earlier configuration of its
+// destination (Destination.stillTakes).
+var errNotTaken = errors.New("the destination's channel or filters, as configured now, do not take this event")
 
 // differs reports whether conversation has a destination in m other than
 // dest.
@@ -677,7 +714,10 @@ func (w *worker) load(ctx context.Context, e *Entry) (string, json.RawMessage, e
 // post sends a body and returns the answer's status, size and SHA-256, or
 // an error text (never the body, never the secret).
 func (w *worker) post(ctx context.Context, body []byte) (status int, size int64, sum, errText string) {
-	ctx, cancel := context.WithTimeout(rules.WithFence(ctx, w.d.u, w.d.loopback), w.d.Timeout)
+	// A request sent finishes, within its timeout, even when linegate is
+	// stopping: its answer is recorded, rather than the events sent again
+	// after the next start.
+	ctx, cancel := context.WithTimeout(rules.WithFence(context.WithoutCancel(ctx), w.d.u, w.d.loopback), w.d.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, "POST", w.d.URL, bytes.NewReader(body))
 	if err != nil {
@@ -691,8 +731,6 @@ func (w *worker) post(ctx context.Context, body []byte) (status int, size int64,
 		switch {
 		case rules.OutsideFence(err):
 			return 0, 0, "", "refused: outside the destination's fence"
-		case errors.Is(ctx.Err(), context.Canceled):
-			return 0, 0, "", "cut short: linegate is stopping"
 		case ctx.Err() != nil:
 			return 0, 0, "", fmt.Sprintf("timed out after %v", w.d.Timeout)
 		}

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -45,10 +46,12 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 			t.Run("DeadDestination", func(t *testing.T) { m.testDeadDestination(t, newStore(t)) })
 			t.Run("Runs", func(t *testing.T) { m.testRuns(t, newStore(t)) })
 			t.Run("BodyDestinations", func(t *testing.T) { m.testBodyDestinations(t, newStore(t)) })
+			t.Run("ConfigChanged", func(t *testing.T) { m.testConfigChanged(t, newStore(t)) })
 		})
 	}
 	t.Run("Ledger/Restart", func(t *testing.T) { testRestart(t, newStore(t)) })
 	t.Run("Ledger/Backlog", func(t *testing.T) { testBacklog(t, newStore(t)) })
+	t.Run("Ledger/StopKeeps", func(t *testing.T) { testStopKeeps(t, newStore(t)) })
 }
 
 // mode is a way of queueing (fanout.Options.Table).
@@ -354,8 +357,9 @@ func (m mode) testSlowAndRedirect(t *testing.T, s Store) {
 	if fast != 20 || followed != 0 {
 		t.Errorf("fast got %d of 20; the redirect was followed %d times", fast, followed)
 	}
-	// The slow destination had one attempt in hand (cut short at the stop,
-	// and rescheduled); the redirected one failed each event once.
+	// The slow destination had one attempt in hand (finished at its
+	// timeout after the stop, and rescheduled); the redirected one failed
+	// each event once.
 	if depths["slow"] != 20 || depths["moved"] != 20 {
 		t.Errorf("queued after the stop: %v, want slow 20 and moved 20", depths)
 	}
@@ -701,13 +705,15 @@ func (m mode) testDeadDestination(t *testing.T, s Store) {
 // counter is a destination that records the events it receives, by
 // webhookEventId, in order.
 type counter struct {
-	mu   sync.Mutex
-	ids  []string
-	fail int // requests to fail first
+	mu    sync.Mutex
+	ids   []string
+	fail  int           // requests to fail first
+	delay time.Duration // before each answer
 }
 
 func (c *counter) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
+	time.Sleep(c.delay)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.fail > 0 {
@@ -759,11 +765,22 @@ func (c *counter) check(t *testing.T, want []string) {
 // conversations a, b and c, and returns their items and ids.
 func events(t *testing.T, w *ledger.Writer, first, n int) ([]*pipeline.Item, []string) {
 	t.Helper()
+	convs := make([]string, n)
+	for i := range convs {
+		convs[i] = string(rune('a' + (first+i)%3))
+	}
+	return eventsOf(t, w, first, convs)
+}
+
+// eventsOf records webhooks of one event each, numbered from first on, of
+// the conversations convs (a, b or c), and returns their items and ids.
+func eventsOf(t *testing.T, w *ledger.Writer, first int, convs []string) ([]*pipeline.Item, []string) {
+	t.Helper()
 	var items []*pipeline.Item
 	var ids []string
 	now := time.Now()
-	for i := first; i < first+n; i++ {
-		conv := string(rune('a' + i%3))
+	for j, conv := range convs {
+		i := first + j
 		id := fmt.Sprintf("%s-%04d", conv, i)
 		body := fmt.Sprintf(`{"destination":"U0123456789abcdef0123456789abcdef","events":[{"type":"message","mode":"active","timestamp":%d,"webhookEventId":%q,"source":{"type":"user","userId":"U%s"},"message":{"id":"%d","type":"text","text":"hi"}}]}`, now.UnixMilli(), id, conv, i)
 		idx := webhookRecord(t, w, body, now)
@@ -852,5 +869,135 @@ func testBacklog(t *testing.T, s Store) {
 	c.check(t, want)
 	if res, err := f.Replay(context.Background(), replay); err != nil || res.Events != len(want) {
 		t.Fatalf("replay once caught up: %+v, %v; want %d events", res, err, len(want))
+	}
+}
+
+// testStopKeeps: a destination stopped (the process's clean shutdown)
+// while it delivers keeps what it holds for the next start, which delivers
+// nothing twice. Here a conversation with many events is delivered a batch
+// a round, after which the others' later events are all delivered: the
+// cursor alone (its first event not delivered) would stand behind them.
+func testStopKeeps(t *testing.T, s Store) {
+	defer s.Close()
+	w := ledger.NewWriter(s, nil, nil)
+	c := &counter{delay: 40 * time.Millisecond}
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	d := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL, AllowHTTP: true, Secret: []byte("s")}
+	start := func() *fanout.Fanout {
+		f, err := fanout.New(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s, Poll: 5 * time.Millisecond, Batch: 5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	var convs []string
+	for i := range 50 {
+		convs = append(convs, map[bool]string{true: "a", false: string(rune('b' + i%2))}[i < 30])
+	}
+	f := start()
+	items, want := eventsOf(t, w, 0, convs)
+	complete(t, w, f, items)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { f.Run(ctx); close(done) }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		c.mu.Lock()
+		n := len(c.ids)
+		c.mu.Unlock()
+		if n >= 30 { // b's and c's 20, and a's first 10
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events delivered in 10s", n)
+		}
+	}
+	stop()
+	<-done
+	c.mu.Lock()
+	n := len(c.ids)
+	c.mu.Unlock()
+	if n >= 50 {
+		t.Fatal("everything was delivered before the stop: nothing to keep")
+	}
+	runUntilDrained(t, start(), "crm", 20*time.Second)
+	c.check(t, want)
+}
+
+// testConfigChanged: events queued for a destination whose configuration
+// changed since (moved to another channel, its filters narrowed) are
+// dropped with a record, never delivered under the new configuration: the
+// events in the table as those of its backlog.
+func (m mode) testConfigChanged(t *testing.T, s Store) {
+	defer s.Close()
+	w := ledger.NewWriter(s, nil, nil)
+	c := &counter{fail: 1}
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	before := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL, AllowHTTP: true, Secret: []byte("s")}
+	f, err := fanout.New(m.options(fanout.Options{Destinations: []*fanout.Destination{before}, Store: s, Log: w, Ledger: s,
+		Poll: 5 * time.Millisecond, BaseDelay: time.Hour, BreakerFailures: 100}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	items, _ := events(t, w, 0, 6)
+	complete(t, w, f, items)
+	// One request fails: its events wait in the table an hour.
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { f.Run(ctx); close(done) }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		if d, _ := s.QueueDepths(ctx); d["crm"] == 6 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the failed events are not in the table")
+		}
+	}
+	stop()
+	<-done
+	n0, _ := s.Count(context.Background())
+	for _, after := range []*fanout.Destination{
+		{Name: "crm", Channel: "other", URL: srv.URL, AllowHTTP: true, Secret: []byte("s")},
+		{Name: "crm", Channel: "c", URL: srv.URL, AllowHTTP: true, Secret: []byte("s"), EventTypes: []string{"follow"}},
+	} {
+		f, err := fanout.New(m.options(fanout.Options{Destinations: []*fanout.Destination{after}, Store: s, Log: w, Ledger: s,
+			Poll: 5 * time.Millisecond, BaseDelay: time.Millisecond}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after.Channel == "c" {
+			// And events of its backlog, for the ledger's way.
+			items, _ := events(t, w, 6, 3)
+			complete(t, w, f, items)
+		}
+		runUntilDrained(t, f, "crm", 10*time.Second)
+	}
+	c.mu.Lock()
+	got := len(c.ids)
+	c.mu.Unlock()
+	if got != 0 {
+		t.Errorf("%d events delivered under a configuration that does not take them", got)
+	}
+	n, _ := s.Count(context.Background())
+	dropped := 0
+	for rec, err := range s.Records(context.Background(), n0, n) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		var l ledger.Leaf
+		if l.UnmarshalBinary(rec.Leaf) != nil || l.Kind != ledger.KindOutbound {
+			continue
+		}
+		_, b, err := record.Decode(record.KindOutbound, rec.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o := b.(*record.Outbound); o.Outcome == "dropped" && strings.Contains(o.Reason, "as configured now") {
+			dropped++
+		}
+	}
+	if dropped != 6 {
+		t.Errorf("%d drop records naming the configuration, want 6 (the events in the table)", dropped)
 	}
 }
