@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -64,6 +65,10 @@ type stream struct {
 	// largest At among them.
 	queued map[string]uint64
 	saved  uint64 // the cursor of the last commit that carried one
+	// ahead: the At of the entries that left mem (delivered, dropped,
+	// moved into the table) past the cursor, in order: what a crash now
+	// would deliver again. spill bounds it to an eighth of bound.
+	ahead []uint64
 }
 
 // cursorKey is the setting holding a destination's cursor.
@@ -80,7 +85,8 @@ func (s *stream) cursor(batch map[uint64]bool) uint64 {
 	return s.next
 }
 
-// remove takes the entries ats out of mem (s.mu held).
+// remove takes the entries ats out of mem, and keeps count of those past
+// the cursor (s.mu held).
 func (s *stream) remove(ats map[uint64]bool) {
 	out := s.mem[:0]
 	for _, e := range s.mem {
@@ -90,6 +96,27 @@ func (s *stream) remove(ats map[uint64]bool) {
 	}
 	clear(s.mem[len(out):])
 	s.mem = out
+	cur := s.cursor(nil)
+	for at := range ats {
+		if at > cur {
+			s.ahead = append(s.ahead, at)
+		}
+	}
+	slices.Sort(s.ahead)
+	i, _ := slices.BinarySearch(s.ahead, cur)
+	s.ahead = s.ahead[:copy(s.ahead, s.ahead[i:])]
+}
+
+// aheadLimit returns, when more than aheadBound of the events that left
+// are past the cursor, the index below which held entries keep it there
+// (their conversations are then moved into the table, so that it moves
+// on); 0 when none need to (s.mu held).
+func (s *stream) aheadLimit() uint64 {
+	bound := max(1, s.bound/8)
+	if len(s.ahead) <= bound {
+		return 0
+	}
+	return s.ahead[len(s.ahead)-bound]
 }
 
 // push takes the entries of one outcome commit, whose records are
@@ -282,16 +309,28 @@ func (w *worker) outcomeEntry(ctx context.Context, rec ledger.Record) (*Entry, e
 	return e, nil
 }
 
-// spill moves into the table the held entries of conversations that have
-// entries there (s.queued), or all of them, in order, with the cursor past
-// them.
+// spill moves into the table, in order, with the cursor past them, the
+// held entries of the conversations that have entries there (s.queued),
+// of those that keep the cursor behind more than an eighth of what the
+// destination holds of events gone past it (a conversation slower than
+// the others, or waiting for its turn in a backlog, as a crash would have
+// those delivered again), or all of them.
 func (w *worker) spill(ctx context.Context, all bool) error {
 	s := &w.s
 	s.mu.Lock()
 	var es []*Entry
 	ats := map[uint64]bool{}
+	behind := map[string]bool{}
+	if limit := s.aheadLimit(); limit > 0 {
+		for _, e := range s.mem {
+			if e.At >= limit {
+				break
+			}
+			behind[e.Conversation] = true
+		}
+	}
 	for _, e := range s.mem {
-		if _, ok := s.queued[e.Conversation]; ok || all {
+		if _, ok := s.queued[e.Conversation]; ok || all || behind[e.Conversation] {
 			es = append(es, e)
 			ats[e.At] = true
 		}

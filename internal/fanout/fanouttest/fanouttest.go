@@ -16,6 +16,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,6 +53,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("Ledger/Restart", func(t *testing.T) { testRestart(t, newStore(t)) })
 	t.Run("Ledger/Backlog", func(t *testing.T) { testBacklog(t, newStore(t)) })
 	t.Run("Ledger/StopKeeps", func(t *testing.T) { testStopKeeps(t, newStore(t)) })
+	t.Run("Ledger/CrashBound", func(t *testing.T) { testCrashBound(t, newStore(t)) })
 }
 
 // mode is a way of queueing (fanout.Options.Table).
@@ -709,6 +711,7 @@ type counter struct {
 	ids   []string
 	fail  int           // requests to fail first
 	delay time.Duration // before each answer
+	down  bool          // answer 503 and record nothing
 }
 
 func (c *counter) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
@@ -716,8 +719,8 @@ func (c *counter) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	time.Sleep(c.delay)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.fail > 0 {
-		c.fail--
+	if c.fail > 0 || c.down {
+		c.fail = max(0, c.fail-1)
 		http.Error(rw, "not now", 503)
 		return
 	}
@@ -999,5 +1002,98 @@ func (m mode) testConfigChanged(t *testing.T, s Store) {
 	}
 	if dropped != 6 {
 		t.Errorf("%d drop records naming the configuration, want 6 (the events in the table)", dropped)
+	}
+}
+
+// crashable commits through w until it is down, as a process that died.
+type crashable struct {
+	w    *ledger.Writer
+	down atomic.Bool
+}
+
+func (c *crashable) Commit(ctx context.Context, entries []ledger.Entry, effects ...ledger.Effect) (uint64, error) {
+	if c.down.Load() {
+		return 0, errors.New("the process is gone")
+	}
+	return c.w.Commit(ctx, entries, effects...)
+}
+
+// testCrashBound: after a crash, the events delivered past a
+// destination's cursor are delivered again; a conversation that keeps the
+// cursor behind while the others go on (here, one with many events,
+// delivered a batch a round) is moved into the table, at the start of a
+// round, once more than an eighth of what the destination holds has gone
+// past it, which bounds them to that and one round's requests.
+func testCrashBound(t *testing.T, s Store) {
+	defer s.Close()
+	w := ledger.NewWriter(s, nil, nil)
+	c := &counter{delay: 20 * time.Millisecond}
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	d := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL, AllowHTTP: true, Secret: []byte("s")}
+	const hold = 64 // an eighth: 8
+	var convs []string
+	for i := range 80 {
+		convs = append(convs, map[bool]string{true: "a", false: string(rune('b' + i%2))}[i < 40])
+	}
+	crash := &crashable{w: w}
+	f, err := fanout.New(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: crash, Ledger: s,
+		Poll: 5 * time.Millisecond, Batch: 5, Hold: hold})
+	if err != nil {
+		t.Fatal(err)
+	}
+	items, want := eventsOf(t, w, 0, convs)
+	complete(t, w, f, items)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { f.Run(ctx); close(done) }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		c.mu.Lock()
+		n := len(c.ids)
+		if n >= 60 {
+			// The crash: nothing more is committed, nothing more
+			// received.
+			crash.down.Store(true)
+			c.down = true
+		}
+		c.mu.Unlock()
+		if n >= 60 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events delivered in 10s", n)
+		}
+	}
+	stop()
+	<-done
+	c.mu.Lock()
+	c.down = false
+	c.mu.Unlock()
+	f, err = fanout.New(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s,
+		Poll: 5 * time.Millisecond, Batch: 5, Hold: hold})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntilDrained(t, f, "crm", 20*time.Second)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen := map[string]int{}
+	dups := 0
+	for _, id := range c.ids {
+		if seen[id]++; seen[id] == 2 {
+			dups++
+		}
+	}
+	for _, id := range want {
+		if seen[id] == 0 {
+			t.Errorf("event %s lost", id)
+		}
+	}
+	// What went past the cursor since the last round began, plus an
+	// eighth of what the destination holds: here 3 conversations' batches
+	// of 5 and 8.
+	t.Logf("%d events delivered again after the crash", dups)
+	if bound := 3*5 + hold/8; dups > bound {
+		t.Errorf("%d events delivered again after the crash, want at most %d", dups, bound)
 	}
 }
