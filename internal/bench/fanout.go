@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/linegate/linegate/internal/sim"
@@ -19,26 +18,13 @@ import (
 // of their own as a team's tools run, and one dead: a closed port) beside
 // the same gateway without destinations, in the same run at the same
 // load: the fan-out must not slow the acknowledgement to LINE.
-//
-// Twice: with the destinations' processes at the lowest CPU priority
-// (nice 19), standing for tools on machines of their own, so that what
-// the figure measures is the fan-out's cost in the gateway (its requests,
-// records and commits), with the target; and with them at the gateway's
-// priority, sharing its cores on equal terms, for what the destinations'
-// own work costs the acknowledgement on one machine (no target: it is not
-// the gateway's). Each note gives the CPU the gateway and the
-// destinations used, from /proc.
+// The destinations share the gateway's cores, as the load generator does;
+// the note gives the CPU the gateway used a round on each side and the
+// destinations in all (from /proc), to tell the gateway's own cost from
+// theirs.
 func (r *runner) fanoutAck(ctx context.Context) {
-	r.fanoutFigure(ctx, true)
-	r.fanoutFigure(ctx, false)
-}
-
-func (r *runner) fanoutFigure(ctx context.Context, niced bool) {
 	const rate = 1200
 	name := fmt.Sprintf("ack latency p99 at %d/s, 3 destinations (1 dead)", rate)
-	if !niced {
-		name += ", destinations at equal CPU priority"
-	}
 	d := r.dur(2*time.Second, 10*time.Second)
 	var live []string
 	var peers []*peerProc
@@ -51,12 +37,6 @@ func (r *runner) fanoutFigure(ctx context.Context, niced bool) {
 			return
 		}
 		defer p.stop()
-		if niced {
-			if err := syscall.Setpriority(syscall.PRIO_PROCESS, p.pid, 19); err != nil {
-				r.fail(name, "ms", fmt.Errorf("lower the destination's CPU priority: %w", err))
-				return
-			}
-		}
 		live = append(live, p.url+"/callback")
 		peers = append(peers, p)
 	}
@@ -148,21 +128,13 @@ func (r *runner) fanoutFigure(ctx context.Context, niced bool) {
 		bases, withs = append(bases, base), append(withs, p99)
 		sent += n
 	}
-	priority := "at the lowest CPU priority (nice 19), standing for tools on machines of their own"
-	var pass func(_, ratio float64) bool
-	target := ""
-	if niced {
-		// Lower is better: the ratio is peer/value.
-		pass, target = func(_, ratio float64) bool { return ratio >= 1/1.25 }, "<= 1.25x peer"
-	} else {
-		priority = "at the gateway's CPU priority, on its cores"
-	}
+	// Lower is better: the ratio is peer/value.
 	r.add(Result{Name: name, Value: ms(median(withs)), Unit: "ms", Peer: "the same gateway without destinations, this run",
-		PeerValue: f64(ms(median(bases))), Target: target,
-		Note: fmt.Sprintf("median of %d alternating rounds of %v (p99 with: %s; without: %s); %d webhooks with destinations; the two live destinations (LINE's Go SDK, %s) took %.0f events by the end of the rounds, %.0f attempts failed, and used %.2f s of CPU in all; the gateway's CPU a round, median: %.2f s with, %.2f s without; the writer's mean group commit, median of the rounds: %.2f ms with, %.2f ms without",
-			rounds, d, msList(withs), msList(bases), sent, priority, delivered, failed, peersCPU.Seconds(),
+		PeerValue: f64(ms(median(bases))), Target: "<= 1.25x peer",
+		Note: fmt.Sprintf("median of %d alternating rounds of %v (p99 with: %s; without: %s); %d webhooks with destinations; the two live destinations (LINE's Go SDK) took %.0f events by the end of the rounds, %.0f attempts failed, and used %.2f s of CPU in all; the gateway's CPU a round, median: %.2f s with, %.2f s without; the writer's mean group commit, median of the rounds: %.2f ms with, %.2f ms without",
+			rounds, d, msList(withs), msList(bases), sent, delivered, failed, peersCPU.Seconds(),
 			median(cpuWith).Seconds(), median(cpuWithout).Seconds(), ms(median(commitWith)), ms(median(commitWithout)))},
-		false, pass)
+		false, func(_, ratio float64) bool { return ratio >= 1/1.25 })
 }
 
 // median returns the median of durations (the lower middle of an even
