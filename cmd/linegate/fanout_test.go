@@ -584,6 +584,8 @@ func TestFanoutRestart(t *testing.T) {
 	if st := destinations(t, g)["crm"]; !st.Paused {
 		t.Errorf("after the restart: %+v, want still paused", st)
 	}
+	// Still paused, its events are read back from the ledger and counted.
+	waitUntil(t, "the paused CRM to count its 30 again", func() bool { return destinations(t, g)["crm"].QueueDepth == 30 })
 	if code := adminCall(t, g, "POST", "/admin/destinations/crm/resume", nil); code != 200 {
 		t.Fatalf("resume = %d", code)
 	}

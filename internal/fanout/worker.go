@@ -114,6 +114,17 @@ func (w *worker) run(ctx context.Context) {
 				w.roundMu.Lock()
 				full, emptied = w.round(ctx)
 				w.roundMu.Unlock()
+			} else if !f.o.Table {
+				// Paused, or its breaker open: a backlog is still read
+				// into memory, as far as it has room, so that its queue
+				// depth counts those events too.
+				w.roundMu.Lock()
+				if _, behind, _ := w.s.held(); behind {
+					if _, err := w.scan(ctx); err != nil && ctx.Err() == nil {
+						f.log.Warn("fanout: read the backlog from the ledger", "destination", w.d.Name, "err", err)
+					}
+				}
+				w.roundMu.Unlock()
 			}
 			if !f.o.Table && f.o.Now().Sub(cursorSaved) >= time.Second {
 				w.saveCursor(ctx)
