@@ -296,7 +296,9 @@ func (m mode) testSlowAndRedirect(t *testing.T, s Store) {
 		fast += len(cb.Events)
 	}))
 	defer fastSrv.Close()
+	var slowHits atomic.Int64
 	slowSrv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		slowHits.Add(1)
 		select {
 		case <-release:
 		case <-r.Context().Done():
@@ -333,6 +335,9 @@ func (m mode) testSlowAndRedirect(t *testing.T, s Store) {
 	start := time.Now()
 	for {
 		depths, _ := depths(t, f)
+		mu.Lock()
+		got := fast
+		mu.Unlock()
 		heads, err := s.Heads(ctx, "moved", 100, 1)
 		if err != nil {
 			t.Fatal(err)
@@ -343,11 +348,13 @@ func (m mode) testSlowAndRedirect(t *testing.T, s Store) {
 				tried++
 			}
 		}
-		if depths["fast"] == 0 && tried == 20 {
+		// The fast one got every event and the redirected one tried
+		// each, while the slow one's request hangs.
+		if got == 20 && tried == 20 && slowHits.Load() > 0 {
 			break
 		}
-		if time.Since(start) > 2*time.Second {
-			t.Fatalf("the fast and redirected destinations waited for the slow one: %v queued, %d tried, after 2s", depths, tried)
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("the fast and redirected destinations waited for the slow one: %v queued, fast got %d, %d tried, after 5s", depths, got, tried)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
