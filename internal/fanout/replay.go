@@ -162,6 +162,7 @@ func (f *Fanout) Replay(ctx context.Context, req ReplayRequest) (ReplayResult, e
 			// round waits meanwhile, so that none of them is in flight.
 			w.roundMu.Lock()
 			defer w.roundMu.Unlock()
+			w.reqs.Wait() // none of the events moved is in flight
 			if err := w.catchUp(ctx); err != nil {
 				return res, err
 			}

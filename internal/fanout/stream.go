@@ -326,7 +326,11 @@ func (w *worker) spill(ctx context.Context, all bool) error {
 			if e.At >= limit {
 				break
 			}
-			behind[e.Conversation] = true
+			// Not one with held events in flight: a failure would
+			// queue them after those moved now.
+			if _, queued := s.queued[e.Conversation]; !queued && !w.inFlight(e.Conversation) {
+				behind[e.Conversation] = true
+			}
 		}
 	}
 	for _, e := range s.mem {

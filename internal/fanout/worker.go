@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +57,15 @@ type worker struct {
 	roundMu sync.Mutex
 	s       stream // the events after the cursor (without Options.Table)
 
+	// Requests in flight, which may outlast the round that sent them:
+	// their conversations wait for them; slots bounds them to
+	// Options.Concurrency.
+	ifMu     sync.Mutex
+	inflight map[string]bool
+	slots    chan struct{}
+	reqs     sync.WaitGroup
+	nreqs    atomic.Int64
+
 	mu        sync.Mutex // the breaker and the last error, read by Status
 	state     int
 	failures  int // consecutive failed attempts
@@ -66,7 +76,8 @@ type worker struct {
 }
 
 func newWorker(f *Fanout, d *Destination) *worker {
-	return &worker{f: f, d: d, http: rules.FencedClient(), wake: make(chan struct{}, 1)}
+	return &worker{f: f, d: d, http: rules.FencedClient(), wake: make(chan struct{}, 1),
+		inflight: map[string]bool{}, slots: make(chan struct{}, f.o.Concurrency)}
 }
 
 func (w *worker) kick() {
@@ -85,6 +96,7 @@ func (w *worker) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			w.reqs.Wait() // each within its timeout, and recorded
 			if !f.o.Table {
 				w.stop()
 			}
@@ -171,10 +183,11 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-// BUG: a round waits for all its requests, so that a conversation whose
-// requests hang until the timeout holds the others' next events up to as
-// long each time it is tried; the next round could start beside the
-// requests still in flight, leaving their conversations out.
+// roundWait is how long a round waits for its requests: one that takes
+// longer goes on beside the next rounds, which leave its conversations
+// out until it is done, so that a conversation whose requests hang does
+// not hold up the others.
+const roundWait = 250 * time.Millisecond
 
 // round attempts what is ready: for each conversation whose first queued
 // entry's time has come, that entry and the ones queued after it (up to
@@ -191,6 +204,8 @@ func (w *worker) round(ctx context.Context) (full, left bool) {
 		}
 		return false, false
 	}
+	// A conversation with a request in flight waits for it.
+	heads = slices.DeleteFunc(heads, func(e *Entry) bool { return w.inFlight(e.Conversation) })
 	// The runs: each conversation's entries, in Seq order, up to the
 	// first of another class than its head's.
 	type run struct {
@@ -245,16 +260,18 @@ func (w *worker) round(ctx context.Context) (full, left bool) {
 		}
 	}
 	var delivered atomic.Bool
-	sem := make(chan struct{}, f.o.Concurrency)
-	var wg sync.WaitGroup
+	var mine sync.WaitGroup
+launch:
 	for _, b := range batches {
 		if ctx.Err() != nil || !w.allow(f.o.Now()) {
 			break
 		}
 		if w.probing() {
-			// Half-open: the probe alone, and the next only once it
-			// has closed the breaker.
-			wg.Wait()
+			// Half-open: the probe alone, once nothing else is in
+			// flight, and the next only once it has closed the breaker.
+			if w.nreqs.Load() > 0 {
+				break
+			}
 			if w.safeAttempt(ctx, b) {
 				delivered.Store(true)
 			}
@@ -262,17 +279,67 @@ func (w *worker) round(ctx context.Context) (full, left bool) {
 		}
 		// Closed: several batches at once; each conversation still has
 		// its entries in one request in flight at most.
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
+		select {
+		case w.slots <- struct{}{}:
+		default:
+			full = true // every slot is taken: the rest waits for one
+			break launch
+		}
+		w.begin(b)
+		mine.Go(func() {
+			defer w.end(b)
 			if w.safeAttempt(ctx, b) {
 				delivered.Store(true)
 			}
 		})
 	}
-	wg.Wait()
+	waitAtMost(&mine, roundWait)
 	left = delivered.Load()
 	return full && (left || more), left
+}
+
+// begin marks a batch's conversations in flight (a slot taken).
+func (w *worker) begin(b []*Entry) {
+	w.ifMu.Lock()
+	for _, e := range b {
+		w.inflight[e.Conversation] = true
+	}
+	w.ifMu.Unlock()
+	w.reqs.Add(1)
+	w.nreqs.Add(1)
+}
+
+// end marks a batch's request done, frees its slot, and wakes the worker
+// for its conversations' next events.
+func (w *worker) end(b []*Entry) {
+	w.ifMu.Lock()
+	for _, e := range b {
+		delete(w.inflight, e.Conversation)
+	}
+	w.ifMu.Unlock()
+	<-w.slots
+	w.nreqs.Add(-1)
+	w.reqs.Done()
+	w.kick()
+}
+
+// inFlight reports whether conversation has a request in flight.
+func (w *worker) inFlight(conversation string) bool {
+	w.ifMu.Lock()
+	defer w.ifMu.Unlock()
+	return w.inflight[conversation]
+}
+
+// waitAtMost waits for wg, or d.
+func waitAtMost(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
 
 // heads returns the entries a round looks at: the table's (Store.Heads)

@@ -3,6 +3,7 @@
 package fanouttest
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -48,6 +49,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 			t.Run("Runs", func(t *testing.T) { m.testRuns(t, newStore(t)) })
 			t.Run("BodyDestinations", func(t *testing.T) { m.testBodyDestinations(t, newStore(t)) })
 			t.Run("ConfigChanged", func(t *testing.T) { m.testConfigChanged(t, newStore(t)) })
+			t.Run("HangingConversation", func(t *testing.T) { m.testHangingConversation(t, newStore(t)) })
 		})
 	}
 	t.Run("Ledger/Restart", func(t *testing.T) { testRestart(t, newStore(t)) })
@@ -719,11 +721,22 @@ type counter struct {
 	fail  int           // requests to fail first
 	delay time.Duration // before each answer
 	down  bool          // answer 503 and record nothing
+	// hang: a request carrying an event of this conversation (a, b or
+	// c) hangs until release is closed.
+	hang    string
+	release chan struct{}
 }
 
 func (c *counter) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	time.Sleep(c.delay)
+	if c.hang != "" && bytes.Contains(body, []byte(`"userId":"U`+c.hang+`"`)) {
+		select {
+		case <-c.release:
+		case <-r.Context().Done():
+			return
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.fail > 0 || c.down {
@@ -1103,4 +1116,50 @@ func testCrashBound(t *testing.T, s Store) {
 	if bound := 3*5 + hold/8; dups > bound {
 		t.Errorf("%d events delivered again after the crash, want at most %d", dups, bound)
 	}
+}
+
+// testHangingConversation: a conversation whose request hangs holds up
+// only its own events: the others' go on meanwhile, each in order; once
+// it answers, its own follow in order.
+func (m mode) testHangingConversation(t *testing.T, s Store) {
+	defer s.Close()
+	w := ledger.NewWriter(s, nil, nil)
+	c := &counter{hang: "a", release: make(chan struct{})}
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	released := false
+	defer func() {
+		if !released {
+			close(c.release)
+		}
+	}()
+	d := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL, AllowHTTP: true, Secret: []byte("s"), Timeout: 20 * time.Second}
+	f, err := fanout.New(m.options(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s,
+		Poll: 5 * time.Millisecond, Batch: 2}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	items, want := events(t, w, 0, 30) // a, b and c, 10 each
+	complete(t, w, f, items)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { f.Run(ctx); close(done) }()
+	// b's and c's 20, two a request, while a's first request hangs.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		c.mu.Lock()
+		n := len(c.ids)
+		c.mu.Unlock()
+		if n == 20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events delivered in 5s while one conversation's request hangs: the others waited for it", n)
+		}
+	}
+	close(c.release)
+	released = true
+	stop()
+	<-done
+	runUntilDrained(t, f, "crm", 10*time.Second)
+	c.check(t, want)
 }
