@@ -32,7 +32,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
@@ -182,13 +181,14 @@ func CheckAll(ds []*Destination) error {
 
 // takes reports whether d's filters take an event.
 func (d *Destination) takes(typ, source, outcome string) bool {
-	if len(d.EventTypes) > 0 && !slices.Contains(d.EventTypes, typ) {
-		return false
-	}
-	if len(d.SourceTypes) > 0 && !slices.Contains(d.SourceTypes, source) {
-		return false
-	}
-	return slices.Contains(d.Outcomes, outcome)
+	return d.filters(typ, source) && slices.Contains(d.Outcomes, outcome)
+}
+
+// filters reports whether the event type and source type filters take an
+// event (a replay applies only these).
+func (d *Destination) filters(typ, source string) bool {
+	return (len(d.EventTypes) == 0 || slices.Contains(d.EventTypes, typ)) &&
+		(len(d.SourceTypes) == 0 || slices.Contains(d.SourceTypes, source))
 }
 
 // stillTakes reports whether the destination, as configured now, takes a
@@ -206,11 +206,10 @@ func (d *Destination) stillTakes(e *Entry) bool {
 	if !strings.HasPrefix(e.Conversation, "event:") {
 		src = sourceType(e.Conversation)
 	}
-	if len(d.EventTypes) > 0 && !slices.Contains(d.EventTypes, e.Type) ||
-		len(d.SourceTypes) > 0 && !slices.Contains(d.SourceTypes, src) {
-		return false
+	if e.Redelivery || e.Outcome == "" {
+		return d.filters(e.Type, src)
 	}
-	return e.Redelivery || e.Outcome == "" || slices.Contains(d.Outcomes, e.Outcome)
+	return d.takes(e.Type, src, e.Outcome)
 }
 
 // sourceType returns the source type of a conversation key
@@ -408,8 +407,8 @@ type Fanout struct {
 	owners map[string]string // channel -> destination owning the reply token
 	m      *metrics
 	hand   *handover
-	inited atomic.Bool
 	initMu sync.Mutex
+	inited bool // Init has run (initMu held)
 }
 
 // New returns a Fanout; Run delivers.
@@ -515,11 +514,10 @@ func (f *Fanout) Follow(items []*pipeline.Item) []ledger.Effect {
 		}
 		n := 0
 		for _, w := range f.order {
-			e := w.entryOf(it.Index, it.Channel, it.Conversation, it.Key, it.Type, string(it.Outcome))
+			e := w.itemEntry(it)
 			if e == nil {
 				continue
 			}
-			e.Record, e.Retention, e.Subjects, e.ReceivedMs = it.Record, it.Retention, it.Subjects, it.ReceivedMs
 			if f.o.Table {
 				entries = append(entries, e)
 			}
@@ -579,8 +577,8 @@ func (f *Fanout) Action(next pipeline.Action, push bool) pipeline.Action {
 // Run delivers until ctx ends: one worker per destination, each on its
 // own, so that one slow or dead destination never delays another.
 func (f *Fanout) Run(ctx context.Context) {
-	for !f.o.Table && !f.inited.Load() {
-		err := f.Init(ctx)
+	for !f.o.Table {
+		err := f.Init(ctx) // nothing when done already
 		if err == nil {
 			break
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
@@ -127,8 +126,7 @@ func (f *Fanout) Replay(ctx context.Context, req ReplayRequest) (ReplayResult, e
 			for j, raw := range cb.Events {
 				e := line.DecodeEvent(raw)
 				conv := e.Conversation()
-				if len(d.EventTypes) > 0 && !contains(d.EventTypes, e.Type) ||
-					len(d.SourceTypes) > 0 && !contains(d.SourceTypes, sourceType(conv)) {
+				if !d.filters(e.Type, sourceType(conv)) {
 					res.Skipped++
 					continue
 				}
@@ -218,26 +216,11 @@ func (w *worker) moveForReplay(replay []*Entry) (moved []*Entry, effects []ledge
 	}
 	cur := s.cursor(ats)
 	s.mu.Unlock()
-	effects = []ledger.Effect{outbound.SetSetting{Key: cursorKey(w.d.Name), Value: strconv.FormatUint(cur, 10)}}
-	return moved, effects, func() {
+	return moved, []ledger.Effect{w.cursorEffect(cur)}, func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.remove(ats)
-		for c := range convs {
-			s.queued[c] = max(s.queued[c], 0)
-		}
-		for _, e := range moved {
-			s.queued[e.Conversation] = max(s.queued[e.Conversation], e.At)
-		}
-		s.saved = max(s.saved, cur)
+		s.inTable(replay, cur) // At 0: the conversations only
+		s.inTable(moved, cur)
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

@@ -74,6 +74,21 @@ type stream struct {
 // cursorKey is the setting holding a destination's cursor.
 func cursorKey(name string) string { return "fanout.cursor." + name }
 
+// cursorEffect is the effect that sets the destination's cursor to at.
+func (w *worker) cursorEffect(at uint64) ledger.Effect {
+	return outbound.SetSetting{Key: cursorKey(w.d.Name), Value: strconv.FormatUint(at, 10)}
+}
+
+// inTable records that es went into the table with the cursor cur
+// committed (s.mu held): their conversations' later events follow them
+// there.
+func (s *stream) inTable(es []*Entry, cur uint64) {
+	for _, e := range es {
+		s.queued[e.Conversation] = max(s.queued[e.Conversation], e.At)
+	}
+	s.saved = max(s.saved, cur)
+}
+
 // cursor returns the destination's cursor with the entries of batch
 // taken as done (s.mu held).
 func (s *stream) cursor(batch map[uint64]bool) uint64 {
@@ -107,8 +122,9 @@ func (s *stream) remove(ats map[uint64]bool) {
 	s.ahead = s.ahead[:copy(s.ahead, s.ahead[i:])]
 }
 
-// aheadLimit returns, when more than aheadBound of the events that left
-// are past the cursor, the index below which held entries keep it there
+// aheadLimit returns, when more than an eighth of bound of the events
+// that left are past the cursor, the index below which held entries keep
+// it there
 // (their conversations are then moved into the table, so that it moves
 // on); 0 when none need to (s.mu held).
 func (s *stream) aheadLimit() uint64 {
@@ -159,7 +175,7 @@ func (w *worker) init(ctx context.Context) (ledger.Effect, error) {
 		if at, err = f.o.Ledger.Count(ctx); err != nil {
 			return nil, err
 		}
-		effect = outbound.SetSetting{Key: cursorKey(w.d.Name), Value: strconv.FormatUint(at, 10)}
+		effect = w.cursorEffect(at)
 	} else if at, err = strconv.ParseUint(v, 10, 64); err != nil {
 		return nil, fmt.Errorf("destination %q: cursor %q: %w", w.d.Name, v, err)
 	}
@@ -178,7 +194,7 @@ func (w *worker) init(ctx context.Context) (ledger.Effect, error) {
 func (f *Fanout) Init(ctx context.Context) error {
 	f.initMu.Lock()
 	defer f.initMu.Unlock()
-	if f.o.Table || f.inited.Load() {
+	if f.o.Table || f.inited {
 		return nil
 	}
 	var effects []ledger.Effect
@@ -196,7 +212,7 @@ func (f *Fanout) Init(ctx context.Context) error {
 			return fmt.Errorf("fanout: start the destinations' cursors: %w", err)
 		}
 	}
-	f.inited.Store(true)
+	f.inited = true
 	return nil
 }
 
@@ -210,8 +226,8 @@ func (f *Fanout) Completed(items []*pipeline.Item, first uint64) {
 	for _, w := range f.order {
 		var es []*Entry
 		for i, it := range items {
-			if e := w.entryOf(it.Index, it.Channel, it.Conversation, it.Key, it.Type, string(it.Outcome)); e != nil {
-				e.Record, e.Retention, e.Subjects, e.ReceivedMs, e.At = it.Record, it.Retention, it.Subjects, it.ReceivedMs, first+uint64(i)
+			if e := w.itemEntry(it); e != nil {
+				e.At = first + uint64(i)
 				es = append(es, e)
 			}
 		}
@@ -219,6 +235,16 @@ func (f *Fanout) Completed(items []*pipeline.Item, first uint64) {
 			w.kick()
 		}
 	}
+}
+
+// itemEntry returns the entry of a completed event for the destination,
+// nil when its filters leave the event out.
+func (w *worker) itemEntry(it *pipeline.Item) *Entry {
+	e := w.entryOf(it.Index, it.Channel, it.Conversation, it.Key, it.Type, string(it.Outcome))
+	if e != nil {
+		e.Record, e.Retention, e.Subjects, e.ReceivedMs = it.Record, it.Retention, it.Subjects, it.ReceivedMs
+	}
+	return e
 }
 
 // entryOf returns the entry of an event for the destination, nil when its
@@ -344,15 +370,12 @@ func (w *worker) spill(ctx context.Context, all bool) error {
 	if len(es) == 0 {
 		return nil
 	}
-	if _, err := w.f.o.Log.Commit(ctx, nil, Enqueue{Entries: es}, outbound.SetSetting{Key: cursorKey(w.d.Name), Value: strconv.FormatUint(cur, 10)}); err != nil {
+	if _, err := w.f.o.Log.Commit(ctx, nil, Enqueue{Entries: es}, w.cursorEffect(cur)); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	s.remove(ats)
-	for _, e := range es {
-		s.queued[e.Conversation] = max(s.queued[e.Conversation], e.At)
-	}
-	s.saved = cur
+	s.inTable(es, cur)
 	s.mu.Unlock()
 	return nil
 }
@@ -398,15 +421,12 @@ func (w *worker) queueEffects(es []*Entry, retry []*Entry) (effects []ledger.Eff
 	if len(retry) > 0 {
 		effects = append(effects, Enqueue{Entries: retry})
 	}
-	effects = append(effects, outbound.SetSetting{Key: cursorKey(w.d.Name), Value: strconv.FormatUint(cur, 10)})
+	effects = append(effects, w.cursorEffect(cur))
 	return effects, func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.remove(ats)
-		for _, e := range retry {
-			s.queued[e.Conversation] = max(s.queued[e.Conversation], e.At)
-		}
-		s.saved = max(s.saved, cur)
+		s.inTable(retry, cur)
 	}
 }
 
@@ -421,7 +441,7 @@ func (w *worker) saveCursor(ctx context.Context) {
 	if !ready || cur <= saved {
 		return
 	}
-	if _, err := w.f.o.Log.Commit(ctx, nil, outbound.SetSetting{Key: cursorKey(w.d.Name), Value: strconv.FormatUint(cur, 10)}); err != nil {
+	if _, err := w.f.o.Log.Commit(ctx, nil, w.cursorEffect(cur)); err != nil {
 		return // the next one
 	}
 	s.mu.Lock()

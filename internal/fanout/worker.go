@@ -58,13 +58,12 @@ type worker struct {
 	s       stream // the events after the cursor (without Options.Table)
 
 	// Requests in flight, which may outlast the round that sent them:
-	// their conversations wait for them; slots bounds them to
-	// Options.Concurrency.
+	// their conversations wait for them; slots holds one token a request,
+	// Options.Concurrency at most.
 	ifMu     sync.Mutex
 	inflight map[string]bool
 	slots    chan struct{}
 	reqs     sync.WaitGroup
-	nreqs    atomic.Int64
 
 	mu        sync.Mutex // the breaker and the last error, read by Status
 	state     int
@@ -158,10 +157,9 @@ func (w *worker) run(ctx context.Context) {
 
 // stop keeps what the destination holds for the next start: its held
 // entries go into the table, in order, with the cursor past them, so that
-// the next start reads nothing twice. A concurrent request may each
-// finish first, so that the cursor alone (the first event not delivered)
-// would stand behind events already delivered, and send them again.
-// Failing that, the cursor as it is.
+// the next start reads nothing twice (the cursor alone, the first event
+// not delivered, may stand behind events that other conversations'
+// requests delivered). Failing that, the cursor as it is is saved.
 func (w *worker) stop() {
 	w.roundMu.Lock()
 	defer w.roundMu.Unlock()
@@ -170,8 +168,6 @@ func (w *worker) stop() {
 	if err := w.spill(ctx, true); err != nil {
 		w.f.log.Error("fanout: keep the held events for the next start: they are read again from the ledger then, and some may be delivered twice",
 			"destination", w.d.Name, "err", oplog.Truncate(err.Error(), 300))
-		w.saveCursor(ctx)
-		return
 	}
 	w.saveCursor(ctx)
 }
@@ -269,7 +265,7 @@ launch:
 		if w.probing() {
 			// Half-open: the probe alone, once nothing else is in
 			// flight, and the next only once it has closed the breaker.
-			if w.nreqs.Load() > 0 {
+			if len(w.slots) > 0 {
 				break
 			}
 			if w.safeAttempt(ctx, b) {
@@ -306,7 +302,6 @@ func (w *worker) begin(b []*Entry) {
 	}
 	w.ifMu.Unlock()
 	w.reqs.Add(1)
-	w.nreqs.Add(1)
 }
 
 // end marks a batch's request done, frees its slot, and wakes the worker
@@ -318,7 +313,6 @@ func (w *worker) end(b []*Entry) {
 	}
 	w.ifMu.Unlock()
 	<-w.slots
-	w.nreqs.Add(-1)
 	w.reqs.Done()
 	w.kick()
 }

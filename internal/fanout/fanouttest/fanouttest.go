@@ -397,6 +397,33 @@ func webhookRecord(t *testing.T, w *ledger.Writer, body string, now time.Time) u
 	return idx
 }
 
+// outbounds returns the outbound records of s from index from on (the
+// attempts' records, stored as they are: no sealer).
+func outbounds(t *testing.T, s Store, from uint64) []*record.Outbound {
+	t.Helper()
+	ctx := context.Background()
+	n, err := s.Count(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*record.Outbound
+	for rec, err := range s.Records(ctx, from, n) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		var l ledger.Leaf
+		if l.UnmarshalBinary(rec.Leaf) != nil || l.Kind != ledger.KindOutbound {
+			continue
+		}
+		_, b, err := record.Decode(record.KindOutbound, rec.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b.(*record.Outbound))
+	}
+	return out
+}
+
 // runUntilDrained runs f until destination's queue is empty (nothing held,
 // nothing in the table, no backlog to read), and stops it; it fails the
 // test if that takes longer than within.
@@ -509,7 +536,6 @@ type hit struct {
 // conversation, each attempt recorded; the queue empties.
 func (m mode) testDeliver(t *testing.T, s Store) {
 	defer s.Close()
-	ctx := context.Background()
 	w := ledger.NewWriter(s, nil, nil)
 	secret := []byte("dest-secret")
 	var mu sync.Mutex
@@ -596,21 +622,8 @@ func (m mode) testDeliver(t *testing.T, s Store) {
 		}
 	}
 	// Every attempt is a record: 12 delivered and the 3 failed ones.
-	n, _ := s.Count(ctx)
 	delivered, failed := 0, 0
-	for rec, err := range s.Records(ctx, 0, n) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		var l ledger.Leaf
-		if l.UnmarshalBinary(rec.Leaf) != nil || l.Kind != ledger.KindOutbound {
-			continue
-		}
-		_, b, err := record.Decode(record.KindOutbound, rec.Payload)
-		if err != nil {
-			t.Fatal(err)
-		}
-		o := b.(*record.Outbound)
+	for _, o := range outbounds(t, s, 0) {
 		if o.Endpoint != fanout.Endpoint || o.Destination != "crm" {
 			t.Errorf("attempt record %+v", o)
 		}
@@ -679,24 +692,9 @@ func (m mode) testDeadDestination(t *testing.T, s Store) {
 	}
 	stop()
 	<-done
-	n, err := s.Count(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	attempts := 0
-	for rec, err := range s.Records(ctx, 0, n) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		var l ledger.Leaf
-		if l.UnmarshalBinary(rec.Leaf) != nil || l.Kind != ledger.KindOutbound {
-			continue
-		}
-		_, b, err := record.Decode(record.KindOutbound, rec.Payload)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if o := b.(*record.Outbound); o.Outcome != "failed" || o.Destination != "dead" {
+	for _, o := range outbounds(t, s, 0) {
+		if o.Outcome != "failed" || o.Destination != "dead" {
 			t.Errorf("attempt record: %+v", o)
 		}
 		attempts++
@@ -1002,21 +1000,9 @@ func (m mode) testConfigChanged(t *testing.T, s Store) {
 	if got != 0 {
 		t.Errorf("%d events delivered under a configuration that does not take them", got)
 	}
-	n, _ := s.Count(context.Background())
 	dropped := 0
-	for rec, err := range s.Records(context.Background(), n0, n) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		var l ledger.Leaf
-		if l.UnmarshalBinary(rec.Leaf) != nil || l.Kind != ledger.KindOutbound {
-			continue
-		}
-		_, b, err := record.Decode(record.KindOutbound, rec.Payload)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if o := b.(*record.Outbound); o.Outcome == "dropped" && strings.Contains(o.Reason, "as configured now") {
+	for _, o := range outbounds(t, s, n0) {
+		if o.Outcome == "dropped" && strings.Contains(o.Reason, "as configured now") {
 			dropped++
 		}
 	}
