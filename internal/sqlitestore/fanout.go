@@ -106,7 +106,7 @@ func (s *Store) enqueueFanout(ctx context.Context, tx *sql.Tx, entries []*fanout
 
 // Heads implements fanout.Store.
 func (s *Store) Heads(ctx context.Context, destination string, conversations, perConversation int) ([]*fanout.Entry, error) {
-	rows, err := s.r.QueryContext(ctx, "SELECT seq, conversation, attempts, next_ms, entry FROM fanout_queue WHERE destination = ? ORDER BY seq LIMIT ?",
+	rows, err := s.rq.QueryContext(ctx, "SELECT seq, conversation, attempts, next_ms, entry FROM fanout_queue WHERE destination = ? ORDER BY seq LIMIT ?",
 		destination, fanout.HeadsWindow)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: read fan-out queue: %w", err)
@@ -134,7 +134,7 @@ func (s *Store) Heads(ctx context.Context, destination string, conversations, pe
 
 // QueuedConversations implements fanout.Store.
 func (s *Store) QueuedConversations(ctx context.Context, destination string) (map[string]uint64, error) {
-	rows, err := s.r.QueryContext(ctx, "SELECT conversation, entry FROM fanout_queue WHERE destination = ?", destination)
+	rows, err := s.rq.QueryContext(ctx, "SELECT conversation, entry FROM fanout_queue WHERE destination = ?", destination)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: read fan-out queue: %w", err)
 	}
@@ -155,7 +155,7 @@ func (s *Store) QueuedConversations(ctx context.Context, destination string) (ma
 
 // QueueDepths implements fanout.Store.
 func (s *Store) QueueDepths(ctx context.Context) (map[string]int64, error) {
-	rows, err := s.r.QueryContext(ctx, "SELECT destination, COUNT(*) FROM fanout_queue GROUP BY destination")
+	rows, err := s.rq.QueryContext(ctx, "SELECT destination, COUNT(*) FROM fanout_queue GROUP BY destination")
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: read fan-out queue depths: %w", err)
 	}

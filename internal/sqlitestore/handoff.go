@@ -15,7 +15,7 @@ var _ handoff.Store = (*Store)(nil)
 
 // Conversation implements handoff.Store.
 func (s *Store) Conversation(ctx context.Context, channel, id string) (handoff.Conversation, error) {
-	c, err := handoff.ScanConversation(s.r.QueryRowContext(ctx, "SELECT "+handoff.ConversationColumns+" FROM conversations WHERE channel = ? AND id = ?", channel, id).Scan)
+	c, err := handoff.ScanConversation(s.rq.QueryRowContext(ctx, "SELECT "+handoff.ConversationColumns+" FROM conversations WHERE channel = ? AND id = ?", channel, id).Scan)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, handoff.ErrNotFound
 	}
@@ -42,7 +42,7 @@ func (s *Store) Conversations(ctx context.Context, channels []string, states []h
 		}
 	}
 	q += " ORDER BY max(since_ms, last_event_ms, last_agent_ms) DESC LIMIT 10000"
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	rows, err := s.rq.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: read conversations: %w", err)
 	}
@@ -139,7 +139,7 @@ func notificationAttempt(ctx context.Context, tx *sql.Tx, a handoff.Notification
 
 // DueNotifications implements handoff.Store.
 func (s *Store) DueNotifications(ctx context.Context, now time.Time, limit int) ([]handoff.Notification, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT id, channel, target, body, attempts, next_ms, created_ms FROM notifications
+	rows, err := s.rq.QueryContext(ctx, `SELECT id, channel, target, body, attempts, next_ms, created_ms FROM notifications
 		WHERE next_ms <= ? ORDER BY next_ms, id LIMIT ?`, now.UnixMilli(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: read notifications: %w", err)

@@ -12,7 +12,7 @@ var _ keys.Store = (*Store)(nil)
 
 // SubjectKeys implements keys.Store.
 func (s *Store) SubjectKeys(ctx context.Context, subjects []string) ([]keys.Wrapped, error) {
-	return reader{s.r}.SubjectKeys(ctx, subjects)
+	return reader{s.rq}.SubjectKeys(ctx, subjects)
 }
 
 type rowScanner interface {
@@ -68,7 +68,7 @@ func (s *Store) AddSubjectKeys(ctx context.Context, ws []keys.Wrapped) ([]keys.W
 
 // ListSubjectKeys implements keys.Store.
 func (s *Store) ListSubjectKeys(ctx context.Context, after string, limit int) ([]keys.Wrapped, error) {
-	rows, err := s.r.QueryContext(ctx, "SELECT subject, id, kek, wrapped, created_ms FROM subject_keys WHERE subject > ? ORDER BY subject LIMIT ?", after, limit)
+	rows, err := s.rq.QueryContext(ctx, "SELECT subject, id, kek, wrapped, created_ms FROM subject_keys WHERE subject > ? ORDER BY subject LIMIT ?", after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: list data keys: %w", err)
 	}
@@ -88,5 +88,5 @@ func (s *Store) RewrapSubjectKey(ctx context.Context, oldKEK string, w keys.Wrap
 
 // KEKSamples implements keys.Store.
 func (s *Store) KEKSamples(ctx context.Context) ([]keys.Wrapped, error) {
-	return reader{s.r}.KEKSamples(ctx)
+	return reader{s.rq}.KEKSamples(ctx)
 }

@@ -17,7 +17,7 @@ var _ pipeline.Store = (*Store)(nil)
 // Cursor implements pipeline.Store.
 func (s *Store) Cursor(ctx context.Context) (uint64, error) {
 	var n uint64
-	if err := s.r.QueryRowContext(ctx, "SELECT next FROM pipeline_cursor WHERE id = 0").Scan(&n); err != nil {
+	if err := s.rq.QueryRowContext(ctx, "SELECT next FROM pipeline_cursor WHERE id = 0").Scan(&n); err != nil {
 		return 0, fmt.Errorf("sqlitestore: read cursor: %w", err)
 	}
 	return n, nil
@@ -90,7 +90,7 @@ func (s *Store) enqueue(ctx context.Context, tx *sql.Tx, e pipeline.Enqueue) err
 
 // Pending implements pipeline.Store.
 func (s *Store) Pending(ctx context.Context, after uint64, limit int) ([]*pipeline.Item, error) {
-	rows, err := s.r.QueryContext(ctx, "SELECT seq, item FROM queue WHERE seq > ? ORDER BY seq LIMIT ?", after, limit)
+	rows, err := s.rq.QueryContext(ctx, "SELECT seq, item FROM queue WHERE seq > ? ORDER BY seq LIMIT ?", after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: read queue: %w", err)
 	}
@@ -140,6 +140,6 @@ func (s *Store) ForgetKeys(ctx context.Context, before time.Time) (int64, error)
 // QueueDepth implements pipeline.Store.
 func (s *Store) QueueDepth(ctx context.Context) (int64, error) {
 	var n int64
-	err := s.r.QueryRowContext(ctx, "SELECT COUNT(*) FROM queue").Scan(&n)
+	err := s.rq.QueryRowContext(ctx, "SELECT COUNT(*) FROM queue").Scan(&n)
 	return n, err
 }

@@ -11,7 +11,7 @@ import (
 // Publication returns the cursor of an archive stream, "" if none.
 func (s *Store) Publication(ctx context.Context, name string) (string, error) {
 	var v string
-	err := s.r.QueryRowContext(ctx, "SELECT value FROM publications WHERE name = ?", name).Scan(&v)
+	err := s.rq.QueryRowContext(ctx, "SELECT value FROM publications WHERE name = ?", name).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}

@@ -16,7 +16,7 @@ var _ retention.Store = (*Store)(nil)
 
 // Expired implements retention.Store.
 func (s *Store) Expired(ctx context.Context, now time.Time, from uint64, limit int) ([]retention.Candidate, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT idx, leaf, keys, delete_after_ms FROM records
+	rows, err := s.rq.QueryContext(ctx, `SELECT idx, leaf, keys, delete_after_ms FROM records
 		WHERE delete_after_ms IS NOT NULL AND delete_after_ms <= ? AND payload IS NOT NULL AND idx >= ?
 		ORDER BY idx LIMIT ?`, now.UnixMilli(), from, limit)
 	if err != nil {
@@ -53,7 +53,7 @@ func (s *Store) SubjectRecords(ctx context.Context, subject string, from uint64,
 	if err := s.IndexSubjects(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT r.idx, r.leaf, r.keys, r.delete_after_ms
+	rows, err := s.rq.QueryContext(ctx, `SELECT r.idx, r.leaf, r.keys, r.delete_after_ms
 		FROM record_subjects AS x JOIN records AS r ON r.idx = x.idx
 		WHERE x.subject = ? AND x.idx >= ? AND r.payload IS NOT NULL
 		ORDER BY x.idx LIMIT ?`, subject, from, limit)
@@ -119,7 +119,7 @@ func deletePayloads(ctx context.Context, tx *sql.Tx, indices []uint64, destroy [
 
 // Holds implements retention.Store.
 func (s *Store) Holds(ctx context.Context) ([]retention.Hold, error) {
-	rows, err := s.r.QueryContext(ctx, "SELECT id, channel, subject, from_ms, to_ms, reason, created_ms, released_ms FROM holds ORDER BY id")
+	rows, err := s.rq.QueryContext(ctx, "SELECT id, channel, subject, from_ms, to_ms, reason, created_ms, released_ms FROM holds ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: holds: %w", err)
 	}

@@ -207,9 +207,10 @@ type Options struct {
 // Store is a ledger.Store on SQLite.
 type Store struct {
 	keep map[string]time.Duration
-	w    *sql.DB // the one writer connection: SQLite has a single writer
-	r    *sql.DB // readers, concurrent under WAL
-	ckpt *sql.DB // the WAL checkpointer's connection
+	w    *sql.DB    // the one writer connection: SQLite has a single writer
+	r    *sql.DB    // readers, concurrent under WAL
+	rq   *readStmts // s.r, with its queries kept prepared
+	ckpt *sql.DB    // the WAL checkpointer's connection
 	stop context.CancelFunc
 	done chan struct{}
 	file *dbFile // this process's descriptor of the database file
@@ -392,7 +393,7 @@ func openDB(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("sqlitestore: open: %w", err)
 	}
 	ckpt.SetMaxOpenConns(1)
-	s := &Store{w: w, r: r, ckpt: ckpt, keep: opts.Keep, done: make(chan struct{})}
+	s := &Store{w: w, r: r, rq: &readStmts{db: r}, ckpt: ckpt, keep: opts.Keep, done: make(chan struct{})}
 	if err := s.migrate(ctx); err != nil {
 		close(s.done)
 		s.closeDBs()
@@ -459,6 +460,7 @@ func (s *Store) closeDBs() error {
 	}
 	s.stmts = nil
 	s.stmtMu.Unlock()
+	s.rq.close()
 	return errors.Join(s.r.Close(), s.w.Close(), s.ckpt.Close())
 }
 
@@ -661,27 +663,27 @@ func insertSQL(n int) string {
 
 // Count implements ledger.Store.
 func (s *Store) Count(ctx context.Context) (uint64, error) {
-	return reader{s.r}.Count(ctx)
+	return reader{s.rq}.Count(ctx)
 }
 
 // ReadLeaves implements ledger.Store.
 func (s *Store) ReadLeaves(ctx context.Context, start, end uint64) ([][]byte, error) {
-	return reader{s.r}.ReadLeaves(ctx, start, end)
+	return reader{s.rq}.ReadLeaves(ctx, start, end)
 }
 
 // Records implements ledger.Store.
 func (s *Store) Records(ctx context.Context, start, end uint64) iter.Seq2[ledger.Record, error] {
-	return reader{s.r}.Records(ctx, start, end)
+	return reader{s.rq}.Records(ctx, start, end)
 }
 
 // TreeHead implements ledger.Store.
 func (s *Store) TreeHead(ctx context.Context) (ledger.TreeHead, error) {
-	return reader{s.r}.TreeHead(ctx)
+	return reader{s.rq}.TreeHead(ctx)
 }
 
 // ReadTile implements ledger.Store.
 func (s *Store) ReadTile(ctx context.Context, level, index uint64) ([]byte, error) {
-	return reader{s.r}.ReadTile(ctx, level, index)
+	return reader{s.rq}.ReadTile(ctx, level, index)
 }
 
 // Integrate implements ledger.Store. The compare-and-swap is an UPDATE of
@@ -725,7 +727,7 @@ func (s *Store) Integrate(ctx context.Context, old ledger.TreeHead, head ledger.
 
 // Checkpoints implements ledger.Store.
 func (s *Store) Checkpoints(ctx context.Context) iter.Seq2[[]byte, error] {
-	return reader{s.r}.Checkpoints(ctx)
+	return reader{s.rq}.Checkpoints(ctx)
 }
 
 // Ping implements ledger.Store with a real, synced write that needs new

@@ -15,7 +15,7 @@ var _ outbound.State = (*Store)(nil)
 // Setting implements outbound.State.
 func (s *Store) Setting(ctx context.Context, key string) (string, error) {
 	var v string
-	err := s.r.QueryRowContext(ctx, "SELECT value FROM settings WHERE key = ?", key).Scan(&v)
+	err := s.rq.QueryRowContext(ctx, "SELECT value FROM settings WHERE key = ?", key).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}
@@ -39,7 +39,7 @@ func (s *Store) setSetting(ctx context.Context, tx *sql.Tx, key, value string) e
 // OptedIn implements outbound.State.
 func (s *Store) OptedIn(ctx context.Context, channel, user string) (bool, error) {
 	var in bool
-	err := s.r.QueryRowContext(ctx, "SELECT opt_in FROM consent WHERE channel = ? AND user = ?", channel, user).Scan(&in)
+	err := s.rq.QueryRowContext(ctx, "SELECT opt_in FROM consent WHERE channel = ? AND user = ?", channel, user).Scan(&in)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
