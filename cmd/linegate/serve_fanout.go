@@ -56,7 +56,7 @@ func (g *instance) newFanout(e *env) error {
 		lease = l
 	}
 	f, err := fanout.New(fanout.Options{
-		Destinations: ds, Store: store, Log: g.led, Ledger: g.store, Sealer: g.ring, BotUserIDs: bots, Lease: lease, Table: lease != nil,
+		Destinations: ds, Store: store, Log: g.led.Background(), Ledger: g.store, Sealer: g.ring, BotUserIDs: bots, Lease: lease, Table: lease != nil,
 		BaseDelay: cfg.Fanout.BaseDelay, MaxDelay: cfg.Fanout.MaxDelay,
 		BreakerFailures: cfg.Fanout.BreakerFailures, BreakerCooldown: cfg.Fanout.BreakerCooldown, Concurrency: cfg.Fanout.Concurrency,
 		BreakerMaxCooldown: cfg.Fanout.BreakerMaxCooldown,

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +68,10 @@ type Options struct {
 	QueueSize int
 	// MaxBatch bounds the records in one commit (default 1024).
 	MaxBatch int
+	// BackgroundWait is how long a background group (Background) waits
+	// for another caller's group to ride with before it is committed on
+	// its own, while others' groups come (default 10ms).
+	BackgroundWait time.Duration
 	// CheckpointInterval is how often the sequencer integrates and signs a
 	// checkpoint when records are waiting (default 1s).
 	CheckpointInterval time.Duration
@@ -100,7 +105,8 @@ type Ledger struct {
 	opts   Options
 	log    *slog.Logger
 	queue  chan *pending
-	mu     sync.RWMutex // held for reading while enqueueing; Close takes it to refuse new appends
+	later  chan *pending // Background's groups
+	mu     sync.RWMutex  // held for reading while enqueueing; Close takes it to refuse new appends
 	closed bool
 
 	stopWriter chan struct{}
@@ -150,9 +156,12 @@ type pending struct {
 	entries []Entry // sealed anew if a data key was destroyed meanwhile
 	recs    []Record
 	effects []Effect
-	index   uint64 // of the first record
-	err     error
-	done    chan struct{}
+	// background: from Background, which the writer does not commit
+	// alone while others' groups are coming.
+	background bool
+	index      uint64 // of the first record
+	err        error
+	done       chan struct{}
 }
 
 type metrics struct {
@@ -188,6 +197,9 @@ func New(ctx context.Context, store Store, opts Options) (*Ledger, error) {
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 1024
 	}
+	if opts.BackgroundWait <= 0 {
+		opts.BackgroundWait = 10 * time.Millisecond
+	}
 	if opts.CheckpointInterval <= 0 {
 		opts.CheckpointInterval = time.Second
 	}
@@ -207,6 +219,7 @@ func New(ctx context.Context, store Store, opts Options) (*Ledger, error) {
 		opts:       opts,
 		log:        opts.Logger,
 		queue:      make(chan *pending, opts.QueueSize),
+		later:      make(chan *pending, opts.QueueSize),
 		stopWriter: make(chan struct{}),
 		writerDone: make(chan struct{}),
 		stopSeq:    make(chan struct{}),
@@ -261,7 +274,7 @@ func newMetrics(l *Ledger) metrics {
 		queueDepth: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: metricPrefix + "ledger_queue_depth",
 			Help: "Records waiting for a group commit.",
-		}, func() float64 { return float64(len(l.queue)) }),
+		}, func() float64 { return float64(len(l.queue) + len(l.later)) }),
 	}
 }
 
@@ -321,6 +334,31 @@ func (l *Ledger) Append(ctx context.Context, e Entry) (uint64, error) {
 // Close has begun; if ctx ends first, ctx's error, and the group may or
 // may not have been committed.
 func (l *Ledger) Commit(ctx context.Context, entries []Entry, effects ...Effect) (uint64, error) {
+	return l.commitVia(ctx, l.queue, entries, effects)
+}
+
+// Background returns a committer of groups that no one waits on at once:
+// the fan-out's delivery records and queue changes. Its Commit is
+// Ledger.Commit's, but the writer does not start a commit for such
+// groups alone while another caller's may come: they ride in the next
+// commit of appends and other groups, up to BackgroundWait later, or go
+// on their own once that has passed or a batch of them is waiting. A
+// commit of its own is a sync of the store that an acknowledgement to
+// LINE arriving meanwhile would wait behind; riding in one that happens
+// anyway costs the records' writes alone. Groups of one committer keep
+// their order.
+func (l *Ledger) Background() *BackgroundCommitter { return &BackgroundCommitter{l: l} }
+
+// BackgroundCommitter commits groups through the ledger's writer at a
+// lower priority (Ledger.Background).
+type BackgroundCommitter struct{ l *Ledger }
+
+// Commit is Ledger.Commit, in the background: see Ledger.Background.
+func (b *BackgroundCommitter) Commit(ctx context.Context, entries []Entry, effects ...Effect) (uint64, error) {
+	return b.l.commitVia(ctx, b.l.later, entries, effects)
+}
+
+func (l *Ledger) commitVia(ctx context.Context, queue chan *pending, entries []Entry, effects []Effect) (uint64, error) {
 	recs := make([]Record, len(entries))
 	for i, e := range entries {
 		var err error
@@ -328,14 +366,14 @@ func (l *Ledger) Commit(ctx context.Context, entries []Entry, effects ...Effect)
 			return 0, err
 		}
 	}
-	p := &pending{entries: entries, recs: recs, effects: effects, done: make(chan struct{})}
+	p := &pending{entries: entries, recs: recs, effects: effects, background: queue == l.later, done: make(chan struct{})}
 	l.mu.RLock()
 	if l.closed {
 		l.mu.RUnlock()
 		return 0, ErrClosed
 	}
 	select {
-	case l.queue <- p:
+	case queue <- p:
 		l.mu.RUnlock()
 	case <-ctx.Done():
 		l.mu.RUnlock()
@@ -372,35 +410,77 @@ func NewRecord(e Entry) (Record, error) {
 // writer is the one writer: it takes whatever is queued, appends and
 // groups with effects alike, up to MaxBatch records, and commits it in one
 // Store transaction. While one commit runs, the next group gathers in the
-// queue.
+// queue. Background groups ride in those commits. One that finds nothing
+// else queued waits up to BackgroundWait for another caller's group, if
+// one was committed within BackgroundWait; after a quiet spell it goes at
+// once.
 func (l *Ledger) writer() {
 	defer close(l.writerDone)
 	batch := make([]*pending, 0, l.opts.MaxBatch)
+	wait := time.NewTimer(time.Hour)
+	wait.Stop()
+	var last time.Time // of the last commit other than a background one's
 	for {
 		select {
 		case p := <-l.queue:
 			batch = append(batch[:0], p)
+		case p := <-l.later:
+			batch = append(batch[:0], p)
+			if time.Since(last) < l.opts.BackgroundWait {
+				// Others' groups are coming: wait for one to ride in.
+				batch = l.await(batch, wait)
+			}
 		case <-l.stopWriter:
 			// No more appends can be enqueued: drain what is there.
 			for {
 				select {
 				case p := <-l.queue:
 					batch = append(batch[:0], p)
-					batch = l.fill(batch)
-					l.commit(batch)
+				case p := <-l.later:
+					batch = append(batch[:0], p)
 				default:
 					return
 				}
+				l.commit(l.fill(batch))
 			}
 		}
 		batch = l.fill(batch)
+		if slices.ContainsFunc(batch, func(p *pending) bool { return !p.background }) {
+			last = time.Now()
+		}
 		l.commit(batch)
 	}
 }
 
-// fill adds what is queued to batch, up to MaxBatch records.
+// await gathers background groups behind batch's first until another
+// caller's group comes, BackgroundWait passes, a quarter of MaxBatch is
+// waiting, or the ledger closes.
+func (l *Ledger) await(batch []*pending, wait *time.Timer) []*pending {
+	n := len(batch[0].recs)
+	wait.Reset(l.opts.BackgroundWait)
+	defer wait.Stop()
+	for n < l.opts.MaxBatch/4 {
+		select {
+		case p := <-l.queue:
+			return slices.Insert(batch, 0, p) // the others' group first
+		case p := <-l.later:
+			batch = append(batch, p)
+			n += max(1, len(p.recs))
+		case <-wait.C:
+			return batch
+		case <-l.stopWriter:
+			return batch
+		}
+	}
+	return batch
+}
+
+// fill adds what is queued to batch, up to MaxBatch records: the other
+// callers' groups first, then background ones (at most backgroundRide of
+// them beside those callers', so that what an acknowledgement waits for
+// stays a small commit).
 func (l *Ledger) fill(batch []*pending) []*pending {
-	n := 0
+	n, bg := 0, 0
 	for _, p := range batch {
 		n += len(p.recs)
 	}
@@ -409,12 +489,27 @@ func (l *Ledger) fill(batch []*pending) []*pending {
 		case p := <-l.queue:
 			batch = append(batch, p)
 			n += len(p.recs)
+			continue
 		default:
-			return batch
 		}
+		if bg >= backgroundRide {
+			break
+		}
+		select {
+		case p := <-l.later:
+			batch = append(batch, p)
+			n += len(p.recs)
+			bg++
+			continue
+		default:
+		}
+		break
 	}
 	return batch
 }
+
+// backgroundRide bounds the background groups fill adds to a commit.
+const backgroundRide = 16
 
 func (l *Ledger) commit(batch []*pending) {
 	// The commit is not tied to any caller's context: a caller that gave up
