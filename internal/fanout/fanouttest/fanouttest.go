@@ -1029,7 +1029,7 @@ func (c *crashable) Commit(ctx context.Context, entries []ledger.Entry, effects 
 // cursor behind while the others go on (here, one with many events,
 // delivered a batch a round) is moved into the table, at the start of a
 // round, once more than an eighth of what the destination holds has gone
-// past it, which bounds them to that and one round's requests.
+// past it, which bounds them to that and two rounds' requests.
 func testCrashBound(t *testing.T, s Store) {
 	defer s.Close()
 	w := ledger.NewWriter(s, nil, nil)
@@ -1095,11 +1095,14 @@ func testCrashBound(t *testing.T, s Store) {
 			t.Errorf("event %s lost", id)
 		}
 	}
-	// What went past the cursor since the last round began, plus an
-	// eighth of what the destination holds: here 3 conversations' batches
-	// of 5 and 8.
+	// An eighth of what the destination holds, and what went past the
+	// cursor since the last two rounds began (a conversation with a
+	// request in flight at a round's start is moved at the next one):
+	// here 8, and twice 3 conversations' batches of 5. Without the
+	// bound, the duplicates are 40 to 45; with it, 4 to 25 in repeated
+	// runs on either store.
 	t.Logf("%d events delivered again after the crash", dups)
-	if bound := 3*5 + hold/8; dups > bound {
+	if bound := 2*3*5 + hold/8; dups > bound {
 		t.Errorf("%d events delivered again after the crash, want at most %d", dups, bound)
 	}
 }
