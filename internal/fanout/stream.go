@@ -232,7 +232,7 @@ func (f *Fanout) Completed(items []*pipeline.Item, first uint64) {
 			}
 		}
 		if w.s.push(es, first, end) {
-			w.kick()
+			w.handedOver()
 		}
 	}
 }

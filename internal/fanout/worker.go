@@ -52,6 +52,9 @@ type worker struct {
 	wake chan struct{}
 
 	paused atomic.Bool
+	// lingering is when the worker's linger ends (Unix ns): hand-overs
+	// before then need not wake it (handedOver).
+	lingering atomic.Int64
 
 	// roundMu is held by a round, and by a replay while it queues.
 	roundMu sync.Mutex
@@ -84,6 +87,18 @@ func (w *worker) kick() {
 	case w.wake <- struct{}{}:
 	default:
 	}
+}
+
+// handedOver wakes the worker for events the pipeline handed over,
+// unless it would not act on them now: while it lingers (its timer wakes
+// it), while paused, or while its breaker is open. The pipeline hands
+// events over at each of its commits; a wake-up each time, for nothing,
+// took the gateway's cores from the acknowledgements.
+func (w *worker) handedOver() {
+	if time.Now().UnixNano() < w.lingering.Load() || w.paused.Load() || w.waiting(w.f.o.Now()) {
+		return
+	}
+	w.kick()
 }
 
 func (w *worker) run(ctx context.Context) {
@@ -149,6 +164,7 @@ func (w *worker) run(ctx context.Context) {
 		case emptied:
 			t.Reset(f.o.Linger) // what arrives meanwhile goes together
 			lingerUntil = time.Now().Add(f.o.Linger)
+			w.lingering.Store(lingerUntil.UnixNano())
 		default:
 			t.Reset(f.o.Poll)
 		}

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -565,6 +566,7 @@ func (l *Ledger) commit(batch []*pending) {
 		}
 		close(p.done)
 	}
+	runtime.Gosched()
 }
 
 func groupsOf(batch []*pending) []Group {
