@@ -124,9 +124,8 @@ func (s *stream) remove(ats map[uint64]bool) {
 
 // aheadLimit returns, when more than an eighth of bound of the events
 // that left are past the cursor, the index below which held entries keep
-// it there
-// (their conversations are then moved into the table, so that it moves
-// on); 0 when none need to (s.mu held).
+// it there (their conversations are then moved into the table, so that
+// it moves on); 0 when none need to (s.mu held).
 func (s *stream) aheadLimit() uint64 {
 	bound := max(1, s.bound/8)
 	if len(s.ahead) <= bound {

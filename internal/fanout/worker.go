@@ -52,8 +52,8 @@ type worker struct {
 	wake chan struct{}
 
 	paused atomic.Bool
-	// lingering is when the worker's linger ends (Unix ns): hand-overs
-	// before then need not wake it (handedOver).
+	// lingering is when the worker's linger ends (Unix ns, real time, as
+	// its timer's): what comes before then waits for the timer.
 	lingering atomic.Int64
 
 	// roundMu is held by a round, and by a replay while it queues.
@@ -95,18 +95,20 @@ func (w *worker) kick() {
 // events over at each of its commits; a wake-up each time, for nothing,
 // took the gateway's cores from the acknowledgements.
 func (w *worker) handedOver() {
-	if time.Now().UnixNano() < w.lingering.Load() || w.paused.Load() || w.waiting(w.f.o.Now()) {
+	if w.lingers() || w.paused.Load() || w.waiting(w.f.o.Now()) {
 		return
 	}
 	w.kick()
 }
+
+// lingers reports whether the worker waits for its linger's timer.
+func (w *worker) lingers() bool { return time.Now().UnixNano() < w.lingering.Load() }
 
 func (w *worker) run(ctx context.Context) {
 	f := w.f
 	t := time.NewTimer(0)
 	defer t.Stop()
 	var pauseRead, cursorSaved time.Time
-	var lingerUntil time.Time // real time, as the timer's
 	for {
 		select {
 		case <-ctx.Done():
@@ -121,7 +123,7 @@ func (w *worker) run(ctx context.Context) {
 			// worker lingers, they wait for its timer: the pipeline
 			// hands events over at every one of its commits, and each
 			// would otherwise go in a request of its own.
-			if time.Now().Before(lingerUntil) {
+			if w.lingers() {
 				continue
 			}
 		case <-t.C:
@@ -163,8 +165,7 @@ func (w *worker) run(ctx context.Context) {
 			t.Reset(0) // more is ready behind what went
 		case emptied:
 			t.Reset(f.o.Linger) // what arrives meanwhile goes together
-			lingerUntil = time.Now().Add(f.o.Linger)
-			w.lingering.Store(lingerUntil.UnixNano())
+			w.lingering.Store(time.Now().Add(f.o.Linger).UnixNano())
 		default:
 			t.Reset(f.o.Poll)
 		}

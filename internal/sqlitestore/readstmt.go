@@ -15,26 +15,33 @@ import (
 // Queries built with a varying number of arguments could be many: past
 // maxStmts, a query runs unprepared.
 type readStmts struct {
-	db    *sql.DB
-	mu    sync.Mutex
-	stmts map[string]*sql.Stmt
+	db     *sql.DB
+	mu     sync.Mutex
+	stmts  map[string]*sql.Stmt
+	closed bool
 }
 
 func (r *readStmts) stmt(ctx context.Context, q string) *sql.Stmt {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if st := r.stmts[q]; st != nil {
+	st, full := r.stmts[q], len(r.stmts) >= maxStmts
+	r.mu.Unlock()
+	if st != nil || full {
 		return st
 	}
-	if r.stmts == nil {
-		r.stmts = map[string]*sql.Stmt{}
-	}
-	if len(r.stmts) >= maxStmts {
-		return nil
-	}
+	// Prepared without the lock: it may wait for a free connection, and
+	// the other readers must not wait for it.
 	st, err := r.db.PrepareContext(ctx, q)
 	if err != nil {
 		return nil // run unprepared, which reports the error
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if kept := r.stmts[q]; kept != nil || r.closed {
+		st.Close() // another reader's came first, or the store closed
+		return kept
+	}
+	if r.stmts == nil {
+		r.stmts = map[string]*sql.Stmt{}
 	}
 	r.stmts[q] = st
 	return st
@@ -62,5 +69,5 @@ func (r *readStmts) close() {
 	for _, st := range r.stmts {
 		st.Close()
 	}
-	r.stmts = nil
+	r.stmts, r.closed = nil, true
 }

@@ -754,6 +754,24 @@ func (c *counter) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// waitReceived waits until done holds for the count of events c
+// received, and fails the test if that takes longer than within (with
+// why after the count).
+func (c *counter) waitReceived(t *testing.T, within time.Duration, done func(n int) bool, why string) {
+	t.Helper()
+	for deadline := time.Now().Add(within); ; time.Sleep(2 * time.Millisecond) {
+		c.mu.Lock()
+		n := len(c.ids)
+		c.mu.Unlock()
+		if done(n) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events delivered in %v%s", n, within, why)
+		}
+	}
+}
+
 // check fails the test unless c received each of want once, and each
 // conversation's in the order of want (ids "<conversation>-<n>").
 func (c *counter) check(t *testing.T, want []string) {
@@ -922,17 +940,8 @@ func testStopKeeps(t *testing.T, s Store) {
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { f.Run(ctx); close(done) }()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(2 * time.Millisecond) {
-		c.mu.Lock()
-		n := len(c.ids)
-		c.mu.Unlock()
-		if n >= 30 { // b's and c's 20, and a's first 10
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d events delivered in 10s", n)
-		}
-	}
+	// b's and c's 20, and a's first 10.
+	c.waitReceived(t, 10*time.Second, func(n int) bool { return n >= 30 }, "")
 	stop()
 	<-done
 	c.mu.Lock()
@@ -1134,17 +1143,8 @@ func (m mode) testHangingConversation(t *testing.T, s Store) {
 	done := make(chan struct{})
 	go func() { f.Run(ctx); close(done) }()
 	// b's and c's 20, two a request, while a's first request hangs.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
-		c.mu.Lock()
-		n := len(c.ids)
-		c.mu.Unlock()
-		if n == 20 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d events delivered in 5s while one conversation's request hangs: the others waited for it", n)
-		}
-	}
+	c.waitReceived(t, 5*time.Second, func(n int) bool { return n == 20 },
+		" while one conversation's request hangs: the others waited for it")
 	close(c.release)
 	released = true
 	stop()
