@@ -350,8 +350,9 @@ func (s *Store) IndexSubjects(ctx context.Context) error {
 	}
 }
 
-// IndexSubjectsBatch indexes up to limit records in one transaction, and
-// reports whether more wait.
+// IndexSubjectsBatch indexes the records that come next, up to limit index
+// rows (at least one record), in one transaction, and reports whether more
+// wait.
 func (s *Store) IndexSubjectsBatch(ctx context.Context, limit int) (bool, error) {
 	var more bool
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -370,8 +371,9 @@ func (s *Store) IndexSubjectsBatch(ctx context.Context, limit int) (bool, error)
 	return more, nil
 }
 
-// indexSubjects indexes up to limit records (all, if negative) from the
-// cursor, inside tx. Appends are ordered by the row lock of log_state, so
+// indexSubjects indexes the records from the cursor, inside tx, up to
+// limit index rows (at least one record; all records if limit is
+// negative), as the SQLite store does. Appends are ordered by the row lock of log_state, so
 // records become visible in index order: a gap is not an append in flight
 // but a missing record (damage, which verify reports), and the records
 // after it are indexed too, as in the SQLite store.
@@ -401,8 +403,8 @@ func indexSubjects(ctx context.Context, tx pgx.Tx, limit int) error {
 			rows.Close()
 			return err
 		}
-		end = idx + 1
 		if keys == nil {
+			end = idx + 1
 			continue
 		}
 		ks, err := ledger.ParseKeys(*keys)
@@ -410,11 +412,21 @@ func indexSubjects(ctx context.Context, tx pgx.Tx, limit int) error {
 			rows.Close()
 			return fmt.Errorf("record %d: %w", idx, err)
 		}
+		n := 0
+		for _, k := range ks {
+			if k.Subject != ledger.SubjectSystem {
+				n++
+			}
+		}
+		if limit >= 0 && n > 0 && len(subj) > 0 && len(subj)+n > limit {
+			break // the next batch begins with it
+		}
 		for _, k := range ks {
 			if k.Subject != ledger.SubjectSystem {
 				subj, idxs, ids = append(subj, k.Subject), append(idxs, idx), append(ids, k.ID)
 			}
 		}
+		end = idx + 1
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {

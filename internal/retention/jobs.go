@@ -36,13 +36,15 @@ func RunPurges(ctx context.Context, s Store, c Committer, sealer ledger.Sealer, 
 // Store.SubjectRecords reads (for holds, requests and shredding) behind the
 // appends. The stores implement it.
 type SubjectIndexer interface {
-	// IndexSubjectsBatch indexes up to limit records by subject, in a
-	// transaction of its own, and reports whether more wait.
+	// IndexSubjectsBatch indexes the next records by subject, up to
+	// limit index rows (one per subject of a record; at least one
+	// record), in a transaction of its own, and reports whether more
+	// wait.
 	IndexSubjectsBatch(ctx context.Context, limit int) (bool, error)
 }
 
 // RunSubjectIndex keeps the index of records by subject up to date, every
-// interval until ctx ends: a few hundred records at a time, and only while
+// interval until ctx ends: a few hundred index rows at a time, and only while
 // no webhook waits for a commit (busy), so that the index never delays an
 // acknowledgement for long.
 func RunSubjectIndex(ctx context.Context, ix SubjectIndexer, every time.Duration, busy func() bool, log *slog.Logger) {

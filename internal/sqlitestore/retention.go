@@ -204,10 +204,14 @@ func (s *Store) IndexSubjects(ctx context.Context) error {
 	}
 }
 
-// IndexSubjectsBatch indexes up to limit records in one transaction, and
-// reports whether more wait. Serve runs it in the background in small
+// IndexSubjectsBatch indexes, in one transaction, the records that come
+// next up to limit index rows (a record's subjects; at least one record),
+// and reports whether more wait. Serve runs it in the background in small
 // batches, between group commits, so that the write lock it takes never
-// holds an acknowledgement for long.
+// holds an acknowledgement for long: a bound in rows, not records, keeps
+// a batch of records sealed for many subjects (a delivery to a fan-out
+// destination carries up to its batch of users' events) as short as one
+// of single-subject records.
 func (s *Store) IndexSubjectsBatch(ctx context.Context, limit int) (bool, error) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -228,13 +232,16 @@ func (s *Store) IndexSubjectsBatch(ctx context.Context, limit int) (bool, error)
 	return more, nil
 }
 
-// indexSubjects indexes up to limit records (all, if negative) from the
-// cursor, inside tx.
+// indexSubjects indexes the records from the cursor, inside tx, up to
+// limit index rows (at least one record; all records if limit is
+// negative).
 func indexSubjects(ctx context.Context, tx *sql.Tx, limit int) error {
 	var next uint64
 	if err := tx.QueryRowContext(ctx, "SELECT next FROM subject_index_cursor WHERE id = 0").Scan(&next); err != nil {
 		return err
 	}
+	// A record has one row or more but for the system's: limit rows
+	// are in limit records at most.
 	rows, err := tx.QueryContext(ctx, "SELECT idx, keys FROM records WHERE idx >= ? ORDER BY idx LIMIT ?", next, limit)
 	if err != nil {
 		return err
@@ -248,17 +255,21 @@ func indexSubjects(ctx context.Context, tx *sql.Tx, limit int) error {
 			rows.Close()
 			return err
 		}
-		end = idx + 1
 		ks, err := ledger.ParseKeys(keys.String)
 		if err != nil {
 			rows.Close()
 			return fmt.Errorf("record %d: %w", idx, err)
 		}
+		var add []any
 		for _, k := range ks {
 			if k.Subject != ledger.SubjectSystem {
-				args = append(args, k.Subject, idx, k.ID)
+				add = append(add, k.Subject, idx, k.ID)
 			}
 		}
+		if limit >= 0 && len(add) > 0 && len(args) > 0 && (len(args)+len(add))/3 > limit {
+			break // the next batch begins with it
+		}
+		args, end = append(args, add...), idx+1
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {

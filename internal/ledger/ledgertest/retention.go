@@ -279,8 +279,9 @@ type batchIndexer interface {
 	IndexSubjectsBatch(ctx context.Context, limit int) (more bool, err error)
 }
 
-// testIndexSubjectsBatch: each batch indexes up to limit records and
-// reports whether more wait.
+// testIndexSubjectsBatch: each batch indexes up to limit index rows (a
+// record's subjects, a record whole, at least one) and reports whether
+// more wait.
 func testIndexSubjectsBatch(t *testing.T, h StateHarness) {
 	ctx := context.Background()
 	s := open(t, h.Harness)
@@ -307,6 +308,28 @@ func testIndexSubjectsBatch(t *testing.T, h StateHarness) {
 	}
 	if got := indices(subjectRecords(t, rs, "user:U1", 0, 100)); !slices.Equal(got, []uint64{0, 1, 2, 3, 4, 5}) {
 		t.Errorf("SubjectRecords(user:U1) = %v, want [0 1 2 3 4 5]", got)
+	}
+	// Records of several subjects (a delivery of several users' events):
+	// by 5 rows, the records of 3, 3, 1, 6 (more than the bound: alone
+	// but for the system's after it), the system's (none) and 2 subjects
+	// go in batches of 3, 3+1, 6+0 and 2.
+	users := func(n int) []string {
+		var out []string
+		for i := range n {
+			out = append(out, fmt.Sprintf("user:U%d", i+1))
+		}
+		return out
+	}
+	for _, n := range []int{3, 3, 1, 6, 0, 2} {
+		ss.append(users(n)...) // 6 to 11
+	}
+	for i, want := range []bool{true, true, true, false} {
+		if more, err := ix.IndexSubjectsBatch(ctx, 5); err != nil || more != want {
+			t.Errorf("IndexSubjectsBatch %d by 5 rows = %v, %v; want %v", i, more, err, want)
+		}
+	}
+	if got := indices(subjectRecords(t, rs, "user:U2", 0, 100)); !slices.Equal(got, []uint64{6, 7, 9, 11}) {
+		t.Errorf("SubjectRecords(user:U2) = %v, want [6 7 9 11]", got)
 	}
 }
 
