@@ -827,9 +827,18 @@ func (w *worker) post(ctx context.Context, body []byte) (status int, size int64,
 	}
 	defer resp.Body.Close()
 	h := sha256.New()
-	n, _ := io.Copy(h, io.LimitReader(resp.Body, maxResponse))
+	// io.Copy would allocate 32 KiB for every answer (neither side has a
+	// ReadFrom or WriteTo): a destination's answer is most often a few
+	// bytes, and the garbage of a request each was a third of what the
+	// fan-out allocated.
+	buf := copyBufs.Get().(*[4096]byte)
+	n, _ := io.CopyBuffer(h, io.LimitReader(resp.Body, maxResponse), buf[:])
+	copyBufs.Put(buf)
 	return resp.StatusCode, n, hex.EncodeToString(h.Sum(nil)), ""
 }
+
+// copyBufs holds the buffers post reads answers through.
+var copyBufs = sync.Pool{New: func() any { return new([4096]byte) }}
 
 func isLoopbackIP(host string) bool {
 	ip, err := netip.ParseAddr(host)
