@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -56,6 +57,11 @@ func (r *runner) fanoutAck(ctx context.Context) {
 	// (linegate_ledger_append_seconds), where queue rows show, and the
 	// CPU the gateway used in the round.
 	var commitWith, commitWithout, cpuWith, cpuWithout []time.Duration
+	// Each side's commits of the writer, bytes the gateway wrote to
+	// storage (its commits and checkpoints), bytes it allocated and its
+	// garbage collections, in the round.
+	type work struct{ commits, wrote, alloc, gcs float64 }
+	var workWith, workWithout []work
 	var peersCPU time.Duration
 	run := func(dir, channel string) (time.Duration, int, error) {
 		g, err := r.startGatewayChannel(ctx, filepath.Join(r.work, dir), "log: {origin: "+benchOrigin+", checkpoint_interval: 1s}\n", channel)
@@ -64,6 +70,11 @@ func (r *runner) fanoutAck(ctx context.Context) {
 		}
 		defer g.stop()
 		cpu0, _ := procCPU(g.cmd.Process.Pid)
+		wrote0, _ := procWritten(g.cmd.Process.Pid)
+		m0, err := g.metrics()
+		if err != nil {
+			return 0, 0, err
+		}
 		var peers0 float64
 		for _, p := range peers {
 			c, _ := procCPU(p.pid)
@@ -77,6 +88,7 @@ func (r *runner) fanoutAck(ctx context.Context) {
 			return 0, 0, err
 		}
 		cpu1, _ := procCPU(g.cmd.Process.Pid)
+		wrote1, _ := procWritten(g.cmd.Process.Pid)
 		var peers1 float64
 		for _, p := range peers {
 			c, _ := procCPU(p.pid)
@@ -91,8 +103,11 @@ func (r *runner) fanoutAck(ctx context.Context) {
 		if n := m["linegate_ledger_append_seconds_count"]; n > 0 {
 			mean = time.Duration(m["linegate_ledger_append_seconds_sum"] / n * float64(time.Second))
 		}
+		const commits, allocs, gcs = "linegate_ledger_append_seconds_count", "go_memstats_alloc_bytes_total", "go_gc_duration_seconds_count"
+		wk := work{commits: m[commits] - m0[commits], wrote: wrote1 - wrote0, alloc: m[allocs] - m0[allocs], gcs: m[gcs] - m0[gcs]}
 		if channel != "" {
 			commitWith, cpuWith = append(commitWith, mean), append(cpuWith, cpu)
+			workWith = append(workWith, wk)
 			peersCPU += time.Duration((peers1 - peers0) * float64(time.Second))
 			// What the live destinations took by the end of the run, as
 			// the gateway counted their answers.
@@ -102,6 +117,7 @@ func (r *runner) fanoutAck(ctx context.Context) {
 			}
 		} else {
 			commitWithout, cpuWithout = append(commitWithout, mean), append(cpuWithout, cpu)
+			workWithout = append(workWithout, wk)
 		}
 		return res.Percentile(0.99), res.OK(), nil
 	}
@@ -131,21 +147,35 @@ func (r *runner) fanoutAck(ctx context.Context) {
 	// Lower is better: the ratio is peer/value.
 	r.add(Result{Name: name, Value: ms(median(withs)), Unit: "ms", Peer: "the same gateway without destinations, this run",
 		PeerValue: f64(ms(median(bases))), Target: "<= 1.25x peer",
-		Note: fmt.Sprintf("median of %d alternating rounds of %v (p99 with: %s; without: %s); %d webhooks with destinations; the two live destinations (LINE's Go SDK) took %.0f events by the end of the rounds, %.0f attempts failed, and used %.2f s of CPU in all; the gateway's CPU a round, median: %.2f s with, %.2f s without; the writer's mean group commit, median of the rounds: %.2f ms with, %.2f ms without",
+		Note: fmt.Sprintf("median of %d alternating rounds of %v (p99 with: %s; without: %s); %d webhooks with destinations; the two live destinations (LINE's Go SDK) took %.0f events by the end of the rounds, %.0f attempts failed, and used %.2f s of CPU in all; the gateway's CPU a round, median: %.2f s with, %.2f s without; the writer's mean group commit, median of the rounds: %.2f ms with, %.2f ms without; a round, median, with / without: the writer's commits %.0f / %.0f, bytes the gateway wrote to storage %.0f / %.0f MB, it allocated %.0f / %.0f MB in %.0f / %.0f garbage collections",
 			rounds, d, msList(withs), msList(bases), sent, delivered, failed, peersCPU.Seconds(),
-			median(cpuWith).Seconds(), median(cpuWithout).Seconds(), ms(median(commitWith)), ms(median(commitWithout)))},
+			median(cpuWith).Seconds(), median(cpuWithout).Seconds(), ms(median(commitWith)), ms(median(commitWithout)),
+			medianOf(workWith, func(w work) float64 { return w.commits }), medianOf(workWithout, func(w work) float64 { return w.commits }),
+			medianOf(workWith, func(w work) float64 { return w.wrote / 1e6 }), medianOf(workWithout, func(w work) float64 { return w.wrote / 1e6 }),
+			medianOf(workWith, func(w work) float64 { return w.alloc / 1e6 }), medianOf(workWithout, func(w work) float64 { return w.alloc / 1e6 }),
+			medianOf(workWith, func(w work) float64 { return w.gcs }), medianOf(workWithout, func(w work) float64 { return w.gcs }))},
 		false, func(_, ratio float64) bool { return ratio >= 1/1.25 })
 }
 
-// median returns the median of durations (the lower middle of an even
-// count; 0 for none).
-func median(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
+// median returns the median of xs (the lower middle of an even count; 0
+// for none).
+func median[T cmp.Ordered](xs []T) T {
+	if len(xs) == 0 {
+		var zero T
+		return zero
 	}
-	s := slices.Clone(ds)
+	s := slices.Clone(xs)
 	slices.Sort(s)
 	return s[(len(s)-1)/2]
+}
+
+// medianOf returns the median of f over xs.
+func medianOf[T any](xs []T, f func(T) float64) float64 {
+	vs := make([]float64, len(xs))
+	for i, x := range xs {
+		vs[i] = f(x)
+	}
+	return median(vs)
 }
 
 // msList formats durations in milliseconds, in their order.

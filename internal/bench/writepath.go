@@ -251,6 +251,21 @@ func procCPU(pid int) (float64, error) {
 	return (u + s) / clockTicks, nil
 }
 
+// procWritten returns the bytes pid has caused to be written to storage
+// (write_bytes of /proc/PID/io): its commits, its WAL's checkpoints.
+func procWritten(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, err
+	}
+	for l := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(l, "write_bytes: "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, errors.New("no write_bytes in /proc/PID/io")
+}
+
 // cpuDuring returns the CPU seconds pid used from the start of the load
 // to settle after its end, and the webhooks answered 200.
 func cpuDuring(ctx context.Context, pid int, url string, load sim.Load, settle time.Duration) (float64, int, error) {
