@@ -484,7 +484,10 @@ func (s *Store) AppendGroups(ctx context.Context, groups []ledger.Group) ([]uint
 	}
 	defer tx.Rollback()
 	firsts, errs := make([]uint64, len(groups)), make([]error, len(groups))
-	keyIDs := map[string]bool{}
+	// The data keys of the records of groups without effects, checked
+	// once before the commit; and those that a group with effects checked
+	// itself.
+	keyIDs, checked := map[string]bool{}, map[string]bool{}
 	purged := false
 	for i := 0; i < len(groups); {
 		if len(groups[i].Effects) == 0 {
@@ -539,7 +542,7 @@ func (s *Store) AppendGroups(ctx context.Context, groups []ledger.Group) ([]uint
 			}
 		} else {
 			for id := range ids {
-				keyIDs[id] = true
+				checked[id] = true
 			}
 			for _, e := range g.Effects {
 				_, isPurge := e.(retention.DeletePayloads)
@@ -551,9 +554,18 @@ func (s *Store) AppendGroups(ctx context.Context, groups []ledger.Group) ([]uint
 		}
 		i++
 	}
-	// Once for the whole commit, after every group's effects: a shred in
-	// one group destroys keys that another group's records may be sealed
-	// with.
+	// Once for the whole commit, after every group's effects: the keys of
+	// the groups without effects. A group with effects checked its own,
+	// after its first write: from then to the commit this transaction
+	// holds the write lock, so no other process destroys a key, and a
+	// shred in a later group indexes the commit's records first and fails
+	// on a key one of them refers to. When a group did delete payloads,
+	// every key is checked once more all the same.
+	if purged {
+		for id := range checked {
+			keyIDs[id] = true
+		}
+	}
 	if err := s.checkKeysExist(ctx, tx, keyIDs); err != nil {
 		return nil, nil, err
 	}

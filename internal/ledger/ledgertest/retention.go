@@ -486,6 +486,38 @@ func testDestroyKey(t *testing.T, h StateHarness) {
 	})
 }
 
+// testDestroyKeyInCommit: a key is never destroyed while a record of the
+// same commit is sealed with it: a group whose records a later group's
+// shred would leave unreadable keeps them, and the shred is refused alone.
+func testDestroyKeyInCommit(t *testing.T, h StateHarness) {
+	ctx := context.Background()
+	s := open(t, h.Harness)
+	rs := retentionStore(t, s)
+	ss := newSealedStore(t, s)
+	ss.append("user:U1") // 0
+	if got := indices(subjectRecords(t, rs, "user:U1", 0, 100)); !slices.Equal(got, []uint64{0}) {
+		t.Fatalf("SubjectRecords(user:U1) = %v, want [0]", got)
+	}
+	key, err := ss.ks.SubjectKeys(ctx, []string{"user:U1"})
+	if err != nil || len(key) != 1 {
+		t.Fatalf("user:U1's keys = %v, %v", key, err)
+	}
+	rec := ss.record(1, "user:U1")
+	_, errs, err := s.AppendGroups(ctx, []ledger.Group{
+		{Records: []ledger.Record{rec}, Effects: []ledger.Effect{outbound.SetSetting{Key: "checked", Value: "1"}}},
+		{Effects: []ledger.Effect{retention.DeletePayloads{Indices: []uint64{0}, Destroy: []string{"user:U1"}}}},
+	})
+	if err != nil || len(errs) != 2 || errs[0] != nil || errs[1] == nil {
+		t.Fatalf("AppendGroups of a record and a shred of its key = %v, %v; want the record kept and the shred refused", errs, err)
+	}
+	if got := indices(subjectRecords(t, rs, "user:U1", 0, 100)); !slices.Equal(got, []uint64{0, 1}) {
+		t.Errorf("SubjectRecords(user:U1) = %v, want [0 1]", got)
+	}
+	if ws, err := ss.ks.SubjectKeys(ctx, []string{"user:U1"}); err != nil || len(ws) != 1 || !bytes.Equal(ws[0].ID, key[0].ID) {
+		t.Errorf("user:U1's keys after the refused shred: %v, %v; want %v", ws, err, key)
+	}
+}
+
 // testAddHold: a hold's id is the index of the record appended with it.
 func testAddHold(t *testing.T, h StateHarness) {
 	ctx := context.Background()

@@ -78,6 +78,7 @@ func RunState(t *testing.T, h StateHarness) {
 			{"SubjectRecords", testSubjectRecords},
 			{"SubjectRecordsGap", testSubjectRecordsGap},
 			{"IndexSubjectsBatch", testIndexSubjectsBatch},
+			{"DestroyKeyInCommit", testDestroyKeyInCommit},
 			{"DestroyKey", testDestroyKey},
 			{"AddHold", testAddHold},
 			{"ReleaseHold", testReleaseHold},
