@@ -828,9 +828,8 @@ func (w *worker) post(ctx context.Context, body []byte) (status int, size int64,
 	defer resp.Body.Close()
 	h := sha256.New()
 	// io.Copy would allocate 32 KiB for every answer (neither side has a
-	// ReadFrom or WriteTo): a destination's answer is most often a few
-	// bytes, and the garbage of a request each was a third of what the
-	// fan-out allocated.
+	// ReadFrom or WriteTo), which is most often a few bytes: garbage
+	// beside the acknowledgements, a request each.
 	buf := copyBufs.Get().(*[4096]byte)
 	n, _ := io.CopyBuffer(h, io.LimitReader(resp.Body, maxResponse), buf[:])
 	copyBufs.Put(buf)
