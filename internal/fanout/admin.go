@@ -93,17 +93,30 @@ type Status struct {
 
 // Status returns the state of every destination, its queue depth read now.
 func (f *Fanout) Status(ctx context.Context) ([]Status, error) {
+	// What each destination holds in memory is read before the table:
+	// held entries leave memory only once the commit that moved them into
+	// the table (or delivered them) is done, so that an entry being moved
+	// is counted once or twice, never missed.
+	type mem struct {
+		held   int
+		behind bool
+		next   uint64
+	}
+	mems := make([]mem, len(f.order))
+	for i, w := range f.order {
+		mems[i].held, mems[i].behind, mems[i].next = w.s.held()
+	}
 	depths, err := f.o.Store.QueueDepths(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := []Status{}
-	for _, w := range f.order {
+	for i, w := range f.order {
 		v, err := f.o.Store.Setting(ctx, pauseKey(w.d.Name))
 		if err != nil {
 			return nil, err
 		}
-		held, behind, next := w.s.held()
+		held, behind, next := mems[i].held, mems[i].behind, mems[i].next
 		var backlog *uint64
 		if behind && !f.o.Table {
 			backlog = &next
