@@ -373,10 +373,11 @@ func (s *Store) IndexSubjectsBatch(ctx context.Context, limit int) (bool, error)
 
 // indexSubjects indexes the records from the cursor, inside tx, up to
 // limit index rows (at least one record; all records if limit is
-// negative), as the SQLite store does. Appends are ordered by the row lock of log_state, so
-// records become visible in index order: a gap is not an append in flight
-// but a missing record (damage, which verify reports), and the records
-// after it are indexed too, as in the SQLite store.
+// negative), as the SQLite store does. Appends are ordered by the row
+// lock of log_state, so records become visible in index order: a gap is
+// not an append in flight but a missing record (damage, which verify
+// reports), and the records after it are indexed too, as in the SQLite
+// store.
 func indexSubjects(ctx context.Context, tx pgx.Tx, limit int) error {
 	var next int64
 	if err := tx.QueryRow(ctx, "SELECT next FROM subject_index_cursor WHERE id = 0 FOR UPDATE").Scan(&next); err != nil {
