@@ -57,10 +57,6 @@ func (r *runner) fanoutAck(ctx context.Context) {
 	// (linegate_ledger_append_seconds), where queue rows show, and the
 	// CPU the gateway used in the round.
 	var commitWith, commitWithout, cpuWith, cpuWithout []time.Duration
-	// Each side's commits of the writer, bytes the gateway wrote to
-	// storage (its commits and checkpoints), bytes it allocated and its
-	// garbage collections, in the round.
-	type work struct{ commits, wrote, alloc, gcs float64 }
 	var workWith, workWithout []work
 	var peersCPU time.Duration
 	run := func(dir, channel string) (time.Duration, int, error) {
@@ -144,16 +140,14 @@ func (r *runner) fanoutAck(ctx context.Context) {
 		bases, withs = append(bases, base), append(withs, p99)
 		sent += n
 	}
+	with, without := medianWork(workWith), medianWork(workWithout)
 	// Lower is better: the ratio is peer/value.
 	r.add(Result{Name: name, Value: ms(median(withs)), Unit: "ms", Peer: "the same gateway without destinations, this run",
 		PeerValue: f64(ms(median(bases))), Target: "<= 1.25x peer",
 		Note: fmt.Sprintf("median of %d alternating rounds of %v (p99 with: %s; without: %s); %d webhooks with destinations; the two live destinations (LINE's Go SDK) took %.0f events by the end of the rounds, %.0f attempts failed, and used %.2f s of CPU in all; the gateway's CPU a round, median: %.2f s with, %.2f s without; the writer's mean group commit, median of the rounds: %.2f ms with, %.2f ms without; a round, median, with / without: the writer's commits %.0f / %.0f, bytes the gateway wrote to storage %.0f / %.0f MB, it allocated %.0f / %.0f MB in %.0f / %.0f garbage collections",
 			rounds, d, msList(withs), msList(bases), sent, delivered, failed, peersCPU.Seconds(),
 			median(cpuWith).Seconds(), median(cpuWithout).Seconds(), ms(median(commitWith)), ms(median(commitWithout)),
-			medianOf(workWith, func(w work) float64 { return w.commits }), medianOf(workWithout, func(w work) float64 { return w.commits }),
-			medianOf(workWith, func(w work) float64 { return w.wrote / 1e6 }), medianOf(workWithout, func(w work) float64 { return w.wrote / 1e6 }),
-			medianOf(workWith, func(w work) float64 { return w.alloc / 1e6 }), medianOf(workWithout, func(w work) float64 { return w.alloc / 1e6 }),
-			medianOf(workWith, func(w work) float64 { return w.gcs }), medianOf(workWithout, func(w work) float64 { return w.gcs }))},
+			with.commits, without.commits, with.wrote/1e6, without.wrote/1e6, with.alloc/1e6, without.alloc/1e6, with.gcs, without.gcs)},
 		false, func(_, ratio float64) bool { return ratio >= 1/1.25 })
 }
 
@@ -169,13 +163,18 @@ func median[T cmp.Ordered](xs []T) T {
 	return s[(len(s)-1)/2]
 }
 
-// medianOf returns the median of f over xs.
-func medianOf[T any](xs []T, f func(T) float64) float64 {
-	vs := make([]float64, len(xs))
-	for i, x := range xs {
-		vs[i] = f(x)
+// work is what a gateway did in a round: the writer's commits, the bytes
+// it wrote to storage (its commits and checkpoints), the bytes it
+// allocated and its garbage collections.
+type work struct{ commits, wrote, alloc, gcs float64 }
+
+// medianWork returns the median of each of ws's figures.
+func medianWork(ws []work) work {
+	var c, w, a, g []float64
+	for _, x := range ws {
+		c, w, a, g = append(c, x.commits), append(w, x.wrote), append(a, x.alloc), append(g, x.gcs)
 	}
-	return median(vs)
+	return work{median(c), median(w), median(a), median(g)}
 }
 
 // msList formats durations in milliseconds, in their order.

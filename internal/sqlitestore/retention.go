@@ -240,8 +240,8 @@ func indexSubjects(ctx context.Context, tx *sql.Tx, limit int) error {
 	if err := tx.QueryRowContext(ctx, "SELECT next FROM subject_index_cursor WHERE id = 0").Scan(&next); err != nil {
 		return err
 	}
-	// A record has one row or more but for the system's: limit rows
-	// are in limit records at most.
+	// Every record but the system's has a row or more: limit records
+	// hold limit rows at least, or the batch ends early.
 	rows, err := tx.QueryContext(ctx, "SELECT idx, keys FROM records WHERE idx >= ? ORDER BY idx LIMIT ?", next, limit)
 	if err != nil {
 		return err
