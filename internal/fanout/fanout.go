@@ -677,12 +677,18 @@ func buildEvent(event json.RawMessage, keepReplyToken, redelivery bool) (json.Ra
 		// the ledger keeps what came, and it is not delivered.
 		return nil, errors.New("event not a JSON object")
 	}
-	// What has nothing to change goes as the ledger holds it: for the
-	// owner of the reply token, or without a key that a JSON reader
-	// could take for replyToken (see isReplyTokenKey) written plainly,
-	// in any case, or with an escape.
-	if !redelivery && (keepReplyToken || !mayHoldReplyToken(event)) {
-		return event, nil
+	if !redelivery {
+		// The owner of the reply token gets the event as the ledger
+		// holds it; the others get it without the members a JSON reader
+		// could take for replyToken (isReplyTokenKey), the rest as it
+		// is.
+		if keepReplyToken {
+			return event, nil
+		}
+		if !json.Valid(event) {
+			return nil, errors.New("event not valid JSON")
+		}
+		return withoutMembers(event, isReplyTokenKey), nil
 	}
 	var ev map[string]json.RawMessage
 	if err := json.Unmarshal(event, &ev); err != nil {
@@ -690,26 +696,24 @@ func buildEvent(event json.RawMessage, keepReplyToken, redelivery bool) (json.Ra
 	}
 	if !keepReplyToken {
 		for k := range ev {
-			if isReplyTokenKey(k) {
+			if isReplyTokenKey([]byte(k)) {
 				delete(ev, k)
 			}
 		}
 	}
-	if redelivery {
-		dc := map[string]json.RawMessage{}
-		if raw, ok := ev["deliveryContext"]; ok {
-			json.Unmarshal(raw, &dc) // a malformed one is replaced
-			if dc == nil {
-				dc = map[string]json.RawMessage{}
-			}
+	dc := map[string]json.RawMessage{}
+	if raw, ok := ev["deliveryContext"]; ok {
+		json.Unmarshal(raw, &dc) // a malformed one is replaced
+		if dc == nil {
+			dc = map[string]json.RawMessage{}
 		}
-		dc["isRedelivery"] = json.RawMessage("true")
-		b, err := json.Marshal(dc)
-		if err != nil {
-			return nil, err
-		}
-		ev["deliveryContext"] = b
 	}
+	dc["isRedelivery"] = json.RawMessage("true")
+	b, err := json.Marshal(dc)
+	if err != nil {
+		return nil, err
+	}
+	ev["deliveryContext"] = b
 	return json.Marshal(ev)
 }
 
@@ -717,16 +721,11 @@ func buildEvent(event json.RawMessage, keepReplyToken, redelivery bool) (json.Ra
 // replyToken: Go's encoding/json (LINE's Go SDK, and linegate's own
 // reading) matches a field's name without regard to case, with Unicode
 // folding ("REPLYTOKEN", "replyTo\u212Aen" with a Kelvin sign).
-func isReplyTokenKey(k string) bool {
-	return strings.EqualFold(k, "replyToken")
+func isReplyTokenKey(k []byte) bool {
+	return bytes.EqualFold(k, replyTokenKey)
 }
 
-// mayHoldReplyToken reports whether an event may have a key that
-// isReplyTokenKey takes: "replytoken" once lowered (bytes.ToLower lowers
-// the Kelvin sign U+212A to k too), or a \u escape.
-func mayHoldReplyToken(event json.RawMessage) bool {
-	return bytes.Contains(bytes.ToLower(event), []byte("replytoken")) || bytes.Contains(event, []byte(`\u`))
-}
+var replyTokenKey = []byte("replyToken")
 
 // isObject reports whether a valid JSON value is an object.
 func isObject(v json.RawMessage) bool {
