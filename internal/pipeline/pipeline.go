@@ -134,6 +134,14 @@ type Pipeline struct {
 
 	claimWake chan struct{}
 	copies    ledger.CopyGuard // of the dispatcher
+	// The dispatcher's cursor as it last read or moved it, when known
+	// (the dispatcher's alone). Without a Claimer, the dispatcher is the
+	// only one that moves the cursor, in its own commits: it reads it
+	// from the store once, and again only after a dispatch failed. A
+	// read each time it is woken (at every commit of webhooks) was a
+	// tenth of the dispatcher's CPU.
+	cursor      uint64
+	cursorKnown bool
 
 	events     *prometheus.CounterVec
 	drift      *prometheus.CounterVec
@@ -353,11 +361,17 @@ const dispatchBatch = 256
 
 // dispatch queues the events of up to dispatchBatch records past the
 // cursor, and reports whether more records wait.
-func (p *Pipeline) dispatch(ctx context.Context, workers []chan *Item) (bool, error) {
-	cursor, err := p.o.Store.Cursor(ctx)
-	if err != nil {
-		return false, err
+func (p *Pipeline) dispatch(ctx context.Context, workers []chan *Item) (more bool, err error) {
+	cursor := p.cursor
+	if !p.cursorKnown || p.o.Claimer != nil {
+		if cursor, err = p.o.Store.Cursor(ctx); err != nil {
+			return false, err
+		}
 	}
+	defer func() {
+		// Known again only once read or moved by this dispatch.
+		p.cursor, p.cursorKnown = cursor, err == nil
+	}()
 	count, err := p.o.Ledger.Count(ctx)
 	if err != nil {
 		return false, err
@@ -429,6 +443,7 @@ func (p *Pipeline) dispatch(ctx context.Context, workers []chan *Item) (bool, er
 	if err != nil {
 		return false, fmt.Errorf("enqueue: %w", err)
 	}
+	cursor = end
 	if workers == nil {
 		p.claimKick()
 		return end < count, nil
