@@ -38,7 +38,7 @@ func TestWithoutMembers(t *testing.T) {
 // reads as the object decoded whole with the reply token's keys deleted,
 // and an object without them comes back as it is.
 func FuzzWithoutMembers(f *testing.F) {
-	for _, s := range []string{`{}`, `{"replyToken":"x","a":[1,"]"]}`, `{"a":{"b":"\\\""},"ReplyToken":0}`, `{"reply\u0054oken":1}`} {
+	for _, s := range append([]string{`{}`, `{"replyToken":"x","a":[1,"]"]}`, `{"a":{"b":"\\\""},"ReplyToken":0}`, `{"reply\u0054oken":1}`}, hostileEvents...) {
 		f.Add([]byte(s))
 	}
 	// LINE's webhook bodies' events, when the corpus is there.
@@ -93,8 +93,12 @@ func equalJSON(t *testing.T, a, b map[string]json.RawMessage) bool {
 		if !ok {
 			return false
 		}
+		// As numbers' text: 1e999 is JSON, not a float64.
 		var x, y any
-		if json.Unmarshal(va, &x) != nil || json.Unmarshal(vb, &y) != nil || !reflect.DeepEqual(x, y) {
+		dx, dy := json.NewDecoder(bytes.NewReader(va)), json.NewDecoder(bytes.NewReader(vb))
+		dx.UseNumber()
+		dy.UseNumber()
+		if dx.Decode(&x) != nil || dy.Decode(&y) != nil || !reflect.DeepEqual(x, y) {
 			return false
 		}
 	}
@@ -124,5 +128,76 @@ func BenchmarkBuildBody(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// hostileEvents are events built to get a reply token past the non-owner
+// path, or to break the body: duplicate keys, case and Unicode folding,
+// every form of escape, invalid UTF-8, strings that look like structure,
+// odd numbers, and odd reply token values.
+var hostileEvents = []string{
+	`{"replyToken":"x","replyToken":"y"}`, `{"replyToken":"x","a":1,"replyToken":"y"}`,
+	"{\"replyTo\u212Aen\":\"x\"}", `{"replyTo\u212Aen":"x"}`, `{"reply\u0054oken":"x"}`,
+	`{"\u0072\u0065\u0070\u006c\u0079\u0054\u006f\u006b\u0065\u006e":"x"}`, `{"reply\/Token":"x"}`,
+	`{"replyToken\u0000":"x"}`, "{\"replyToken\xff\":\"x\"}", "{\"reply\xffToken\":\"x\"}",
+	`{"replyToken" :  "x" , "a" : "}" }`, `{"a":"\\","replyToken":"x"}`, `{"a":"\\\"","replyToken":"x"}`,
+	`{"a":"\"replyToken\":1","replyToken":"x"}`, `{"a":[{"replyToken":"n"}],"replyToken":"x"}`,
+	`{"a":1e999,"replyToken":"x","b":-0.0e-0}`, `{"a":123456789012345678901234567890,"replyToken":"x"}`,
+	`{"replyToken":null}`, `{"replyToken":{"a":"b"}}`, `{"replyToken":["x"]}`, `{"replyToken":1}`,
+	"{\"a\xff\":1,\"a\xfe\":2,\"replyToken\":\"x\"}", `{"\ud800":1,"replyToken":"x"}`,
+	`{"a":"<>&\u2028","replyToken":"x"}`, `{"a":1,"a":2,"replyToken":"x"}`, `{"replyToken":"x","":1}`,
+	`{"deliveryContext":[1],"replyToken":"x"}`, `{"deliveryContext":null,"replyToken":"x"}`,
+	`{"replyToken":"x","a":{"b":[[],{},[{}]],"c":"]}"}}`,
+}
+
+// TestBuildBodyHostile: for a destination that does not own the reply
+// token, as delivered or as a replay's redelivery, no hostile event's
+// body lets Go's encoding/json (LINE's Go SDK) or an exact-key reader
+// (JSON.parse) read a reply token, and every other member stays; what is
+// not a JSON object is refused.
+func TestBuildBodyHostile(t *testing.T) {
+	for _, ev := range hostileEvents {
+		for _, redelivery := range []bool{false, true} {
+			b, err := buildBody("U1", []json.RawMessage{json.RawMessage(ev)}, false, redelivery)
+			if err != nil {
+				t.Errorf("%q (redelivery=%v): %v", ev, redelivery, err)
+				continue
+			}
+			var got struct {
+				Events []struct {
+					ReplyToken string `json:"replyToken"`
+				} `json:"events"`
+			}
+			var raw struct{ Events []map[string]json.RawMessage }
+			if json.Unmarshal(b, &got) != nil || json.Unmarshal(b, &raw) != nil || len(raw.Events) != 1 {
+				t.Errorf("%q (redelivery=%v): body %q not read", ev, redelivery, b)
+				continue
+			}
+			left := raw.Events[0]
+			if _, exact := left["replyToken"]; exact || got.Events[0].ReplyToken != "" {
+				t.Errorf("%q (redelivery=%v): a reply token is read from %q", ev, redelivery, b)
+			}
+			var want map[string]json.RawMessage
+			json.Unmarshal([]byte(ev), &want)
+			for k := range want {
+				if isReplyTokenKey([]byte(k)) {
+					delete(want, k)
+				}
+			}
+			if redelivery {
+				delete(want, "deliveryContext")
+				delete(left, "deliveryContext")
+			}
+			if !equalJSON(t, left, want) {
+				t.Errorf("%q (redelivery=%v): members %q, want %v", ev, redelivery, b, want)
+			}
+		}
+	}
+	for _, bad := range []string{"\xef\xbb\xbf{}", `{"replyToken":"x"} x`, `{}{}`, `{"replyToken":"x"`, `{,}`, `{"a":1,}`, "{\"a\":1\x00}", "{\u00a0\"a\":1}", ``} {
+		for _, redelivery := range []bool{false, true} {
+			if b, err := buildBody("U1", []json.RawMessage{json.RawMessage(bad)}, false, redelivery); err == nil {
+				t.Errorf("%q (redelivery=%v) accepted: %q", bad, redelivery, b)
+			}
+		}
 	}
 }
