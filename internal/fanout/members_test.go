@@ -41,18 +41,22 @@ func FuzzWithoutMembers(f *testing.F) {
 	for _, s := range append([]string{`{}`, `{"replyToken":"x","a":[1,"]"]}`, `{"a":{"b":"\\\""},"ReplyToken":0}`, `{"reply\u0054oken":1}`}, hostileEvents...) {
 		f.Add([]byte(s))
 	}
-	// LINE's webhook bodies' events, when the corpus is there.
-	bodies, _ := filepath.Glob(filepath.Join("..", "..", "..", "shared", "line", "fixtures", "*", "*.json"))
+	// The events of the module's corpus of LINE's webhook bodies.
+	bodies, err := filepath.Glob(filepath.Join("..", "corpus", "testdata", "webhooks", "*.json"))
+	if err != nil || len(bodies) == 0 {
+		f.Fatalf("no webhook bodies in ../corpus/testdata/webhooks: %v", err)
+	}
 	for _, p := range bodies {
 		b, err := os.ReadFile(p)
 		if err != nil {
-			continue
+			f.Fatal(err)
 		}
 		var cb struct{ Events []json.RawMessage }
-		if json.Unmarshal(b, &cb) == nil {
-			for _, e := range cb.Events {
-				f.Add([]byte(e))
-			}
+		if err := json.Unmarshal(b, &cb); err != nil {
+			f.Fatalf("%s: %v", p, err)
+		}
+		for _, e := range cb.Events {
+			f.Add([]byte(e))
 		}
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {

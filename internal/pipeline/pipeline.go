@@ -137,9 +137,9 @@ type Pipeline struct {
 	// The dispatcher's cursor as it last read or moved it, when known
 	// (the dispatcher's alone). Without a Claimer, the dispatcher is the
 	// only one that moves the cursor, in its own commits: it reads it
-	// from the store once, and again only after a dispatch failed. A
-	// read each time it is woken (at every commit of webhooks) was a
-	// tenth of the dispatcher's CPU.
+	// from the store once, and again only after a dispatch failed,
+	// rather than with a query each time it is woken (at every commit of
+	// webhooks).
 	cursor      uint64
 	cursorKnown bool
 
