@@ -78,8 +78,9 @@ func TestPushback(t *testing.T) {
 			errs <- err
 		})
 	}
-	// The writer holds one batch (1 or 2) in the gated Append; the queue
-	// holds 4 more; the rest must be pushed back without waiting.
+	// The writer holds at most one batch (0 to 2 appends: it may not have
+	// run yet) in the gated Append; the queue holds 4 more; the rest must
+	// be pushed back without waiting.
 	deadline := time.After(5 * time.Second)
 	pushed := 0
 	for pushed < 20-4-2 {
@@ -107,7 +108,9 @@ func TestPushback(t *testing.T) {
 			t.Errorf("Append: %v", err)
 		}
 	}
-	if acked < 5 || acked+pushed != 20 {
+	// An append is pushed back only while the queue is full, so at least
+	// the queue's 4 are acknowledged.
+	if acked < 4 || acked+pushed != 20 {
 		t.Errorf("%d appended, %d pushed back", acked, pushed)
 	}
 	if err := l.Close(ctx); err != nil {
