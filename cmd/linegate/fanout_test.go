@@ -149,10 +149,14 @@ func adminCall(t *testing.T, g *gateway, method, path string, v any) int {
 }
 
 type destState struct {
-	Name       string `json:"name"`
-	Paused     bool   `json:"paused"`
-	Breaker    string `json:"breaker"`
-	QueueDepth int64  `json:"queue_depth"`
+	Name            string     `json:"name"`
+	Paused          bool       `json:"paused"`
+	Breaker         string     `json:"breaker"`
+	QueueDepth      int64      `json:"queue_depth"`
+	LastError       string     `json:"last_error"`
+	LastErrorAt     *time.Time `json:"last_error_at"`
+	LastDeliveredAt *time.Time `json:"last_delivered_at"`
+	NextProbeAt     *time.Time `json:"next_probe_at"`
 }
 
 func destinations(t *testing.T, g *gateway) map[string]destState {
@@ -304,8 +308,12 @@ rules:
 	waitUntil(t, "the CRM to get 50 events", func() bool { return crm.count(false) >= 50 })
 
 	// 3. The dead destination comes up: its queue drains, in order.
-	if st := destinations(t, g)["dead"]; st.QueueDepth != 50 || st.Breaker == "closed" {
-		t.Errorf("dead destination before it is up: %+v, want 50 queued and its breaker not closed", st)
+	if st := destinations(t, g)["dead"]; st.QueueDepth != 50 || st.Breaker == "closed" || st.LastError == "" ||
+		st.LastErrorAt == nil || st.LastDeliveredAt != nil || (st.Breaker == "open") != (st.NextProbeAt != nil) {
+		t.Errorf("dead destination before it is up: %+v, want 50 queued, its breaker not closed, an error, no delivery, and the next probe's time while open", st)
+	}
+	if st := destinations(t, g)["crm"]; st.LastDeliveredAt == nil || st.LastError != "" || st.NextProbeAt != nil {
+		t.Errorf("the live CRM: %+v, want a delivery and no error", st)
 	}
 	ln, err := net.Listen("tcp", deadAddr)
 	if err != nil {
@@ -325,6 +333,11 @@ rules:
 		}
 		return true
 	})
+	// Recovered: its last error stays, older than its last delivery.
+	if st := destinations(t, g)["dead"]; st.Breaker != "closed" || st.LastError == "" || st.LastErrorAt == nil ||
+		st.LastDeliveredAt == nil || !st.LastDeliveredAt.After(*st.LastErrorAt) || st.NextProbeAt != nil {
+		t.Errorf("the revived destination: %+v, want its breaker closed and its last delivery after its last error", st)
+	}
 
 	// 4. Replay of the first range to the CRM.
 	code, out := runCLI(t, "replay", "-config", g.cfgPath, "-admin", g.admin, "-destination", "crm",

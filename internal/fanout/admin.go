@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/prometheus/client_golang/prometheus"
@@ -89,6 +90,36 @@ type Status struct {
 	// only those read so far.
 	Backlog   *uint64 `json:"backlog_from,omitempty"`
 	LastError string  `json:"last_error,omitempty"`
+	// LastErrorAt is when the last failed attempt ended (with
+	// LastError), LastDeliveredAt when the last delivered one did: an
+	// error older than the last delivery is one the destination
+	// recovered from. Absent until there is one (since the start).
+	LastErrorAt     *time.Time `json:"last_error_at,omitempty"`
+	LastDeliveredAt *time.Time `json:"last_delivered_at,omitempty"`
+	// NextProbeAt: while the breaker is open, when its next attempt (the
+	// half-open probe) may go.
+	NextProbeAt *time.Time `json:"next_probe_at,omitempty"`
+}
+
+// breakerStatus fills st's fields of the worker's breaker and attempts.
+func (w *worker) breakerStatus(st *Status) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st.Breaker, st.Failures, st.LastError = breakerNames[w.state], w.failures, w.lastError
+	st.LastErrorAt, st.LastDeliveredAt = timeOrNil(w.lastErrorAt), timeOrNil(w.lastDeliveredAt)
+	st.NextProbeAt = nil
+	if w.state == breakerOpen {
+		st.NextProbeAt = timeOrNil(w.openUntil)
+	}
+}
+
+// timeOrNil returns t in UTC, or nil for the zero time.
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
 }
 
 // Status returns the state of every destination, its queue depth read now.
@@ -121,11 +152,10 @@ func (f *Fanout) Status(ctx context.Context) ([]Status, error) {
 		if behind && !f.o.Table {
 			backlog = &next
 		}
-		w.mu.Lock()
-		out = append(out, Status{Name: w.d.Name, Channel: w.d.Channel, URL: w.d.URL, OwnsReplyToken: w.d.OwnsReplyToken,
-			Paused: v == "on", Breaker: breakerNames[w.state], Failures: w.failures, QueueDepth: depths[w.d.Name] + int64(held),
-			Backlog: backlog, LastError: w.lastError})
-		w.mu.Unlock()
+		st := Status{Name: w.d.Name, Channel: w.d.Channel, URL: w.d.URL, OwnsReplyToken: w.d.OwnsReplyToken,
+			Paused: v == "on", QueueDepth: depths[w.d.Name] + int64(held), Backlog: backlog}
+		w.breakerStatus(&st)
+		out = append(out, st)
 	}
 	return out, nil
 }

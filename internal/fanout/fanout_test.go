@@ -417,10 +417,25 @@ func TestBreakerAndBackoff(t *testing.T) {
 	if w.state != breakerOpen || w.allow(now.Add(62*time.Second)) {
 		t.Fatal("a failed probe did not open the breaker again")
 	}
-	w.allow(now.Add(3 * time.Minute))
-	w.result(true, "", now.Add(3*time.Minute))
+	// What the admin API shows while it is open: the error, when it
+	// came, no delivery yet, and when the next probe may go (the
+	// cooldown doubled: the second opening).
+	var st Status
+	w.breakerStatus(&st)
+	if st.Breaker != "open" || st.Failures != 4 || st.LastError != "down" || !timeIs(st.LastErrorAt, now.Add(61*time.Second)) ||
+		st.LastDeliveredAt != nil || !timeIs(st.NextProbeAt, now.Add(181*time.Second)) {
+		t.Fatalf("open breaker's status: %+v", st)
+	}
+	w.allow(now.Add(4 * time.Minute))
+	w.result(true, "", now.Add(4*time.Minute))
 	if w.state != breakerClosed || w.failures != 0 {
 		t.Fatal("a good probe did not close the breaker")
+	}
+	// Recovered: the old error stays, older than the delivery.
+	w.breakerStatus(&st)
+	if st.Breaker != "closed" || st.Failures != 0 || st.LastError != "down" || !timeIs(st.LastErrorAt, now.Add(61*time.Second)) ||
+		!timeIs(st.LastDeliveredAt, now.Add(4*time.Minute)) || st.NextProbeAt != nil {
+		t.Fatalf("recovered destination's status: %+v", st)
 	}
 	for attempts, max := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 5: 10 * time.Second, 40: 10 * time.Second} {
 		for range 50 {
@@ -429,4 +444,9 @@ func TestBreakerAndBackoff(t *testing.T) {
 			}
 		}
 	}
+}
+
+// timeIs reports whether p is t (in UTC, as the admin API shows it).
+func timeIs(p *time.Time, t time.Time) bool {
+	return p != nil && p.Equal(t) && p.Location() == time.UTC
 }

@@ -74,7 +74,10 @@ type worker struct {
 	opens     int // times the breaker opened since the last success
 	openUntil time.Time
 	lastError string
-	depth     int64
+	// The times of the last failed attempt and of the last delivered
+	// one, zero until there is one: whether last_error is still the news.
+	lastErrorAt, lastDeliveredAt time.Time
+	depth                        int64
 }
 
 func newWorker(f *Fanout, d *Destination) *worker {
@@ -436,11 +439,12 @@ func (w *worker) result(ok bool, errText string, now time.Time) {
 	defer w.mu.Unlock()
 	if ok {
 		w.failures, w.opens = 0, 0
+		w.lastDeliveredAt = now
 		w.setState(breakerClosed)
 		return
 	}
 	w.failures++
-	w.lastError = errText
+	w.lastError, w.lastErrorAt = errText, now
 	if w.state == breakerHalfOpen || w.failures >= w.f.o.BreakerFailures {
 		if w.state != breakerOpen {
 			// Opened anew (a failed probe, or the first time): each
