@@ -14,8 +14,9 @@ import (
 // error, until the record is dealt with.
 var ErrRefused = errors.New("ledger: refused to sign")
 
-// admit reads the records [start, end) that an integration is about to
-// sign into the log and checks each of them as verify would
+// admit reads the records [start, end) that the next integration signs
+// into the log (read ahead of it by preadmit, or by the integration
+// itself) and checks each of them as verify would
 // (CheckRecord): a row put into the database by hand, without the key
 // encryption key (a forged webhook, a payload stored in the clear, a
 // commitment that does not match) is never signed. It returns their
@@ -50,6 +51,9 @@ func (l *Ledger) admit(ctx context.Context, start, end uint64) ([][]byte, error)
 	if err := l.copies.check(ctx, l.store, start, leaves); err != nil {
 		return nil, err
 	}
+	// Remembered as signed: the records after them are checked against
+	// them, whether or not they are signed yet.
+	l.copies.added(start, leaves)
 	return leaves, nil
 }
 

@@ -120,6 +120,11 @@ type Ledger struct {
 	// the sequencer has stopped).
 	head  TreeHead
 	tiles map[[2]uint64][]byte
+	// admitted holds the leaves of the records from head.Size on that
+	// the sequencer has admitted (checked, as admit does) ahead of the
+	// integration that signs them: preadmit spreads that work over the
+	// interval instead of doing it all at the checkpoint.
+	admitted [][]byte
 
 	// sequencing is set when the sequencer integrated at its last round
 	// (it held the Lease, or there is none): Sequencing.
@@ -591,15 +596,40 @@ func (l *Ledger) reseal(batch []*pending) error {
 	return nil
 }
 
-// sequencer integrates appended records at every CheckpointInterval.
+// preadmitSlices is how many times an interval the sequencer admits the
+// records appended since it last did (preadmit), no more often than
+// every preadmitMin.
+const (
+	preadmitSlices = 20
+	preadmitMin    = 10 * time.Millisecond
+	// preadmitChunk bounds the records one slice admits, and so how long
+	// it runs.
+	preadmitChunk = 1024
+)
+
+// sequencer integrates appended records at every CheckpointInterval, and
+// admits them as they come in between (preadmit).
 func (l *Ledger) sequencer() {
 	defer close(l.seqDone)
 	t := time.NewTicker(l.opts.CheckpointInterval)
 	defer t.Stop()
+	var pre <-chan time.Time
+	if every := max(l.opts.CheckpointInterval/preadmitSlices, preadmitMin); every < l.opts.CheckpointInterval {
+		pt := time.NewTicker(every)
+		defer pt.Stop()
+		pre = pt.C
+	}
 	for {
 		select {
 		case <-t.C:
 		case <-l.kick:
+		case <-pre:
+			// Only while this ledger sequences (as at its last
+			// integration): the lease is asked at the integrations.
+			if l.sequencing.Load() {
+				l.preadmit(context.Background())
+			}
+			continue
 		case <-l.stopSeq:
 			return
 		}
@@ -618,6 +648,46 @@ func (l *Ledger) sequencer() {
 	}
 }
 
+// preadmit admits, ahead of the next integration, the records appended
+// since the last records admitted, up to preadmitChunk of them and no
+// further than the next integration takes (MaxIntegrate). The
+// integration signs the leaves admitted here, as it would the ones it
+// reads itself: what is signed is what was checked. A record refused
+// stops the sequencer as at an integration (Ready reports it at once);
+// any other error is left to the next integration, which tries again and
+// reports it.
+func (l *Ledger) preadmit(ctx context.Context) {
+	if l.refused.get() != nil || l.diverged.get() != nil {
+		return
+	}
+	n, err := l.store.Count(ctx)
+	if err != nil {
+		return
+	}
+	from := l.head.Size + uint64(len(l.admitted))
+	to := min(n, l.head.Size+uint64(l.opts.MaxIntegrate), from+preadmitChunk)
+	if to <= from {
+		return
+	}
+	leaves, err := l.admit(ctx, from, to)
+	if errors.Is(err, ErrRefused) {
+		l.refused.set(err)
+	}
+	if err != nil {
+		return
+	}
+	l.admitted = append(l.admitted, leaves...)
+}
+
+// forgetAdmitted drops what preadmit admitted, when the tree head moved
+// under the sequencer (another sequencer integrated): the records are
+// admitted again from the new head, and the commitments remembered
+// against copies are read again from the store.
+func (l *Ledger) forgetAdmitted() {
+	l.admitted = nil
+	l.copies.loaded = false
+}
+
 // follow publishes the stored tree head, which another process integrated.
 func (l *Ledger) follow(ctx context.Context) error {
 	head, err := l.store.TreeHead(ctx)
@@ -631,6 +701,7 @@ func (l *Ledger) follow(ctx context.Context) error {
 		return err
 	}
 	clear(l.tiles)
+	l.forgetAdmitted()
 	l.head = head
 	l.pubHead.Store(&head)
 	l.m.treeSize.Set(float64(head.Size))
@@ -765,6 +836,7 @@ func (l *Ledger) integrate(ctx context.Context) error {
 		if errors.Is(err, ErrConflict) {
 			// Another sequencer moved the tree: start again from its head.
 			clear(l.tiles)
+			l.forgetAdmitted()
 			if l.head, err = l.store.TreeHead(ctx); err != nil {
 				return fmt.Errorf("ledger: reload tree head: %w", err)
 			}
@@ -785,13 +857,18 @@ func (l *Ledger) integrateTo(ctx context.Context, end uint64) error {
 	old := l.head
 	var leaves [][]byte
 	if end > old.Size {
-		var err error
-		if leaves, err = l.admit(ctx, old.Size, end); err != nil {
-			if errors.Is(err, ErrRefused) {
-				l.refused.set(err)
+		// What preadmit has not admitted yet is admitted now.
+		if from := old.Size + uint64(len(l.admitted)); from < end {
+			more, err := l.admit(ctx, from, end)
+			if err != nil {
+				if errors.Is(err, ErrRefused) {
+					l.refused.set(err)
+				}
+				return err
 			}
-			return err
+			l.admitted = append(l.admitted, more...)
 		}
+		leaves = l.admitted[:end-old.Size]
 	}
 	tb := &tileBuilder{old: &hashReader{ctx: ctx, store: l.store, tiles: l.tiles}, base: tlog.StoredHashIndex(0, int64(old.Size))}
 	for i, leaf := range leaves {
@@ -827,7 +904,7 @@ func (l *Ledger) integrateTo(ctx context.Context, end uint64) error {
 		return fmt.Errorf("ledger: integrate [%d, %d): %w", old.Size, end, err)
 	}
 	l.head, l.published = head, head
-	l.copies.added(old.Size, leaves)
+	l.admitted = slices.Clone(l.admitted[len(leaves):])
 	for _, t := range tiles {
 		l.tiles[[2]uint64{t.Level, t.Index}] = t.Data
 		if t.Index >= 2 { // keep the right edge only

@@ -372,13 +372,22 @@ func testLedgerRoundTrip(t *testing.T, h Harness) {
 // testConcurrentSequencers runs two ledgers over one store, as two gateway
 // replicas would: both append, both sequence, and the log stays one.
 func testConcurrentSequencers(t *testing.T, h Harness) {
+	// At 3ms, the sequencers admit records only as they integrate; at
+	// 40ms, they admit ahead of it too (every 10ms), and each one's
+	// admitted records go stale as the other moves the tree.
+	for _, interval := range []time.Duration{3 * time.Millisecond, 40 * time.Millisecond} {
+		t.Run(interval.String(), func(t *testing.T) { testConcurrentSequencersAt(t, h, interval) })
+	}
+}
+
+func testConcurrentSequencersAt(t *testing.T, h Harness, interval time.Duration) {
 	ctx := context.Background()
 	s := open(t, h)
 	const origin = "example.com/ledgertest"
 	signer, verifier := newSigner(t, origin)
 	var ls []*ledger.Ledger
 	for range 2 {
-		l, err := ledger.New(ctx, s, ledger.Options{Origin: origin, Signer: signer, Verifier: verifier, CheckpointInterval: 3 * time.Millisecond})
+		l, err := ledger.New(ctx, s, ledger.Options{Origin: origin, Signer: signer, Verifier: verifier, CheckpointInterval: interval})
 		if err != nil {
 			t.Fatal(err)
 		}
