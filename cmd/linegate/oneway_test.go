@@ -123,6 +123,42 @@ func TestForgedRowsRefused(t *testing.T) {
 		}
 	})
 
+	// Rows that stop the sequencer, and must say so: each one is refused,
+	// naming it, and nothing past it is signed.
+	for _, tc := range []struct {
+		name, why string
+		at        uint64
+		sql       func() []string
+	}{
+		{"payload gone, named by no deletion record", "its payload is gone, and no deletion record names it", n, func() []string {
+			return []string{forgedRow(t, n, ledger.KindWebhook, []byte(`{"events":[]}`)), fmt.Sprintf("UPDATE records SET payload = NULL, nonce = NULL WHERE idx = %d", n)}
+		}},
+		{"a gap", fmt.Sprintf("record %d: missing", n), n, func() []string {
+			return []string{forgedRow(t, n+1, ledger.KindWebhook, []byte(`{"events":[]}`))}
+		}},
+		{"malformed key references", "malformed record", n, func() []string {
+			return []string{forgedRow(t, n, ledger.KindWebhook, []byte(`{"events":[]}`)), fmt.Sprintf("UPDATE records SET keys = 'garbage' WHERE idx = %d", n)}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			copyDir(t, base, dir)
+			execSQL(t, dir, tc.sql()...)
+			g := startGateway(t, dir, cfg)
+			why := waitNotReady(t, g)
+			if !strings.Contains(why, tc.why) || !strings.Contains(why, fmt.Sprintf("%d", tc.at)) {
+				t.Errorf("/readyz says %q, want it to name record %d: %s", why, tc.at, tc.why)
+			}
+			sendText(t, g, "U2", "", "after")
+			time.Sleep(300 * time.Millisecond)
+			_, cp := g.get(t, g.admin+"/log/checkpoint")
+			if c, err := ledger.ParseCheckpoint(string(cp)); err != nil || c.Size > tc.at {
+				t.Errorf("checkpoint %q signs past record %d (%v)", cp, tc.at, err)
+			}
+			g.stop()
+		})
+	}
+
 	t.Run("deletion", func(t *testing.T) {
 		dir := t.TempDir()
 		copyDir(t, base, dir)

@@ -34,6 +34,10 @@ func runPurge(ctx context.Context, e *env, args []string) error {
 	if *dry {
 		verb = "would delete"
 	}
-	fmt.Fprintf(e.stdout, "%s %d payloads past their retention at %s; %d kept by legal holds\n", verb, len(rep.Deleted), bothTimes(now), rep.Held)
+	fmt.Fprintf(e.stdout, "%s %d payloads past their retention at %s; %d kept by legal holds", verb, len(rep.Deleted), bothTimes(now), rep.Held)
+	if rep.Unsigned > 0 {
+		fmt.Fprintf(e.stdout, "; %d not signed into the log yet, left for a later run", rep.Unsigned)
+	}
+	fmt.Fprintln(e.stdout)
 	return nil
 }

@@ -78,6 +78,9 @@ type fakeStore struct {
 	holds           []retention.Hold
 }
 
+func (s *fakeStore) TreeHead(context.Context) (ledger.TreeHead, error) {
+	return ledger.TreeHead{}, s.err
+}
 func (s *fakeStore) Expired(context.Context, time.Time, uint64, int) ([]retention.Candidate, error) {
 	return nil, s.err
 }

@@ -71,7 +71,7 @@ func (a *API) holdRoutes(mux *http.ServeMux) {
 			a.answerError(w, r, "purge", "purge failed", err)
 			return
 		}
-		out := map[string]any{"deleted": len(rep.Deleted), "held": rep.Held, "refused": len(rep.Refused), "dry_run": req.DryRun}
+		out := map[string]any{"deleted": len(rep.Deleted), "held": rep.Held, "refused": len(rep.Refused), "unsigned": rep.Unsigned, "dry_run": req.DryRun}
 		oplog.Admin(a.log, "purge", r.RemoteAddr, out)
 		writeJSON(w, out)
 	})

@@ -6,13 +6,22 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync/atomic"
+
+	"github.com/linegate/linegate/internal/record"
 )
 
 // ErrRefused is wrapped by the errors of an integration that found a
 // record it will not sign: the sequencer stops, and Ready reports the
 // error, until the record is dealt with.
 var ErrRefused = errors.New("ledger: refused to sign")
+
+// ErrMalformed is wrapped by a Store's errors for a row that linegate
+// cannot have written (a key reference that does not parse): the
+// sequencer refuses it.
+var ErrMalformed = errors.New("ledger: malformed record")
 
 // admit reads the records [start, end) that the next integration signs
 // into the log (read ahead of it by preadmit, or by the integration
@@ -22,31 +31,54 @@ var ErrRefused = errors.New("ledger: refused to sign")
 // commitment that does not match) is never signed. It returns their
 // leaves.
 //
+// Records below the store's count are dense (no store removes one): a
+// record missing there, or a row that does not parse, was removed, moved
+// or written by hand, and is refused.
+//
 // A payload deleted before its record was integrated (a subject's key
-// shredded within the interval) passes here: verify requires a deletion
-// record to name it.
+// shredded within the interval) passes only when a deletion record that
+// the sequencer can open (sealed with the key encryption key) names it:
+// the shred appends that record in the commit that deletes the payload,
+// so it is in the store by the time the payload is seen gone.
 func (l *Ledger) admit(ctx context.Context, start, end uint64) ([][]byte, error) {
 	leaves := make([][]byte, 0, end-start)
+	var gone map[uint64]bool // payloads deleted, not yet named
 	next := start
 	for rec, err := range l.store.Records(ctx, start, end) {
+		if errors.Is(err, ErrMalformed) {
+			return nil, fmt.Errorf("%w a record from %d on: %v", ErrRefused, next, err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("ledger: read records [%d, %d): %w", start, end, err)
 		}
 		if rec.Index != next || rec.Leaf == nil {
-			return nil, fmt.Errorf("ledger: record %d: %w", next, ErrNotFound)
+			return nil, fmt.Errorf("%w record %d: missing, below the count of records (%d): removed or moved by hand", ErrRefused, next, end)
 		}
-		if _, _, err := CheckRecord(ctx, l.opts.Sealer, rec); errors.Is(err, ErrUnavailable) {
+		leaf, payload, err := CheckRecord(ctx, l.opts.Sealer, rec)
+		if errors.Is(err, ErrUnavailable) {
 			// Its keys could not be read (the database went away): tried
 			// again at the next integration, never refused for it.
 			return nil, fmt.Errorf("ledger: record %d: %w", rec.Index, err)
 		} else if err != nil {
 			return nil, fmt.Errorf("%w record %d: %v", ErrRefused, rec.Index, err)
 		}
+		if rec.Payload == nil {
+			if gone == nil {
+				gone = map[uint64]bool{}
+			}
+			gone[rec.Index] = true
+		}
+		unname(gone, leaf, payload)
 		leaves = append(leaves, rec.Leaf)
 		next++
 	}
 	if next != end {
-		return nil, fmt.Errorf("ledger: record %d: %w", next, ErrNotFound)
+		return nil, fmt.Errorf("%w record %d: missing, below the count of records (%d): removed or moved by hand", ErrRefused, next, end)
+	}
+	if len(gone) > 0 {
+		if err := l.named(ctx, end, gone); err != nil {
+			return nil, err
+		}
 	}
 	if err := l.copies.check(ctx, l.store, start, leaves); err != nil {
 		return nil, err
@@ -55,6 +87,57 @@ func (l *Ledger) admit(ctx context.Context, start, end uint64) ([][]byte, error)
 	// them, whether or not they are signed yet.
 	l.copies.added(start, leaves)
 	return leaves, nil
+}
+
+// unname removes from gone the records that a deletion record (leaf and
+// payload in the clear, as CheckRecord returns them) names.
+func unname(gone map[uint64]bool, leaf Leaf, payload []byte) {
+	if len(gone) == 0 || leaf.Kind != KindDeletion || payload == nil {
+		return
+	}
+	if _, b, err := record.Decode(leaf.Kind, payload); err == nil {
+		for _, i := range b.(*record.Deletion).Deleted {
+			delete(gone, i)
+		}
+	}
+}
+
+// named looks, among the records from `from` to the store's count, for
+// the deletion records that name the records of gone (whose payloads are
+// deleted), and refuses the first one that none names. Those records are
+// read here only for their names: each one is checked on its own when
+// its turn comes, and one that does not open does not count.
+func (l *Ledger) named(ctx context.Context, from uint64, gone map[uint64]bool) error {
+	n, err := l.store.Count(ctx)
+	if err != nil {
+		return fmt.Errorf("ledger: count records: %w", err)
+	}
+	if from < n {
+		for rec, err := range l.store.Records(ctx, from, n) {
+			if err != nil {
+				if errors.Is(err, ErrMalformed) {
+					break // refused when its turn comes
+				}
+				return fmt.Errorf("ledger: read records [%d, %d): %w", from, n, err)
+			}
+			if rec.Leaf == nil || rec.Payload == nil {
+				continue
+			}
+			if leaf, payload, err := CheckRecord(ctx, l.opts.Sealer, rec); err == nil {
+				unname(gone, leaf, payload)
+			} else if errors.Is(err, ErrUnavailable) {
+				return fmt.Errorf("ledger: record %d: %w", rec.Index, err)
+			}
+			if len(gone) == 0 {
+				return nil
+			}
+		}
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	first := slices.Min(slices.Collect(maps.Keys(gone)))
+	return fmt.Errorf("%w record %d: its payload is gone, and no deletion record names it", ErrRefused, first)
 }
 
 // copyWindow is how many of the last records signed the sequencer

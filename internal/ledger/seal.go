@@ -157,6 +157,8 @@ func FormatKeys(keys []SubjectKey) string {
 }
 
 // ParseKeys decodes what FormatKeys wrote.
+//
+// A malformed column's error wraps ErrMalformed.
 func ParseKeys(s string) ([]SubjectKey, error) {
 	if s == "" {
 		return nil, nil
@@ -167,7 +169,7 @@ func ParseKeys(s string) ([]SubjectKey, error) {
 		subj, id, ok := strings.Cut(f, "=")
 		b, err := hex.DecodeString(id)
 		if !ok || err != nil || subj == "" || len(b) == 0 {
-			return nil, fmt.Errorf("ledger: malformed key reference %d", i)
+			return nil, fmt.Errorf("%w: key reference %d", ErrMalformed, i)
 		}
 		keys[i] = SubjectKey{Subject: subj, ID: b}
 	}

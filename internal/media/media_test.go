@@ -3,6 +3,7 @@ package media_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"iter"
 	"net/http"
@@ -25,6 +26,7 @@ import (
 	"github.com/linegate/linegate/internal/retention"
 	"github.com/linegate/linegate/internal/sim"
 	"github.com/linegate/linegate/internal/sqlitestore"
+	"golang.org/x/mod/sumdb/note"
 )
 
 // store is what the test needs of a backend.
@@ -358,6 +360,24 @@ func testUnsendDelete(t *testing.T, s store) {
 	}
 	if len(deleteAfter) != 2 || !strings.Contains(fmt.Sprint(deleteAfter), fmt.Sprintf("[%d ", own)) || !strings.Contains(fmt.Sprint(deleteAfter), fmt.Sprintf("[%d ", media)) {
 		t.Errorf("the request's delete_after %v, want the webhook record %d and the media record %d", deleteAfter, own, media)
+	}
+	// A purge deletes only what the log has signed: sign it first.
+	skey, vkey, err := note.GenerateKey(rand.Reader, "example.com/media")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, _ := note.NewSigner(skey)
+	verifier, _ := note.NewVerifier(vkey)
+	l, err := ledger.New(ctx, s, ledger.Options{Origin: "example.com/media", Signer: signer, Verifier: verifier, CheckpointInterval: time.Hour, Sealer: ring})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Start()
+	if head, err := l.Sync(ctx); err != nil || head.Size != count {
+		t.Fatalf("Sync: size %d, %v; want %d", head.Size, err, count)
+	}
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
 	}
 	rep, err := retention.Purge(ctx, s, w, ring, map[string]retention.Policy{"c": {}}, time.Now().Add(time.Minute), false)
 	if err != nil {

@@ -16,9 +16,10 @@ import (
 // Sealer).
 type logStore struct {
 	Store
-	cands []Candidate
-	recs  []ledger.Record
-	reads int // records read one by one
+	cands    []Candidate
+	recs     []ledger.Record
+	reads    int    // records read one by one
+	unsigned uint64 // the first record not signed (0: all are)
 }
 
 func (s *logStore) Expired(_ context.Context, _ time.Time, from uint64, limit int) ([]Candidate, error) {
@@ -32,6 +33,15 @@ func (s *logStore) Expired(_ context.Context, _ time.Time, from uint64, limit in
 }
 func (s *logStore) Holds(context.Context) ([]Hold, error) { return nil, nil }
 func (s *logStore) Count(context.Context) (uint64, error) { return uint64(len(s.recs)), nil }
+
+// TreeHead: every record in s.recs is signed, unless unsigned says from
+// where none is.
+func (s *logStore) TreeHead(context.Context) (ledger.TreeHead, error) {
+	if s.unsigned > 0 {
+		return ledger.TreeHead{Size: s.unsigned}, nil
+	}
+	return ledger.TreeHead{Size: uint64(len(s.recs))}, nil
+}
 func (s *logStore) ReadLeaves(_ context.Context, start, end uint64) ([][]byte, error) {
 	var out [][]byte
 	for _, r := range s.recs[start:end] {
@@ -155,5 +165,36 @@ func TestDue(t *testing.T) {
 		if got, ok := Due(Presets(), c, tt.requested, now); got != tt.want || ok != (tt.want != "") {
 			t.Errorf("Due(%s, requested %d) = %q, %v; want %q", tt.class, tt.requested, got, ok, tt.want)
 		}
+	}
+}
+
+// TestPurgeSignedOnly: a purge deletes only what the log has signed; the
+// records after the tree head are counted and left for a later run (a
+// row written by hand past the head must not be made to look deleted by
+// policy before the sequencer has checked it).
+func TestPurgeSignedOnly(t *testing.T) {
+	ctx := context.Background()
+	now := time.UnixMilli(1_800_000_000_000)
+	old := now.Add(-11 * 365 * 24 * time.Hour).UnixMilli() // past every class's keep period
+	s := &logStore{unsigned: 2}
+	for i := range 5 {
+		r, err := ledger.NewRecord(ledger.Entry{Kind: ledger.KindWebhook, Time: time.UnixMilli(old), Payload: []byte("x")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Index = uint64(i)
+		s.recs = append(s.recs, r)
+		s.cands = append(s.cands, Candidate{Index: uint64(i), TimeMs: old, Class: "th-pdpa", DeleteAfterMs: now.UnixMilli()})
+	}
+	c := &deletions{}
+	rep, err := Purge(ctx, s, c, nil, Presets(), now, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(rep.Deleted, []uint64{0, 1}) || rep.Unsigned != 3 || len(rep.Refused) != 0 {
+		t.Errorf("deleted %v, %d unsigned, refused %v; want [0 1], 3 unsigned, none refused", rep.Deleted, rep.Unsigned, rep.Refused)
+	}
+	if len(c.deleted) != 1 || !slices.Equal(c.deleted[0].Deleted, []uint64{0, 1}) {
+		t.Errorf("deletion records %+v, want one naming 0 and 1", c.deleted)
 	}
 }

@@ -136,6 +136,9 @@ type Store interface {
 // methods), to find the deletion requests and withdrawals recorded there.
 type Log interface {
 	Count(ctx context.Context) (uint64, error)
+	// TreeHead is the signed tree's: a purge deletes only records the log
+	// has signed.
+	TreeHead(ctx context.Context) (ledger.TreeHead, error)
 	ReadLeaves(ctx context.Context, start, end uint64) ([][]byte, error)
 	Records(ctx context.Context, start, end uint64) iter.Seq2[ledger.Record, error]
 }
@@ -221,6 +224,11 @@ type Report struct {
 	// their class allows, and than any request recorded in the ledger
 	// allows: not deleted, and worth an investigation.
 	Refused []uint64
+	// Unsigned counts expired records not signed into the log yet: left
+	// for a later run (a record is deleted only once the log has signed
+	// it, so that no row written by hand can be made to look deleted by
+	// policy before the sequencer has checked it).
+	Unsigned int
 }
 
 // Purge deletes every expired payload that no active hold covers, in
@@ -242,6 +250,13 @@ func Purge(ctx context.Context, s Store, c Committer, sealer ledger.Sealer, poli
 	if err != nil {
 		return rep, err
 	}
+	head, err := s.TreeHead(ctx)
+	if errors.Is(err, ledger.ErrNotFound) {
+		head, err = ledger.TreeHead{}, nil // nothing signed yet
+	}
+	if err != nil {
+		return rep, err
+	}
 	reqs := &requests{log: s, sealer: sealer}
 	after := int64(-1) // the first index is 0
 	retries := 0
@@ -259,6 +274,10 @@ func Purge(ctx context.Context, s Store, c Committer, sealer ledger.Sealer, poli
 		batchStart, batchHeld, refusedBefore := after, 0, len(rep.Refused)
 		for _, c := range cands {
 			after = int64(c.Index)
+			if c.Index >= head.Size {
+				rep.Unsigned++
+				continue
+			}
 			held := false
 			for _, h := range holds {
 				if h.Covers(c) {
