@@ -1,7 +1,6 @@
 package ledger
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -148,22 +147,37 @@ func (l *Ledger) named(ctx context.Context, from uint64, gone map[uint64]bool) e
 const copyWindow = 1 << 16
 
 // recentCommitments remembers the commitments of the last copyWindow
-// records signed, by their first 8 bytes (the commitments are random:
-// on a match, the whole leaves are compared). It is the sequencer's, and
-// loaded from the store's tail at its first use and whenever another
-// sequencer moved the tree.
+// records signed, found by their first 8 bytes (the commitments are
+// random). A match is compared with the whole commitment remembered, not
+// with the row now at the original's index: a record moved away from
+// where it was seen (two rows swapped) is taken for the copy it is. It is
+// the sequencer's, and loaded from the store's tail at its first use and
+// whenever another sequencer moved the tree.
 type recentCommitments struct {
 	size     uint64 // the tree size it covers
 	loaded   bool
 	byPrefix map[uint64]uint64 // prefix -> index of the record
-	ring     []uint64          // prefixes, at index % copyWindow
+	ring     [][32]byte        // commitments, at index % copyWindow
 }
 
-func commitmentPrefix(leaf []byte) uint64 {
-	if len(leaf) < 32 {
-		return 0
+// commitmentOf returns a leaf's commitment (its last 32 bytes; zero for a
+// leaf too short to hold one).
+func commitmentOf(leaf []byte) (c [32]byte) {
+	if len(leaf) >= 32 {
+		copy(c[:], leaf[len(leaf)-32:])
 	}
-	return binary.BigEndian.Uint64(leaf[len(leaf)-32:])
+	return c
+}
+
+func prefixOf(c [32]byte) uint64 { return binary.BigEndian.Uint64(c[:8]) }
+
+// seen returns the index of the remembered record whose commitment is c.
+func (rc *recentCommitments) seen(c [32]byte) (uint64, bool) {
+	j, ok := rc.byPrefix[prefixOf(c)]
+	if !ok || rc.ring[j%copyWindow] != c {
+		return 0, false
+	}
+	return j, true
 }
 
 // check refuses, among the leaves of records [start, start+len), a copy
@@ -174,23 +188,18 @@ func (rc *recentCommitments) check(ctx context.Context, store LeafReader, start 
 			return err
 		}
 	}
-	batch := make(map[uint64]uint64, len(leaves))
+	batch := make(map[[32]byte]uint64, len(leaves))
 	for i, leaf := range leaves {
 		idx := start + uint64(i)
-		p := commitmentPrefix(leaf)
-		if j, ok := batch[p]; ok && bytes.Equal(leaves[j-start][len(leaves[j-start])-32:], leaf[len(leaf)-32:]) {
+		c := commitmentOf(leaf)
+		j, ok := batch[c]
+		if !ok {
+			j, ok = rc.seen(c)
+		}
+		if ok {
 			return fmt.Errorf("%w record %d: a copy of record %d (the same salted commitment)", ErrRefused, idx, j)
 		}
-		if j, ok := rc.byPrefix[p]; ok {
-			old, err := store.ReadLeaves(ctx, j, j+1)
-			if err != nil {
-				return fmt.Errorf("ledger: read leaf %d: %w", j, err)
-			}
-			if bytes.Equal(old[0][len(old[0])-32:], leaf[len(leaf)-32:]) {
-				return fmt.Errorf("%w record %d: a copy of record %d (the same salted commitment)", ErrRefused, idx, j)
-			}
-		}
-		batch[p] = idx
+		batch[c] = idx
 	}
 	return nil
 }
@@ -223,29 +232,16 @@ func (g *CopyGuard) Copies(ctx context.Context, r LeafReader, start uint64, leav
 	var copies map[uint64]uint64
 	for i, leaf := range leaves {
 		idx := start + uint64(i)
-		p := commitmentPrefix(leaf)
-		if j, ok := rc.byPrefix[p]; ok {
-			var orig []byte
-			if j >= start {
-				orig = leaves[j-start]
-			} else {
-				old, err := r.ReadLeaves(ctx, j, j+1)
-				if err != nil {
-					rc.loaded = false
-					return nil, fmt.Errorf("ledger: read leaf %d: %w", j, err)
-				}
-				orig = old[0]
+		c := commitmentOf(leaf)
+		if j, ok := rc.seen(c); ok {
+			if copies == nil {
+				copies = map[uint64]uint64{}
 			}
-			if len(orig) >= 32 && len(leaf) >= 32 && bytes.Equal(orig[len(orig)-32:], leaf[len(leaf)-32:]) {
-				if copies == nil {
-					copies = map[uint64]uint64{}
-				}
-				copies[idx] = j
-				rc.add(idx, 0, false)
-				continue
-			}
+			copies[idx] = j
+			rc.add(idx, [32]byte{}, false)
+			continue
 		}
-		rc.add(idx, p, true)
+		rc.add(idx, c, true)
 	}
 	rc.size = start + uint64(len(leaves))
 	return copies, nil
@@ -258,23 +254,23 @@ func (rc *recentCommitments) added(start uint64, leaves [][]byte) {
 		return
 	}
 	for i, leaf := range leaves {
-		rc.add(start+uint64(i), commitmentPrefix(leaf), true)
+		rc.add(start+uint64(i), commitmentOf(leaf), true)
 	}
 	rc.size = start + uint64(len(leaves))
 }
 
-// add notes record idx, whose commitment starts with p; a record that is
-// not to be matched (a copy) takes its slot and nothing else.
-func (rc *recentCommitments) add(idx, p uint64, match bool) {
+// add notes record idx, whose commitment is c; a record that is not to
+// be matched (a copy) takes its slot and nothing else.
+func (rc *recentCommitments) add(idx uint64, c [32]byte, match bool) {
 	slot := idx % copyWindow
 	if idx >= copyWindow {
-		if q, ok := rc.byPrefix[rc.ring[slot]]; ok && q == idx-copyWindow {
-			delete(rc.byPrefix, rc.ring[slot])
+		if old := prefixOf(rc.ring[slot]); rc.byPrefix[old] == idx-copyWindow {
+			delete(rc.byPrefix, old)
 		}
 	}
-	rc.ring[slot] = p
+	rc.ring[slot] = c
 	if match {
-		rc.byPrefix[p] = idx
+		rc.byPrefix[prefixOf(c)] = idx
 	}
 }
 
@@ -282,7 +278,7 @@ func (rc *recentCommitments) add(idx, p uint64, match bool) {
 func (rc *recentCommitments) load(ctx context.Context, store LeafReader, size uint64) error {
 	rc.byPrefix = make(map[uint64]uint64, copyWindow)
 	if rc.ring == nil {
-		rc.ring = make([]uint64, copyWindow)
+		rc.ring = make([][32]byte, copyWindow)
 	}
 	from := size - min(size, copyWindow)
 	for lo := from; lo < size; lo += 4096 {
@@ -292,7 +288,7 @@ func (rc *recentCommitments) load(ctx context.Context, store LeafReader, size ui
 			return fmt.Errorf("ledger: read leaves [%d, %d): %w", lo, hi, err)
 		}
 		for i, leaf := range leaves {
-			rc.add(lo+uint64(i), commitmentPrefix(leaf), true)
+			rc.add(lo+uint64(i), commitmentOf(leaf), true)
 		}
 	}
 	rc.size, rc.loaded = size, true
