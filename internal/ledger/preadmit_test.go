@@ -2,14 +2,12 @@ package ledger_test
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/linegate/linegate/internal/ledger"
-	"golang.org/x/mod/sumdb/note"
 )
 
 // TestPreadmit: the records the sequencer admits between checkpoints are
@@ -21,22 +19,10 @@ import (
 func TestPreadmit(t *testing.T) {
 	ctx := context.Background()
 	store := openSQLite(t)
-	const origin = "example.com/preadmit"
-	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := note.NewSigner(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	verifier, err := note.NewVerifier(vkey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := newKey(t)
 	// An hour between checkpoints: the sequencer sleeps, and the test
 	// runs its admission slices itself.
-	l, err := ledger.New(ctx, store, ledger.Options{Origin: origin, Signer: signer, Verifier: verifier, CheckpointInterval: time.Hour})
+	l, err := ledger.New(ctx, store, k.options(ledger.Options{CheckpointInterval: time.Hour}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +50,7 @@ func TestPreadmit(t *testing.T) {
 	if got := l.Admitted(); got != 0 {
 		t.Errorf("%d records still admitted after the integration, want 0", got)
 	}
-	if rep, err := ledger.Verify(ctx, store, verifier, origin, []ledger.External{{Name: "head", Signed: head.Checkpoint}}, nil); err != nil || rep.TreeSize != 5 {
+	if rep, err := ledger.Verify(ctx, store, k.verifier, testOrigin, []ledger.External{{Name: "head", Signed: head.Checkpoint}}, nil); err != nil || rep.TreeSize != 5 {
 		t.Fatalf("Verify: size %d, %v", rep.TreeSize, err)
 	}
 
