@@ -398,6 +398,12 @@ type Options struct {
 	Now    func() time.Time
 }
 
+// The defaults of Options.Batch and Options.Linger.
+const (
+	DefaultBatch  = 20
+	DefaultLinger = 10 * time.Millisecond
+)
+
 // Fanout queues events for the destinations and delivers them.
 type Fanout struct {
 	o      Options
@@ -435,7 +441,7 @@ func New(o Options) (*Fanout, error) {
 		o.Concurrency = 4
 	}
 	if o.Batch <= 0 {
-		o.Batch = 20
+		o.Batch = DefaultBatch
 	}
 	if o.Poll <= 0 {
 		o.Poll = 100 * time.Millisecond
@@ -443,7 +449,7 @@ func New(o Options) (*Fanout, error) {
 	if o.Linger < 0 {
 		o.Linger = 0
 	} else if o.Linger == 0 {
-		o.Linger = 10 * time.Millisecond
+		o.Linger = DefaultLinger
 	}
 	if o.Hold <= 0 {
 		o.Hold = defaultHold
@@ -636,10 +642,10 @@ func (f *Fanout) Collectors() []prometheus.Collector {
 	return f.m.collectors(f)
 }
 
-// buildBody builds what a destination receives for events: a body shaped
+// BuildBody builds what a destination receives for events: a body shaped
 // as LINE's, each replyToken removed unless the destination owns it, and
 // deliveryContext.isRedelivery set for redeliveries.
-func buildBody(destination string, events []json.RawMessage, keepReplyToken, redelivery bool) ([]byte, error) {
+func BuildBody(destination string, events []json.RawMessage, keepReplyToken, redelivery bool) ([]byte, error) {
 	out := make([]json.RawMessage, len(events))
 	for i, event := range events {
 		e, err := buildEvent(event, keepReplyToken, redelivery)

@@ -94,7 +94,7 @@ func TestBuildBody(t *testing.T) {
 	for _, tt := range []struct {
 		keep, redelivery bool
 	}{{false, false}, {true, false}, {false, true}, {true, true}} {
-		b, err := buildBody("U0123456789abcdef0123456789abcdef", []json.RawMessage{ev, ev}, tt.keep, tt.redelivery)
+		b, err := BuildBody("U0123456789abcdef0123456789abcdef", []json.RawMessage{ev, ev}, tt.keep, tt.redelivery)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -119,11 +119,11 @@ func TestBuildBody(t *testing.T) {
 		}
 	}
 	// An event without a delivery context gets one on redelivery.
-	b, err := buildBody("U", []json.RawMessage{json.RawMessage(`{"type":"follow"}`)}, false, true)
+	b, err := BuildBody("U", []json.RawMessage{json.RawMessage(`{"type":"follow"}`)}, false, true)
 	if err != nil || !strings.Contains(string(b), `"deliveryContext":{"isRedelivery":true}`) {
 		t.Errorf("redelivery of an event without deliveryContext: %s, %v", b, err)
 	}
-	if _, err := buildBody("U", []json.RawMessage{json.RawMessage(`{}`), json.RawMessage(`[1]`)}, false, false); err == nil {
+	if _, err := BuildBody("U", []json.RawMessage{json.RawMessage(`{}`), json.RawMessage(`[1]`)}, false, false); err == nil {
 		t.Error("an event that is not an object was accepted")
 	}
 	// What has nothing to change goes byte for byte as recorded: to the
@@ -133,7 +133,7 @@ func TestBuildBody(t *testing.T) {
 		ev   json.RawMessage
 		keep bool
 	}{{ev, true}, {follow, false}, {follow, true}} {
-		b, err := buildBody("U1", []json.RawMessage{tt.ev}, tt.keep, false)
+		b, err := BuildBody("U1", []json.RawMessage{tt.ev}, tt.keep, false)
 		if want := `{"destination":"U1","events":[` + string(tt.ev) + `]}`; err != nil || string(b) != want {
 			t.Errorf("keep=%v: body %s, %v; want %s", tt.keep, b, err, want)
 		}
@@ -143,7 +143,7 @@ func TestBuildBody(t *testing.T) {
 	for _, bad := range []string{`null`, ` null `, `1`, `"s"`, `[]`, `true`} {
 		for _, redelivery := range []bool{false, true} {
 			for _, keep := range []bool{false, true} {
-				if b, err := buildBody("U", []json.RawMessage{json.RawMessage(bad)}, keep, redelivery); err == nil {
+				if b, err := BuildBody("U", []json.RawMessage{json.RawMessage(bad)}, keep, redelivery); err == nil {
 					t.Errorf("event %s (keep=%v redelivery=%v) accepted: %s", bad, keep, redelivery, b)
 				}
 			}
@@ -154,7 +154,7 @@ func TestBuildBody(t *testing.T) {
 	for _, key := range []string{"REPLYTOKEN", "replytoken", "ReplyToken", "replyTo\u212Aen", "reply\u0054oken", "replyToKen"} {
 		ev := json.RawMessage(`{"type":"message","` + key + `":"rt","message":{"type":"text","text":"x","replyToken":"nested"}}`)
 		for _, redelivery := range []bool{false, true} {
-			b, err := buildBody("U1", []json.RawMessage{ev}, false, redelivery)
+			b, err := BuildBody("U1", []json.RawMessage{ev}, false, redelivery)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -176,14 +176,14 @@ func TestBuildBody(t *testing.T) {
 				t.Errorf("key %q: a nested field of the same name was taken out: %s", key, b)
 			}
 		}
-		if b, _ := buildBody("U1", []json.RawMessage{ev}, true, false); !strings.Contains(string(b), `"rt"`) {
+		if b, _ := BuildBody("U1", []json.RawMessage{ev}, true, false); !strings.Contains(string(b), `"rt"`) {
 			t.Errorf("key %q: the owner lost its reply token: %s", key, b)
 		}
 	}
 	// A reply token under an escaped key is a reply token: every JSON
 	// parser reads "reply\u0054oken" as replyToken.
 	escaped := json.RawMessage(`{"type":"message","reply\u0054oken":"rt","message":{"type":"text","text":"x"}}`)
-	b, err = buildBody("U1", []json.RawMessage{escaped}, false, false)
+	b, err = BuildBody("U1", []json.RawMessage{escaped}, false, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -127,7 +127,7 @@ func BenchmarkBuildBody(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := buildBody("U0123456789abcdef0123456789abcdef", events, c.owner, c.redelivery); err != nil {
+				if _, err := BuildBody("U0123456789abcdef0123456789abcdef", events, c.owner, c.redelivery); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -162,7 +162,7 @@ var hostileEvents = []string{
 func TestBuildBodyHostile(t *testing.T) {
 	for _, ev := range hostileEvents {
 		for _, redelivery := range []bool{false, true} {
-			b, err := buildBody("U1", []json.RawMessage{json.RawMessage(ev)}, false, redelivery)
+			b, err := BuildBody("U1", []json.RawMessage{json.RawMessage(ev)}, false, redelivery)
 			if err != nil {
 				t.Errorf("%q (redelivery=%v): %v", ev, redelivery, err)
 				continue
@@ -199,7 +199,7 @@ func TestBuildBodyHostile(t *testing.T) {
 	}
 	for _, bad := range []string{"\xef\xbb\xbf{}", `{"replyToken":"x"} x`, `{}{}`, `{"replyToken":"x"`, `{,}`, `{"a":1,}`, "{\"a\":1\x00}", "{\u00a0\"a\":1}", ``} {
 		for _, redelivery := range []bool{false, true} {
-			if b, err := buildBody("U1", []json.RawMessage{json.RawMessage(bad)}, false, redelivery); err == nil {
+			if b, err := BuildBody("U1", []json.RawMessage{json.RawMessage(bad)}, false, redelivery); err == nil {
 				t.Errorf("%q (redelivery=%v) accepted: %q", bad, redelivery, b)
 			}
 		}

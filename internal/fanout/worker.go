@@ -642,7 +642,7 @@ func (w *worker) deliver(ctx context.Context, dest string, es []*Entry, events [
 	f := w.f
 	start := f.o.Now()
 	rec := w.newRecord(es, start)
-	body, err := buildBody(dest, events, w.d.OwnsReplyToken, es[0].Redelivery)
+	body, err := BuildBody(dest, events, w.d.OwnsReplyToken, es[0].Redelivery)
 	if err != nil {
 		// An event that is not a JSON object: LINE's never are, but the
 		// ledger keeps what came; each is dropped alone.
@@ -664,7 +664,7 @@ func (w *worker) deliver(ctx context.Context, dest string, es []*Entry, events [
 		return false
 	}
 	// The body's size and hash, not the body: the webhook records hold
-	// the events, and buildBody rebuilds the body from them byte for
+	// the events, and BuildBody rebuilds the body from them byte for
 	// byte.
 	bodySum := sha256.Sum256(body)
 	rec.RequestBytes, rec.RequestSHA256 = int64(len(body)), hex.EncodeToString(bodySum[:])
