@@ -115,7 +115,7 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 	} else {
 		r.work = opts.WorkDir
 	}
-	for _, p := range []string{"sdkecho", "sdkdurable", "sdkbot", "tesseraposix"} {
+	for _, p := range []string{"sdkecho", "sdkdurable", "sdkbot", "tesseraposix", "feeder"} {
 		bin := filepath.Join(r.work, "peer-"+p)
 		r.logf("building peer %s", p)
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./bench/peers/"+p)
