@@ -100,6 +100,15 @@ func TestForgedRowsRefused(t *testing.T) {
 		if c, err := ledger.ParseCheckpoint(string(cp)); err != nil || c.Size > n {
 			t.Errorf("checkpoint %q signs past the forged record %d (%v)", cp, n, err)
 		}
+		// What LinegateSigningStalled reads: records wait, and the
+		// integrations fail.
+		_, m := g.get(t, g.admin+"/metrics")
+		if v := metricValue(string(m), "linegate_ledger_unintegrated_records"); v < 2 {
+			t.Errorf("linegate_ledger_unintegrated_records = %v, want the forged record and the one after it at least", v)
+		}
+		if v := metricValue(string(m), "linegate_ledger_integrate_errors_total"); v < 1 {
+			t.Errorf("linegate_ledger_integrate_errors_total = %v, want the refusals counted", v)
+		}
 		g.stop()
 		if !strings.Contains(g.Logs(), fmt.Sprintf("refused to sign record %d", n)) {
 			t.Errorf("the log does not name the forged record")

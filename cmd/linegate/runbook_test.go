@@ -17,7 +17,7 @@ var runbookAlerts = []string{
 	"LinegateDeliveryDelayHigh", "LinegateAckLatencyHigh", "LinegateReplyLatencyHigh", "LinegateWebhookDisabled",
 	"LinegateWebhookInactive", "LinegateWebhookMoved", "LinegateWebhookMonitorStale", "LinegateSignatureFailures",
 	"LinegateDuplicateMessageID", "LinegateDown", "LinegateLedgerUnavailable", "LinegateLedgerWriteErrors",
-	"LinegatePipelineBacklogGrowing", "LinegatePipelineBacklog", "LinegateLineAPIErrors", "LinegateLineAPIRateLimited",
+	"LinegateSigningStalled", "LinegatePipelineBacklogGrowing", "LinegatePipelineBacklog", "LinegateLineAPIErrors", "LinegateLineAPIRateLimited",
 	"LinegateKillSwitchLeftOn", "LinegateClockDrift", "LinegateQuotaBudgetNear", "LinegateQuotaNearEnd",
 	"LinegateTokenNearExpiry", "LinegateTokenRenewalFailing", "LinegateCanaryLeak", "LinegateAlertsNotRecorded",
 	"LinegateVerifyFailed", "LinegateVerifyNotRun",

@@ -176,6 +176,7 @@ type metrics struct {
 	integrateLatency prometheus.Histogram
 	treeSize         prometheus.Gauge
 	pendingRecords   prometheus.Gauge
+	integrateErrors  prometheus.Counter
 	queueDepth       prometheus.GaugeFunc
 }
 
@@ -277,6 +278,10 @@ func newMetrics(l *Ledger) metrics {
 			Name: metricPrefix + "ledger_unintegrated_records",
 			Help: "Records appended but not yet integrated, at the last sequencing.",
 		}),
+		integrateErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: metricPrefix + "ledger_integrate_errors_total",
+			Help: "Integrations that failed: records waiting were not signed into the log (a refused record, or an error of the store or the signer); the sequencer tries again at the next interval.",
+		}),
 		queueDepth: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: metricPrefix + "ledger_queue_depth",
 			Help: "Records waiting for a group commit.",
@@ -287,7 +292,7 @@ func newMetrics(l *Ledger) metrics {
 // Collectors returns the ledger's metrics, for the caller's registry.
 func (l *Ledger) Collectors() []prometheus.Collector {
 	return append(l.w.Collectors(), l.m.batchSize, l.m.pushbacks,
-		l.m.integrateLatency, l.m.treeSize, l.m.pendingRecords, l.m.queueDepth, l.pubTime.gauge())
+		l.m.integrateLatency, l.m.treeSize, l.m.pendingRecords, l.m.integrateErrors, l.m.queueDepth, l.pubTime.gauge())
 }
 
 // Start starts the group-commit writer and the sequencer.
@@ -643,6 +648,7 @@ func (l *Ledger) sequencer() {
 			continue
 		}
 		if err := l.integrate(ctx); err != nil {
+			l.m.integrateErrors.Inc()
 			l.log.Error("ledger integration failed", "err", err)
 		}
 	}
