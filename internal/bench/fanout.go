@@ -18,9 +18,9 @@ import (
 )
 
 // The sides of the fan-out bench: the gateway with three destinations;
-// the same gateway without destinations, the destinations given the same
-// events by the bench (fed); and without destinations, the destinations
-// idle.
+// the same gateway without destinations while the feeder process gives
+// the destinations events at the same rate (fed); and without
+// destinations, the destinations idle.
 const (
 	sideWith = iota
 	sideFed
