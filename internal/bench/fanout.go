@@ -170,7 +170,6 @@ func (r *runner) fanoutAck(ctx context.Context) {
 			if v.Failed > 0 || v.Given != int64(len(live))*v.Made || v.Made == 0 {
 				return rd, fmt.Errorf("feeder: made %d events, the destinations took %d, %d requests failed", v.Made, v.Given, v.Failed)
 			}
-			rd.delivered = float64(v.Given)
 			rd.feederCPU = feeder.ProcessState.UserTime() + feeder.ProcessState.SystemTime() - time.Duration(feederReady*float64(time.Second))
 		}
 		m, err := g.metrics()
@@ -224,40 +223,36 @@ func (r *runner) fanoutAck(ctx context.Context) {
 		fedRatios = append(fedRatios, float64(got[sideWith].p99)/float64(got[sideFed].p99))
 		idleRatios = append(idleRatios, float64(got[sideWith].p99)/float64(got[sideIdle].p99))
 	}
-	// of returns the median over a side's rounds of f.
-	of := func(side int, f func(fanoutRound) time.Duration) time.Duration {
+	// each returns f of a side's rounds, in their order; of, its median.
+	each := func(side int, f func(fanoutRound) time.Duration) []time.Duration {
 		var ds []time.Duration
 		for _, rd := range rounds[side] {
 			ds = append(ds, f(rd))
 		}
-		return median(ds)
-	}
-	p99s := func(side int) []time.Duration {
-		var ds []time.Duration
-		for _, rd := range rounds[side] {
-			ds = append(ds, rd.p99)
-		}
 		return ds
 	}
+	of := func(side int, f func(fanoutRound) time.Duration) time.Duration { return median(each(side, f)) }
 	p99 := func(rd fanoutRound) time.Duration { return rd.p99 }
+	p99s := func(side int) []time.Duration { return each(side, p99) }
 	cpu := func(rd fanoutRound) time.Duration { return rd.cpu }
 	destsCPU := func(rd fanoutRound) time.Duration { return rd.peersCPU }
 	feederCPU := func(rd fanoutRound) time.Duration { return rd.feederCPU }
 	commit := func(rd fanoutRound) time.Duration { return rd.commit }
+	works := func(side int) []work {
+		var ws []work
+		for _, rd := range rounds[side] {
+			ws = append(ws, rd.work)
+		}
+		return ws
+	}
 	sent := 0
 	var delivered, failed float64
-	var works [sides][]work
-	for side := range sides {
-		for _, rd := range rounds[side] {
-			works[side] = append(works[side], rd.work)
-		}
-	}
 	for _, rd := range rounds[sideWith] {
 		sent += rd.ok
 		delivered += rd.delivered
 		failed += rd.failed
 	}
-	with, without := medianWork(works[sideWith]), medianWork(works[sideIdle])
+	with, without := medianWork(works(sideWith)), medianWork(works(sideIdle))
 	// Lower is better: the ratio is peer/value.
 	r.add(Result{Name: name, Value: ms(of(sideWith, p99)), Unit: "ms", Peer: "the same gateway without destinations, this run",
 		PeerValue: f64(ms(of(sideIdle, p99))), Target: "<= 1.25x peer",

@@ -17,10 +17,7 @@
 package main
 
 import (
-	"bytes"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -84,23 +81,8 @@ func run(args []string, stdout io.Writer) error {
 			failed.Add(1)
 			return
 		}
-		m := hmac.New(sha256.New, []byte(d.secret))
-		m.Write(body)
-		req, err := http.NewRequest("POST", d.url, bytes.NewReader(body))
-		if err != nil {
-			failed.Add(1)
-			return
-		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("X-Line-Signature", base64.StdEncoding.EncodeToString(m.Sum(nil)))
-		resp, err := client.Do(req)
-		if err != nil {
-			failed.Add(1)
-			return
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode/100 != 2 {
+		status, err := sim.PostWebhook(context.Background(), client, d.url, []byte(d.secret), body)
+		if err != nil || status/100 != 2 {
 			failed.Add(1)
 			return
 		}
@@ -148,6 +130,5 @@ func run(args []string, stdout io.Writer) error {
 		})
 	}
 	senders.Wait()
-	made := total
-	return json.NewEncoder(stdout).Encode(map[string]int64{"made": int64(made), "given": given.Load(), "failed": failed.Load()})
+	return json.NewEncoder(stdout).Encode(map[string]int64{"made": int64(total), "given": given.Load(), "failed": failed.Load()})
 }

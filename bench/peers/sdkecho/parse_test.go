@@ -2,15 +2,13 @@ package main
 
 import (
 	"bytes"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
 	"testing"
 
 	"github.com/line/line-bot-sdk-go/v8/linebot/webhook"
+	"github.com/linegate/linegate/internal/line"
 	"github.com/linegate/linegate/internal/sim"
 )
 
@@ -24,9 +22,7 @@ func signedBody(tb testing.TB, n int, secret string) ([]byte, string) {
 	if err := json.Unmarshal(body, &cb); err != nil || len(cb.Events) != n {
 		tb.Fatalf("a body of %d events: %d events, %v", n, len(cb.Events), err)
 	}
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write(body)
-	return body, base64.StdEncoding.EncodeToString(m.Sum(nil))
+	return body, line.Sign([]byte(secret), body)
 }
 
 // TestParse checks that the peer's SDK takes the benchmark's bodies, and
