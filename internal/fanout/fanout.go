@@ -289,9 +289,16 @@ func (Retry) EffectName() string { return "schedule a retry" }
 // Every method is a read of its own, safe for concurrent use.
 type Store interface {
 	// Heads returns, in Seq order, the first perConversation queued
-	// entries (lowest Seqs) of each of up to conversations conversations,
-	// found among the HeadsWindow entries queued first for destination.
-	Heads(ctx context.Context, destination string, conversations, perConversation int) ([]*Entry, error)
+	// entries of each of up to conversations of destination's
+	// conversations: those whose first entry is due at nowMs (NextMs <=
+	// nowMs) first, the one queued first (lowest Seq) first; then, if
+	// fewer are due, those whose first entry waits for a retry, in the
+	// same order. The stores keep each conversation's first entry in a
+	// table of its own, so that Heads reads what it returns and, at
+	// most, the first entries of the conversations waiting for a retry:
+	// a conversation with any number of entries queued, or any number
+	// of conversations waiting, hides no other.
+	Heads(ctx context.Context, destination string, nowMs int64, conversations, perConversation int) ([]*Entry, error)
 	// QueueDepths returns the number of entries queued, by destination
 	// (destinations with none are absent).
 	QueueDepths(ctx context.Context) (map[string]int64, error)
@@ -303,30 +310,22 @@ type Store interface {
 	QueuedConversations(ctx context.Context, destination string) (map[string]uint64, error)
 }
 
-// HeadsWindow is how many of a destination's queued entries, the first
-// in Seq order, Store.Heads looks among for the heads of conversations:
-// reading a bounded window costs the same however long the queue.
-//
-// BUG: a conversation whose head keeps failing while it has more than
-// HeadsWindow entries queued behind it hides the conversations queued
-// after them until it is delivered.
-const HeadsWindow = 2048
-
-// HeadsPicker picks, from a destination's queued entries read in Seq
-// order, the ones Store.Heads returns, for the stores to share.
-type HeadsPicker struct {
+// headsPicker picks, from entries read in Seq order, the first
+// perConversation of each of up to conversations conversations: the held
+// entries a round looks at, as Store.Heads picks them from the table.
+type headsPicker struct {
 	conversations, per int
 	count              map[string]int
 }
 
-// NewHeadsPicker returns a picker for Store.Heads's limits.
-func NewHeadsPicker(conversations, perConversation int) *HeadsPicker {
-	return &HeadsPicker{conversations: conversations, per: perConversation, count: map[string]int{}}
+// newHeadsPicker returns a picker for these limits.
+func newHeadsPicker(conversations, perConversation int) *headsPicker {
+	return &headsPicker{conversations: conversations, per: perConversation, count: map[string]int{}}
 }
 
 // Want reports whether the next entry in Seq order, of conversation, is
 // returned (only those are decoded).
-func (p *HeadsPicker) Want(conversation string) bool {
+func (p *headsPicker) Want(conversation string) bool {
 	n, ok := p.count[conversation]
 	if !ok && len(p.count) >= p.conversations || n >= p.per {
 		return false

@@ -14,7 +14,9 @@ import (
 // queueOf is a fan-out Store holding fixed entries.
 type queueOf struct{ entries []*Entry }
 
-func (q queueOf) Heads(context.Context, string, int, int) ([]*Entry, error) { return q.entries, nil }
+func (q queueOf) Heads(context.Context, string, int64, int, int) ([]*Entry, error) {
+	return q.entries, nil
+}
 func (q queueOf) QueueDepths(context.Context) (map[string]int64, error) {
 	return map[string]int64{"d": int64(len(q.entries))}, nil
 }

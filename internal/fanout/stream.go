@@ -385,7 +385,7 @@ func (w *worker) spill(ctx context.Context, all bool) error {
 func (s *stream) memHeads(conversations, perConversation int, skip map[string]bool) []*Entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	pick := NewHeadsPicker(conversations, perConversation)
+	pick := newHeadsPicker(conversations, perConversation)
 	var out []*Entry
 	for _, e := range s.mem {
 		if _, ok := s.queued[e.Conversation]; ok || skip[e.Conversation] || !pick.Want(e.Conversation) {

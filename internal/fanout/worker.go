@@ -364,7 +364,7 @@ func waitAtMost(wg *sync.WaitGroup, d time.Duration) {
 func (w *worker) heads(ctx context.Context) (heads []*Entry, more bool, err error) {
 	f, s := w.f, &w.s
 	if f.o.Table {
-		heads, err = f.o.Store.Heads(ctx, w.d.Name, headsPerRound, f.o.Batch)
+		heads, err = f.o.Store.Heads(ctx, w.d.Name, f.o.Now().UnixMilli(), headsPerRound, f.o.Batch)
 		return heads, false, err
 	}
 	if _, behind, _ := s.held(); behind {
@@ -380,7 +380,7 @@ func (w *worker) heads(ctx context.Context) (heads []*Entry, more bool, err erro
 	s.mu.Unlock()
 	var skip map[string]bool
 	if inTable {
-		if heads, err = f.o.Store.Heads(ctx, w.d.Name, headsPerRound, f.o.Batch); err != nil {
+		if heads, err = f.o.Store.Heads(ctx, w.d.Name, f.o.Now().UnixMilli(), headsPerRound, f.o.Batch); err != nil {
 			return nil, false, err
 		}
 		if len(heads) == 0 {

@@ -82,16 +82,23 @@ func applyFanout(ctx context.Context, tx pgx.Tx, e ledger.Effect) error {
 	return ledger.ErrUnsupportedEffect
 }
 
-// Heads implements fanout.Store.
-func (s *Store) Heads(ctx context.Context, destination string, conversations, perConversation int) ([]*fanout.Entry, error) {
-	rows, err := s.pool.Query(ctx, "SELECT seq, conversation, attempts, next_ms, entry FROM fanout_queue WHERE destination = $1 ORDER BY seq LIMIT $2",
-		destination, fanout.HeadsWindow)
+// Heads implements fanout.Store: the conversations from fanout_heads,
+// due ones first, then each one's first entries from fanout_queue, one
+// statement.
+func (s *Store) Heads(ctx context.Context, destination string, nowMs int64, conversations, perConversation int) ([]*fanout.Entry, error) {
+	rows, err := s.pool.Query(ctx, `WITH h AS (
+			(SELECT conversation FROM fanout_heads WHERE destination = $1 AND next_ms <= $2 ORDER BY seq LIMIT $3)
+			UNION ALL
+			(SELECT conversation FROM fanout_heads WHERE destination = $1 AND next_ms > $2 ORDER BY seq LIMIT $3)
+			LIMIT $3)
+		SELECT q.seq, q.conversation, q.attempts, q.next_ms, q.entry FROM h, LATERAL
+			(SELECT seq, conversation, attempts, next_ms, entry FROM fanout_queue WHERE destination = $1 AND conversation = h.conversation ORDER BY seq LIMIT $4) q
+		ORDER BY q.seq`, destination, nowMs, conversations, perConversation)
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: read fan-out queue: %w", err)
 	}
 	defer rows.Close()
 	var out []*fanout.Entry
-	pick := fanout.NewHeadsPicker(conversations, perConversation)
 	for rows.Next() {
 		var e fanout.Entry
 		var seq int64
@@ -99,13 +106,10 @@ func (s *Store) Heads(ctx context.Context, destination string, conversations, pe
 		if err := rows.Scan(&seq, &e.Conversation, &e.Attempts, &e.NextMs, &b); err != nil {
 			return nil, fmt.Errorf("pgstore: read fan-out queue: %w", err)
 		}
-		e.Seq, e.Destination = uint64(seq), destination
-		if !pick.Want(e.Conversation) {
-			continue // decoded only when returned
-		}
 		if err := json.Unmarshal(b, &e); err != nil {
 			return nil, fmt.Errorf("pgstore: fan-out entry %d: %w", seq, err)
 		}
+		e.Seq, e.Destination = uint64(seq), destination
 		out = append(out, &e)
 	}
 	return out, rows.Err()

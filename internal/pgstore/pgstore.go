@@ -27,7 +27,7 @@ var _ ledger.Store = (*Store)(nil)
 
 // schemaVersion is the version of the schema this code writes. A database
 // of a newer version is refused.
-const schemaVersion = 5
+const schemaVersion = 6
 
 // migrations[i] brings a database from version i to version i+1.
 var migrations = []string{
@@ -176,6 +176,55 @@ var migrations = []string{
 		entry        BYTEA NOT NULL            -- fanout.Entry as JSON
 	);
 	CREATE INDEX fanout_queue_destination ON fanout_queue (destination, seq);`,
+
+	// Version 6: each conversation's first queued entry for each
+	// destination, kept by triggers as the queue changes, so that a round
+	// finds the conversations to deliver without reading past the ones
+	// with many entries queued or waiting for a retry (fanout.Store.Heads).
+	// Replicas queue at once: a head is replaced only by a lower seq, so
+	// that the order in which their transactions commit does not matter.
+	`CREATE TABLE fanout_heads (
+		destination  TEXT NOT NULL,
+		conversation TEXT NOT NULL,
+		seq          BIGINT NOT NULL, -- the conversation's first entry in fanout_queue
+		next_ms      BIGINT NOT NULL, -- and its next try
+		PRIMARY KEY (destination, conversation)
+	);
+	CREATE INDEX fanout_heads_order ON fanout_heads (destination, seq);
+	DROP INDEX fanout_queue_destination;
+	CREATE INDEX fanout_queue_conversation ON fanout_queue (destination, conversation, seq);
+	INSERT INTO fanout_heads (destination, conversation, seq, next_ms)
+		SELECT DISTINCT ON (destination, conversation) destination, conversation, seq, next_ms
+		FROM fanout_queue ORDER BY destination, conversation, seq;
+	CREATE FUNCTION fanout_heads_enqueue() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+		INSERT INTO fanout_heads AS h (destination, conversation, seq, next_ms)
+			VALUES (NEW.destination, NEW.conversation, NEW.seq, NEW.next_ms)
+			ON CONFLICT (destination, conversation) DO UPDATE SET seq = excluded.seq, next_ms = excluded.next_ms
+			WHERE excluded.seq < h.seq;
+		RETURN NULL;
+	END $$;
+	-- A first entry that leaves makes way for the next one of its
+	-- conversation, if any; another leaving changes nothing.
+	CREATE FUNCTION fanout_heads_dequeue() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+		DELETE FROM fanout_heads WHERE destination = OLD.destination AND conversation = OLD.conversation AND seq = OLD.seq;
+		INSERT INTO fanout_heads AS h (destination, conversation, seq, next_ms)
+			SELECT destination, conversation, seq, next_ms FROM fanout_queue
+			WHERE destination = OLD.destination AND conversation = OLD.conversation ORDER BY seq LIMIT 1
+			ON CONFLICT (destination, conversation) DO UPDATE SET seq = excluded.seq, next_ms = excluded.next_ms
+			WHERE excluded.seq < h.seq;
+		RETURN NULL;
+	END $$;
+	CREATE FUNCTION fanout_heads_retry() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+		UPDATE fanout_heads SET next_ms = NEW.next_ms
+			WHERE destination = NEW.destination AND conversation = NEW.conversation AND seq = NEW.seq;
+		RETURN NULL;
+	END $$;
+	CREATE TRIGGER fanout_heads_enqueue AFTER INSERT ON fanout_queue FOR EACH ROW EXECUTE FUNCTION fanout_heads_enqueue();
+	CREATE TRIGGER fanout_heads_dequeue AFTER DELETE ON fanout_queue FOR EACH ROW EXECUTE FUNCTION fanout_heads_dequeue();
+	CREATE TRIGGER fanout_heads_retry AFTER UPDATE OF next_ms ON fanout_queue FOR EACH ROW EXECUTE FUNCTION fanout_heads_retry();`,
 }
 
 // The second keys of the advisory locks, by use (the first is lockID).

@@ -104,29 +104,33 @@ func (s *Store) enqueueFanout(ctx context.Context, tx *sql.Tx, entries []*fanout
 	return nil
 }
 
-// Heads implements fanout.Store.
-func (s *Store) Heads(ctx context.Context, destination string, conversations, perConversation int) ([]*fanout.Entry, error) {
-	rows, err := s.rq.QueryContext(ctx, "SELECT seq, conversation, attempts, next_ms, entry FROM fanout_queue WHERE destination = ? ORDER BY seq LIMIT ?",
-		destination, fanout.HeadsWindow)
+// Heads implements fanout.Store: the conversations from fanout_heads,
+// due ones first, then each one's first entries from fanout_queue, one
+// statement.
+func (s *Store) Heads(ctx context.Context, destination string, nowMs int64, conversations, perConversation int) ([]*fanout.Entry, error) {
+	rows, err := s.rq.QueryContext(ctx, `WITH h AS (
+			SELECT conversation FROM (SELECT conversation FROM fanout_heads WHERE destination = ?1 AND next_ms <= ?2 ORDER BY seq LIMIT ?3)
+			UNION ALL
+			SELECT conversation FROM (SELECT conversation FROM fanout_heads WHERE destination = ?1 AND next_ms > ?2 ORDER BY seq LIMIT ?3)
+			LIMIT ?3)
+		SELECT q.seq, q.conversation, q.attempts, q.next_ms, q.entry FROM h JOIN fanout_queue q ON q.seq IN
+			(SELECT seq FROM fanout_queue WHERE destination = ?1 AND conversation = h.conversation ORDER BY seq LIMIT ?4)
+		ORDER BY q.seq`, destination, nowMs, conversations, perConversation)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: read fan-out queue: %w", err)
 	}
 	defer rows.Close()
 	var out []*fanout.Entry
-	pick := fanout.NewHeadsPicker(conversations, perConversation)
 	for rows.Next() {
 		var e fanout.Entry
 		var b []byte
 		if err := rows.Scan(&e.Seq, &e.Conversation, &e.Attempts, &e.NextMs, &b); err != nil {
 			return nil, fmt.Errorf("sqlitestore: read fan-out queue: %w", err)
 		}
-		e.Destination = destination
-		if !pick.Want(e.Conversation) {
-			continue // decoded only when returned
-		}
 		if err := json.Unmarshal(b, &e); err != nil {
 			return nil, fmt.Errorf("sqlitestore: fan-out entry %d: %w", e.Seq, err)
 		}
+		e.Destination = destination
 		out = append(out, &e)
 	}
 	return out, rows.Err()

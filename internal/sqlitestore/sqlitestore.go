@@ -24,7 +24,7 @@ var _ ledger.Store = (*Store)(nil)
 
 // schemaVersion is the version of the schema this code writes, kept in
 // PRAGMA user_version. A database of a newer version is refused.
-const schemaVersion = 9
+const schemaVersion = 10
 
 // migrations[i] brings a database from version i to version i+1.
 var migrations = []string{
@@ -180,6 +180,44 @@ var migrations = []string{
 		entry        BLOB NOT NULL              -- fanout.Entry as JSON
 	);
 	CREATE INDEX fanout_queue_destination ON fanout_queue (destination, seq);`,
+
+	// Version 10: each conversation's first queued entry for each
+	// destination, kept by triggers as the queue changes, so that a round
+	// finds the conversations to deliver without reading past the ones
+	// with many entries queued or waiting for a retry (fanout.Store.Heads).
+	`CREATE TABLE fanout_heads (
+		destination  TEXT NOT NULL,
+		conversation TEXT NOT NULL,
+		seq          INTEGER NOT NULL, -- the conversation's first entry in fanout_queue
+		next_ms      INTEGER NOT NULL, -- and its next try
+		PRIMARY KEY (destination, conversation)
+	) WITHOUT ROWID;
+	CREATE INDEX fanout_heads_order ON fanout_heads (destination, seq);
+	DROP INDEX fanout_queue_destination;
+	CREATE INDEX fanout_queue_conversation ON fanout_queue (destination, conversation, seq);
+	-- The first entry's other columns are those of the row MIN chose.
+	INSERT INTO fanout_heads (destination, conversation, seq, next_ms)
+		SELECT destination, conversation, MIN(seq), next_ms FROM fanout_queue GROUP BY destination, conversation;
+	CREATE TRIGGER fanout_heads_enqueue AFTER INSERT ON fanout_queue BEGIN
+		INSERT INTO fanout_heads (destination, conversation, seq, next_ms)
+			VALUES (NEW.destination, NEW.conversation, NEW.seq, NEW.next_ms)
+			ON CONFLICT (destination, conversation) DO UPDATE SET seq = excluded.seq, next_ms = excluded.next_ms
+			WHERE excluded.seq < fanout_heads.seq;
+	END;
+	-- A first entry that leaves makes way for the next one of its
+	-- conversation, if any; another leaving changes nothing.
+	CREATE TRIGGER fanout_heads_dequeue AFTER DELETE ON fanout_queue BEGIN
+		DELETE FROM fanout_heads WHERE destination = OLD.destination AND conversation = OLD.conversation AND seq = OLD.seq;
+		INSERT INTO fanout_heads (destination, conversation, seq, next_ms)
+			SELECT destination, conversation, seq, next_ms FROM fanout_queue
+			WHERE destination = OLD.destination AND conversation = OLD.conversation ORDER BY seq LIMIT 1
+			ON CONFLICT (destination, conversation) DO UPDATE SET seq = excluded.seq, next_ms = excluded.next_ms
+			WHERE excluded.seq < fanout_heads.seq;
+	END;
+	CREATE TRIGGER fanout_heads_retry AFTER UPDATE OF next_ms ON fanout_queue BEGIN
+		UPDATE fanout_heads SET next_ms = NEW.next_ms
+			WHERE destination = NEW.destination AND conversation = NEW.conversation AND seq = NEW.seq;
+	END;`,
 }
 
 // Options tunes a Store.

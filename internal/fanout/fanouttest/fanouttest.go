@@ -12,9 +12,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,6 +41,7 @@ type Store interface {
 // suite closes.
 func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("QueueOrder", func(t *testing.T) { testQueueOrder(t, newStore(t)) })
+	t.Run("Heads", func(t *testing.T) { testHeads(t, newStore(t)) })
 	// Each way of queueing: every event in the table with its outcome
 	// (replicas), and the ledger as the queue (the table for failures).
 	for _, m := range []mode{{table: true}, {table: false}} {
@@ -50,6 +53,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 			t.Run("BodyDestinations", func(t *testing.T) { m.testBodyDestinations(t, newStore(t)) })
 			t.Run("ConfigChanged", func(t *testing.T) { m.testConfigChanged(t, newStore(t)) })
 			t.Run("HangingConversation", func(t *testing.T) { m.testHangingConversation(t, newStore(t)) })
+			t.Run("RefusedConversation", func(t *testing.T) { m.testRefusedConversation(t, newStore(t)) })
 		})
 	}
 	t.Run("Ledger/Restart", func(t *testing.T) { testRestart(t, newStore(t)) })
@@ -340,7 +344,7 @@ func (m mode) testSlowAndRedirect(t *testing.T, s Store) {
 		mu.Lock()
 		got := fast
 		mu.Unlock()
-		heads, err := s.Heads(ctx, "moved", 100, 1)
+		heads, err := s.Heads(ctx, "moved", allDue, 100, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -374,7 +378,7 @@ func (m mode) testSlowAndRedirect(t *testing.T, s Store) {
 	if depths["slow"] != 20 || depths["moved"] != 20 {
 		t.Errorf("queued after the stop: %v, want slow 20 and moved 20", depths)
 	}
-	heads, err := s.Heads(ctx, "moved", 100, 1)
+	heads, err := s.Heads(ctx, "moved", allDue, 100, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -444,6 +448,10 @@ func runUntilDrained(t *testing.T, f *fanout.Fanout, destination string, within 
 	}
 }
 
+// allDue is a time at which every queued entry is due: Heads returns the
+// conversations in queue order.
+const allDue = math.MaxInt64
+
 func entry(dest, conv string, rec uint64) *fanout.Entry {
 	return &fanout.Entry{Destination: dest, Conversation: conv, Channel: "c", Record: rec, Key: fmt.Sprintf("id:%d", rec), Type: "message"}
 }
@@ -469,7 +477,7 @@ func testQueueOrder(t *testing.T, s Store) {
 	if err != nil || depths["a"] != 3 || depths["b"] != 1 || len(depths) != 2 {
 		t.Fatalf("depths = %v, %v; want a:3 b:1", depths, err)
 	}
-	heads, err := s.Heads(ctx, "a", 10, 1)
+	heads, err := s.Heads(ctx, "a", allDue, 10, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -477,19 +485,19 @@ func testQueueOrder(t *testing.T, s Store) {
 		t.Fatalf("heads of a = %+v, want records 1 and 2", heads)
 	}
 	// Two per conversation: U1's two, in order, and U2's one.
-	heads, _ = s.Heads(ctx, "a", 10, 2)
+	heads, _ = s.Heads(ctx, "a", allDue, 10, 2)
 	if len(heads) != 3 || heads[0].Record != 1 || heads[1].Record != 2 || heads[2].Record != 3 {
 		t.Fatalf("heads of a, two per conversation = %+v, want records 1, 2, 3", heads)
 	}
 	// One conversation: U1's first two only.
-	heads, _ = s.Heads(ctx, "a", 1, 5)
+	heads, _ = s.Heads(ctx, "a", allDue, 1, 5)
 	if len(heads) != 2 || heads[0].Record != 1 || heads[1].Record != 3 {
 		t.Fatalf("heads of a, one conversation = %+v, want records 1 and 3", heads)
 	}
 	if _, err := w.Commit(ctx, nil, fanout.Retry{Seq: q[0].Seq, Attempts: 2, NextMs: 12345}); err != nil {
 		t.Fatal(err)
 	}
-	heads, _ = s.Heads(ctx, "a", 1, 1)
+	heads, _ = s.Heads(ctx, "a", allDue, 1, 1)
 	if len(heads) != 1 || heads[0].Attempts != 2 || heads[0].NextMs != 12345 || heads[0].Seq != q[0].Seq {
 		t.Fatalf("after a retry, heads(limit 1) = %+v", heads)
 	}
@@ -501,13 +509,13 @@ func testQueueOrder(t *testing.T, s Store) {
 	if _, err := w.Commit(ctx, nil, fanout.Delivered{Seqs: []uint64{q[0].Seq, q[3].Seq}}); !errors.Is(err, ledger.ErrConflict) {
 		t.Fatalf("delivering a queued entry with one that is not: %v, want ErrConflict", err)
 	}
-	if heads, _ = s.Heads(ctx, "a", 10, 1); len(heads) != 2 || heads[0].Record != 1 {
+	if heads, _ = s.Heads(ctx, "a", allDue, 10, 1); len(heads) != 2 || heads[0].Record != 1 {
 		t.Fatalf("a refused delivery took an entry out: heads = %+v", heads)
 	}
 	if _, err := w.Commit(ctx, nil, fanout.Delivered{Seqs: []uint64{q[0].Seq}}); err != nil {
 		t.Fatal(err)
 	}
-	heads, _ = s.Heads(ctx, "a", 10, 1)
+	heads, _ = s.Heads(ctx, "a", allDue, 10, 1)
 	if len(heads) != 2 || heads[0].Record != 2 || heads[1].Record != 3 {
 		t.Fatalf("after delivery, heads = %+v, want records 2 and 3", heads)
 	}
@@ -522,6 +530,118 @@ func testQueueOrder(t *testing.T, s Store) {
 	}
 	if n2, _ := s.Count(ctx); n2 != n {
 		t.Fatalf("a refused effect's record was stored: count %d -> %d", n, n2)
+	}
+}
+
+// testHeads: Heads finds the conversations to deliver however the queue
+// is made up: past one conversation with thousands of entries, past more
+// conversations waiting for a retry than it returns (due ones come
+// first), and as first entries leave or wait, in whatever order.
+func testHeads(t *testing.T, s Store) {
+	defer s.Close()
+	ctx := context.Background()
+	w := ledger.NewWriter(s, nil, nil)
+	enqueue := func(es ...*fanout.Entry) {
+		t.Helper()
+		if _, err := w.Commit(ctx, nil, fanout.Enqueue{Entries: es}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	commit := func(e ledger.Effect) {
+		t.Helper()
+		if _, err := w.Commit(ctx, nil, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// heads returns Heads's records, or fails the test.
+	heads := func(now int64, conversations, per int) []uint64 {
+		t.Helper()
+		hs, err := s.Heads(ctx, "a", now, conversations, per)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs := make([]uint64, len(hs))
+		for i, h := range hs {
+			recs[i] = h.Record
+			if i > 0 && h.Seq <= hs[i-1].Seq {
+				t.Fatalf("heads not in queue order: %d after %d", h.Seq, hs[i-1].Seq)
+			}
+		}
+		return recs
+	}
+	// P's 3,000 entries (records 1 to 3000), then Q's (record 5000).
+	var p []*fanout.Entry
+	for i := range 3000 {
+		p = append(p, entry("a", "user:P", uint64(1+i)))
+	}
+	enqueue(p...)
+	q := entry("a", "user:Q", 5000)
+	enqueue(q, entry("b", "user:Q", 5001))
+	if got := heads(allDue, 2, 3); !slices.Equal(got, []uint64{1, 2, 3, 5000}) {
+		t.Fatalf("heads behind 3,000 entries of one conversation = %v, want P's 1, 2, 3 and Q's 5000", got)
+	}
+	// P's first waits until 1000: at 500 Q comes first, at 1000 P.
+	commit(fanout.Retry{Seq: p[0].Seq, Attempts: 1, NextMs: 1000})
+	if got := heads(500, 1, 1); !slices.Equal(got, []uint64{5000}) {
+		t.Fatalf("heads at 500, P waiting = %v, want Q's 5000", got)
+	}
+	if got := heads(1000, 1, 1); !slices.Equal(got, []uint64{1}) {
+		t.Fatalf("heads at 1000 = %v, want P's 1", got)
+	}
+	// A retry of an entry that is not first changes nothing.
+	commit(fanout.Retry{Seq: p[1].Seq, Attempts: 1, NextMs: 1})
+	if got := heads(500, 1, 1); !slices.Equal(got, []uint64{5000}) {
+		t.Fatalf("heads at 500 after a retry of P's second = %v, want Q's 5000", got)
+	}
+	// 300 conversations waiting until 1000, then L due: at 500, of 256,
+	// the two due (Q, L) and then the 254 waiting queued first (P, W0..).
+	var waiting []*fanout.Entry
+	for i := range 300 {
+		waiting = append(waiting, entry("a", fmt.Sprintf("user:W%03d", i), uint64(6000+i)))
+	}
+	enqueue(waiting...)
+	for _, e := range waiting {
+		commit(fanout.Retry{Seq: e.Seq, Attempts: 1, NextMs: 1000})
+	}
+	enqueue(entry("a", "user:L", 7000))
+	want := []uint64{1, 5000}
+	for i := range 253 {
+		want = append(want, uint64(6000+i))
+	}
+	want = append(want, 7000)
+	if got := heads(500, 256, 1); !slices.Equal(got, want) {
+		t.Fatalf("heads at 500 behind 301 waiting conversations = %d of them (first %v), want %d: P's 1, Q's 5000, W000..W252, L's 7000", len(got), got[:min(5, len(got))], len(want))
+	}
+	if got := heads(500, 2, 1); !slices.Equal(got, []uint64{5000, 7000}) {
+		t.Fatalf("heads at 500, two conversations = %v, want the due ones, Q's 5000 and L's 7000", got)
+	}
+	// First entries leave in any order, others from the middle: the next
+	// one left becomes first, with its own retry time.
+	commit(fanout.Delivered{Seqs: []uint64{p[9].Seq}})
+	if got := heads(allDue, 1, 3); !slices.Equal(got, []uint64{1, 2, 3}) {
+		t.Fatalf("heads after P's 10th left = %v, want P's 1, 2, 3", got)
+	}
+	commit(fanout.Delivered{Seqs: []uint64{p[1].Seq, p[0].Seq, p[3].Seq}})
+	if got := heads(allDue, 1, 3); !slices.Equal(got, []uint64{3, 5, 6}) {
+		t.Fatalf("heads after P's 1, 2 and 4 left = %v, want P's 3, 5, 6", got)
+	}
+	if got := heads(500, 1, 1); !slices.Equal(got, []uint64{3}) {
+		t.Fatalf("heads at 500 after P's first left = %v, want P's 3, due", got)
+	}
+	var rest []uint64
+	for i, e := range p {
+		if i == 2 || i >= 4 && i != 9 {
+			rest = append(rest, e.Seq)
+		}
+	}
+	commit(fanout.Delivered{Seqs: rest})
+	commit(fanout.Delivered{Seqs: []uint64{q.Seq}})
+	if got := heads(allDue, 2, 1); !slices.Equal(got, []uint64{6000, 6001}) {
+		t.Fatalf("heads after P and Q left = %v, want W000's and W001's", got)
+	}
+	depths, err := s.QueueDepths(ctx)
+	if err != nil || depths["a"] != 301 || depths["b"] != 1 {
+		t.Fatalf("depths = %v, %v; want a:301 b:1", depths, err)
 	}
 }
 
@@ -723,6 +843,9 @@ type counter struct {
 	// c) hangs until release is closed.
 	hang    string
 	release chan struct{}
+	// refuse: a request carrying an event of this conversation is
+	// answered 400, always.
+	refuse string
 }
 
 func (c *counter) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
@@ -734,6 +857,10 @@ func (c *counter) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		}
+	}
+	if c.refuse != "" && bytes.Contains(body, []byte(`"userId":"U`+c.refuse+`"`)) {
+		http.Error(rw, "refused", 400)
+		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -1151,4 +1278,42 @@ func (m mode) testHangingConversation(t *testing.T, s Store) {
 	<-done
 	runUntilDrained(t, f, "crm", 10*time.Second)
 	c.check(t, want)
+}
+
+// testRefusedConversation: a conversation that the destination refuses
+// every time, with thousands of events queued ahead of the others', holds
+// back its own events and no other's: the others' are delivered, in
+// order, while its first keeps being retried.
+func (m mode) testRefusedConversation(t *testing.T, s Store) {
+	defer s.Close()
+	w := ledger.NewWriter(s, nil, nil)
+	c := &counter{refuse: "a"}
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	d := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL, AllowHTTP: true, Secret: []byte("s")}
+	f, err := fanout.New(m.options(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s,
+		Poll: 5 * time.Millisecond, BaseDelay: 20 * time.Millisecond, MaxDelay: 50 * time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// More of a's than a store reads at once from the front of a queue
+	// in one look (it used to read 2,048), then b's and c's.
+	convs := slices.Repeat([]string{"a"}, 2100)
+	for range 20 {
+		convs = append(convs, "b", "c")
+	}
+	items, ids := eventsOf(t, w, 0, convs)
+	complete(t, w, f, items)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan struct{})
+	go func() { f.Run(ctx); close(done) }()
+	c.waitReceived(t, 20*time.Second, func(n int) bool { return n == 40 },
+		": the conversation refused held back the others")
+	stop()
+	<-done
+	c.check(t, ids[2100:])
+	if depths, err := s.QueueDepths(context.Background()); err != nil || m.table && depths["crm"] != 2100 {
+		t.Errorf("queue after the others went: %v, %v; want a's 2100 in the table", depths, err)
+	}
 }
