@@ -513,6 +513,7 @@ func (f *Fanout) Follow(items []*pipeline.Item) []ledger.Effect {
 		return nil
 	}
 	var entries []*Entry
+	now := f.o.Now()
 	for _, it := range items {
 		if it.Index < 0 {
 			continue // a body that was not JSON: no event to deliver
@@ -526,10 +527,16 @@ func (f *Fanout) Follow(items []*pipeline.Item) []ledger.Effect {
 			if f.o.Table {
 				entries = append(entries, e)
 			}
-			n++
+			if w.takesSoon(now) {
+				n++
+			}
 		}
 		// it.Event is the event as the webhook record holds it (from the
-		// request, or read back from the record after a restart).
+		// request, or read back from the record after a restart). Kept
+		// for the destinations that will take it within handoverAge: a
+		// paused one, or one whose breaker is open, reads it from the
+		// ledger when it goes on (it may still take it, if it goes on
+		// first, and one counted then reads it instead).
 		f.hand.put(it.Record, it.Index, it.Destination, it.Event, n, time.UnixMilli(it.ReceivedMs))
 	}
 	if len(entries) == 0 {

@@ -266,6 +266,46 @@ func TestHandover(t *testing.T) {
 	}
 }
 
+// TestHandoverSkipsIdle: an event is handed over for the destinations that
+// take events as they come; one paused, or whose breaker is open, reads
+// it from the ledger when it goes on, and keeps it in memory for nobody
+// meanwhile: once the live one has taken it, it is held no more.
+func TestHandoverSkipsIdle(t *testing.T) {
+	now := time.Unix(1000, 0)
+	f, err := New(Options{Now: func() time.Time { return now }, Destinations: []*Destination{
+		{Name: "live", Channel: "c", URL: "https://a.example/", Secret: []byte("s")},
+		{Name: "dead", Channel: "c", URL: "https://b.example/", Secret: []byte("s")},
+		{Name: "paused", Channel: "c", URL: "https://c.example/", Secret: []byte("s")},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := f.byName["dead"]
+	dead.mu.Lock()
+	dead.state, dead.openUntil = breakerOpen, now.Add(time.Minute)
+	dead.mu.Unlock()
+	f.byName["paused"].paused.Store(true)
+	item := func(rec uint64) *pipeline.Item {
+		return &pipeline.Item{Record: rec, Channel: "c", Index: 0, Key: fmt.Sprint(rec), Type: "follow", Conversation: "user:U1",
+			Outcome: pipeline.OutcomeProcessed, Event: json.RawMessage(`{"type":"follow"}`), ReceivedMs: now.UnixMilli()}
+	}
+	f.Follow([]*pipeline.Item{item(1)})
+	if _, _, ok := f.hand.take(1, 0); !ok {
+		t.Fatal("the live destination's event was not handed over")
+	}
+	if n := f.hand.held(); n != 0 {
+		t.Fatalf("%d events held after the one live destination took its own", n)
+	}
+	// Once the breaker's cooldown is over, the destination takes them
+	// again as they come.
+	now = now.Add(2 * time.Minute)
+	f.Follow([]*pipeline.Item{item(2)})
+	f.hand.take(2, 0)
+	if n := f.hand.held(); n != 1 {
+		t.Fatalf("%d events held for the destination whose cooldown is over, want 1", n)
+	}
+}
+
 // TestFollowFilters: the destinations' filters choose the events queued
 // for them, in both ways of queueing: rows in the outcome's commit
 // (Table), and entries held after it (Completed), each with its outcome

@@ -406,6 +406,12 @@ func (w *worker) probing() bool {
 	return w.state == breakerHalfOpen
 }
 
+// takesSoon reports whether the worker takes the events handed over to it
+// as they come: it is not paused, and its breaker is not open.
+func (w *worker) takesSoon(now time.Time) bool {
+	return !w.paused.Load() && !w.waiting(now)
+}
+
 // waiting reports whether the breaker is open and its cooldown not over:
 // the queue need not even be read.
 func (w *worker) waiting(now time.Time) bool {

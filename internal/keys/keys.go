@@ -188,6 +188,14 @@ type dataKey struct {
 const (
 	maxCachedKeys  = 1 << 17
 	maxCachedAEADs = 1 << 14
+	// maxCachedSet is the most keys a cached cipher is for. A record's
+	// subjects are one conversation's (a user; a group or room and its
+	// member), sets that come back record after record; a delivery to a
+	// destination carries several conversations' events, a set that
+	// hardly comes back: cached, such sets would fill the cache and push
+	// out the ones that do, and the garbage collector would trace them
+	// until it is emptied.
+	maxCachedSet = 2
 )
 
 var _ ledger.Sealer = (*Ring)(nil)
@@ -311,6 +319,9 @@ func (r *Ring) aead(refs []ledger.SubjectKey, deks []dataKey) (cipher.AEAD, erro
 	}
 	block, _ := aes.NewCipher(key)
 	a, _ = cipher.NewGCM(block)
+	if len(refs) > maxCachedSet {
+		return a, nil
+	}
 	r.mu.Lock()
 	if len(r.aeads) >= maxCachedAEADs {
 		clear(r.aeads)

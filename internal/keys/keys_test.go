@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -186,6 +187,44 @@ func TestRingShredding(t *testing.T) {
 	}
 	if _, _, err := r.Seal(ctx, []string{"user:U 1"}, aad, nil); err == nil {
 		t.Error("sealed for a malformed subject")
+	}
+}
+
+// TestRingCachesRecurringSets: the ciphers of one or two subjects' keys
+// are cached; those of larger sets (a delivery's several conversations)
+// are made for each record and open what they sealed.
+func TestRingCachesRecurringSets(t *testing.T) {
+	ctx := context.Background()
+	r := NewRing(newMemStore(), newKEK(t))
+	aad := []byte("leaf")
+	for _, subjects := range [][]string{{"user:U1"}, {"group:C1", "user:U1"}, {"user:U1"}} {
+		if _, _, err := r.Seal(ctx, subjects, aad, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type sealed struct {
+		refs []ledger.SubjectKey
+		box  []byte
+	}
+	var many []sealed
+	for i := range 50 {
+		subjects := []string{"user:U1", fmt.Sprintf("user:V%d", i), fmt.Sprintf("user:W%d", i)}
+		box, refs, err := r.Seal(ctx, subjects, aad, fmt.Appendf(nil, "to three, %d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		many = append(many, sealed{refs, box})
+	}
+	r.mu.RLock()
+	n := len(r.aeads)
+	r.mu.RUnlock()
+	if n != 2 {
+		t.Errorf("%d ciphers cached, want 2 (one subject, and two)", n)
+	}
+	for i, s := range many {
+		if p, err := r.Open(ctx, s.refs, aad, s.box); err != nil || string(p) != fmt.Sprintf("to three, %d", i) {
+			t.Fatalf("open %d: %q, %v", i, p, err)
+		}
 	}
 }
 
