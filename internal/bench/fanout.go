@@ -56,6 +56,7 @@ type fanoutRound struct {
 // gateway, or in the feeder's process). The notes give each side's CPU:
 // the gateway's, the destinations' and the feeder's.
 func (r *runner) fanoutAck(ctx context.Context) {
+	defer r.fanoutPostgres(ctx) // after this one's peers have stopped
 	const rate = 1200
 	name := fmt.Sprintf("ack latency p99 at %d/s, 3 destinations (1 dead)", rate)
 	fedName := name + ", beside fed destinations"
