@@ -1,15 +1,12 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,41 +36,7 @@ func TestReplicasFanout(t *testing.T) {
 `, srv.URL, secret),
 	})
 
-	conv := &sim.Conversation{Users: 30}
-	var mu sync.Mutex
-	acked := map[string]bool{}
-	var live atomic.Pointer[[]*gateway]
-	all := rs.gws
-	live.Store(&all)
-	stop := make(chan struct{})
-	var senders sync.WaitGroup
-	for s := range 4 {
-		senders.Go(func() {
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				mu.Lock()
-				body := conv.Next()
-				mu.Unlock()
-				gs := *live.Load()
-				g := gs[(s+i)%len(gs)]
-				code, err := sim.PostWebhook(context.Background(), httpClient, g.webhook+"/webhook/demo", []byte(testSecret), body)
-				if err != nil || code != 200 {
-					continue
-				}
-				ids := eventIDs(t, body)
-				mu.Lock()
-				for _, id := range ids {
-					acked[id] = true
-				}
-				mu.Unlock()
-				time.Sleep(2 * time.Millisecond)
-			}
-		})
-	}
+	load := startLoad(t, &sim.Conversation{Users: 30}, 4, rs.gws)
 
 	// The replica that delivers: the one whose attempts count.
 	delivered := func(g *gateway) float64 {
@@ -98,7 +61,7 @@ func TestReplicasFanout(t *testing.T) {
 			others = append(others, g)
 		}
 	}
-	live.Store(&others)
+	load.route(others)
 	deliverer.kill()
 	killedAt := time.Now()
 	for deadline := killedAt.Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
@@ -111,8 +74,7 @@ func TestReplicasFanout(t *testing.T) {
 	}
 	t.Logf("delivery taken over %v after the kill", time.Since(killedAt).Round(time.Millisecond))
 	time.Sleep(2 * time.Second)
-	close(stop)
-	senders.Wait()
+	acked := load.end()
 	for _, g := range others {
 		waitIdle(t, g)
 	}
@@ -127,19 +89,15 @@ func TestReplicasFanout(t *testing.T) {
 		}
 		return m
 	}
-	mu.Lock()
 	want := len(acked)
-	mu.Unlock()
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		g := got()
 		missing := 0
-		mu.Lock()
 		for id := range acked {
 			if !g[id] {
 				missing++
 			}
 		}
-		mu.Unlock()
 		if missing == 0 {
 			break
 		}

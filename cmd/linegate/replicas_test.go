@@ -43,6 +43,69 @@ func startReplicas(t *testing.T, n int, cfg gwConfig) *replicaSet {
 	return rs
 }
 
+// replicaLoad sends the simulator's conversation to the live replicas,
+// spread over them, from several senders at once until it ends, and keeps
+// the webhookEventIds answered 200 (not those a dead replica failed to
+// answer: LINE would deliver them again).
+type replicaLoad struct {
+	live    atomic.Pointer[[]*gateway]
+	mu      sync.Mutex
+	acked   map[string]bool
+	sent    atomic.Int64
+	stop    chan struct{}
+	senders sync.WaitGroup
+}
+
+func startLoad(t *testing.T, conv *sim.Conversation, senders int, gws []*gateway) *replicaLoad {
+	l := &replicaLoad{acked: map[string]bool{}, stop: make(chan struct{})}
+	l.route(gws)
+	for s := range senders {
+		l.senders.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				l.mu.Lock()
+				body := conv.Next()
+				l.mu.Unlock()
+				gs := *l.live.Load()
+				g := gs[(s+i)%len(gs)]
+				code, err := sim.PostWebhook(context.Background(), httpClient, g.webhook+"/webhook/demo", []byte(testSecret), body)
+				l.sent.Add(1)
+				if err != nil || code != 200 {
+					continue
+				}
+				var cb struct {
+					Events []struct{ WebhookEventID string }
+				}
+				if err := json.Unmarshal(body, &cb); err != nil {
+					t.Errorf("synthetic body: %v: %s", err, body)
+					return
+				}
+				l.mu.Lock()
+				for _, e := range cb.Events {
+					l.acked[e.WebhookEventID] = true
+				}
+				l.mu.Unlock()
+				time.Sleep(2 * time.Millisecond)
+			}
+		})
+	}
+	return l
+}
+
+// route sends the load to gws from now on.
+func (l *replicaLoad) route(gws []*gateway) { l.live.Store(&gws) }
+
+// end stops the senders and returns the events acknowledged.
+func (l *replicaLoad) end() map[string]bool {
+	close(l.stop)
+	l.senders.Wait()
+	return l.acked
+}
+
 // status returns a replica's /admin/status.
 func status(t *testing.T, g *gateway) map[string]any {
 	req, err := http.NewRequest("GET", g.admin+"/admin/status", nil)
@@ -126,49 +189,7 @@ func TestReplicas(t *testing.T) {
 
 	// Load: the simulator's synthetic conversation, with reply tokens the
 	// fake API honours, spread over the live replicas, for a few seconds.
-	conv := &sim.Conversation{Users: 40, ReplyToken: func() string { return w.api.IssueReplyToken("") }}
-	var mu sync.Mutex
-	acked := map[string]bool{} // webhookEventIds answered 200
-	var live atomic.Pointer[[]*gateway]
-	all := rs.gws
-	live.Store(&all)
-	stop := make(chan struct{})
-	var senders sync.WaitGroup
-	var sent atomic.Int64
-	for s := range 6 {
-		senders.Go(func() {
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				mu.Lock()
-				body := conv.Next()
-				mu.Unlock()
-				gs := *live.Load()
-				g := gs[(s+i)%len(gs)]
-				code, err := sim.PostWebhook(context.Background(), httpClient, g.webhook+"/webhook/demo", []byte(testSecret), body)
-				sent.Add(1)
-				if err != nil || code != 200 {
-					continue // a dead replica: LINE would redeliver; not acknowledged
-				}
-				var cb struct {
-					Events []struct{ WebhookEventID string }
-				}
-				if err := json.Unmarshal(body, &cb); err != nil {
-					t.Errorf("synthetic body: %v: %s", err, body)
-					return
-				}
-				mu.Lock()
-				for _, e := range cb.Events {
-					acked[e.WebhookEventID] = true
-				}
-				mu.Unlock()
-				time.Sleep(2 * time.Millisecond)
-			}
-		})
-	}
+	load := startLoad(t, &sim.Conversation{Users: 40, ReplyToken: func() string { return w.api.IssueReplyToken("") }}, 6, rs.gws)
 	time.Sleep(3 * time.Second)
 
 	// Kill the sequencer and one other.
@@ -190,8 +211,7 @@ func TestReplicas(t *testing.T) {
 			}
 		}
 	}
-	only := []*gateway{survivor}
-	live.Store(&only) // the load balancer's health checks take them out
+	load.route([]*gateway{survivor}) // the load balancer's health checks take them out
 	holder.kill()
 	other.kill()
 	sizeAtKill := treeSize(t, survivor)
@@ -207,8 +227,7 @@ func TestReplicas(t *testing.T) {
 		t.Error("the survivor does not hold the sequencer lease")
 	}
 	time.Sleep(2 * time.Second)
-	close(stop)
-	senders.Wait()
+	acked := load.end()
 	waitIdle(t, survivor) // after the dead replicas' claims expire
 	survivor.stop()
 
@@ -230,10 +249,8 @@ func TestReplicas(t *testing.T) {
 			outcomes[o.Key]++
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	if len(acked) < 200 {
-		t.Fatalf("only %d events acknowledged of %d requests", len(acked), sent.Load())
+		t.Fatalf("only %d events acknowledged of %d requests", len(acked), load.sent.Load())
 	}
 	var missing, twice, none int
 	for id := range acked {
@@ -269,7 +286,7 @@ func TestReplicas(t *testing.T) {
 	if p := w.apiCalls("/v2/bot/message/push"); p != 0 {
 		t.Errorf("%d pushes: replies fell back to pushes", p)
 	}
-	t.Logf("%d requests, %d events acknowledged, %d replies, %d records", sent.Load(), len(acked), len(used), len(recs))
+	t.Logf("%d requests, %d events acknowledged, %d replies, %d records", load.sent.Load(), len(acked), len(used), len(recs))
 	if code, out := runCLI(t, "verify", "-config", survivor.cfgPath); code != 0 || !strings.Contains("\n"+out, "\nOK ") {
 		t.Errorf("verify = %d:\n%s", code, out)
 	}
