@@ -28,7 +28,7 @@ func deadDay(t *testing.T, o Options, days int) []time.Duration {
 		}
 		if w.allow(now) {
 			at = append(at, now.Sub(start))
-			w.result(false, "no answer: connection failed", now)
+			w.result(false, true, "no answer: connection failed", now)
 		}
 		now = now.Add(time.Second)
 	}
@@ -79,15 +79,15 @@ func TestDeadDestinationBounded(t *testing.T) {
 	}
 	w, now := f.byName["d"], time.Now()
 	for range 4 {
-		w.result(false, "x", now)
+		w.result(false, true, "x", now)
 		now = w.openUntil
 		w.allow(now)
 	}
 	if w.cooldown() != 4*time.Minute {
 		t.Errorf("cooldown after 4 openings: %v, want 4m", w.cooldown())
 	}
-	w.result(true, "", now)
-	w.result(false, "x", now)
+	w.result(true, true, "", now)
+	w.result(false, true, "x", now)
 	if got := w.openUntil.Sub(now); got != 30*time.Second {
 		t.Errorf("cooldown after a success and a failure: %v, want 30s", got)
 	}

@@ -445,7 +445,7 @@ func TestBreakerAndBackoff(t *testing.T) {
 		if !w.allow(now) {
 			t.Fatalf("closed breaker refused attempt %d", i)
 		}
-		w.result(false, "down", now)
+		w.result(false, true, "down", now)
 	}
 	if w.state != breakerOpen || w.allow(now.Add(59*time.Second)) {
 		t.Fatal("the breaker did not open after 3 failures")
@@ -453,7 +453,7 @@ func TestBreakerAndBackoff(t *testing.T) {
 	if !w.allow(now.Add(61*time.Second)) || w.state != breakerHalfOpen {
 		t.Fatal("no half-open probe after the cooldown")
 	}
-	w.result(false, "down", now.Add(61*time.Second))
+	w.result(false, true, "down", now.Add(61*time.Second))
 	if w.state != breakerOpen || w.allow(now.Add(62*time.Second)) {
 		t.Fatal("a failed probe did not open the breaker again")
 	}
@@ -467,7 +467,7 @@ func TestBreakerAndBackoff(t *testing.T) {
 		t.Fatalf("open breaker's status: %+v", st)
 	}
 	w.allow(now.Add(4 * time.Minute))
-	w.result(true, "", now.Add(4*time.Minute))
+	w.result(true, true, "", now.Add(4*time.Minute))
 	if w.state != breakerClosed || w.failures != 0 {
 		t.Fatal("a good probe did not close the breaker")
 	}

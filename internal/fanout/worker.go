@@ -2,6 +2,7 @@ package fanout
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -255,9 +256,17 @@ func (w *worker) round(ctx context.Context) (full, left bool) {
 	// Requests of up to Batch events, each of one class; a conversation's
 	// run is never split, so that its order holds whatever the outcome
 	// of each request.
+	// A conversation whose first event failed before goes in a request of
+	// its own: a destination that refuses one conversation's events
+	// (whatever the reason) fails only that conversation's requests, not
+	// the others' that would ride with it.
 	var batches [][]*Entry
 	filling := map[string]int{}
 	for _, r := range runs {
+		if r.entries[0].Attempts > 0 {
+			batches = append(batches, r.entries)
+			continue
+		}
 		i, ok := filling[r.key]
 		if !ok || len(batches[i])+len(r.entries) > f.o.Batch {
 			batches = append(batches, nil)
@@ -266,6 +275,10 @@ func (w *worker) round(ctx context.Context) (full, left bool) {
 		}
 		batches[i] = append(batches[i], r.entries...)
 	}
+	// Requests with events not tried before first: the half-open
+	// breaker's probe is one of them when there is one, since a
+	// conversation that failed before may be refused for its own sake.
+	slices.SortStableFunc(batches, func(a, b []*Entry) int { return cmp.Compare(b2i(!fresh(a)), b2i(!fresh(b))) })
 	// More may be ready than this round saw: as many conversations as
 	// it reads, a conversation with as many entries as it takes, or one
 	// whose next entries are of another class.
@@ -391,12 +404,21 @@ func (w *worker) heads(ctx context.Context) (heads []*Entry, more bool, err erro
 			clear(s.queued)
 			s.mu.Unlock()
 		}
+		// The table's conversations waiting for a retry do not take the
+		// held ones' place in the round: however many the destination
+		// refuses, the others go on.
 		skip = map[string]bool{}
+		now := f.o.Now().UnixMilli()
+		due := 0
 		for _, e := range heads {
+			if !skip[e.Conversation] && e.NextMs <= now {
+				due++
+			}
 			skip[e.Conversation] = true
 		}
+		return append(heads, s.memHeads(max(0, headsPerRound-due), f.o.Batch, skip)...), more, nil
 	}
-	return append(heads, s.memHeads(max(0, headsPerRound-len(skip)), f.o.Batch, skip)...), more, nil
+	return append(heads, s.memHeads(headsPerRound, f.o.Batch, skip)...), more, nil
 }
 
 // probing reports whether the breaker is half-open.
@@ -439,8 +461,17 @@ func (w *worker) allow(now time.Time) bool {
 	return true
 }
 
-// result feeds an attempt's result to the breaker.
-func (w *worker) result(ok bool, errText string, now time.Time) {
+// result feeds an attempt's result to the breaker. A failed attempt
+// counts toward opening it (counts) unless the destination answered it
+// with a refusal (4xx): of events that all failed before (a conversation
+// the destination refuses, retried, says nothing new of it), or of new
+// ones from a destination that took others within BreakerMaxCooldown
+// (it is up, and refuses these for their own sake). Counted, refused
+// conversations would open the breaker and fill its probes, and keep
+// the destination from all the others; a destination that refuses
+// everything (a wrong secret) still opens it. Such a failure still sends
+// a half-open breaker back to open, for as long as before.
+func (w *worker) result(ok, counts bool, errText string, now time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if ok {
@@ -449,8 +480,15 @@ func (w *worker) result(ok bool, errText string, now time.Time) {
 		w.setState(breakerClosed)
 		return
 	}
-	w.failures++
 	w.lastError, w.lastErrorAt = errText, now
+	if !counts {
+		if w.state == breakerHalfOpen {
+			w.openUntil = now.Add(w.cooldown())
+			w.setState(breakerOpen)
+		}
+		return
+	}
+	w.failures++
 	if w.state == breakerHalfOpen || w.failures >= w.f.o.BreakerFailures {
 		if w.state != breakerOpen {
 			// Opened anew (a failed probe, or the first time): each
@@ -465,6 +503,26 @@ func (w *worker) result(ok bool, errText string, now time.Time) {
 		w.openUntil = now.Add(w.cooldown())
 		w.setState(breakerOpen)
 	}
+}
+
+// deliveredWithin reports whether an attempt was delivered within d
+// before now.
+func (w *worker) deliveredWithin(now time.Time, d time.Duration) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return !w.lastDeliveredAt.IsZero() && now.Sub(w.lastDeliveredAt) < d
+}
+
+// fresh reports whether es has an event not tried before.
+func fresh(es []*Entry) bool {
+	return slices.ContainsFunc(es, func(e *Entry) bool { return e.Attempts == 0 })
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // cooldown is how long the breaker stays open after its opens-th opening
@@ -512,7 +570,7 @@ func (w *worker) safeAttempt(ctx context.Context, batch []*Entry) (left bool) {
 			f.m.internalErrors.WithLabelValues(w.d.Name).Inc()
 			f.log.Error("fanout: internal error delivering to a destination: its events stay queued", "destination", w.d.Name,
 				"record", batch[0].Record, "events", len(batch), "panic", oplog.Truncate(fmt.Sprint(v), 200), "stack", oplog.Truncate(string(debug.Stack()), 2000))
-			w.result(false, "internal error", f.o.Now())
+			w.result(false, true, "internal error", f.o.Now())
 			left = false
 		}
 	}()
@@ -680,10 +738,13 @@ func (w *worker) deliver(ctx context.Context, dest string, es []*Entry, events [
 	rec.ResponseBytes, rec.ResponseSHA256 = size, sum
 	f.m.latency.WithLabelValues(w.d.Name).Observe(lat.Seconds())
 	ok := errText == "" && status/100 == 2
+	// A 4xx answer (but 408 and 429) refuses what the request carried,
+	// from a destination that is up.
+	refused := errText == "" && status/100 == 4 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests
 	if !ok && errText == "" {
 		errText = fmt.Sprintf("answered %d", status)
 	}
-	w.result(ok, errText, f.o.Now())
+	w.result(ok, !refused || fresh(es) && !w.deliveredWithin(f.o.Now(), f.o.BreakerMaxCooldown), errText, f.o.Now())
 	if ok {
 		rec.Outcome = "delivered"
 		f.m.attempts.WithLabelValues(w.d.Name, "delivered").Add(float64(len(es)))

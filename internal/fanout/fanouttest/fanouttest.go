@@ -54,6 +54,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 			t.Run("ConfigChanged", func(t *testing.T) { m.testConfigChanged(t, newStore(t)) })
 			t.Run("HangingConversation", func(t *testing.T) { m.testHangingConversation(t, newStore(t)) })
 			t.Run("RefusedConversation", func(t *testing.T) { m.testRefusedConversation(t, newStore(t)) })
+			t.Run("RefusedMany", func(t *testing.T) { m.testRefusedMany(t, newStore(t)) })
 		})
 	}
 	t.Run("Ledger/Restart", func(t *testing.T) { testRestart(t, newStore(t)) })
@@ -1035,6 +1036,158 @@ func testBacklog(t *testing.T, s Store) {
 	c.check(t, want)
 	if res, err := f.Replay(context.Background(), replay); err != nil || res.Events != len(want) {
 		t.Fatalf("replay once caught up: %+v, %v; want %d events", res, err, len(want))
+	}
+}
+
+// testRefusedMany: a destination that takes events, then refuses (400)
+// every event of 300 conversations queued ahead of 20 others' (with the
+// breaker's defaults): the others' events reach it, in order, none
+// failing more than once (in a request with a refused conversation's
+// first events), and the refused ones are not delivered. Before, the
+// refusals opened the breaker and filled its probes, requests of the
+// refused conversations carried the others' events again and again, and
+// in the ledger's mode the 256 of them a round looks at in the table
+// took the held conversations' place.
+func (m mode) testRefusedMany(t *testing.T, s Store) {
+	defer s.Close()
+	w := ledger.NewWriter(s, nil, nil)
+	var mu sync.Mutex
+	got := map[string][]string{} // conversation -> event ids, in order
+	var refusedReqs, mixed int
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if bytes.Contains(body, []byte(`"userId":"Uz`)) {
+			mu.Lock()
+			refusedReqs++
+			if bytes.Contains(body, []byte(`"userId":"Un`)) {
+				mixed++
+			}
+			mu.Unlock()
+			http.Error(rw, "refused", http.StatusBadRequest)
+			return
+		}
+		var cb struct {
+			Events []struct {
+				WebhookEventID string
+				Source         struct{ UserID string }
+			}
+		}
+		if err := json.Unmarshal(body, &cb); err != nil {
+			http.Error(rw, "bad body", 400)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range cb.Events {
+			got[e.Source.UserID] = append(got[e.Source.UserID], e.WebhookEventID)
+		}
+	}))
+	defer srv.Close()
+	d := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL, AllowHTTP: true, Secret: []byte("s")}
+	f, err := fanout.New(m.options(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s,
+		Poll: 5 * time.Millisecond, BaseDelay: 200 * time.Millisecond, BreakerCooldown: 200 * time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// First the 20 conversations' first events, taken; then two of each
+	// refused conversation's and five of each of the others', the others'
+	// one in seven (in requests with the refused ones' first events), and
+	// after the refused ones' last.
+	var convs, refused, others []string
+	for i := range 20 {
+		convs = append(convs, fmt.Sprintf("n%02d", i))
+	}
+	for range 2 {
+		for i := range 300 {
+			refused = append(refused, fmt.Sprintf("z%03d", i))
+		}
+	}
+	for range 5 {
+		for i := range 20 {
+			others = append(others, fmt.Sprintf("n%02d", i))
+		}
+	}
+	for i, z := range refused {
+		convs = append(convs, z)
+		if i%6 == 5 && i/6 < len(others)/2 {
+			convs = append(convs, others[i/6])
+		}
+	}
+	convs = append(convs, others[len(others)/2:]...)
+	// And 20 conversations whose events come after all that, none of
+	// them ever failing: they are held, not in the table.
+	for range 3 {
+		for i := range 20 {
+			convs = append(convs, fmt.Sprintf("m%02d", i))
+		}
+	}
+	items, ids := eventsOf(t, w, 0, convs)
+	want := map[string][]string{}
+	for i, c := range convs {
+		if c[0] != 'z' {
+			want["U"+c] = append(want["U"+c], ids[i])
+		}
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan struct{})
+	go func() { f.Run(ctx); close(done) }()
+	delivered := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, g := range got {
+			n += len(g)
+		}
+		return n
+	}
+	complete(t, w, f, items[:20])
+	for deadline := time.Now().Add(5 * time.Second); delivered() < 20; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the first 20 events delivered in 5s", delivered())
+		}
+	}
+	complete(t, w, f, items[20:])
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		n := delivered()
+		if n == 180 {
+			break
+		}
+		if time.Now().After(deadline) {
+			st, _ := f.Status(context.Background())
+			t.Fatalf("%d of the 180 events of the conversations not refused delivered in 20s (%d requests refused, %d with others' events; %+v)", n, refusedReqs, mixed, st)
+		}
+	}
+	stop()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("%d requests refused, %d of them with others' events", refusedReqs, mixed)
+	for c, ids := range want {
+		if !slices.Equal(got[c], ids) {
+			t.Errorf("conversation %s: got %v, want %v", c, got[c], ids)
+		}
+	}
+	failed := map[string]int{}
+	for _, o := range outbounds(t, s, 0) {
+		if o.Outcome != "failed" {
+			continue
+		}
+		keys := []string{o.EventKey}
+		if len(o.Events) > 0 {
+			keys = keys[:0]
+			for _, e := range o.Events {
+				keys = append(keys, e.Key)
+			}
+		}
+		for _, k := range keys {
+			failed[k]++
+		}
+	}
+	for k, n := range failed {
+		if k[0] != 'z' && n > 1 {
+			t.Errorf("event %s of a conversation not refused failed %d times", k, n)
+		}
 	}
 }
 
