@@ -180,6 +180,7 @@ func (f *Fanout) SetPaused(ctx context.Context, name string, paused bool, detail
 		outbound.SetSetting{Key: pauseKey(name), Value: value}); err != nil {
 		return err
 	}
+	w.pauseSets.Add(1) // before: a read of the switch that saw none of it is dropped
 	w.paused.Store(paused)
 	f.m.paused.WithLabelValues(name).Set(b2f(paused))
 	w.kick()

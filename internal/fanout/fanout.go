@@ -291,9 +291,14 @@ type Store interface {
 	// Heads returns, in Seq order, the first perConversation queued
 	// entries of each of up to conversations of destination's
 	// conversations: those whose first entry is due at nowMs (NextMs <=
-	// nowMs) first, the one queued first (lowest Seq) first; then, if
-	// fewer are due, those whose first entry waits for a retry, in the
-	// same order. The stores keep each conversation's first entry in a
+	// nowMs) first, in the order they came due: the ones never tried
+	// (NextMs 0) first, the one queued first (lowest Seq) first, then
+	// those due after a failure, the earliest NextMs first; then, if
+	// fewer are due, those whose first entry waits for a retry, the one
+	// due soonest first. So conversations a destination keeps refusing,
+	// however many and however early queued, never keep the others out:
+	// each time one fails it goes behind those that came due meanwhile.
+	// The stores keep each conversation's first entry in a
 	// table of its own, so that Heads reads what it returns and, at
 	// most, the first entries of the conversations waiting for a retry:
 	// a conversation with any number of entries queued, or any number

@@ -53,6 +53,9 @@ type worker struct {
 	wake chan struct{}
 
 	paused atomic.Bool
+	// pauseSets counts SetPaused's changes to paused, so that a read of
+	// the stored switch begun before one does not undo it.
+	pauseSets atomic.Uint64
 	// lingering is when the worker's linger ends (Unix ns, real time, as
 	// its timer's): what comes before then waits for the timer.
 	lingering atomic.Int64
@@ -137,8 +140,11 @@ func (w *worker) run(ctx context.Context) {
 			// The switch is set by SetPaused in this process; another
 			// replica's is seen within a second.
 			if now := f.o.Now(); now.Sub(pauseRead) >= time.Second {
+				sets := w.pauseSets.Load()
 				if v, err := f.o.Store.Setting(ctx, pauseKey(w.d.Name)); err == nil {
-					w.paused.Store(v == "on")
+					if w.pauseSets.Load() == sets {
+						w.paused.Store(v == "on")
+					}
 					pauseRead = now
 				}
 			}
@@ -278,7 +284,18 @@ func (w *worker) round(ctx context.Context) (full, left bool) {
 	// Requests with events not tried before first: the half-open
 	// breaker's probe is one of them when there is one, since a
 	// conversation that failed before may be refused for its own sake.
-	slices.SortStableFunc(batches, func(a, b []*Entry) int { return cmp.Compare(b2i(!fresh(a)), b2i(!fresh(b))) })
+	// Then those of conversations that failed before, in the order they
+	// came due (as Store.Heads picks them): when the slots are fewer
+	// than the conversations due, one that came due while others were
+	// retried goes before those retried again since, not behind every
+	// conversation queued ahead of it.
+	slices.SortStableFunc(batches, func(a, b []*Entry) int {
+		fa, fb := fresh(a), fresh(b)
+		if c := cmp.Compare(b2i(!fa), b2i(!fb)); c != 0 || fa {
+			return c
+		}
+		return cmp.Compare(a[0].NextMs, b[0].NextMs)
+	})
 	// More may be ready than this round saw: as many conversations as
 	// it reads, a conversation with as many entries as it takes, or one
 	// whose next entries are of another class.
@@ -404,19 +421,20 @@ func (w *worker) heads(ctx context.Context) (heads []*Entry, more bool, err erro
 			clear(s.queued)
 			s.mu.Unlock()
 		}
-		// The table's conversations waiting for a retry do not take the
-		// held ones' place in the round: however many the destination
+		// The table's conversations that failed before, waiting for a
+		// retry or due again, do not take the held ones' place in the
+		// round (the held ones were never tried, and the round's
+		// requests carry those first): however many the destination
 		// refuses, the others go on.
 		skip = map[string]bool{}
-		now := f.o.Now().UnixMilli()
-		due := 0
+		fresh := 0
 		for _, e := range heads {
-			if !skip[e.Conversation] && e.NextMs <= now {
-				due++
+			if !skip[e.Conversation] && e.Attempts == 0 {
+				fresh++
 			}
 			skip[e.Conversation] = true
 		}
-		return append(heads, s.memHeads(max(0, headsPerRound-due), f.o.Batch, skip)...), more, nil
+		return append(heads, s.memHeads(max(0, headsPerRound-fresh), f.o.Batch, skip)...), more, nil
 	}
 	return append(heads, s.memHeads(headsPerRound, f.o.Batch, skip)...), more, nil
 }

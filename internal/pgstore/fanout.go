@@ -83,13 +83,14 @@ func applyFanout(ctx context.Context, tx pgx.Tx, e ledger.Effect) error {
 }
 
 // Heads implements fanout.Store: the conversations from fanout_heads,
-// due ones first, then each one's first entries from fanout_queue, one
-// statement.
+// due ones first, each part in the order of its index fanout_heads_order
+// (next try, then seq), then each one's first entries from fanout_queue,
+// one statement.
 func (s *Store) Heads(ctx context.Context, destination string, nowMs int64, conversations, perConversation int) ([]*fanout.Entry, error) {
 	rows, err := s.pool.Query(ctx, `WITH h AS (
-			(SELECT conversation FROM fanout_heads WHERE destination = $1 AND next_ms <= $2 ORDER BY seq LIMIT $3)
+			(SELECT conversation FROM fanout_heads WHERE destination = $1 AND next_ms <= $2 ORDER BY next_ms, seq LIMIT $3)
 			UNION ALL
-			(SELECT conversation FROM fanout_heads WHERE destination = $1 AND next_ms > $2 ORDER BY seq LIMIT $3)
+			(SELECT conversation FROM fanout_heads WHERE destination = $1 AND next_ms > $2 ORDER BY next_ms, seq LIMIT $3)
 			LIMIT $3)
 		SELECT q.seq, q.conversation, q.attempts, q.next_ms, q.entry FROM h, LATERAL
 			(SELECT seq, conversation, attempts, next_ms, entry FROM fanout_queue WHERE destination = $1 AND conversation = h.conversation ORDER BY seq LIMIT $4) q

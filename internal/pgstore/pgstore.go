@@ -190,7 +190,7 @@ var migrations = []string{
 		next_ms      BIGINT NOT NULL, -- and its next try
 		PRIMARY KEY (destination, conversation)
 	);
-	CREATE INDEX fanout_heads_order ON fanout_heads (destination, seq);
+	CREATE INDEX fanout_heads_order ON fanout_heads (destination, next_ms, seq);
 	DROP INDEX fanout_queue_destination;
 	CREATE INDEX fanout_queue_conversation ON fanout_queue (destination, conversation, seq);
 	INSERT INTO fanout_heads (destination, conversation, seq, next_ms)

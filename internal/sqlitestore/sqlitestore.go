@@ -192,7 +192,7 @@ var migrations = []string{
 		next_ms      INTEGER NOT NULL, -- and its next try
 		PRIMARY KEY (destination, conversation)
 	) WITHOUT ROWID;
-	CREATE INDEX fanout_heads_order ON fanout_heads (destination, seq);
+	CREATE INDEX fanout_heads_order ON fanout_heads (destination, next_ms, seq);
 	DROP INDEX fanout_queue_destination;
 	CREATE INDEX fanout_queue_conversation ON fanout_queue (destination, conversation, seq);
 	-- The first entry's other columns are those of the row MIN chose.

@@ -57,6 +57,8 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 			t.Run("RefusedMany", func(t *testing.T) { m.testRefusedMany(t, newStore(t)) })
 		})
 	}
+	t.Run("Table/DueOrder", func(t *testing.T) { testDueOrder(t, newStore(t)) })
+	t.Run("Ledger/HeldBeforeDue", func(t *testing.T) { testHeldBeforeDue(t, newStore(t)) })
 	t.Run("Ledger/Restart", func(t *testing.T) { testRestart(t, newStore(t)) })
 	t.Run("Ledger/Backlog", func(t *testing.T) { testBacklog(t, newStore(t)) })
 	t.Run("Ledger/StopKeeps", func(t *testing.T) { testStopKeeps(t, newStore(t)) })
@@ -498,9 +500,9 @@ func testQueueOrder(t *testing.T, s Store) {
 	if _, err := w.Commit(ctx, nil, fanout.Retry{Seq: q[0].Seq, Attempts: 2, NextMs: 12345}); err != nil {
 		t.Fatal(err)
 	}
-	heads, _ = s.Heads(ctx, "a", allDue, 1, 1)
-	if len(heads) != 1 || heads[0].Attempts != 2 || heads[0].NextMs != 12345 || heads[0].Seq != q[0].Seq {
-		t.Fatalf("after a retry, heads(limit 1) = %+v", heads)
+	heads, _ = s.Heads(ctx, "a", allDue, 2, 1)
+	if len(heads) != 2 || heads[0].Attempts != 2 || heads[0].NextMs != 12345 || heads[0].Seq != q[0].Seq {
+		t.Fatalf("after a retry, heads = %+v", heads)
 	}
 	// All or none: one entry no longer queued (b's, delivered here) takes
 	// the whole effect back.
@@ -581,13 +583,17 @@ func testHeads(t *testing.T, s Store) {
 	if got := heads(allDue, 2, 3); !slices.Equal(got, []uint64{1, 2, 3, 5000}) {
 		t.Fatalf("heads behind 3,000 entries of one conversation = %v, want P's 1, 2, 3 and Q's 5000", got)
 	}
-	// P's first waits until 1000: at 500 Q comes first, at 1000 P.
+	// P's first waits until 1000: at 500 Q comes first, and at 1000
+	// too (never tried), with P due beside it.
 	commit(fanout.Retry{Seq: p[0].Seq, Attempts: 1, NextMs: 1000})
 	if got := heads(500, 1, 1); !slices.Equal(got, []uint64{5000}) {
 		t.Fatalf("heads at 500, P waiting = %v, want Q's 5000", got)
 	}
-	if got := heads(1000, 1, 1); !slices.Equal(got, []uint64{1}) {
-		t.Fatalf("heads at 1000 = %v, want P's 1", got)
+	if got := heads(1000, 1, 1); !slices.Equal(got, []uint64{5000}) {
+		t.Fatalf("heads at 1000, one conversation = %v, want Q's 5000, never tried", got)
+	}
+	if got := heads(1000, 2, 1); !slices.Equal(got, []uint64{1, 5000}) {
+		t.Fatalf("heads at 1000 = %v, want P's 1 and Q's 5000", got)
 	}
 	// A retry of an entry that is not first changes nothing.
 	commit(fanout.Retry{Seq: p[1].Seq, Attempts: 1, NextMs: 1})
@@ -616,11 +622,35 @@ func testHeads(t *testing.T, s Store) {
 	if got := heads(500, 2, 1); !slices.Equal(got, []uint64{5000, 7000}) {
 		t.Fatalf("heads at 500, two conversations = %v, want the due ones, Q's 5000 and L's 7000", got)
 	}
+	// Due ones in the order they came due, whatever their seq: never
+	// tried (N) first, then those due after a failure, the earliest retry
+	// first (Y's at 300, before X's at 400 queued ahead of it).
+	x, y, n := entry("c", "user:X", 8000), entry("c", "user:Y", 8001), entry("c", "user:N", 8002)
+	enqueue(x, y, n)
+	commit(fanout.Retry{Seq: x.Seq, Attempts: 1, NextMs: 400})
+	commit(fanout.Retry{Seq: y.Seq, Attempts: 3, NextMs: 300})
+	for k, want := range [][]uint64{{8002}, {8001, 8002}, {8000, 8001, 8002}} {
+		hs, err := s.Heads(ctx, "c", 500, k+1, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []uint64
+		for _, h := range hs {
+			got = append(got, h.Record)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("heads at 500 of X (due at 400), Y (300) and N (never tried), %d conversations = %v, want %v", k+1, got, want)
+		}
+	}
+	// Waiting ones, the one due soonest first.
+	if hs, err := s.Heads(ctx, "c", 200, 2, 1); err != nil || len(hs) != 2 || hs[0].Record != 8001 || hs[1].Record != 8002 {
+		t.Fatalf("heads at 200, two of X, Y and N = %+v, %v; want N's 8002 (due) and Y's 8001 (due at 300, X at 400)", hs, err)
+	}
 	// First entries leave in any order, others from the middle: the next
 	// one left becomes first, with its own retry time.
 	commit(fanout.Delivered{Seqs: []uint64{p[9].Seq}})
-	if got := heads(allDue, 1, 3); !slices.Equal(got, []uint64{1, 2, 3}) {
-		t.Fatalf("heads after P's 10th left = %v, want P's 1, 2, 3", got)
+	if got := heads(allDue, 304, 3); !slices.Equal(got[:3], []uint64{1, 2, 3}) {
+		t.Fatalf("heads after P's 10th left = %v..., want P's 1, 2, 3 first", got[:min(5, len(got))])
 	}
 	commit(fanout.Delivered{Seqs: []uint64{p[1].Seq, p[0].Seq, p[3].Seq}})
 	if got := heads(allDue, 1, 3); !slices.Equal(got, []uint64{3, 5, 6}) {
@@ -637,12 +667,12 @@ func testHeads(t *testing.T, s Store) {
 	}
 	commit(fanout.Delivered{Seqs: rest})
 	commit(fanout.Delivered{Seqs: []uint64{q.Seq}})
-	if got := heads(allDue, 2, 1); !slices.Equal(got, []uint64{6000, 6001}) {
-		t.Fatalf("heads after P and Q left = %v, want W000's and W001's", got)
+	if got := heads(allDue, 2, 1); !slices.Equal(got, []uint64{6000, 7000}) {
+		t.Fatalf("heads after P and Q left = %v, want L's (never tried) and W000's", got)
 	}
 	depths, err := s.QueueDepths(ctx)
-	if err != nil || depths["a"] != 301 || depths["b"] != 1 {
-		t.Fatalf("depths = %v, %v; want a:301 b:1", depths, err)
+	if err != nil || depths["a"] != 301 || depths["b"] != 1 || depths["c"] != 3 {
+		t.Fatalf("depths = %v, %v; want a:301 b:1 c:3", depths, err)
 	}
 }
 
@@ -1189,6 +1219,212 @@ func (m mode) testRefusedMany(t *testing.T, s Store) {
 			t.Errorf("event %s of a conversation not refused failed %d times", k, n)
 		}
 	}
+}
+
+// testDueOrder: with more conversations due than requests in flight, a
+// round sends the events never tried first, then the conversations that
+// failed before in the order they came due, not in the order they were
+// queued: one that failed once and came due first goes before the ten
+// the destination keeps refusing, although queued after them. (In the
+// order queued, a destination refusing hundreds of conversations kept one
+// that had failed beside them waiting for as long as they kept coming
+// due.) The clock stands still: a refused conversation's retry is not due
+// again.
+func testDueOrder(t *testing.T, s Store) {
+	defer s.Close()
+	ctx := context.Background()
+	w := ledger.NewWriter(s, nil, nil)
+	var mu sync.Mutex
+	var order []string // each request's conversation
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var cb struct {
+			Events []struct{ Source struct{ UserID string } }
+		}
+		if err := json.Unmarshal(body, &cb); err != nil || len(cb.Events) != 1 {
+			http.Error(rw, "bad body", 400)
+			return
+		}
+		u := cb.Events[0].Source.UserID
+		mu.Lock()
+		order = append(order, u)
+		mu.Unlock()
+		if strings.HasPrefix(u, "Uz") {
+			http.Error(rw, "refused", http.StatusBadRequest)
+		}
+	}))
+	defer srv.Close()
+	now := time.Now()
+	d := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL, AllowHTTP: true, Secret: []byte("s")}
+	f, err := fanout.New(fanout.Options{Table: true, Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s,
+		Concurrency: 1, Batch: 1, Poll: time.Millisecond, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var convs, want []string
+	for i := range 10 {
+		convs = append(convs, fmt.Sprintf("z%d", i))
+	}
+	convs = append(convs, "m", "n")
+	items, _ := eventsOf(t, w, 0, convs)
+	complete(t, w, f, items)
+	heads, err := s.Heads(ctx, "crm", allDue, 100, 1)
+	if err != nil || len(heads) != len(convs) {
+		t.Fatalf("heads: %d, %v; want %d", len(heads), err, len(convs))
+	}
+	// The z's failed three times and came due 100 ms ago and after, in
+	// the order queued; m failed once and came due a second ago; n was
+	// never tried.
+	var m uint64
+	for i, h := range heads {
+		switch h.Conversation {
+		case "user:Um":
+			m = h.Seq
+		case "user:Un":
+		default:
+			if _, err := w.Commit(ctx, nil, fanout.Retry{Seq: h.Seq, Attempts: 3, NextMs: now.UnixMilli() - 100 + int64(i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := w.Commit(ctx, nil, fanout.Retry{Seq: m, Attempts: 1, NextMs: now.UnixMilli() - 1000}); err != nil {
+		t.Fatal(err)
+	}
+	want = append([]string{"Un", "Um"}, convs[:10]...)
+	for i := 2; i < len(want); i++ {
+		want[i] = "U" + want[i]
+	}
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan struct{})
+	go func() { f.Run(rctx); close(done) }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		mu.Lock()
+		n := len(order)
+		mu.Unlock()
+		if n >= len(want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests in 10s, want %d", n, len(want))
+		}
+	}
+	stop()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(order, want) {
+		t.Errorf("requests' conversations in the order sent: %v, want %v (never tried, then in the order they came due)", order, want)
+	}
+}
+
+// testHeldBeforeDue: with the ledger as the queue, an event held in memory
+// (never tried) goes before the table's conversations that failed before,
+// however many of them are due: here 300 that the destination refused
+// once, all due again when the destination is resumed, and one event held
+// behind them, which the first request after the resume carries. (Before,
+// the due ones took up the round's 256 places and the held event waited
+// for 45 of them to be retried first.) The breaker is kept out of it: a
+// destination that refuses every event is taken as failing.
+func testHeldBeforeDue(t *testing.T, s Store) {
+	defer s.Close()
+	ctx := context.Background()
+	w := ledger.NewWriter(s, nil, nil)
+	var mu sync.Mutex
+	var order []string // each request's first conversation
+	refused := map[string]bool{}
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var cb struct {
+			Events []struct{ Source struct{ UserID string } }
+		}
+		if err := json.Unmarshal(body, &cb); err != nil || len(cb.Events) == 0 {
+			http.Error(rw, "bad body", 400)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		order = append(order, cb.Events[0].Source.UserID)
+		if strings.HasPrefix(cb.Events[0].Source.UserID, "Uz") {
+			for _, e := range cb.Events {
+				refused[e.Source.UserID] = true
+			}
+			http.Error(rw, "refused", http.StatusBadRequest)
+		}
+	}))
+	defer srv.Close()
+	var cmu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time {
+		cmu.Lock()
+		defer cmu.Unlock()
+		return now
+	}
+	d := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL, AllowHTTP: true, Secret: []byte("s")}
+	f, err := fanout.New(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s,
+		Concurrency: 1, Poll: time.Millisecond, Now: clock, BreakerFailures: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var convs []string
+	for i := range 300 {
+		convs = append(convs, fmt.Sprintf("z%03d", i))
+	}
+	items, _ := eventsOf(t, w, 0, append(convs, "n"))
+	complete(t, w, f, items[:300])
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan struct{})
+	go func() { f.Run(rctx); close(done) }()
+	// Each refused once, and in the table.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		mu.Lock()
+		n := len(refused)
+		mu.Unlock()
+		depths, err := s.QueueDepths(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 300 && depths["crm"] == 300 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d conversations refused and %d in the table in 20s, want 300", n, depths["crm"])
+		}
+	}
+	if err := f.SetPaused(ctx, "crm", true, nil); err != nil {
+		t.Fatal(err)
+	}
+	// A round begun before the pause reads nothing due; one that read
+	// the queue after the clock moved would send a z's events.
+	time.Sleep(300 * time.Millisecond)
+	cmu.Lock()
+	now = now.Add(time.Hour)
+	cmu.Unlock()
+	complete(t, w, f, items[300:])
+	mu.Lock()
+	first := len(order)
+	mu.Unlock()
+	if err := f.SetPaused(ctx, "crm", false, nil); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		mu.Lock()
+		at := slices.Index(order, "Un")
+		n := len(order)
+		mu.Unlock()
+		if at >= 0 {
+			if at != first {
+				t.Errorf("the held event went in request %d after the resume, behind %v; want the first", at-first+1, order[first:at])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the held event not delivered in 20s (%d requests after the resume)", n-first)
+		}
+	}
+	stop()
+	<-done
 }
 
 // testStopKeeps: a destination stopped (the process's clean shutdown)
