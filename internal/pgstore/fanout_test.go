@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -115,5 +116,17 @@ func TestMigrateFanoutHeads(t *testing.T) {
 	heads, err = s.Heads(ctx, "crm", 99, 2, 2)
 	if err != nil || len(heads) != 3 || heads[0].Record != 1 || heads[0].Attempts != 2 || heads[1].Record != 2 || heads[2].Record != 3 {
 		t.Fatalf("heads at 99 = %+v, %v; want records 1, 2, 3", heads, err)
+	}
+	// Version 7's index: the heads in the order they come due.
+	if conn, err = pgx.Connect(ctx, dsn); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var def string
+	if err := conn.QueryRow(ctx, `SELECT indexdef FROM pg_indexes WHERE indexname = 'fanout_heads_order' AND schemaname = current_schema()`).Scan(&def); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(def, "(destination, next_ms, seq)") {
+		t.Errorf("fanout_heads_order: %s, want on (destination, next_ms, seq)", def)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/linegate/linegate/internal/fanout/fanouttest"
@@ -59,5 +60,27 @@ func TestMigrateFanoutHeads(t *testing.T) {
 	heads, err = s.Heads(ctx, "crm", 99, 2, 2)
 	if err != nil || len(heads) != 3 || heads[0].Record != 1 || heads[0].Attempts != 2 || heads[1].Record != 2 || heads[2].Record != 3 {
 		t.Fatalf("heads at 99 = %+v, %v; want records 1, 2, 3", heads, err)
+	}
+	// Version 11's index: the heads in the order they come due.
+	s.Close()
+	if db, err = sql.Open("sqlite", p); err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query(`SELECT name FROM pragma_index_info('fanout_heads_order') ORDER BY seqno`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var cols []string
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			t.Fatal(err)
+		}
+		cols = append(cols, c)
+	}
+	if !slices.Equal(cols, []string{"destination", "next_ms", "seq"}) {
+		t.Errorf("fanout_heads_order on %v, want destination, next_ms, seq", cols)
 	}
 }

@@ -24,7 +24,7 @@ var _ ledger.Store = (*Store)(nil)
 
 // schemaVersion is the version of the schema this code writes, kept in
 // PRAGMA user_version. A database of a newer version is refused.
-const schemaVersion = 10
+const schemaVersion = 11
 
 // migrations[i] brings a database from version i to version i+1.
 var migrations = []string{
@@ -192,7 +192,7 @@ var migrations = []string{
 		next_ms      INTEGER NOT NULL, -- and its next try
 		PRIMARY KEY (destination, conversation)
 	) WITHOUT ROWID;
-	CREATE INDEX fanout_heads_order ON fanout_heads (destination, next_ms, seq);
+	CREATE INDEX fanout_heads_order ON fanout_heads (destination, seq);
 	DROP INDEX fanout_queue_destination;
 	CREATE INDEX fanout_queue_conversation ON fanout_queue (destination, conversation, seq);
 	-- The first entry's other columns are those of the row MIN chose.
@@ -218,6 +218,10 @@ var migrations = []string{
 		UPDATE fanout_heads SET next_ms = NEW.next_ms
 			WHERE destination = NEW.destination AND conversation = NEW.conversation AND seq = NEW.seq;
 	END;`,
+
+	// Version 11: the heads in the order they come due (fanout.Store.Heads).
+	`DROP INDEX fanout_heads_order;
+	CREATE INDEX fanout_heads_order ON fanout_heads (destination, next_ms, seq);`,
 }
 
 // Options tunes a Store.
