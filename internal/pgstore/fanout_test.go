@@ -117,7 +117,7 @@ func TestMigrateFanoutHeads(t *testing.T) {
 	if err != nil || len(heads) != 3 || heads[0].Record != 1 || heads[0].Attempts != 2 || heads[1].Record != 2 || heads[2].Record != 3 {
 		t.Fatalf("heads at 99 = %+v, %v; want records 1, 2, 3", heads, err)
 	}
-	// Version 7's index: the heads in the order they come due.
+	// The index: the heads in the order they come due.
 	if conn, err = pgx.Connect(ctx, dsn); err != nil {
 		t.Fatal(err)
 	}

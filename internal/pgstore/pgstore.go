@@ -27,7 +27,7 @@ var _ ledger.Store = (*Store)(nil)
 
 // schemaVersion is the version of the schema this code writes. A database
 // of a newer version is refused.
-const schemaVersion = 7
+const schemaVersion = 6
 
 // migrations[i] brings a database from version i to version i+1.
 var migrations = []string{
@@ -180,8 +180,8 @@ var migrations = []string{
 	// Version 6: each conversation's first queued entry for each
 	// destination, kept by triggers as the queue changes, so that a round
 	// finds the conversations to deliver without reading past the ones
-	// with many entries queued or waiting for a retry (fanout.Store.Heads).
-	// Replicas queue at once: a head is replaced only by a lower seq, so
+	// with many entries queued or waiting for a retry, in the order they
+	// come due (fanout.Store.Heads). Replicas queue at once: a head is replaced only by a lower seq, so
 	// that the order in which their transactions commit does not matter.
 	`CREATE TABLE fanout_heads (
 		destination  TEXT NOT NULL,
@@ -190,7 +190,7 @@ var migrations = []string{
 		next_ms      BIGINT NOT NULL, -- and its next try
 		PRIMARY KEY (destination, conversation)
 	);
-	CREATE INDEX fanout_heads_order ON fanout_heads (destination, seq);
+	CREATE INDEX fanout_heads_order ON fanout_heads (destination, next_ms, seq);
 	DROP INDEX fanout_queue_destination;
 	CREATE INDEX fanout_queue_conversation ON fanout_queue (destination, conversation, seq);
 	INSERT INTO fanout_heads (destination, conversation, seq, next_ms)
@@ -225,10 +225,6 @@ var migrations = []string{
 	CREATE TRIGGER fanout_heads_enqueue AFTER INSERT ON fanout_queue FOR EACH ROW EXECUTE FUNCTION fanout_heads_enqueue();
 	CREATE TRIGGER fanout_heads_dequeue AFTER DELETE ON fanout_queue FOR EACH ROW EXECUTE FUNCTION fanout_heads_dequeue();
 	CREATE TRIGGER fanout_heads_retry AFTER UPDATE OF next_ms ON fanout_queue FOR EACH ROW EXECUTE FUNCTION fanout_heads_retry();`,
-
-	// Version 7: the heads in the order they come due (fanout.Store.Heads).
-	`DROP INDEX fanout_heads_order;
-	CREATE INDEX fanout_heads_order ON fanout_heads (destination, next_ms, seq);`,
 }
 
 // The second keys of the advisory locks, by use (the first is lockID).

@@ -61,7 +61,7 @@ func TestMigrateFanoutHeads(t *testing.T) {
 	if err != nil || len(heads) != 3 || heads[0].Record != 1 || heads[0].Attempts != 2 || heads[1].Record != 2 || heads[2].Record != 3 {
 		t.Fatalf("heads at 99 = %+v, %v; want records 1, 2, 3", heads, err)
 	}
-	// Version 11's index: the heads in the order they come due.
+	// The index: the heads in the order they come due.
 	s.Close()
 	if db, err = sql.Open("sqlite", p); err != nil {
 		t.Fatal(err)

@@ -24,7 +24,7 @@ var _ ledger.Store = (*Store)(nil)
 
 // schemaVersion is the version of the schema this code writes, kept in
 // PRAGMA user_version. A database of a newer version is refused.
-const schemaVersion = 11
+const schemaVersion = 10
 
 // migrations[i] brings a database from version i to version i+1.
 var migrations = []string{
@@ -184,7 +184,8 @@ var migrations = []string{
 	// Version 10: each conversation's first queued entry for each
 	// destination, kept by triggers as the queue changes, so that a round
 	// finds the conversations to deliver without reading past the ones
-	// with many entries queued or waiting for a retry (fanout.Store.Heads).
+	// with many entries queued or waiting for a retry, in the order they
+	// come due (fanout.Store.Heads).
 	`CREATE TABLE fanout_heads (
 		destination  TEXT NOT NULL,
 		conversation TEXT NOT NULL,
@@ -192,7 +193,7 @@ var migrations = []string{
 		next_ms      INTEGER NOT NULL, -- and its next try
 		PRIMARY KEY (destination, conversation)
 	) WITHOUT ROWID;
-	CREATE INDEX fanout_heads_order ON fanout_heads (destination, seq);
+	CREATE INDEX fanout_heads_order ON fanout_heads (destination, next_ms, seq);
 	DROP INDEX fanout_queue_destination;
 	CREATE INDEX fanout_queue_conversation ON fanout_queue (destination, conversation, seq);
 	-- The first entry's other columns are those of the row MIN chose.
@@ -218,10 +219,6 @@ var migrations = []string{
 		UPDATE fanout_heads SET next_ms = NEW.next_ms
 			WHERE destination = NEW.destination AND conversation = NEW.conversation AND seq = NEW.seq;
 	END;`,
-
-	// Version 11: the heads in the order they come due (fanout.Store.Heads).
-	`DROP INDEX fanout_heads_order;
-	CREATE INDEX fanout_heads_order ON fanout_heads (destination, next_ms, seq);`,
 }
 
 // Options tunes a Store.

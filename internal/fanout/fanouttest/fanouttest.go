@@ -578,6 +578,10 @@ func testHeads(t *testing.T, s Store) {
 		p = append(p, entry("a", "user:P", uint64(1+i)))
 	}
 	enqueue(p...)
+	// A later entry of P's, queued by a commit of its own (as another
+	// replica's would be), leaves P's first entry its head.
+	late := entry("a", "user:P", 4000)
+	enqueue(late)
 	q := entry("a", "user:Q", 5000)
 	enqueue(q, entry("b", "user:Q", 5001))
 	if got := heads(allDue, 2, 3); !slices.Equal(got, []uint64{1, 2, 3, 5000}) {
@@ -595,6 +599,7 @@ func testHeads(t *testing.T, s Store) {
 	if got := heads(1000, 2, 1); !slices.Equal(got, []uint64{1, 5000}) {
 		t.Fatalf("heads at 1000 = %v, want P's 1 and Q's 5000", got)
 	}
+	commit(fanout.Delivered{Seqs: []uint64{late.Seq}})
 	// A retry of an entry that is not first changes nothing.
 	commit(fanout.Retry{Seq: p[1].Seq, Attempts: 1, NextMs: 1})
 	if got := heads(500, 1, 1); !slices.Equal(got, []uint64{5000}) {
