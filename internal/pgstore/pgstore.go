@@ -181,8 +181,9 @@ var migrations = []string{
 	// destination, kept by triggers as the queue changes, so that a round
 	// finds the conversations to deliver without reading past the ones
 	// with many entries queued or waiting for a retry, in the order they
-	// come due (fanout.Store.Heads). Replicas queue at once: a head is replaced only by a lower seq, so
-	// that the order in which their transactions commit does not matter.
+	// come due (fanout.Store.Heads). Replicas queue at once: a head is
+	// replaced only by a lower seq, so that the order in which their
+	// transactions commit does not matter.
 	`CREATE TABLE fanout_heads (
 		destination  TEXT NOT NULL,
 		conversation TEXT NOT NULL,
