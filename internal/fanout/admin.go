@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/linegate/linegate/internal/outbound"
@@ -88,8 +89,12 @@ type Status struct {
 	// from this index on (after a restart, or after more than it holds in
 	// memory came while it was slow, paused or down); QueueDepth counts
 	// only those read so far.
-	Backlog   *uint64 `json:"backlog_from,omitempty"`
-	LastError string  `json:"last_error,omitempty"`
+	Backlog *uint64 `json:"backlog_from,omitempty"`
+	// BacklogRecords: while Backlog is set, the ledger's records from
+	// Backlog on (of every kind: an upper bound of the events still to
+	// be read, which QueueDepth does not count yet).
+	BacklogRecords *uint64 `json:"backlog_records,omitempty"`
+	LastError      string  `json:"last_error,omitempty"`
 	// LastErrorAt is when the last failed attempt ended (with
 	// LastError), LastDeliveredAt when the last delivered one did: an
 	// error older than the last delivery is one the destination
@@ -141,6 +146,12 @@ func (f *Fanout) Status(ctx context.Context) ([]Status, error) {
 	if err != nil {
 		return nil, err
 	}
+	var count uint64
+	if !f.o.Table && slices.ContainsFunc(mems, func(m mem) bool { return m.behind }) {
+		if count, err = f.o.Ledger.Count(ctx); err != nil {
+			return nil, err
+		}
+	}
 	out := []Status{}
 	for i, w := range f.order {
 		v, err := f.o.Store.Setting(ctx, pauseKey(w.d.Name))
@@ -148,12 +159,13 @@ func (f *Fanout) Status(ctx context.Context) ([]Status, error) {
 			return nil, err
 		}
 		held, behind, next := mems[i].held, mems[i].behind, mems[i].next
-		var backlog *uint64
+		var backlog, records *uint64
 		if behind && !f.o.Table {
-			backlog = &next
+			n := count - min(count, next)
+			backlog, records = &next, &n
 		}
 		st := Status{Name: w.d.Name, Channel: w.d.Channel, URL: w.d.URL, OwnsReplyToken: w.d.OwnsReplyToken,
-			Paused: v == "on", QueueDepth: depths[w.d.Name] + int64(held), Backlog: backlog}
+			Paused: v == "on", QueueDepth: depths[w.d.Name] + int64(held), Backlog: backlog, BacklogRecords: records}
 		w.breakerStatus(&st)
 		out = append(out, st)
 	}

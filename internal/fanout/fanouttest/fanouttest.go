@@ -1050,6 +1050,16 @@ func testBacklog(t *testing.T, s Store) {
 	if _, backlog := depths(t, f); !backlog {
 		t.Fatal("30 events for a destination holding 4: no backlog to read")
 	}
+	// The events not yet counted in the queue's depth are within the
+	// records still to be read (each has its outcome record there).
+	st, err := f.Status(context.Background())
+	if err != nil || len(st) != 1 || st[0].BacklogRecords == nil {
+		t.Fatalf("status during a backlog: %+v, %v; want backlog_records", st, err)
+	}
+	if count, _ := s.Count(context.Background()); *st[0].BacklogRecords != count-*st[0].Backlog || *st[0].BacklogRecords < uint64(30-st[0].QueueDepth) {
+		t.Fatalf("backlog_records %d from %d of %d records, queue_depth %d: want the records from backlog_from on, at least the %d events not counted",
+			*st[0].BacklogRecords, *st[0].Backlog, count, st[0].QueueDepth, 30-st[0].QueueDepth)
+	}
 	// A replay now would come before the backlog's events of its
 	// conversations: refused until the destination has caught up.
 	replay := fanout.ReplayRequest{Destination: "crm", From: time.Now().Add(-time.Hour), To: time.Now().Add(time.Hour)}
