@@ -484,11 +484,13 @@ func (w *worker) allow(now time.Time) bool {
 // with a refusal (4xx): of events that all failed before (a conversation
 // the destination refuses, retried, says nothing new of it), or of new
 // ones from a destination that took others within BreakerMaxCooldown
-// (it is up, and refuses these for their own sake). Counted, refused
-// conversations would open the breaker and fill its probes, and keep
-// the destination from all the others; a destination that refuses
-// everything (a wrong secret) still opens it. Such a failure still sends
-// a half-open breaker back to open, for as long as before.
+// (it is up, and refuses these for their own sake); nor does a 5xx
+// answer to events that all failed before, from a destination that took
+// others within BreakerCooldown (deliver). Counted, such conversations
+// would open the breaker and fill its probes, and keep the destination
+// from all the others; a destination that refuses everything (a wrong
+// secret), or fails everything, still opens it. Such a failure still
+// sends a half-open breaker back to open, for as long as before.
 func (w *worker) result(ok, counts bool, errText string, now time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -759,10 +761,20 @@ func (w *worker) deliver(ctx context.Context, dest string, es []*Entry, events [
 	// A 4xx answer (but 408 and 429) refuses what the request carried,
 	// from a destination that is up.
 	refused := errText == "" && status/100 == 4 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests
+	serverError := errText == "" && status/100 == 5
 	if !ok && errText == "" {
 		errText = fmt.Sprintf("answered %d", status)
 	}
-	w.result(ok, !refused || fresh(es) && !w.deliveredWithin(f.o.Now(), f.o.BreakerMaxCooldown), errText, f.o.Now())
+	counts := !refused || fresh(es) && !w.deliveredWithin(f.o.Now(), f.o.BreakerMaxCooldown)
+	// A 5xx answer to events that all failed before, from a destination
+	// that delivered others within BreakerCooldown: it is up, and fails
+	// these for their own sake (a conversation it cannot take, whatever
+	// it answers). A destination that goes down fails new events too, and
+	// its retries count once it has delivered nothing for a cooldown.
+	if serverError && !fresh(es) && w.deliveredWithin(f.o.Now(), f.o.BreakerCooldown) {
+		counts = false
+	}
+	w.result(ok, counts, errText, f.o.Now())
 	if ok {
 		rec.Outcome = "delivered"
 		f.m.attempts.WithLabelValues(w.d.Name, "delivered").Add(float64(len(es)))

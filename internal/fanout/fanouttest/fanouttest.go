@@ -55,6 +55,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 			t.Run("HangingConversation", func(t *testing.T) { m.testHangingConversation(t, newStore(t)) })
 			t.Run("RefusedConversation", func(t *testing.T) { m.testRefusedConversation(t, newStore(t)) })
 			t.Run("RefusedMany", func(t *testing.T) { m.testRefusedMany(t, newStore(t)) })
+			t.Run("FailingConversation", func(t *testing.T) { m.testFailingConversation(t, newStore(t)) })
 		})
 	}
 	t.Run("Table/DueOrder", func(t *testing.T) { testDueOrder(t, newStore(t)) })
@@ -1234,6 +1235,108 @@ func (m mode) testRefusedMany(t *testing.T, s Store) {
 			t.Errorf("event %s of a conversation not refused failed %d times", k, n)
 		}
 	}
+}
+
+// testFailingConversation: a destination that answers 500 to one
+// conversation's events, always, and takes the others': its retries, each
+// in a request of its own, do not open the breaker while the destination
+// delivers the others (here within the breaker's cooldown), so the others
+// are never held up by it; once it has delivered nothing for a cooldown,
+// they count again and open it. Before, two of its retries in a row
+// opened the breaker, and the others waited for the probes.
+func (m mode) testFailingConversation(t *testing.T, s Store) {
+	defer s.Close()
+	w := ledger.NewWriter(s, nil, nil)
+	var mu sync.Mutex
+	got := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if bytes.Contains(body, []byte(`"userId":"Up"`)) {
+			http.Error(rw, "internal error", http.StatusInternalServerError)
+			return
+		}
+		var cb struct{ Events []json.RawMessage }
+		if err := json.Unmarshal(body, &cb); err != nil {
+			http.Error(rw, "bad body", 400)
+			return
+		}
+		mu.Lock()
+		got += len(cb.Events)
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	d := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL, AllowHTTP: true, Secret: []byte("s")}
+	f, err := fanout.New(m.options(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s,
+		Poll: 2 * time.Millisecond, Linger: time.Millisecond, BaseDelay: 10 * time.Millisecond, MaxDelay: 20 * time.Millisecond,
+		BreakerFailures: 2, BreakerCooldown: 2 * time.Second}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One of a's, taken; then p's events, then one of a's or b's every
+	// 100 ms, each taken at once: p's retries come several times between
+	// them.
+	items, _ := eventsOf(t, w, 0, []string{"a", "p", "p"})
+	complete(t, w, f, items[:1])
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan struct{})
+	go func() { f.Run(ctx); close(done) }()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		mu.Lock()
+		n := got
+		mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first event not delivered in 5s")
+		}
+	}
+	complete(t, w, f, items[1:])
+	opened := make(chan struct{})
+	go func() {
+		for ctx.Err() == nil {
+			if st, err := f.Status(context.Background()); err == nil && st[0].Breaker != "closed" {
+				close(opened)
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	want := 1
+	for i := range 20 {
+		time.Sleep(100 * time.Millisecond)
+		items, _ := eventsOf(t, w, 3+i, []string{string(rune('a' + i%2))})
+		complete(t, w, f, items)
+		want++
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		mu.Lock()
+		n := got
+		mu.Unlock()
+		if n == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the %d events of the conversations taken delivered", n, want)
+		}
+	}
+	select {
+	case <-opened:
+		st, _ := f.Status(context.Background())
+		t.Fatalf("the breaker left closed for one conversation's 500s while the others were delivered: %+v", st)
+	default:
+	}
+	// Once the destination has delivered nothing for the cooldown, p's
+	// failures count again: the breaker opens.
+	select {
+	case <-opened:
+	case <-time.After(10 * time.Second):
+		st, _ := f.Status(context.Background())
+		t.Errorf("the breaker still closed 10s after the last delivery, p failing: %+v", st)
+	}
+	stop()
+	<-done
 }
 
 // testDueOrder: with more conversations due than requests in flight, a
