@@ -309,7 +309,8 @@ func (w *worker) round(ctx context.Context) (full, left bool) {
 	var mine sync.WaitGroup
 launch:
 	for _, b := range batches {
-		if ctx.Err() != nil || !w.allow(f.o.Now()) {
+		// A pause stops the round's requests not yet sent.
+		if ctx.Err() != nil || w.paused.Load() || !w.allow(f.o.Now()) {
 			break
 		}
 		if w.probing() {
@@ -533,9 +534,11 @@ func (w *worker) deliveredWithin(now time.Time, d time.Duration) bool {
 	return !w.lastDeliveredAt.IsZero() && now.Sub(w.lastDeliveredAt) < d
 }
 
-// fresh reports whether es has an event not tried before.
+// fresh reports whether none of es was tried before: a request of
+// conversations that never failed. One of a conversation that failed is
+// not, with events that came since it failed (never tried themselves).
 func fresh(es []*Entry) bool {
-	return slices.ContainsFunc(es, func(e *Entry) bool { return e.Attempts == 0 })
+	return !slices.ContainsFunc(es, func(e *Entry) bool { return e.Attempts > 0 })
 }
 
 func b2i(b bool) int {

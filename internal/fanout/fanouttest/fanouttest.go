@@ -56,6 +56,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 			t.Run("RefusedConversation", func(t *testing.T) { m.testRefusedConversation(t, newStore(t)) })
 			t.Run("RefusedMany", func(t *testing.T) { m.testRefusedMany(t, newStore(t)) })
 			t.Run("FailingConversation", func(t *testing.T) { m.testFailingConversation(t, newStore(t)) })
+			t.Run("ProbeNeverTried", func(t *testing.T) { m.testProbeNeverTried(t, newStore(t)) })
 		})
 	}
 	t.Run("Table/DueOrder", func(t *testing.T) { testDueOrder(t, newStore(t)) })
@@ -1337,6 +1338,83 @@ func (m mode) testFailingConversation(t *testing.T, s Store) {
 	}
 	stop()
 	<-done
+}
+
+// testProbeNeverTried: the half-open breaker's probe carries events of
+// conversations that never failed, not those of a conversation that
+// failed whose later events came since (never tried themselves). Here a
+// destination that has delivered nothing refuses x's first event, which
+// opens the breaker (one failure); x's second event and g's come while it
+// is open; the probe is g's, delivered, and the breaker closes. Before,
+// x's request counted as one of new events, went first, was refused, and
+// kept the breaker open, g behind it.
+func (m mode) testProbeNeverTried(t *testing.T, s Store) {
+	defer s.Close()
+	w := ledger.NewWriter(s, nil, nil)
+	var mu sync.Mutex
+	var order []string // each request's first conversation
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var cb struct {
+			Events []struct{ Source struct{ UserID string } }
+		}
+		if err := json.Unmarshal(body, &cb); err != nil || len(cb.Events) == 0 {
+			http.Error(rw, "bad body", 400)
+			return
+		}
+		mu.Lock()
+		order = append(order, cb.Events[0].Source.UserID)
+		mu.Unlock()
+		if bytes.Contains(body, []byte(`"userId":"Ux"`)) {
+			http.Error(rw, "refused", http.StatusBadRequest)
+		}
+	}))
+	defer srv.Close()
+	d := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL, AllowHTTP: true, Secret: []byte("s")}
+	f, err := fanout.New(m.options(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s,
+		Poll: 2 * time.Millisecond, BaseDelay: 50 * time.Millisecond, MaxDelay: 100 * time.Millisecond,
+		BreakerFailures: 1, BreakerCooldown: 300 * time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	items, _ := eventsOf(t, w, 0, []string{"x", "x", "g"})
+	complete(t, w, f, items[:1])
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan struct{})
+	go func() { f.Run(ctx); close(done) }()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		st, err := f.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st[0].Breaker == "open" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the breaker not open 5s after x's first event was refused: %+v", st)
+		}
+	}
+	complete(t, w, f, items[1:])
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		mu.Lock()
+		at := slices.Index(order, "Ug")
+		mu.Unlock()
+		if at >= 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			mu.Lock()
+			t.Fatalf("g's event not delivered in 5s (cooldown 300ms); requests' conversations %v", order)
+		}
+	}
+	stop()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(order[:2], []string{"Ux", "Ug"}) {
+		t.Errorf("requests' conversations %v, want x's refused, then g's (the probe)", order)
+	}
 }
 
 // testDueOrder: with more conversations due than requests in flight, a
