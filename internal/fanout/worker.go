@@ -791,8 +791,16 @@ func (w *worker) deliver(ctx context.Context, dest string, es []*Entry, events [
 		// later events follow them there.
 		var effects []ledger.Effect
 		var retry []*Entry
+		// A refusal of a request of several conversations never tried
+		// may be of one of them: each is tried again at once, in a
+		// request of its own, so that the others go through without
+		// waiting for a retry. (With the breaker open, they wait for it.)
+		split := refused && fresh(es) && slices.ContainsFunc(es, func(e *Entry) bool { return e.Conversation != es[0].Conversation })
 		for _, e := range es {
 			next := f.o.Now().Add(w.backoff(e.Attempts + 1)).UnixMilli()
+			if split {
+				next = f.o.Now().UnixMilli()
+			}
 			if e.mem {
 				c := *e
 				c.Attempts, c.NextMs, c.mem = e.Attempts+1, next, false

@@ -57,6 +57,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 			t.Run("RefusedMany", func(t *testing.T) { m.testRefusedMany(t, newStore(t)) })
 			t.Run("FailingConversation", func(t *testing.T) { m.testFailingConversation(t, newStore(t)) })
 			t.Run("ProbeNeverTried", func(t *testing.T) { m.testProbeNeverTried(t, newStore(t)) })
+			t.Run("RefusedSplit", func(t *testing.T) { m.testRefusedSplit(t, newStore(t)) })
 		})
 	}
 	t.Run("Table/DueOrder", func(t *testing.T) { testDueOrder(t, newStore(t)) })
@@ -1414,6 +1415,72 @@ func (m mode) testProbeNeverTried(t *testing.T, s Store) {
 	defer mu.Unlock()
 	if !slices.Equal(order[:2], []string{"Ux", "Ug"}) {
 		t.Errorf("requests' conversations %v, want x's refused, then g's (the probe)", order)
+	}
+}
+
+// testRefusedSplit: a refused request of several conversations never
+// tried is tried again at once, each conversation in a request of its
+// own: the one not refused is delivered without waiting for a retry. The
+// clock stands still, so a retry with a backoff would never come.
+func (m mode) testRefusedSplit(t *testing.T, s Store) {
+	defer s.Close()
+	w := ledger.NewWriter(s, nil, nil)
+	var mu sync.Mutex
+	var reqs [][]string // each request's conversations
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var cb struct {
+			Events []struct{ Source struct{ UserID string } }
+		}
+		if err := json.Unmarshal(body, &cb); err != nil {
+			http.Error(rw, "bad body", 400)
+			return
+		}
+		var us []string
+		for _, e := range cb.Events {
+			us = append(us, e.Source.UserID)
+		}
+		mu.Lock()
+		reqs = append(reqs, us)
+		mu.Unlock()
+		if slices.Contains(us, "Ux") {
+			http.Error(rw, "refused", http.StatusBadRequest)
+		}
+	}))
+	defer srv.Close()
+	now := time.Now()
+	d := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL, AllowHTTP: true, Secret: []byte("s")}
+	f, err := fanout.New(m.options(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s,
+		Poll: 2 * time.Millisecond, Now: func() time.Time { return now }}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	items, _ := eventsOf(t, w, 0, []string{"x", "g", "x", "g"})
+	complete(t, w, f, items)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan struct{})
+	go func() { f.Run(ctx); close(done) }()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		mu.Lock()
+		n := len(reqs)
+		mu.Unlock()
+		if n >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			mu.Lock()
+			t.Fatalf("requests %v in 5s, want x's and g's together, then each alone", reqs)
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // nothing more comes: x waits for its retry
+	stop()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reqs) != 3 || len(reqs[0]) != 4 || !slices.ContainsFunc(reqs[1:], func(us []string) bool { return slices.Equal(us, []string{"Ug", "Ug"}) }) ||
+		!slices.ContainsFunc(reqs[1:], func(us []string) bool { return slices.Equal(us, []string{"Ux", "Ux"}) }) {
+		t.Errorf("requests %v, want x's and g's together, then x's and g's each in one of their own", reqs)
 	}
 }
 
