@@ -1239,6 +1239,105 @@ func (m mode) testRefusedMany(t *testing.T, s Store) {
 	}
 }
 
+// users is a destination that records the users of each request's
+// events (their source userId, in order) and answers each request as
+// answer says for them (200 when it is nil or says 0).
+type users struct {
+	t      *testing.T
+	mu     sync.Mutex
+	reqs   [][]string
+	taken  int // events in requests answered 2xx
+	answer func(users []string) int
+}
+
+func newUsers(t *testing.T, answer func(users []string) int) (*users, *httptest.Server) {
+	u := &users{t: t, answer: answer}
+	srv := httptest.NewServer(u)
+	t.Cleanup(srv.Close)
+	return u, srv
+}
+
+func (u *users) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	var cb struct {
+		Events []struct{ Source struct{ UserID string } }
+	}
+	if err := json.NewDecoder(r.Body).Decode(&cb); err != nil || len(cb.Events) == 0 {
+		http.Error(rw, "bad body", 400)
+		return
+	}
+	var us []string
+	for _, e := range cb.Events {
+		us = append(us, e.Source.UserID)
+	}
+	code := 0
+	if u.answer != nil {
+		code = u.answer(us)
+	}
+	u.mu.Lock()
+	u.reqs = append(u.reqs, us)
+	if code == 0 || code/100 == 2 {
+		u.taken += len(us)
+	}
+	u.mu.Unlock()
+	if code != 0 {
+		http.Error(rw, "answered so", code)
+	}
+}
+
+// requests returns the requests so far, and the events taken.
+func (u *users) requests() ([][]string, int) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.reqs), u.taken
+}
+
+// firsts returns each request's first user.
+func (u *users) firsts() []string {
+	reqs, _ := u.requests()
+	var out []string
+	for _, r := range reqs {
+		out = append(out, r[0])
+	}
+	return out
+}
+
+// waitFor waits until done holds for the requests and the events taken,
+// or fails the test after within, with why.
+func (u *users) waitFor(within time.Duration, done func(reqs [][]string, taken int) bool, why string) {
+	u.t.Helper()
+	for deadline := time.Now().Add(within); ; time.Sleep(2 * time.Millisecond) {
+		reqs, taken := u.requests()
+		if done(reqs, taken) {
+			return
+		}
+		if time.Now().After(deadline) {
+			u.t.Fatalf("%s in %v: requests %v", why, within, reqs)
+		}
+	}
+}
+
+// refusing answers 400 to a request with an event of a user whose id
+// begins with prefix, and 200 to the others.
+func refusing(prefix string) func([]string) int {
+	return func(us []string) int {
+		if slices.ContainsFunc(us, func(u string) bool { return strings.HasPrefix(u, prefix) }) {
+			return http.StatusBadRequest
+		}
+		return 0
+	}
+}
+
+// running runs f until the returned stop is called (or the test ends).
+func running(t *testing.T, f *fanout.Fanout) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { f.Run(ctx); close(done) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
 // testFailingConversation: a destination that answers 500 to one
 // conversation's events, always, and takes the others': its retries, each
 // in a request of its own, do not open the breaker while the destination
@@ -1249,24 +1348,12 @@ func (m mode) testRefusedMany(t *testing.T, s Store) {
 func (m mode) testFailingConversation(t *testing.T, s Store) {
 	defer s.Close()
 	w := ledger.NewWriter(s, nil, nil)
-	var mu sync.Mutex
-	got := 0
-	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if bytes.Contains(body, []byte(`"userId":"Up"`)) {
-			http.Error(rw, "internal error", http.StatusInternalServerError)
-			return
+	u, srv := newUsers(t, func(us []string) int {
+		if slices.Contains(us, "Up") {
+			return http.StatusInternalServerError
 		}
-		var cb struct{ Events []json.RawMessage }
-		if err := json.Unmarshal(body, &cb); err != nil {
-			http.Error(rw, "bad body", 400)
-			return
-		}
-		mu.Lock()
-		got += len(cb.Events)
-		mu.Unlock()
-	}))
-	defer srv.Close()
+		return 0
+	})
 	d := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL, AllowHTTP: true, Secret: []byte("s")}
 	f, err := fanout.New(m.options(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s,
 		Poll: 2 * time.Millisecond, Linger: time.Millisecond, BaseDelay: 10 * time.Millisecond, MaxDelay: 20 * time.Millisecond,
@@ -1279,22 +1366,11 @@ func (m mode) testFailingConversation(t *testing.T, s Store) {
 	// them.
 	items, _ := eventsOf(t, w, 0, []string{"a", "p", "p"})
 	complete(t, w, f, items[:1])
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	done := make(chan struct{})
-	go func() { f.Run(ctx); close(done) }()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
-		mu.Lock()
-		n := got
-		mu.Unlock()
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the first event not delivered in 5s")
-		}
-	}
+	stop := running(t, f)
+	u.waitFor(5*time.Second, func(_ [][]string, taken int) bool { return taken == 1 }, "the first event not delivered")
 	complete(t, w, f, items[1:])
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	opened := make(chan struct{})
 	go func() {
 		for ctx.Err() == nil {
@@ -1312,17 +1388,7 @@ func (m mode) testFailingConversation(t *testing.T, s Store) {
 		complete(t, w, f, items)
 		want++
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
-		mu.Lock()
-		n := got
-		mu.Unlock()
-		if n == want {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of the %d events of the conversations taken delivered", n, want)
-		}
-	}
+	u.waitFor(5*time.Second, func(_ [][]string, taken int) bool { return taken == want }, "the others' events not all delivered")
 	select {
 	case <-opened:
 		st, _ := f.Status(context.Background())
@@ -1338,7 +1404,6 @@ func (m mode) testFailingConversation(t *testing.T, s Store) {
 		t.Errorf("the breaker still closed 10s after the last delivery, p failing: %+v", st)
 	}
 	stop()
-	<-done
 }
 
 // testProbeNeverTried: the half-open breaker's probe carries events of
@@ -1352,25 +1417,7 @@ func (m mode) testFailingConversation(t *testing.T, s Store) {
 func (m mode) testProbeNeverTried(t *testing.T, s Store) {
 	defer s.Close()
 	w := ledger.NewWriter(s, nil, nil)
-	var mu sync.Mutex
-	var order []string // each request's first conversation
-	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		var cb struct {
-			Events []struct{ Source struct{ UserID string } }
-		}
-		if err := json.Unmarshal(body, &cb); err != nil || len(cb.Events) == 0 {
-			http.Error(rw, "bad body", 400)
-			return
-		}
-		mu.Lock()
-		order = append(order, cb.Events[0].Source.UserID)
-		mu.Unlock()
-		if bytes.Contains(body, []byte(`"userId":"Ux"`)) {
-			http.Error(rw, "refused", http.StatusBadRequest)
-		}
-	}))
-	defer srv.Close()
+	u, srv := newUsers(t, refusing("Ux"))
 	d := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL, AllowHTTP: true, Secret: []byte("s")}
 	f, err := fanout.New(m.options(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s,
 		Poll: 2 * time.Millisecond, BaseDelay: 50 * time.Millisecond, MaxDelay: 100 * time.Millisecond,
@@ -1380,12 +1427,9 @@ func (m mode) testProbeNeverTried(t *testing.T, s Store) {
 	}
 	items, _ := eventsOf(t, w, 0, []string{"x", "x", "g"})
 	complete(t, w, f, items[:1])
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	done := make(chan struct{})
-	go func() { f.Run(ctx); close(done) }()
+	stop := running(t, f)
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
-		st, err := f.Status(ctx)
+		st, err := f.Status(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1397,24 +1441,12 @@ func (m mode) testProbeNeverTried(t *testing.T, s Store) {
 		}
 	}
 	complete(t, w, f, items[1:])
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
-		mu.Lock()
-		at := slices.Index(order, "Ug")
-		mu.Unlock()
-		if at >= 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			mu.Lock()
-			t.Fatalf("g's event not delivered in 5s (cooldown 300ms); requests' conversations %v", order)
-		}
-	}
+	u.waitFor(5*time.Second, func(reqs [][]string, _ int) bool {
+		return slices.ContainsFunc(reqs, func(us []string) bool { return us[0] == "Ug" })
+	}, "g's event not delivered (cooldown 300ms)")
 	stop()
-	<-done
-	mu.Lock()
-	defer mu.Unlock()
-	if !slices.Equal(order[:2], []string{"Ux", "Ug"}) {
-		t.Errorf("requests' conversations %v, want x's refused, then g's (the probe)", order)
+	if got := u.firsts(); !slices.Equal(got[:2], []string{"Ux", "Ug"}) {
+		t.Errorf("requests' conversations %v, want x's refused, then g's (the probe)", got)
 	}
 }
 
@@ -1425,29 +1457,7 @@ func (m mode) testProbeNeverTried(t *testing.T, s Store) {
 func (m mode) testRefusedSplit(t *testing.T, s Store) {
 	defer s.Close()
 	w := ledger.NewWriter(s, nil, nil)
-	var mu sync.Mutex
-	var reqs [][]string // each request's conversations
-	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		var cb struct {
-			Events []struct{ Source struct{ UserID string } }
-		}
-		if err := json.Unmarshal(body, &cb); err != nil {
-			http.Error(rw, "bad body", 400)
-			return
-		}
-		var us []string
-		for _, e := range cb.Events {
-			us = append(us, e.Source.UserID)
-		}
-		mu.Lock()
-		reqs = append(reqs, us)
-		mu.Unlock()
-		if slices.Contains(us, "Ux") {
-			http.Error(rw, "refused", http.StatusBadRequest)
-		}
-	}))
-	defer srv.Close()
+	u, srv := newUsers(t, refusing("Ux"))
 	now := time.Now()
 	d := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL, AllowHTTP: true, Secret: []byte("s")}
 	f, err := fanout.New(m.options(fanout.Options{Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s,
@@ -1457,29 +1467,16 @@ func (m mode) testRefusedSplit(t *testing.T, s Store) {
 	}
 	items, _ := eventsOf(t, w, 0, []string{"x", "g", "x", "g"})
 	complete(t, w, f, items)
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	done := make(chan struct{})
-	go func() { f.Run(ctx); close(done) }()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
-		mu.Lock()
-		n := len(reqs)
-		mu.Unlock()
-		if n >= 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			mu.Lock()
-			t.Fatalf("requests %v in 5s, want x's and g's together, then each alone", reqs)
-		}
-	}
+	stop := running(t, f)
+	u.waitFor(5*time.Second, func(reqs [][]string, _ int) bool { return len(reqs) >= 3 },
+		"want x's and g's together, then each alone")
 	time.Sleep(50 * time.Millisecond) // nothing more comes: x waits for its retry
 	stop()
-	<-done
-	mu.Lock()
-	defer mu.Unlock()
-	if len(reqs) != 3 || len(reqs[0]) != 4 || !slices.ContainsFunc(reqs[1:], func(us []string) bool { return slices.Equal(us, []string{"Ug", "Ug"}) }) ||
-		!slices.ContainsFunc(reqs[1:], func(us []string) bool { return slices.Equal(us, []string{"Ux", "Ux"}) }) {
+	reqs, _ := u.requests()
+	alone := func(user string) func([]string) bool {
+		return func(us []string) bool { return slices.Equal(us, []string{user, user}) }
+	}
+	if len(reqs) != 3 || len(reqs[0]) != 4 || !slices.ContainsFunc(reqs[1:], alone("Ug")) || !slices.ContainsFunc(reqs[1:], alone("Ux")) {
 		t.Errorf("requests %v, want x's and g's together, then x's and g's each in one of their own", reqs)
 	}
 }
@@ -1497,26 +1494,7 @@ func testDueOrder(t *testing.T, s Store) {
 	defer s.Close()
 	ctx := context.Background()
 	w := ledger.NewWriter(s, nil, nil)
-	var mu sync.Mutex
-	var order []string // each request's conversation
-	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		var cb struct {
-			Events []struct{ Source struct{ UserID string } }
-		}
-		if err := json.Unmarshal(body, &cb); err != nil || len(cb.Events) != 1 {
-			http.Error(rw, "bad body", 400)
-			return
-		}
-		u := cb.Events[0].Source.UserID
-		mu.Lock()
-		order = append(order, u)
-		mu.Unlock()
-		if strings.HasPrefix(u, "Uz") {
-			http.Error(rw, "refused", http.StatusBadRequest)
-		}
-	}))
-	defer srv.Close()
+	u, srv := newUsers(t, refusing("Uz"))
 	now := time.Now()
 	d := &fanout.Destination{Name: "crm", Channel: "c", URL: srv.URL, AllowHTTP: true, Secret: []byte("s")}
 	f, err := fanout.New(fanout.Options{Table: true, Destinations: []*fanout.Destination{d}, Store: s, Log: w, Ledger: s,
@@ -1524,7 +1502,7 @@ func testDueOrder(t *testing.T, s Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var convs, want []string
+	var convs []string
 	for i := range 10 {
 		convs = append(convs, fmt.Sprintf("z%d", i))
 	}
@@ -1538,46 +1516,29 @@ func testDueOrder(t *testing.T, s Store) {
 	// The z's failed three times and came due 100 ms ago and after, in
 	// the order queued; m failed once and came due a second ago; n was
 	// never tried.
-	var m uint64
 	for i, h := range heads {
+		var r fanout.Retry
 		switch h.Conversation {
 		case "user:Um":
-			m = h.Seq
+			r = fanout.Retry{Seq: h.Seq, Attempts: 1, NextMs: now.UnixMilli() - 1000}
 		case "user:Un":
+			continue
 		default:
-			if _, err := w.Commit(ctx, nil, fanout.Retry{Seq: h.Seq, Attempts: 3, NextMs: now.UnixMilli() - 100 + int64(i)}); err != nil {
-				t.Fatal(err)
-			}
+			r = fanout.Retry{Seq: h.Seq, Attempts: 3, NextMs: now.UnixMilli() - 100 + int64(i)}
+		}
+		if _, err := w.Commit(ctx, nil, r); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if _, err := w.Commit(ctx, nil, fanout.Retry{Seq: m, Attempts: 1, NextMs: now.UnixMilli() - 1000}); err != nil {
-		t.Fatal(err)
+	want := []string{"Un", "Um"}
+	for _, c := range convs[:10] {
+		want = append(want, "U"+c)
 	}
-	want = append([]string{"Un", "Um"}, convs[:10]...)
-	for i := 2; i < len(want); i++ {
-		want[i] = "U" + want[i]
-	}
-	rctx, stop := context.WithCancel(ctx)
-	defer stop()
-	done := make(chan struct{})
-	go func() { f.Run(rctx); close(done) }()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(2 * time.Millisecond) {
-		mu.Lock()
-		n := len(order)
-		mu.Unlock()
-		if n >= len(want) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d requests in 10s, want %d", n, len(want))
-		}
-	}
+	stop := running(t, f)
+	u.waitFor(10*time.Second, func(reqs [][]string, _ int) bool { return len(reqs) >= len(want) }, "fewer requests than conversations")
 	stop()
-	<-done
-	mu.Lock()
-	defer mu.Unlock()
-	if !slices.Equal(order, want) {
-		t.Errorf("requests' conversations in the order sent: %v, want %v (never tried, then in the order they came due)", order, want)
+	if got := u.firsts(); !slices.Equal(got, want) {
+		t.Errorf("requests' conversations in the order sent: %v, want %v (never tried, then in the order they came due)", got, want)
 	}
 }
 
@@ -1593,29 +1554,7 @@ func testHeldBeforeDue(t *testing.T, s Store) {
 	defer s.Close()
 	ctx := context.Background()
 	w := ledger.NewWriter(s, nil, nil)
-	var mu sync.Mutex
-	var order []string // each request's first conversation
-	refused := map[string]bool{}
-	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		var cb struct {
-			Events []struct{ Source struct{ UserID string } }
-		}
-		if err := json.Unmarshal(body, &cb); err != nil || len(cb.Events) == 0 {
-			http.Error(rw, "bad body", 400)
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		order = append(order, cb.Events[0].Source.UserID)
-		if strings.HasPrefix(cb.Events[0].Source.UserID, "Uz") {
-			for _, e := range cb.Events {
-				refused[e.Source.UserID] = true
-			}
-			http.Error(rw, "refused", http.StatusBadRequest)
-		}
-	}))
-	defer srv.Close()
+	u, srv := newUsers(t, refusing("Uz"))
 	var cmu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time {
@@ -1635,26 +1574,18 @@ func testHeldBeforeDue(t *testing.T, s Store) {
 	}
 	items, _ := eventsOf(t, w, 0, append(convs, "n"))
 	complete(t, w, f, items[:300])
-	rctx, stop := context.WithCancel(ctx)
-	defer stop()
-	done := make(chan struct{})
-	go func() { f.Run(rctx); close(done) }()
+	stop := running(t, f)
 	// Each refused once, and in the table.
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(2 * time.Millisecond) {
-		mu.Lock()
-		n := len(refused)
-		mu.Unlock()
+	u.waitFor(20*time.Second, func(reqs [][]string, _ int) bool {
+		refused := map[string]bool{}
+		for _, us := range reqs {
+			for _, x := range us {
+				refused[x] = true
+			}
+		}
 		depths, err := s.QueueDepths(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 300 && depths["crm"] == 300 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d conversations refused and %d in the table in 20s, want 300", n, depths["crm"])
-		}
-	}
+		return err == nil && len(refused) == 300 && depths["crm"] == 300
+	}, "not each of the 300 refused and in the table")
 	if err := f.SetPaused(ctx, "crm", true, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -1665,29 +1596,18 @@ func testHeldBeforeDue(t *testing.T, s Store) {
 	now = now.Add(time.Hour)
 	cmu.Unlock()
 	complete(t, w, f, items[300:])
-	mu.Lock()
-	first := len(order)
-	mu.Unlock()
+	first := len(u.firsts())
 	if err := f.SetPaused(ctx, "crm", false, nil); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(2 * time.Millisecond) {
-		mu.Lock()
-		at := slices.Index(order, "Un")
-		n := len(order)
-		mu.Unlock()
-		if at >= 0 {
-			if at != first {
-				t.Errorf("the held event went in request %d after the resume, behind %v; want the first", at-first+1, order[first:at])
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the held event not delivered in 20s (%d requests after the resume)", n-first)
-		}
-	}
+	u.waitFor(20*time.Second, func(reqs [][]string, _ int) bool {
+		return slices.ContainsFunc(reqs, func(us []string) bool { return us[0] == "Un" })
+	}, "the held event not delivered")
 	stop()
-	<-done
+	got := u.firsts()
+	if at := slices.Index(got, "Un"); at != first {
+		t.Errorf("the held event went in request %d after the resume, behind %v; want the first", at-first+1, got[first:at])
+	}
 }
 
 // testStopKeeps: a destination stopped (the process's clean shutdown)
