@@ -482,12 +482,11 @@ func (w *worker) allow(now time.Time) bool {
 
 // result feeds an attempt's result to the breaker. A failed attempt
 // counts toward opening it (counts) unless the destination answered it
-// with a refusal (4xx): of events that all failed before (a conversation
-// the destination refuses, retried, says nothing new of it), or of new
-// ones from a destination that took others within BreakerMaxCooldown
-// (it is up, and refuses these for their own sake); nor does a 5xx
-// answer to events that all failed before, from a destination that took
-// others within BreakerCooldown (deliver). Counted, such conversations
+// with a refusal (4xx): of a retry (a conversation the destination
+// refuses, retried, says nothing new of it), or of new events from a
+// destination that took others within BreakerMaxCooldown (it is up, and
+// refuses these for their own sake); nor does a 5xx answer to a retry,
+// from a destination that took others within BreakerCooldown (deliver). Counted, such conversations
 // would open the breaker and fill its probes, and keep the destination
 // from all the others; a destination that refuses everything (a wrong
 // secret), or fails everything, still opens it. Such a failure still
@@ -768,16 +767,21 @@ func (w *worker) deliver(ctx context.Context, dest string, es []*Entry, events [
 	if !ok && errText == "" {
 		errText = fmt.Sprintf("answered %d", status)
 	}
-	counts := !refused || fresh(es) && !w.deliveredWithin(f.o.Now(), f.o.BreakerMaxCooldown)
-	// A 5xx answer to events that all failed before, from a destination
-	// that delivered others within BreakerCooldown: it is up, and fails
-	// these for their own sake (a conversation it cannot take, whatever
-	// it answers). A destination that goes down fails new events too, and
-	// its retries count once it has delivered nothing for a cooldown.
-	if serverError && !fresh(es) && w.deliveredWithin(f.o.Now(), f.o.BreakerCooldown) {
-		counts = false
+	now, isFresh := f.o.Now(), fresh(es)
+	counts := true
+	switch {
+	case refused:
+		counts = isFresh && !w.deliveredWithin(now, f.o.BreakerMaxCooldown)
+	case serverError && !isFresh:
+		// A 5xx answer to a retry, from a destination that delivered
+		// others within BreakerCooldown: it is up, and fails these for
+		// their own sake (a conversation it cannot take, whatever it
+		// answers). A destination that goes down fails new events too,
+		// and its retries count once it has delivered nothing for a
+		// cooldown.
+		counts = !w.deliveredWithin(now, f.o.BreakerCooldown)
 	}
-	w.result(ok, counts, errText, f.o.Now())
+	w.result(ok, counts, errText, now)
 	if ok {
 		rec.Outcome = "delivered"
 		f.m.attempts.WithLabelValues(w.d.Name, "delivered").Add(float64(len(es)))
@@ -795,11 +799,11 @@ func (w *worker) deliver(ctx context.Context, dest string, es []*Entry, events [
 		// may be of one of them: each is tried again at once, in a
 		// request of its own, so that the others go through without
 		// waiting for a retry. (With the breaker open, they wait for it.)
-		split := refused && fresh(es) && slices.ContainsFunc(es, func(e *Entry) bool { return e.Conversation != es[0].Conversation })
+		split := refused && isFresh && slices.ContainsFunc(es, func(e *Entry) bool { return e.Conversation != es[0].Conversation })
 		for _, e := range es {
-			next := f.o.Now().Add(w.backoff(e.Attempts + 1)).UnixMilli()
-			if split {
-				next = f.o.Now().UnixMilli()
+			next := now.UnixMilli()
+			if !split {
+				next = now.Add(w.backoff(e.Attempts + 1)).UnixMilli()
 			}
 			if e.mem {
 				c := *e
