@@ -3,10 +3,13 @@ package main
 import (
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/line/line-bot-sdk-go/v8/linebot/messaging_api"
+	"github.com/linegate/linegate/internal/proxy"
 	"github.com/linegate/linegate/internal/record"
 )
 
@@ -140,5 +143,92 @@ func TestHandoffHostileAdmin(t *testing.T) {
 	}
 	if failed != 1 {
 		t.Errorf("%d failed sends of alice recorded, want 1", failed)
+	}
+}
+
+// TestReplyTokenPersonAndTool: a person's replies (the admin API) and a
+// tool's (LINE's Go SDK through the proxy, the tool owning the channel's
+// reply tokens) claim tokens from one registry in the real gateway. After
+// the person replied, the tool's reply with the same token is answered as
+// LINE answers a spent token without reaching LINE, and recorded as
+// refused; after the tool replied, the person's reply pushes.
+func TestReplyTokenPersonAndTool(t *testing.T) {
+	dir := t.TempDir()
+	w := newHandoffWorld(t)
+	cfg := w.config("1h")
+	cfg.extra += `proxy:
+  listen: 127.0.0.1:0
+  reply_owners: {demo: bot}
+  tools:
+    - {name: gobot, token: go-proxy-token, channels: [demo], destination: bot}
+`
+	g := startGateway(t, dir, cfg)
+	bot, err := messaging_api.NewMessagingApiAPI("go-proxy-token", messaging_api.WithEndpoint(g.proxyAddr(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const user = "U3333333333333333333333333333eeee"
+	base := "/admin/conversations/demo/user:" + user
+	tok, _ := w.say(t, g, user, "agent")
+	w.waitCall(t, "/v2/bot/message/reply", tok)
+	if code, b := adminRaw(t, g, "POST", base+"/takeover", `{"agent":"alice"}`); code != 200 {
+		t.Fatalf("takeover = %d %s", code, b)
+	}
+	reply := func(tok, text string) (*http.Response, error) {
+		resp, _, err := bot.ReplyMessageWithHttpInfo(&messaging_api.ReplyMessageRequest{ReplyToken: tok,
+			Messages: []messaging_api.MessageInterface{messaging_api.TextMessage{Text: text}}})
+		return resp, err
+	}
+	lineReplies := func(tok string) (n int) {
+		for _, c := range w.api.Calls() {
+			if c.Path == "/v2/bot/message/reply" && strings.Contains(string(c.Body), tok) {
+				n++
+			}
+		}
+		return n
+	}
+
+	// The person first.
+	tok, _ = w.say(t, g, user, "is anyone there?")
+	waitIdle(t, g)
+	if code, b := adminRaw(t, g, "POST", base+"/reply", `{"agent":"alice","messages":[{"type":"text","text":"yes, alice here"}]}`); code != 200 || !strings.Contains(b, `"via":"reply"`) {
+		t.Fatalf("alice's reply = %d %s, want 200 by reply", code, b)
+	}
+	resp, err := reply(tok, "the bot as well")
+	if err == nil || resp.StatusCode != http.StatusBadRequest || resp.Header.Get(proxy.HeaderHeld) != "reply_token" {
+		t.Errorf("the tool's reply with the token alice used: %v", err)
+	}
+	if n := lineReplies(tok); n != 1 {
+		t.Errorf("LINE got %d replies with the token, want alice's alone", n)
+	}
+
+	// The tool first.
+	tok, _ = w.say(t, g, user, "hello?")
+	waitIdle(t, g)
+	if _, err := reply(tok, "the bot answers"); err != nil {
+		t.Fatalf("the tool's reply: %v", err)
+	}
+	if code, b := adminRaw(t, g, "POST", base+"/reply", `{"agent":"alice","messages":[{"type":"text","text":"and alice"}]}`); code != 200 || !strings.Contains(b, `"via":"push"`) {
+		t.Errorf("alice's reply after the tool's = %d %s, want 200 by push", code, b)
+	}
+	for _, c := range w.api.Calls() {
+		if strings.HasPrefix(c.Path, "/v2/bot/message/") && c.Status != 200 {
+			t.Errorf("LINE refused %s: %d %s", c.Path, c.Status, c.Body)
+		}
+	}
+
+	// The ledger: the tool's refused reply names the holder, under the
+	// conversation's subject.
+	var refused int
+	for _, r := range toolRecords(t, dir) {
+		if r.Tool == "gobot" && r.Outcome == "refused" {
+			refused++
+			if r.Reason != "reply token already used by agent alice" || !slices.Contains(r.subjects, "user:"+user) {
+				t.Errorf("the refused reply's record: %q, subjects %v", r.Reason, r.subjects)
+			}
+		}
+	}
+	if refused != 1 {
+		t.Errorf("%d refused replies of the tool recorded, want 1", refused)
 	}
 }

@@ -29,6 +29,33 @@ func (g *gateway) proxyAddr(t *testing.T) string {
 	return ""
 }
 
+// toolRecord is the record of a tool's call through the proxy, with the
+// subjects whose keys sealed it.
+type toolRecord struct {
+	*record.Outbound
+	subjects []string
+}
+
+// toolRecords returns the records of the tools' calls in the ledger of a
+// test gateway's data directory, in their order.
+func toolRecords(t *testing.T, dir string) []toolRecord {
+	t.Helper()
+	var out []toolRecord
+	for _, r := range readLedger(t, dir) {
+		if r.leaf.Kind != ledger.KindOutbound {
+			continue
+		}
+		var o record.Outbound
+		if err := json.Unmarshal(r.body, &o); err != nil {
+			t.Fatal(err)
+		}
+		if o.Tool != "" {
+			out = append(out, toolRecord{&o, r.subjects})
+		}
+	}
+	return out
+}
+
 // nodeCall is one line of client.js's output.
 type nodeCall struct {
 	Call      string `json:"call"`
@@ -153,17 +180,8 @@ proxy:
 		subjects              []string
 	}
 	byTool := map[string][]sent{}
-	for _, r := range readLedger(t, dir) {
-		if r.leaf.Kind != ledger.KindOutbound {
-			continue
-		}
-		var o record.Outbound
-		if err := json.Unmarshal(r.body, &o); err != nil {
-			t.Fatal(err)
-		}
-		if o.Tool == "" {
-			continue
-		}
+	for _, r := range toolRecords(t, dir) {
+		o := r.Outbound
 		s := sent{outcome: o.Outcome, endpoint: o.Endpoint, subjects: r.subjects}
 		if ids := o.RequestIDs(); len(ids) > 0 {
 			s.id = ids[len(ids)-1]

@@ -31,7 +31,6 @@ import (
 	"github.com/linegate/linegate/internal/objstore"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/pipeline"
-	"github.com/linegate/linegate/internal/proxy"
 	"github.com/linegate/linegate/internal/retention"
 	"github.com/linegate/linegate/internal/rules"
 	"github.com/linegate/linegate/internal/webhook"
@@ -212,11 +211,10 @@ type instance struct {
 	ingress *webhook.Handler
 	api     *adminapi.API
 	reg     *prometheus.Registry
-	canary  *canary.Watch     // the canary: round trips, leaks
-	fan     *fanoutRun        // the fan-out to the destinations (nil: none)
-	proxy   *proxyServer      // the Messaging API proxy (nil: none)
-	replies *proxy.ReplyIndex // reply tokens, for the proxy
-	blobs   media.Blobs       // object storage for large media (nil: the store only)
+	canary  *canary.Watch // the canary: round trips, leaks
+	fan     *fanoutRun    // the fan-out to the destinations (nil: none)
+	proxy   *proxyServer  // the Messaging API proxy (nil: none)
+	blobs   media.Blobs   // object storage for large media (nil: the store only)
 	handoff *handoff.Service
 
 	console *console.Console // the web console (nil: none configured)

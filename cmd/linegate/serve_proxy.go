@@ -20,16 +20,17 @@ type proxyServer struct {
 
 // noteReplies wraps the pipeline's action so that the proxy knows which
 // event each reply token came with (a tool's reply is then recorded under
-// the conversation's subjects, linked to its event). Without a proxy it
-// is the action itself.
+// the conversation's subjects, linked to its event), in the registry of
+// reply tokens that the rules, people and tools all claim from. Without a
+// proxy it is the action itself.
 func (g *instance) noteReplies(next pipeline.Action) pipeline.Action {
 	if g.cfg.Proxy == nil {
 		return next
 	}
-	g.replies = proxy.NewReplyIndex(0)
+	tokens := g.sender.ReplyTokens()
 	return pipeline.ActionFunc(func(ctx context.Context, it *pipeline.Item, ev *line.Event) error {
 		if ev != nil && ev.ReplyToken != "" {
-			g.replies.Note(it.Channel, ev.ReplyToken, it.Key, it.Record, it.Subjects)
+			tokens.Note(it.Channel, ev.ReplyToken, it.Key, it.Record, it.Subjects)
 		}
 		return next.Handle(ctx, it, ev)
 	})
@@ -60,7 +61,7 @@ func (g *instance) startProxy(e *env) error {
 		channels[ch.ID] = proxy.Channel{Client: g.sender.Client(ch.ID), DataBase: data, Retention: ch.Retention}
 	}
 	p, err := proxy.New(proxy.Options{Tools: tools, Channels: channels, Gate: g.sender, Consent: g.store, Ledger: g.led,
-		ReplyOwners: g.replyOwners(pc.ReplyOwners), Replies: g.replies, MaxBody: pc.MaxBodyBytes, Logger: g.log})
+		ReplyOwners: g.replyOwners(pc.ReplyOwners), Replies: g.sender.ReplyTokens(), MaxBody: pc.MaxBodyBytes, Logger: g.log})
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}

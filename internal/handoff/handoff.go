@@ -294,7 +294,6 @@ type Service struct {
 	o   Options
 	log *slog.Logger
 
-	claims replyClaims
 	typing typingLimit
 
 	held     *prometheus.CounterVec

@@ -63,16 +63,11 @@ func (s *Service) Reply(ctx context.Context, a Actor, channel, id string, messag
 	if strings.HasPrefix(id, "user:") {
 		req.UserID = target(id)
 	}
-	// The token is claimed before the call: another reply at the same
-	// time pushes.
-	claimed := lt.replyToken != "" && s.claims.claim(channel, lt.replyToken, s.o.Now())
-	if claimed {
-		req.ReplyToken, req.ReceivedMs = lt.replyToken, lt.replyMs
-	}
+	// The Sender claims the token before the call, from the registry
+	// that linegate's rules and the proxy's tools claim from too: a
+	// reply that does not get it pushes.
+	req.ReplyToken, req.ReceivedMs = lt.replyToken, lt.replyMs
 	outcome, rec, err := s.o.Sender.SendRecorded(ctx, req)
-	if claimed && (rec == nil || len(rec.Attempts) == 0) {
-		s.claims.release(channel, lt.replyToken)
-	}
 	res := ReplyResult{Outcome: string(outcome)}
 	if rec != nil {
 		res.Via, res.Record = rec.Endpoint, rec.Index

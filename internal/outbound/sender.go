@@ -156,6 +156,9 @@ type SenderOptions struct {
 	// record's Extra: the SHA-256 of the images a send shows, fetched at
 	// send time (media.SentImages). It must bound its own time.
 	Annotate func(ctx context.Context, channel string, body []byte) map[string]string
+	// ReplyTokens is the registry every sender of the process claims reply
+	// tokens from (the proxy shares it); default, one of the Sender's own.
+	ReplyTokens *ReplyTokens
 }
 
 // Sender sends what the rules decide, through the kill switch, dry-run,
@@ -200,6 +203,9 @@ func NewSender(o SenderOptions) *Sender {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.ReplyTokens == nil {
+		o.ReplyTokens = NewReplyTokens(0)
 	}
 	s := &Sender{o: o, limiters: map[string]*rate.Limiter{}, dryChans: map[string]bool{}, fails: oplog.NewLimiter(o.Logger, oplog.Every)}
 	s.quota = newQuotaGate(o.QuotaBudgets)
@@ -362,11 +368,41 @@ func (s *Sender) SendRecorded(ctx context.Context, r Request) (Outcome, *Recorde
 		r.Class = Transactional
 	}
 	now := s.o.Now()
+	// The reply token is claimed before the call: a token another send
+	// of this process holds (a rule's, a person's, a tool's through the
+	// proxy) would be refused by LINE, so this send pushes instead.
+	claim, taken := "", ""
+	if s.canReply(r, now) {
+		holder := "rule " + r.Rule
+		if r.Agent != "" {
+			holder = "agent " + r.Agent
+		}
+		id := fmt.Sprintf("send:%s/%s/%d", r.EventKey, r.Rule, r.Seq)
+		if ok, by := s.o.ReplyTokens.Claim(r.Channel, r.ReplyToken, holder, id); ok {
+			claim = id
+		} else {
+			r.ForcePush, taken = true, by
+		}
+	}
 	endpoint, body, retryKey := s.plan(r, now)
 	rec := &record.Outbound{EventKey: r.EventKey, Record: r.Record, Rule: r.Rule, Endpoint: endpoint, Class: string(r.Class),
 		Request: body, RetryKey: retryKey, Subj: r.Subjects, Agent: r.Agent}
 	if len(r.Extra) > 0 {
 		rec.Extra = maps.Clone(r.Extra)
+	}
+	if taken != "" {
+		if rec.Extra == nil {
+			rec.Extra = map[string]string{}
+		}
+		rec.Extra["reply_token"] = "used by " + taken + ": pushed"
+	}
+	if claim != "" {
+		// A send that never reached LINE leaves the token unspent.
+		defer func() {
+			if len(rec.Attempts) == 0 {
+				s.o.ReplyTokens.Release(r.Channel, r.ReplyToken, claim)
+			}
+		}()
 	}
 	switch {
 	case r.Class == Promotional && r.UserID == "":
@@ -496,9 +532,18 @@ func appendRetrying(l Appender, e ledger.Entry) (uint64, error) {
 	}
 }
 
+// canReply reports whether r may use its reply token: it has one, within
+// its lifetime, and is not to push anyway.
+func (s *Sender) canReply(r Request, now time.Time) bool {
+	return r.ReplyToken != "" && !r.ForcePush && now.Sub(time.UnixMilli(r.ReceivedMs)) < s.o.ReplyWindow
+}
+
+// ReplyTokens returns the registry the Sender claims reply tokens from.
+func (s *Sender) ReplyTokens() *ReplyTokens { return s.o.ReplyTokens }
+
 // plan chooses reply or push and builds the exact request body.
 func (s *Sender) plan(r Request, now time.Time) (endpoint string, body []byte, retryKey string) {
-	if r.ReplyToken != "" && !r.ForcePush && now.Sub(time.UnixMilli(r.ReceivedMs)) < s.o.ReplyWindow {
+	if s.canReply(r, now) {
 		body, _ = json.Marshal(map[string]any{"replyToken": r.ReplyToken, "messages": r.Messages})
 		return "reply", body, ""
 	}

@@ -198,3 +198,65 @@ func TestRateLimit(t *testing.T) {
 		t.Errorf("6 sends at 10/s took %v", d)
 	}
 }
+
+// TestReplyTokenClaimed: two sends of one reply token, as two rules of one
+// event (continue: true) or a rule and a person would make: the first
+// replies, the second pushes without calling LINE with the spent token,
+// and its record says who used it; a send held back by the kill switch
+// leaves the token to the next one; a retry of the same send may reply
+// again, as it would have without the claims.
+func TestReplyTokenClaimed(t *testing.T) {
+	ctx := context.Background()
+	s, api, l := newSender(t, false)
+	r := req(api, 1)
+	if err := s.SetKillSwitch(ctx, l, true, map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	held := r
+	held.Agent, held.EventKey = "alice", "agent-reply:1"
+	if o, err := s.Send(ctx, held); o != outbound.Suppressed || err != nil {
+		t.Fatalf("held back: %s %v", o, err)
+	}
+	if err := s.SetKillSwitch(ctx, l, false, map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	first := r
+	first.Rule = "hello"
+	if o, err := s.Send(ctx, first); o != outbound.Sent || err != nil {
+		t.Fatalf("first: %s %v", o, err)
+	}
+	second := r
+	second.Rule, second.Seq = "also", 1
+	if o, err := s.Send(ctx, second); o != outbound.Sent || err != nil {
+		t.Fatalf("second: %s %v", o, err)
+	}
+	if got := l.outcomes(t); len(got) != 3 || got[1] != "reply:sent" || got[2] != "push:sent" {
+		t.Errorf("outcomes %v, want a held reply, a reply, a push", got)
+	}
+	_, b, err := record.DecodePayload(l.entries[len(l.entries)-1].Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec struct{ Extra map[string]string }
+	json.Unmarshal(b, &rec)
+	if rec.Extra["reply_token"] != "used by rule hello: pushed" {
+		t.Errorf("the push's record: extra %v", rec.Extra)
+	}
+	for _, c := range api.Calls() {
+		if c.Status != 200 {
+			t.Errorf("LINE refused a call: %s %d %s", c.Path, c.Status, c.Body)
+		}
+	}
+	// The first send again (a retry after a failure): it may reply; LINE
+	// judges the token.
+	if o, _ := s.Send(ctx, first); o == outbound.Sent {
+		t.Error("a spent token was accepted by LINE")
+	}
+	if calls := api.Calls(); calls[len(calls)-1].Path != "/v2/bot/message/reply" {
+		t.Errorf("the retry of the holder went to %s, want a reply", calls[len(calls)-1].Path)
+	}
+	// The registry is the Sender's, for the proxy to share.
+	if ok, by := s.ReplyTokens().Claim("c", r.ReplyToken, "tool crm", "tool:x"); ok || by != "rule hello" {
+		t.Errorf("the Sender's registry: %v %q", ok, by)
+	}
+}

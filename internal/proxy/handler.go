@@ -34,8 +34,8 @@ const (
 	// HeaderDryRun marks an answer to a request that dry-run kept from
 	// LINE: the body has LINE's shape, nothing was sent.
 	HeaderDryRun = "X-Linegate-Dry-Run"
-	// HeaderHeld says why a request was held back (kill_switch, consent,
-	// quota).
+	// HeaderHeld says why a request was held back or refused
+	// (kill_switch, consent, quota, reply_token).
 	HeaderHeld = "X-Linegate-Held"
 	// HeaderRemoved counts the recipients removed from a multicast for
 	// want of an opt-in.
@@ -128,6 +128,8 @@ type exchange struct {
 	rec      record.Outbound
 	subjects []string
 	eventRec uint64
+	// replyToken is a reply's token, claimed before the call.
+	replyToken string
 }
 
 // held is an answer the proxy makes itself, in LINE's shape.
@@ -213,9 +215,10 @@ func (x *exchange) readBody() bool {
 		}
 	}
 	if x.kind == "reply" && req.ReplyToken != "" {
-		if e, ok := x.p.o.Replies.lookup(x.channel, req.ReplyToken); ok {
-			x.rec.EventKey, x.eventRec = e.eventKey, e.record
-			x.subjects = append(x.subjects, e.subjects...)
+		x.replyToken = req.ReplyToken
+		if e, ok := x.p.o.Replies.Event(x.channel, req.ReplyToken); ok {
+			x.rec.EventKey, x.eventRec = e.EventKey, e.Record
+			x.subjects = append(x.subjects, e.Subjects...)
 		}
 	}
 	return true
@@ -381,6 +384,24 @@ func (x *exchange) forward() {
 			message: "linegate: the channel's rate limit: not sent"})
 		return
 	}
+	if x.replyToken != "" {
+		// The token is claimed before the call, from the registry
+		// linegate's rules and people's replies claim from: a token one
+		// of them holds would be refused by LINE. Answered as LINE
+		// answers a spent token, so that the tool pushes as it would.
+		claim := "tool:" + x.t.Name + ":" + uuid.NewString()
+		ok, by := p.o.Replies.Claim(x.channel, x.replyToken, "tool "+x.t.Name, claim)
+		if !ok {
+			x.finish(&held{outcome: Refused, reason: "reply token already used by " + by, status: http.StatusBadRequest, header: "reply_token",
+				message: "Invalid reply token (linegate: already used by " + holderKind(by) + ": push instead)"})
+			return
+		}
+		defer func() {
+			if len(x.rec.Attempts) == 0 { // it never reached LINE: still good
+				p.o.Replies.Release(x.channel, x.replyToken, claim)
+			}
+		}()
+	}
 	base := ""
 	if dataPath.MatchString(x.path) {
 		base = ch.DataBase
@@ -443,6 +464,19 @@ func (x *exchange) forward() {
 	}
 	x.w.WriteHeader(last.Status)
 	x.w.Write(call.Raw)
+}
+
+// holderKind says who holds a reply token, for the tool refused it: a
+// person's name stays in the record.
+func holderKind(holder string) string {
+	switch kind, _, _ := strings.Cut(holder, " "); kind {
+	case "agent":
+		return "a person's reply"
+	case "rule":
+		return "linegate's rules"
+	default:
+		return "another reply of a tool"
+	}
 }
 
 // messagesCounted is how many messages a send counts against the quota,

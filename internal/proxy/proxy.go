@@ -132,9 +132,12 @@ type Options struct {
 	Ledger   Appender
 	// ReplyOwners says who may reply; nil: nobody.
 	ReplyOwners ReplyOwners
-	// Replies, if set, links a reply to the event whose reply token it
-	// uses (its subjects and event key), for exports.
-	Replies *ReplyIndex
+	// Replies is the process's registry of reply tokens (the Sender's):
+	// it links a reply to the event whose token it uses (its subjects and
+	// event key, for exports), and a tool's reply claims the token there,
+	// as linegate's rules and people's replies do. Default: one of the
+	// proxy's own.
+	Replies *outbound.ReplyTokens
 	// MaxBody caps request bodies (default DefaultMaxBody).
 	MaxBody int64
 	Logger  *slog.Logger
@@ -169,6 +172,9 @@ func New(o Options) (*Proxy, error) {
 	}
 	if o.Gate == nil || o.Consent == nil || o.Ledger == nil {
 		return nil, errors.New("proxy: a gate, a consent source and a ledger are required")
+	}
+	if o.Replies == nil {
+		o.Replies = outbound.NewReplyTokens(0)
 	}
 	p := &Proxy{o: o}
 	names := map[string]bool{}

@@ -153,7 +153,7 @@ func newWorld(t testing.TB, tools ...proxy.Tool) *world {
 			},
 			Gate: gate, Consent: st, Ledger: led,
 			ReplyOwners: proxy.StaticReplyOwners{"demo": "crm"},
-			Replies:     proxy.NewReplyIndex(0),
+			Replies:     sender.ReplyTokens(),
 			MaxBody:     64 << 10,
 		})
 		if err != nil {
@@ -317,6 +317,75 @@ func TestReplyOwnership(t *testing.T) {
 	}
 	if rec := w.led.last(t); rec.Tool != "helpdesk" || rec.Outcome != "refused" || len(w.simCalls("/v2/bot/message/reply")) != 0 {
 		t.Errorf("record: %+v", rec)
+	}
+}
+
+// TestReplyTokenShared: the proxy and the Sender claim reply tokens from
+// one registry. A tool's reply with a token a person's reply (through the
+// Sender) used is answered as LINE answers a spent token, 400 "Invalid
+// reply token", without calling LINE, and recorded as refused naming the
+// holder; a person's reply with a token the tool used pushes instead of
+// failing at LINE; a tool's reply held back by the kill switch leaves the
+// token to the next reply.
+func TestReplyTokenShared(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	bot := w.sdk(t, "crm-proxy-token", w.url)
+	agentReply := func(token string) (outbound.Outcome, *outbound.Recorded) {
+		o, rec, err := w.sender.SendRecorded(ctx, outbound.Request{Channel: "demo", EventKey: "agent-reply:" + token, To: userA,
+			ReplyToken: token, ReceivedMs: time.Now().UnixMilli(), Agent: "alice",
+			Messages: []json.RawMessage{json.RawMessage(`{"type":"text","text":"from a person"}`)}})
+		if err != nil {
+			t.Fatalf("agent's reply: %v", err)
+		}
+		return o, rec
+	}
+
+	// The person first.
+	tok := w.api.IssueReplyToken("demo")
+	if o, rec := agentReply(tok); o != outbound.Sent || rec.Endpoint != "reply" {
+		t.Fatalf("agent's reply: %s by %s", o, rec.Endpoint)
+	}
+	replies := len(w.simCalls("/v2/bot/message/reply"))
+	resp, _, err := bot.ReplyMessageWithHttpInfo(&messaging_api.ReplyMessageRequest{ReplyToken: tok, Messages: text("from the tool")})
+	if err == nil || resp.StatusCode != http.StatusBadRequest || resp.Header.Get(proxy.HeaderHeld) != "reply_token" {
+		t.Fatalf("the tool's reply with a spent token: %v", err)
+	}
+	if n := len(w.simCalls("/v2/bot/message/reply")); n != replies {
+		t.Errorf("the tool's reply reached LINE")
+	}
+	if rec := w.led.last(t); rec.Tool != "crm" || rec.Outcome != "refused" || rec.Reason != "reply token already used by agent alice" {
+		t.Errorf("record: %+v", rec)
+	}
+
+	// The tool first.
+	tok = w.api.IssueReplyToken("demo")
+	if _, _, err := bot.ReplyMessageWithHttpInfo(&messaging_api.ReplyMessageRequest{ReplyToken: tok, Messages: text("from the tool")}); err != nil {
+		t.Fatalf("the tool's reply: %v", err)
+	}
+	o, rec := agentReply(tok)
+	if o != outbound.Sent || rec.Endpoint != "push" || rec.Extra["reply_token"] != "used by tool crm: pushed" {
+		t.Errorf("agent's reply after the tool's: %s by %s, extra %v", o, rec.Endpoint, rec.Extra)
+	}
+	for _, c := range w.simCalls("/v2/bot/message/reply") {
+		if c.Status != http.StatusOK {
+			t.Errorf("LINE refused a reply: %d %s", c.Status, c.Body)
+		}
+	}
+
+	// Held back: the token stays good.
+	tok = w.api.IssueReplyToken("demo")
+	if err := w.sender.SetKillSwitch(ctx, w.led, true, map[string]any{"by": "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := bot.ReplyMessageWithHttpInfo(&messaging_api.ReplyMessageRequest{ReplyToken: tok, Messages: text("held")}); err == nil {
+		t.Fatal("a reply under the kill switch went through")
+	}
+	if err := w.sender.SetKillSwitch(ctx, w.led, false, map[string]any{"by": "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if o, rec := agentReply(tok); o != outbound.Sent || rec.Endpoint != "reply" {
+		t.Errorf("agent's reply after the tool's was held back: %s by %s", o, rec.Endpoint)
 	}
 }
 

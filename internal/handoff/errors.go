@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
-	"time"
 
 	"github.com/linegate/linegate/internal/outbound"
 )
@@ -48,46 +46,4 @@ func clipText(s string, n int) string {
 		return string(r[:n]) + "…"
 	}
 	return s
-}
-
-// replyClaims are the reply tokens this process has used or is using: a
-// token is claimed before the call that uses it, by one reply alone, so
-// that two replies at once do not both spend it (the second pushes).
-type replyClaims struct {
-	mu sync.Mutex
-	m  map[string]time.Time // channel + "\x00" + token -> until
-}
-
-// claimTTL is how long a claim is kept: past LINE's reply tokens' life.
-const claimTTL = 10 * time.Minute
-
-// claim reports whether the token is now this caller's: false when another
-// reply claimed it.
-func (c *replyClaims) claim(channel, token string, now time.Time) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = map[string]time.Time{}
-	}
-	if len(c.m) >= 1024 {
-		for k, until := range c.m {
-			if now.After(until) {
-				delete(c.m, k)
-			}
-		}
-	}
-	k := channel + "\x00" + token
-	if until, ok := c.m[k]; ok && !now.After(until) {
-		return false
-	}
-	c.m[k] = now.Add(claimTTL)
-	return true
-}
-
-// release gives a token back when the reply that claimed it never reached
-// LINE (held back by the kill switch, dry-run, consent).
-func (c *replyClaims) release(channel, token string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.m, channel+"\x00"+token)
 }
