@@ -232,3 +232,35 @@ func TestReplyTokenPersonAndTool(t *testing.T) {
 		t.Errorf("%d refused replies of the tool recorded, want 1", refused)
 	}
 }
+
+// TestContinueRulesReplyOnce: two rules that both answer one event
+// (continue: true) spend its reply token once: the first replies, the
+// second pushes, and LINE refuses neither.
+func TestContinueRulesReplyOnce(t *testing.T) {
+	dir := t.TempDir()
+	w := newHandoffWorld(t)
+	g := startGateway(t, dir, gwConfig{extra: "line_api_base: " + w.apiURL + `
+rules:
+  - name: greet
+    priority: 20
+    continue: true
+    when: {text: {exact: hello}}
+    reply: [{type: text, text: "Hello!"}]
+  - name: menu
+    priority: 10
+    when: {text: {exact: hello}}
+    reply: [{type: text, text: "Here is our menu."}]
+`})
+	const user = "U3333333333333333333333333333ffff"
+	tok, _ := w.say(t, g, user, "hello")
+	w.waitCall(t, "/v2/bot/message/reply", tok)
+	w.waitCall(t, "/v2/bot/message/push", "Here is our menu.")
+	for _, c := range w.api.Calls() {
+		if strings.HasPrefix(c.Path, "/v2/bot/message/") && c.Status != 200 {
+			t.Errorf("LINE refused %s: %d %s", c.Path, c.Status, c.Body)
+		}
+	}
+	if r := w.calls("/v2/bot/message/reply"); len(r) != 1 || !strings.Contains(string(r[0].Body), "Hello!") {
+		t.Errorf("replies: %v, want greet's alone", r)
+	}
+}
