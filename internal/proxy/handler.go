@@ -139,6 +139,9 @@ type held struct {
 	status  int
 	header  string // HeaderHeld's value
 	message string
+	// detail, if set, is LINE's details entry for the property named
+	// (LINE's ErrorResponse): message stays LINE's own words.
+	detail, property string
 }
 
 func (x *exchange) run() {
@@ -393,7 +396,8 @@ func (x *exchange) forward() {
 		ok, by := p.o.Replies.Claim(x.channel, x.replyToken, "tool "+x.t.Name, claim)
 		if !ok {
 			x.finish(&held{outcome: Refused, reason: "reply token already used by " + by, status: http.StatusBadRequest, header: "reply_token",
-				message: "Invalid reply token (linegate: already used by " + holderKind(by) + ": push instead)"})
+				message: "Invalid reply token", property: "replyToken",
+				detail: "linegate: already used by " + holderKind(by) + ": push instead"})
 			return
 		}
 		defer func() {
@@ -512,6 +516,11 @@ func (x *exchange) finish(h *held) {
 		default:
 			writeJSON(x.w, h.status, struct{}{})
 		}
+		return
+	}
+	if h.detail != "" {
+		writeJSON(x.w, h.status, map[string]any{"message": h.message,
+			"details": []map[string]string{{"message": h.detail, "property": h.property}}})
 		return
 	}
 	lineError(x.w, h.status, h.message)

@@ -351,6 +351,16 @@ func TestReplyTokenShared(t *testing.T) {
 	if err == nil || resp.StatusCode != http.StatusBadRequest || resp.Header.Get(proxy.HeaderHeld) != "reply_token" {
 		t.Fatalf("the tool's reply with a spent token: %v", err)
 	}
+	// LINE's words and shape (ErrorResponse), linegate's in details.
+	var answer struct {
+		Message string
+		Details []struct{ Message, Property string }
+	}
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(err.Error(), "unexpected status code: 400, ")), &answer); err != nil ||
+		answer.Message != "Invalid reply token" || len(answer.Details) != 1 || answer.Details[0].Property != "replyToken" ||
+		answer.Details[0].Message != "linegate: already used by a person's reply: push instead" {
+		t.Errorf("the answer: %v (%v)", answer, err)
+	}
 	if n := len(w.simCalls("/v2/bot/message/reply")); n != replies {
 		t.Errorf("the tool's reply reached LINE")
 	}
