@@ -39,6 +39,13 @@ type Call struct {
 	Attempts []Attempt `json:"attempts"`
 	// Raw is the body of the last answer as it came (at most 1 MiB).
 	Raw []byte `json:"-"`
+	// MayHaveTaken: LINE may have acted on the request, or on its reply
+	// token: an attempt was answered 2xx or 5xx, or failed after it was
+	// sent, or LINE answered that the reply token is invalid (spent, or
+	// expired). False when no attempt left (a dial failure) or LINE refused
+	// each one it got (429, or a 4xx about the request): a reply token is
+	// then still good.
+	MayHaveTaken bool `json:"-"`
 }
 
 // Attempt is one HTTP exchange.
@@ -188,6 +195,7 @@ func (c *Client) exchange(ctx context.Context, x exchange) *Call {
 			a, retryAfter, sent, call.Raw = c.once(ctx, hc, x, base+path, token)
 		}
 		call.Attempts = append(call.Attempts, a)
+		call.MayHaveTaken = call.MayHaveTaken || sent && mayHaveTaken(a)
 		if c.Observe != nil {
 			c.Observe(endpoint, a)
 		}
@@ -213,6 +221,22 @@ func (c *Client) exchange(ctx context.Context, x exchange) *Call {
 		case <-time.After(d):
 		}
 	}
+}
+
+// mayHaveTaken says whether LINE may have acted on a request it was sent,
+// from the attempt's answer.
+func mayHaveTaken(a Attempt) bool {
+	switch {
+	case a.Status == 0 || a.Status >= 500 || a.Status/100 == 2:
+		return true
+	case a.Status == http.StatusBadRequest:
+		var body struct {
+			Message string `json:"message"`
+		}
+		json.Unmarshal(a.Response, &body)
+		return body.Message == "Invalid reply token"
+	}
+	return false
 }
 
 // retryable says whether another try is safe and useful. With a retry key

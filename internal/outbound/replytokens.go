@@ -1,6 +1,7 @@
 package outbound
 
 import (
+	"crypto/sha256"
 	"slices"
 	"sync"
 	"time"
@@ -33,7 +34,17 @@ type ReplyTokens struct {
 	head int
 }
 
-type tokenKey struct{ channel, token string }
+// tokenKey is a token's place: its channel and its SHA-256, so that an
+// entry holds a few bytes whatever a caller sent as a token (the proxy
+// takes tokens from tools, of any length).
+type tokenKey struct {
+	channel string
+	token   [sha256.Size]byte
+}
+
+func keyOf(channel, token string) tokenKey {
+	return tokenKey{channel, sha256.Sum256([]byte(token))}
+}
 
 type tokenEntry struct {
 	event    TokenEvent
@@ -121,7 +132,7 @@ func (x *ReplyTokens) Note(channel, token, eventKey string, record uint64, subje
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	e := x.entry(tokenKey{channel, token}, true)
+	e := x.entry(keyOf(channel, token), true)
 	e.event, e.hasEvent = TokenEvent{EventKey: eventKey, Record: record, Subjects: slices.Clone(subjects)}, true
 }
 
@@ -133,7 +144,7 @@ func (x *ReplyTokens) Event(channel, token string) (TokenEvent, bool) {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	e := x.entry(tokenKey{channel, token}, false)
+	e := x.entry(keyOf(channel, token), false)
 	if e == nil || !e.hasEvent {
 		return TokenEvent{}, false
 	}
@@ -150,7 +161,7 @@ func (x *ReplyTokens) Claim(channel, token, holder, claim string) (bool, string)
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	k := tokenKey{channel, token}
+	k := keyOf(channel, token)
 	e := x.entry(k, true)
 	if e.claim != "" && e.claim != claim {
 		return false, e.holder
@@ -169,7 +180,7 @@ func (x *ReplyTokens) Release(channel, token, claim string) {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if e := x.entry(tokenKey{channel, token}, false); e != nil && e.claim == claim {
+	if e := x.entry(keyOf(channel, token), false); e != nil && e.claim == claim {
 		e.holder, e.claim = "", ""
 	}
 }

@@ -2,6 +2,8 @@ package outbound
 
 import (
 	"fmt"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -85,4 +87,27 @@ func TestReplyTokens(t *testing.T) {
 	if len(x.fifo)-x.head > 400 {
 		t.Errorf("the expiry list grew to %d for %d tokens", len(x.fifo)-x.head, x.len())
 	}
+}
+
+// TestReplyTokensHoldNoTokenBytes: an entry keeps a digest of its token,
+// not the token: a tool that sends megabyte tokens through the proxy makes
+// the registry no larger than short ones do.
+func TestReplyTokensHoldNoTokenBytes(t *testing.T) {
+	x := NewReplyTokens(time.Minute)
+	big := strings.Repeat("x", 1<<20)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range 64 {
+		x.Claim("c", big+fmt.Sprint(i), "tool crm", fmt.Sprint("tool:", i))
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 4<<20 {
+		t.Errorf("64 claims of 1 MiB tokens kept %d bytes", grew)
+	}
+	if ok, by := x.Claim("c", big+"7", "agent alice", "send:a"); ok || by != "tool crm" {
+		t.Errorf("a long token's claim: %v %q", ok, by)
+	}
+	runtime.KeepAlive(big)
 }

@@ -396,10 +396,12 @@ func (s *Sender) SendRecorded(ctx context.Context, r Request) (Outcome, *Recorde
 		}
 		rec.Extra["reply_token"] = "used by " + taken + ": pushed"
 	}
+	var call *Call
 	if claim != "" {
-		// A send that never reached LINE leaves the token unspent.
+		// A send that LINE cannot have taken (held back, never sent,
+		// refused for itself) leaves the token good for the next.
 		defer func() {
-			if len(rec.Attempts) == 0 {
+			if call == nil || !call.MayHaveTaken {
 				s.o.ReplyTokens.Release(r.Channel, r.ReplyToken, claim)
 			}
 		}()
@@ -468,7 +470,6 @@ func (s *Sender) SendRecorded(ctx context.Context, r Request) (Outcome, *Recorde
 				rec.Outcome, rec.Reason = string(Failed), "rate limit wait: "+err.Error()
 				failure, failArgs = "rate_limit_wait", []any{"err", err.Error()}
 			} else {
-				var call *Call
 				if endpoint == "reply" {
 					call = c.Reply(ctx, body)
 				} else {

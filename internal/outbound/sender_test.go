@@ -3,8 +3,11 @@ package outbound_test
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -258,5 +261,62 @@ func TestReplyTokenClaimed(t *testing.T) {
 	// The registry is the Sender's, for the proxy to share.
 	if ok, by := s.ReplyTokens().Claim("c", r.ReplyToken, "tool crm", "tool:x"); ok || by != "rule hello" {
 		t.Errorf("the Sender's registry: %v %q", ok, by)
+	}
+}
+
+// TestReplyTokenReleased: a reply LINE cannot have taken leaves its token
+// to the next send: when LINE could not be reached, or refused the request
+// itself (429); a reply LINE answered "Invalid reply token" keeps it, and
+// the next send pushes.
+func TestReplyTokenReleased(t *testing.T) {
+	ctx := context.Background()
+	api := sim.NewAPI(sim.Options{Channels: []sim.Channel{{ID: "c", AccessToken: "tok"}}})
+	var mode atomic.Value
+	mode.Store("")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch mode.Load() {
+		case "429":
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusTooManyRequests)
+			w.Write([]byte(`{"message":"You have reached your rate limit."}`))
+		default:
+			api.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close() // nothing listens there
+	l := &memLedger{state: &memState{settings: map[string]string{}, consent: map[string]bool{}}}
+	c := &outbound.Client{Base: down.URL, Token: []byte("tok"), Policy: outbound.RetryPolicy{MaxAttempts: 2, BaseDelay: time.Millisecond}}
+	s := outbound.NewSender(outbound.SenderOptions{Clients: map[string]*outbound.Client{"c": c}, Ledger: l, State: l.state})
+	send := func(r outbound.Request, agent string) outbound.Outcome {
+		r.Agent, r.EventKey = agent, "agent-reply:"+agent
+		o, _ := s.Send(ctx, r)
+		return o
+	}
+	r := req(api, 1)
+	if o := send(r, "alice"); o != outbound.Failed {
+		t.Fatalf("LINE down: %s", o)
+	}
+	c.Base = srv.URL
+	mode.Store("429")
+	if o := send(r, "bob"); o != outbound.Failed {
+		t.Fatalf("LINE at its rate limit: %s", o)
+	}
+	mode.Store("")
+	if o := send(r, "carol"); o != outbound.Sent {
+		t.Fatalf("after: %s", o)
+	}
+	// LINE says the token is spent (here: by carol's reply, which this
+	// send does not know of, as after a restart): the next send pushes.
+	s.ReplyTokens().Release("c", r.ReplyToken, "send:agent-reply:carol//0")
+	if o := send(r, "dave"); o != outbound.Failed {
+		t.Fatalf("a spent token: %s", o)
+	}
+	if o := send(r, "erin"); o != outbound.Sent {
+		t.Fatalf("after LINE's Invalid reply token: %s", o)
+	}
+	if got := l.outcomes(t); !slices.Equal(got, []string{"reply:failed", "reply:failed", "reply:sent", "reply:failed", "push:sent"}) {
+		t.Errorf("outcomes %v", got)
 	}
 }

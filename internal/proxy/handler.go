@@ -387,6 +387,7 @@ func (x *exchange) forward() {
 			message: "linegate: the channel's rate limit: not sent"})
 		return
 	}
+	var call *outbound.Call
 	if x.replyToken != "" {
 		// The token is claimed before the call, from the registry
 		// linegate's rules and people's replies claim from: a token one
@@ -401,7 +402,7 @@ func (x *exchange) forward() {
 			return
 		}
 		defer func() {
-			if len(x.rec.Attempts) == 0 { // it never reached LINE: still good
+			if call == nil || !call.MayHaveTaken { // LINE cannot have taken it: still good
 				p.o.Replies.Release(x.channel, x.replyToken, claim)
 			}
 		}()
@@ -440,7 +441,7 @@ func (x *exchange) forward() {
 	// The call goes on if the tool hangs up: what LINE took is recorded.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 60*time.Second)
 	defer cancel()
-	call := ch.Client.Forward(ctx, fr)
+	call = ch.Client.Forward(ctx, fr)
 	x.rec.Attempts = call.Attempts
 	last := call.Last()
 	switch {
@@ -479,7 +480,7 @@ func holderKind(holder string) string {
 	case "rule":
 		return "linegate's rules"
 	default:
-		return "another reply of a tool"
+		return "a tool's reply"
 	}
 }
 

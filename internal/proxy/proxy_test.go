@@ -397,6 +397,20 @@ func TestReplyTokenShared(t *testing.T) {
 	if o, rec := agentReply(tok); o != outbound.Sent || rec.Endpoint != "reply" {
 		t.Errorf("agent's reply after the tool's was held back: %s by %s", o, rec.Endpoint)
 	}
+
+	// LINE could not be reached: the token stays good.
+	tok = w.api.IssueReplyToken("demo")
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
+	base := w.proxyClient().Base
+	w.proxyClient().Base = down.URL
+	if _, _, err := bot.ReplyMessageWithHttpInfo(&messaging_api.ReplyMessageRequest{ReplyToken: tok, Messages: text("lost")}); err == nil {
+		t.Fatal("a reply went through with LINE down")
+	}
+	w.proxyClient().Base = base
+	if o, rec := agentReply(tok); o != outbound.Sent || rec.Endpoint != "reply" {
+		t.Errorf("agent's reply after the tool's never reached LINE: %s by %s", o, rec.Endpoint)
+	}
 }
 
 // TestSwitches: the kill switch holds sends back (503, recorded); dry-run
