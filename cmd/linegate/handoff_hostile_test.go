@@ -217,6 +217,52 @@ func TestReplyTokenPersonAndTool(t *testing.T) {
 		}
 	}
 
+	// The conversation's history shows the tool's sends, its reply and a
+	// push, beside the person's.
+	if _, err := bot.PushMessage(&messaging_api.PushMessageRequest{To: user,
+		Messages: []messaging_api.MessageInterface{messaging_api.TextMessage{Text: "the bot pushes"}}}, ""); err != nil {
+		t.Fatalf("the tool's push: %v", err)
+	}
+	var got struct {
+		History []struct {
+			From, Text string
+			Held       bool
+		}
+	}
+	if code := adminJSON(t, g, "GET", base, "", &got); code != 200 {
+		t.Fatalf("GET %s = %d", base, code)
+	}
+	var lines []string
+	for _, m := range got.History {
+		line := m.From + ": " + m.Text
+		if m.Held {
+			line += " (held)"
+		}
+		lines = append(lines, line)
+	}
+	for _, want := range []string{"tool:gobot: the bot answers", "tool:gobot: the bot pushes", "agent:alice: and alice", "agent:alice: yes, alice here"} {
+		if !slices.Contains(lines, want) {
+			t.Errorf("the history has no %q: %q", want, lines)
+		}
+	}
+	if !slices.Contains(lines, "tool:gobot: the bot as well (held)") {
+		t.Errorf("the history does not show the tool's refused reply as held back: %q", lines)
+	}
+
+	// A restart forgets the claims; the person's reply still knows, from
+	// the ledger, the token the tool spent before it.
+	tok, _ = w.say(t, g, user, "still there?")
+	waitIdle(t, g)
+	if _, err := reply(tok, "the bot, before a restart"); err != nil {
+		t.Fatalf("the tool's reply: %v", err)
+	}
+	g.stop()
+	g = startGateway(t, dir, cfg)
+	if code, b := adminRaw(t, g, "POST", base+"/reply", `{"agent":"alice","messages":[{"type":"text","text":"alice, after a restart"}]}`); code != 200 || !strings.Contains(b, `"via":"push"`) {
+		t.Errorf("alice's reply after a restart = %d %s, want 200 by push", code, b)
+	}
+	g.stop()
+
 	// The ledger: the tool's refused reply names the holder, under the
 	// conversation's subject.
 	var refused int

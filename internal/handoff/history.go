@@ -133,7 +133,7 @@ func (s *Service) scan(ctx context.Context, channel, id string, limit int) ([]Me
 					msgs[p].Held = b.Outcome == "held_for_human"
 				}
 			case *record.Outbound:
-				if b.Extra["conversation"] != id && !convKeys[b.EventKey] {
+				if b.Extra["conversation"] != id && !convKeys[b.EventKey] && !toolSendTo(b, id) {
 					continue
 				}
 				m, ok := describeOutbound(b)
@@ -171,6 +171,28 @@ func (s *Service) scan(ctx context.Context, channel, id string, limit int) ([]Me
 	return msgs, lt, nil
 }
 
+// toolEndpoints are the proxy's paths of the sends a conversation's history
+// shows, by the Sender's names for them.
+var toolEndpoints = map[string]string{"/v2/bot/message/reply": "reply", "/v2/bot/message/push": "push"}
+
+// toolSendTo reports whether b is a tool's push to the conversation id
+// ("user:U…", "group:C…", "room:R…"), through the proxy. A tool's reply
+// is the conversation's by its event (the proxy links it when linegate
+// saw the event).
+func toolSendTo(b *record.Outbound, id string) bool {
+	if b.Tool == "" || b.Endpoint != "/v2/bot/message/push" {
+		return false
+	}
+	var req struct {
+		To string `json:"to"`
+	}
+	if json.Unmarshal(b.Request, &req) != nil {
+		return false
+	}
+	s, ok := line.ParseSubject(req.To)
+	return ok && s == id
+}
+
 // describeEvent returns an event's type and its text, or a short
 // description of what it is.
 func describeEvent(e *line.Event) (typ, text string) {
@@ -196,8 +218,14 @@ func describeOutbound(b *record.Outbound) (Message, bool) {
 	if b.Agent != "" {
 		from = "agent:" + b.Agent
 	}
+	endpoint := b.Endpoint
+	if b.Tool != "" {
+		// A tool's call through the proxy: its path.
+		from = "tool:" + b.Tool
+		endpoint = toolEndpoints[b.Endpoint]
+	}
 	held := b.Outcome != "sent" && b.Outcome != "failed" && b.Outcome != ""
-	switch b.Endpoint {
+	switch endpoint {
 	case "reply", "push":
 		var req struct {
 			Messages []json.RawMessage `json:"messages"`
