@@ -516,7 +516,14 @@ func summarizeOutbound(b *record.Outbound) string {
 	if b.Rule != "" {
 		what += " by rule " + b.Rule
 	}
-	what += fmt.Sprintf(" for #%d", b.Record)
+	if b.Tool != "" {
+		what += " by tool " + b.Tool
+	}
+	if b.Record != 0 || b.EventKey != "" {
+		// A tool's call names no webhook unless it replies to an event
+		// linegate saw (record 0 is the log's first, never a webhook).
+		what += fmt.Sprintf(" for #%d", b.Record)
+	}
 	if b.Endpoint == "destination" {
 		return summarizeDelivery(what, b)
 	}
