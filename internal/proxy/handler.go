@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/oplog"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/record"
 )
@@ -372,7 +373,7 @@ func (x *exchange) consentMulticast() *held {
 }
 
 func (x *exchange) consentError(err error) *held {
-	x.p.o.Logger.Error("proxy: consent lookup failed", "tool", x.t.Name, "channel", x.channel, "err", err.Error())
+	x.p.fails.Log(slog.LevelError, oplog.Key{Class: "consent_lookup_failed", Channel: x.channel}, "proxy: consent lookup failed", "tool", x.t.Name, "err", err.Error())
 	return &held{outcome: outbound.Failed, reason: "consent lookup failed", status: http.StatusServiceUnavailable,
 		message: "linegate: consent could not be checked: nothing was sent, try again"}
 }
@@ -548,7 +549,7 @@ func (x *exchange) record() bool {
 		args = append(args, "x_line_request_id", ids[len(ids)-1])
 	}
 	if err != nil {
-		p.o.Logger.Error("proxy: the request could not be recorded", append(args, "err", err.Error())...)
+		p.fails.Log(slog.LevelError, oplog.Key{Class: "tool_call_unrecorded", Channel: x.channel}, "proxy: the request could not be recorded", append(args, "err", err.Error())...)
 		msg := "linegate: the request could not be recorded: not sent"
 		if len(x.rec.Attempts) > 0 {
 			msg = "linegate: LINE was called but the call could not be recorded; see x-line-request-id"
@@ -560,7 +561,7 @@ func (x *exchange) record() bool {
 		return false
 	}
 	if x.rec.Outcome == string(outbound.Failed) {
-		p.o.Logger.Warn("proxy: a tool's call failed", append(args, "reason", x.rec.Reason)...)
+		p.fails.Log(slog.LevelWarn, oplog.Key{Class: "tool_call_failed", Channel: x.channel}, "proxy: a tool's call failed", append(args, "reason", x.rec.Reason)...)
 	} else {
 		p.o.Logger.Debug("proxy: a tool's call", args...)
 	}
@@ -628,6 +629,6 @@ func (x *exchange) stream(c *outbound.Client, base string) {
 	x.extra("content_sha256", hex.EncodeToString(h.Sum(nil)))
 	if err != nil {
 		a.Error = "content copy interrupted"
-		x.p.o.Logger.Log(context.Background(), slog.LevelWarn, "proxy: a content download was interrupted", "tool", x.t.Name, "channel", x.channel)
+		x.p.fails.Log(slog.LevelWarn, oplog.Key{Class: "content_interrupted", Channel: x.channel}, "proxy: a content download was interrupted", "tool", x.t.Name)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/linegate/linegate/internal/oplog"
 	"github.com/linegate/linegate/internal/outbound"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -150,6 +151,10 @@ type Proxy struct {
 	tools []*tool
 
 	requests *prometheus.CounterVec
+	// fails writes the failures' log lines, at most one per class and
+	// channel every few seconds, with counts: a tool that keeps failing
+	// cannot flood the log.
+	fails *oplog.Limiter
 }
 
 type tool struct {
@@ -176,7 +181,7 @@ func New(o Options) (*Proxy, error) {
 	if o.Replies == nil {
 		o.Replies = outbound.NewReplyTokens(0)
 	}
-	p := &Proxy{o: o}
+	p := &Proxy{o: o, fails: oplog.NewLimiter(o.Logger, oplog.Every)}
 	names := map[string]bool{}
 	for _, t := range o.Tools {
 		if t.Name == "" || names[t.Name] {

@@ -6,7 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -116,6 +118,25 @@ type world struct {
 	url     string
 	clients map[string]*outbound.Client
 	rebuild func(rate float64)
+	logs    *lockedBuffer // the proxy's log, JSON lines
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // proxyClient returns the demo channel's client.
@@ -136,7 +157,7 @@ func newWorld(t testing.TB, tools ...proxy.Tool) *world {
 		"other": {Base: lineSrv.URL, Token: []byte("other-token")},
 	}
 	sender := outbound.NewSender(outbound.SenderOptions{Clients: clients, Ledger: led, State: st, QuotaBudgets: map[string]float64{"demo": 0.5}})
-	w := &world{api: api, sender: sender, led: led, clients: clients}
+	w := &world{api: api, sender: sender, led: led, clients: clients, logs: &lockedBuffer{}}
 	if len(tools) == 0 {
 		tools = []proxy.Tool{
 			{Name: "crm", Token: []byte("crm-proxy-token"), Channels: []string{"demo"}, Destination: "crm"},
@@ -155,6 +176,7 @@ func newWorld(t testing.TB, tools ...proxy.Tool) *world {
 			ReplyOwners: proxy.StaticReplyOwners{"demo": "crm"},
 			Replies:     sender.ReplyTokens(),
 			MaxBody:     64 << 10,
+			Logger:      slog.New(slog.NewJSONHandler(w.logs, nil)),
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -410,6 +432,34 @@ func TestReplyTokenShared(t *testing.T) {
 	w.proxyClient().Base = base
 	if o, rec := agentReply(tok); o != outbound.Sent || rec.Endpoint != "reply" {
 		t.Errorf("agent's reply after the tool's never reached LINE: %s by %s", o, rec.Endpoint)
+	}
+}
+
+// TestFailuresLogBounded: a tool whose calls keep failing writes a line
+// or two to the log, with the count of the others, not a line a call.
+func TestFailuresLogBounded(t *testing.T) {
+	w := newWorld(t)
+	for i := range 50 {
+		body := fmt.Sprintf(`{"replyToken":"not-a-token-%d","messages":[{"type":"text","text":"x"}]}`, i)
+		if code, _ := w.do(t, "POST", "/v2/bot/message/reply", "crm-proxy-token", body); code != http.StatusBadRequest {
+			t.Fatalf("a reply with a bogus token = %d, want LINE's 400", code)
+		}
+	}
+	var failed int
+	for _, r := range w.led.sends(t) {
+		if r.Outcome == "failed" {
+			failed++
+		}
+	}
+	if failed != 50 {
+		t.Errorf("%d failed calls recorded, want 50", failed)
+	}
+	logs := w.logs.String()
+	if n := strings.Count(logs, `"msg":"proxy: a tool's call failed"`); n < 1 || n > 2 {
+		t.Errorf("%d log lines for 50 failed calls, want 1 or 2:\n%s", n, logs)
+	}
+	if !strings.Contains(logs, `"class":"tool_call_failed"`) {
+		t.Errorf("the line has no class: %s", logs)
 	}
 }
 
