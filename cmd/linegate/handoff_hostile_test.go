@@ -1,14 +1,18 @@
 package main
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/line/line-bot-sdk-go/v8/linebot/messaging_api"
+	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/proxy"
 	"github.com/linegate/linegate/internal/record"
 )
@@ -151,10 +155,26 @@ func TestHandoffHostileAdmin(t *testing.T) {
 // reply tokens) claim tokens from one registry in the real gateway. After
 // the person replied, the tool's reply with the same token is answered as
 // LINE answers a spent token without reaching LINE, and recorded as
-// refused; after the tool replied, the person's reply pushes.
+// refused; after the tool replied, the person's reply pushes; after a
+// tool's reply LINE refused for itself (429), the person's reply uses the
+// token. After a restart the person's reply still knows, from the ledger,
+// which token a tool spent, and the history shows the tool's sends.
 func TestReplyTokenPersonAndTool(t *testing.T) {
 	dir := t.TempDir()
 	w := newHandoffWorld(t)
+	// LINE, or LINE at its rate limit while limited is set.
+	var limited atomic.Bool
+	line := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if limited.Load() {
+			rw.Header().Set("Content-Type", "application/json")
+			rw.WriteHeader(http.StatusTooManyRequests)
+			rw.Write([]byte(`{"message":"You have reached your rate limit."}`))
+			return
+		}
+		w.api.ServeHTTP(rw, r)
+	}))
+	t.Cleanup(line.Close)
+	w.apiURL = line.URL
 	cfg := w.config("1h")
 	cfg.extra += `proxy:
   listen: 127.0.0.1:0
@@ -217,6 +237,19 @@ func TestReplyTokenPersonAndTool(t *testing.T) {
 		}
 	}
 
+	// LINE refuses the tool's reply for itself: the token stays good, for
+	// the person's reply too, which reads the tool's record.
+	tok, _ = w.say(t, g, user, "and now?")
+	waitIdle(t, g)
+	limited.Store(true)
+	if resp, err := reply(tok, "the bot, rate limited"); err == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("the tool's reply at LINE's rate limit: %v", err)
+	}
+	limited.Store(false)
+	if code, b := adminRaw(t, g, "POST", base+"/reply", `{"agent":"alice","messages":[{"type":"text","text":"alice, after the 429"}]}`); code != 200 || !strings.Contains(b, `"via":"reply"`) {
+		t.Errorf("alice's reply after the tool's 429 = %d %s, want 200 by reply", code, b)
+	}
+
 	// The conversation's history shows the tool's sends, its reply and a
 	// push, beside the person's.
 	if _, err := bot.PushMessage(&messaging_api.PushMessageRequest{To: user,
@@ -262,6 +295,16 @@ func TestReplyTokenPersonAndTool(t *testing.T) {
 		t.Errorf("alice's reply after a restart = %d %s, want 200 by push", code, b)
 	}
 	g.stop()
+	pushed := false
+	for _, r := range readLedger(t, dir) {
+		var o record.Outbound
+		if r.leaf.Kind == ledger.KindOutbound && json.Unmarshal(r.body, &o) == nil && strings.Contains(string(o.Request), "alice, after a restart") {
+			pushed = o.Endpoint == "push" && strings.HasPrefix(o.Extra["reply_token"], "used by record ")
+		}
+	}
+	if !pushed {
+		t.Error("alice's push after a restart does not say which record spent the token")
+	}
 
 	// The ledger: the tool's refused reply names the holder, under the
 	// conversation's subject.

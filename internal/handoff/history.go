@@ -9,6 +9,7 @@ import (
 
 	"github.com/linegate/linegate/internal/ledger"
 	"github.com/linegate/linegate/internal/line"
+	"github.com/linegate/linegate/internal/outbound"
 	"github.com/linegate/linegate/internal/record"
 )
 
@@ -21,8 +22,9 @@ type latest struct {
 	record      uint64 // the latest webhook record of the conversation
 	eventKey    string // its event's dedup key
 	eventSubj   []string
-	userID      string // the latest event's user (for consent)
-	usedReplies map[string]bool
+	userID      string            // the latest event's user (for consent)
+	usedReplies map[string]uint64 // reply token -> the record of the reply that spent it
+	spentBy     uint64            // the record that spent the latest event's token, if it was
 }
 
 func msTime(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
@@ -72,7 +74,7 @@ func (s *Service) scan(ctx context.Context, channel, id string, limit int) ([]Me
 			break
 		}
 	}
-	lt := &latest{usedReplies: map[string]bool{}}
+	lt := &latest{usedReplies: map[string]uint64{}}
 	var msgs []Message
 	eventMsg := map[string]int{} // "record/index" -> position in msgs
 	convKeys := map[string]bool{}
@@ -144,8 +146,12 @@ func (s *Service) scan(ctx context.Context, channel, id string, limit int) ([]Me
 				var req struct {
 					ReplyToken string `json:"replyToken"`
 				}
-				if json.Unmarshal(b.Request, &req) == nil && req.ReplyToken != "" && (b.Outcome == "sent" || b.Outcome == "failed" && len(b.Attempts) > 0) {
-					lt.usedReplies[req.ReplyToken] = true
+				// A reply spends its token if LINE may have taken it: one
+				// that never left, or that LINE refused for itself (429),
+				// leaves it good.
+				if json.Unmarshal(b.Request, &req) == nil && req.ReplyToken != "" &&
+					(b.Outcome == "sent" || b.Outcome == "failed" && outbound.RecordedMayHaveTaken(b.Attempts)) {
+					lt.usedReplies[req.ReplyToken] = rec.Index
 				}
 				msgs = append(msgs, m)
 			case *record.Admin:
@@ -165,8 +171,8 @@ func (s *Service) scan(ctx context.Context, channel, id string, limit int) ([]Me
 			}
 		}
 	}
-	if lt.usedReplies[lt.replyToken] {
-		lt.replyToken = ""
+	if i, ok := lt.usedReplies[lt.replyToken]; ok && lt.replyToken != "" {
+		lt.replyToken, lt.spentBy = "", i
 	}
 	return msgs, lt, nil
 }

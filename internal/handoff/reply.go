@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -67,6 +68,11 @@ func (s *Service) Reply(ctx context.Context, a Actor, channel, id string, messag
 	// that linegate's rules and the proxy's tools claim from too: a
 	// reply that does not get it pushes.
 	req.ReplyToken, req.ReceivedMs = lt.replyToken, lt.replyMs
+	if lt.spentBy != 0 {
+		// The latest event's token was spent by a reply on record (a
+		// tool's, another process's): a push, and its record says why.
+		req.Extra["reply_token"] = fmt.Sprintf("used by record %d: pushed", lt.spentBy)
+	}
 	outcome, rec, err := s.o.Sender.SendRecorded(ctx, req)
 	res := ReplyResult{Outcome: string(outcome)}
 	if rec != nil {

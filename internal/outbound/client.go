@@ -239,6 +239,21 @@ func mayHaveTaken(a Attempt) bool {
 	return false
 }
 
+// RecordedMayHaveTaken is Call.MayHaveTaken read back from a record's
+// attempts, where only the error's words tell a request that never left
+// (a failure to resolve or connect, no token to send it with) from one
+// lost after it was sent.
+func RecordedMayHaveTaken(attempts []Attempt) bool {
+	for _, a := range attempts {
+		neverLeft := a.Status == 0 && (strings.HasPrefix(a.Error, "dial ") || strings.HasPrefix(a.Error, "proxyconnect ") ||
+			strings.HasPrefix(a.Error, errNoToken) || strings.HasPrefix(a.Error, "gave up: ") || a.Error == "bad request URL")
+		if !neverLeft && mayHaveTaken(a) {
+			return true
+		}
+	}
+	return false
+}
+
 // retryable says whether another try is safe and useful. With a retry key
 // LINE deduplicates, so any 429, 5xx or network failure is retried.
 // Without one (reply), only failures where the request surely did not take

@@ -319,4 +319,23 @@ func TestReplyTokenReleased(t *testing.T) {
 	if got := l.outcomes(t); !slices.Equal(got, []string{"reply:failed", "reply:failed", "reply:sent", "reply:failed", "push:sent"}) {
 		t.Errorf("outcomes %v", got)
 	}
+	// The records say the same, read back (a person's reply reads them).
+	var taken []bool
+	for _, e := range l.entries {
+		_, b, err := record.DecodePayload(e.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec record.Outbound
+		if err := json.Unmarshal(b, &rec); err != nil {
+			t.Fatal(err)
+		}
+		taken = append(taken, outbound.RecordedMayHaveTaken(rec.Attempts))
+	}
+	if !slices.Equal(taken, []bool{false, false, true, true, true}) {
+		t.Errorf("the records, read back: may have taken %v, want false, false, true, true, true", taken)
+	}
+	if !outbound.RecordedMayHaveTaken([]outbound.Attempt{{Error: "read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer"}}) {
+		t.Error("a connection lost after sending: LINE may have taken it")
+	}
 }
