@@ -147,10 +147,9 @@ func (s *Service) scan(ctx context.Context, channel, id string, limit int) ([]Me
 					ReplyToken string `json:"replyToken"`
 				}
 				// A reply spends its token if LINE may have taken it: one
-				// that never left, or that LINE refused for itself (429),
-				// leaves it good.
-				if json.Unmarshal(b.Request, &req) == nil && req.ReplyToken != "" &&
-					(b.Outcome == "sent" || b.Outcome == "failed" && outbound.RecordedMayHaveTaken(b.Attempts)) {
+				// held back, that never left, or that LINE refused for
+				// itself (429) leaves it good.
+				if json.Unmarshal(b.Request, &req) == nil && req.ReplyToken != "" && outbound.MayHaveTaken(b.Attempts) {
 					lt.usedReplies[req.ReplyToken] = rec.Index
 				}
 				msgs = append(msgs, m)
@@ -171,7 +170,7 @@ func (s *Service) scan(ctx context.Context, channel, id string, limit int) ([]Me
 			}
 		}
 	}
-	if i, ok := lt.usedReplies[lt.replyToken]; ok && lt.replyToken != "" {
+	if i, ok := lt.usedReplies[lt.replyToken]; ok {
 		lt.replyToken, lt.spentBy = "", i
 	}
 	return msgs, lt, nil

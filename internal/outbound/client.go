@@ -39,14 +39,16 @@ type Call struct {
 	Attempts []Attempt `json:"attempts"`
 	// Raw is the body of the last answer as it came (at most 1 MiB).
 	Raw []byte `json:"-"`
-	// MayHaveTaken: LINE may have acted on the request, or on its reply
-	// token: an attempt was answered 2xx or 5xx, or failed after it was
-	// sent, or LINE answered that the reply token is invalid (spent, or
-	// expired). False when no attempt left (a dial failure) or LINE refused
-	// each one it got (429, or a 4xx about the request): a reply token is
-	// then still good.
-	MayHaveTaken bool `json:"-"`
 }
+
+// MayHaveTaken reports whether LINE may have acted on the request, or on
+// its reply token: an attempt was answered 2xx or 5xx, or failed after it
+// was sent, or LINE answered that the reply token is invalid (spent, or
+// expired). False when no attempt left (a dial failure) or LINE refused
+// each one it got (429, or a 4xx about the request): a reply token is then
+// still good. It reads the attempts as their record does
+// (MayHaveTaken of the record's attempts), so a call and its record agree.
+func (c *Call) MayHaveTaken() bool { return MayHaveTaken(c.Attempts) }
 
 // Attempt is one HTTP exchange.
 type Attempt = record.Attempt
@@ -195,7 +197,6 @@ func (c *Client) exchange(ctx context.Context, x exchange) *Call {
 			a, retryAfter, sent, call.Raw = c.once(ctx, hc, x, base+path, token)
 		}
 		call.Attempts = append(call.Attempts, a)
-		call.MayHaveTaken = call.MayHaveTaken || sent && mayHaveTaken(a)
 		if c.Observe != nil {
 			c.Observe(endpoint, a)
 		}
@@ -239,11 +240,11 @@ func mayHaveTaken(a Attempt) bool {
 	return false
 }
 
-// RecordedMayHaveTaken is Call.MayHaveTaken read back from a record's
-// attempts, where only the error's words tell a request that never left
-// (a failure to resolve or connect, no token to send it with) from one
-// lost after it was sent.
-func RecordedMayHaveTaken(attempts []Attempt) bool {
+// MayHaveTaken says whether LINE may have acted on a request made with
+// these attempts (a call's, or read back from its record). Only the
+// error's words tell a request that never left (a failure to resolve or
+// connect, no token to send it with) from one lost after it was sent.
+func MayHaveTaken(attempts []Attempt) bool {
 	for _, a := range attempts {
 		neverLeft := a.Status == 0 && (strings.HasPrefix(a.Error, "dial ") || strings.HasPrefix(a.Error, "proxyconnect ") ||
 			strings.HasPrefix(a.Error, errNoToken) || strings.HasPrefix(a.Error, "gave up: ") || a.Error == "bad request URL")

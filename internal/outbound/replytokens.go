@@ -84,8 +84,9 @@ func NewReplyTokens(ttl time.Duration) *ReplyTokens {
 }
 
 // entry returns the token's live entry, making one if make is set (nil
-// otherwise). It prunes what expired. Called with mu held.
-func (x *ReplyTokens) entry(k tokenKey, make bool) *tokenEntry {
+// otherwise), and whether it made it: the caller then sets its life
+// (touch). It prunes what expired. Called with mu held.
+func (x *ReplyTokens) entry(k tokenKey, make bool) (*tokenEntry, bool) {
 	now := x.now()
 	for x.head < len(x.fifo) {
 		it := x.fifo[x.head]
@@ -112,9 +113,9 @@ func (x *ReplyTokens) entry(k tokenKey, make bool) *tokenEntry {
 	if e == nil && make {
 		e = &tokenEntry{}
 		x.m[k] = e
-		x.touch(k, e, now)
+		return e, true
 	}
-	return e
+	return e, false
 }
 
 // touch extends e's life from now. Called with mu held.
@@ -132,7 +133,11 @@ func (x *ReplyTokens) Note(channel, token, eventKey string, record uint64, subje
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	e := x.entry(keyOf(channel, token), true)
+	k := keyOf(channel, token)
+	e, made := x.entry(k, true)
+	if made {
+		x.touch(k, e, x.now())
+	}
 	e.event, e.hasEvent = TokenEvent{EventKey: eventKey, Record: record, Subjects: slices.Clone(subjects)}, true
 }
 
@@ -144,7 +149,7 @@ func (x *ReplyTokens) Event(channel, token string) (TokenEvent, bool) {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	e := x.entry(keyOf(channel, token), false)
+	e, _ := x.entry(keyOf(channel, token), false)
 	if e == nil || !e.hasEvent {
 		return TokenEvent{}, false
 	}
@@ -162,7 +167,7 @@ func (x *ReplyTokens) Claim(channel, token, holder, claim string) (bool, string)
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	k := keyOf(channel, token)
-	e := x.entry(k, true)
+	e, _ := x.entry(k, true)
 	if e.claim != "" && e.claim != claim {
 		return false, e.holder
 	}
@@ -180,14 +185,7 @@ func (x *ReplyTokens) Release(channel, token, claim string) {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if e := x.entry(keyOf(channel, token), false); e != nil && e.claim == claim {
+	if e, _ := x.entry(keyOf(channel, token), false); e != nil && e.claim == claim {
 		e.holder, e.claim = "", ""
 	}
-}
-
-// len is how many tokens are remembered (for tests).
-func (x *ReplyTokens) len() int {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	return len(x.m)
 }

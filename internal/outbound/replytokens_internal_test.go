@@ -111,3 +111,10 @@ func TestReplyTokensHoldNoTokenBytes(t *testing.T) {
 	}
 	runtime.KeepAlive(big)
 }
+
+// len is how many tokens are remembered.
+func (x *ReplyTokens) len() int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return len(x.m)
+}

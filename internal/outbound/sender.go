@@ -401,7 +401,7 @@ func (s *Sender) SendRecorded(ctx context.Context, r Request) (Outcome, *Recorde
 		// A send that LINE cannot have taken (held back, never sent,
 		// refused for itself) leaves the token good for the next.
 		defer func() {
-			if call == nil || !call.MayHaveTaken {
+			if call == nil || !call.MayHaveTaken() {
 				s.o.ReplyTokens.Release(r.Channel, r.ReplyToken, claim)
 			}
 		}()

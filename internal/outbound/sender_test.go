@@ -330,12 +330,12 @@ func TestReplyTokenReleased(t *testing.T) {
 		if err := json.Unmarshal(b, &rec); err != nil {
 			t.Fatal(err)
 		}
-		taken = append(taken, outbound.RecordedMayHaveTaken(rec.Attempts))
+		taken = append(taken, outbound.MayHaveTaken(rec.Attempts))
 	}
 	if !slices.Equal(taken, []bool{false, false, true, true, true}) {
 		t.Errorf("the records, read back: may have taken %v, want false, false, true, true, true", taken)
 	}
-	if !outbound.RecordedMayHaveTaken([]outbound.Attempt{{Error: "read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer"}}) {
+	if !outbound.MayHaveTaken([]outbound.Attempt{{Error: "read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer"}}) {
 		t.Error("a connection lost after sending: LINE may have taken it")
 	}
 }

@@ -403,7 +403,7 @@ func (x *exchange) forward() {
 			return
 		}
 		defer func() {
-			if call == nil || !call.MayHaveTaken { // LINE cannot have taken it: still good
+			if call == nil || !call.MayHaveTaken() { // LINE cannot have taken it: still good
 				p.o.Replies.Release(x.channel, x.replyToken, claim)
 			}
 		}()
